@@ -1,0 +1,177 @@
+"""Sources of uniform random numbers that samplers push through inverse CDFs.
+
+- :class:`GeneratorSource` — plain draws from a :class:`numpy.random.Generator`.
+- :class:`CounterStream` — *reproducible* draws: the uniform for
+  ``(run seed, variation key, env_id, episode, draw_seq, component)`` is a hash of
+  those keys, so it does not depend on ``num_envs``, on the order of resets, or on
+  which other envs reset in the same call. This is what makes "replay episode 1234
+  of env 7" possible.
+
+Every source hands out uniforms in the *open* interval (0, 1), so inverse CDFs
+never return infinities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["CounterStream", "GeneratorSource", "KeyedUniforms", "UniformSource", "as_generator"]
+
+# SplitMix64 constants (Steele, Lea & Flood 2014, doi:10.1145/2660193.2660195).
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_SECOND = np.uint64(0xD1B54A32D192ED03)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S11, _S16, _S27, _S30, _S31, _S32 = (np.uint64(s) for s in (11, 16, 27, 30, 31, 32))
+_LOW32 = np.uint64(0xFFFFFFFF)
+_TO_UNIT = 2.0**-53
+
+
+class UniformSource(Protocol):
+    """Anything that hands out a ``(n, k)`` array of uniforms in (0, 1)."""
+
+    def uniforms(self, n: int, k: int) -> np.ndarray: ...
+
+
+def as_generator(seed: int | np.random.Generator | None) -> np.random.Generator:
+    """Normalize a seed argument; ``0`` is a seed like any other (never ``if seed:``)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and not isinstance(seed, int | np.integer):
+        raise TypeError(f"`seed` must be an int, a numpy Generator or None, got {seed!r}")
+    return np.random.default_rng(seed)
+
+
+class GeneratorSource:
+    """Uniforms from a numpy Generator: fast, not keyed, reproducible only in call order.
+
+    >>> GeneratorSource(0).uniforms(2, 1).shape
+    (2, 1)
+    """
+
+    __slots__ = ("rng",)
+
+    def __init__(self, seed: int | np.random.Generator | None = None) -> None:
+        self.rng = as_generator(seed)
+
+    def uniforms(self, n: int, k: int) -> np.ndarray:
+        u = self.rng.random((n, k))
+        u += 2.0**-54  # [0, 1) -> (0, 1): no -inf from an inverse CDF
+        return u
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finalizer, in place on a uint64 array (wrapping arithmetic)."""
+    z ^= z >> _S30
+    z *= _M1
+    z ^= z >> _S27
+    z *= _M2
+    z ^= z >> _S31
+    return z
+
+
+def _as_u64(a: np.ndarray | int, n: int) -> np.ndarray:
+    """``a`` (an int, or ``n`` ints) as a fresh or viewed uint64 array of length ``n``."""
+    if isinstance(a, np.ndarray) and a.dtype == np.int64 and a.shape == (n,):
+        return a.view(np.uint64)
+    return np.broadcast_to(np.asarray(a, dtype=np.int64), (n,)).astype(np.uint64)
+
+
+def _to_unit(h: np.ndarray) -> np.ndarray:
+    h >>= _S11
+    u = h.astype(np.float64)
+    u += 0.5
+    u *= _TO_UNIT
+    return u
+
+
+class CounterStream:
+    """The reproducible uniforms of one variation in one run.
+
+    Args:
+        seed: the run seed.
+        key: the variation key (``"cube.mass"``).
+
+    The hash packs ``env_id`` and ``episode`` into one 64-bit word (32 bits each)
+    and runs one SplitMix64 round; a second round mixes in ``draw_seq`` and the
+    component index when either is non-zero. Values are a pure function of the keys.
+
+    >>> s = CounterStream(seed=0, key="cube.mass")
+    >>> a = s.uniforms(np.array([3, 7]), np.array([0, 5]), k=1)
+    >>> b = s.uniforms(np.array([7]), np.array([5]), k=1)
+    >>> bool(a[1, 0] == b[0, 0])
+    True
+    """
+
+    __slots__ = ("base", "key", "seed")
+
+    def __init__(self, seed: int, key: str) -> None:
+        if not isinstance(seed, int | np.integer):
+            raise TypeError(f"`seed` must be an int, got {seed!r}")
+        self.seed = int(seed)
+        self.key = key
+        digest = hashlib.blake2b(f"{self.seed}\x1f{key}".encode(), digest_size=8).digest()
+        self.base = np.uint64(int.from_bytes(digest, "little"))
+
+    def __repr__(self) -> str:
+        return f"CounterStream(seed={self.seed}, key={self.key!r})"
+
+    def keyed(
+        self,
+        env_ids: np.ndarray,
+        episodes: np.ndarray,
+        draw_seq: np.ndarray | int = 0,
+    ) -> KeyedUniforms:
+        """A :class:`UniformSource` bound to these keys (one row per env id)."""
+        return KeyedUniforms(self.base, env_ids, episodes, draw_seq)
+
+    def uniforms(
+        self,
+        env_ids: np.ndarray,
+        episodes: np.ndarray,
+        k: int = 1,
+        draw_seq: np.ndarray | int = 0,
+    ) -> np.ndarray:
+        """Uniforms of shape ``(len(env_ids), k)`` for these keys."""
+        return self.keyed(env_ids, episodes, draw_seq).uniforms(len(env_ids), k)
+
+
+class KeyedUniforms:
+    """A uniform source whose row ``i`` is keyed by ``(env_ids[i], episodes[i], draw_seq)``."""
+
+    __slots__ = ("base", "draw_seq", "env_ids", "episodes")
+
+    def __init__(
+        self,
+        base: np.uint64,
+        env_ids: np.ndarray,
+        episodes: np.ndarray,
+        draw_seq: np.ndarray | int = 0,
+    ) -> None:
+        self.base = base
+        self.env_ids = env_ids
+        self.episodes = episodes
+        self.draw_seq = draw_seq
+
+    def uniforms(self, n: int, k: int) -> np.ndarray:
+        if len(self.env_ids) != n:
+            raise ValueError(f"`n` must equal len(env_ids) = {len(self.env_ids)}, got {n}")
+        word = _as_u64(self.env_ids, n) << _S32
+        word |= _as_u64(self.episodes, n) & _LOW32
+        word *= _GOLDEN
+        word ^= self.base
+        h = _mix(word)
+        seq = self.draw_seq
+        if k == 1 and (seq == 0 if isinstance(seq, int) else not seq.any()):
+            return _to_unit(h).reshape(n, 1)
+        # A second round for draw_seq / component, applied only where either is
+        # non-zero, so a value never depends on what else is in the batch.
+        extra = (_as_u64(seq, n)[:, None] << _S16) | np.arange(
+            k, dtype=np.uint64
+        )
+        h2 = h[:, None] ^ (extra * _SECOND)
+        _mix(h2)
+        return _to_unit(np.where(extra == 0, h[:, None], h2))

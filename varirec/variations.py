@@ -1,0 +1,282 @@
+"""Variations: a named, configurable draw and how it is applied to the env.
+
+- :class:`VariationCfg` — enabled flag, sampler cfg, mode (``build | reset | interval``).
+- :class:`Variation` — a key, a cfg, the sampler built from it, and an ``apply``
+  callable ``apply(env, env_ids, values)``. Listeners added with
+  :meth:`Variation.add_sample_listener` follow the variation through
+  :meth:`Variation.apply_cfg`: the new sampler gets them all, the old keeps none.
+- :class:`VariationSet` — the variations of an env keyed by dotted names
+  (``cube.mass``), with Hydra-style overrides (``cube.mass.sampler.high=2.0``).
+
+>>> from varirec.sampler_cfgs import UniformCfg
+>>> mass = Variation("cube.mass", VariationCfg(sampler=UniformCfg(low=0.5, high=2.0)))
+>>> variations = VariationSet([mass])
+>>> variations.override("cube.mass.sampler.high=3.0")
+>>> variations["cube.mass"].cfg.sampler.high
+3.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from varirec.errors import ListenerError, UnknownNameError
+from varirec.overrides import apply_override, nearest_names, split_override
+from varirec.sampler_cfgs import SamplerCfg
+from varirec.samplers import DrawContext, SampleListener, Sampler
+from varirec.streams import CounterStream
+
+__all__ = ["ApplyFn", "Mode", "Variation", "VariationCfg", "VariationSet"]
+
+Mode = Literal["build", "reset", "interval"]
+MODES: tuple[Mode, ...] = ("build", "reset", "interval")
+ApplyFn = Callable[[Any, "np.ndarray | None", np.ndarray], None]
+"""``apply(env, env_ids, values)``: set the drawn values on the env. ``env_ids`` is
+None for a build draw (one row of ``values`` that applies to every env)."""
+
+_KEY = re.compile(r"^[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*$")
+_ALL_ENVS = np.array([-1], dtype=np.int64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariationCfg:
+    """What a variation draws and when."""
+
+    sampler: SamplerCfg
+    """The distribution of the drawn value."""
+    mode: Mode = "reset"
+    """``build``: drawn once before the env exists, applies to every env; ``reset``:
+    drawn for the envs that reset, for the episode they begin; ``interval``: drawn
+    mid-episode, every ``interval_steps`` steps of an env."""
+    enabled: bool = True
+    """A disabled variation draws nothing and records nothing."""
+    interval_steps: tuple[int, int] = (50, 50)
+    """For ``interval`` mode: steps between draws, drawn uniformly in this range per env."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sampler, SamplerCfg):
+            raise TypeError(
+                f"VariationCfg.sampler must be a SamplerCfg (e.g. UniformCfg(low=0, high=1)), "
+                f"got {type(self.sampler).__name__}"
+            )
+        if self.mode not in MODES:
+            raise ValueError(f"VariationCfg.mode must be one of {MODES}, got {self.mode!r}")
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"VariationCfg.enabled must be true or false, got {self.enabled!r}")
+        steps = tuple(self.interval_steps)
+        if (
+            len(steps) != 2
+            or not all(isinstance(s, int) and s >= 1 for s in steps)
+            or steps[0] > steps[1]
+        ):
+            raise ValueError(
+                "VariationCfg.interval_steps must be (low, high) with 1 <= low <= high, "
+                f"got {self.interval_steps!r}"
+            )
+        object.__setattr__(self, "interval_steps", steps)
+
+
+class Variation:
+    """A named draw with a cfg, a sampler built from it, and how it applies to the env.
+
+    Args:
+        key: dotted name, e.g. ``"cube.mass"``.
+        cfg: the :class:`VariationCfg`.
+        apply: ``apply(env, env_ids, values)``, or None to only draw.
+    """
+
+    def __init__(self, key: str, cfg: VariationCfg, apply: ApplyFn | None = None) -> None:
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise ValueError(
+                f"`key` must be a dotted name of identifiers like 'cube.mass', got {key!r}"
+            )
+        if not isinstance(cfg, VariationCfg):
+            raise TypeError(f"`cfg` must be a VariationCfg, got {type(cfg).__name__}")
+        if apply is not None and not callable(apply):
+            raise TypeError(f"`apply` must be callable(env, env_ids, values), got {apply!r}")
+        self.key = key
+        self.apply = apply
+        self._cfg = cfg
+        self._sampler = cfg.sampler.build()
+        self._listeners: list[SampleListener] = []
+        self._stream: CounterStream | None = None
+        self.num_draws = 0
+        """Draws made so far (a recorder attached later would have missed them)."""
+
+    @property
+    def cfg(self) -> VariationCfg:
+        return self._cfg
+
+    @property
+    def sampler(self) -> Sampler:
+        return self._sampler
+
+    @property
+    def mode(self) -> Mode:
+        return self._cfg.mode
+
+    @property
+    def enabled(self) -> bool:
+        return self._cfg.enabled
+
+    @property
+    def stream(self) -> CounterStream | None:
+        """The keyed stream of reproducible draws, once :meth:`seed` was called."""
+        return self._stream
+
+    def seed(self, seed: int) -> None:
+        """Make draws reproducible: key them by ``(seed, key, env_id, episode, draw_seq)``."""
+        self._stream = CounterStream(seed, self.key)
+
+    def add_sample_listener(self, listener: SampleListener) -> SampleListener:
+        """Attach ``listener`` to this variation's sampler, now and after every cfg swap."""
+        self._sampler.add_listener(listener)
+        self._listeners.append(listener)
+        return listener
+
+    def remove_sample_listener(self, listener: SampleListener) -> None:
+        """Detach a listener added with :meth:`add_sample_listener`."""
+        if not any(x is listener for x in self._listeners):
+            raise ListenerError(
+                f"listener {listener!r} was not added to variation {self.key!r}; "
+                "pass the handle that add_sample_listener returned"
+            )
+        self._sampler.remove_listener(listener)
+        self._listeners = [x for x in self._listeners if x is not listener]
+
+    def apply_cfg(self, cfg: VariationCfg) -> None:
+        """Swap the cfg: rebuild the sampler and move every listener onto it."""
+        if not isinstance(cfg, VariationCfg):
+            raise TypeError(f"`cfg` must be a VariationCfg, got {type(cfg).__name__}")
+        new = cfg.sampler.build()
+        old = self._sampler
+        for listener in self._listeners:
+            old.remove_listener(listener)
+            new.add_listener(listener)
+        self._sampler, self._cfg = new, cfg
+
+    def enable(self) -> None:
+        self._cfg = dataclasses.replace(self._cfg, enabled=True)
+
+    def disable(self) -> None:
+        self._cfg = dataclasses.replace(self._cfg, enabled=False)
+
+    def draw(
+        self,
+        env: Any = None,
+        env_ids: np.ndarray | None = None,
+        *,
+        context: DrawContext | None = None,
+    ) -> np.ndarray | None:
+        """Draw for ``env_ids`` (None: one row for every env) and apply it to ``env``.
+
+        Returns the values, or None when the variation is disabled (nothing drawn,
+        nothing notified, nothing applied).
+        """
+        if not self._cfg.enabled:
+            return None
+        ids = None if env_ids is None else np.asarray(env_ids, dtype=np.int64)
+        source = None
+        if self._stream is not None:
+            keys = _ALL_ENVS if ids is None else ids
+            episodes = context.episodes if context is not None else None
+            source = self._stream.keyed(
+                keys,
+                _ALL_ENVS if episodes is None else episodes,
+                0 if context is None else context.draw_seq,
+            )
+        n = 1 if ids is None else len(ids)
+        values = self._sampler.sample(n, env_ids=ids, source=source, context=context)
+        self.num_draws += 1
+        if self.apply is not None and env is not None:
+            self.apply(env, ids, values)
+        return values
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON-serializable description (stored in ``run.json``)."""
+        s = self._cfg.sampler
+        return {
+            "key": self.key,
+            "mode": self.mode,
+            "enabled": self.enabled,
+            "sampler": s.to_dict(),
+            "shape": list(s.shape),
+            "components": list(s.component_names) if s.shape else [],
+            "categorical": bool(s.categorical),
+            "labels": list(getattr(s, "labels", ())) if s.categorical else [],
+            "factors": [f.to_dict() for f in s.factor_specs(self.key)],
+        }
+
+    def __repr__(self) -> str:
+        return f"Variation({self.key!r}, mode={self.mode!r}, enabled={self.enabled})"
+
+
+class VariationSet(Mapping[str, Variation]):
+    """The variations of an env, keyed by their dotted names.
+
+    Duplicate keys are refused; an unknown key raises :class:`UnknownNameError` naming
+    the nearest known keys.
+    """
+
+    def __init__(self, variations: Iterable[Variation] = ()) -> None:
+        self._items: dict[str, Variation] = {}
+        for v in variations:
+            self.add(v)
+
+    def add(self, variation: Variation) -> Variation:
+        if not isinstance(variation, Variation):
+            raise TypeError(f"expected a Variation, got {type(variation).__name__}")
+        if variation.key in self._items:
+            raise ValueError(
+                f"a variation with key {variation.key!r} already exists; keys must be unique"
+            )
+        self._items[variation.key] = variation
+        return variation
+
+    def __getitem__(self, key: str) -> Variation:
+        try:
+            return self._items[key]
+        except KeyError:
+            raise UnknownNameError(
+                f"no variation {key!r}; {nearest_names(key, self._items)}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def enabled(self, mode: Mode | None = None) -> list[Variation]:
+        """The enabled variations (of one mode), in insertion order."""
+        return [v for v in self._items.values() if v.enabled and (mode is None or v.mode == mode)]
+
+    def seed(self, seed: int) -> None:
+        """Key every variation's draws by the run seed (see :meth:`Variation.seed`)."""
+        for v in self._items.values():
+            v.seed(seed)
+
+    def override(self, *overrides: str) -> None:
+        """Apply Hydra-style ``dotted.path=value`` overrides through ``apply_cfg``.
+
+        Every override is checked before any is applied, so a bad one changes nothing.
+        Values parse as JSON where they can (``2.0``, ``[1, 2]``, ``{"kind": ...}``),
+        ``true``/``false`` as booleans, anything else as a string.
+        """
+        planned: dict[str, VariationCfg] = {}
+        for text in overrides:
+            key, path, value = split_override(text, self._items)
+            cfg = planned.get(key, self._items[key].cfg)
+            planned[key] = apply_override(cfg, path, value, text)
+        for key, cfg in planned.items():
+            self._items[key].apply_cfg(cfg)
+
+    def specs(self) -> list[dict[str, Any]]:
+        """Every variation's :meth:`Variation.spec`, for ``run.json``."""
+        return [v.spec() for v in self._items.values()]
