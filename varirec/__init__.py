@@ -14,6 +14,7 @@ scipy and pyarrow. Analysis lives in the separate ``analysis`` package.
 from __future__ import annotations
 
 from varirec._version import __version__
+from varirec.episodes import EpisodeTracker
 from varirec.errors import (
     DatasetError,
     DesignError,
@@ -22,6 +23,8 @@ from varirec.errors import (
     UnknownNameError,
     VarirecError,
 )
+from varirec.manager import NullRecorderManager, RecorderManager, make_recorder_manager
+from varirec.recorder import VariationRecorder
 from varirec.sampler_cfgs import (
     BernoulliCfg,
     ChoiceCfg,
@@ -37,7 +40,9 @@ from varirec.sampler_cfgs import (
     cfg_from_dict,
 )
 from varirec.samplers import DesignSampler, DrawContext, InverseCdfSampler, SampleEvent, Sampler
+from varirec.storage import DatasetWarning, RunWriter, open_dataset
 from varirec.streams import CounterStream, GeneratorSource
+from varirec.terms import OutcomeTerm, RecorderTerm, RecorderTermCfg, StepsTerm, VariationsTerm
 from varirec.variations import Variation, VariationCfg, VariationSet
 
 __all__ = [
@@ -46,10 +51,12 @@ __all__ = [
     "ConstantCfg",
     "CounterStream",
     "DatasetError",
+    "DatasetWarning",
     "DesignCfg",
     "DesignError",
     "DesignSampler",
     "DrawContext",
+    "EpisodeTracker",
     "FactorSpec",
     "GeneratorSource",
     "IntegerCfg",
@@ -57,17 +64,28 @@ __all__ = [
     "ListenerError",
     "LogUniformCfg",
     "NormalCfg",
+    "NullRecorderManager",
+    "OutcomeTerm",
+    "RecorderManager",
     "RecorderStateError",
+    "RecorderTerm",
+    "RecorderTermCfg",
+    "RunWriter",
     "SampleEvent",
     "Sampler",
     "SamplerCfg",
+    "StepsTerm",
     "TruncNormalCfg",
     "UniformCfg",
     "UnknownNameError",
     "Variation",
     "VariationCfg",
+    "VariationRecorder",
     "VariationSet",
+    "VariationsTerm",
     "VarirecError",
     "__version__",
     "cfg_from_dict",
+    "make_recorder_manager",
+    "open_dataset",
 ]

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from varirec.episodes import EpisodeTracker
 from varirec.errors import ListenerError, UnknownNameError
 from varirec.overrides import apply_override, nearest_names, split_override
 from varirec.sampler_cfgs import SamplerCfg
@@ -106,6 +107,10 @@ class Variation:
         self._sampler = cfg.sampler.build()
         self._listeners: list[SampleListener] = []
         self._stream: CounterStream | None = None
+        self._tracker: EpisodeTracker | None = None
+        self._draw_count = np.zeros(0, dtype=np.int64)
+        self._count_episode = np.zeros(0, dtype=np.int64)
+        self._build_draws = 0
         self.num_draws = 0
         """Draws made so far (a recorder attached later would have missed them)."""
 
@@ -133,6 +138,45 @@ class Variation:
     def seed(self, seed: int) -> None:
         """Make draws reproducible: key them by ``(seed, key, env_id, episode, draw_seq)``."""
         self._stream = CounterStream(seed, self.key)
+
+    def bind(self, tracker: EpisodeTracker | None) -> None:
+        """Attribute draws to ``tracker``'s episodes (None unbinds).
+
+        A bound variation builds the draw context itself: the run ``seq``, each env's
+        episode, step, design row, and ``draw_seq`` (the how-many-th draw of this
+        variation in that env's episode). Envs that never began an episode begin
+        episode 0 here, so the first reset after build needs no pre-reset call.
+        """
+        self._tracker = tracker
+        if tracker is not None:
+            self._draw_count = np.zeros(tracker.num_envs, dtype=np.int64)
+            self._count_episode = np.full(tracker.num_envs, -1, dtype=np.int64)
+
+    def _bound_context(self, ids: np.ndarray | None) -> DrawContext:
+        t = self._tracker
+        assert t is not None  # only called when bound
+        if ids is None:
+            seq_in_build = self._build_draws
+            self._build_draws += 1
+            return DrawContext(self.key, "build", t.next_seq(), None, 0, seq_in_build, None)
+        t.begin_unbegun(ids)
+        episodes = t.episode[ids]
+        same = self._count_episode[ids] == episodes
+        draw_seq = np.where(same, self._draw_count[ids], 0)
+        self._draw_count[ids] = draw_seq + 1
+        self._count_episode[ids] = episodes
+        rows = t.sample_id[ids]
+        return DrawContext(
+            self.key,
+            "interval"
+            if self.mode == "interval"
+            else ("build" if self.mode == "build" else "reset"),
+            t.next_seq(),
+            episodes,
+            t.step[ids],
+            draw_seq,
+            rows if (rows >= 0).any() else None,
+        )
 
     def add_sample_listener(self, listener: SampleListener) -> SampleListener:
         """Attach ``listener`` to this variation's sampler, now and after every cfg swap."""
@@ -176,12 +220,19 @@ class Variation:
     ) -> np.ndarray | None:
         """Draw for ``env_ids`` (None: one row for every env) and apply it to ``env``.
 
+        ``context`` is built from the bound tracker when not given (see :meth:`bind`).
         Returns the values, or None when the variation is disabled (nothing drawn,
         nothing notified, nothing applied).
         """
         if not self._cfg.enabled:
             return None
-        ids = None if env_ids is None else np.asarray(env_ids, dtype=np.int64)
+        # A copy: recorded rows must not change if the caller reuses its id array.
+        ids = None if env_ids is None else np.array(env_ids, dtype=np.int64).reshape(-1)
+        if context is None:
+            if self._tracker is not None:
+                context = self._bound_context(ids)
+            else:
+                context = DrawContext(self.key, "build" if ids is None else "manual")
         source = None
         if self._stream is not None:
             keys = _ALL_ENVS if ids is None else ids

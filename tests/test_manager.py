@@ -1,0 +1,193 @@
+"""The RecorderManager: terms at hooks, collisions, the null manager, steps, run.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import varirec as vr
+from varirec.manager import NullRecorderManager, RecorderManager, make_recorder_manager
+
+
+class Log(vr.RecorderTerm):
+    """A user term that logs every hook and adds one episode column."""
+
+    def __init__(self, cfg, manager) -> None:
+        super().__init__(cfg, manager)
+        self.calls: list[str] = []
+        self.peak = np.zeros(manager.num_envs)
+
+    def columns(self):
+        return {self.cfg.params.get("column", "peak_reward"): pa.float64()}
+
+    def record_step(self, data) -> None:
+        self.calls.append("step")
+        self.peak = np.maximum(self.peak, data["reward"])
+
+    def record_pre_reset(self, env_ids):
+        self.calls.append(f"pre:{env_ids.tolist()}")
+        out = {self.cfg.params.get("column", "peak_reward"): self.peak[env_ids].copy()}
+        self.peak[env_ids] = 0
+        return out
+
+    def record_post_reset(self, env_ids) -> None:
+        self.calls.append(f"post:{env_ids.tolist()}")
+
+    def record_post_step(self) -> None:
+        self.calls.append("end")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_terms_run_in_order_at_each_hook_and_add_columns(tmp_path) -> None:
+    m = RecorderManager(
+        2,
+        output=tmp_path,
+        run_id="r",
+        terms={
+            "log": vr.RecorderTermCfg(term=Log),
+            "log2": vr.RecorderTermCfg(term=Log, params={"column": "p2"}),
+        },
+    )
+    assert list(m.terms) == ["outcome", "variations", "log", "log2"]
+    m.reset(None, None)
+    m.record_step(reward=np.array([3.0, 1.0]))
+    m.record_pre_reset([0])
+    m.record_post_reset([0])
+    m.record_post_step()
+    log = m.terms["log"]
+    m.close()
+    # pre-reset reaches only envs whose episode started: the first reset reached none.
+    assert log.calls == ["post:[0, 1]", "step", "pre:[0]", "post:[0]", "end", "close"]
+    ep = vr.open_dataset(tmp_path).episodes().to_pandas()
+    assert ep["peak_reward"].tolist() == [3.0] and ep["p2"].tolist() == [3.0]
+
+
+def test_column_collisions_are_errors_at_registration(tmp_path) -> None:
+    with pytest.raises(
+        ValueError, match="adds episode column 'return', which 'outcome' already records"
+    ):
+        RecorderManager(2, terms={"x": vr.RecorderTermCfg(term=Log, params={"column": "return"})})
+    with pytest.raises(ValueError, match="'log2' adds episode column 'peak_reward', which 'log'"):
+        RecorderManager(
+            2, terms={"log": vr.RecorderTermCfg(term=Log), "log2": vr.RecorderTermCfg(term=Log)}
+        )
+    with pytest.raises(ValueError, match="adds episode column 'episode', which 'tracker'"):
+        RecorderManager(2, terms={"x": vr.RecorderTermCfg(term=Log, params={"column": "episode"})})
+    with pytest.raises(ValueError, match="taken by built-in terms"):
+        RecorderManager(2, terms={"outcome": vr.RecorderTermCfg(term=Log)})
+    with pytest.raises(TypeError, match="must be a RecorderTerm subclass"):
+        vr.RecorderTermCfg(term=lambda cfg, m: None)  # type: ignore[arg-type]
+
+
+def test_null_manager_when_nothing_is_recorded(tmp_path) -> None:
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    m = make_recorder_manager(3, variations=[mass], seed=1)
+    assert type(m) is NullRecorderManager
+    assert mass.sampler.listeners == ()  # nothing listens: draws cost nothing extra
+    m.reset(None, None)
+    m.record_step(reward=np.ones(3))
+    m.record_pre_reset([1])
+    m.record_post_reset([1])
+    m.close()
+    # It still tracks episodes, so draws stay reproducible and keyed.
+    assert m.tracker.episode.tolist() == [0, 1, 0]
+    assert isinstance(make_recorder_manager(3, output=tmp_path), RecorderManager)
+
+
+def test_attach_after_a_draw_and_duplicate_keys_are_refused() -> None:
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg()))
+    mass.draw(env_ids=[0])
+    with pytest.raises(
+        vr.RecorderStateError, match="already drew 1 time\\(s\\) before the recorder"
+    ):
+        vr.VariationRecorder().attach([mass])
+    a = vr.Variation("a", vr.VariationCfg(sampler=vr.UniformCfg()))
+    recorder = vr.VariationRecorder().attach([a])
+    with pytest.raises(ValueError, match="'a' is already attached"):
+        recorder.attach([a])
+    twin = vr.Variation("b", vr.VariationCfg(sampler=vr.UniformCfg()))
+    with pytest.raises(ValueError, match="two variations share the key 'b'"):
+        vr.VariationRecorder().attach([twin, twin])
+
+
+def test_disabled_variations_are_skipped_by_the_recorder() -> None:
+    off = vr.Variation("off", vr.VariationCfg(sampler=vr.UniformCfg(), enabled=False))
+    on = vr.Variation("on", vr.VariationCfg(sampler=vr.UniformCfg()))
+    recorder = vr.VariationRecorder().attach([off, on])
+    assert recorder.keys == ["on"] and off.sampler.listeners == ()
+
+
+def test_recorder_buffer_is_bounded_by_max_rows() -> None:
+    chunks = []
+    v = vr.Variation("v", vr.VariationCfg(sampler=vr.UniformCfg(low=(0, 0), high=(1, 1))))
+    recorder = vr.VariationRecorder(chunks.append, max_rows=100).attach([v])
+    for _ in range(30):
+        v.draw(env_ids=np.arange(10))  # 20 rows per draw
+    assert [len(c) for c in chunks] == [100, 100, 100, 100, 100, 100]
+    assert recorder._rows == 0 and recorder.rows_recorded == 600
+
+
+def test_steps_term_records_chosen_arrays_per_env_step(tmp_path) -> None:
+    m = RecorderManager(2, output=tmp_path, run_id="r", step_keys=("reward", "action"))
+    m.reset(None, None)
+    for t in range(3):
+        m.record_step(reward=np.array([t, 10 + t], float), action=np.full((2, 3), t, np.float32))
+    m.record_pre_reset([1])
+    m.record_post_reset([1])
+    m.record_step(reward=np.array([3.0, 0.0]), action=np.zeros((2, 3), np.float32))
+    m.close()
+    steps = vr.open_dataset(tmp_path).steps().to_pandas().sort_values(["env_id", "episode", "step"])
+    assert steps[["env_id", "episode", "step"]].values.tolist() == [
+        [0, 0, 0],
+        [0, 0, 1],
+        [0, 0, 2],
+        [0, 0, 3],
+        [1, 0, 0],
+        [1, 0, 1],
+        [1, 0, 2],
+        [1, 1, 0],
+    ]
+    assert steps["reward"].tolist() == [0, 1, 2, 3, 10, 11, 12, 0]
+    assert list(steps["action"].iloc[1]) == [1, 1, 1]
+    with pytest.raises(ValueError, match="params\\['keys'\\] must name"):
+        RecorderManager(2, step_keys=())
+
+
+def test_steps_term_names_missing_keys(tmp_path) -> None:
+    m = RecorderManager(1, step_keys=("obs",))
+    m.reset(None, None)
+    with pytest.raises(KeyError, match="got no \\['obs'\\]"):
+        m.record_step(reward=np.ones(1))
+
+
+def test_run_json_holds_config_and_ends_with_counts_or_error(tmp_path) -> None:
+    mass = vr.Variation("cube.mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    with RecorderManager(
+        4, variations=[mass], output=tmp_path, run_id="ok", seed=9, metadata={"task": "lift"}
+    ) as m:
+        m.reset(None, None)
+        m.record_step(reward=np.ones(4))
+        m.record_pre_reset(None)
+    doc = json.loads((tmp_path / "run_id=ok" / "run.json").read_text())
+    assert doc["status"] == "complete"
+    assert doc["metadata"]["seed"] == 9 and doc["metadata"]["num_envs"] == 4
+    assert doc["metadata"]["user"] == {"task": "lift"}
+    assert doc["metadata"]["variations"][0]["key"] == "cube.mass"
+    assert doc["metadata"]["variations"][0]["factors"][0]["dist"] == "unif"
+    assert doc["counts"] == {"draws": 4, "episodes": 4}
+    assert doc["ended_utc"].endswith("Z")
+
+    with pytest.raises(RuntimeError, match="simulator crashed"):
+        with RecorderManager(2, output=tmp_path, run_id="bad") as m:
+            m.reset(None, None)
+            m.record_step(reward=np.ones(2))
+            m.record_pre_reset([0])
+            raise RuntimeError("simulator crashed")
+    doc = json.loads((tmp_path / "run_id=bad" / "run.json").read_text())
+    assert doc["status"] == "failed" and "simulator crashed" in json.dumps(doc["error"])
+    assert vr.open_dataset(tmp_path).episodes(runs=["bad"]).num_rows == 1  # nothing lost

@@ -1,0 +1,177 @@
+"""Crash safety in real processes: SIGKILL, SIGTERM, SIGINT, uncaught errors, joined writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import varirec
+from varirec.storage import DatasetWarning, RunWriter, open_dataset
+
+BATCH, MAX_ROWS, ROW_GROUP, MAX_QUEUE = 100, 2000, 500, 4
+# Rows a SIGKILL may lose: the open part, the row-group buffer, the queue, the batch in hand.
+MAX_LOST = MAX_ROWS + ROW_GROUP + (MAX_QUEUE + 2) * BATCH
+
+CHILD = textwrap.dedent(
+    f"""
+    import sys, time
+    import numpy as np, pyarrow as pa
+    from varirec.storage import RunWriter
+
+    root, run_id, mode = sys.argv[1:4]
+    kw = dict(max_rows_per_part={MAX_ROWS}, row_group_size={ROW_GROUP}, max_queue={MAX_QUEUE})
+
+    def loop(w, limit=None, worker=0):
+        n = 0
+        while limit is None or n < limit:
+            seq = np.arange(n, n + {BATCH})
+            w.append("steps", pa.table({{"worker": np.full({BATCH}, worker), "seq": seq}}))
+            n += {BATCH}
+            print(n, flush=True)
+            time.sleep(0.001)
+
+    if mode == "kill":
+        loop(RunWriter(root, run_id, writer_id="victim", **kw))
+    elif mode in ("term", "int"):
+        with RunWriter(root, run_id, **kw) as w:
+            loop(w)
+    elif mode == "term_bare":  # no with-block: the atexit hook must close it
+        loop(RunWriter(root, run_id, **kw))
+    elif mode == "raise":  # uncaught exception outside any with-block
+        w = RunWriter(root, run_id, **kw)
+        loop(w, limit=1000)
+        raise RuntimeError("simulated crash after 1000 rows")
+    elif mode == "join":
+        with RunWriter.join(root, run_id, **kw) as w:
+            loop(w, limit=3000, worker=int(sys.argv[4]))
+    """
+)
+
+pytestmark = pytest.mark.slow
+
+
+def start(tmp_path: Path, run_id: str, mode: str, *extra: str) -> subprocess.Popen[str]:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": str(Path(varirec.__file__).parents[1])}
+    return subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "data"), run_id, mode, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[str]) -> None:
+    """Block until the child has appended its first batch."""
+    if not proc.stdout.readline():
+        raise AssertionError(f"child died before its first append: {proc.communicate()[1]}")
+
+
+def last_count(stdout: str) -> int:
+    lines = [line for line in stdout.split("\n") if line.strip().isdigit()]
+    return int(lines[-1]) if lines else BATCH
+
+
+def read_steps(root: Path, run_id: str):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = open_dataset(root).steps(run_id)
+    assert all(issubclass(w.category, DatasetWarning) for w in caught), caught
+    return table, [str(w.message) for w in caught]
+
+
+def test_sigkill_at_random_moments_loses_at_most_the_open_part(tmp_path):
+    delays = [random.Random(7 + i).uniform(0.05, 1.0) for i in range(5)]
+    procs = [start(tmp_path, f"kill{i}", "kill") for i in range(5)]
+    for proc in procs:
+        wait_ready(proc)
+    began = time.monotonic()
+    for proc, delay in sorted(zip(procs, delays, strict=True), key=lambda p: p[1]):
+        time.sleep(max(0.0, began + delay - time.monotonic()))
+        proc.send_signal(signal.SIGKILL)
+    root = tmp_path / "data"
+    for i, proc in enumerate(procs):
+        stdout, _ = proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        parts = sorted((root / f"run_id=kill{i}" / "steps").glob("part-*.parquet"))
+        for part in parts:  # every final-named part is a complete Parquet file
+            assert pq.read_table(part).num_rows > 0
+        table, messages = read_steps(root, f"kill{i}")
+        assert all("unfinished part from a writer that died" in m for m in messages)
+        seq = sorted(table.column("seq").to_pylist())
+        assert seq == list(range(len(seq)))  # a prefix: nothing in the middle is missing
+        appended = last_count(stdout)
+        assert appended - MAX_LOST <= len(seq) <= appended + BATCH
+
+
+@pytest.mark.parametrize(
+    ("mode", "sig", "error_type"),
+    [
+        ("term", signal.SIGTERM, "SIGTERM"),
+        ("term_bare", signal.SIGTERM, "SIGTERM"),
+        ("int", signal.SIGINT, "KeyboardInterrupt"),
+    ],
+)
+def test_sigterm_and_sigint_lose_nothing_and_record_why(tmp_path, mode, sig, error_type):
+    proc = start(tmp_path, "r", mode)
+    wait_ready(proc)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=30)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, stderr
+    else:
+        assert proc.returncode != 0
+    run_dir = tmp_path / "data" / "run_id=r"
+    assert not list(run_dir.rglob("*.tmp"))
+    doc = json.loads((run_dir / "run.json").read_text())
+    assert doc["status"] == "failed" and doc["error"]["type"] == error_type
+    table, messages = read_steps(tmp_path / "data", "r")
+    assert messages == []
+    seq = sorted(table.column("seq").to_pylist())
+    assert seq == list(range(doc["counts"]["steps"]))  # every accepted row is readable
+    assert len(seq) >= last_count(stdout)
+
+
+def test_uncaught_exception_outside_with_is_closed_at_exit(tmp_path):
+    proc = start(tmp_path, "r", "raise")
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "simulated crash" in stderr
+    doc = json.loads((tmp_path / "data" / "run_id=r" / "run.json").read_text())
+    assert doc["status"] == "failed"
+    assert doc["error"] == {"type": "RuntimeError", "message": "simulated crash after 1000 rows"}
+    table, messages = read_steps(tmp_path / "data", "r")
+    assert messages == [] and sorted(table.column("seq").to_pylist()) == list(range(1000))
+
+
+def test_four_processes_write_one_run_without_collisions(tmp_path):
+    root = tmp_path / "data"
+    creator = RunWriter(root, "shared", writer_id="creator", background=False)
+    procs = [start(tmp_path, "shared", "join", str(worker)) for worker in range(4)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+    creator.close()
+    doc = json.loads((root / "run_id=shared" / "run.json").read_text())
+    assert doc["status"] == "complete" and doc["counts"] == {"steps": 12_000}
+    assert len(doc["writers"]) == 5 and "creator" in doc["writers"]
+    names = [p.name for p in (root / "run_id=shared" / "steps").iterdir()]
+    assert len(names) == 8 and len({n.split("-")[1] for n in names}) == 4  # 2 parts per writer
+    table = open_dataset(root).steps()
+    for worker in range(4):
+        rows = table.filter(pc.field("worker") == worker)
+        assert sorted(rows.column("seq").to_pylist()) == list(range(3000))

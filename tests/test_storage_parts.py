@@ -1,0 +1,234 @@
+"""PartWriter, TableSink and the schema checks: row groups, rotation, temp names, errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from varirec.storage.parts import (
+    PartWriter,
+    TableSink,
+    check_writer_id,
+    parse_part_name,
+    part_name,
+)
+from varirec.storage.schema import conform, draws_schema, episodes_schema, table_schema
+
+
+def make_draws(n: int, start: int = 0) -> pa.Table:
+    """A valid draws table of ``n`` rows with seq ``start..start+n-1``."""
+    seq = np.arange(start, start + n)
+    variation = np.array(["cube.mass", "light.gain"])[seq % 2]
+    return pa.table(
+        {
+            "seq": seq,
+            "variation": pa.array(variation).dictionary_encode(),
+            "component": np.zeros(n, np.int16),
+            "env_id": (seq % 8).astype(np.int32),
+            "episode": seq // 8,
+            "step": np.zeros(n, np.int64),
+            "phase": pa.array(["reset"] * n).dictionary_encode(),
+            "draw_seq": np.zeros(n, np.int32),
+            "value": seq * 0.5,
+            "label": pa.nulls(n, pa.string()),
+            "sample_id": pa.nulls(n, pa.int64()),
+            "time": pa.array([datetime(2025, 1, 1, tzinfo=UTC)] * n, pa.timestamp("us", "UTC")),
+        }
+    )
+
+
+def files(directory) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_part_names_round_trip_and_temp_names_do_not_parse():
+    assert part_name("gpu01_42_ab12", 7) == "part-gpu01_42_ab12-00007.parquet"
+    assert parse_part_name(part_name("gpu01.x_42", 123456)) == ("gpu01.x_42", 123456)
+    assert parse_part_name(".part-w-00001.parquet.tmp") is None
+    assert parse_part_name("run.json") is None
+
+
+@pytest.mark.parametrize("bad", ["a-b", "", "../x", ".hidden", "a/b", "x" * 101])
+def test_writer_id_rejects_names_that_break_part_names(bad):
+    with pytest.raises(ValueError, match="`writer_id` must be letters, digits"):
+        check_writer_id(bad)
+
+
+def test_row_groups_have_row_group_size_rows_and_remainder_is_written_on_close(tmp_path):
+    writer = PartWriter(tmp_path / "draws", "w1", schema=draws_schema(), row_group_size=256)
+    for i in range(10):
+        writer.write(make_draws(100, start=100 * i))
+        assert writer.rows_buffered < 256  # memory holds less than one row group
+    writer.close()
+    meta = pq.ParquetFile(writer.parts[0]).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [256, 256, 256, 232]
+    assert pq.read_table(writer.parts[0]).column("seq").to_pylist() == list(range(1000))
+
+
+def test_parts_use_zstd_and_dictionary_encoding_for_strings(tmp_path):
+    writer = PartWriter(tmp_path, "w1", schema=draws_schema())
+    writer.write(make_draws(500))
+    writer.close()
+    rg = pq.ParquetFile(writer.parts[0]).metadata.row_group(0)
+    columns = {rg.column(i).path_in_schema: rg.column(i) for i in range(rg.num_columns)}
+    assert {c.compression for c in columns.values()} == {"ZSTD"}
+    assert "RLE_DICTIONARY" in columns["variation"].encodings
+    assert "RLE_DICTIONARY" in columns["phase"].encodings
+    back = pq.read_table(writer.parts[0])
+    assert back.schema.equals(draws_schema(), check_metadata=False)
+
+
+def test_parts_rotate_at_max_rows_with_sequential_names_and_no_temp_left(tmp_path):
+    writer = PartWriter(tmp_path, "w1", schema=draws_schema(), max_rows_per_part=300,
+                        row_group_size=128)  # fmt: skip
+    for i in range(10):
+        writer.write(make_draws(100, start=100 * i))
+    writer.close()
+    names = files(tmp_path)
+    assert names == [part_name("w1", i) for i in range(4)]
+    sizes = [pq.ParquetFile(tmp_path / n).metadata.num_rows for n in names]
+    assert sizes == [300, 300, 300, 100]
+    seq = pa.concat_tables(pq.read_table(tmp_path / n) for n in names).column("seq")
+    assert seq.to_pylist() == list(range(1000))
+    assert writer.rows_written == 1000
+
+
+def test_open_part_is_hidden_temp_until_closed(tmp_path):
+    writer = PartWriter(tmp_path, "w1", schema=draws_schema(), row_group_size=50)
+    writer.write(make_draws(120))  # two row groups written, 20 rows buffered
+    assert files(tmp_path) == [".part-w1-00000.parquet.tmp"]
+    assert writer.rows_pending == 120
+    writer.flush()
+    assert files(tmp_path) == ["part-w1-00000.parquet"]
+    assert writer.rows_pending == 0
+    writer.write(make_draws(10, start=120))
+    writer.close()
+    assert files(tmp_path) == ["part-w1-00000.parquet", "part-w1-00001.parquet"]
+
+
+def test_time_rotation_closes_a_part_once_its_oldest_row_is_old(tmp_path):
+    writer = PartWriter(tmp_path, "w1", schema=draws_schema(), max_seconds_per_part=0.05)
+    writer.write(make_draws(10))
+    assert writer.maybe_rotate() is False
+    time.sleep(0.06)
+    assert writer.maybe_rotate() is True
+    assert files(tmp_path) == ["part-w1-00000.parquet"]
+    assert writer.seconds_until_rotation() is None
+
+
+def test_new_writer_with_same_id_continues_numbering_and_never_overwrites(tmp_path):
+    first = PartWriter(tmp_path, "w1", schema=draws_schema())
+    first.write(make_draws(5))
+    first.close()
+    before = (tmp_path / part_name("w1", 0)).read_bytes()
+    second = PartWriter(tmp_path, "w1", schema=draws_schema())
+    second.write(make_draws(7))
+    second.close()
+    assert files(tmp_path) == [part_name("w1", 0), part_name("w1", 1)]
+    assert (tmp_path / part_name("w1", 0)).read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda t: t.drop_columns(["value"]), r"missing columns \['value'\]"),
+        (lambda t: t.append_column("extra", pa.array([1] * t.num_rows)), "unexpected columns"),
+        (
+            lambda t: t.set_column(8, "value", pa.array(["x"] * t.num_rows)),
+            "column 'value' has type string",
+        ),
+        (
+            lambda t: t.set_column(3, "env_id", pa.array([2**40] * t.num_rows)),
+            "column 'env_id' has type int64",
+        ),
+        (
+            lambda t: t.set_column(0, "seq", pa.array([None] * t.num_rows, pa.int64())),
+            "column 'seq' holds 3 nulls",
+        ),
+    ],
+)
+def test_schema_mismatch_raises_before_anything_is_written(tmp_path, change, match):
+    writer = PartWriter(tmp_path / "draws", "w1", schema=draws_schema(), table="draws",
+                        row_group_size=2)  # fmt: skip
+    with pytest.raises(ValueError, match=match) as info:
+        writer.write(change(make_draws(3)))
+    assert "Expected columns (seq: int64" in str(info.value)
+    assert files(tmp_path / "draws") == []
+    assert writer.rows_pending == 0
+
+
+def test_safe_casts_are_applied_and_columns_reordered():
+    table = make_draws(4)
+    table = table.set_column(3, "env_id", pa.array([1, 2, 3, 4], pa.int64()))
+    reordered = table.select(list(reversed(table.column_names)))
+    out = conform(reordered, draws_schema())
+    assert out.schema.equals(draws_schema())
+    assert out.column("env_id").to_pylist() == [1, 2, 3, 4]
+
+
+def test_episodes_extra_fields_follow_core_and_duplicates_are_rejected():
+    schema = episodes_schema([("max_force", pa.float32()), pa.field("slipped", pa.bool_())])
+    assert schema.names[:2] == ["env_id", "episode"]
+    assert schema.names[-2:] == ["max_force", "slipped"]
+    incoming = schema.insert(0, pa.field("note", pa.string()))
+    assert table_schema("episodes", incoming).names[-3:] == ["note", "max_force", "slipped"]
+    with pytest.raises(ValueError, match=r"duplicates \['success'\]"):
+        episodes_schema([("success", pa.float64())])
+
+
+def test_invalid_limits_are_rejected():
+    with pytest.raises(ValueError, match="`row_group_size` must be a positive number, got 0"):
+        PartWriter("unused", "w1", row_group_size=0)
+    with pytest.raises(TypeError, match=r"unknown part options \['max_rows'\]"):
+        TableSink("unused", "w1", background=False, max_rows=5)
+
+
+class SlowBatch:
+    """A to_arrow() object that records the thread that converted it."""
+
+    def __init__(self, table: pa.Table, gate: threading.Event | None = None) -> None:
+        self.table, self.gate, self.thread = table, gate, None
+
+    def to_arrow(self) -> pa.Table:
+        self.thread = threading.current_thread()
+        if self.gate is not None:
+            self.gate.wait(10)
+        return self.table
+
+
+def test_sink_converts_on_its_thread_and_reraises_thread_errors_once(tmp_path):
+    sink = TableSink(tmp_path, "w1")
+    good = SlowBatch(make_draws(3))
+    sink.submit("draws", good)
+    sink.submit("draws", SlowBatch(make_draws(2).drop_columns(["time"])))  # bad, async
+    sink.submit("draws", make_draws(4, start=3))
+    with pytest.raises(ValueError, match=r"missing columns \['time'\]"):
+        sink.flush()
+    sink.flush()  # the error was raised once; the writer goes on
+    assert good.thread is not threading.current_thread()
+    assert sink.close() is None
+    seq = pq.read_table(tmp_path / "draws").column("seq").to_pylist()
+    assert sorted(seq) == list(range(7))
+    assert sink.counts == {"draws": 7}
+
+
+def test_sink_queue_gives_back_pressure(tmp_path):
+    gate = threading.Event()
+    sink = TableSink(tmp_path, "w1", max_queue=1)
+    sink.submit("draws", SlowBatch(make_draws(1), gate))  # the thread blocks in to_arrow
+    sink.submit("draws", make_draws(1, start=1))  # fills the queue
+    third = threading.Thread(target=sink.submit, args=("draws", make_draws(1, start=2)))
+    third.start()
+    third.join(0.3)
+    assert third.is_alive()  # blocked: the queue is full
+    gate.set()
+    third.join(5)
+    assert not third.is_alive()
+    sink.close()
+    assert sink.counts == {"draws": 3}

@@ -1,0 +1,242 @@
+"""RunWriter: run.json, lifecycle, errors, background thread, joined writers."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_storage_parts import SlowBatch, make_draws
+
+from varirec._version import __version__
+from varirec.errors import DatasetError, RecorderStateError
+from varirec.storage import RunWriter, episodes_schema
+
+
+def run_json(root, run_id):
+    return json.loads((root / f"run_id={run_id}" / "run.json").read_text())
+
+
+def snapshot(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def make_episodes(n: int, **extra) -> pa.Table:
+    t0 = np.datetime64("2025-01-01T00:00:00", "us")
+    columns = {
+        "env_id": np.arange(n, dtype=np.int32),
+        "episode": np.zeros(n, np.int64),
+        "start_seq": np.arange(n),
+        "end_seq": np.arange(n) + 10,
+        "length": np.full(n, 10),
+        "return": np.ones(n),
+        "success": pa.array([True, None] * (n // 2) + [False] * (n % 2)),
+        "terminated": np.ones(n, bool),
+        "truncated": np.zeros(n, bool),
+        "sample_id": pa.nulls(n, pa.int64()),
+        "seed": np.arange(n),
+        "time_start": pa.array(np.full(n, t0)).cast(pa.timestamp("us", "UTC")),
+        "time_end": pa.array(np.full(n, t0)).cast(pa.timestamp("us", "UTC")),
+    }
+    return pa.table({**columns, **extra})
+
+
+def test_run_json_at_open_and_close(tmp_path):
+    writer = RunWriter(tmp_path, "r1", writer_id="w1", metadata={"seed": np.int64(3)})
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "running"
+    assert doc["schema_version"] == 1 and doc["varirec_version"] == __version__
+    assert doc["run_id"] == "r1" and doc["metadata"] == {"seed": 3}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", doc["created_utc"])
+    writer.append("draws", make_draws(10))
+    writer.append("episodes", make_episodes(3))
+    writer.close()
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "complete" and "error" not in doc
+    assert doc["counts"] == {"draws": 10, "episodes": 3}
+    assert doc["writers"] == ["w1"]
+    assert doc["ended_utc"].endswith("Z") and doc["ended_utc"] >= doc["created_utc"]
+    side = json.loads((tmp_path / "run_id=r1" / "writers" / "w1.json").read_text())
+    assert side["status"] == "complete" and side["counts"] == doc["counts"]
+
+
+def test_default_ids_are_unique_and_parse_in_part_names(tmp_path):
+    a, b = RunWriter(tmp_path), RunWriter(tmp_path)
+    assert a.run_id != b.run_id and a.writer_id != b.writer_id
+    assert re.fullmatch(r"\d{8}T\d{6}Z_[0-9a-f]{6}", a.run_id)
+    assert re.fullmatch(r"[A-Za-z0-9]+_\d+_[0-9a-f]{8}", a.writer_id)
+    a.close()
+    b.close()
+
+
+def test_exception_in_with_marks_run_failed_and_keeps_rows(tmp_path):
+    with pytest.raises(RuntimeError, match="physics exploded"), RunWriter(tmp_path, "r1") as w:
+        w.append("draws", make_draws(50))
+        raise RuntimeError("physics exploded")
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "failed"
+    assert doc["error"] == {"type": "RuntimeError", "message": "physics exploded"}
+    assert pq.read_table(tmp_path / "run_id=r1" / "draws").num_rows == 50
+
+
+def test_sys_exit_zero_in_with_is_a_complete_run(tmp_path):
+    with pytest.raises(SystemExit), RunWriter(tmp_path, "r1") as w:
+        w.append("draws", make_draws(5))
+        raise SystemExit(0)
+    assert run_json(tmp_path, "r1")["status"] == "complete"
+
+
+def test_existing_run_is_refused_without_overwrite_and_left_untouched(tmp_path):
+    with RunWriter(tmp_path, "r1") as w:
+        w.append("draws", make_draws(5))
+    before = snapshot(tmp_path)
+    with pytest.raises(DatasetError, match=r"run 'r1' already exists in .*overwrite=True"):
+        RunWriter(tmp_path, "r1")
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_replaces_the_old_run_and_leaves_no_trash(tmp_path):
+    with RunWriter(tmp_path, "r1", metadata={"v": 1}) as w:
+        w.append("draws", make_draws(5))
+    with RunWriter(tmp_path, "r1", metadata={"v": 2}, overwrite=True) as w:
+        w.append("episodes", make_episodes(2))
+    assert run_json(tmp_path, "r1")["metadata"] == {"v": 2}
+    assert not (tmp_path / "run_id=r1" / "draws").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run_id=r1"]
+
+
+def test_tables_are_created_lazily(tmp_path):
+    with RunWriter(tmp_path, "r1") as w:
+        w.append("draws", make_draws(5))
+    assert sorted(p.name for p in (tmp_path / "run_id=r1").iterdir()) == [
+        "draws",
+        "run.json",
+        "writers",
+    ]
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_to_arrow_runs_on_the_writer_thread_only_in_background(tmp_path, background):
+    batch = SlowBatch(make_draws(5))
+    with RunWriter(tmp_path, "r1", background=background) as w:
+        w.append("draws", batch)
+    assert (batch.thread is threading.current_thread()) is not background
+    assert w.counts == {"draws": 5}
+
+
+def test_schema_mismatch_of_a_table_is_raised_by_append_itself(tmp_path):
+    with RunWriter(tmp_path, "r1") as w:
+        with pytest.raises(ValueError, match=r"table 'draws'.*unexpected columns \['bogus'\]"):
+            w.append("draws", make_draws(3).append_column("bogus", pa.array([1, 2, 3])))
+        w.append("draws", make_draws(3))
+    assert w.status == "complete" and w.counts == {"draws": 3}
+
+
+def test_writer_thread_error_is_reraised_by_next_call_and_recorded(tmp_path):
+    w = RunWriter(tmp_path, "r1")
+    w.append("draws", SlowBatch(make_draws(3).drop_columns(["seq"])))
+    with pytest.raises(ValueError, match=r"missing columns \['seq'\]"):
+        w.flush()
+    w.append("draws", SlowBatch(pa.table({"x": [1]})))
+    with pytest.raises(ValueError, match="missing columns"):
+        w.close()
+    assert w.closed
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "failed" and doc["error"]["type"] == "ValueError"
+
+
+def test_flush_makes_every_row_durable_while_the_writer_stays_open(tmp_path):
+    w = RunWriter(tmp_path, "r1", row_group_size=1000)
+    w.append("draws", make_draws(30))
+    w.flush()
+    table_dir = tmp_path / "run_id=r1" / "draws"
+    assert [p.name.startswith(".") for p in table_dir.iterdir()] == [False]
+    assert pq.read_table(table_dir).num_rows == 30
+    w.append("draws", make_draws(5, start=30))
+    w.close()
+    assert pq.read_table(table_dir).column("seq").to_pylist() == list(range(35))
+
+
+def test_background_thread_closes_old_parts_without_new_appends(tmp_path):
+    with RunWriter(tmp_path, "r1", max_seconds_per_part=0.1) as w:
+        w.append("draws", make_draws(5))
+        deadline = time.monotonic() + 5
+        final = tmp_path / "run_id=r1" / "draws" / f"part-{w.writer_id}-00000.parquet"
+        while not final.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert final.exists()
+
+
+def test_episodes_accept_user_term_columns_and_pinned_schemas(tmp_path):
+    pinned = episodes_schema([("max_force", pa.float32())])
+    with RunWriter(tmp_path, "r1", schemas={"episodes": pinned}) as w:
+        w.append("episodes", make_episodes(4, max_force=np.ones(4)))
+    back = pq.read_table(tmp_path / "run_id=r1" / "episodes")
+    assert back.schema.field("max_force").type == pa.float32()
+    assert back.column("success").to_pylist() == [True, None, True, None]
+
+
+def test_update_metadata_rewrites_run_json(tmp_path):
+    with RunWriter(tmp_path, "r1", metadata={"seed": 1}) as w:
+        w.update_metadata(num_envs=64, variations=[{"key": "cube.mass"}])
+        assert run_json(tmp_path, "r1")["metadata"] == {
+            "seed": 1,
+            "num_envs": 64,
+            "variations": [{"key": "cube.mass"}],
+        }
+        with pytest.raises(TypeError, match="`metadata` must be JSON-serializable"):
+            w.update_metadata(bad=object())
+    assert run_json(tmp_path, "r1")["metadata"]["num_envs"] == 64
+    assert not [p for p in (tmp_path / "run_id=r1").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_join_adds_parts_and_counts_to_the_run(tmp_path):
+    main = RunWriter(tmp_path, "r1", writer_id="main")
+    main.append("draws", make_draws(10))
+    with RunWriter.join(tmp_path, "r1", writer_id="worker") as j:
+        j.append("draws", make_draws(5, start=10))
+        with pytest.raises(DatasetError, match="may not rewrite run.json"):
+            j.update_metadata(x=1)
+    main.close()
+    doc = run_json(tmp_path, "r1")
+    assert doc["counts"] == {"draws": 15} and doc["writers"] == ["main", "worker"]
+    names = sorted(p.name for p in (tmp_path / "run_id=r1" / "draws").iterdir())
+    assert names == ["part-main-00000.parquet", "part-worker-00000.parquet"]
+
+
+def test_join_needs_an_existing_run(tmp_path):
+    with pytest.raises(DatasetError, match=r"cannot join run 'nope'.*create the run first"):
+        RunWriter.join(tmp_path, "nope")
+    with pytest.raises(TypeError, match="does not take"):
+        RunWriter.join(tmp_path, "nope", overwrite=True)
+
+
+def test_bad_arguments_are_rejected_before_anything_is_written(tmp_path):
+    root = tmp_path / "data"
+    with pytest.raises(ValueError, match="`run_id` must start with a letter or digit"):
+        RunWriter(root, "../escape")
+    with pytest.raises(TypeError, match="`metadata` must be JSON-serializable"):
+        RunWriter(root, "r1", metadata={"cfg": object()})
+    with pytest.raises(ValueError, match="`max_rows_per_part` must be a positive number"):
+        RunWriter(root, "r1", max_rows_per_part=0)
+    assert not root.exists() or not any(root.iterdir())
+    with RunWriter(root, "r1") as w:
+        with pytest.raises(ValueError, match="`table` must be a lowercase name"):
+            w.append("Draws/../x", make_draws(1))
+        with pytest.raises(TypeError, match="`data` must be a pyarrow Table"):
+            w.append("draws", {"seq": [1]})
+
+
+def test_close_is_idempotent_and_append_after_close_fails(tmp_path):
+    w = RunWriter(tmp_path, "r1")
+    w.close()
+    first = run_json(tmp_path, "r1")
+    w.close()
+    assert run_json(tmp_path, "r1") == first
+    with pytest.raises(RecorderStateError, match="is closed; open a new RunWriter"):
+        w.append("draws", make_draws(1))

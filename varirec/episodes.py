@@ -1,0 +1,148 @@
+"""Per-env episode bookkeeping: which episode each env is in, and the run's event clock.
+
+:class:`EpisodeTracker` owns numpy arrays of per-env counters and one run-wide,
+monotonically increasing sequence number ``seq`` that stamps every draw and every
+episode start and end. The value a variation had during an episode is then the last
+draw for that env (or for all envs) with ``seq <= start_seq`` (an *as-of* join).
+
+Lifecycle, for the envs in ``env_ids``:
+
+1. :meth:`EpisodeTracker.finish` — the finished episode's rows (only for envs whose
+   episode actually started: the first reset after build finishes nothing, so there
+   is no phantom episode);
+2. :meth:`EpisodeTracker.begin` — reserve the next episode index, *before* the reset
+   draws, so those draws belong to the episode they begin. A retried reset reserves
+   again: an index is never reused;
+3. reset-mode variations draw;
+4. :meth:`EpisodeTracker.start` — stamp ``start_seq`` after the draws.
+
+>>> t = EpisodeTracker(num_envs=2)
+>>> t.finish(np.array([0, 1]))["env_id"].tolist()   # first reset: nothing finished
+[]
+>>> t.begin(np.array([0, 1])).tolist()
+[0, 0]
+>>> t.start(np.array([0, 1]))
+>>> t.advance_steps(); t.finish(np.array([1]))["length"].tolist()
+[1]
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from varirec.errors import RecorderStateError
+
+__all__ = ["EpisodeTracker", "now_us"]
+
+
+def now_us() -> int:
+    """UTC wall-clock time in integer microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+class EpisodeTracker:
+    """Per-env episode counters for a batch of ``num_envs`` envs.
+
+    Attributes (numpy arrays of length ``num_envs``):
+        episode: the current (or reserved) episode index, -1 before the first reset.
+        started: whether the current episode has started (``start`` was called).
+        step: steps taken in the current episode.
+        start_seq, start_time: when the current episode started.
+        sample_id: the design row of the current episode (-1 outside a design).
+        seed: the reset seed of the current episode (-1 when unknown).
+    """
+
+    def __init__(self, num_envs: int) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+            raise ValueError(f"`num_envs` must be a positive int, got {num_envs!r}")
+        self.num_envs = int(num_envs)
+        self.episode = np.full(num_envs, -1, dtype=np.int64)
+        self.started = np.zeros(num_envs, dtype=bool)
+        self.step = np.zeros(num_envs, dtype=np.int64)
+        self.start_seq = np.full(num_envs, -1, dtype=np.int64)
+        self.start_time = np.zeros(num_envs, dtype=np.int64)
+        self.sample_id = np.full(num_envs, -1, dtype=np.int64)
+        self.seed = np.full(num_envs, -1, dtype=np.int64)
+        self.seq = 0
+        self.episodes_finished = 0
+
+    def ids(self, env_ids: Any = None) -> np.ndarray:
+        """Normalize ``env_ids`` (None: all envs) to an int64 array, checking the range."""
+        if env_ids is None:
+            return np.arange(self.num_envs, dtype=np.int64)
+        ids = np.asarray(env_ids)
+        if ids.dtype == bool:
+            if ids.shape != (self.num_envs,):
+                raise ValueError(
+                    f"a boolean env mask must have shape ({self.num_envs},), got {ids.shape}"
+                )
+            return np.flatnonzero(ids)
+        ids = ids.astype(np.int64, copy=False).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs):
+            raise ValueError(
+                f"`env_ids` must be in [0, {self.num_envs}), got {ids[(ids < 0) | (ids >= self.num_envs)][:5].tolist()}"
+            )
+        return ids
+
+    def next_seq(self) -> int:
+        """Take the next event sequence number."""
+        self.seq += 1
+        return self.seq
+
+    def begin(self, env_ids: np.ndarray) -> np.ndarray:
+        """Reserve the next episode index for ``env_ids``; returns the new indices."""
+        self.episode[env_ids] += 1
+        self.started[env_ids] = False
+        self.step[env_ids] = 0
+        return self.episode[env_ids]
+
+    def begin_unbegun(self, env_ids: np.ndarray) -> None:
+        """Begin episode 0 for envs that never began one (a first reset without pre-reset)."""
+        fresh = env_ids[self.episode[env_ids] < 0]
+        if fresh.size:
+            self.begin(fresh)
+
+    def start(self, env_ids: np.ndarray) -> None:
+        """Stamp the start of the reserved episodes of ``env_ids`` (after the reset draws)."""
+        self.begin_unbegun(env_ids)
+        again = env_ids[self.started[env_ids]]
+        if again.size:
+            raise RecorderStateError(
+                f"envs {again[:8].tolist()} were reset again without finishing their episode; "
+                "call record_pre_reset(env_ids) before resetting them"
+            )
+        self.started[env_ids] = True
+        self.start_seq[env_ids] = self.next_seq()
+        self.start_time[env_ids] = now_us()
+
+    def advance_steps(self, env_ids: np.ndarray | None = None) -> None:
+        """Count one step for the running episodes (of ``env_ids``, default all)."""
+        if env_ids is None:
+            self.step += self.started
+        else:
+            self.step[env_ids] += self.started[env_ids]
+
+    def finish(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """End the started episodes among ``env_ids``; returns their episode columns.
+
+        Envs whose episode never started (the first reset after build, or a retried
+        reset) are skipped: they finished nothing.
+        """
+        done = env_ids[self.started[env_ids]]
+        end_seq = self.next_seq()
+        self.started[done] = False
+        self.episodes_finished += len(done)
+        return {
+            "env_id": done.astype(np.int32),
+            "episode": self.episode[done],
+            "start_seq": self.start_seq[done],
+            "end_seq": np.full(len(done), end_seq, dtype=np.int64),
+            "length": self.step[done],
+            "sample_id": self.sample_id[done],
+            "seed": self.seed[done],
+            "time_start": self.start_time[done],
+            "time_end": np.full(len(done), now_us(), dtype=np.int64),
+        }

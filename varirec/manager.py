@@ -1,0 +1,387 @@
+"""The RecorderManager: lifecycle hooks that drive episode tracking and recorder terms.
+
+Call the hooks from the env's step and reset (mjlab order)::
+
+    manager.record_step(reward=r, terminated=term, truncated=trunc, success=s)
+    manager.record_pre_reset(done_ids)    # finished episodes are still intact
+    variations draw for done_ids          # or manager.draw_reset(env, done_ids)
+    manager.record_post_reset(done_ids)   # new episodes start
+    manager.record_post_step()            # end of the step
+
+The hooks also drive the :class:`~varirec.episodes.EpisodeTracker`, which keys the
+reproducible draws of the variations; so :class:`NullRecorderManager` (no terms, no
+output: what :func:`make_recorder_manager` returns when nothing is recorded) still
+tracks episodes and nothing else.
+
+>>> import varirec as vr, tempfile
+>>> mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+>>> m = RecorderManager(num_envs=2, variations=[mass], output=tempfile.mkdtemp(), seed=0)
+>>> m.reset(None, [0, 1])   # the first reset: starts episode 0, finishes nothing
+>>> m.record_step(reward=np.ones(2), terminated=np.array([True, False]))
+>>> m.reset(None, [0])
+>>> m.close()
+>>> m.counts["episodes"], m.counts["draws"]
+(1, 3)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from varirec._version import __version__
+from varirec.episodes import EpisodeTracker
+from varirec.errors import RecorderStateError
+from varirec.storage import RunWriter
+from varirec.storage.schema import episodes_schema
+from varirec.streams import CounterStream
+from varirec.terms import OutcomeTerm, RecorderTerm, RecorderTermCfg, StepsTerm, VariationsTerm
+from varirec.variations import Variation, VariationSet
+
+__all__ = ["NullRecorderManager", "RecorderManager", "make_recorder_manager"]
+
+log = logging.getLogger(__name__)
+
+_TRACKER_COLUMNS = ("env_id", "episode", "start_seq", "end_seq", "length", "sample_id", "seed")
+
+
+class NullRecorderManager:
+    """Episode tracking and variation driving, with no terms and no output.
+
+    Args:
+        num_envs: envs in the batch (or give ``tracker``).
+        variations: variations to key by this manager's episodes and draw.
+        seed: the run seed of the reproducible draws.
+        tracker: share an existing tracker.
+        env: the env, handed to terms and to ``apply`` callables.
+    """
+
+    def __init__(
+        self,
+        num_envs: int | None = None,
+        *,
+        variations: VariationSet | Iterable[Variation] | None = None,
+        seed: int = 0,
+        tracker: EpisodeTracker | None = None,
+        env: Any = None,
+    ) -> None:
+        if tracker is None:
+            if num_envs is None:
+                raise ValueError("give `num_envs` (or an EpisodeTracker as `tracker`)")
+            tracker = EpisodeTracker(num_envs)
+        self.tracker = tracker
+        self.num_envs = tracker.num_envs
+        self.env = env
+        self.seed = int(seed)
+        if variations is None:
+            variations = VariationSet()
+        elif not isinstance(variations, VariationSet):
+            variations = VariationSet(variations)
+        self.variations = variations
+        for v in variations.values():
+            v.bind(tracker)
+            v.seed(self.seed)
+        self._interval_next = {
+            v.key: np.zeros(self.num_envs, dtype=np.int64) for v in variations.enabled("interval")
+        }
+        self._timer_stream = CounterStream(self.seed, "__interval_timer__")
+        self._built = False
+
+    # -- lifecycle hooks -------------------------------------------------------------
+    def record_step(self, **data: np.ndarray) -> None:
+        """Count a step for every running episode (terms also record ``data``)."""
+        self.tracker.advance_steps()
+
+    def record_pre_reset(self, env_ids: Any) -> None:
+        """Finish the started episodes of ``env_ids`` and reserve their next index."""
+        ids = self.tracker.ids(env_ids)
+        self.tracker.finish(ids)
+        self.tracker.begin(ids)
+
+    def record_post_reset(self, env_ids: Any) -> None:
+        """Start the reserved episodes of ``env_ids`` (after their reset draws)."""
+        ids = self.tracker.ids(env_ids)
+        self.tracker.start(ids)
+        self._arm_interval_timers(ids)
+
+    def record_post_step(self) -> None:
+        """End of a step (nothing to do without terms)."""
+
+    def flush(self) -> None:
+        """Nothing buffered without terms."""
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Nothing to close without output."""
+
+    # -- driving variations ----------------------------------------------------------
+    def draw_build(self, env: Any = None) -> None:
+        """Draw the build-mode variations once (one value for every env)."""
+        if self._built:
+            raise RecorderStateError("build-mode variations were already drawn for this run")
+        self._built = True
+        for v in self.variations.enabled("build"):
+            v.draw(env)
+
+    def draw_reset(self, env: Any, env_ids: Any) -> None:
+        """Draw the reset-mode variations for ``env_ids`` and apply them to ``env``."""
+        ids = self.tracker.ids(env_ids)
+        self.tracker.begin_unbegun(ids)
+        for v in self.variations.enabled("reset"):
+            v.draw(env, ids)
+
+    def reset(self, env: Any, env_ids: Any) -> None:
+        """``record_pre_reset``, the reset draws, then ``record_post_reset``."""
+        self.record_pre_reset(env_ids)
+        self.draw_reset(env, env_ids)
+        self.record_post_reset(env_ids)
+
+    def draw_interval(self, env: Any = None) -> None:
+        """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""
+        t = self.tracker
+        for v in self.variations.enabled("interval"):
+            nxt = self._interval_next.get(v.key)
+            if nxt is None:
+                continue
+            due = np.flatnonzero(t.started & (t.step >= nxt))
+            if due.size:
+                v.draw(env, due)
+                nxt[due] = t.step[due] + self._interval_steps(v, due)
+
+    def _interval_steps(self, v: Variation, ids: np.ndarray) -> np.ndarray:
+        low, high = v.cfg.interval_steps
+        u = self._timer_stream.uniforms(ids, self.tracker.episode[ids], 1, self.tracker.step[ids])
+        return low + np.minimum((u[:, 0] * (high - low + 1)).astype(np.int64), high - low)
+
+    def _arm_interval_timers(self, ids: np.ndarray) -> None:
+        for v in self.variations.enabled("interval"):
+            if v.key in self._interval_next:
+                self._interval_next[v.key][ids] = self._interval_steps(v, ids)
+
+    def __enter__(self) -> NullRecorderManager:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        self.close(error=exc)
+
+
+class RecorderManager(NullRecorderManager):
+    """Runs recorder terms at the lifecycle hooks and writes a run to a dataset.
+
+    Built-in terms, in order: ``outcome`` (:class:`OutcomeTerm`), ``variations``
+    (:class:`VariationsTerm`), ``steps`` (:class:`StepsTerm`, when ``step_keys`` is
+    given); then the user's ``terms`` in the order given. A term column that collides
+    with another's is an error at construction.
+
+    Args:
+        num_envs: envs in the batch.
+        variations: the env's variations; the recorder attaches to them here, so they
+            must not have drawn yet.
+        output: a dataset directory, or a :class:`~varirec.storage.RunWriter`; None
+            records to nowhere (terms still run).
+        terms: user terms by name.
+        seed: the run seed.
+        run_id: the run's id (default: a UTC timestamp).
+        metadata: user metadata for ``run.json`` (JSON-serializable).
+        step_keys: per-step arrays to record in a ``steps`` table.
+        max_rows: rows buffered per table before they go to storage.
+        writer_options: passed to :class:`~varirec.storage.RunWriter`.
+    """
+
+    def __init__(
+        self,
+        num_envs: int | None = None,
+        *,
+        variations: VariationSet | Iterable[Variation] | None = None,
+        output: str | os.PathLike[str] | RunWriter | None = None,
+        terms: Mapping[str, RecorderTermCfg] | None = None,
+        seed: int = 0,
+        run_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        step_keys: Iterable[str] | None = None,
+        max_rows: int = 262_144,
+        tracker: EpisodeTracker | None = None,
+        env: Any = None,
+        writer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(num_envs, variations=variations, seed=seed, tracker=tracker, env=env)
+        self.max_rows = int(max_rows)
+        builtin = {
+            "outcome": RecorderTermCfg(term=OutcomeTerm),
+            "variations": RecorderTermCfg(term=VariationsTerm, params={"max_rows": max_rows}),
+        }
+        if step_keys is not None:
+            builtin["steps"] = RecorderTermCfg(
+                term=StepsTerm, params={"keys": tuple(step_keys), "max_rows": max_rows}
+            )
+        user = dict(terms or {})
+        clash = set(user) & set(builtin)
+        if clash:
+            raise ValueError(f"term names {sorted(clash)} are taken by built-in terms; rename them")
+        self.writer = self._open_writer(output, run_id, metadata, writer_options)
+        self._episode_parts: list[dict[str, Any]] = []
+        self._episode_rows = 0
+        self.terms: dict[str, RecorderTerm] = {}
+        self._columns: dict[str, str] = {c: "tracker" for c in _TRACKER_COLUMNS}
+        self._columns.update(time_start="tracker", time_end="tracker")
+        try:
+            for name, cfg in {**builtin, **user}.items():
+                self._add_term(name, cfg)
+        except BaseException as exc:
+            self.close(error=exc)
+            raise
+        core = set(episodes_schema().names)
+        extra = [
+            pa.field(c, t)
+            for term in self.terms.values()
+            for c, t in term.columns().items()
+            if c not in core
+        ]
+        self.episodes_schema = episodes_schema(extra)
+        if self.writer is not None:
+            self.writer.update_metadata(episode_columns=[f.name for f in extra])
+
+    def _open_writer(
+        self,
+        output: str | os.PathLike[str] | RunWriter | None,
+        run_id: str | None,
+        metadata: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None,
+    ) -> RunWriter | None:
+        if output is None or isinstance(output, RunWriter):
+            return output
+        meta = {
+            "seed": self.seed,
+            "num_envs": self.num_envs,
+            "varirec_version": __version__,
+            "variations": self.variations.specs(),
+            "user": dict(metadata or {}),
+        }
+        return RunWriter(output, run_id, metadata=meta, **dict(options or {}))
+
+    def _add_term(self, name: str, cfg: RecorderTermCfg) -> None:
+        if not isinstance(cfg, RecorderTermCfg):
+            raise TypeError(f"term {name!r} must be given as a RecorderTermCfg, got {cfg!r}")
+        term = cfg.term(cfg, self)
+        for column in term.columns():
+            owner = self._columns.get(column)
+            if owner is not None:
+                raise ValueError(
+                    f"term {name!r} adds episode column {column!r}, which {owner!r} already "
+                    "records; rename the column"
+                )
+            self._columns[column] = name
+        self.terms[name] = term
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Rows written per table (after :meth:`close`, everything recorded)."""
+        return {} if self.writer is None else dict(self.writer.counts)
+
+    def sink(self, table: str) -> Callable[[Any], None]:
+        """Where a term hands its chunks for ``table``."""
+        writer = self.writer
+        if writer is None:
+            return lambda chunk: None
+        return lambda chunk: writer.append(table, chunk)
+
+    # -- hooks -----------------------------------------------------------------------
+    def record_step(self, **data: np.ndarray) -> None:
+        """A step's per-env arrays (``reward``, ``terminated``, ``truncated``,
+        ``success`` and anything a term records), before finished envs reset."""
+        self.tracker.advance_steps()
+        for term in self.terms.values():
+            term.record_step(data)
+
+    def record_pre_reset(self, env_ids: Any) -> None:
+        """Record the finished episodes of ``env_ids`` (skipping never-started ones),
+        then reserve their next episode index."""
+        ids = self.tracker.ids(env_ids)
+        done = ids[self.tracker.started[ids]]
+        if done.size:
+            row: dict[str, Any] = {}
+            for term in self.terms.values():
+                row.update(term.record_pre_reset(done) or {})
+            row.update(self.tracker.finish(done))
+            self._episode_parts.append(row)
+            self._episode_rows += done.size
+            if self._episode_rows >= self.max_rows:
+                self._flush_episodes()
+        self.tracker.begin(ids)
+
+    def record_post_reset(self, env_ids: Any) -> None:
+        super().record_post_reset(env_ids)
+        ids = self.tracker.ids(env_ids)
+        for term in self.terms.values():
+            term.record_post_reset(ids)
+
+    def record_post_step(self) -> None:
+        for term in self.terms.values():
+            term.record_post_step()
+
+    def _flush_episodes(self) -> None:
+        if not self._episode_parts:
+            return
+        parts, self._episode_parts, self._episode_rows = self._episode_parts, [], 0
+        table = pa.concat_tables(_episode_table(p, self.episodes_schema) for p in parts)
+        if self.writer is not None:
+            self.writer.append("episodes", table)
+
+    def flush(self) -> None:
+        """Hand every buffered row to storage and make it durable."""
+        for term in self.terms.values():
+            term.flush()
+        self._flush_episodes()
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Flush every term and close the run (``error``: why the run ended early)."""
+        try:
+            for term in list(getattr(self, "terms", {}).values()):
+                term.close()
+            if hasattr(self, "episodes_schema"):
+                self._flush_episodes()
+        finally:
+            writer = getattr(self, "writer", None)
+            if writer is not None and not writer.closed:
+                writer.update_metadata(episodes_finished=int(self.tracker.episodes_finished))
+                writer.close(error=error)
+
+
+def _episode_table(row: dict[str, Any], schema: pa.Schema) -> pa.Table:
+    arrays = []
+    n = len(row["env_id"])
+    for f in schema:
+        value = row.get(f.name)
+        if value is None:
+            arrays.append(pa.nulls(n, f.type))
+        elif f.name == "sample_id" or f.name == "seed":
+            arrays.append(pa.array(value, f.type, mask=value < 0))
+        elif pa.types.is_timestamp(f.type):
+            arrays.append(pa.array(value, pa.int64()).cast(f.type))
+        else:
+            arrays.append(pa.array(value, f.type) if not isinstance(value, pa.Array) else value)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def make_recorder_manager(
+    num_envs: int,
+    *,
+    output: str | os.PathLike[str] | RunWriter | None = None,
+    terms: Mapping[str, RecorderTermCfg] | None = None,
+    step_keys: Iterable[str] | None = None,
+    **kwargs: Any,
+) -> NullRecorderManager:
+    """A :class:`RecorderManager`, or the :class:`NullRecorderManager` when there is
+    nothing to record (no output, no terms, no step keys)."""
+    if output is None and not terms and step_keys is None:
+        null_kwargs = {
+            k: v for k, v in kwargs.items() if k in ("variations", "seed", "tracker", "env")
+        }
+        return NullRecorderManager(num_envs, **null_kwargs)
+    return RecorderManager(num_envs, output=output, terms=terms, step_keys=step_keys, **kwargs)

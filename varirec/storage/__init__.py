@@ -1,0 +1,31 @@
+"""Crash-safe Parquet storage of varirec runs.
+
+Contents:
+    RunWriter: one process's writer of one run (``draws``, ``episodes``, ``steps``...).
+    PartWriter: the rotating, crash-safe Parquet part files of one table.
+    open_dataset, Dataset, RunInfo: read a dataset directory (or URI) back.
+    DatasetWarning: a temporary or unreadable part, or odd run metadata, was skipped.
+    draws_schema, episodes_schema, SCHEMA_VERSION: the on-disk schemas.
+
+Layout: ``DATASET/run_id=<run_id>/{run.json, writers/, <table>/part-<writer>-<n>.parquet}``,
+a hive-partitioned directory that pyarrow, pandas and DuckDB read directly.
+"""
+
+from __future__ import annotations
+
+from .parts import PartWriter
+from .reader import Dataset, DatasetWarning, RunInfo, open_dataset
+from .schema import SCHEMA_VERSION, draws_schema, episodes_schema
+from .writer import RunWriter
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Dataset",
+    "DatasetWarning",
+    "PartWriter",
+    "RunInfo",
+    "RunWriter",
+    "draws_schema",
+    "episodes_schema",
+    "open_dataset",
+]

@@ -1,0 +1,463 @@
+"""Write one run of a varirec dataset from one process: ``RunWriter``.
+
+Contents:
+    RunWriter: appends tables (draws, episodes, steps...) to a run as Parquet parts.
+    ArrowConvertible: anything with a ``to_arrow() -> pa.Table`` method.
+
+Crash safety. Parts are renamed to their final name only once complete (see
+:mod:`varirec.storage.parts`), so SIGKILL loses at most the open part of each table.
+The first RunWriter of a process installs (once) a SIGTERM handler and an atexit
+hook. SIGTERM raises ``SystemExit(143)`` in the main thread, so ``with`` blocks and
+``finally`` clauses run and every open writer closes its parts; a second SIGTERM
+during that shutdown is ignored. If another SIGTERM handler was installed before,
+it is called instead (it owns the shutdown); if SIGTERM was ignored, it stays
+ignored. The atexit hook closes writers still open at interpreter exit, as failed if
+the interpreter is exiting because of an uncaught exception or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
+
+from varirec._version import __version__
+from varirec.errors import DatasetError, RecorderStateError
+
+from .parts import PartWriter, TableSink, check_writer_id
+from .schema import RUN_JSON, RUN_PREFIX, SCHEMA_VERSION, WRITERS_DIR
+
+__all__ = ["ArrowConvertible", "RunWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class ArrowConvertible(Protocol):
+    """An object that converts itself to a table (called on the writer thread)."""
+
+    def to_arrow(self) -> pa.Table: ...
+
+
+TableLike = pa.Table | pa.RecordBatch | ArrowConvertible
+
+# ---------------------------------------------------------------- process-wide hooks
+_OPEN: set[RunWriter] = set()
+_HOOK_LOCK = threading.Lock()
+_STATE: dict[str, Any] = {"atexit": False, "sigterm": False, "previous": None, "signal": None}
+
+
+def _install_hooks() -> None:
+    with _HOOK_LOCK:
+        if not _STATE["atexit"]:
+            atexit.register(_close_all_at_exit)
+            os.register_at_fork(after_in_child=_OPEN.clear)
+            _STATE["atexit"] = True
+        if _STATE["sigterm"] or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        _STATE["sigterm"] = True
+        if previous is signal.SIG_IGN:
+            return
+        _STATE["previous"] = previous
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    previous = _STATE["previous"]
+    if callable(previous):
+        previous(signum, frame)
+        return
+    if _STATE["signal"] is not None:
+        logger.warning("received SIGTERM again while closing RunWriters; still closing")
+        return
+    if not any(w._pid == os.getpid() for w in _OPEN):
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    _STATE["signal"] = signum
+    logger.warning("received SIGTERM: closing %d open RunWriter(s), then exiting", len(_OPEN))
+    raise SystemExit(128 + signum)
+
+
+def _close_all_at_exit() -> None:
+    error = None if hasattr(sys, "ps1") else getattr(sys, "last_value", None)
+    for writer in sorted(_OPEN, key=id):
+        try:
+            writer.close(error=error)
+        except BaseException:
+            logger.exception("closing RunWriter of run %r at exit failed", writer.run_id)
+
+
+def _error_record(error: BaseException | None) -> dict[str, str] | None:
+    signum = _STATE["signal"]
+    if signum is not None and (error is None or isinstance(error, SystemExit)):
+        name = signal.Signals(signum).name
+        return {"type": name, "message": f"process received {name} and shut down cleanly"}
+    if error is None or (isinstance(error, SystemExit) and error.code in (0, None)):
+        return None
+    return {"type": type(error).__qualname__, "message": str(error) or repr(error)}
+
+
+# ---------------------------------------------------------------- small helpers
+_TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_RUN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$")
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _default_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}_{secrets.token_hex(3)}"
+
+
+def _default_writer_id() -> str:
+    host = "".join(c for c in socket.gethostname().split(".")[0] if c.isalnum())[:24]
+    return f"{host or 'host'}_{os.getpid()}_{secrets.token_hex(4)}"
+
+
+def _check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _RUN_RE.match(run_id):
+        raise ValueError(
+            f"`run_id` must start with a letter or digit and hold only letters, digits, "
+            f"'_', '.' and '-', got {run_id!r}; e.g. 'ablation_mass_01'"
+        )
+    return run_id
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-serializable")
+
+
+def _to_json(doc: dict[str, Any], what: str) -> str:
+    try:
+        return json.dumps(doc, indent=2, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"`{what}` must be JSON-serializable (numbers, strings, lists, dicts, numpy "
+            f"values), got {exc}; convert the value first (e.g. str() or dataclasses.asdict)"
+        ) from None
+
+
+def _write_json_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _check_table_name(table: str) -> None:
+    if not isinstance(table, str) or not _TABLE_RE.match(table) or table == WRITERS_DIR:
+        raise ValueError(
+            f"`table` must be a lowercase name of letters, digits and '_' other than "
+            f"{WRITERS_DIR!r}, got {table!r}; e.g. 'draws', 'episodes' or 'steps'"
+        )
+
+
+class RunWriter:
+    """One process's writer of one run: appends tables as crash-safe Parquet parts.
+
+    The creating writer makes ``ROOT/run_id=<run_id>/`` and writes ``run.json``
+    (status ``running``); :meth:`join` lets other processes add parts to the same run.
+    Tables are created on first :meth:`append`. ``draws`` and the core ``episodes``
+    columns must match :mod:`varirec.storage.schema`; extra ``episodes`` columns and
+    any other table (``steps``) take the schema of their first batch.
+
+    With ``background=True`` a daemon thread converts (``to_arrow()``), validates,
+    compresses and writes; ``append`` only enqueues (blocking when ``max_queue`` items
+    wait). An error on that thread is re-raised by the next ``append``, ``flush`` or
+    ``close``. Every writer records ``writers/<writer_id>.json`` with its counts; at
+    close the creator sets ``status`` (``complete``/``failed``), ``ended_utc``,
+    ``counts``, ``writers`` and ``error`` in ``run.json``.
+
+    Args:
+        root: the dataset directory (created if missing).
+        run_id: the run's id (letters, digits, ``_ . -``); default ``<UTC time>_<hex>``.
+        writer_id: this process's id in part names (letters, digits, ``_ .``; no ``-``);
+            default ``<host>_<pid>_<8 hex>``.
+        metadata: JSON-serializable user metadata (seed, num_envs, variations, design).
+        overwrite: if the run exists, delete it (renamed aside to a hidden ``.trash-*``
+            directory first, then removed) and start afresh. Default: raise DatasetError.
+        background: write on a background thread.
+        max_rows_per_part: rows after which a part is closed.
+        max_seconds_per_part: a part is closed once its oldest row is this old.
+        row_group_size: rows per Parquet row group.
+        max_queue: batches that may wait for the background thread.
+        schemas: pin the schema of tables (e.g. ``{"episodes": episodes_schema(...)}``).
+        fsync: fsync every part before its rename (power-loss safety; slower). Process
+            crashes never need it.
+
+    Raises:
+        DatasetError: the run already exists (and ``overwrite`` is False).
+
+    Example:
+        >>> import tempfile, pyarrow as pa
+        >>> root = tempfile.mkdtemp()
+        >>> with RunWriter(root, "demo", metadata={"seed": 0}) as w:
+        ...     w.append("steps", pa.table({"step": [0, 1], "reward": [0.5, 1.0]}))
+        >>> w.status, w.counts
+        ('complete', {'steps': 2})
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        run_id: str | None = None,
+        *,
+        writer_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        overwrite: bool = False,
+        background: bool = True,
+        max_rows_per_part: int = 1_000_000,
+        max_seconds_per_part: float = 60.0,
+        row_group_size: int = 131_072,
+        max_queue: int = 32,
+        schemas: dict[str, pa.Schema] | None = None,
+        fsync: bool = False,
+    ) -> None:
+        part_options = {
+            "max_rows_per_part": max_rows_per_part,
+            "max_seconds_per_part": max_seconds_per_part,
+            "row_group_size": row_group_size,
+            "fsync": fsync,
+        }
+        PartWriter.check_options(**part_options)
+        self.root = Path(root)
+        self.run_id = _check_run_id(_default_run_id() if run_id is None else run_id)
+        self.writer_id = check_writer_id(_default_writer_id() if writer_id is None else writer_id)
+        self.path = self.root / f"{RUN_PREFIX}{self.run_id}"
+        self.created = not getattr(self, "_joining", False)
+        self.status = "running"
+        self.writers: list[str] = [self.writer_id]
+        self._metadata = dict(metadata or {})
+        self._doc: dict[str, Any] = {}
+        self._closed = False
+        self._pid = os.getpid()
+        self._started = _utc_now()
+        _to_json(self._metadata, "metadata")
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.created:
+            self._create_run(overwrite)
+        elif not (self.path / RUN_JSON).is_file():
+            raise DatasetError(
+                f"cannot join run {self.run_id!r}: {self.path} has no {RUN_JSON}; create the "
+                f"run first with RunWriter(root, {self.run_id!r}) or check the run id"
+            )
+        self._sink = TableSink(
+            self.path,
+            self.writer_id,
+            background=background,
+            max_queue=max_queue,
+            schemas=schemas,
+            **part_options,
+        )
+        self._counts = self._sink.counts
+        self._write_sidecar()
+        _install_hooks()
+        _OPEN.add(self)
+
+    @classmethod
+    def join(
+        cls,
+        root: str | os.PathLike[str],
+        run_id: str,
+        writer_id: str | None = None,
+        **kwargs: Any,
+    ) -> RunWriter:
+        """A writer that adds parts to an existing run (another process created it).
+
+        It never rewrites ``run.json``; it records its counts in
+        ``writers/<writer_id>.json``. Keyword arguments are those of :class:`RunWriter`
+        except ``metadata`` and ``overwrite``.
+
+        Raises:
+            DatasetError: the run does not exist (no ``run.json``).
+
+        Example:
+            >>> import tempfile, pyarrow as pa
+            >>> root = tempfile.mkdtemp()
+            >>> main = RunWriter(root, "r1", background=False)
+            >>> with RunWriter.join(root, "r1", writer_id="worker1") as w:
+            ...     w.append("steps", pa.table({"x": [1]}))
+            >>> main.close()
+            >>> main.counts, "worker1" in main.writers
+            ({'steps': 1}, True)
+        """
+        bad = sorted({"metadata", "overwrite"} & kwargs.keys())
+        if bad:
+            raise TypeError(f"RunWriter.join() does not take {bad}; only the creator sets them")
+        self = cls.__new__(cls)
+        self._joining = True  # read by __init__: join the run instead of creating it
+        cls.__init__(self, root, run_id, writer_id=writer_id, **kwargs)
+        return self
+
+    def _create_run(self, overwrite: bool) -> None:
+        if self.path.exists() and any(self.path.iterdir()):
+            if not overwrite:
+                raise DatasetError(
+                    f"run {self.run_id!r} already exists in {self.root}; pass overwrite=True "
+                    "to replace it, or a new run_id"
+                )
+            trash = self.root / f".trash-{self.path.name}-{secrets.token_hex(4)}"
+            os.replace(self.path, trash)  # atomic: the old run is gone from view at once
+            logger.info("overwrite=True: deleting the previous run %s", self.path)
+            shutil.rmtree(trash, ignore_errors=True)
+        self.path.mkdir(exist_ok=True)
+        self._doc = {
+            "schema_version": SCHEMA_VERSION,
+            "varirec_version": __version__,
+            "run_id": self.run_id,
+            "created_utc": self._started,
+            "status": "running",
+            "metadata": self._metadata,
+        }
+        _write_json_atomic(self.path / RUN_JSON, _to_json(self._doc, "metadata"))
+
+    def _write_sidecar(self, ended: str | None = None, error: dict[str, str] | None = None) -> None:
+        doc = {"writer_id": self.writer_id, "pid": self._pid, "host": socket.gethostname()}
+        doc.update(created_utc=self._started, ended_utc=ended, status=self.status)
+        doc.update(counts=dict(self._counts), error=error)
+        (self.path / WRITERS_DIR).mkdir(exist_ok=True)
+        sidecar = self.path / WRITERS_DIR / f"{self.writer_id}.json"
+        _write_json_atomic(sidecar, _to_json(doc, "sidecar"))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Rows accepted per table so far (all of this run's writers once closed)."""
+        return dict(self._counts)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has completed."""
+        return self._closed
+
+    def append(self, table: str, data: TableLike) -> None:
+        """Add rows to ``table`` (created on first use).
+
+        Args:
+            table: the table name: ``draws``, ``episodes``, ``steps`` or another name.
+            data: a ``pa.Table``, ``pa.RecordBatch`` or an object with ``to_arrow()``.
+
+        Raises:
+            ValueError: a Table/RecordBatch does not match the table's schema (checked
+                here), or a previous batch failed on the writer thread (re-raised).
+            TypeError: ``data`` is not one of the accepted types.
+        """
+        self._check_open()
+        _check_table_name(table)
+        if isinstance(data, (pa.Table, pa.RecordBatch)):
+            self._sink.precheck(table, data.schema)
+        elif not callable(getattr(data, "to_arrow", None)):
+            raise TypeError(
+                f"`data` must be a pyarrow Table, RecordBatch or have a to_arrow() method, "
+                f"got {type(data).__name__}; wrap it with pyarrow.table(...)"
+            )
+        self._sink.submit(table, data)
+
+    def flush(self) -> None:
+        """Write every buffered row and close the open parts, so all rows so far are durable."""
+        self._check_open()
+        self._sink.flush()
+
+    def update_metadata(self, **metadata: Any) -> None:
+        """Merge ``metadata`` into ``run.json``'s metadata and rewrite it atomically.
+
+        Raises:
+            DatasetError: this writer joined the run (only the creator writes run.json).
+            TypeError: a value is not JSON-serializable.
+        """
+        self._check_open()
+        if not self.created:
+            raise DatasetError(
+                f"writer {self.writer_id!r} joined run {self.run_id!r} and may not rewrite "
+                f"{RUN_JSON}; update metadata from the writer that created the run"
+            )
+        merged = {**self._metadata, **metadata}
+        text = _to_json({**self._doc, "metadata": merged}, "metadata")
+        self._metadata = self._doc["metadata"] = merged
+        _write_json_atomic(self.path / RUN_JSON, text)
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Write everything, rename the open parts and record the run's outcome.
+
+        Idempotent. Status is ``failed`` (with ``error``'s type and message) when
+        ``error`` is given or the writer thread failed, else ``complete``. A writer
+        thread error is re-raised here when ``error`` is None.
+        """
+        if self._closed or self._pid != os.getpid():
+            return
+        pending = self._sink.close()
+        record = _error_record(error) or _error_record(pending)
+        self.status = "failed" if record else "complete"
+        ended = _utc_now()
+        self._write_sidecar(ended, record)
+        if self.created:
+            self._finish_run_json(ended, record)
+        self._closed = True
+        _OPEN.discard(self)
+        logger.info("closed run %s: %s %s", self.run_id, self.status, self._counts)
+        if pending is not None:
+            if error is None:
+                raise pending
+            logger.error("the writer thread had also failed", exc_info=pending)
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        self.close(error=exc)
+
+    def __repr__(self) -> str:
+        return f"RunWriter({str(self.root)!r}, {self.run_id!r}, writer_id={self.writer_id!r})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RecorderStateError(
+                f"RunWriter of run {self.run_id!r} is closed; open a new RunWriter "
+                "(or RunWriter.join) to add rows"
+            )
+
+    def _finish_run_json(self, ended: str, record: dict[str, str] | None) -> None:
+        counts: dict[str, int] = {}
+        writers, running = [], []
+        for path in sorted((self.path / WRITERS_DIR).glob("*.json")):
+            try:
+                side = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                logger.warning("skipping unreadable writer sidecar %s: %s", path, exc)
+                continue
+            writers.append(side["writer_id"])
+            if side.get("status") == "running":
+                running.append(side["writer_id"])
+            for table, n in side.get("counts", {}).items():
+                counts[table] = counts.get(table, 0) + int(n)
+        self.writers, self._counts = writers, counts
+        doc = {**self._doc, "status": self.status, "ended_utc": ended, "counts": counts}
+        doc.update(writers=writers, writers_still_running=running)
+        if record is not None:
+            doc["error"] = record
+        _write_json_atomic(self.path / RUN_JSON, _to_json(doc, "metadata"))
