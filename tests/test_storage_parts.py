@@ -11,14 +11,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from varirec.storage.parts import (
-    PartWriter,
-    TableSink,
+from varirec.storage.parts import PartWriter, TableSink
+from varirec.storage.schema import (
     check_writer_id,
+    conform,
+    draws_schema,
+    episodes_schema,
     parse_part_name,
     part_name,
+    table_schema,
 )
-from varirec.storage.schema import conform, draws_schema, episodes_schema, table_schema
 
 
 def make_draws(n: int, start: int = 0) -> pa.Table:
@@ -85,8 +87,9 @@ def test_parts_use_zstd_and_dictionary_encoding_for_strings(tmp_path):
 
 
 def test_parts_rotate_at_max_rows_with_sequential_names_and_no_temp_left(tmp_path):
-    writer = PartWriter(tmp_path, "w1", schema=draws_schema(), max_rows_per_part=300,
-                        row_group_size=128)  # fmt: skip
+    writer = PartWriter(
+        tmp_path, "w1", schema=draws_schema(), max_rows_per_part=300, row_group_size=128
+    )
     for i in range(10):
         writer.write(make_draws(100, start=100 * i))
     writer.close()
@@ -154,8 +157,9 @@ def test_new_writer_with_same_id_continues_numbering_and_never_overwrites(tmp_pa
     ],
 )
 def test_schema_mismatch_raises_before_anything_is_written(tmp_path, change, match):
-    writer = PartWriter(tmp_path / "draws", "w1", schema=draws_schema(), table="draws",
-                        row_group_size=2)  # fmt: skip
+    writer = PartWriter(
+        tmp_path / "draws", "w1", schema=draws_schema(), table="draws", row_group_size=2
+    )
     with pytest.raises(ValueError, match=match) as info:
         writer.write(change(make_draws(3)))
     assert "Expected columns (seq: int64" in str(info.value)
@@ -207,10 +211,10 @@ def test_sink_converts_on_its_thread_and_reraises_thread_errors_once(tmp_path):
     good = SlowBatch(make_draws(3))
     sink.submit("draws", good)
     sink.submit("draws", SlowBatch(make_draws(2).drop_columns(["time"])))  # bad, async
-    sink.submit("draws", make_draws(4, start=3))
     with pytest.raises(ValueError, match=r"missing columns \['time'\]"):
         sink.flush()
-    sink.flush()  # the error was raised once; the writer goes on
+    sink.submit("draws", make_draws(4, start=3))  # the error was raised once; writing goes on
+    sink.flush()
     assert good.thread is not threading.current_thread()
     assert sink.close() is None
     seq = pq.read_table(tmp_path / "draws").column("seq").to_pylist()

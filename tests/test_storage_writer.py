@@ -200,7 +200,7 @@ def test_join_adds_parts_and_counts_to_the_run(tmp_path):
     main.append("draws", make_draws(10))
     with RunWriter.join(tmp_path, "r1", writer_id="worker") as j:
         j.append("draws", make_draws(5, start=10))
-        with pytest.raises(DatasetError, match="may not rewrite run.json"):
+        with pytest.raises(DatasetError, match=r"may not rewrite run\.json"):
             j.update_metadata(x=1)
     main.close()
     doc = run_json(tmp_path, "r1")

@@ -82,9 +82,8 @@ class EpisodeTracker:
             return np.flatnonzero(ids)
         ids = ids.astype(np.int64, copy=False).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs):
-            raise ValueError(
-                f"`env_ids` must be in [0, {self.num_envs}), got {ids[(ids < 0) | (ids >= self.num_envs)][:5].tolist()}"
-            )
+            bad = ids[(ids < 0) | (ids >= self.num_envs)][:5].tolist()
+            raise ValueError(f"`env_ids` must be in [0, {self.num_envs}), got {bad}")
         return ids
 
     def next_seq(self) -> int:

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from varirec._version import __version__
+from varirec.design import DesignSchedule
 from varirec.episodes import EpisodeTracker
 from varirec.errors import RecorderStateError
 from varirec.storage import RunWriter
@@ -69,6 +70,7 @@ class NullRecorderManager:
         seed: int = 0,
         tracker: EpisodeTracker | None = None,
         env: Any = None,
+        schedule: DesignSchedule | None = None,
     ) -> None:
         if tracker is None:
             if num_envs is None:
@@ -83,6 +85,7 @@ class NullRecorderManager:
         elif not isinstance(variations, VariationSet):
             variations = VariationSet(variations)
         self.variations = variations
+        self.schedule = schedule
         for v in variations.values():
             v.bind(tracker)
             v.seed(self.seed)
@@ -135,8 +138,11 @@ class NullRecorderManager:
             v.draw(env, ids)
 
     def reset(self, env: Any, env_ids: Any) -> None:
-        """``record_pre_reset``, the reset draws, then ``record_post_reset``."""
+        """``record_pre_reset``, the design rows and seeds of the new episodes (with a
+        schedule), the reset draws, then ``record_post_reset``."""
         self.record_pre_reset(env_ids)
+        if self.schedule is not None:
+            self.schedule.assign(self.tracker, self.tracker.ids(env_ids))
         self.draw_reset(env, env_ids)
         self.record_post_reset(env_ids)
 
@@ -206,9 +212,12 @@ class RecorderManager(NullRecorderManager):
         max_rows: int = 262_144,
         tracker: EpisodeTracker | None = None,
         env: Any = None,
+        schedule: DesignSchedule | None = None,
         writer_options: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(num_envs, variations=variations, seed=seed, tracker=tracker, env=env)
+        super().__init__(
+            num_envs, variations=variations, seed=seed, tracker=tracker, env=env, schedule=schedule
+        )
         self.max_rows = int(max_rows)
         builtin = {
             "outcome": RecorderTermCfg(term=OutcomeTerm),
@@ -242,7 +251,7 @@ class RecorderManager(NullRecorderManager):
             if c not in core
         ]
         self.episodes_schema = episodes_schema(extra)
-        if self.writer is not None:
+        if self.writer is not None and self.writer.created:
             self.writer.update_metadata(episode_columns=[f.name for f in extra])
 
     def _open_writer(
@@ -254,14 +263,23 @@ class RecorderManager(NullRecorderManager):
     ) -> RunWriter | None:
         if output is None or isinstance(output, RunWriter):
             return output
-        meta = {
+        meta: dict[str, Any] = {
             "seed": self.seed,
             "num_envs": self.num_envs,
             "varirec_version": __version__,
             "variations": self.variations.specs(),
             "user": dict(metadata or {}),
         }
-        return RunWriter(output, run_id, metadata=meta, **dict(options or {}))
+        if self.schedule is not None:
+            meta["design"] = {
+                **self.schedule.design.to_dict(),
+                "replicates": self.schedule.replicates,
+                "common_random_numbers": self.schedule.common_random_numbers,
+            }
+        writer = RunWriter(output, run_id, metadata=meta, **dict(options or {}))
+        if self.schedule is not None:
+            writer.append("design", self.schedule.design.to_table())
+        return writer
 
     def _add_term(self, name: str, cfg: RecorderTermCfg) -> None:
         if not isinstance(cfg, RecorderTermCfg):
@@ -349,7 +367,8 @@ class RecorderManager(NullRecorderManager):
         finally:
             writer = getattr(self, "writer", None)
             if writer is not None and not writer.closed:
-                writer.update_metadata(episodes_finished=int(self.tracker.episodes_finished))
+                if writer.created:  # a joined writer leaves run.json to the run's creator
+                    writer.update_metadata(episodes_finished=int(self.tracker.episodes_finished))
                 writer.close(error=error)
 
 

@@ -185,76 +185,94 @@ class DrawChunk:
     def to_arrow(self) -> pa.Table:
         """The rows of this chunk as a table with the ``draws`` schema."""
         events = self.events
+        m = len(events)
         keys: dict[str, int] = {}
         labels: dict[str, int] = {}
-        per_event: list[tuple[int, ...]] = []
-        ids_l, eps_l, steps_l, dseq_l, sid_l, val_l, lab_l = [], [], [], [], [], [], []
-        k_l = []
-        for key, ev, t_us in events:
+        meta = np.empty((m, 6), dtype=np.int64)  # key, phase, seq, time, n, k
+        env_parts: list[list[np.ndarray]] = [[], [], [], [], []]  # ids, eps, steps, dseq, sid
+        for i, (key, ev, t_us) in enumerate(events):
             ctx = ev.context or DrawContext(key)
-            values = ev.values
-            n = len(values)
-            k = values.size // n if n else 1
-            ids = _EMPTY - 1 if ev.env_ids is None else ev.env_ids
-            if len(ids) != n:  # one draw for all envs
-                ids = np.full(n, -1, dtype=np.int64)
-            per_event.append(
-                (keys.setdefault(key, len(keys)), _PHASE_INDEX[ctx.phase], ctx.seq, t_us, n, k)
+            n = len(ev.values)
+            ids = ev.env_ids
+            meta[i] = (
+                keys.setdefault(key, len(keys)),
+                _PHASE_INDEX[ctx.phase],
+                ctx.seq,
+                t_us,
+                n,
+                ev.values.size // n if n else 1,
             )
-            ids_l.append(ids)
-            eps_l.append(_fill(ctx.episodes, n, -1))
-            steps_l.append(_fill(ctx.steps, n, 0))
-            dseq_l.append(_fill(ctx.draw_seq, n, 0))
-            sid_l.append(_fill(ctx.sample_ids, n, -1))
+            env_parts[0].append(ids if ids is not None and len(ids) == n else np.full(n, -1))
+            env_parts[1].append(_fill(ctx.episodes, n, -1))
+            env_parts[2].append(_fill(ctx.steps, n, 0))
+            env_parts[3].append(_fill(ctx.draw_seq, n, 0))
+            env_parts[4].append(_fill(ctx.sample_ids, n, -1))
+        n_ev, k_ev = meta[:, 4], meta[:, 5]
+        rows_ev = n_ev * k_ev
+        total = int(rows_ev.sum())
+        out_start = np.cumsum(rows_ev) - rows_ev
+        event_of_row = _segment_ids(rows_ev, total)
+
+        # Per-(event, env) columns expand to one row per component.
+        if np.all(k_ev == 1):
+            src = None
+            component = np.zeros(total, dtype=np.int16)
+        else:
+            num_env_rows = int(n_ev.sum())
+            k_env = k_ev[_segment_ids(n_ev, num_env_rows)]
+            src = _segment_ids(k_env, total)
+            first = np.cumsum(k_env) - k_env
+            component = (np.arange(total) - first[src]).astype(np.int16)
+
+        def per_row(parts: list[np.ndarray]) -> np.ndarray:
+            flat = np.concatenate(parts) if parts else _EMPTY
+            return flat if src is None else flat[src]
+
+        values = np.empty(total, dtype=np.float64)
+        label_idx = np.full(total, -1, dtype=np.int32)
+        for (_, ev, _), start in zip(events, out_start.tolist(), strict=True):
             cfg = ev.sampler.cfg
-            flat = values.reshape(-1)
+            flat = ev.values.reshape(-1)
+            stop = start + flat.size
             if cfg.categorical:
                 codes = cfg.encode(flat)
                 offsets = np.array([labels.setdefault(x, len(labels)) for x in cfg.labels])
-                lab_l.append(offsets[codes].astype(np.int32))
-                is_text = values.dtype.kind in "USO"
-                val_l.append(codes.astype(np.float64) if is_text else flat.astype(np.float64))
+                label_idx[start:stop] = offsets[codes]
+                values[start:stop] = codes if flat.dtype.kind in "USO" else flat
             else:
-                lab_l.append(np.full(flat.size, -1, dtype=np.int32))
-                val_l.append(flat.astype(np.float64, copy=False))
-            k_l.append(k)
-        meta = np.array(per_event, dtype=np.int64).reshape(-1, 6)
-        n_ev, k_ev = meta[:, 4], meta[:, 5]
-        rows_ev = n_ev * k_ev
-        k_row = np.repeat(k_ev, n_ev)  # components of each (event, env) row
-        total = int(rows_ev.sum())
-        first = np.cumsum(k_row) - k_row  # first output row of each (event, env) row
-        component = np.arange(total, dtype=np.int64) - np.repeat(first, k_row)
+                values[start:stop] = flat
+        sample_id = per_row(env_parts[4])
+        key_col, phase_col, seq_col, time_col = (
+            np.take(np.ascontiguousarray(meta[:, j]), event_of_row) for j in range(4)
+        )
+        return pa.Table.from_arrays(
+            [
+                pa.array(seq_col),
+                _dictionary(key_col, list(keys)),
+                pa.array(component),
+                pa.array(per_row(env_parts[0]).astype(np.int32)),
+                pa.array(per_row(env_parts[1])),
+                pa.array(per_row(env_parts[2])),
+                _dictionary(phase_col, list(PHASES)),
+                pa.array(per_row(env_parts[3]).astype(np.int32)),
+                pa.array(values),
+                _nullable_dictionary(label_idx, list(labels)),
+                _nullable(sample_id),
+                pa.array(time_col, pa.timestamp("us", tz="UTC")),
+            ],
+            schema=draws_schema(),
+        )
 
-        def rows(parts: list[np.ndarray]) -> np.ndarray:
-            return np.repeat(np.concatenate(parts) if parts else _EMPTY, k_row)
 
-        label_idx = np.concatenate(lab_l) if lab_l else np.zeros(0, np.int32)
-        sample_id = rows(sid_l)
-        schema = draws_schema()
-        columns = {
-            "seq": np.repeat(meta[:, 2], rows_ev),
-            "variation": _dictionary(np.repeat(meta[:, 0], rows_ev), list(keys)),
-            "component": component.astype(np.int16),
-            "env_id": rows(ids_l).astype(np.int32),
-            "episode": rows(eps_l),
-            "step": rows(steps_l),
-            "phase": _dictionary(np.repeat(meta[:, 1], rows_ev), list(PHASES)),
-            "draw_seq": rows(dseq_l).astype(np.int32),
-            "value": np.concatenate(val_l) if val_l else np.zeros(0),
-            "label": pa.DictionaryArray.from_arrays(
-                pa.array(label_idx, mask=label_idx < 0), pa.array(list(labels), pa.string())
-            ),
-            "sample_id": pa.array(sample_id, mask=sample_id < 0),
-            "time": pa.array(np.repeat(meta[:, 3], rows_ev), pa.timestamp("us", tz="UTC")),
-        }
-        arrays = [
-            pa.array(columns[f.name], f.type)
-            if isinstance(columns[f.name], np.ndarray)
-            else columns[f.name]
-            for f in schema
-        ]
-        return pa.Table.from_arrays(arrays, schema=schema)
+def _segment_ids(counts: np.ndarray, total: int) -> np.ndarray:
+    """For segments of the given lengths laid end to end, the segment of each element.
+
+    ``_segment_ids([2, 0, 3], 5) -> [0, 0, 2, 2, 2]``: a cumulative sum of segment
+    starts, much faster than ``np.repeat`` with per-element counts.
+    """
+    starts = np.cumsum(counts)[:-1]
+    marks = np.bincount(starts[starts < total], minlength=total)
+    return np.cumsum(marks)
 
 
 def _fill(x: np.ndarray | int | None, n: int, default: int) -> np.ndarray:
@@ -264,6 +282,22 @@ def _fill(x: np.ndarray | int | None, n: int, default: int) -> np.ndarray:
     if isinstance(x, np.ndarray) and x.shape == (n,):
         return x
     return np.broadcast_to(np.asarray(x, dtype=np.int64), (n,))
+
+
+def _nullable(values: np.ndarray) -> pa.Array:
+    """int64 values with negatives as nulls (all-null without building a mask)."""
+    if not values.size or values.max() < 0:
+        return pa.nulls(len(values), pa.int64())
+    return pa.array(values, mask=values < 0)
+
+
+def _nullable_dictionary(indices: np.ndarray, values: list[str]) -> pa.Array:
+    """A dictionary-string column with negative indices as nulls."""
+    if not values:
+        return pa.nulls(len(indices), pa.dictionary(pa.int32(), pa.string()))
+    return pa.DictionaryArray.from_arrays(
+        pa.array(indices, mask=indices < 0), pa.array(values, pa.string())
+    )
 
 
 def _dictionary(indices: np.ndarray, values: list[str]) -> pa.DictionaryArray:

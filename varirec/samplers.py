@@ -215,7 +215,9 @@ class InverseCdfSampler(Sampler):
 class DesignSampler(Sampler):
     """Replays the rows of a design, chosen by the context's ``sample_ids``.
 
-    Without ``sample_ids`` it hands out rows in order and cycles.
+    Without ``sample_ids`` it hands out rows in order and cycles. A row of -1 (an env
+    the schedule had no row for) replays row 0; its draw is recorded with a null
+    ``sample_id`` and is not part of the study.
     """
 
     cfg: DesignCfg
@@ -230,10 +232,11 @@ class DesignSampler(Sampler):
         if rows is None:
             rows = np.arange(self._cursor, self._cursor + n) % len(values)
             self._cursor = int(rows[-1] + 1) if n else self._cursor
-        elif np.any((rows < 0) | (rows >= len(values))):
-            bad = rows[(rows < 0) | (rows >= len(values))][:5]
+            return values[rows]
+        if np.any(rows >= len(values)):
+            bad = rows[rows >= len(values)][:5]
             raise ValueError(
                 f"`sample_ids` must be design rows in [0, {len(values)}), got {bad.tolist()}; "
                 "the design has fewer rows than the schedule asked for"
             )
-        return values[rows]
+        return values[np.maximum(rows, 0)]

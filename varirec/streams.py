@@ -169,9 +169,7 @@ class KeyedUniforms:
             return _to_unit(h).reshape(n, 1)
         # A second round for draw_seq / component, applied only where either is
         # non-zero, so a value never depends on what else is in the batch.
-        extra = (_as_u64(seq, n)[:, None] << _S16) | np.arange(
-            k, dtype=np.uint64
-        )
+        extra = (_as_u64(seq, n)[:, None] << _S16) | np.arange(k, dtype=np.uint64)
         h2 = h[:, None] ^ (extra * _SECOND)
         _mix(h2)
         return _to_unit(np.where(extra == 0, h[:, None], h2))

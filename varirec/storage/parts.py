@@ -4,10 +4,6 @@ Contents:
     PartWriter: buffers batches into row groups and writes them to rotating parts.
     TableSink: routes batches of several tables to their PartWriters, optionally on a
         background thread.
-    check_writer_id: validate a writer id.
-    part_name: the final file name of a part.
-    parse_part_name: the writer id and index of a final part name.
-    TMP_SUFFIX: the suffix of a part that is still being written.
 
 A part is written under a hidden temporary name (``.part-<writer>-<n>.parquet.tmp``;
 the leading dot makes ``pyarrow.dataset`` and globs such as ``*.parquet`` skip it)
@@ -22,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import re
 import threading
 import time
 from pathlib import Path
@@ -31,64 +26,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schema import conform, table_schema
+from .schema import TMP_SUFFIX, check_writer_id, conform, parse_part_name, part_name, table_schema
 
-__all__ = [
-    "TMP_SUFFIX",
-    "PartWriter",
-    "TableSink",
-    "check_writer_id",
-    "parse_part_name",
-    "part_name",
-]
+__all__ = ["PartWriter", "TableSink"]
 
 logger = logging.getLogger(__name__)
 
-TMP_SUFFIX = ".tmp"
-_WRITER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,99}$")
 _OPTIONS = {"max_rows_per_part", "max_seconds_per_part", "row_group_size", "compression", "fsync"}
-_PART_RE = re.compile(r"^part-(?P<writer>.+)-(?P<index>\d{5,})\.parquet$")
-
-
-def part_name(writer_id: str, index: int) -> str:
-    """The final file name of part ``index`` of ``writer_id``.
-
-    Example:
-        >>> part_name("host_12_ab", 3)
-        'part-host_12_ab-00003.parquet'
-    """
-    return f"part-{writer_id}-{index:05d}.parquet"
-
-
-def parse_part_name(name: str) -> tuple[str, int] | None:
-    """``(writer_id, index)`` of a final part name, or None if ``name`` is not one.
-
-    Example:
-        >>> parse_part_name("part-host_12_ab-00003.parquet")
-        ('host_12_ab', 3)
-        >>> parse_part_name(".part-host_12_ab-00003.parquet.tmp") is None
-        True
-    """
-    match = _PART_RE.match(name)
-    return None if match is None else (match["writer"], int(match["index"]))
-
-
-def check_writer_id(writer_id: str) -> str:
-    """Return ``writer_id`` if it is a valid writer id, else raise ValueError.
-
-    A writer id is letters, digits, ``_`` and ``.`` (no ``-``, so part names parse
-    unambiguously; no path separators).
-
-    Example:
-        >>> check_writer_id("gpu01_4242_9f3a")
-        'gpu01_4242_9f3a'
-    """
-    if not isinstance(writer_id, str) or not _WRITER_RE.match(writer_id):
-        raise ValueError(
-            f"`writer_id` must be letters, digits, '_' and '.' (not starting with '.'), "
-            f"got {writer_id!r}; e.g. 'node3_rank0'"
-        )
-    return writer_id
 
 
 def _fsync_path(path: Path, *, directory: bool = False) -> None:
@@ -376,7 +320,7 @@ class TableSink:
         self._options = part_options
         self._schemas: dict[str, pa.Schema] = dict(schemas or {})
         self._parts: dict[str, PartWriter] = {}
-        self._checked: set[tuple[str, pa.Schema, pa.Schema]] = set()
+        self._checked: dict[str, list[tuple[pa.Schema, pa.Schema]]] = {}
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -389,11 +333,12 @@ class TableSink:
 
     def precheck(self, table: str, incoming: pa.Schema) -> None:
         """Raise ValueError now if batches of schema ``incoming`` cannot go to ``table``."""
-        target = self._schemas.get(table) or table_schema(table, incoming)
-        key = (table, incoming, target)
-        if key not in self._checked:
-            conform(incoming.empty_table(), target, table=table)
-            self._checked.add(key)
+        target = self._schema_for(table, incoming)
+        checked = self._checked.setdefault(table, [])
+        if any(s.equals(incoming) and t.equals(target) for s, t in checked):
+            return  # Schema.equals is ~50 ns; hashing a schema costs ~7 us
+        conform(incoming.empty_table(), target, table=table)
+        checked.append((incoming, target))
 
     def submit(self, table: str, data: Any) -> None:
         """Write ``data`` (Table, RecordBatch or object with ``to_arrow()``) to ``table``."""
@@ -438,6 +383,10 @@ class TableSink:
         if error is not None:
             raise error
 
+    def _schema_for(self, table: str, incoming: pa.Schema) -> pa.Schema:
+        pinned = self._schemas.get(table)
+        return table_schema(table, incoming) if pinned is None else pinned
+
     def _check_thread(self) -> None:
         if self._thread is not None and not self._thread.is_alive():
             raise RuntimeError(f"the writer thread of {self.directory} stopped unexpectedly")
@@ -459,7 +408,7 @@ class TableSink:
             data = pa.Table.from_batches([data])
         part = self._parts.get(table)
         if part is None:
-            schema = self._schemas.get(table) or table_schema(table, data.schema)
+            schema = self._schema_for(table, data.schema)
             data = conform(data, schema, table=table)  # before the directory exists
             part = PartWriter(
                 self.directory / table, self.writer_id, schema=schema, table=table, **self._options

@@ -37,8 +37,15 @@ import pyarrow.parquet as pq
 
 from varirec.errors import DatasetError, UnknownNameError
 
-from .parts import TMP_SUFFIX
-from .schema import RUN_JSON, RUN_PREFIX, SCHEMA_VERSION, WRITERS_DIR, canonical_schema
+from .schema import (
+    RUN_JSON,
+    RUN_PREFIX,
+    SCHEMA_VERSION,
+    TMP_SUFFIX,
+    WRITERS_DIR,
+    canonical_schema,
+    check_table_name,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,6 +100,10 @@ class RunInfo:
         for key in ("created", "ended"):
             out[key] = None if out[key] is None else out[key].isoformat()
         return out
+
+
+Runs = str | RunInfo | Iterable[str | RunInfo] | None
+"""Which runs to read: one id or RunInfo, several, or None for all."""
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -255,7 +266,7 @@ class Dataset:
                 logger.warning("skipping unreadable writer sidecar %s: %s", info.path, exc)
         return out
 
-    def _select(self, runs: str | RunInfo | Iterable[str | RunInfo] | None) -> list[str]:
+    def _select(self, runs: Runs) -> list[str]:
         if runs is None:
             return self.run_ids
         if isinstance(runs, (str, RunInfo)):
@@ -274,7 +285,7 @@ class Dataset:
     def read(
         self,
         table: str,
-        runs: str | RunInfo | Iterable[str | RunInfo] | None = None,
+        runs: Runs = None,
         *,
         columns: Sequence[str] | None = None,
         filter: Filter | None = None,
@@ -295,6 +306,7 @@ class Dataset:
         Raises:
             UnknownNameError: an unknown run id or column name.
         """
+        check_table_name(table)
         selected = self._select(runs)
         files, schema = self._collect(table, selected)
         schema = schema.append(pa.field("run_id", _RUN_ID_TYPE))
@@ -318,19 +330,44 @@ class Dataset:
             filter = pq.filters_to_expression(filter)
         return dataset.to_table(columns=wanted, filter=filter)
 
-    def draws(self, runs: Any = None, **kwargs: Any) -> pa.Table:
+    def draws(
+        self,
+        runs: Runs = None,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: Filter | None = None,
+    ) -> pa.Table:
         """Read the ``draws`` table; arguments as in :meth:`read`."""
-        return self.read("draws", runs, **kwargs)
+        return self.read("draws", runs, columns=columns, filter=filter)
 
-    def episodes(self, runs: Any = None, **kwargs: Any) -> pa.Table:
+    def episodes(
+        self,
+        runs: Runs = None,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: Filter | None = None,
+    ) -> pa.Table:
         """Read the ``episodes`` table; arguments as in :meth:`read`."""
-        return self.read("episodes", runs, **kwargs)
+        return self.read("episodes", runs, columns=columns, filter=filter)
 
-    def steps(self, runs: Any = None, **kwargs: Any) -> pa.Table:
+    def steps(
+        self,
+        runs: Runs = None,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: Filter | None = None,
+    ) -> pa.Table:
         """Read the ``steps`` table; arguments as in :meth:`read`."""
-        return self.read("steps", runs, **kwargs)
+        return self.read("steps", runs, columns=columns, filter=filter)
 
-    def to_pandas(self, table: str, runs: Any = None, **kwargs: Any) -> pd.DataFrame:
+    def to_pandas(
+        self,
+        table: str,
+        runs: Runs = None,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: Filter | None = None,
+    ) -> pd.DataFrame:
         """:meth:`read` as a pandas DataFrame (dictionary columns become categoricals).
 
         Raises:
@@ -342,7 +379,7 @@ class Dataset:
             raise ImportError(
                 "Dataset.to_pandas needs pandas; install it with pip install 'varirec[analysis]'"
             ) from exc
-        return self.read(table, runs, **kwargs).to_pandas()
+        return self.read(table, runs, columns=columns, filter=filter).to_pandas()
 
     def _columns(self, schema: pa.Schema, columns: Sequence[str] | None, table: str) -> list[str]:
         if columns is None:

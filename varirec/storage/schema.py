@@ -1,4 +1,4 @@
-"""The Arrow schemas of the tables varirec writes, and the check that batches match them.
+"""The on-disk format: table schemas, the check that batches match them, and the layout.
 
 Contents:
     SCHEMA_VERSION: version of the on-disk format, stored in every ``run.json``.
@@ -8,13 +8,16 @@ Contents:
     canonical_schema: the fixed schema of a table name, or None (``steps``, custom).
     table_schema: the schema a table takes given its first batch.
     conform: validate a table against a schema and cast it to exactly that schema.
-    RUN_PREFIX, RUN_JSON, WRITERS_DIR: names of the dataset layout (below).
+    RUN_PREFIX, RUN_JSON, WRITERS_DIR, TMP_SUFFIX: names of the dataset layout (below).
+    part_name, parse_part_name: the final file name of a part, and back.
+    check_run_id, check_writer_id, check_table_name: validate names that become paths.
 
 Layout of a dataset directory::
 
     DATASET/run_id=<run_id>/run.json                  run metadata, written atomically
     DATASET/run_id=<run_id>/writers/<writer_id>.json  one sidecar per writer process
     DATASET/run_id=<run_id>/<table>/part-<writer_id>-<n:05d>.parquet
+    DATASET/run_id=<run_id>/<table>/.part-<writer_id>-<n:05d>.parquet.tmp  (being written)
 
 A ``steps`` table (or any other table name) has the schema its producer chooses;
 the writer only checks that it stays the same within one run writer.
@@ -22,6 +25,7 @@ the writer only checks that it stays the same within one run writer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import pyarrow as pa
@@ -32,11 +36,17 @@ __all__ = [
     "RUN_JSON",
     "RUN_PREFIX",
     "SCHEMA_VERSION",
+    "TMP_SUFFIX",
     "WRITERS_DIR",
     "canonical_schema",
+    "check_run_id",
+    "check_table_name",
+    "check_writer_id",
     "conform",
     "draws_schema",
     "episodes_schema",
+    "parse_part_name",
+    "part_name",
     "table_schema",
 ]
 
@@ -53,9 +63,33 @@ RUN_JSON = "run.json"
 WRITERS_DIR = "writers"
 """Directory of the per-writer sidecars in a run directory; not a table name."""
 
+TMP_SUFFIX = ".tmp"
+"""Suffix of a part still being written (its name also starts with ``.``)."""
+
+_WRITER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,99}$")
+_PART_RE = re.compile(r"^part-(?P<writer>.+)-(?P<index>\d{5,})\.parquet$")
 _DICT_STRING = pa.dictionary(pa.int32(), pa.string())
 _UTC_US = pa.timestamp("us", tz="UTC")
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError)
+
+
+# Built once: pa.Schema is immutable, and callers compare it on every batch.
+_DRAWS = pa.schema(
+    [
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("variation", _DICT_STRING, nullable=False),
+        pa.field("component", pa.int16(), nullable=False),
+        pa.field("env_id", pa.int32(), nullable=False),  # -1: applies to every env
+        pa.field("episode", pa.int64(), nullable=False),  # -1: build-mode draw
+        pa.field("step", pa.int64(), nullable=False),
+        pa.field("phase", _DICT_STRING, nullable=False),  # one of PHASES
+        pa.field("draw_seq", pa.int32(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("label", _DICT_STRING),  # null unless the variation is categorical
+        pa.field("sample_id", pa.int64()),  # design row; null outside a design
+        pa.field("time", _UTC_US, nullable=False),
+    ]
+)
 
 
 def draws_schema() -> pa.Schema:
@@ -70,22 +104,25 @@ def draws_schema() -> pa.Schema:
         >>> draws_schema().names[:4]
         ['seq', 'variation', 'component', 'env_id']
     """
-    return pa.schema(
-        [
-            pa.field("seq", pa.int64(), nullable=False),
-            pa.field("variation", _DICT_STRING, nullable=False),
-            pa.field("component", pa.int16(), nullable=False),
-            pa.field("env_id", pa.int32(), nullable=False),  # -1: applies to every env
-            pa.field("episode", pa.int64(), nullable=False),  # -1: build-mode draw
-            pa.field("step", pa.int64(), nullable=False),
-            pa.field("phase", _DICT_STRING, nullable=False),  # one of PHASES
-            pa.field("draw_seq", pa.int32(), nullable=False),
-            pa.field("value", pa.float64(), nullable=False),
-            pa.field("label", _DICT_STRING),  # null unless the variation is categorical
-            pa.field("sample_id", pa.int64()),  # design row; null outside a design
-            pa.field("time", _UTC_US, nullable=False),
-        ]
-    )
+    return _DRAWS
+
+
+_EPISODES_CORE = [
+    pa.field("env_id", pa.int32(), nullable=False),
+    pa.field("episode", pa.int64(), nullable=False),
+    pa.field("start_seq", pa.int64(), nullable=False),
+    pa.field("end_seq", pa.int64(), nullable=False),
+    pa.field("length", pa.int64(), nullable=False),
+    pa.field("return", pa.float64(), nullable=False),
+    pa.field("success", pa.bool_()),  # null when the task defines no success
+    pa.field("terminated", pa.bool_(), nullable=False),
+    pa.field("truncated", pa.bool_(), nullable=False),
+    pa.field("sample_id", pa.int64()),
+    pa.field("seed", pa.int64()),  # the episode's reset seed, when known
+    pa.field("time_start", _UTC_US, nullable=False),
+    pa.field("time_end", _UTC_US, nullable=False),
+]
+_EPISODES = pa.schema(_EPISODES_CORE)
 
 
 def episodes_schema(extra_fields: Iterable[pa.Field | tuple[str, pa.DataType]] = ()) -> pa.Schema:
@@ -106,30 +143,17 @@ def episodes_schema(extra_fields: Iterable[pa.Field | tuple[str, pa.DataType]] =
         >>> episodes_schema([("max_force", pa.float32())]).names[-3:]
         ['time_start', 'time_end', 'max_force']
     """
-    core = [
-        pa.field("env_id", pa.int32(), nullable=False),
-        pa.field("episode", pa.int64(), nullable=False),
-        pa.field("start_seq", pa.int64(), nullable=False),
-        pa.field("end_seq", pa.int64(), nullable=False),
-        pa.field("length", pa.int64(), nullable=False),
-        pa.field("return", pa.float64(), nullable=False),
-        pa.field("success", pa.bool_()),  # null when the task defines no success
-        pa.field("terminated", pa.bool_(), nullable=False),
-        pa.field("truncated", pa.bool_(), nullable=False),
-        pa.field("sample_id", pa.int64()),
-        pa.field("seed", pa.int64()),  # the episode's reset seed, when known
-        pa.field("time_start", _UTC_US, nullable=False),
-        pa.field("time_end", _UTC_US, nullable=False),
-    ]
     extras = [f if isinstance(f, pa.Field) else pa.field(f[0], f[1]) for f in extra_fields]
-    names = [f.name for f in core + extras]
+    if not extras:
+        return _EPISODES
+    names = [f.name for f in _EPISODES_CORE + extras]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(
             f"`extra_fields` must not reuse column names, got duplicates {dupes}; "
             "rename the user-term columns"
         )
-    return pa.schema(core + extras)
+    return pa.schema(_EPISODES_CORE + extras)
 
 
 _CANONICAL = {"draws": draws_schema, "episodes": episodes_schema}
@@ -144,6 +168,81 @@ def canonical_schema(table: str) -> pa.Schema | None:
     """
     make = _CANONICAL.get(table)
     return None if make is None else make()
+
+
+def part_name(writer_id: str, index: int) -> str:
+    """The final file name of part ``index`` of ``writer_id``.
+
+    Example:
+        >>> part_name("host_12_ab", 3)
+        'part-host_12_ab-00003.parquet'
+    """
+    return f"part-{writer_id}-{index:05d}.parquet"
+
+
+def parse_part_name(name: str) -> tuple[str, int] | None:
+    """``(writer_id, index)`` of a final part name, or None if ``name`` is not one.
+
+    Example:
+        >>> parse_part_name("part-host_12_ab-00003.parquet")
+        ('host_12_ab', 3)
+        >>> parse_part_name(".part-host_12_ab-00003.parquet.tmp") is None
+        True
+    """
+    match = _PART_RE.match(name)
+    return None if match is None else (match["writer"], int(match["index"]))
+
+
+def check_writer_id(writer_id: str) -> str:
+    """Return ``writer_id`` if it is a valid writer id, else raise ValueError.
+
+    A writer id is letters, digits, ``_`` and ``.`` (no ``-``, so part names parse
+    unambiguously; no path separators).
+
+    Example:
+        >>> check_writer_id("gpu01_4242_9f3a")
+        'gpu01_4242_9f3a'
+    """
+    if not isinstance(writer_id, str) or not _WRITER_RE.match(writer_id):
+        raise ValueError(
+            f"`writer_id` must be letters, digits, '_' and '.' (not starting with '.'), "
+            f"got {writer_id!r}; e.g. 'node3_rank0'"
+        )
+    return writer_id
+
+
+_TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_RUN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$")
+
+
+def check_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it is a valid run id, else raise ValueError.
+
+    Example:
+        >>> check_run_id("ablation_mass-01")
+        'ablation_mass-01'
+    """
+    if not isinstance(run_id, str) or not _RUN_RE.match(run_id):
+        raise ValueError(
+            f"`run_id` must start with a letter or digit and hold only letters, digits, "
+            f"'_', '.' and '-', got {run_id!r}; e.g. 'ablation_mass_01'"
+        )
+    return run_id
+
+
+def check_table_name(table: str) -> str:
+    """Return ``table`` if it is a valid table name, else raise ValueError.
+
+    Example:
+        >>> check_table_name("steps")
+        'steps'
+    """
+    if not isinstance(table, str) or not _TABLE_RE.match(table) or table == WRITERS_DIR:
+        raise ValueError(
+            f"`table` must be a lowercase name of letters, digits and '_' other than "
+            f"{WRITERS_DIR!r}, got {table!r}; e.g. 'draws', 'episodes' or 'steps'"
+        )
+    return table
 
 
 def table_schema(table: str, incoming: pa.Schema) -> pa.Schema:

@@ -21,7 +21,6 @@ import atexit
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -39,8 +38,16 @@ import pyarrow as pa
 from varirec._version import __version__
 from varirec.errors import DatasetError, RecorderStateError
 
-from .parts import PartWriter, TableSink, check_writer_id
-from .schema import RUN_JSON, RUN_PREFIX, SCHEMA_VERSION, WRITERS_DIR
+from .parts import PartWriter, TableSink
+from .schema import (
+    RUN_JSON,
+    RUN_PREFIX,
+    SCHEMA_VERSION,
+    WRITERS_DIR,
+    check_run_id,
+    check_table_name,
+    check_writer_id,
+)
 
 __all__ = ["ArrowConvertible", "RunWriter"]
 
@@ -86,7 +93,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     if _STATE["signal"] is not None:
         logger.warning("received SIGTERM again while closing RunWriters; still closing")
         return
-    if not any(w._pid == os.getpid() for w in _OPEN):
+    if not any(w._pid == os.getpid() for w in list(_OPEN)):
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
@@ -115,10 +122,6 @@ def _error_record(error: BaseException | None) -> dict[str, str] | None:
 
 
 # ---------------------------------------------------------------- small helpers
-_TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_RUN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$")
-
-
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -130,15 +133,6 @@ def _default_run_id() -> str:
 def _default_writer_id() -> str:
     host = "".join(c for c in socket.gethostname().split(".")[0] if c.isalnum())[:24]
     return f"{host or 'host'}_{os.getpid()}_{secrets.token_hex(4)}"
-
-
-def _check_run_id(run_id: str) -> str:
-    if not isinstance(run_id, str) or not _RUN_RE.match(run_id):
-        raise ValueError(
-            f"`run_id` must start with a letter or digit and hold only letters, digits, "
-            f"'_', '.' and '-', got {run_id!r}; e.g. 'ablation_mass_01'"
-        )
-    return run_id
 
 
 def _json_default(obj: object) -> object:
@@ -168,14 +162,6 @@ def _write_json_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _check_table_name(table: str) -> None:
-    if not isinstance(table, str) or not _TABLE_RE.match(table) or table == WRITERS_DIR:
-        raise ValueError(
-            f"`table` must be a lowercase name of letters, digits and '_' other than "
-            f"{WRITERS_DIR!r}, got {table!r}; e.g. 'draws', 'episodes' or 'steps'"
-        )
 
 
 class RunWriter:
@@ -247,7 +233,7 @@ class RunWriter:
         }
         PartWriter.check_options(**part_options)
         self.root = Path(root)
-        self.run_id = _check_run_id(_default_run_id() if run_id is None else run_id)
+        self.run_id = check_run_id(_default_run_id() if run_id is None else run_id)
         self.writer_id = check_writer_id(_default_writer_id() if writer_id is None else writer_id)
         self.path = self.root / f"{RUN_PREFIX}{self.run_id}"
         self.created = not getattr(self, "_joining", False)
@@ -368,7 +354,7 @@ class RunWriter:
             TypeError: ``data`` is not one of the accepted types.
         """
         self._check_open()
-        _check_table_name(table)
+        check_table_name(table)
         if isinstance(data, (pa.Table, pa.RecordBatch)):
             self._sink.precheck(table, data.schema)
         elif not callable(getattr(data, "to_arrow", None)):

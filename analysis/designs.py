@@ -1,0 +1,178 @@
+"""Build Sobol (Saltelli) and Morris designs from an env's variations, with SALib.
+
+Every factor is sampled in the unit cube and mapped to its distribution by its
+sampler cfg's inverse CDF (:meth:`varirec.SamplerCfg.ppf`): continuous factors get
+their quantiles, integer and categorical factors are floored into their categories
+(SALib has no categorical inputs). Sensitivity indices are invariant to these
+monotone maps of each input, so the study measures the variations as the env sees
+them.
+
+>>> import varirec as vr
+>>> vs = vr.VariationSet([
+...     vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2))),
+...     vr.Variation("scene", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("a", "b")))),
+... ])
+>>> d = sobol_design(vs, 8, seed=0)
+>>> d.num_rows, d.factor_names
+(32, ['mass', 'scene'])
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+from SALib.sample import morris as morris_sample
+from SALib.sample import sobol as sobol_sample
+
+from varirec import DesignCfg, FactorSpec, SamplerCfg, Variation, VariationSet
+from varirec.design import Design
+from varirec.streams import as_generator
+
+__all__ = ["design_factors", "morris_design", "sobol_design"]
+
+log = logging.getLogger(__name__)
+
+# Keep quantiles off 0 and 1: the inverse CDF of an unbounded distribution is infinite there.
+_EPS = 1e-12
+
+
+def design_factors(
+    variations: VariationSet | Iterable[Variation],
+) -> tuple[list[FactorSpec], dict[str, tuple[SamplerCfg, tuple[int, ...]]]]:
+    """The factors of the enabled build- and reset-mode variations, in order.
+
+    Interval-mode variations are drawn mid-episode and constants have nothing to
+    vary: both are left out (and logged).
+    """
+    items = variations.values() if isinstance(variations, VariationSet) else variations
+    factors: list[FactorSpec] = []
+    mapping: dict[str, tuple[SamplerCfg, tuple[int, ...]]] = {}
+    for v in items:
+        if not v.enabled:
+            continue
+        cfg = v.cfg.sampler
+        if isinstance(cfg, DesignCfg):
+            if cfg.base is None:
+                raise ValueError(f"variation {v.key!r} replays a design with no base cfg")
+            cfg = cfg.base
+        if v.mode == "interval":
+            log.info("variation %r is interval-mode: not a design factor", v.key)
+            continue
+        specs = cfg.factor_specs(v.key)
+        if not specs:
+            log.info("variation %r is constant: not a design factor", v.key)
+            continue
+        start = len(factors)
+        factors.extend(specs)
+        mapping[v.key] = (cfg, tuple(range(start, len(factors))))
+    if not factors:
+        raise ValueError(
+            "the variations have no factors to vary (all disabled, constant or interval-mode)"
+        )
+    return factors, mapping
+
+
+def _problem(factors: list[FactorSpec]) -> dict:
+    return {
+        "num_vars": len(factors),
+        "names": [f.name for f in factors],
+        "bounds": [[0.0, 1.0]] * len(factors),
+    }
+
+
+def sobol_design(
+    variations: VariationSet | Iterable[Variation],
+    base_size: int,
+    *,
+    second_order: bool = False,
+    seed: int | None = 0,
+    scramble: bool = True,
+) -> Design:
+    """A Saltelli design for Sobol indices: ``N * (D + 2)`` rows (``N * (2D + 2)`` with
+    second order), built by :func:`SALib.sample.sobol.sample`.
+
+    Args:
+        variations: the env's variations.
+        base_size: N, a power of two (Sobol sequences balance only at powers of two).
+        second_order: include the BA blocks for second-order indices.
+        seed: the scrambling seed (0 is a seed).
+        scramble: scramble the Sobol sequence (Owen scrambling).
+    """
+    if isinstance(base_size, bool) or not isinstance(base_size, int | np.integer) or base_size < 1:
+        raise ValueError(f"`base_size` must be a positive int, got {base_size!r}")
+    if base_size & (base_size - 1):
+        lower = 1 << (int(base_size).bit_length() - 1)
+        raise ValueError(
+            f"`base_size` must be a power of two for a Sobol design, got {base_size}; "
+            f"use {lower} or {lower * 2}"
+        )
+    factors, mapping = design_factors(variations)
+    x = sobol_sample.sample(
+        _problem(factors),
+        int(base_size),
+        calc_second_order=second_order,
+        scramble=scramble,
+        seed=as_generator(seed),
+    )
+    return Design(
+        method="sobol",
+        factors=tuple(factors),
+        unit=np.clip(x, _EPS, 1 - _EPS),
+        variations=mapping,
+        base_size=int(base_size),
+        seed=seed,
+        second_order=second_order,
+    )
+
+
+def morris_design(
+    variations: VariationSet | Iterable[Variation],
+    trajectories: int,
+    *,
+    num_levels: int = 4,
+    optimal_trajectories: int | None = None,
+    seed: int | None = 0,
+) -> Design:
+    """A Morris design: ``trajectories * (D + 1)`` rows on a ``num_levels`` grid.
+
+    The grid points ``0, 1/(L-1), ..., 1`` are mapped to the quantiles
+    ``(i + 0.5) / L`` so unbounded distributions stay finite; :mod:`analysis.morris`
+    maps them back for the elementary effects.
+
+    Args:
+        trajectories: N, the number of trajectories (or candidates, with
+            ``optimal_trajectories``).
+        num_levels: grid levels (even; 4 is the usual choice).
+        optimal_trajectories: keep this many maximally spread trajectories out of N
+            (Campolongo et al. 2007); slow past about 200 candidates.
+        seed: the design seed (0 is a seed).
+    """
+    if isinstance(trajectories, bool) or not isinstance(trajectories, int) or trajectories < 2:
+        raise ValueError(f"`trajectories` must be an int >= 2, got {trajectories!r}")
+    if num_levels < 2 or num_levels % 2:
+        raise ValueError(f"`num_levels` must be an even int >= 2, got {num_levels}")
+    if optimal_trajectories is not None and not 2 <= optimal_trajectories < trajectories:
+        raise ValueError(
+            f"`optimal_trajectories` must be in [2, trajectories={trajectories}), "
+            f"got {optimal_trajectories}"
+        )
+    factors, mapping = design_factors(variations)
+    grid = morris_sample.sample(
+        _problem(factors),
+        trajectories,
+        num_levels=num_levels,
+        optimal_trajectories=optimal_trajectories,
+        seed=as_generator(seed),
+    )
+    unit = (np.rint(grid * (num_levels - 1)) + 0.5) / num_levels
+    return Design(
+        method="morris",
+        factors=tuple(factors),
+        unit=unit,
+        variations=mapping,
+        base_size=optimal_trajectories or trajectories,
+        seed=seed,
+        num_levels=num_levels,
+    )

@@ -1,0 +1,90 @@
+"""The episode table: factor values per episode by the as-of rule, vectorized."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import varirec as vr
+from analysis.episode_table import episode_table
+from varirec.manager import RecorderManager
+
+
+def test_factor_values_equal_what_the_env_had(fake_run) -> None:
+    env, manager, path = fake_run
+    table = episode_table(path)
+    truth = pd.DataFrame(env.history).set_index(["env_id", "episode"]).sort_index()
+    frame = table.frame.set_index(["env_id", "episode"]).sort_index()
+    assert len(frame) == len(truth) == manager.tracker.episodes_finished
+    assert table.factors == ["mass", "pos[x]", "pos[y]", "friction", "scene", "gust"] or set(
+        table.factors
+    ) <= {"mass", "pos[x]", "pos[y]", "friction", "scene", "gust"}
+    for column in ("mass", "pos[x]", "pos[y]", "friction"):
+        np.testing.assert_array_equal(
+            frame[column].to_numpy(), truth[column].to_numpy(), err_msg=column
+        )
+    if "scene" in table.factors:  # one build draw: constant, dropped with a note
+        assert (frame["scene"].astype(str) == truth["scene"]).all()
+    else:
+        assert any("'scene' is constant" in n for n in table.notes)
+    assert {"success", "return", "length", "terminated", "truncated"} <= set(table.outcomes)
+    assert "start_seq" not in table.frame.columns
+
+
+def test_interval_factor_is_the_mean_of_the_episode_draws(fake_run) -> None:
+    env, _, path = fake_run
+    table = episode_table(path)
+    draws = vr.open_dataset(path).draws().to_pandas()
+    gust = draws[draws["variation"] == "gust"].groupby(["env_id", "episode"])["value"].mean()
+    frame = table.frame.set_index(["env_id", "episode"])
+    common = frame.index.intersection(gust.index)
+    assert len(common) > 0
+    np.testing.assert_allclose(frame.loc[common, "gust"].to_numpy(), gust.loc[common].to_numpy())
+    no_gust = frame.index.difference(gust.index)
+    assert frame.loc[no_gust, "gust"].isna().all()
+
+
+def test_categorical_factors_keep_labels_and_constants_are_dropped(tmp_path) -> None:
+    scene = vr.Variation(
+        "scene", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("kitchen", "garage", "lab")))
+    )
+    const = vr.Variation("gravity", vr.VariationCfg(sampler=vr.ConstantCfg(value=9.81)))
+    with RecorderManager(8, variations=[scene, const], output=tmp_path, run_id="a", seed=1) as m:
+        for _ in range(3):
+            m.reset(None, None)
+            m.record_step(reward=np.ones(8), success=np.ones(8))
+        m.record_pre_reset(None)
+    table = episode_table(tmp_path)
+    assert table.factors == ["scene"] and table.categorical == ["scene"]
+    assert list(table.frame["scene"].cat.categories) == ["kitchen", "garage", "lab"]
+    assert any("'gravity' is constant" in n for n in table.notes)
+    codes = table.factor_matrix()
+    assert codes.shape == (24, 1) and set(np.unique(codes)) <= {0.0, 1.0, 2.0}
+
+
+def test_several_runs_and_outcome_checks(tmp_path) -> None:
+    for run_id, reward in (("a", 1.0), ("b", np.nan)):
+        mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
+        with RecorderManager(4, variations=[mass], output=tmp_path, run_id=run_id) as m:
+            m.reset(None, None)
+            m.record_step(reward=np.full(4, reward))
+            m.record_pre_reset(None)
+    both = episode_table(tmp_path)
+    assert sorted(both.frame["run_id"].unique()) == ["a", "b"] and len(both) == 8
+    y, valid = both.outcome("return")
+    assert valid.sum() == 4  # the NaN returns are flagged, not passed on
+    y, valid = both.outcome("success")
+    assert valid.sum() == 0  # no success reported: all missing
+    assert len(episode_table(tmp_path, runs="a")) == 4
+    with pytest.raises(vr.UnknownNameError, match="no outcome 'sucess'; did you mean 'success'"):
+        episode_table(tmp_path, outcomes=["sucess"])
+    with pytest.raises(vr.UnknownNameError, match="no outcome 'retrun'"):
+        both.outcome("retrun")
+
+
+def test_no_episodes_is_a_clear_error(tmp_path) -> None:
+    with RecorderManager(2, output=tmp_path, run_id="empty") as m:
+        m.reset(None, None)
+    with pytest.raises(vr.DatasetError, match="no episodes in run"):
+        episode_table(tmp_path)
