@@ -1,30 +1,165 @@
-"""The ``varirec`` command line.
+"""The ``varirec`` command line: ``demo``, ``analyze``, ``inspect``.
 
-Subcommands are added as the project grows; ``varirec --help`` lists them.
+Errors print one line naming the problem and the fix, and exit with status 2.
+The analysis package is imported inside the commands that need it, so the core
+stays light.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from varirec._version import __version__
+from varirec.errors import VarirecError
 
 __all__ = ["build_parser", "main"]
+
+EXIT_ERROR = 2
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="sensitivity of an outcome to every recorded variation",
+        description=(
+            "Rank the recorded variations by their effect on an outcome, with confidence "
+            "intervals. A run recorded with a design is analysed by its method (Sobol or "
+            "Morris); plain random draws by given-data methods."
+        ),
+    )
+    p.add_argument("dataset", help="dataset directory (or a pyarrow filesystem URI)")
+    p.add_argument(
+        "--outcome", help="outcome column (default: success if recorded, else the first)"
+    )
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta"),
+        help="estimator (auto: the run's design decides; no design means binning)",
+    )
+    p.add_argument("--runs", nargs="+", metavar="RUN_ID", help="runs to analyse (default: all)")
+    p.add_argument(
+        "--format", default="table", choices=("table", "csv", "json"), help="output format"
+    )
+    p.add_argument(
+        "--output", "-o", metavar="FILE", help="write the table/CSV/JSON here, not stdout"
+    )
+    p.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--conf-level", type=float, default=0.95, help="interval level (default 0.95)")
+    p.set_defaults(run=_cmd_analyze)
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="what a dataset holds: runs, variations, episodes, outcomes",
+        description="Summarize a dataset: its runs, their variations and specs, episode "
+        "counts, outcome summaries, and any part that was skipped.",
+    )
+    p.add_argument("dataset", help="dataset directory (or a pyarrow filesystem URI)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(run=_cmd_inspect)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="varirec",
         description=(
-            "Record what domain randomization drew, per (env, episode), and find "
-            "which variation moves the outcome."
+            "Record what domain randomization drew, per (env, episode), and find which "
+            "variation moves the outcome."
         ),
     )
     parser.add_argument("--version", action="version", version=f"varirec {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from varirec.demo import add_demo_parser
+
+    add_demo_parser(sub)
+    _add_analyze(sub)
+    _add_inspect(sub)
     return parser
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None:
+        print(text)
+    else:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+        print(f"wrote {output}", file=sys.stderr)
+
+
+def _stage_bar(total: int, desc: str) -> tuple[Callable[[str], None], Any]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="stage", leave=False, file=sys.stderr, disable=None)
+
+    def step(message: str) -> None:
+        bar.set_postfix_str(message)
+        bar.update(1)
+
+    return step, bar
+
+
+def format_ranking(study: Any) -> str:
+    """The ranked factors of a study as aligned text, with its notes."""
+    frame = study.ranking()
+    lines = [
+        f"{study.outcome!r} by {study.method} over {study.num_episodes} episodes "
+        f"(runs: {', '.join(study.runs)}; {study.result.conf_level:.0%} intervals)",
+        frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"),
+    ]
+    noise = getattr(study.result, "noise_share", None)
+    if noise is not None:
+        lines.append(f"noise share: {noise:.2f} of the outcome variance no factor explains")
+    lines += [f"note: {n}" for n in study.notes]
+    return "\n".join(lines)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+    from analysis.study import analyze
+
+    step, bar = _stage_bar(2, "analyzing")
+    try:
+        study = analyze(
+            args.dataset,
+            outcome=args.outcome,
+            method=args.method,
+            runs=args.runs,
+            seed=args.seed,
+            num_resamples=args.resamples,
+            conf_level=args.conf_level,
+            progress=step,
+        )
+    finally:
+        bar.close()
+    if args.format == "json":
+        _emit(json.dumps(study.to_dict(), indent=2, default=str), args.output)
+    elif args.format == "csv":
+        _emit(study.to_frame().to_csv(index=False), args.output)
+    else:
+        _emit(format_ranking(study), args.output)
+    if args.report:
+        from varirec import open_dataset
+
+        path = write_report([study], args.report, dataset=open_dataset(args.dataset))
+        print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from varirec.inspection import format_inspection, inspect_dataset
+
+    info = inspect_dataset(args.dataset)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_inspection(info))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,7 +168,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = args.run(args)
+        except (VarirecError, ValueError, KeyError, OSError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(f"varirec {args.command}: error: {message}", file=sys.stderr)
+            code = EXIT_ERROR
+        finally:
+            for w in caught:
+                print(f"varirec {args.command}: warning: {w.message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,305 @@
+"""One call from a recorded dataset to ranked sensitivity indices: :func:`analyze`.
+
+- A run recorded with a design (``run.json`` has a ``design`` entry) is analysed
+  by its method: Sobol indices from the Saltelli rows, or Morris statistics from the
+  trajectories. Replicates of a design row are averaged (for a binary outcome that
+  is the row's success rate). Rows without a finished episode are an error that
+  names them.
+- Runs of plain random draws are analysed from the given data: bias-corrected
+  binning first-order indices (default), RBD-FAST, or PAWN, with a dummy-factor
+  threshold and, for noisy outcomes, the noise share.
+
+Outcomes that are missing, NaN or infinite are counted, reported in the notes and
+left out; they never reach an estimator.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from analysis.episode_table import EpisodeTable, episode_table
+from analysis.given_data import given_data_indices
+from analysis.morris import morris_indices
+from analysis.results import GivenDataResult, MorrisResult, SobolResult
+from analysis.sobol import sobol_indices
+from varirec import open_dataset
+from varirec.errors import DesignError, UnknownNameError
+from varirec.overrides import nearest_names
+from varirec.storage import Dataset
+
+__all__ = ["METHODS", "Study", "analyze"]
+
+log = logging.getLogger(__name__)
+
+Method = Literal["auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta"]
+METHODS: tuple[str, ...] = ("auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta")
+DESIGN_METHODS = ("sobol", "morris")
+Result = SobolResult | MorrisResult | GivenDataResult
+
+
+@dataclass
+class Study:
+    """A sensitivity study of one outcome: the estimator's result and its context.
+
+    Attributes:
+        dataset: the dataset path.
+        runs: the runs analysed.
+        outcome: the outcome column.
+        method: the estimator used (``sobol``, ``morris``, ``binning``, ...).
+        result: the typed result (``to_frame()``, ``plot()``).
+        num_episodes: episodes behind the result.
+        design: the design's ``run.json`` entry, for design-driven studies.
+        notes: what was dropped or is worth knowing, in words.
+    """
+
+    dataset: str
+    runs: list[str]
+    outcome: str
+    method: str
+    result: Result
+    num_episodes: int
+    design: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The tidy result: factor, index, estimate, conf_low, conf_high (and more)."""
+        return self.result.to_frame()
+
+    def ranking(self) -> pd.DataFrame:
+        """Factors ranked by their main index, with interval and a plain verdict."""
+        frame = self.to_frame()
+        main = {"sobol": "ST", "morris": "mu_star"}.get(self.method)
+        if main is None:
+            main = getattr(self.result, "index", frame["index"].iloc[0])
+        rows = frame[frame["index"] == main].copy()
+        rows = rows.sort_values("estimate", ascending=False, na_position="last")
+        rows["verdict"] = [self._verdict(r) for _, r in rows.iterrows()]
+        keep = [c for c in ("factor", "index", "estimate", "conf_low", "conf_high", "verdict")]
+        return rows[keep].reset_index(drop=True)
+
+    def _verdict(self, row: pd.Series) -> str:
+        if isinstance(self.result, GivenDataResult) and self.result.significant is not None:
+            j = list(self.result.factor_names).index(row["factor"])
+            return "effect" if self.result.significant[j] else "no effect"
+        low = row.get("conf_low")
+        if pd.isna(low):
+            return ""
+        return "effect" if low > 0.01 else "no clear effect"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "runs": self.runs,
+            "outcome": self.outcome,
+            "method": self.method,
+            "num_episodes": self.num_episodes,
+            "notes": self.notes,
+            "design": self.design,
+            "result": self.result.to_dict(),
+        }
+
+    def plot(self, ax: Any = None) -> Any:
+        """Indices with their intervals (Morris: mu* against sigma)."""
+        return self.result.plot(ax)
+
+
+def _pick_outcome(table: EpisodeTable, outcome: str | None) -> str:
+    if outcome is not None:
+        if outcome not in table.outcomes:
+            raise UnknownNameError(
+                f"no outcome {outcome!r} in the dataset; {nearest_names(outcome, table.outcomes)}"
+            )
+        return outcome
+    for name in ("success", *table.outcomes):
+        if name in table.outcomes and table.outcome(name)[1].any():
+            return name
+    raise DesignError("no outcome has any finite value; record outcomes with record_step(...)")
+
+
+def _design_run(ds: Dataset, run_ids: list[str]) -> str | None:
+    with_design = [r for r in run_ids if ds.run(r).metadata.get("design")]
+    if len(with_design) > 1:
+        raise DesignError(
+            f"runs {with_design} each hold a design; analyse one at a time (--runs RUN_ID)"
+        )
+    return with_design[0] if with_design else None
+
+
+def _per_row_outputs(
+    table: EpisodeTable, outcome: str, design: dict[str, Any], notes: list[str]
+) -> np.ndarray:
+    """The outcome per design row: the mean over its finished, valid episodes."""
+    y, valid = table.outcome(outcome)
+    sample_id = pd.to_numeric(table.frame["sample_id"], errors="coerce").to_numpy(float)
+    in_design = np.isfinite(sample_id) & (sample_id >= 0)
+    if (~in_design).any():
+        notes.append(f"{int((~in_design).sum())} episode(s) outside the design were left out")
+    bad = in_design & ~valid
+    if bad.any():
+        notes.append(f"{int(bad.sum())} design episode(s) with no finite {outcome!r} were left out")
+    use = in_design & valid
+    rows = sample_id[use].astype(np.int64)
+    num_rows = int(design["num_rows"])
+    counts = np.bincount(rows, minlength=num_rows)[:num_rows]
+    sums = np.bincount(rows, weights=y[use], minlength=num_rows)[:num_rows]
+    missing = np.flatnonzero(counts == 0)
+    if missing.size:
+        ids = missing[:10].tolist()
+        more = "..." if missing.size > 10 else ""
+        raise DesignError(
+            f"{missing.size} of {num_rows} design rows have no finished episode with a finite "
+            f"{outcome!r} (sample ids {ids}{more}); "
+            "run the study longer, or use a given-data method (--method binning)"
+        )
+    replicates = design.get("replicates", 1)
+    if counts.min() < replicates:
+        notes.append(
+            f"some design rows have fewer than {replicates} replicates (min {counts.min()})"
+        )
+    return sums / counts
+
+
+def _complete_factors(table: EpisodeTable, valid: np.ndarray, notes: list[str]) -> list[str]:
+    """Factors to analyse: one with no value in over 5 % of the episodes is left out
+    (e.g. an interval-mode variation that rarely fired); rarer gaps drop the episodes."""
+    keep = []
+    for name in table.factors:
+        missing = int(table.frame.loc[valid, name].isna().sum())
+        if missing > 0.05 * valid.sum():
+            notes.append(f"factor {name!r} has no value in {missing} episode(s): left out")
+        else:
+            if missing:
+                notes.append(f"{missing} episode(s) with no value of {name!r} were left out")
+            keep.append(name)
+    if not keep:
+        raise DesignError("no factor has a value in enough episodes to analyse")
+    return keep
+
+
+def analyze(
+    dataset: str | os.PathLike[str] | Dataset,
+    *,
+    outcome: str | None = None,
+    method: Method = "auto",
+    runs: str | Sequence[str] | None = None,
+    seed: int | None = 0,
+    num_resamples: int = 1000,
+    conf_level: float = 0.95,
+    progress: Callable[[str], None] | None = None,
+) -> Study:
+    """Sensitivity of ``outcome`` to every recorded factor of a dataset.
+
+    Args:
+        dataset: a dataset path or an open dataset.
+        outcome: the outcome column (default: ``success`` if recorded, else the first).
+        method: ``auto`` (the run's design decides; no design: ``binning``),
+            ``sobol``, ``morris``, ``binning``, ``rbd_fast``, ``pawn`` or ``delta``.
+        runs: run id(s) to analyse (default: all).
+        seed: seed of the bootstrap and dummy factors (0 is a seed).
+        num_resamples: bootstrap resamples behind the intervals.
+        conf_level: confidence level of the intervals.
+        progress: called with a short description as each stage starts.
+
+    Raises:
+        UnknownNameError: an unknown run, outcome or method.
+        DesignError: a design whose rows did not all run, or a design method asked
+            of runs that hold no design.
+    """
+    if method not in METHODS:
+        raise UnknownNameError(f"no method {method!r}; {nearest_names(method, METHODS)}")
+    step = progress or (lambda message: None)
+    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    run_ids = ds.run_ids if runs is None else ([runs] if isinstance(runs, str) else list(runs))
+    for r in run_ids:
+        ds.run(r)  # unknown run ids fail here, with the known ones listed
+    design_run = _design_run(ds, run_ids)
+    if method == "auto":
+        method = ds.run(design_run).metadata["design"]["method"] if design_run else "binning"
+    notes: list[str] = []
+    if method in DESIGN_METHODS:
+        if design_run is None:
+            raise DesignError(
+                f"method {method!r} needs a run recorded with a {method} design; these runs hold "
+                "plain random draws: use --method binning (or auto)"
+            )
+        design = ds.run(design_run).metadata["design"]
+        if design["method"] != method:
+            raise DesignError(
+                f"run {design_run!r} holds a {design['method']} design, not {method}; "
+                f"use --method {design['method']} (or auto)"
+            )
+        run_ids = [design_run]
+    step("reading episodes")
+    table = episode_table(ds, run_ids)
+    # The study says itself what it does about factors with missing values.
+    notes += [n for n in table.notes if "has no value in" not in n]
+    name = _pick_outcome(table, outcome)
+    step(f"estimating {method} indices of {name!r}")
+    if method in DESIGN_METHODS:
+        y = _per_row_outputs(table, name, design, notes)
+        factor_names = [f["name"] for f in design["factors"]]
+        if method == "sobol":
+            result: Result = sobol_indices(
+                y,
+                len(factor_names),
+                second_order=bool(design["second_order"]),
+                factor_names=factor_names,
+                num_resamples=num_resamples,
+                conf_level=conf_level,
+                seed=seed,
+                outcome=name,
+            )
+        else:
+            unit = ds.read("design", design_run).to_pandas().sort_values("sample_id")
+            levels = int(design["num_levels"])
+            grid = (unit[factor_names].to_numpy() * levels - 0.5) / (levels - 1)
+            result = morris_indices(
+                grid,
+                y,
+                [[0.0, 1.0]] * len(factor_names),
+                num_levels=levels,
+                num_resamples=num_resamples,
+                conf_level=conf_level,
+                seed=seed,
+                factor_names=factor_names,
+                outcome=name,
+            )
+        num_episodes = int(
+            np.isfinite(pd.to_numeric(table.frame["sample_id"], errors="coerce")).sum()
+        )
+    else:
+        design = None
+        y, valid = table.outcome(name)
+        if (~valid).any():
+            notes.append(f"{int((~valid).sum())} episode(s) with no finite {name!r} were left out")
+        if design_run is not None:
+            notes.append("a design run analysed as given data: its rows are not independent draws")
+        factors = _complete_factors(table, valid, notes)
+        x = table.factor_matrix(factors)
+        valid &= np.isfinite(x).all(axis=1)
+        x = x[valid]
+        options = {"seed": seed, "conf_level": conf_level, "outcome": name}
+        if method != "pawn":  # PAWN's intervals come from its slices, not a bootstrap
+            options["num_resamples"] = num_resamples
+        result = given_data_indices(x, y[valid], method=method, factor_names=factors, **options)
+        num_episodes = int(valid.sum())
+    notes += [n for n in result.notes if n not in notes]
+    for note in notes:
+        log.info(note)
+    return Study(
+        dataset=str(ds.path),
+        runs=run_ids,
+        outcome=name,
+        method=method,
+        result=result,
+        num_episodes=num_episodes,
+        design=design,
+        notes=notes,
+    )
