@@ -77,6 +77,8 @@ def test_apply_receives_env_ids_and_build_draw_is_one_row_for_all() -> None:
     env = object()
     v.draw(env)
     assert got[0][0] is env and got[0][1] is None and got[0][2].shape == (1,)
+    v.draw(None, np.array([2, 3]))  # apply runs even without an env object (closures)
+    assert got[1][0] is None and got[1][1].tolist() == [2, 3] and got[1][2].shape == (2,)
 
 
 def test_seeded_variation_is_reproducible_across_cfg_swap_of_same_distribution() -> None:

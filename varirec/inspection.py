@@ -68,6 +68,8 @@ def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
         runs = []
         for run in ds.runs:
             episodes = ds.episodes(run.run_id, columns=["env_id", "sample_id"])
+            # Reading one column of every table checks every part (skipped ones warn).
+            rows = {t: ds.read(t, run.run_id, columns=[]).num_rows for t in run.counts}
             design = run.metadata.get("design")
             runs.append(
                 {
@@ -80,6 +82,7 @@ def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
                     "num_envs": run.metadata.get("num_envs"),
                     "writers": len(run.writers),
                     "counts": run.counts,
+                    "rows_readable": rows,
                     "episodes": episodes.num_rows,
                     "envs_with_episodes": len(pc.unique(episodes.column("env_id"))),
                     "variations": [
@@ -118,6 +121,10 @@ def format_inspection(info: dict[str, Any]) -> str:
             lines.append(f"  ended by error: {run['error']}")
         counts = ", ".join(f"{k} {v}" for k, v in sorted(run["counts"].items()))
         lines.append(f"  rows: {counts or 'none'}")
+        lost = {k: v - run["rows_readable"].get(k, 0) for k, v in run["counts"].items()}
+        if any(lost.values()):
+            lost_text = ", ".join(f"{k} {v}" for k, v in lost.items() if v)
+            lines.append(f"  rows in skipped parts: {lost_text}")
         lines.append(f"  episodes: {run['episodes']} over {run['envs_with_episodes']} env(s)")
         if run["design"]:
             d = run["design"]

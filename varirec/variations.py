@@ -245,7 +245,7 @@ class Variation:
         n = 1 if ids is None else len(ids)
         values = self._sampler.sample(n, env_ids=ids, source=source, context=context)
         self.num_draws += 1
-        if self.apply is not None and env is not None:
+        if self.apply is not None:
             self.apply(env, ids, values)
         return values
 

@@ -1,0 +1,149 @@
+"""The command line, in-process and as the installed script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import varirec as vr
+from varirec.cli import main
+
+SCRIPT = Path(sys.executable).parent / "varirec"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Plain random draws of two factors; success depends on 'mass' only."""
+    path = tmp_path_factory.mktemp("ds")
+    mass = vr.Variation("cube.mass", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
+    color = vr.Variation(
+        "cube.color", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("red", "blue")))
+    )
+    n = 500
+    with vr.RecorderManager(n, variations=[mass, color], output=path, run_id="plain", seed=0) as m:
+        for _ in range(4):
+            m.reset(None, None)
+            m.record_step(reward=np.ones(n))
+            m.record_pre_reset(None)
+    # A second run where success depends on the mass alone (color is a null factor).
+    env_mass = np.zeros(n)
+
+    def apply(env, ids, values):
+        env_mass[ids] = values
+
+    mass2 = vr.Variation("cube.mass", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)), apply)
+    color2 = vr.Variation(
+        "cube.color", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("red", "blue")))
+    )
+    rng = np.random.default_rng(0)
+    with vr.RecorderManager(n, variations=[mass2, color2], output=path, run_id="lift", seed=1) as m:
+        m.reset(None, None)
+        for _ in range(8):
+            success = rng.random(n) < env_mass
+            m.record_step(
+                reward=success.astype(float), success=success, terminated=np.ones(n, bool)
+            )
+            m.reset(None, None)
+    return path
+
+
+def test_version_and_help_as_installed_script() -> None:
+    out = subprocess.run([SCRIPT, "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"varirec {vr.__version__}"
+    out = subprocess.run([SCRIPT, "--help"], capture_output=True, text=True, check=True)
+    for command in ("demo", "analyze", "inspect"):
+        assert command in out.stdout
+
+
+def test_analyze_table_ranks_the_real_factor_first(dataset, capsys) -> None:
+    assert main(["analyze", str(dataset), "--runs", "lift", "--resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "'success' by binning" in out
+    lines = out.splitlines()
+    first = next(line for line in lines if "S1_binning" in line)
+    assert first.split()[0] == "cube.mass" and first.split()[-1] == "effect"
+    assert "noise share:" in out
+
+
+def test_analyze_csv_json_and_report(dataset, tmp_path, capsys) -> None:
+    assert (
+        main(["analyze", str(dataset), "--runs", "lift", "--format", "csv", "--resamples", "50"])
+        == 0
+    )
+    csv = capsys.readouterr().out
+    assert csv.splitlines()[0].startswith("factor,index,estimate,conf_low,conf_high")
+    out = tmp_path / "s.json"
+    report = tmp_path / "r.html"
+    code = main(
+        [
+            "analyze",
+            str(dataset),
+            "--runs",
+            "lift",
+            "--format",
+            "json",
+            "-o",
+            str(out),
+            "--report",
+            str(report),
+            "--resamples",
+            "50",
+        ]
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["method"] == "binning" and doc["outcome"] == "success"
+    assert "data:image/png;base64," in report.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["analyze", "{missing}"], "does not exist"),
+        (["analyze", "{ds}", "--outcome", "sucess"], "did you mean 'success'"),
+        (["analyze", "{ds}", "--runs", "nope"], "unknown run id"),
+        (
+            ["analyze", "{ds}", "--method", "sobol", "--runs", "lift"],
+            "needs a run recorded with a sobol design",
+        ),
+        (["inspect", "{missing}"], "does not exist"),
+    ],
+)
+def test_errors_print_one_line_and_exit_2(dataset, tmp_path, args, message) -> None:
+    argv = [a.format(ds=dataset, missing=tmp_path / "missing") for a in args]
+    out = subprocess.run([SCRIPT, *argv], capture_output=True, text=True)
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_inspect_text_json_and_skipped_parts(dataset, tmp_path, capsys) -> None:
+    assert main(["inspect", str(dataset)]) == 0
+    text = capsys.readouterr().out
+    assert (
+        "run lift  [complete]" in text
+        and "cube.mass" in text
+        and "uniform(low=0.0, high=1.0)" in text
+    )
+    assert main(["inspect", str(dataset), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    lift = next(r for r in info["runs"] if r["run_id"] == "lift")
+    assert lift["episodes"] == 8 * 500 and lift["outcomes"]["success"]["recorded"] == 4000
+    # A corrupt part is skipped with a warning that names it; nothing is deleted.
+    part = next((dataset / "run_id=plain" / "draws").glob("part-*.parquet"))
+    broken = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(dataset, broken)
+    bad = broken / "run_id=plain" / "draws" / part.name
+    bad.write_bytes(b"not parquet")
+    assert main(["inspect", str(broken)]) == 0
+    captured = capsys.readouterr()
+    assert part.name in captured.out + captured.err
+    assert bad.exists()
