@@ -182,12 +182,14 @@ def test_run_json_holds_config_and_ends_with_counts_or_error(tmp_path) -> None:
     assert doc["counts"] == {"draws": 4, "episodes": 4}
     assert doc["ended_utc"].endswith("Z")
 
-    with pytest.raises(RuntimeError, match="simulator crashed"):
-        with RecorderManager(2, output=tmp_path, run_id="bad") as m:
-            m.reset(None, None)
-            m.record_step(reward=np.ones(2))
-            m.record_pre_reset([0])
-            raise RuntimeError("simulator crashed")
+    with (
+        pytest.raises(RuntimeError, match="simulator crashed"),
+        RecorderManager(2, output=tmp_path, run_id="bad") as m,
+    ):
+        m.reset(None, None)
+        m.record_step(reward=np.ones(2))
+        m.record_pre_reset([0])
+        raise RuntimeError("simulator crashed")
     doc = json.loads((tmp_path / "run_id=bad" / "run.json").read_text())
     assert doc["status"] == "failed" and "simulator crashed" in json.dumps(doc["error"])
     assert vr.open_dataset(tmp_path).episodes(runs=["bad"]).num_rows == 1  # nothing lost
