@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import varirec as vr
 from varirec import (
     ChoiceCfg,
     DrawContext,
@@ -175,3 +176,18 @@ def test_bad_overrides_raise_and_change_nothing(override, error, match) -> None:
     with pytest.raises(error, match=match):
         vs.override("cube.mass.sampler.low=0.2", override)
     assert vs["cube.mass"].cfg is before  # the good override before it was not applied either
+
+
+def test_interval_draws_follow_the_episode_seed_for_common_random_numbers() -> None:
+    tracker = vr.EpisodeTracker(4)
+    gust = Variation("gust", VariationCfg(sampler=NormalCfg(), mode="interval"))
+    gust.bind(tracker)
+    gust.seed(0)
+    tracker.begin(np.arange(4))
+    tracker.start(np.arange(4))
+    tracker.seed[:] = [7, 7, 9, -1]  # envs 0 and 1 share an episode seed
+    first = gust.draw(env_ids=np.arange(4))
+    second = gust.draw(env_ids=np.arange(4))
+    assert first[0] == first[1] and second[0] == second[1]  # same seed, same noise
+    assert first[0] != second[0] and first[0] != first[2]  # draw_seq and seed both count
+    assert first[3] not in (first[0], first[2])  # no seed: keyed by (env, episode)

@@ -45,6 +45,24 @@ _KEY = re.compile(r"^[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*$")
 _ALL_ENVS = np.array([-1], dtype=np.int64)
 
 
+_SEEDED = np.int64(-2)  # the env-key of draws keyed by an episode seed
+
+
+def _noise_keys(
+    ids: np.ndarray, episodes: np.ndarray, seeds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of interval draws: the episode seed where one is set, else (env, episode).
+
+    Interval draws are episode noise (a gust). Keyed by the episode seed, every
+    episode that shares a seed (common random numbers: the rows of one base sample)
+    sees the same noise, so the noise does not masquerade as sensitivity.
+    """
+    seeded = seeds >= 0
+    if not seeded.any():
+        return ids, episodes
+    return np.where(seeded, _SEEDED, ids), np.where(seeded, seeds, episodes)
+
+
 @dataclass(frozen=True, kw_only=True)
 class VariationCfg:
     """What a variation draws and when."""
@@ -237,11 +255,10 @@ class Variation:
         if self._stream is not None:
             keys = _ALL_ENVS if ids is None else ids
             episodes = context.episodes if context is not None else None
-            source = self._stream.keyed(
-                keys,
-                _ALL_ENVS if episodes is None else episodes,
-                0 if context is None else context.draw_seq,
-            )
+            episodes = _ALL_ENVS if episodes is None else episodes
+            if self.mode == "interval" and ids is not None and self._tracker is not None:
+                keys, episodes = _noise_keys(ids, episodes, self._tracker.seed[ids])
+            source = self._stream.keyed(keys, episodes, 0 if context is None else context.draw_seq)
         n = 1 if ids is None else len(ids)
         values = self._sampler.sample(n, env_ids=ids, source=source, context=context)
         self.num_draws += 1
