@@ -41,10 +41,11 @@ _EPS = 1e-12
 def design_factors(
     variations: VariationSet | Iterable[Variation],
 ) -> tuple[list[FactorSpec], dict[str, tuple[SamplerCfg, tuple[int, ...]]]]:
-    """The factors of the enabled build- and reset-mode variations, in order.
+    """The factors of the enabled reset-mode variations, in order.
 
-    Interval-mode variations are drawn mid-episode and constants have nothing to
-    vary: both are left out (and logged).
+    A design varies factors per episode: build-mode variations (one draw per run),
+    interval-mode ones (drawn mid-episode, episode noise) and constants cannot be
+    design factors and are left out (and logged).
     """
     items = variations.values() if isinstance(variations, VariationSet) else variations
     factors: list[FactorSpec] = []
@@ -57,8 +58,8 @@ def design_factors(
             if cfg.base is None:
                 raise ValueError(f"variation {v.key!r} replays a design with no base cfg")
             cfg = cfg.base
-        if v.mode == "interval":
-            log.info("variation %r is interval-mode: not a design factor", v.key)
+        if v.mode != "reset":
+            log.info("variation %r is %s-mode: not a design factor", v.key, v.mode)
             continue
         specs = cfg.factor_specs(v.key)
         if not specs:
@@ -69,7 +70,8 @@ def design_factors(
         mapping[v.key] = (cfg, tuple(range(start, len(factors))))
     if not factors:
         raise ValueError(
-            "the variations have no factors to vary (all disabled, constant or interval-mode)"
+            "the variations have no factors to vary per episode (all disabled, constant, "
+            "build- or interval-mode)"
         )
     return factors, mapping
 

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 Method = Literal["auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta"]
 METHODS: tuple[str, ...] = ("auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta")
 DESIGN_METHODS = ("sobol", "morris")
+NEGLIGIBLE = 0.005
+"""Design-driven verdicts: an index whose whole interval lies above this is an effect,
+below it no effect; an interval across it is uncertain (given-data studies use their
+dummy-factor threshold instead)."""
 Result = SobolResult | MorrisResult | GivenDataResult
 
 
@@ -88,10 +92,12 @@ class Study:
         if isinstance(self.result, GivenDataResult) and self.result.significant is not None:
             j = list(self.result.factor_names).index(row["factor"])
             return "effect" if self.result.significant[j] else "no effect"
-        low = row.get("conf_low")
-        if pd.isna(low):
+        low, high = row.get("conf_low"), row.get("conf_high")
+        if pd.isna(low) or pd.isna(high):
             return ""
-        return "effect" if low > 0.01 else "no clear effect"
+        if low > NEGLIGIBLE:
+            return "effect"
+        return "no effect" if high < NEGLIGIBLE else "uncertain"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -24,11 +24,12 @@ def _variations() -> vr.VariationSet:
             vr.Variation("delay", vr.VariationCfg(sampler=vr.IntegerCfg(low=0, high=3))),
             vr.Variation("gust", vr.VariationCfg(sampler=vr.UniformCfg(), mode="interval")),
             vr.Variation("g", vr.VariationCfg(sampler=vr.ConstantCfg(value=9.8))),
+            vr.Variation("dt", vr.VariationCfg(sampler=vr.UniformCfg(), mode="build")),
         ]
     )
 
 
-def test_factors_skip_interval_and_constants() -> None:
+def test_factors_skip_build_interval_and_constants() -> None:
     factors, mapping = design_factors(_variations())
     assert [f.name for f in factors] == ["mass", "pos[x]", "pos[y]", "scene", "delay"]
     assert mapping["pos"][1] == (1, 2)

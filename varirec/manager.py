@@ -42,7 +42,7 @@ from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
 from varirec.streams import CounterStream
 from varirec.terms import OutcomeTerm, RecorderTerm, RecorderTermCfg, StepsTerm, VariationsTerm
-from varirec.variations import Variation, VariationSet
+from varirec.variations import Variation, VariationSet, noise_keys
 
 __all__ = ["NullRecorderManager", "RecorderManager", "make_recorder_manager"]
 
@@ -160,7 +160,10 @@ class NullRecorderManager:
 
     def _interval_steps(self, v: Variation, ids: np.ndarray) -> np.ndarray:
         low, high = v.cfg.interval_steps
-        u = self._timer_stream.uniforms(ids, self.tracker.episode[ids], 1, self.tracker.step[ids])
+        t = self.tracker
+        # Timers are episode noise too: keyed by the episode seed where one is set.
+        keys, episodes = noise_keys(ids, t.episode[ids], t.seed[ids])
+        u = self._timer_stream.uniforms(keys, episodes, 1, t.step[ids])
         return low + np.minimum((u[:, 0] * (high - low + 1)).astype(np.int64), high - low)
 
     def _arm_interval_timers(self, ids: np.ndarray) -> None:

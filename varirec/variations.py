@@ -48,7 +48,7 @@ _ALL_ENVS = np.array([-1], dtype=np.int64)
 _SEEDED = np.int64(-2)  # the env-key of draws keyed by an episode seed
 
 
-def _noise_keys(
+def noise_keys(
     ids: np.ndarray, episodes: np.ndarray, seeds: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Keys of interval draws: the episode seed where one is set, else (env, episode).
@@ -257,7 +257,7 @@ class Variation:
             episodes = context.episodes if context is not None else None
             episodes = _ALL_ENVS if episodes is None else episodes
             if self.mode == "interval" and ids is not None and self._tracker is not None:
-                keys, episodes = _noise_keys(ids, episodes, self._tracker.seed[ids])
+                keys, episodes = noise_keys(ids, episodes, self._tracker.seed[ids])
             source = self._stream.keyed(keys, episodes, 0 if context is None else context.draw_seq)
         n = 1 if ids is None else len(ids)
         values = self._sampler.sample(n, env_ids=ids, source=source, context=context)
