@@ -1,0 +1,100 @@
+"""morris_indices: SALib's statistics, checked designs, seeds, untouched global RNG."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from SALib.analyze import morris as salib_morris
+from SALib.sample import morris as morris_sample
+
+from analysis.morris import morris_indices
+from varirec.errors import DesignError
+
+
+@pytest.fixture
+def design() -> tuple[dict, np.ndarray, np.ndarray]:
+    problem = {"num_vars": 4, "names": ["a", "b", "c", "d"], "bounds": [[0.0, 2.0]] * 4}
+    X = morris_sample.sample(problem, 40, num_levels=4, seed=3)
+    Y = 3.0 * X[:, 0] + X[:, 1] ** 2 + X[:, 1] * X[:, 2]  # d does nothing
+    return problem, X, Y
+
+
+def test_statistics_equal_salib(design: tuple[dict, np.ndarray, np.ndarray]) -> None:
+    problem, X, Y = design
+    ours = morris_indices(X, Y, problem, num_resamples=1000, seed=0)
+    ref = salib_morris.analyze(copy.deepcopy(problem), X, Y, num_resamples=1000, seed=5)
+    for key in ("mu", "mu_star", "sigma"):
+        np.testing.assert_allclose(getattr(ours, key), ref[key], rtol=0, atol=1e-12)
+    # Different resamples: the bootstrap SDs agree within bootstrap error.
+    np.testing.assert_allclose(ours.mu_star_conf, ref["mu_star_conf"], rtol=0.15, atol=1e-12)
+    assert ours.mu_star[3] == 0.0 and ours.sigma[3] == 0.0
+    assert ours.mu_star[0] == pytest.approx(3.0 * 2.0)  # effect per unit of normalized range
+    assert ours.num_samples == 40 and ours.num_levels == 4
+    np.testing.assert_array_equal(
+        ours.mu_star_conf_low, np.clip(ours.mu_star - ours.mu_star_conf, 0, None)
+    )
+
+
+def test_problem_is_not_mutated_and_bounds_work(
+    design: tuple[dict, np.ndarray, np.ndarray],
+) -> None:
+    problem, X, Y = design
+    snapshot = copy.deepcopy(problem)
+    by_problem = morris_indices(X, Y, problem, seed=1, num_resamples=10)
+    assert problem == snapshot
+    by_bounds = morris_indices(
+        X, Y, [[0.0, 2.0]] * 4, factor_names=["a", "b", "c", "d"], seed=1, num_resamples=10
+    )
+    np.testing.assert_array_equal(by_problem.mu_star, by_bounds.mu_star)
+    np.testing.assert_array_equal(by_problem.mu_star_conf, by_bounds.mu_star_conf)
+    assert by_bounds.factor_names == ("a", "b", "c", "d")
+
+
+def test_seed_zero_is_a_seed_and_global_rng_untouched(
+    design: tuple[dict, np.ndarray, np.ndarray],
+) -> None:
+    problem, X, Y = design
+    np.random.seed(7)  # noqa: NPY002 - the legacy global RNG is what we check
+    before = np.random.get_state()[1].copy()  # noqa: NPY002
+    first = morris_indices(X, Y, problem, seed=0, num_resamples=200)
+    again = morris_indices(X, Y, problem, seed=0, num_resamples=200)
+    other = morris_indices(X, Y, problem, seed=1, num_resamples=200)
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002
+    np.testing.assert_array_equal(first.mu_star_conf, again.mu_star_conf)
+    assert not np.array_equal(first.mu_star_conf, other.mu_star_conf)
+
+
+def test_design_errors(design: tuple[dict, np.ndarray, np.ndarray]) -> None:
+    problem, X, Y = design
+    with pytest.raises(DesignError, match="r >= 2 whole trajectories of D\\+1 = 5 rows, got 199"):
+        morris_indices(X[:-1], Y[:-1], problem)
+    shuffled = np.random.default_rng(0).permutation(X.shape[0])
+    with pytest.raises(DesignError, match="each step moves exactly one factor"):
+        morris_indices(X[shuffled], Y[shuffled], problem)
+    assert issubclass(DesignError, ValueError)
+
+
+def test_input_errors(design: tuple[dict, np.ndarray, np.ndarray]) -> None:
+    problem, X, Y = design
+    bad = Y.copy()
+    bad[[4, 9]] = np.nan
+    with pytest.raises(ValueError, match=r"2 NaN/inf value\(s\) at rows \[4, 9\]"):
+        morris_indices(X, bad, problem)
+    with pytest.raises(ValueError, match="`Y` must have one value per row of `X` \\(200\\)"):
+        morris_indices(X, Y[:-5], problem)
+    with pytest.raises(ValueError, match="`X` must have shape"):
+        morris_indices(X[:, :3], Y, problem)
+    with pytest.raises(ValueError, match="`factor_names` must match the problem's names"):
+        morris_indices(X, Y, problem, factor_names=["p", "q", "r", "s"])
+    grouped = {**problem, "groups": ["g1", "g1", "g2", "g2"]}
+    with pytest.raises(ValueError, match="must not define 'groups'"):
+        morris_indices(X, Y, grouped)
+
+
+def test_no_resamples(design: tuple[dict, np.ndarray, np.ndarray]) -> None:
+    problem, X, Y = design
+    res = morris_indices(X, Y, problem, num_resamples=0, seed=0)
+    assert np.isnan(res.mu_star_conf).all()
+    assert res.to_frame().query("index == 'mu_star'")["conf_low"].isna().all()

@@ -1,0 +1,52 @@
+"""Batched test environments and analytic test functions for sensitivity studies.
+
+- :mod:`varirec.envs.analytic` — Ishigami and Sobol G with their exact indices.
+- :mod:`varirec.envs.one_step` — those functions as one-step batched envs.
+- :mod:`varirec.envs.reach` — a vectorized 3-D reach task with a scripted
+  controller, every kind of variation, and a documented ground truth.
+- :mod:`varirec.envs.driver` — :func:`run_study`, which steps any of them through a
+  recorded study.
+
+Only numpy (and the core package) is imported: these run in the simulator process.
+"""
+
+from __future__ import annotations
+
+from varirec.envs.analytic import ishigami, ishigami_indices, sobol_g, sobol_g_indices
+from varirec.envs.driver import BatchedEnv, StepOutput, StudyStats, episode_seeds, run_study
+from varirec.envs.one_step import (
+    OneStepEnv,
+    ishigami_variations,
+    make_ishigami_env,
+    make_sobol_g_env,
+    sobol_g_variations,
+)
+from varirec.envs.reach import (
+    SCENE_FRICTION,
+    ReachCfg,
+    ReachEnv,
+    make_reach_env,
+    make_reach_variations,
+)
+
+__all__ = [
+    "SCENE_FRICTION",
+    "BatchedEnv",
+    "OneStepEnv",
+    "ReachCfg",
+    "ReachEnv",
+    "StepOutput",
+    "StudyStats",
+    "episode_seeds",
+    "ishigami",
+    "ishigami_indices",
+    "ishigami_variations",
+    "make_ishigami_env",
+    "make_reach_env",
+    "make_reach_variations",
+    "make_sobol_g_env",
+    "run_study",
+    "sobol_g",
+    "sobol_g_indices",
+    "sobol_g_variations",
+]

@@ -1,0 +1,447 @@
+"""Gymnasium integration: record the variations and outcomes of Gymnasium envs.
+
+Needs the optional extra ``pip install "varirec[gym]"``; ``import varirec`` never
+imports this module.
+
+- :class:`VariationWrapper` — one env: draws and applies the reset-mode variations at
+  every reset, the interval-mode ones between steps, and records each episode's
+  return, length, flags, success and reset seed.
+- :func:`make_env` — an :class:`~varirec.builder.EnvBuilder` run for one env.
+- :func:`cartpole_variations`, :func:`pendulum_variations` — ready-made physics
+  variations; :class:`SetAttribute` — the ``apply`` callable they use.
+- :func:`reset_to_episode`, :class:`ReplayWrapper` — put an env back into a recorded
+  episode (see :mod:`varirec.replay`).
+- Vector envs: :mod:`varirec.gym_vector` (``make_vector_env``).
+
+>>> import tempfile, gymnasium as gym
+>>> root = tempfile.mkdtemp()
+>>> env = VariationWrapper(gym.make("CartPole-v1"), cartpole_variations(), output=root)
+>>> obs, info = env.reset()
+>>> 7.0 <= env.unwrapped.gravity <= 12.0, env.unwrapped.varirec is env.manager
+(True, True)
+>>> env.close()
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, SupportsFloat
+
+import numpy as np
+
+try:
+    import gymnasium as gym
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'varirec.gym needs Gymnasium; install it with pip install "varirec[gym]"'
+    ) from exc
+
+from varirec.builder import EnvBuilder, as_variation_set, check_not_drawn, expose
+from varirec.manager import NullRecorderManager, make_recorder_manager
+from varirec.replay import EpisodeReplay
+from varirec.sampler_cfgs import UniformCfg
+from varirec.storage import RunWriter
+from varirec.streams import CounterStream
+from varirec.variations import Mode, Variation, VariationCfg, VariationSet
+
+__all__ = [
+    "ReplayWrapper",
+    "SetAttribute",
+    "VariationWrapper",
+    "cartpole_variations",
+    "make_env",
+    "pendulum_variations",
+    "reset_to_episode",
+]
+
+SuccessFn = Callable[[Any, SupportsFloat, bool, bool, dict[str, Any]], Any]
+"""``success_fn(obs, reward, terminated, truncated, info)``: True/False, or None (unknown)."""
+ManagerFactory = Callable[[], NullRecorderManager]
+
+_SEED_STREAM = "__reset_seed__"
+
+
+def reset_seed(run_seed: int, env_id: int, episode: int) -> int:
+    """The reset seed of ``(env_id, episode)`` when the caller gives none: a hash of the
+    run seed and those keys, in ``[0, 2**31)``.
+
+    >>> reset_seed(0, 3, 5) == reset_seed(0, 3, 5) != reset_seed(0, 3, 6)
+    True
+    """
+    u = CounterStream(run_seed, _SEED_STREAM).uniforms(np.array([env_id]), np.array([episode]))
+    return int(u[0, 0] * 2**31)
+
+
+def _target(env: gym.Env) -> Any:
+    return env.unwrapped
+
+
+class VariationWrapper(gym.Wrapper):
+    """Applies and records variations on one Gymnasium env, and records its episodes.
+
+    At :meth:`reset`: the finished (or abandoned) episode is recorded if it was not
+    already; the next episode index is reserved; the reset seed is chosen (a design
+    schedule's seed, else the caller's ``seed``, else :func:`reset_seed` of the run
+    seed, ``env_id`` and the episode) and stored as the episode's ``seed``; the
+    reset-mode variations draw and are applied to ``apply_to(env)``; *then* the inner
+    env resets with that seed, so every episode can be replayed. At :meth:`step`: the
+    step is recorded; a step that terminates or truncates records the episode at once
+    (so the last episodes before ``close`` are kept, and a vector env's ignored
+    autoreset step counts into no episode); otherwise due interval-mode variations draw.
+
+    The manager's tracker holds ``env_id + 1`` slots and this env uses slot ``env_id``,
+    so every row and every reproducible draw is keyed by ``env_id``.
+
+    This wrapper does not record its constructor arguments (``RecordConstructorArgs``):
+    Gymnasium deep-copies them into ``env.spec``, which would copy the live recorder.
+
+    Args:
+        env: the env to wrap.
+        variations: the variations (give this or ``manager``); none may have drawn.
+        manager: a manager whose tracker has a slot for ``env_id``, or a zero-argument
+            callable returning one, called at the first reset (the vector helpers do
+            this, so the spaces-probing copy of the env in the parent writes nothing).
+        env_id: this env's index in its run.
+        output, run_id, seed, metadata, **manager_kwargs: for the manager this wrapper
+            makes from ``variations`` (see :func:`~varirec.manager.make_recorder_manager`).
+        success_fn: ``success_fn(obs, reward, terminated, truncated, info)`` -> bool or
+            None; default: ``info.get(success_key)``. The last step's value is the
+            episode's success (None/NaN: unknown, stored as null).
+        apply_to: what the ``apply`` callables receive (default: ``env.unwrapped``).
+        close_manager: close the manager in :meth:`close` (default: True when this
+            wrapper made it, or got a factory).
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        variations: VariationSet | Iterable[Variation] | None = None,
+        *,
+        manager: NullRecorderManager | ManagerFactory | None = None,
+        env_id: int = 0,
+        output: str | os.PathLike[str] | RunWriter | None = None,
+        run_id: str | None = None,
+        seed: int = 0,
+        metadata: Mapping[str, Any] | None = None,
+        success_fn: SuccessFn | None = None,
+        success_key: str = "is_success",
+        apply_to: Callable[[gym.Env], Any] | None = None,
+        close_manager: bool | None = None,
+        **manager_kwargs: Any,
+    ) -> None:
+        super().__init__(env)
+        if isinstance(env_id, bool) or not isinstance(env_id, int | np.integer) or env_id < 0:
+            raise ValueError(f"`env_id` must be an int >= 0, got {env_id!r}")
+        if success_fn is not None and not callable(success_fn):
+            raise TypeError(f"`success_fn` must be callable(obs, reward, ...), got {success_fn!r}")
+        if apply_to is not None and not callable(apply_to):
+            raise TypeError(f"`apply_to` must be callable(env) -> target, got {apply_to!r}")
+        self.env_id = int(env_id)
+        self.success_fn = success_fn
+        self.success_key = success_key
+        self.apply_to = apply_to or _target
+        self._ids = np.array([self.env_id], dtype=np.int64)
+        self._factory: ManagerFactory | None = None
+        self._manager: NullRecorderManager | None = None
+        self._reserved = False
+        made = manager is None
+        if manager is not None and (variations is not None or output is not None):
+            raise TypeError(
+                "give either `variations` (the wrapper makes its manager) or `manager` "
+                "(which carries its variations), not both"
+            )
+        if made:
+            if variations is None:
+                raise TypeError("give `variations` (e.g. cartpole_variations()) or `manager`")
+            vs = as_variation_set(variations, "variations")
+            check_not_drawn(vs, "VariationWrapper")
+            manager = make_recorder_manager(
+                self.env_id + 1,
+                variations=vs,
+                output=output,
+                seed=seed,
+                run_id=run_id,
+                metadata=metadata,
+                **manager_kwargs,
+            )
+        elif manager_kwargs or run_id is not None or metadata is not None:
+            raise TypeError(
+                f"{sorted([*manager_kwargs, 'run_id', 'metadata'])[:4]} configure a manager "
+                "this wrapper makes; with `manager=` configure that manager instead"
+            )
+        self.close_manager = (made or callable(manager)) if close_manager is None else close_manager
+        if isinstance(manager, NullRecorderManager):
+            self._use(manager)
+            if made and manager.variations.enabled("build"):
+                manager.draw_build(self.apply_to(self.env))  # the env exists: apply now
+        elif callable(manager):
+            self._factory = manager
+        else:
+            raise TypeError(f"`manager` must be a RecorderManager or a factory, got {manager!r}")
+
+    @property
+    def manager(self) -> NullRecorderManager | None:
+        """The manager (None until the first reset when it comes from a factory)."""
+        return self._manager
+
+    def _use(self, manager: NullRecorderManager) -> None:
+        if manager.num_envs <= self.env_id:
+            raise ValueError(
+                f"the manager tracks {manager.num_envs} env(s), so it has no slot for "
+                f"env_id={self.env_id}; make it with num_envs >= {self.env_id + 1}"
+            )
+        n = manager.num_envs
+        self._reward = np.zeros(n)
+        self._terminated = np.zeros(n, dtype=bool)
+        self._truncated = np.zeros(n, dtype=bool)
+        self._success = np.full(n, np.nan)
+        self._manager = manager
+        expose(self.env, manager)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Record the previous episode, draw and apply the new one's values, then reset
+        the inner env with the episode's seed (see the class docstring)."""
+        if self._manager is None:
+            assert self._factory is not None
+            self._use(self._factory())
+        m, ids, k = self._manager, self._ids, self.env_id
+        assert m is not None
+        t = m.tracker
+        if self._reserved:
+            self._reserved = False  # the step that ended the episode recorded it already
+        else:
+            m.record_pre_reset(ids)
+        planned = -1
+        if m.schedule is not None:
+            m.schedule.assign(t, ids)
+            planned = int(t.seed[k])
+        if planned >= 0:
+            episode_seed = planned
+        elif seed is not None:
+            episode_seed = int(seed)
+        else:
+            episode_seed = reset_seed(m.seed, k, int(t.episode[k]))
+        t.seed[k] = episode_seed
+        m.draw_reset(self.apply_to(self.env), ids)
+        obs, info = self.env.reset(seed=episode_seed, options=options)
+        m.record_post_reset(ids)
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step the inner env and record the step (and the episode, if it ended)."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        m, k = self._manager, self.env_id
+        if m is None or not m.tracker.started[k]:
+            return obs, reward, terminated, truncated, info  # stepped outside an episode
+        self._reward[k] = float(reward)
+        self._terminated[k] = bool(terminated)
+        self._truncated[k] = bool(truncated)
+        if self.success_fn is not None:
+            success = self.success_fn(obs, reward, terminated, truncated, info)
+        else:
+            success = info.get(self.success_key)
+        self._success[k] = np.nan if success is None else float(success)
+        m.record_step(
+            reward=self._reward,
+            terminated=self._terminated,
+            truncated=self._truncated,
+            success=self._success,
+        )
+        if terminated or truncated:
+            m.record_pre_reset(self._ids)
+            self._reserved = True
+        else:
+            m.draw_interval(self.apply_to(self.env))
+        m.record_post_step()
+        return obs, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        """Close the inner env, then the manager if this wrapper owns it."""
+        try:
+            super().close()
+        finally:
+            if self.close_manager and self._manager is not None:
+                self._manager.close()
+
+
+class SetAttribute:
+    """An ``apply`` callable: set ``env.unwrapped.<name>`` to the drawn value.
+
+    ``then(target)`` runs afterwards, to keep derived attributes consistent. It applies
+    to one env (values of shape ``(1, ...)``): wrap each sub-env of a vector env. With
+    no env (a build draw, made before the env exists) it does nothing: the builder
+    applies the build values once the env exists.
+
+    >>> import gymnasium as gym
+    >>> env = gym.make("Pendulum-v1")
+    >>> SetAttribute("g")(env, None, np.array([9.0]))
+    >>> env.unwrapped.g
+    9.0
+    """
+
+    def __init__(self, name: str, then: Callable[[Any], None] | None = None) -> None:
+        self.name = name
+        self.then = then
+
+    def __call__(self, env: Any, env_ids: np.ndarray | None, values: np.ndarray) -> None:
+        if env is None:
+            return
+        if len(values) != 1:
+            raise ValueError(
+                f"SetAttribute({self.name!r}) sets one env's attribute, got values for "
+                f"{len(values)} envs; wrap each sub-env with VariationWrapper"
+            )
+        target = getattr(env, "unwrapped", env)
+        value = np.asarray(values[0])
+        setattr(target, self.name, value.item() if value.ndim == 0 else value.copy())
+        if self.then is not None:
+            self.then(target)
+
+    def __repr__(self) -> str:
+        return f"SetAttribute({self.name!r})"
+
+
+def _cartpole_derived(env: Any) -> None:
+    env.total_mass = env.masspole + env.masscart
+    env.polemass_length = env.masspole * env.length
+
+
+def _uniform_set(
+    ranges: Mapping[str, tuple[float, float]],
+    mode: Mode,
+    then: Callable[[Any], None] | None,
+    attributes: Mapping[str, str] | None = None,
+) -> VariationSet:
+    names = attributes or {}
+    return VariationSet(
+        Variation(
+            key,
+            VariationCfg(sampler=UniformCfg(low=low, high=high), mode=mode),
+            SetAttribute(names.get(key, key), then),
+        )
+        for key, (low, high) in ranges.items()
+    )
+
+
+def cartpole_variations(*, mode: Mode = "reset") -> VariationSet:
+    """CartPole physics, uniform around the defaults: ``gravity``, ``masscart``,
+    ``masspole``, ``pole_length`` (sets ``length``, half the pole's length: the key
+    differs so it cannot clash with the episodes' ``length`` column), ``force_mag``.
+    ``total_mass`` and ``polemass_length`` follow. Change ranges with
+    ``.override("gravity.sampler.high=12")``.
+
+    >>> list(cartpole_variations())
+    ['gravity', 'masscart', 'masspole', 'pole_length', 'force_mag']
+    """
+    ranges = {
+        "gravity": (7.0, 12.0),
+        "masscart": (0.5, 2.0),
+        "masspole": (0.05, 0.5),
+        "pole_length": (0.25, 1.0),
+        "force_mag": (5.0, 15.0),
+    }
+    return _uniform_set(ranges, mode, _cartpole_derived, {"pole_length": "length"})
+
+
+def pendulum_variations(*, mode: Mode = "reset") -> VariationSet:
+    """Pendulum physics: gravity ``g``, mass ``m``, length ``l``, uniform around the
+    defaults (10, 1, 1).
+
+    >>> [v.cfg.sampler.low for v in pendulum_variations().values()]
+    [8.0, 0.5, 0.5]
+    """
+    return _uniform_set({"g": (8.0, 12.0), "m": (0.5, 1.5), "l": (0.5, 1.5)}, mode, None)
+
+
+def _call_env_fn(env_fn: str | Callable[[dict[str, np.ndarray]], gym.Env], values: dict) -> Any:
+    return gym.make(env_fn) if isinstance(env_fn, str) else env_fn(values)
+
+
+def make_env(
+    env_fn: str | Callable[[dict[str, np.ndarray]], gym.Env],
+    builder: EnvBuilder,
+    **wrapper_kwargs: Any,
+) -> VariationWrapper:
+    """Build one recorded env with ``builder``: overrides, recorder, build draws, then
+    ``env_fn(build_values)`` (or ``gym.make(env_fn)``), the build values applied to it,
+    wrapped in a :class:`VariationWrapper` that owns the builder's manager.
+
+    >>> import tempfile
+    >>> builder = EnvBuilder(cartpole_variations(), overrides=["gravity.sampler.low=11"],
+    ...                      output=tempfile.mkdtemp())
+    >>> env = make_env("CartPole-v1", builder)
+    >>> _ = env.reset(); env.unwrapped.gravity >= 11
+    True
+    >>> env.close()
+    """
+    if builder.num_envs != 1:
+        raise ValueError(
+            f"make_env builds one env, but the builder has num_envs={builder.num_envs}; "
+            "use varirec.gym_vector.make_vector_env for vector envs"
+        )
+
+    def make(values: dict[str, np.ndarray]) -> VariationWrapper:
+        env = _call_env_fn(env_fn, values)
+        wrapper = VariationWrapper(
+            env, manager=builder.manager, close_manager=True, **wrapper_kwargs
+        )
+        target = wrapper.apply_to(env)
+        for v in builder.variations.enabled("build"):
+            if v.apply is not None:
+                v.apply(target, None, values[v.key])
+        return wrapper
+
+    return builder.build(make, apply_build=False)
+
+
+def reset_to_episode(
+    env: gym.Env,
+    replay: EpisodeReplay,
+    variations: VariationSet | Iterable[Variation],
+    *,
+    options: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Apply a recorded episode's values to ``env.unwrapped`` and reset with its seed.
+
+    Use a plain env (no :class:`VariationWrapper`: it would draw new values). For
+    interval-mode variations use :class:`ReplayWrapper`, which also re-applies them
+    at their steps. Returns ``env.reset(...)``'s ``(obs, info)``.
+    """
+    replay.apply(env.unwrapped, as_variation_set(variations, "variations"))
+    return env.reset(seed=replay.seed, options=options)
+
+
+class ReplayWrapper(gym.Wrapper):
+    """Replays one recorded episode: :meth:`reset` puts the env into it (values, seed),
+    and :meth:`step` re-applies the interval-mode draws after the step they followed.
+
+    >>> # see tests/test_gym.py::test_replay_reproduces_return_and_length
+    """
+
+    def __init__(
+        self, env: gym.Env, replay: EpisodeReplay, variations: VariationSet | Iterable[Variation]
+    ) -> None:
+        super().__init__(env)
+        self.replay = replay
+        self.variations = as_variation_set(variations, "variations")
+        self._steps = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        if seed is not None and seed != self.replay.seed:
+            raise ValueError(
+                f"ReplayWrapper resets with the recorded seed {self.replay.seed}, got "
+                f"seed={seed}; call reset() without a seed"
+            )
+        self._steps = 0
+        return reset_to_episode(self.env, self.replay, self.variations, options=options)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        out = self.env.step(action)
+        self._steps += 1
+        self.replay.apply_interval(self.env.unwrapped, self.variations, self._steps)
+        return out
