@@ -23,8 +23,10 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import varirec as vr
+from analysis.designs import sobol_design
 from analysis.episode_table import episode_table
 from varirec.builder import EnvBuilder
+from varirec.design import DesignSchedule
 from varirec.gym import (
     ReplayWrapper,
     VariationWrapper,
@@ -323,6 +325,8 @@ def test_replay_reproduces_return_and_length(tmp_path) -> None:
             total, length, done = total + float(reward), length + 1, terminated or truncated
         fresh.close()
         assert (length, total) == (replay.outcome["length"], replay.outcome["return"])
+    with pytest.raises(vr.UnknownNameError, match="no finished episode 99 of env 0"):
+        replay_episode(tmp_path, "r", env_id=0, episode=99)
 
 
 def test_replay_cartpole_vector_episode(tmp_path) -> None:
@@ -473,3 +477,33 @@ def test_import_error_names_the_extra(monkeypatch) -> None:
 def test_import_varirec_does_not_import_gymnasium() -> None:
     code = "import sys, varirec; assert 'gymnasium' not in sys.modules, 'gymnasium imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_design_schedule_drives_a_gym_env(tmp_path) -> None:
+    """A Sobol design on Pendulum: each episode runs its design row with its seed."""
+    variations = pendulum_variations()
+    design = sobol_design(variations, 4, seed=1)
+    schedule = DesignSchedule(design, replicates=1, seed=7)
+    builder = EnvBuilder(variations, output=tmp_path, run_id="r", schedule=schedule)
+    env = make_env(lambda values: pendulum_probe(values), builder)
+    design.bind(variations)  # after the recorder attached: listeners move along
+    had = []
+    env.reset(seed=123)  # the schedule's seed wins over the caller's
+    for _ in range(design.num_rows):
+        done = False
+        while not done:
+            _, _, terminated, truncated, info = env.step(np.zeros(1, dtype=np.float32))
+            done = terminated or truncated
+        had.append(info["probe"])
+        if not schedule.exhausted:
+            env.reset()
+    env.close()
+    frame = episode_table(tmp_path, drop_constant=False).frame.sort_values("episode")
+    rows = frame["sample_id"].to_numpy(int)
+    assert sorted(rows) == list(range(design.num_rows))
+    for j, key in enumerate(PENDULUM):
+        np.testing.assert_array_equal(frame[key], design.values(key)[rows])
+        np.testing.assert_array_equal(np.array(had)[:, j], design.values(key)[rows])
+    expected = schedule.episode_seeds(rows, np.zeros_like(rows))
+    np.testing.assert_array_equal(frame["seed"], expected)
+    assert frame.groupby(rows // design.group_size)["seed"].nunique().eq(1).all()

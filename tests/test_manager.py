@@ -193,3 +193,9 @@ def test_run_json_holds_config_and_ends_with_counts_or_error(tmp_path) -> None:
     doc = json.loads((tmp_path / "run_id=bad" / "run.json").read_text())
     assert doc["status"] == "failed" and "simulator crashed" in json.dumps(doc["error"])
     assert vr.open_dataset(tmp_path).episodes(runs=["bad"]).num_rows == 1  # nothing lost
+
+
+def test_variation_keys_may_not_shadow_episode_columns() -> None:
+    length = vr.Variation("length", vr.VariationCfg(sampler=vr.UniformCfg()))
+    with pytest.raises(ValueError, match="'length' is also an episodes column; rename"):
+        vr.VariationRecorder().attach([length])

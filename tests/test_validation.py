@@ -132,7 +132,9 @@ def _reference() -> tuple[dict[str, float], float]:
 
 def _binary_variations() -> vr.VariationSet:
     def var(key: str, sampler: vr.SamplerCfg, column: int, lookup=None) -> vr.Variation:
-        return vr.Variation(key, vr.VariationCfg(sampler=sampler), OneStepEnv.setter(column, lookup))
+        return vr.Variation(
+            key, vr.VariationCfg(sampler=sampler), OneStepEnv.setter(column, lookup)
+        )
 
     return vr.VariationSet(
         [
@@ -188,4 +190,3 @@ def test_binary_success_given_data_indices_through_parquet(tmp_path) -> None:
     assert result.noise_share_conf_low <= noise <= result.noise_share_conf_high
     # The binary outcome: most of Var(Y) is episode noise, as FACTS.md warns.
     assert noise > 0.7 and pd.notna(result.noise_share)
-

@@ -191,3 +191,16 @@ def test_interval_draws_follow_the_episode_seed_for_common_random_numbers() -> N
     assert first[0] == first[1] and second[0] == second[1]  # same seed, same noise
     assert first[0] != second[0] and first[0] != first[2]  # draw_seq and seed both count
     assert first[3] not in (first[0], first[2])  # no seed: keyed by (env, episode)
+
+
+def test_deepcopy_of_an_attached_variation_is_refused() -> None:
+    import copy
+
+    v = _mass()
+    clone = copy.deepcopy(v)  # nothing attached: a fresh, independent variation
+    assert clone.key == v.key and clone.sampler is not v.sampler
+    recorder = vr.VariationRecorder().attach([v])
+    with pytest.raises(vr.RecorderStateError, match="copy its cfg instead"):
+        copy.deepcopy(v)
+    assert copy.deepcopy(v.cfg) == v.cfg
+    recorder.detach()

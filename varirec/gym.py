@@ -8,7 +8,8 @@ imports this module.
   return, length, flags, success and reset seed.
 - :func:`make_env` — an :class:`~varirec.builder.EnvBuilder` run for one env.
 - :func:`cartpole_variations`, :func:`pendulum_variations` — ready-made physics
-  variations; :class:`SetAttribute` — the ``apply`` callable they use.
+  variations; :class:`SetAttribute` — the ``apply`` callable they use (defined in
+  :mod:`varirec.gym_variations`, which needs no Gymnasium).
 - :func:`reset_to_episode`, :class:`ReplayWrapper` — put an env back into a recorded
   episode (see :mod:`varirec.replay`).
 - Vector envs: :mod:`varirec.gym_vector` (``make_vector_env``).
@@ -38,12 +39,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from varirec.builder import EnvBuilder, as_variation_set, check_not_drawn, expose
+from varirec.gym_variations import SetAttribute, cartpole_variations, pendulum_variations
 from varirec.manager import NullRecorderManager, make_recorder_manager
 from varirec.replay import EpisodeReplay
-from varirec.sampler_cfgs import UniformCfg
 from varirec.storage import RunWriter
 from varirec.streams import CounterStream
-from varirec.variations import Mode, Variation, VariationCfg, VariationSet
+from varirec.variations import Variation, VariationSet
 
 __all__ = [
     "ReplayWrapper",
@@ -196,6 +197,7 @@ class VariationWrapper(gym.Wrapper):
         self._terminated = np.zeros(n, dtype=bool)
         self._truncated = np.zeros(n, dtype=bool)
         self._success = np.full(n, np.nan)
+        self._interval = bool(manager.variations.enabled("interval"))  # armed at its init
         self._manager = manager
         expose(self.env, manager)
 
@@ -253,7 +255,7 @@ class VariationWrapper(gym.Wrapper):
         if terminated or truncated:
             m.record_pre_reset(self._ids)
             self._reserved = True
-        else:
+        elif self._interval:
             m.draw_interval(self.apply_to(self.env))
         m.record_post_step()
         return obs, reward, terminated, truncated, info
@@ -265,95 +267,6 @@ class VariationWrapper(gym.Wrapper):
         finally:
             if self.close_manager and self._manager is not None:
                 self._manager.close()
-
-
-class SetAttribute:
-    """An ``apply`` callable: set ``env.unwrapped.<name>`` to the drawn value.
-
-    ``then(target)`` runs afterwards, to keep derived attributes consistent. It applies
-    to one env (values of shape ``(1, ...)``): wrap each sub-env of a vector env. With
-    no env (a build draw, made before the env exists) it does nothing: the builder
-    applies the build values once the env exists.
-
-    >>> import gymnasium as gym
-    >>> env = gym.make("Pendulum-v1")
-    >>> SetAttribute("g")(env, None, np.array([9.0]))
-    >>> env.unwrapped.g
-    9.0
-    """
-
-    def __init__(self, name: str, then: Callable[[Any], None] | None = None) -> None:
-        self.name = name
-        self.then = then
-
-    def __call__(self, env: Any, env_ids: np.ndarray | None, values: np.ndarray) -> None:
-        if env is None:
-            return
-        if len(values) != 1:
-            raise ValueError(
-                f"SetAttribute({self.name!r}) sets one env's attribute, got values for "
-                f"{len(values)} envs; wrap each sub-env with VariationWrapper"
-            )
-        target = getattr(env, "unwrapped", env)
-        value = np.asarray(values[0])
-        setattr(target, self.name, value.item() if value.ndim == 0 else value.copy())
-        if self.then is not None:
-            self.then(target)
-
-    def __repr__(self) -> str:
-        return f"SetAttribute({self.name!r})"
-
-
-def _cartpole_derived(env: Any) -> None:
-    env.total_mass = env.masspole + env.masscart
-    env.polemass_length = env.masspole * env.length
-
-
-def _uniform_set(
-    ranges: Mapping[str, tuple[float, float]],
-    mode: Mode,
-    then: Callable[[Any], None] | None,
-    attributes: Mapping[str, str] | None = None,
-) -> VariationSet:
-    names = attributes or {}
-    return VariationSet(
-        Variation(
-            key,
-            VariationCfg(sampler=UniformCfg(low=low, high=high), mode=mode),
-            SetAttribute(names.get(key, key), then),
-        )
-        for key, (low, high) in ranges.items()
-    )
-
-
-def cartpole_variations(*, mode: Mode = "reset") -> VariationSet:
-    """CartPole physics, uniform around the defaults: ``gravity``, ``masscart``,
-    ``masspole``, ``pole_length`` (sets ``length``, half the pole's length: the key
-    differs so it cannot clash with the episodes' ``length`` column), ``force_mag``.
-    ``total_mass`` and ``polemass_length`` follow. Change ranges with
-    ``.override("gravity.sampler.high=12")``.
-
-    >>> list(cartpole_variations())
-    ['gravity', 'masscart', 'masspole', 'pole_length', 'force_mag']
-    """
-    ranges = {
-        "gravity": (7.0, 12.0),
-        "masscart": (0.5, 2.0),
-        "masspole": (0.05, 0.5),
-        "pole_length": (0.25, 1.0),
-        "force_mag": (5.0, 15.0),
-    }
-    return _uniform_set(ranges, mode, _cartpole_derived, {"pole_length": "length"})
-
-
-def pendulum_variations(*, mode: Mode = "reset") -> VariationSet:
-    """Pendulum physics: gravity ``g``, mass ``m``, length ``l``, uniform around the
-    defaults (10, 1, 1).
-
-    >>> [v.cfg.sampler.low for v in pendulum_variations().values()]
-    [8.0, 0.5, 0.5]
-    """
-    return _uniform_set({"g": (8.0, 12.0), "m": (0.5, 1.5), "l": (0.5, 1.5)}, mode, None)
 
 
 def _call_env_fn(env_fn: str | Callable[[dict[str, np.ndarray]], gym.Env], values: dict) -> Any:
@@ -403,14 +316,23 @@ def reset_to_episode(
     variations: VariationSet | Iterable[Variation],
     *,
     options: dict[str, Any] | None = None,
+    apply_to: Callable[[gym.Env], Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Apply a recorded episode's values to ``env.unwrapped`` and reset with its seed.
+    """Apply a recorded episode's values to ``apply_to(env)`` (default ``env.unwrapped``)
+    and reset with its seed; returns ``env.reset(...)``'s ``(obs, info)``.
 
     Use a plain env (no :class:`VariationWrapper`: it would draw new values). For
     interval-mode variations use :class:`ReplayWrapper`, which also re-applies them
-    at their steps. Returns ``env.reset(...)``'s ``(obs, info)``.
+    at their steps.
+
+    >>> from varirec.replay import EpisodeReplay
+    >>> env = gym.make("CartPole-v1")
+    >>> replay = EpisodeReplay("r", 0, 0, seed=5, values={"gravity": 11.0, "masspole": 0.2})
+    >>> obs, info = reset_to_episode(env, replay, cartpole_variations())
+    >>> env.unwrapped.gravity, round(env.unwrapped.total_mass, 6)
+    (11.0, 1.2)
     """
-    replay.apply(env.unwrapped, as_variation_set(variations, "variations"))
+    replay.apply((apply_to or _target)(env), as_variation_set(variations, "variations"))
     return env.reset(seed=replay.seed, options=options)
 
 
@@ -418,15 +340,29 @@ class ReplayWrapper(gym.Wrapper):
     """Replays one recorded episode: :meth:`reset` puts the env into it (values, seed),
     and :meth:`step` re-applies the interval-mode draws after the step they followed.
 
-    >>> # see tests/test_gym.py::test_replay_reproduces_return_and_length
+    >>> from varirec.replay import EpisodeReplay, IntervalDraw
+    >>> replay = EpisodeReplay("r", 0, 4, seed=3, values={"g": 9.0},
+    ...                        interval=(IntervalDraw(step=1, key="m", value=1.2),))
+    >>> env = ReplayWrapper(gym.make("Pendulum-v1"), replay, pendulum_variations())
+    >>> _ = env.reset()
+    >>> env.unwrapped.g, env.unwrapped.m
+    (9.0, 1.0)
+    >>> _ = env.step(np.zeros(1, dtype=np.float32)); env.unwrapped.m
+    1.2
     """
 
     def __init__(
-        self, env: gym.Env, replay: EpisodeReplay, variations: VariationSet | Iterable[Variation]
+        self,
+        env: gym.Env,
+        replay: EpisodeReplay,
+        variations: VariationSet | Iterable[Variation],
+        *,
+        apply_to: Callable[[gym.Env], Any] | None = None,
     ) -> None:
         super().__init__(env)
         self.replay = replay
         self.variations = as_variation_set(variations, "variations")
+        self.apply_to = apply_to or _target
         self._steps = 0
 
     def reset(
@@ -438,10 +374,12 @@ class ReplayWrapper(gym.Wrapper):
                 f"seed={seed}; call reset() without a seed"
             )
         self._steps = 0
-        return reset_to_episode(self.env, self.replay, self.variations, options=options)
+        return reset_to_episode(
+            self.env, self.replay, self.variations, options=options, apply_to=self.apply_to
+        )
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         out = self.env.step(action)
         self._steps += 1
-        self.replay.apply_interval(self.env.unwrapped, self.variations, self._steps)
+        self.replay.apply_interval(self.apply_to(self.env), self.variations, self._steps)
         return out

@@ -70,7 +70,10 @@ _WORKER_KWARGS = ("terms", "step_keys", "max_rows")
 class RecordedVectorEnv(VectorWrapper):
     """A vector env whose sub-envs record into the builder's run.
 
-    :meth:`close` closes the sub-envs (their writers) first, then the run.
+    :meth:`close` closes the sub-envs (their writers) first, then the run: always
+    close it, or ``run.json`` misses the sub-envs' counts. ``unwrapped.varirec`` is
+    the parent's manager; with ``sync`` each sub-env's own manager is
+    ``unwrapped.envs[i].unwrapped.varirec`` (with ``async`` it lives in the worker).
 
     Attributes:
         builder: the :class:`~varirec.builder.EnvBuilder` that made the run.
@@ -141,7 +144,7 @@ class _SubEnvFactory:
     wrapper_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self) -> VariationWrapper:
-        env = _call_env_fn(self.env_fn, dict(self.build_values))
+        env = _call_env_fn(self.env_fn, {k: v.copy() for k, v in self.build_values.items()})
         wrapper = VariationWrapper(
             env, manager=self._manager, env_id=self.index, **self.wrapper_kwargs
         )

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from varirec.errors import RecorderStateError
 from varirec.samplers import DrawContext, SampleEvent
-from varirec.storage.schema import draws_schema
+from varirec.storage.schema import draws_schema, episodes_schema
 
 if TYPE_CHECKING:
     from varirec.episodes import EpisodeTracker
@@ -43,6 +43,8 @@ __all__ = ["DrawChunk", "VariationRecorder"]
 log = logging.getLogger(__name__)
 
 PHASES = ("build", "reset", "interval", "manual")
+RESERVED_KEYS = frozenset(episodes_schema().names) | {"run_id"}
+"""Variation keys that would collide with episode columns in the episode table."""
 _PHASE_INDEX = {p: i for i, p in enumerate(PHASES)}
 _EMPTY = np.zeros(0, dtype=np.int64)
 
@@ -108,6 +110,11 @@ class VariationRecorder:
         """
         items = list(variations.values() if hasattr(variations, "values") else variations)
         for v in items:
+            if v.key in RESERVED_KEYS:
+                raise ValueError(
+                    f"variation key {v.key!r} is also an episodes column; rename the variation "
+                    f"(e.g. '{v.key}_param'): reserved are {sorted(RESERVED_KEYS)}"
+                )
             if v.key in self._taps:
                 raise ValueError(
                     f"variation {v.key!r} is already attached to this recorder; keys must be unique"

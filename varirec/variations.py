@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from varirec.episodes import EpisodeTracker
-from varirec.errors import ListenerError, UnknownNameError
+from varirec.errors import ListenerError, RecorderStateError, UnknownNameError
 from varirec.overrides import apply_override, nearest_names, split_override
 from varirec.sampler_cfgs import SamplerCfg
 from varirec.samplers import DrawContext, SampleListener, Sampler
@@ -280,6 +280,17 @@ class Variation:
             "labels": list(getattr(s, "labels", ())) if s.categorical else [],
             "factors": [f.to_dict() for f in s.factor_specs(self.key)],
         }
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Variation:
+        # A copy would carry the listeners' references (a recorder) that nobody removes:
+        # draws of the copy would land in the original run, or nowhere.
+        if self._listeners:
+            raise RecorderStateError(
+                f"variation {self.key!r} has {len(self._listeners)} sample listener(s) attached "
+                "(a recorder); copy its cfg instead (copy.deepcopy(variation.cfg)) or build a "
+                "new Variation(key, cfg, apply)"
+            )
+        return Variation(self.key, self._cfg, self.apply)
 
     def __repr__(self) -> str:
         return f"Variation({self.key!r}, mode={self.mode!r}, enabled={self.enabled})"

@@ -139,6 +139,11 @@ class _Setter:
         self.lookup = None if lookup is None else dict(lookup)
 
     def __call__(self, env: OneStepEnv, env_ids: np.ndarray | None, values: np.ndarray) -> None:
+        if env is None:
+            raise TypeError(
+                f"cannot set inputs {self.cols.tolist()}: `env` is None; pass the env to "
+                "the manager's hooks (manager.reset(env, env_ids))"
+            )
         if self.lookup is not None:  # one lookup per distinct label, not per env
             labels, inverse = np.unique(values, return_inverse=True)
             values = np.array([self.lookup[x.item()] for x in labels])[inverse.reshape(-1)]
