@@ -97,6 +97,8 @@ def test_null_manager_when_nothing_is_recorded(tmp_path) -> None:
     # It still tracks episodes, so draws stay reproducible and keyed.
     assert m.tracker.episode.tolist() == [0, 1, 0]
     assert isinstance(make_recorder_manager(3, output=tmp_path), RecorderManager)
+    schedule = object()
+    assert make_recorder_manager(3, schedule=schedule).schedule is schedule  # type: ignore[arg-type]
 
 
 def test_attach_after_a_draw_and_duplicate_keys_are_refused() -> None:

@@ -403,7 +403,9 @@ def make_recorder_manager(
     nothing to record (no output, no terms, no step keys)."""
     if output is None and not terms and step_keys is None:
         null_kwargs = {
-            k: v for k, v in kwargs.items() if k in ("variations", "seed", "tracker", "env")
+            k: v
+            for k, v in kwargs.items()
+            if k in ("variations", "seed", "tracker", "env", "schedule")
         }
         return NullRecorderManager(num_envs, **null_kwargs)
     return RecorderManager(num_envs, output=output, terms=terms, step_keys=step_keys, **kwargs)
