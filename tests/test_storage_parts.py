@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from varirec.storage.parts import PartWriter, TableSink
+from varirec.storage.parts import PartWriter
 from varirec.storage.schema import (
     check_writer_id,
     conform,
@@ -21,6 +21,7 @@ from varirec.storage.schema import (
     part_name,
     table_schema,
 )
+from varirec.storage.sink import TableSink
 
 
 def make_draws(n: int, start: int = 0) -> pa.Table:

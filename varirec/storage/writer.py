@@ -38,7 +38,7 @@ import pyarrow as pa
 from varirec._version import __version__
 from varirec.errors import DatasetError, RecorderStateError
 
-from .parts import PartWriter, TableSink
+from .parts import PartWriter
 from .schema import (
     RUN_JSON,
     RUN_PREFIX,
@@ -48,6 +48,7 @@ from .schema import (
     check_table_name,
     check_writer_id,
 )
+from .sink import TableSink
 
 __all__ = ["ArrowConvertible", "RunWriter"]
 

@@ -1,0 +1,216 @@
+"""TableSink: routes batches of several tables to their PartWriters, on a background thread.
+
+The simulation loop only enqueues; the thread converts (``to_arrow()``), validates,
+compresses and writes, and closes parts that grew old while no batch arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from .parts import PartWriter
+from .schema import check_writer_id, conform, table_schema
+
+__all__ = ["TableSink"]
+
+logger = logging.getLogger(__name__)
+
+
+class TableSink:
+    """Routes batches of several tables to one :class:`PartWriter` each.
+
+    With ``background=True`` a daemon thread does the work (``to_arrow()``,
+    validation, compression, writing) and :meth:`submit` only enqueues, blocking
+    while ``max_queue`` items wait (back-pressure). An error on the thread is kept
+    and re-raised by the next :meth:`submit`, :meth:`flush` or :meth:`close`. The
+    thread also closes parts whose oldest row is ``max_seconds_per_part`` old when
+    no batch arrives.
+
+    Args:
+        directory: the run directory; table ``t`` goes to ``directory/t``.
+        writer_id: the writer id in part names.
+        background: write on a background thread.
+        max_queue: items that may wait for the thread.
+        schemas: pinned schemas per table; others follow :func:`table_schema`.
+        **part_options: passed to every :class:`PartWriter`.
+
+    Example:
+        >>> import tempfile, pyarrow as pa
+        >>> sink = TableSink(tempfile.mkdtemp(), "w1")
+        >>> sink.submit("steps", pa.table({"x": [1, 2]}))
+        >>> sink.close()
+        >>> sink.counts
+        {'steps': 2}
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        writer_id: str,
+        *,
+        background: bool = True,
+        max_queue: int = 32,
+        schemas: dict[str, pa.Schema] | None = None,
+        **part_options: Any,
+    ) -> None:
+        PartWriter.check_options(**part_options)
+        self.directory = Path(directory)
+        self.writer_id = check_writer_id(writer_id)
+        self.counts: dict[str, int] = {}
+        self._options = part_options
+        self._schemas: dict[str, pa.Schema] = dict(schemas or {})
+        self._parts: dict[str, PartWriter] = {}
+        self._checked: dict[str, list[tuple[pa.Schema, pa.Schema]]] = {}
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=max(1, max_queue))
+            self._thread = threading.Thread(
+                target=self._main, name=f"varirec-writer-{writer_id}", daemon=True
+            )
+            self._thread.start()
+
+    def precheck(self, table: str, incoming: pa.Schema) -> None:
+        """Raise ValueError now if batches of schema ``incoming`` cannot go to ``table``."""
+        target = self._schema_for(table, incoming)
+        checked = self._checked.setdefault(table, [])
+        if any(s.equals(incoming) and t.equals(target) for s, t in checked):
+            return  # Schema.equals is ~50 ns; hashing a schema costs ~7 us
+        conform(incoming.empty_table(), target, table=table)
+        checked.append((incoming, target))
+
+    def submit(self, table: str, data: Any) -> None:
+        """Write ``data`` (Table, RecordBatch or object with ``to_arrow()``) to ``table``."""
+        self.raise_pending()
+        if self._thread is None:
+            with self._lock:
+                self._write(table, data)
+        else:
+            self._put(("write", table, data))
+
+    def flush(self) -> None:
+        """Write buffered rows and close the open parts; returns once they are durable."""
+        self.raise_pending()
+        if self._thread is None:
+            with self._lock:
+                self._flush()
+            return
+        done = threading.Event()
+        self._put(("flush", done))
+        while not done.wait(0.2):
+            self._check_thread()
+        self.raise_pending()
+
+    def close(self) -> BaseException | None:
+        """Close every part and stop the thread; idempotent.
+
+        Returns:
+            The first error of the writer thread not yet raised, or None.
+        """
+        if self._thread is None:
+            with self._lock:
+                self._guarded(self._close)
+        elif self._thread.is_alive():
+            self._put(("close",))
+            self._thread.join()
+        error, self._error = self._error, None
+        return error
+
+    def raise_pending(self) -> None:
+        """Re-raise (once) an error that happened on the writer thread."""
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _schema_for(self, table: str, incoming: pa.Schema) -> pa.Schema:
+        pinned = self._schemas.get(table)
+        return table_schema(table, incoming) if pinned is None else pinned
+
+    def _check_thread(self) -> None:
+        if self._thread is not None and not self._thread.is_alive():
+            raise RuntimeError(f"the writer thread of {self.directory} stopped unexpectedly")
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        while True:
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                self._check_thread()
+
+    def _write(self, table: str, data: Any) -> None:
+        if not isinstance(data, (pa.Table, pa.RecordBatch)):
+            data = data.to_arrow()
+            if not isinstance(data, (pa.Table, pa.RecordBatch)):
+                raise TypeError(f"to_arrow() must return a pyarrow Table, got {type(data)}")
+        if isinstance(data, pa.RecordBatch):
+            data = pa.Table.from_batches([data])
+        part = self._parts.get(table)
+        if part is None:
+            schema = self._schema_for(table, data.schema)
+            data = conform(data, schema, table=table)  # before the directory exists
+            part = PartWriter(
+                self.directory / table, self.writer_id, schema=schema, table=table, **self._options
+            )
+            self._parts[table], self._schemas[table] = part, schema
+        part.write(data)
+        self.counts[table] = self.counts.get(table, 0) + data.num_rows
+
+    def _flush(self) -> None:
+        for part in self._parts.values():
+            part.flush()
+
+    def _close(self) -> None:
+        first: BaseException | None = None
+        for part in self._parts.values():
+            try:
+                part.close()
+            except BaseException as exc:
+                part.abort()
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def _guarded(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:
+            if self._error is None:
+                self._error = exc
+            else:
+                logger.error("writer error while another is pending", exc_info=exc)
+
+    def _rotate_due(self) -> float | None:
+        waits = []
+        for part in self._parts.values():
+            self._guarded(part.maybe_rotate)
+            wait = part.seconds_until_rotation()
+            if wait is not None:
+                waits.append(wait)
+        return min(waits, default=None)
+
+    def _main(self) -> None:
+        timeout = None
+        while True:
+            try:
+                item = self._queue.get(timeout=None if timeout is None else timeout + 0.01)
+            except queue.Empty:
+                timeout = self._rotate_due()
+                continue
+            if item[0] == "write":
+                self._guarded(self._write, item[1], item[2])
+            elif item[0] == "flush":
+                self._guarded(self._flush)
+                item[1].set()
+            else:
+                self._guarded(self._close)
+                return
+            timeout = self._rotate_due()
