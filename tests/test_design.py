@@ -131,3 +131,19 @@ def test_schedule_reports_missing_rows_and_groups_by_factor() -> None:
         schedule.check_complete([r for r in range(design.num_rows) if r not in (3, 9)])
     with pytest.raises(vr.UnknownNameError, match="cannot group by 'scen'"):
         DesignSchedule(design, group_by="scen")
+
+
+def test_envs_without_a_design_row_replay_row_zero() -> None:
+    variations = _variations()
+    design = sobol_design(variations, 4, seed=0)
+    design.bind(variations)
+    tracker = vr.EpisodeTracker(3)
+    mass = variations["mass"]
+    mass.bind(tracker)
+    tracker.sample_id[:] = -1  # the schedule ran out for every env
+    values = mass.draw(env_ids=np.arange(3))
+    np.testing.assert_array_equal(values, np.full(3, design.values("mass")[0]))
+    schedule = DesignSchedule(design)
+    assert schedule.remaining == design.num_rows
+    schedule.assign(tracker, np.arange(3))
+    assert schedule.remaining == design.num_rows - 3

@@ -207,6 +207,11 @@ class DesignSchedule:
         return self.design.num_rows * self.replicates
 
     @property
+    def remaining(self) -> int:
+        """Pairs not yet handed out in this pass (before any cycling)."""
+        return len(self.iterator)
+
+    @property
     def exhausted(self) -> bool:
         """No pair is left to hand out (a non-cycling iterator ran out)."""
         return not self.iterator.cycle and len(self.iterator) == 0

@@ -29,7 +29,7 @@ import numpy as np
 from varirec.episodes import EpisodeTracker
 from varirec.errors import ListenerError, RecorderStateError, UnknownNameError
 from varirec.overrides import apply_override, nearest_names, split_override
-from varirec.sampler_cfgs import SamplerCfg
+from varirec.sampler_cfgs import DesignCfg, SamplerCfg
 from varirec.samplers import DrawContext, SampleListener, Sampler
 from varirec.streams import CounterStream
 
@@ -193,7 +193,8 @@ class Variation:
             episodes,
             t.step[ids],
             draw_seq,
-            rows if (rows >= 0).any() else None,
+            # A design sampler always gets its rows (-1: replay row 0, not part of the study).
+            rows if (rows >= 0).any() or isinstance(self._cfg.sampler, DesignCfg) else None,
         )
 
     def add_sample_listener(self, listener: SampleListener) -> SampleListener:

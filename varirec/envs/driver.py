@@ -116,7 +116,7 @@ def _remaining(manager: NullRecorderManager, num_episodes: int | None, started: 
     left = np.iinfo(np.int64).max
     schedule = manager.schedule
     if schedule is not None and not schedule.iterator.cycle:
-        left = len(schedule.iterator)
+        left = schedule.remaining
     if num_episodes is not None:
         left = min(left, num_episodes - started)
     return int(left)
