@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,16 @@ def throughput(total_rows: int, tmp: Path) -> list[tuple[str, str, str]]:
     schema = draws_schema()
     keys = pa.array([f"object{i}.param" for i in range(NUM_VARIATIONS)])
     t0 = time.perf_counter()
-    with pq.ParquetWriter(tmp / "plain.parquet", schema, compression="zstd") as w:
+    # The same writer options as the recorder's parts: a like-for-like baseline.
+    strings = ["variation", "phase", "label"]
+    stats = [f.name for f in schema if f.name not in (*strings, "value")]
+    with pq.ParquetWriter(
+        tmp / "plain.parquet",
+        schema,
+        compression="zstd",
+        use_dictionary=strings,
+        write_statistics=stats,
+    ) as w:
         batch = NUM_ENVS * NUM_VARIATIONS
         buf = []
         for r in range(rounds):
@@ -89,7 +99,9 @@ def throughput(total_rows: int, tmp: Path) -> list[tuple[str, str, str]]:
                 pa.array(np.tile(np.arange(NUM_ENVS, dtype=np.int32), NUM_VARIATIONS)),
                 pa.array(np.full(n, r, np.int64)),
                 pa.array(np.zeros(n, np.int64)),
-                pa.DictionaryArray.from_arrays(pa.array(np.ones(n, np.int32)), pa.array(["build", "reset"])),
+                pa.DictionaryArray.from_arrays(
+                    pa.array(np.ones(n, np.int32)), pa.array(["build", "reset"])
+                ),
                 pa.array(np.zeros(n, np.int32)),
                 pa.array(rng.uniform(0.5, 2.0, n)),
                 pa.nulls(n, schema.field("label").type),
@@ -104,27 +116,46 @@ def throughput(total_rows: int, tmp: Path) -> list[tuple[str, str, str]]:
             w.write_table(pa.concat_tables(buf), row_group_size=131_072)
     t_plain = time.perf_counter() - t0
 
-    # One JSON line per episode with its variations (the Arena recorder's format).
+    # One JSON line per episode with its variations, as the Isaac Lab Arena recorder
+    # writes them: core fields and the variation values, and (as reviewed there) one
+    # json.dumps to validate at append and one to write.
     values = rng.uniform(0.5, 2.0, (NUM_ENVS, NUM_VARIATIONS))
     names = [f"object{i}.param" for i in range(NUM_VARIATIONS)]
     t0 = time.perf_counter()
     with open(tmp / "episodes.jsonl", "w") as f:
         for r in range(rounds):
+            records = []
             for env in range(NUM_ENVS):
                 record = {
                     "env_id": env,
-                    "episode": r,
-                    "timestamp": time.time(),
+                    "episode_in_env": r,
+                    "success": bool(values[env, 0] > 1.0),
+                    "episode_length": 100,
+                    "timestamp": datetime.now(UTC).isoformat(),
                     "variations": dict(zip(names, values[env].tolist(), strict=True)),
                 }
-                f.write(json.dumps(record) + "\n")
+                json.dumps(record)  # the append-time validation
+                records.append(record)
+            f.writelines(json.dumps(rec) + "\n" for rec in records)
     t_json = time.perf_counter() - t0
 
     rec_rate, plain_rate, json_rate = rows / t_rec, rows / t_plain, rows / t_json
     return [
-        ("(a) recorder -> Parquet parts", f"{rec_rate / 1e6:.2f} Mrows/s", f"{_dir_size(tmp / 'rec') / 1e6:.1f} MB"),
-        ("(a) plain ParquetWriter", f"{plain_rate / 1e6:.2f} Mrows/s", f"{(tmp / 'plain.parquet').stat().st_size / 1e6:.1f} MB"),
-        ("(a) JSON line per episode", f"{json_rate / 1e6:.3f} Mrows/s", f"{(tmp / 'episodes.jsonl').stat().st_size / 1e6:.1f} MB"),
+        (
+            "(a) recorder -> Parquet parts",
+            f"{rec_rate / 1e6:.2f} Mrows/s",
+            f"{_dir_size(tmp / 'rec') / 1e6:.1f} MB",
+        ),
+        (
+            "(a) plain ParquetWriter",
+            f"{plain_rate / 1e6:.2f} Mrows/s",
+            f"{(tmp / 'plain.parquet').stat().st_size / 1e6:.1f} MB",
+        ),
+        (
+            "(a) JSON line per episode",
+            f"{json_rate / 1e6:.3f} Mrows/s",
+            f"{(tmp / 'episodes.jsonl').stat().st_size / 1e6:.1f} MB",
+        ),
         ("(a) recorder / plain ParquetWriter", f"{rec_rate / plain_rate:.2f} x", "goal >= 0.7"),
         ("(a) recorder / JSON lines", f"{rec_rate / json_rate:.1f} x", "goal >= 15"),
     ]
@@ -132,12 +163,17 @@ def throughput(total_rows: int, tmp: Path) -> list[tuple[str, str, str]]:
 
 # -- (b) the simulation loop -----------------------------------------------------------
 class BusyEnv:
-    """~2 ms of numpy per step (about one GPU physics step at 4096 envs)."""
+    """~2 ms of numpy per step (about one GPU physics step at 4096 envs).
+
+    Elementwise numpy only, single-threaded like a simulator's Python main thread:
+    (a BLAS matmul would spread over both cores and measure only how the writer
+    thread and BLAS share the second core, which a GPU simulator leaves free).
+    """
 
     def __init__(self, reps: int) -> None:
         rng = np.random.default_rng(0)
-        self.state = rng.standard_normal((NUM_ENVS, 64))
-        self.w = rng.standard_normal((64, 64)) / 8
+        self.state = rng.standard_normal((NUM_ENVS, 16))
+        self.vel = np.zeros((NUM_ENVS, 16))
         self.reps = reps
         self.params = np.ones((NUM_VARIATIONS, NUM_ENVS))
         self.length = rng.integers(50, 150, NUM_ENVS)
@@ -145,7 +181,8 @@ class BusyEnv:
 
     def physics(self) -> None:
         for _ in range(self.reps):
-            self.state = np.tanh(self.state @ self.w)
+            self.vel += 0.01 * (np.sin(self.state) - 0.1 * self.vel)
+            self.state += 0.01 * self.vel
         self.t += 1
 
 
@@ -164,7 +201,9 @@ def _loop(mode: str, steps: int, reps: int, tmp: Path) -> tuple[float, int]:
     for i, v in enumerate(variations.values()):
         v.apply = lambda e, ids, x, i=i: e.params[i].__setitem__(ids, x)
     if mode == "recording":
-        m = RecorderManager(NUM_ENVS, variations=variations, output=tmp / f"loop{time.time_ns()}", seed=0)
+        m = RecorderManager(
+            NUM_ENVS, variations=variations, output=tmp / f"loop{time.time_ns()}", seed=0
+        )
     elif mode in ("null", "without"):
         m = NullRecorderManager(NUM_ENVS, variations=variations, seed=0)
     else:  # plain: unkeyed draws, no tracker at all
@@ -228,9 +267,21 @@ def simulation_loop(steps: int, repeats: int, tmp: Path) -> list[tuple[str, str,
     return [
         ("(b) step, plain unkeyed draws", f"{best['plain'] * 1e3:.3f} ms", "reference"),
         ("(b) step, keyed draws, no recording", f"{base * 1e3:.3f} ms", "baseline"),
-        ("(b) step, null manager", f"{best['null'] * 1e3:.3f} ms", f"{(best['null'] / base - 1) * 100:+.2f} % (goal <= 0.5)"),
-        ("(b) step, recording", f"{best['recording'] * 1e3:.3f} ms", f"{(best['recording'] / base - 1) * 100:+.2f} % (goal <= 3)"),
-        ("(b) recorder's own cost", f"{own * 1e6:.1f} us/step", f"{own / max(rows_per_step, 1) * 1e9:.0f} ns/draw row ({rows_per_step:.0f} rows/step)"),
+        (
+            "(b) step, null manager",
+            f"{best['null'] * 1e3:.3f} ms",
+            f"{(best['null'] / base - 1) * 100:+.2f} % (goal <= 0.5)",
+        ),
+        (
+            "(b) step, recording",
+            f"{best['recording'] * 1e3:.3f} ms",
+            f"{(best['recording'] / base - 1) * 100:+.2f} % (goal <= 3)",
+        ),
+        (
+            "(b) recorder's own cost",
+            f"{own * 1e6:.1f} us/step",
+            f"{own / max(rows_per_step, 1) * 1e9:.0f} ns/draw row ({rows_per_step:.0f} rows/step)",
+        ),
     ]
 
 
@@ -256,7 +307,11 @@ def memory(total_rows: int, tmp: Path) -> list[tuple[str, str, str]]:
     first, last = marks[1_000_000], marks[total_rows]
     return [
         ("(c) RSS after 1 M draw rows", f"{first:.0f} MB", ""),
-        (f"(c) RSS after {total_rows / 1e6:.0f} M draw rows", f"{last:.0f} MB", f"{last - first:+.0f} MB (goal <= +64)"),
+        (
+            f"(c) RSS after {total_rows / 1e6:.0f} M draw rows",
+            f"{last:.0f} MB",
+            f"{last - first:+.0f} MB (goal <= +64)",
+        ),
     ]
 
 

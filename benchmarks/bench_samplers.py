@@ -49,24 +49,27 @@ def _cases(rng: np.random.Generator) -> dict[str, tuple[object, Callable[[int], 
     }
 
 
+def _time_one(cfg: object, numpy_draw: Callable[[int], object], n: int, budget_s: float) -> dict:
+    bare = cfg.build(seed=0)
+    heard = cfg.build(seed=0)
+    heard.add_listener(_noop)
+    source = GeneratorSource(0)
+    keyed = CounterStream(0, "bench").keyed(np.arange(n), np.full(n, 3))
+    return {
+        "numpy": _best_us(lambda: numpy_draw(n), budget_s),
+        "_sample": _best_us(lambda: bare._sample(n, source, None), budget_s),
+        "sample": _best_us(lambda: bare.sample(n), budget_s),
+        "sample+1": _best_us(lambda: heard.sample(n), budget_s),
+        "keyed": _best_us(lambda: bare._sample(n, keyed, None), budget_s),
+    }
+
+
 def run(sizes: tuple[int, ...], budget_s: float) -> list[dict[str, object]]:
     rng = np.random.default_rng(0)
     rows = []
     for name, (cfg, numpy_draw) in _cases(rng).items():
         for n in sizes:
-            bare = cfg.build(seed=0)
-            heard = cfg.build(seed=0)
-            heard.add_listener(_noop)
-            source = GeneratorSource(0)
-            keyed = CounterStream(0, "bench").keyed(np.arange(n), np.full(n, 3))
-            t = {
-                "numpy": _best_us(lambda: numpy_draw(n), budget_s),
-                "_sample": _best_us(lambda: bare._sample(n, source, None), budget_s),
-                "sample": _best_us(lambda: bare.sample(n), budget_s),
-                "sample+1": _best_us(lambda: heard.sample(n), budget_s),
-                "keyed": _best_us(lambda: bare._sample(n, keyed, None), budget_s),
-            }
-            rows.append({"sampler": name, "n": n, **t})
+            rows.append({"sampler": name, "n": n, **_time_one(cfg, numpy_draw, n, budget_s)})
     return rows
 
 

@@ -130,8 +130,12 @@ def test_recorder_buffer_is_bounded_by_max_rows() -> None:
     recorder = vr.VariationRecorder(chunks.append, max_rows=100).attach([v])
     for _ in range(30):
         v.draw(env_ids=np.arange(10))  # 20 rows per draw
-    assert [len(c) for c in chunks] == [100, 100, 100, 100, 100, 100]
-    assert recorder._rows == 0 and recorder.rows_recorded == 600
+    # A full chunk goes to the sink when the next draw no longer fits in it.
+    assert [len(c) for c in chunks] == [100] * 5 and recorder._chunk.rows == 100
+    recorder.flush()
+    assert [len(c) for c in chunks] == [100] * 6 and recorder.rows_recorded == 600
+    v.draw(env_ids=np.arange(80))  # one draw larger than a chunk goes over alone
+    assert len(chunks[-1]) == 160 and chunks[-1].to_arrow().num_rows == 160
 
 
 def test_steps_term_records_chosen_arrays_per_env_step(tmp_path) -> None:

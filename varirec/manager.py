@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from varirec._version import __version__
 from varirec.design import DesignSchedule
+from varirec.episode_chunk import EpisodeChunk
 from varirec.episodes import EpisodeTracker
 from varirec.errors import RecorderStateError
 from varirec.storage import RunWriter
@@ -279,7 +280,10 @@ class RecorderManager(NullRecorderManager):
                 "replicates": self.schedule.replicates,
                 "common_random_numbers": self.schedule.common_random_numbers,
             }
-        writer = RunWriter(output, run_id, metadata=meta, **dict(options or {}))
+        # Chunks are up to max_rows rows (a few MB each): a short queue bounds memory
+        # through back-pressure; the writer keeps up with any simulation loop.
+        options = {"max_queue": 4, **dict(options or {})}
+        writer = RunWriter(output, run_id, metadata=meta, **options)
         if self.schedule is not None:
             writer.append("design", self.schedule.design.to_table())
         return writer
@@ -348,9 +352,8 @@ class RecorderManager(NullRecorderManager):
         if not self._episode_parts:
             return
         parts, self._episode_parts, self._episode_rows = self._episode_parts, [], 0
-        table = pa.concat_tables(_episode_table(p, self.episodes_schema) for p in parts)
         if self.writer is not None:
-            self.writer.append("episodes", table)
+            self.writer.append("episodes", EpisodeChunk(parts, self.episodes_schema))
 
     def flush(self) -> None:
         """Hand every buffered row to storage and make it durable."""
@@ -373,22 +376,6 @@ class RecorderManager(NullRecorderManager):
                 if writer.created:  # a joined writer leaves run.json to the run's creator
                     writer.update_metadata(episodes_finished=int(self.tracker.episodes_finished))
                 writer.close(error=error)
-
-
-def _episode_table(row: dict[str, Any], schema: pa.Schema) -> pa.Table:
-    arrays = []
-    n = len(row["env_id"])
-    for f in schema:
-        value = row.get(f.name)
-        if value is None:
-            arrays.append(pa.nulls(n, f.type))
-        elif f.name == "sample_id" or f.name == "seed":
-            arrays.append(pa.array(value, f.type, mask=value < 0))
-        elif pa.types.is_timestamp(f.type):
-            arrays.append(pa.array(value, pa.int64()).cast(f.type))
-        else:
-            arrays.append(pa.array(value, f.type) if not isinstance(value, pa.Array) else value)
-    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def make_recorder_manager(

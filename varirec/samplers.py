@@ -24,8 +24,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -50,11 +49,11 @@ log = logging.getLogger(__name__)
 Phase = Literal["build", "reset", "interval", "manual"]
 
 
-@dataclass(frozen=True, slots=True)
-class DrawContext:
+class DrawContext(NamedTuple):
     """Where a draw belongs: filled in by the variation that asks for it.
 
-    Arrays are aligned with the draw's rows (one entry per env id).
+    Arrays are aligned with the draw's rows (one entry per env id). Immutable, and a
+    tuple because one is made per draw on the simulation's hot path.
     """
 
     variation: str = ""
@@ -72,8 +71,7 @@ class DrawContext:
     """Design row of each draw row, in design-driven studies."""
 
 
-@dataclass(frozen=True, slots=True)
-class SampleEvent:
+class SampleEvent(NamedTuple):
     """What listeners receive after a draw. Treat ``values`` as read-only."""
 
     sampler: Sampler

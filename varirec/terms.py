@@ -114,21 +114,24 @@ class OutcomeTerm(RecorderTerm):
 
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
         running = self.manager.tracker.started
+        everyone = running.all()  # the usual case: no mask needed
         if (reward := data.get("reward")) is not None:
-            self._return += np.where(running, reward, 0.0)
+            if everyone:
+                self._return += reward
+            else:
+                np.add(self._return, reward, out=self._return, where=running)
         for name, buf in (("terminated", self._terminated), ("truncated", self._truncated)):
             if (flags := data.get(name)) is not None:
-                np.copyto(buf, flags, where=running)
+                np.copyto(buf, flags, where=True if everyone else running)
         if (success := data.get("success")) is not None:
-            np.copyto(self._success, np.asarray(success, dtype=float), where=running)
+            np.copyto(self._success, success, where=True if everyone else running, casting="unsafe")
 
     def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray]:
-        success = self._success[env_ids]
-        out = {
-            "return": self._return[env_ids].copy(),
-            "success": pa.array(success > 0.5, mask=np.isnan(success)),
-            "terminated": self._terminated[env_ids].copy(),
-            "truncated": self._truncated[env_ids].copy(),
+        out = {  # plain numpy: the writer thread turns NaN success into nulls
+            "return": self._return[env_ids],
+            "success": self._success[env_ids],
+            "terminated": self._terminated[env_ids],
+            "truncated": self._truncated[env_ids],
         }
         self._return[env_ids] = 0.0
         self._terminated[env_ids] = False

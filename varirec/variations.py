@@ -180,8 +180,12 @@ class Variation:
         t.begin_unbegun(ids)
         episodes = t.episode[ids]
         same = self._count_episode[ids] == episodes
-        draw_seq = np.where(same, self._draw_count[ids], 0)
-        self._draw_count[ids] = draw_seq + 1
+        if same.any():  # some env draws again in the same episode
+            draw_seq: np.ndarray | int = np.where(same, self._draw_count[ids], 0)
+            self._draw_count[ids] = draw_seq + 1
+        else:  # the usual case: every env's first draw of its episode
+            draw_seq = 0
+            self._draw_count[ids] = 1
         self._count_episode[ids] = episodes
         rows = t.sample_id[ids]
         return DrawContext(
@@ -191,7 +195,7 @@ class Variation:
             else ("build" if self.mode == "build" else "reset"),
             t.next_seq(),
             episodes,
-            t.step[ids],
+            t.step[ids] if self.mode == "interval" else 0,  # a reset draw is at step 0
             draw_seq,
             # A design sampler always gets its rows (-1: replay row 0, not part of the study).
             rows if (rows >= 0).any() or isinstance(self._cfg.sampler, DesignCfg) else None,

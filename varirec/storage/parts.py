@@ -247,11 +247,20 @@ class PartWriter:
             or pa.types.is_string(f.type)
             or pa.types.is_large_string(f.type)
         ]
+        # Min/max statistics where they let a reader skip row groups (ids, seqs, times,
+        # flags); on floats and dictionary strings they cost ~25 % of write time and
+        # skip nothing (every row group mixes all variations and values).
+        with_stats = [
+            f.name
+            for f in self.schema
+            if not (pa.types.is_floating(f.type) or pa.types.is_dictionary(f.type))
+        ]
         self._writer = pq.ParquetWriter(
             self._tmp,
             self.schema,
             compression=self.compression,
             use_dictionary=strings or False,
+            write_statistics=with_stats or False,
         )
         logger.debug("opened part %s", self._tmp)
 
