@@ -16,17 +16,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from analysis.results import (
-    MorrisResult,
-    Seed,
+from analysis._checks import (
     _check_conf_level,
     _check_count,
     _check_factor_names,
     _check_num_resamples,
     _check_outcome,
-    _generator,
-    _global_rng_untouched,
 )
+from analysis._rng import Seed, _generator, _global_rng_untouched
+from analysis.results import MorrisResult
 from varirec.errors import DesignError
 
 __all__ = ["morris_indices"]

@@ -32,25 +32,24 @@ The tidy frame has the columns of :data:`FRAME_COLUMNS`:
     The factor (``factor_b`` missing) or the two factors of a pair.
 
 :class:`GivenDataResult` frames add a ``significant`` column (nullable boolean).
-
-The module also holds the small input checks the estimators share (private).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike, NDArray
-from scipy.stats import norm
+from numpy.typing import NDArray
+
+from analysis._plotting import _error_bars, _new_axes
+from analysis._records import _jsonable, _or_nan, _row
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+
 
 __all__ = [
     "FRAME_COLUMNS",
@@ -74,8 +73,6 @@ FRAME_COLUMNS: tuple[str, ...] = (
 
 PAIR_SEPARATOR = "×"
 """Joins the two factor names of a second-order index in the ``factor`` column."""
-
-Seed = int | np.random.Generator | None
 
 
 # --------------------------------------------------------------------------------------
@@ -416,209 +413,3 @@ class GivenDataResult(_ResultBase):
             title += f"; noise share {self.noise_share:.2f}"
         ax.set_title(title)
         return ax
-
-
-# --------------------------------------------------------------------------------------
-# Frame, JSON and plot helpers
-# --------------------------------------------------------------------------------------
-
-
-def _row(
-    factor: str,
-    index: str,
-    estimate: float,
-    low: float,
-    high: float,
-    conf: float,
-    factor_a: str,
-    factor_b: str | None,
-) -> dict[str, Any]:
-    return {
-        "factor": factor,
-        "index": index,
-        "estimate": float(estimate),
-        "conf_low": float(low),
-        "conf_high": float(high),
-        "conf": float(conf),
-        "factor_a": factor_a,
-        "factor_b": factor_b,
-    }
-
-
-def _or_nan(values: NDArray[np.float64] | None, like: NDArray[np.float64]) -> NDArray[np.float64]:
-    return np.full_like(like, np.nan) if values is None else values
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain Python value for ``json.dumps``: arrays to lists, NaN to ``None``."""
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _new_axes(ax: Axes | None) -> Axes:
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt  # lazy: matplotlib is optional and slow to import
-
-    _, new_ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
-    return new_ax
-
-
-def _error_bars(
-    est: NDArray[np.float64], low: NDArray[np.float64], high: NDArray[np.float64]
-) -> NDArray[np.float64] | None:
-    """Asymmetric error bars ``[est - low, high - est]`` (``None`` if no interval)."""
-    if np.all(np.isnan(low)) and np.all(np.isnan(high)):
-        return None
-    lower = np.nan_to_num(np.clip(est - low, 0.0, None))
-    upper = np.nan_to_num(np.clip(high - est, 0.0, None))
-    return np.vstack([lower, upper])
-
-
-# --------------------------------------------------------------------------------------
-# Input checks and bootstrap helpers shared by the estimators (private)
-# --------------------------------------------------------------------------------------
-
-_CHUNK_ELEMENTS = 1 << 22
-"""Elements of one bootstrap count block (4 Mi float64 = 32 MiB)."""
-
-
-def _generator(seed: Seed) -> tuple[np.random.Generator, int | None]:
-    """A Generator for ``seed`` and the integer seed to record (``seed=0`` is a seed)."""
-    if isinstance(seed, np.random.Generator):
-        return seed, None
-    if seed is None:
-        return np.random.default_rng(), None
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise TypeError(
-            "`seed` must be an int, a numpy.random.Generator or None, got "
-            f"{type(seed).__name__}; pass e.g. seed=0"
-        )
-    if seed < 0:
-        raise ValueError(f"`seed` must be a non-negative int, got {seed}; pass e.g. seed=0")
-    return np.random.default_rng(int(seed)), int(seed)
-
-
-def _check_conf_level(conf_level: float) -> float:
-    if not isinstance(conf_level, float | int) or not 0.0 < float(conf_level) < 1.0:
-        raise ValueError(
-            f"`conf_level` must be a number strictly between 0 and 1, got {conf_level!r}; "
-            "pass e.g. conf_level=0.95"
-        )
-    return float(conf_level)
-
-
-def _check_count(value: int, name: str, minimum: int, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}; {hint}")
-    return int(value)
-
-
-def _check_num_resamples(num_resamples: int) -> int:
-    value = _check_count(num_resamples, "num_resamples", 0, "pass 0 for no intervals or e.g. 1000")
-    if value == 1:
-        raise ValueError(
-            "`num_resamples` must be 0 (no intervals) or at least 2, got 1; pass e.g. 1000"
-        )
-    return value
-
-
-def _check_outcome(Y: ArrayLike, name: str = "Y") -> NDArray[np.float64]:
-    """``Y`` as a 1-D float array; NaN/inf refused with the first offending rows."""
-    arr = np.asarray(Y)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ValueError(
-            f"`{name}` must be a 1-D array with one value per row, got shape {arr.shape}; "
-            "analyse one outcome at a time"
-        )
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise TypeError(
-            f"`{name}` must be numeric, got dtype {arr.dtype}; encode the outcome as numbers"
-        )
-    values = arr.astype(np.float64)
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        first = ", ".join(str(i) for i in bad[:10])
-        more = ", ..." if bad.size > 10 else ""
-        raise ValueError(
-            f"`{name}` must be finite, got {bad.size} NaN/inf value(s) at rows [{first}{more}]; "
-            "re-run or drop those rows (SALib would silently return zeros)"
-        )
-    return values
-
-
-def _check_factor_names(factor_names: Sequence[str] | None, num_factors: int) -> tuple[str, ...]:
-    if factor_names is None:
-        return tuple(f"x{j + 1}" for j in range(num_factors))
-    if isinstance(factor_names, str):
-        raise TypeError(
-            f"`factor_names` must be a sequence of strings, got the string {factor_names!r}; "
-            "pass a list such as ['mass', 'friction']"
-        )
-    names = tuple(str(n) for n in factor_names)
-    if len(names) != num_factors:
-        raise ValueError(
-            f"`factor_names` must have {num_factors} names (one per factor), got {len(names)}; "
-            "pass one name per column"
-        )
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"`factor_names` must be unique, got duplicates {dupes}; rename them")
-    return names
-
-
-def _resample_counts(
-    rng: np.random.Generator, num_rows: int, num_resamples: int
-) -> Iterator[NDArray[np.float64]]:
-    """Bootstrap resamples as blocks of multinomial count rows.
-
-    Yields float arrays of shape ``(block, num_rows)``; row ``r`` counts how often
-    each of the ``num_rows`` rows is drawn in resample ``r`` (rows sum to
-    ``num_rows``). A statistic that is a ratio of row sums is then a matrix product
-    ``counts @ terms``. Blocks hold at most ``_CHUNK_ELEMENTS`` counts.
-    """
-    block = max(1, min(num_resamples, _CHUNK_ELEMENTS // max(num_rows, 1)))
-    done = 0
-    while done < num_resamples:
-        size = min(block, num_resamples - done)
-        draws = rng.integers(0, num_rows, size=(size, num_rows))
-        draws += (np.arange(size) * num_rows)[:, np.newaxis]
-        counts = np.bincount(draws.ravel(), minlength=size * num_rows)
-        del draws
-        yield counts.reshape(size, num_rows).astype(np.float64)
-        done += size
-
-
-def _bootstrap_summary(
-    samples: NDArray[np.float64], conf_level: float
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """``(Z × SD, lower percentile, upper percentile)`` over axis 0 of ``samples``."""
-    z = norm.ppf(0.5 + conf_level / 2.0)
-    conf = z * samples.std(axis=0, ddof=1)
-    low, high = np.quantile(samples, [(1.0 - conf_level) / 2.0, (1.0 + conf_level) / 2.0], axis=0)
-    return conf, low, high
-
-
-@contextlib.contextmanager
-def _global_rng_untouched() -> Iterator[None]:
-    """Restore numpy's legacy global RNG state on exit.
-
-    Some SALib analyzers call ``np.random.seed`` or draw from the global RNG
-    (``delta``; ``pawn`` with a seed); the caller's global stream must not notice.
-    """
-    state = np.random.get_state()  # noqa: NPY002 - saving the legacy global state is the point
-    try:
-        yield
-    finally:
-        np.random.set_state(state)  # noqa: NPY002

@@ -21,19 +21,16 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from analysis.results import (
-    _CHUNK_ELEMENTS,
-    Seed,
-    SobolResult,
-    _bootstrap_summary,
+from analysis._bootstrap import _CHUNK_ELEMENTS, _bootstrap_summary, _resample_counts
+from analysis._checks import (
     _check_conf_level,
     _check_count,
     _check_factor_names,
     _check_num_resamples,
     _check_outcome,
-    _generator,
-    _resample_counts,
 )
+from analysis._rng import Seed, _generator
+from analysis.results import SobolResult
 
 __all__ = ["sobol_indices"]
 
