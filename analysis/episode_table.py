@@ -38,6 +38,7 @@ _NOT_OUTCOMES = {
     "env_id", "episode", "start_seq", "end_seq", "sample_id", "seed",
     "time_start", "time_end", "run_id",
 }  # fmt: skip
+_DRAW_COLUMNS = ("seq", "variation", "component", "env_id", "episode", "phase", "value", "label")
 _SHIFT = np.int64(40)  # seq < 2**40 events per run; env ids < 2**23
 
 
@@ -129,6 +130,19 @@ def _as_of(
     return found
 
 
+def _is_constant(column: pd.Series) -> bool:
+    """At most one distinct non-missing value (numpy min/max, not a hash of every row)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()
+        codes = codes[codes >= 0]
+        return codes.size == 0 or codes.min() == codes.max()
+    if column.dtype == object:
+        return column.nunique(dropna=True) <= 1
+    values = column.to_numpy(dtype=float, na_value=np.nan)
+    values = values[~np.isnan(values)]
+    return values.size == 0 or values.min() == values.max()
+
+
 def _all_numeric(labels: Sequence[str]) -> bool:
     """Labels that are numbers (numeric choices, integers, booleans) stay numeric."""
     try:
@@ -149,60 +163,216 @@ def _dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
     return indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), dictionary
 
 
+class _Dense:
+    """Episodes of one run as dense positions, so draws scatter to them without a sort.
+
+    Episode-major (``pos = episode * num_envs + env``) when the envs ran similar numbers
+    of episodes: draws of one reset batch then land side by side in memory. Env-major
+    (``pos = offset[env] + episode``) otherwise, so the layout never outgrows the data.
+    """
+
+    def __init__(self, e_env: np.ndarray, e_episode: np.ndarray) -> None:
+        self.num_envs = int(e_env.max()) + 1 if len(e_env) else 0
+        self.count = np.zeros(self.num_envs, np.int64)
+        np.maximum.at(self.count, e_env, e_episode + 1)
+        self.max_episodes = int(self.count.max()) if self.num_envs else 0
+        self.episode_major = self.max_episodes * self.num_envs <= 2 * len(e_env) + self.num_envs
+        self.offset = np.cumsum(self.count) - self.count
+        self.size = (
+            self.max_episodes * self.num_envs if self.episode_major else int(self.count.sum())
+        )
+
+    def pos(self, env: np.ndarray, episode: np.ndarray) -> np.ndarray:
+        """Positions of (env, episode) pairs that belong to the layout; -1 elsewhere.
+
+        Episode-major positions past an env's last finished episode are harmless (no
+        finished episode reads them: the forward fill only looks back), so only the
+        grid bounds are checked there.
+        """
+        if self.episode_major:
+            inside = (env >= 0) & (env < self.num_envs) & (episode >= 0)
+            inside &= episode < self.max_episodes
+            pos = episode * self.num_envs
+            pos += env
+            return np.where(inside, pos, -1)
+        inside = (env >= 0) & (env < self.num_envs) & (episode >= 0)
+        safe_env = np.where(inside, env, 0)
+        inside &= episode < self.count[safe_env]
+        pos = (
+            episode * self.num_envs + env if self.episode_major else self.offset[safe_env] + episode
+        )
+        return np.where(inside, pos, -1)
+
+    def forward_fill(self, has: np.ndarray) -> np.ndarray:
+        """For a ``(columns, size)`` mask of cells with a draw, each cell's source cell:
+        itself, or the latest earlier episode of the same env that has a draw (or the
+        env's first episode, which then has none either)."""
+        cols = has.shape[0]
+        if self.episode_major:
+            ramp = np.arange(self.max_episodes)[None, :, None]
+            grid = has.reshape(cols, self.max_episodes, self.num_envs)
+            last = np.maximum.accumulate(np.where(grid, ramp, 0), axis=1)
+            src = last * self.num_envs + np.arange(self.num_envs)[None, None, :]
+            return src.reshape(cols, self.size)
+        block_start = np.zeros(self.size, bool)
+        block_start[self.offset[self.count > 0]] = True
+        ramp = np.arange(self.size)[None, :]
+        return np.maximum.accumulate(np.where(has | block_start[None, :], ramp, 0), axis=1)
+
+
+def _numpy(draws: pa.Table, name: str) -> np.ndarray:
+    column = draws.column(name)
+    return column.to_numpy() if column.num_chunks != 1 else column.chunk(0).to_numpy()
+
+
 def _run_factors(
     draws: pa.Table, episodes: pa.Table, specs: dict[str, dict[str, Any]]
-) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
-    """Factor columns of one run's episodes: numeric arrays, or label codes + labels."""
+) -> tuple[list[str], np.ndarray, dict[str, tuple[np.ndarray, list[str]]]]:
+    """Factor values of one run's episodes.
+
+    Returns the factor names, their numeric values as a ``(factors, episodes)`` matrix,
+    and for text-categorical factors ``name -> (label codes, labels)``.
+
+    The as-of rule without sorting: episodes get dense positions (:class:`_Dense`);
+    every draw is scattered to its own episode's position (a draw is made before its
+    episode starts, and draws are stored in ``seq`` order, so the last write is the
+    latest draw); a forward fill within each env gives episodes whose reset skipped
+    the variation the previous value. Build-mode columns (env -1) take the latest
+    build draw at or before each episode's start. A column with a draw made after its
+    own episode's start, or with both kinds of draws, falls back to a search over
+    (env, seq). Interval-mode columns are the mean of the episode's draws.
+    """
     var_codes, var_names = _dictionary_codes(draws.column("variation"))
-    phase_codes, phase_names = _dictionary_codes(draws.column("phase"))
-    label_codes, label_names = _dictionary_codes(draws.column("label"))
-    label_valid = label_codes >= 0
-    component = draws.column("component").to_numpy()
-    env = draws.column("env_id").to_numpy()
-    seq = draws.column("seq").to_numpy()
-    value = draws.column("value").to_numpy()
-    d_episode = draws.column("episode").to_numpy()
-    e_env = episodes.column("env_id").to_numpy()
+    env = _numpy(draws, "env_id")
+    seq = _numpy(draws, "seq")
+    value = _numpy(draws, "value")
+    d_episode = _numpy(draws, "episode")
+    component = _numpy(draws, "component")
+    e_env = episodes.column("env_id").to_numpy().astype(np.int64)
     e_episode = episodes.column("episode").to_numpy()
     e_start = episodes.column("start_seq").to_numpy()
-    interval = phase_names.index("interval") if "interval" in phase_names else -1
 
-    group = var_codes.astype(np.int64) * 65536 + component
-    order = np.argsort(group, kind="stable")
-    bounds = np.flatnonzero(np.diff(group[order])) + 1
-    numeric: dict[str, np.ndarray] = {}
-    labels: dict[str, list[str]] = {}
-    for rows in np.split(order, bounds) if len(order) else []:
-        key = var_names[var_codes[rows[0]]]
-        name = _column_name(key, specs.get(key), int(component[rows[0]]))
-        spec = specs.get(key, {})
-        is_interval = spec.get("mode") == "interval" or (
-            "mode" not in spec and interval >= 0 and np.all(phase_codes[rows] == interval)
-        )
-        if is_interval:
-            ep_key = (env[rows].astype(np.int64) << _SHIFT) | d_episode[rows]
-            probe = (e_env.astype(np.int64) << _SHIFT) | e_episode
-            uniq, inv = np.unique(ep_key, return_inverse=True)
-            means = np.bincount(inv, weights=value[rows]) / np.bincount(inv)
-            pos = np.clip(np.searchsorted(uniq, probe), 0, max(len(uniq) - 1, 0))
-            hit = len(uniq) > 0
-            numeric[name] = np.where(hit & (uniq[pos] == probe), means[pos], np.nan)
-            continue
-        idx = _as_of(env[rows], seq[rows], e_env, e_start)
-        got = idx >= 0
-        spec_labels = spec.get("labels") or [
-            label_names[c] for c in np.unique(label_codes[rows]) if c >= 0
+    # Columns: one per (variation, component) present, in (variation, component) order.
+    width = int(component.max()) + 1 if len(component) else 1
+    code = var_codes if width == 1 else var_codes.astype(np.int32) * width + component
+    rows_of_code = np.bincount(code, minlength=len(var_names) * width)
+    present = np.flatnonzero(rows_of_code)
+    col_of_code = np.full(len(var_names) * width, -1, np.int32)
+    col_of_code[present] = np.arange(len(present))
+    col = col_of_code[code]
+    modes = [specs.get(var_names[c // width], {}).get("mode") for c in present]
+    if None in modes:  # no spec for some variation: its phases tell
+        phase_codes, phase_names = _dictionary_codes(draws.column("phase"))
+        interval = phase_names.index("interval") if "interval" in phase_names else -1
+        all_interval = np.bincount(col, weights=phase_codes == interval, minlength=len(present))
+        per_col = np.bincount(col, minlength=len(present))
+        modes = [
+            m or ("interval" if all_interval[c] == per_col[c] > 0 else "reset")
+            for c, m in enumerate(modes)
         ]
-        if label_valid[rows].any() and not _all_numeric(spec_labels):
-            codes = np.full(len(e_env), -1, dtype=np.int64)
-            codes[got] = np.where(label_valid[rows][idx[got]], label_codes[rows][idx[got]], -1)
-            numeric[name] = codes
-            labels[name] = label_names
+    names = [
+        _column_name(var_names[c // width], specs.get(var_names[c // width]), int(c % width))
+        for c in present
+    ]
+    is_interval = np.array([m == "interval" for m in modes], bool)
+    has_labels = draws.column("label").null_count < draws.num_rows
+    label_codes = _dictionary_codes(draws.column("label"))[0] if has_labels else None
+    label_names = _dictionary_codes(draws.column("label"))[1] if has_labels else []
+
+    dense = _Dense(e_env, e_episode)
+    size = dense.size
+    pos_e = dense.pos(e_env, e_episode)
+    pos_d = dense.pos(env, d_episode)
+    out = np.full((len(names), len(e_env)), np.nan)
+    label_out: dict[str, tuple[np.ndarray, list[str]]] = {}
+
+    # Interval-mode columns: the mean of the episode's draws.
+    if is_interval.any():
+        rows = (pos_d >= 0) & is_interval[col]
+        flat = col[rows].astype(np.int64) * size + pos_d[rows]
+        sums = np.bincount(flat, weights=value[rows], minlength=len(names) * size)
+        hits = np.bincount(flat, minlength=len(names) * size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = (sums / hits).reshape(len(names), size)
+        out[is_interval] = means[is_interval][:, pos_e]
+
+    # As-of columns whose draws are the env's own: one scatter for all of them.
+    # (Masks that select every row are skipped: boolean indexing copies 20 M rows.)
+    any_interval = bool(is_interval.any())
+    own = (pos_d >= 0) & ~is_interval[col] if any_interval else pos_d >= 0
+    all_own = bool(own.all())
+    col_own = col if all_own else col[own]
+    pos_own = pos_d if all_own else pos_d[own]
+    seq_own = seq if all_own else seq[own]
+    if all_own:
+        n_own, n_build = rows_of_code[present], np.zeros(len(names), np.int64)
+    else:
+        build = (env < 0) & ~is_interval[col] if any_interval else env < 0
+        n_own = np.bincount(col_own, minlength=len(names))
+        n_build = np.bincount(col[build], minlength=len(names))
+    dense_start = np.full(size, -1, np.int64)
+    dense_start[pos_e] = e_start
+    start_of_own = dense_start[pos_own]
+    late = (start_of_own >= 0) & (seq_own > start_of_own)
+    slow = np.zeros(len(names), bool)
+    if late.any():
+        slow[np.unique(col_own[late])] = True
+    slow |= (n_own > 0) & (n_build > 0)
+    fast = (n_own > 0) & ~slow & ~is_interval
+    if fast.any():
+        every = all_own and bool(fast.all())
+        rows = None if every else np.flatnonzero(own & fast[col])
+        if np.any(seq[1:] < seq[:-1]):  # several writers: scatter in seq order
+            rows = np.arange(len(seq)) if rows is None else rows
+            rows = rows[np.argsort(seq[rows], kind="stable")]
+        c_r = col if rows is None else col[rows]
+        flat = np.multiply(c_r, size, dtype=np.int64)
+        flat += pos_d if rows is None else pos_d[rows]
+        dense_value = np.full(len(names) * size, np.nan)
+        dense_value[flat] = value if rows is None else value[rows]
+        dense_value = dense_value.reshape(len(names), size)
+        dense_label = None
+        if label_codes is not None:
+            dense_label = np.full(len(names) * size, -1, np.int32)
+            dense_label[flat] = label_codes if rows is None else label_codes[rows]
+            dense_label = dense_label.reshape(len(names), size)
+        del flat
+        picked = dense_value[:, pos_e]
+        # Episodes whose reset skipped a variation take the env's previous draw.
+        gaps = np.flatnonzero(fast & np.isnan(picked).any(axis=1))
+        if gaps.size:
+            src = dense.forward_fill(~np.isnan(dense_value[gaps]))
+            picked[gaps] = np.take_along_axis(dense_value[gaps], src, axis=1)[:, pos_e]
+            if dense_label is not None:
+                dense_label[gaps] = np.take_along_axis(dense_label[gaps], src, axis=1)
+        if fast.all():
+            out = picked
         else:
-            col = np.full(len(e_env), np.nan)
-            col[got] = value[rows][idx[got]]
-            numeric[name] = col
-    return numeric, labels
+            out[fast] = picked[fast]
+        if dense_label is not None:
+            for c in np.flatnonzero(fast):
+                label_out[names[c]] = (dense_label[c, pos_e], label_names)
+
+    # Build-mode columns and the rare ones: a search over (env, seq) per column.
+    for c in np.flatnonzero((n_build > 0) & ~fast & ~is_interval | slow):
+        rc = np.flatnonzero(col == c)
+        idx = _as_of(env[rc].astype(np.int64), seq[rc], e_env, e_start)
+        got = idx >= 0
+        out[c] = np.where(got, value[rc][np.maximum(idx, 0)], np.nan)
+        if label_codes is not None:
+            label_out[names[c]] = (
+                np.where(got, label_codes[rc][np.maximum(idx, 0)], -1),
+                label_names,
+            )
+
+    # Categorical factors keep their labels when the labels are not numbers.
+    for name in list(label_out):
+        codes, labs = label_out[name]
+        spec_labels = specs.get(name.split("[")[0], {}).get("labels") or []
+        used = [labs[x] for x in np.unique(codes) if x >= 0]
+        if not used or _all_numeric(spec_labels or used):
+            del label_out[name]
+    return names, out, label_out
 
 
 def episode_table(
@@ -244,36 +414,25 @@ def episode_table(
         episodes = ds.episodes(run_id)
         if episodes.num_rows == 0:
             continue
-        draws = ds.draws(
-            run_id,
-            columns=[
-                "seq",
-                "variation",
-                "component",
-                "env_id",
-                "episode",
-                "phase",
-                "value",
-                "label",
-            ],
-        )
-        numeric, labels = _run_factors(draws, episodes, specs)
+        draws = ds.draws(run_id, columns=list(_DRAW_COLUMNS))
+        names, values, label_cols = _run_factors(draws, episodes, specs)
         frame = episodes.drop_columns(["run_id"]).to_pandas()
         frame.insert(0, "run_id", run_id)
         outcome_names += [
             c for c in frame.columns if c not in _NOT_OUTCOMES and c not in outcome_names
         ]
-        factor_names += [n for n in numeric if n not in factor_names]
-        for name, col in numeric.items():
-            if name in labels:
-                names = np.asarray(labels[name] + [None], dtype=object)
-                frame[name] = names[np.where(col >= 0, col, len(labels[name]))]
-                label_sets.setdefault(name, [])
-                for lab in labels[name]:
-                    if lab not in label_sets[name]:
-                        label_sets[name].append(lab)
+        factor_names += [n for n in names if n not in factor_names]
+        factors: dict[str, np.ndarray] = {}
+        for name, row in zip(names, values, strict=True):
+            if name in label_cols:
+                codes, labs = label_cols[name]
+                lookup = np.asarray([*labs, None], dtype=object)
+                factors[name] = lookup[np.where(codes >= 0, codes, len(labs))]
+                known = label_sets.setdefault(name, [])
+                known += [lab for lab in labs if lab not in known]
             else:
-                frame[name] = col
+                factors[name] = row
+        frame = pd.concat([frame, pd.DataFrame(factors, index=frame.index)], axis=1)
         frames.append(frame)
     if not frames:
         raise DatasetError(
@@ -289,7 +448,7 @@ def episode_table(
     notes: list[str] = []
     if drop_constant:
         for name in list(factor_names):
-            if table[name].nunique(dropna=True) <= 1:
+            if _is_constant(table[name]):
                 notes.append(f"factor {name!r} is constant over the selection: dropped")
                 factor_names.remove(name)
                 table = table.drop(columns=name)

@@ -13,6 +13,10 @@ Sections (one function each, returning table rows):
   peak during the analysis (after imports and loading ``Y``). The last row gives
   the speed ratio (goal >= 50×) and the largest absolute difference of the point
   estimates S1, ST and S2.
+- ``episode_table``: :func:`analysis.episode_table.episode_table` on a dataset of 20
+  million draw rows (20 reset-mode variations, 4096 envs, 1 M episodes), recorded
+  through the real recorder, against the time pyarrow takes to read those draw rows
+  (the columns the table needs). Goal: at most 2x.
 """
 
 from __future__ import annotations
@@ -139,10 +143,68 @@ def bench_sobol(quick: bool) -> list[Row]:
 
 
 # --------------------------------------------------------------------------------------
+# Section: the episode table against pyarrow reading the same rows
+# --------------------------------------------------------------------------------------
+
+_TABLE_COLUMNS = ["seq", "variation", "component", "env_id", "episode", "phase", "value", "label"]
+
+
+def _record_dataset(root: Path, draw_rows: int) -> int:
+    import varirec as vr
+
+    num_envs, num_vars = 4096, 20
+    variations = vr.VariationSet(
+        vr.Variation(f"object{i}.param", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
+        for i in range(num_vars)
+    )
+    rounds = max(1, draw_rows // (num_envs * num_vars))
+    with vr.RecorderManager(num_envs, variations=variations, output=root, run_id="r") as m:
+        for _ in range(rounds):
+            m.reset(None, None)
+            m.record_step(reward=np.ones(num_envs), success=np.ones(num_envs))
+        m.record_pre_reset(None)
+    return rounds * num_envs * num_vars
+
+
+def bench_episode_table(quick: bool) -> list[Row]:
+    import pyarrow.dataset as pads
+
+    from analysis.episode_table import episode_table
+
+    rows_wanted = 2_000_000 if quick else 20_000_000
+    with tempfile.TemporaryDirectory(prefix="varirec-bench-") as tmp:
+        root = Path(tmp)
+        rows = _record_dataset(root, rows_wanted)
+        draws_dir = root / "run_id=r" / "draws"
+        read_best = table_best = float("inf")
+        for _ in range(3):  # best of 3: a shared machine is noisy
+            t0 = time.perf_counter()
+            read = pads.dataset(draws_dir, format="parquet").to_table(columns=_TABLE_COLUMNS)
+            read_best = min(read_best, time.perf_counter() - t0)
+            assert read.num_rows == rows
+            t0 = time.perf_counter()
+            table = episode_table(root)
+            table_best = min(table_best, time.perf_counter() - t0)
+        ratio = table_best / read_best
+    return [
+        Row("episodes", f"pyarrow reads {rows / 1e6:.0f} M draw rows", read_best),
+        Row(
+            "episodes",
+            f"episode_table: {len(table):,} episodes x {len(table.factors)} factors",
+            table_best,
+        ),
+        Row("episodes", "episode_table / pyarrow read", result=f"{ratio:.2f}x (goal <= 2x)"),
+    ]
+
+
+# --------------------------------------------------------------------------------------
 # Table
 # --------------------------------------------------------------------------------------
 
-SECTIONS: dict[str, Callable[[bool], list[Row]]] = {"sobol": bench_sobol}
+SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
+    "sobol": bench_sobol,
+    "episode_table": bench_episode_table,
+}
 """Section name -> function(quick) returning rows, in print order."""
 
 

@@ -89,3 +89,31 @@ def test_no_episodes_is_a_clear_error(tmp_path) -> None:
         m.reset(None, None)
     with pytest.raises(vr.DatasetError, match="no episodes in run"):
         episode_table(tmp_path)
+
+
+def test_a_draw_made_mid_episode_counts_from_the_next_episode(tmp_path) -> None:
+    applied = np.zeros(2)
+
+    def apply(env, ids, values):
+        applied[ids] = values
+
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)), apply)
+    scene = vr.Variation("scene", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("a", "b"))))
+    truth = []
+    with RecorderManager(2, variations=[mass, scene], output=tmp_path, run_id="r", seed=4) as m:
+        m.reset(None, None)
+        truth.append(applied.copy())  # episode 0
+        m.record_step(reward=np.ones(2))
+        mass.draw(None, np.array([0]))  # redrawn mid-episode: episode 0 keeps its value
+        m.record_pre_reset([0, 1])
+        scene.draw(None, np.array([0, 1]))  # env 0 skips mass on this reset
+        mass.draw(None, np.array([1]))
+        m.record_post_reset([0, 1])
+        truth.append(applied.copy())  # episode 1
+        m.record_step(reward=np.ones(2))
+        m.record_pre_reset([0, 1])
+    frame = episode_table(tmp_path).frame.set_index(["env_id", "episode"]).sort_index()
+    assert frame.loc[(0, 0), "mass"] == truth[0][0]
+    assert frame.loc[(0, 1), "mass"] == truth[1][0] != truth[0][0]  # the mid-episode draw
+    assert frame.loc[(1, 1), "mass"] == truth[1][1]
+    assert frame["scene"].notna().all()
