@@ -17,17 +17,16 @@ def test_factor_values_equal_what_the_env_had(fake_run) -> None:
     truth = pd.DataFrame(env.history).set_index(["env_id", "episode"]).sort_index()
     frame = table.frame.set_index(["env_id", "episode"]).sort_index()
     assert len(frame) == len(truth) == manager.tracker.episodes_finished
-    assert table.factors == ["mass", "pos[x]", "pos[y]", "friction", "scene", "gust"] or set(
-        table.factors
-    ) <= {"mass", "pos[x]", "pos[y]", "friction", "scene", "gust"}
+    # scene is one build draw for the whole run: constant, dropped with a note
+    assert table.factors == ["mass", "pos[x]", "pos[y]", "friction", "gust"]
+    assert any("'scene' is constant" in n for n in table.notes)
     for column in ("mass", "pos[x]", "pos[y]", "friction"):
         np.testing.assert_array_equal(
             frame[column].to_numpy(), truth[column].to_numpy(), err_msg=column
         )
-    if "scene" in table.factors:  # one build draw: constant, dropped with a note
-        assert (frame["scene"].astype(str) == truth["scene"]).all()
-    else:
-        assert any("'scene' is constant" in n for n in table.notes)
+    # kept, the build draw is the value of every episode (env_id -1 applies to all)
+    whole = episode_table(path, drop_constant=False).frame.set_index(["env_id", "episode"])
+    assert (whole.sort_index()["scene"].astype(str) == truth["scene"]).all()
     assert {"success", "return", "length", "terminated", "truncated"} <= set(table.outcomes)
     assert "start_seq" not in table.frame.columns
 

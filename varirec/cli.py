@@ -172,9 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always")
         try:
             code = args.run(args)
-        except (VarirecError, ValueError, KeyError, OSError) as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            print(f"varirec {args.command}: error: {message}", file=sys.stderr)
+        except (VarirecError, ValueError, OSError) as exc:
+            print(f"varirec {args.command}: error: {exc}", file=sys.stderr)
             code = EXIT_ERROR
         finally:
             for w in caught:

@@ -60,8 +60,6 @@ def run_demo(
     echo: Any = print,
 ) -> DemoResult:
     """Run the demo study and write its dataset and report under ``out``."""
-    import numpy as np
-
     from analysis.designs import sobol_design
     from analysis.report import write_report
     from analysis.study import analyze
@@ -125,7 +123,6 @@ def run_demo(
         title="varirec demo: what moves the reach success rate",
         dataset=open_dataset(out),
     )
-    del np
     return DemoResult(out, sobol_run, random_run, studies, report, time.perf_counter() - started)
 
 

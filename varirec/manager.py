@@ -49,8 +49,6 @@ __all__ = ["NullRecorderManager", "RecorderManager", "make_recorder_manager"]
 
 log = logging.getLogger(__name__)
 
-_TRACKER_COLUMNS = ("env_id", "episode", "start_seq", "end_seq", "length", "sample_id", "seed")
-
 
 class NullRecorderManager:
     """Episode tracking and variation driving, with no terms and no output.
@@ -103,13 +101,17 @@ class NullRecorderManager:
 
     def record_pre_reset(self, env_ids: Any) -> None:
         """Finish the started episodes of ``env_ids`` and reserve their next index."""
-        ids = self.tracker.ids(env_ids)
-        self.tracker.finish(ids)
-        self.tracker.begin(ids)
+        self._pre_reset(self.tracker.ids(env_ids))
 
     def record_post_reset(self, env_ids: Any) -> None:
         """Start the reserved episodes of ``env_ids`` (after their reset draws)."""
-        ids = self.tracker.ids(env_ids)
+        self._post_reset(self.tracker.ids(env_ids))
+
+    def _pre_reset(self, ids: np.ndarray) -> None:
+        self.tracker.finish(ids)
+        self.tracker.begin(ids)
+
+    def _post_reset(self, ids: np.ndarray) -> None:
         self.tracker.start(ids)
         self._arm_interval_timers(ids)
 
@@ -133,19 +135,21 @@ class NullRecorderManager:
 
     def draw_reset(self, env: Any, env_ids: Any) -> None:
         """Draw the reset-mode variations for ``env_ids`` and apply them to ``env``."""
-        ids = self.tracker.ids(env_ids)
-        self.tracker.begin_unbegun(ids)
+        self._draw_reset(env, self.tracker.ids(env_ids))
+
+    def _draw_reset(self, env: Any, ids: np.ndarray) -> None:
         for v in self.variations.enabled("reset"):
-            v.draw(env, ids)
+            v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
 
     def reset(self, env: Any, env_ids: Any) -> None:
         """``record_pre_reset``, the design rows and seeds of the new episodes (with a
         schedule), the reset draws, then ``record_post_reset``."""
-        self.record_pre_reset(env_ids)
+        ids = self.tracker.ids(env_ids)  # checked once for the four steps
+        self._pre_reset(ids)
         if self.schedule is not None:
-            self.schedule.assign(self.tracker, self.tracker.ids(env_ids))
-        self.draw_reset(env, env_ids)
-        self.record_post_reset(env_ids)
+            self.schedule.assign(self.tracker, ids)
+        self._draw_reset(env, ids)
+        self._post_reset(ids)
 
     def draw_interval(self, env: Any = None) -> None:
         """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""
@@ -239,8 +243,9 @@ class RecorderManager(NullRecorderManager):
         self._episode_parts: list[dict[str, Any]] = []
         self._episode_rows = 0
         self.terms: dict[str, RecorderTerm] = {}
-        self._columns: dict[str, str] = {c: "tracker" for c in _TRACKER_COLUMNS}
-        self._columns.update(time_start="tracker", time_end="tracker")
+        # Core episode columns not recorded by the outcome term come from the tracker.
+        outcome = set(OutcomeTerm.COLUMNS)
+        self._columns = {c: "tracker" for c in episodes_schema().names if c not in outcome}
         try:
             for name, cfg in {**builtin, **user}.items():
                 self._add_term(name, cfg)
@@ -322,10 +327,9 @@ class RecorderManager(NullRecorderManager):
         for term in self.terms.values():
             term.record_step(data)
 
-    def record_pre_reset(self, env_ids: Any) -> None:
-        """Record the finished episodes of ``env_ids`` (skipping never-started ones),
-        then reserve their next episode index."""
-        ids = self.tracker.ids(env_ids)
+    def _pre_reset(self, ids: np.ndarray) -> None:
+        """Record the finished episodes of ``ids`` (skipping never-started ones), then
+        reserve their next episode index."""
         done = ids[self.tracker.started[ids]]
         if done.size:
             row: dict[str, Any] = {}
@@ -338,9 +342,8 @@ class RecorderManager(NullRecorderManager):
                 self._flush_episodes()
         self.tracker.begin(ids)
 
-    def record_post_reset(self, env_ids: Any) -> None:
-        super().record_post_reset(env_ids)
-        ids = self.tracker.ids(env_ids)
+    def _post_reset(self, ids: np.ndarray) -> None:
+        super()._post_reset(ids)
         for term in self.terms.values():
             term.record_post_reset(ids)
 

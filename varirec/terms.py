@@ -104,13 +104,15 @@ class OutcomeTerm(RecorderTerm):
         self._truncated = np.zeros(n, dtype=bool)
         self._success = np.full(n, np.nan)
 
+    COLUMNS: ClassVar[Mapping[str, pa.DataType]] = {
+        "return": pa.float64(),
+        "success": pa.bool_(),
+        "terminated": pa.bool_(),
+        "truncated": pa.bool_(),
+    }
+
     def columns(self) -> Mapping[str, pa.DataType]:
-        return {
-            "return": pa.float64(),
-            "success": pa.bool_(),
-            "terminated": pa.bool_(),
-            "truncated": pa.bool_(),
-        }
+        return self.COLUMNS
 
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
         running = self.manager.tracker.started
@@ -219,7 +221,7 @@ class StepsTerm(RecorderTerm):
             )
         t = self.manager.tracker
         ids = np.flatnonzero(t.started)
-        picked = {k: np.array(np.asarray(data[k])[ids]) for k in self.keys}
+        picked = {k: np.asarray(data[k])[ids] for k in self.keys}  # fancy index: a copy
         self._parts.append((ids, t.episode[ids], t.step[ids] - 1, picked))
         self._rows += len(ids)
         if self._rows >= self.max_rows:

@@ -190,9 +190,7 @@ class Variation:
         rows = t.sample_id[ids]
         return DrawContext(
             self.key,
-            "interval"
-            if self.mode == "interval"
-            else ("build" if self.mode == "build" else "reset"),
+            self.mode,  # the phase of a bound draw is the variation's mode
             t.next_seq(),
             episodes,
             t.step[ids] if self.mode == "interval" else 0,  # a reset draw is at step 0
@@ -259,11 +257,10 @@ class Variation:
         source = None
         if self._stream is not None:
             keys = _ALL_ENVS if ids is None else ids
-            episodes = context.episodes if context is not None else None
-            episodes = _ALL_ENVS if episodes is None else episodes
+            episodes = _ALL_ENVS if context.episodes is None else context.episodes
             if self.mode == "interval" and ids is not None and self._tracker is not None:
                 keys, episodes = noise_keys(ids, episodes, self._tracker.seed[ids])
-            source = self._stream.keyed(keys, episodes, 0 if context is None else context.draw_seq)
+            source = self._stream.keyed(keys, episodes, context.draw_seq)
         n = 1 if ids is None else len(ids)
         values = self._sampler.sample(n, env_ids=ids, source=source, context=context)
         self.num_draws += 1
