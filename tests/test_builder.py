@@ -92,8 +92,8 @@ def test_build_order_overrides_attach_draw_construct_expose(tmp_path) -> None:
     assert seen["stages"] == ["overrides", "attach", "build_draws"]
     assert seen["attached"] == ["mass", "scene", "size"] and seen["high"] == 1.5
     assert builder.stages == ["overrides", "attach", "build_draws", "make_env", "expose"]
-    # build draws ran apply without an env (it did not exist), then once on the env
-    assert calls == ["apply scene to NoneType", "make_env", "apply scene to BatchEnv"]
+    # build draws are drawn before the env exists and applied once, on the env
+    assert calls == ["make_env", "apply scene to BatchEnv"]
     assert env.varirec is builder.manager and builder.manager.env is env
     assert env.scene == seen["values"]["scene"][0] and env.size >= 9.5
 
@@ -190,3 +190,14 @@ def test_bad_arguments(kwargs, error, match) -> None:
 def test_variations_must_be_a_set_or_iterable() -> None:
     with pytest.raises(TypeError, match="`variations` must be a VariationSet"):
         EnvBuilder(variations([])["mass"])
+
+
+def test_builder_builds_the_built_in_reach_env(tmp_path) -> None:
+    from varirec.envs import make_reach_env, make_reach_variations
+
+    builder = EnvBuilder(make_reach_variations(), output=tmp_path, run_id="r", num_envs=4)
+    env = builder.build(lambda values: make_reach_env(4))
+    gravity = float(builder.build_values["world.gravity"][0])
+    assert 9.6 <= gravity <= 10.0 and env.varirec is builder.manager
+    assert np.all(env.gravity == gravity)  # applied to the env that was built
+    builder.close()

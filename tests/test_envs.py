@@ -20,7 +20,6 @@ from varirec.envs import (
     OneStepEnv,
     ReachEnv,
     StepOutput,
-    episode_seeds,
     ishigami,
     ishigami_variations,
     make_ishigami_env,
@@ -154,11 +153,6 @@ def test_step_is_vectorized_and_shaped() -> None:
     for arr in (out.reward, out.terminated, out.truncated, out.success):
         assert arr.shape == (1000,)
     assert env.pos.shape == (1000, 3) and np.isfinite(env.pos).all()
-    start = time.perf_counter()
-    for _ in range(50):
-        env.step()
-    per_step = (time.perf_counter() - start) / 50
-    assert per_step < 0.01, f"{per_step * 1e3:.2f} ms per step of 1000 envs"
 
 
 def test_episodes_end_by_success_or_truncation() -> None:
@@ -275,11 +269,12 @@ def test_episode_seeds_derive_from_run_seed_when_schedule_gives_none() -> None:
     m1, m2 = NullRecorderManager(6, seed=1), NullRecorderManager(6, seed=2)
     for m in (m1, m2):
         m.reset(None, None)
-    s1 = episode_seeds(m1, np.arange(6))
+    s1 = m1.episode_seeds(np.arange(6))
     assert (s1 >= 0).all() and len(set(s1.tolist())) == 6
-    assert not np.array_equal(s1, episode_seeds(m2, np.arange(6)))
+    assert np.array_equal(m1.tracker.seed, s1)  # stored, so the episode rows carry them
+    assert not np.array_equal(s1, m2.episode_seeds(np.arange(6)))
     m1.tracker.seed[2] = 42  # a schedule's seed wins
-    assert episode_seeds(m1, np.arange(6))[2] == 42
+    assert m1.episode_seeds(np.arange(6))[2] == 42
 
 
 # --------------------------------------------------------------------------------------
@@ -308,6 +303,15 @@ def test_driver_finishes_a_design_schedule_with_every_row(tmp_path) -> None:
     base = design.base_of(episodes["sample_id"].to_numpy())
     per_base = episodes.assign(base=base).groupby(["base"])["seed"].nunique()
     assert (per_base == 3).all()
+    # and the recorded seed is the schedule's seed of that row and replicate
+    assert episodes["seed"].notna().all()
+    seeds = set(episodes["seed"].astype(int))
+    expected = {
+        int(s)
+        for rep in range(3)
+        for s in schedule.episode_seeds(np.arange(design.num_rows), np.full(design.num_rows, rep))
+    }
+    assert seeds == expected
 
 
 def test_driver_plain_draws_run_exactly_num_episodes() -> None:
@@ -315,6 +319,7 @@ def test_driver_plain_draws_run_exactly_num_episodes() -> None:
     manager = NullRecorderManager(50, variations=make_reach_variations(), seed=0)
     stats = run_study(env, manager, num_episodes=777)
     assert stats.complete and stats.episodes == 777 == manager.tracker.episodes_finished
+    assert (manager.tracker.seed >= 0).all()  # every episode's reset seed is recorded
     again = run_study(env, manager, num_episodes=100, build=False)
     assert again.episodes == 100
 
@@ -336,12 +341,10 @@ def test_driver_errors_name_the_fix() -> None:
         make_reach_env(0)
 
 
-def test_small_study_runs_in_seconds() -> None:
-    start = time.perf_counter()
+def test_small_study_runs_every_episode() -> None:
+    # (its speed is measured by `varirec demo` and the benchmarks, not asserted here)
     res = reach_sobol_study(64, 4, num_envs=1024)
-    seconds = time.perf_counter() - start
     assert res["stats"].episodes == 64 * (9 + 2) * 4
-    assert seconds < 5.0, f"a 2816-episode study took {seconds:.1f} s"
 
 
 def test_ground_truth_ranking() -> None:

@@ -147,7 +147,7 @@ def test_single_env_cartpole_records_what_the_env_had(tmp_path) -> None:
     assert len(finished) >= 8
     check_run(tmp_path, truth, finished, CARTPOLE)
     run = vr.open_dataset(tmp_path).run("r")
-    assert run.status == "complete" and run.metadata["episodes_finished"] == len(finished)
+    assert run.status == "complete" and run.counts["episodes"] == len(finished)
 
 
 def test_single_env_pendulum_with_success_fn(tmp_path) -> None:
@@ -232,7 +232,7 @@ def check_vector_run(tmp_path, truth: Truth, finished: set) -> None:
     doc = json.loads((tmp_path / "run_id=r" / "run.json").read_text())
     assert doc["status"] == "complete"
     assert doc["counts"]["episodes"] == len(finished)  # the parent summed every writer
-    assert doc["metadata"]["episodes_finished"] == len(finished)
+    assert doc["counts"]["episodes"] == len(finished)  # summed over every worker
     assert len(doc["writers"]) == 4 and not doc["writers_still_running"]
 
 

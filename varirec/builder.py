@@ -31,18 +31,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from varirec.errors import RecorderStateError
 from varirec.manager import NullRecorderManager, make_recorder_manager
 from varirec.recorder import VariationRecorder
-from varirec.samplers import SampleEvent
 from varirec.storage import RunWriter
-from varirec.variations import Variation, VariationSet
+from varirec.variations import Variation, VariationCfg, VariationSet
 
-__all__ = ["EXPOSED_ATTRIBUTE", "EnvBuilder", "check_not_drawn", "expose"]
+__all__ = ["EXPOSED_ATTRIBUTE", "EnvBuilder", "apply_build_values", "check_not_drawn", "expose"]
 
 EnvT = TypeVar("EnvT")
 
@@ -102,6 +101,22 @@ def expose(env: Any, manager: NullRecorderManager) -> None:
             f"cannot set `{EXPOSED_ATTRIBUTE}` on the env ({type(target).__name__}): {exc}; "
             f"give the class a `{EXPOSED_ATTRIBUTE}` attribute or slot, or use builder.manager"
         ) from None
+
+
+class _HasBuildCfg(Protocol):
+    key: str
+    cfg: VariationCfg
+    apply: Callable[..., None] | None
+
+
+def apply_build_values(
+    variations: Iterable[_HasBuildCfg], target: Any, values: Mapping[str, np.ndarray]
+) -> None:
+    """Run each enabled build-mode variation's ``apply(target, None, values)`` once, on the
+    env (or the object its values go to) that exists now."""
+    for v in variations:
+        if v.cfg.mode == "build" and v.cfg.enabled and v.apply is not None:
+            v.apply(target, None, values[v.key].copy())
 
 
 class EnvBuilder(Generic[EnvT]):
@@ -222,15 +237,14 @@ class EnvBuilder(Generic[EnvT]):
         self.manager = manager
         self.stages.append("attach")
         try:
-            self.build_values = self._draw_build(manager)
+            # Drawn and recorded now; applied once the env exists.
+            self.build_values = manager.draw_build(None, apply=False)
             self.stages.append("build_draws")
             env = make_env({k: v.copy() for k, v in self.build_values.items()})
             if env is None:
                 raise TypeError("`make_env` returned None; it must return the env it built")
             if apply_build:
-                for v in self.variations.enabled("build"):
-                    if v.apply is not None:
-                        v.apply(env, None, self.build_values[v.key].copy())
+                apply_build_values(self.variations.values(), env, self.build_values)
             self.stages.append("make_env")
             expose(env, manager)
             if manager.env is None:
@@ -241,23 +255,6 @@ class EnvBuilder(Generic[EnvT]):
             raise
         self.env = env
         return env
-
-    def _draw_build(self, manager: NullRecorderManager) -> dict[str, np.ndarray]:
-        """Draw the build-mode variations through the manager and keep their values."""
-        values: dict[str, np.ndarray] = {}
-        taps = []
-        for v in self.variations.enabled("build"):
-
-            def keep(event: SampleEvent, key: str = v.key) -> None:
-                values[key] = event.values
-
-            taps.append((v, v.add_sample_listener(keep)))
-        try:
-            manager.draw_build(None)
-        finally:
-            for v, tap in taps:
-                v.remove_sample_listener(tap)
-        return values
 
     def close(self, error: BaseException | None = None) -> None:
         """Close the run (``error``: why it ended early). Idempotent."""

@@ -27,7 +27,7 @@ from varirec.episodes import EpisodeTracker
 from varirec.errors import DesignError, UnknownNameError
 from varirec.overrides import nearest_names
 from varirec.sampler_cfgs import DesignCfg, FactorSpec, SamplerCfg
-from varirec.streams import CounterStream
+from varirec.streams import DESIGN_SEED_STREAM, CounterStream
 from varirec.variations import Variation, VariationSet
 
 __all__ = ["Design", "DesignSchedule"]
@@ -199,7 +199,7 @@ class DesignSchedule:
         self.iterator: EpisodeIterator[tuple[int, int]] = EpisodeIterator(
             pairs, group_by=key, id_of=lambda p: p, **iterator_options
         )
-        self._seeds = CounterStream(self.seed, "__episode_seed__")
+        self._seeds = CounterStream(self.seed, DESIGN_SEED_STREAM)
         self.handed_out = 0
 
     @property
@@ -220,8 +220,7 @@ class DesignSchedule:
         """Reset seeds: by (base sample, replicate) with common random numbers, else by
         (row, replicate)."""
         keys = self.design.base_of(rows) if self.common_random_numbers else np.asarray(rows)
-        u = self._seeds.uniforms(np.asarray(keys, np.int64), np.asarray(replicates, np.int64))
-        return (u[:, 0] * 2**31).astype(np.int64)
+        return self._seeds.seeds(keys, replicates)
 
     def assign(self, tracker: EpisodeTracker, env_ids: np.ndarray) -> np.ndarray:
         """Give the next design rows to ``env_ids``' new episodes; returns the rows.

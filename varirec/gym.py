@@ -38,12 +38,18 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'varirec.gym needs Gymnasium; install it with pip install "varirec[gym]"'
     ) from exc
 
-from varirec.builder import EnvBuilder, as_variation_set, check_not_drawn, expose
+from varirec.builder import (
+    EnvBuilder,
+    apply_build_values,
+    as_variation_set,
+    check_not_drawn,
+    expose,
+)
 from varirec.gym_variations import SetAttribute, cartpole_variations, pendulum_variations
 from varirec.manager import NullRecorderManager, make_recorder_manager
 from varirec.replay import EpisodeReplay
 from varirec.storage import RunWriter
-from varirec.streams import CounterStream
+from varirec.streams import RESET_SEED_STREAM, CounterStream
 from varirec.variations import Variation, VariationSet
 
 __all__ = [
@@ -60,18 +66,16 @@ SuccessFn = Callable[[Any, SupportsFloat, bool, bool, dict[str, Any]], Any]
 """``success_fn(obs, reward, terminated, truncated, info)``: True/False, or None (unknown)."""
 ManagerFactory = Callable[[], NullRecorderManager]
 
-_SEED_STREAM = "__reset_seed__"
-
 
 def reset_seed(run_seed: int, env_id: int, episode: int) -> int:
-    """The reset seed of ``(env_id, episode)`` when the caller gives none: a hash of the
-    run seed and those keys, in ``[0, 2**31)``.
+    """The reset seed of ``(env_id, episode)`` when the caller gives none: the same hash
+    of the run seed and those keys as ``RecorderManager.episode_seeds``, in ``[0, 2**31)``.
 
     >>> reset_seed(0, 3, 5) == reset_seed(0, 3, 5) != reset_seed(0, 3, 6)
     True
     """
-    u = CounterStream(run_seed, _SEED_STREAM).uniforms(np.array([env_id]), np.array([episode]))
-    return int(u[0, 0] * 2**31)
+    stream = CounterStream(run_seed, RESET_SEED_STREAM)
+    return int(stream.seeds(np.array([env_id]), np.array([episode]))[0])
 
 
 def _target(env: gym.Env) -> Any:
@@ -301,10 +305,7 @@ def make_env(
         wrapper = VariationWrapper(
             env, manager=builder.manager, close_manager=True, **wrapper_kwargs
         )
-        target = wrapper.apply_to(env)
-        for v in builder.variations.enabled("build"):
-            if v.apply is not None:
-                v.apply(target, None, values[v.key])
+        apply_build_values(builder.variations.values(), wrapper.apply_to(env), values)
         return wrapper
 
     return builder.build(make, apply_build=False)

@@ -32,7 +32,6 @@ then the parent's run, whose ``run.json`` then sums every writer's counts.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,11 +53,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'varirec.gym_vector needs Gymnasium; install it with pip install "varirec[gym]"'
     ) from exc
 
-from varirec.builder import EnvBuilder
+from varirec.builder import EnvBuilder, apply_build_values
 from varirec.gym import SuccessFn, VariationWrapper, _call_env_fn
 from varirec.manager import NullRecorderManager, RecorderManager
 from varirec.storage import RunWriter
-from varirec.storage.schema import WRITERS_DIR
 from varirec.variations import Variation, VariationCfg, VariationSet
 
 __all__ = ["RecordedVectorEnv", "make_vector_env"]
@@ -99,20 +97,7 @@ class RecordedVectorEnv(VectorWrapper):
         writer = getattr(m, "writer", None)
         if m is None or writer is None or writer.closed:
             return
-        # The sub-envs finished the episodes: put their total in run.json's metadata.
-        m.tracker.episodes_finished = _episodes_written(Path(writer.path))
         self.builder.close()
-
-
-def _episodes_written(run_path: Path) -> int:
-    """Episode rows of every writer of a run, from the writers' sidecars."""
-    total = 0
-    for sidecar in sorted((run_path / WRITERS_DIR).glob("*.json")):
-        try:
-            total += int(json.loads(sidecar.read_text(encoding="utf-8"))["counts"]["episodes"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a writer without episodes (the parent), or an unreadable sidecar
-    return total
 
 
 @dataclass(frozen=True)
@@ -148,10 +133,7 @@ class _SubEnvFactory:
         wrapper = VariationWrapper(
             env, manager=self._manager, env_id=self.index, **self.wrapper_kwargs
         )
-        target = wrapper.apply_to(env)
-        for s in self.specs:
-            if s.cfg.mode == "build" and s.cfg.enabled and s.apply is not None:
-                s.apply(target, None, self.build_values[s.key].copy())
+        apply_build_values(self.specs, wrapper.apply_to(env), self.build_values)
         return wrapper
 
     def _manager(self) -> NullRecorderManager:

@@ -41,7 +41,7 @@ from varirec.episodes import EpisodeTracker
 from varirec.errors import RecorderStateError
 from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
-from varirec.streams import CounterStream
+from varirec.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
 from varirec.terms import OutcomeTerm, RecorderTerm, RecorderTermCfg, StepsTerm, VariationsTerm
 from varirec.variations import Variation, VariationSet, noise_keys
 
@@ -91,7 +91,8 @@ class NullRecorderManager:
         self._interval_next = {
             v.key: np.zeros(self.num_envs, dtype=np.int64) for v in variations.enabled("interval")
         }
-        self._timer_stream = CounterStream(self.seed, "__interval_timer__")
+        self._timer_stream = CounterStream(self.seed, INTERVAL_TIMER_STREAM)
+        self._seed_stream = CounterStream(self.seed, RESET_SEED_STREAM)
         self._built = False
 
     # -- lifecycle hooks -------------------------------------------------------------
@@ -125,13 +126,16 @@ class NullRecorderManager:
         """Nothing to close without output."""
 
     # -- driving variations ----------------------------------------------------------
-    def draw_build(self, env: Any = None) -> None:
-        """Draw the build-mode variations once (one value for every env)."""
+    def draw_build(self, env: Any = None, *, apply: bool = True) -> dict[str, np.ndarray]:
+        """Draw the build-mode variations once (one value for every env); returns them by
+        key. ``apply=False`` only draws (and records): the env does not exist yet."""
         if self._built:
             raise RecorderStateError("build-mode variations were already drawn for this run")
         self._built = True
+        values = {}
         for v in self.variations.enabled("build"):
-            v.draw(env)
+            values[v.key] = v.draw(env, apply=apply)
+        return values
 
     def draw_reset(self, env: Any, env_ids: Any) -> None:
         """Draw the reset-mode variations for ``env_ids`` and apply them to ``env``."""
@@ -141,14 +145,40 @@ class NullRecorderManager:
         for v in self.variations.enabled("reset"):
             v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
 
-    def reset(self, env: Any, env_ids: Any) -> None:
-        """``record_pre_reset``, the design rows and seeds of the new episodes (with a
-        schedule), the reset draws, then ``record_post_reset``."""
-        ids = self.tracker.ids(env_ids)  # checked once for the four steps
+    def episode_seeds(self, env_ids: Any) -> np.ndarray:
+        """Reset seeds of the current episodes of ``env_ids``, stored on the tracker: the
+        schedule's (common random numbers) where it set one, else a hash of ``(run
+        seed, env_id, episode)``, so every episode can be replayed."""
+        ids = self.tracker.ids(env_ids)
+        seeds = self.tracker.seed[ids]
+        missing = seeds < 0
+        if missing.any():
+            seeds[missing] = self._seed_stream.seeds(
+                ids[missing], self.tracker.episode[ids[missing]]
+            )
+            self.tracker.seed[ids] = seeds
+        return seeds
+
+    def reset(
+        self,
+        env: Any,
+        env_ids: Any,
+        *,
+        reset_fn: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+    ) -> None:
+        """One reset of ``env_ids``, in order: ``record_pre_reset``; the design rows of the
+        new episodes (with a schedule); their seeds (with ``reset_fn``); the reset
+        draws, applied to ``env``; ``reset_fn(env_ids, seeds)``, the env's own reset
+        from the applied values; then ``record_post_reset``, with the new episodes'
+        first state in place."""
+        ids = self.tracker.ids(env_ids)  # checked once for every step
         self._pre_reset(ids)
         if self.schedule is not None:
             self.schedule.assign(self.tracker, ids)
+        seeds = None if reset_fn is None else self.episode_seeds(ids)
         self._draw_reset(env, ids)
+        if reset_fn is not None:
+            reset_fn(ids, seeds)
         self._post_reset(ids)
 
     def draw_interval(self, env: Any = None) -> None:
@@ -376,9 +406,7 @@ class RecorderManager(NullRecorderManager):
         finally:
             writer = getattr(self, "writer", None)
             if writer is not None and not writer.closed:
-                if writer.created:  # a joined writer leaves run.json to the run's creator
-                    writer.update_metadata(episodes_finished=int(self.tracker.episodes_finished))
-                writer.close(error=error)
+                writer.close(error=error)  # run.json's counts sum every writer's rows
 
 
 def make_recorder_manager(

@@ -18,7 +18,25 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["CounterStream", "GeneratorSource", "KeyedUniforms", "UniformSource", "as_generator"]
+__all__ = [
+    "DESIGN_SEED_STREAM",
+    "INTERVAL_TIMER_STREAM",
+    "RESET_SEED_STREAM",
+    "CounterStream",
+    "GeneratorSource",
+    "KeyedUniforms",
+    "UniformSource",
+    "as_generator",
+]
+
+# Streams of varirec's own draws. A variation key cannot start with "#", so no
+# variation ever shares their uniforms.
+RESET_SEED_STREAM = "#reset_seed"
+"""Reset seeds of (env_id, episode), when nothing else gives one."""
+DESIGN_SEED_STREAM = "#design_seed"
+"""Reset seeds of (base sample or design row, replicate) in design-driven studies."""
+INTERVAL_TIMER_STREAM = "#interval_timer"
+"""Steps between interval-mode draws."""
 
 # SplitMix64 constants (Steele, Lea & Flood 2014, doi:10.1145/2660193.2660195).
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -118,6 +136,19 @@ class CounterStream:
 
     def __repr__(self) -> str:
         return f"CounterStream(seed={self.seed}, key={self.key!r})"
+
+    def seeds(self, keys: np.ndarray, episodes: np.ndarray) -> np.ndarray:
+        """Reproducible reset seeds in ``[0, 2**31)``, one per ``(key, episode)`` pair.
+
+        >>> s = CounterStream(0, RESET_SEED_STREAM)
+        >>> one = s.seeds(np.array([3]), np.array([5]))
+        >>> two = s.seeds(np.array([3, 4]), np.array([5, 5]))
+        >>> bool(one[0] == two[0])
+        True
+        """
+        keys = np.asarray(keys, dtype=np.int64)
+        u = self.uniforms(keys, np.asarray(episodes, dtype=np.int64))
+        return (u[:, 0] * 2**31).astype(np.int64)
 
     def keyed(
         self,

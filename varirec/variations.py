@@ -238,10 +238,12 @@ class Variation:
         env_ids: np.ndarray | None = None,
         *,
         context: DrawContext | None = None,
+        apply: bool = True,
     ) -> np.ndarray | None:
         """Draw for ``env_ids`` (None: one row for every env) and apply it to ``env``.
 
         ``context`` is built from the bound tracker when not given (see :meth:`bind`).
+        ``apply=False`` draws (and notifies) without applying, e.g. before the env exists.
         Returns the values, or None when the variation is disabled (nothing drawn,
         nothing notified, nothing applied).
         """
@@ -264,7 +266,7 @@ class Variation:
         n = 1 if ids is None else len(ids)
         values = self._sampler.sample(n, env_ids=ids, source=source, context=context)
         self.num_draws += 1
-        if self.apply is not None:
+        if apply and self.apply is not None:
             self.apply(env, ids, values)
         return values
 

@@ -13,7 +13,7 @@ Only numpy (and the core package) is imported: these run in the simulator proces
 from __future__ import annotations
 
 from varirec.envs.analytic import ishigami, ishigami_indices, sobol_g, sobol_g_indices
-from varirec.envs.driver import BatchedEnv, StepOutput, StudyStats, episode_seeds, run_study
+from varirec.envs.driver import BatchedEnv, StepOutput, StudyStats, run_study
 from varirec.envs.one_step import (
     OneStepEnv,
     ishigami_variations,
@@ -37,7 +37,6 @@ __all__ = [
     "ReachEnv",
     "StepOutput",
     "StudyStats",
-    "episode_seeds",
     "ishigami",
     "ishigami_indices",
     "ishigami_variations",

@@ -8,8 +8,6 @@ Contents:
   ``reset_idx(env_ids, seeds)`` and ``step()``. Variations set the env's parameters
   through their ``apply`` callables; ``reset_idx`` then starts the new episodes from
   those parameters, with the episode noise seeded by ``seeds``.
-- :func:`episode_seeds` — each new episode's noise seed: the schedule's seed (common
-  random numbers) or one derived reproducibly from ``(run seed, env_id, episode)``.
 - :func:`run_study` — step the whole batch, vectorized (no Python loop per env),
   until a :class:`~varirec.design.DesignSchedule` is exhausted and its episodes have
   finished, or until ``num_episodes`` episodes of plain random draws were recorded.
@@ -37,13 +35,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from varirec.manager import NullRecorderManager
-from varirec.streams import CounterStream
 
-__all__ = ["BatchedEnv", "StepOutput", "StudyStats", "episode_seeds", "run_study"]
+__all__ = ["BatchedEnv", "StepOutput", "StudyStats", "run_study"]
 
 log = logging.getLogger(__name__)
-
-_SEED_KEY = "__episode_noise__"
 
 
 @dataclass(frozen=True)
@@ -88,29 +83,6 @@ class StudyStats:
     """Whether it stopped because the work was done (False: ``max_steps`` ran out)."""
 
 
-def episode_seeds(manager: NullRecorderManager, env_ids: np.ndarray) -> np.ndarray:
-    """Noise seeds of the current episodes of ``env_ids``.
-
-    A :class:`~varirec.design.DesignSchedule` sets ``manager.tracker.seed`` (shared
-    by all rows of one base sample, with common random numbers); where it is -1 the
-    seed is a hash of ``(manager.seed, env_id, episode)``, so an episode replays.
-
-    >>> m = NullRecorderManager(4, seed=3)
-    >>> m.reset(None, None)
-    >>> bool((episode_seeds(m, np.arange(4)) == episode_seeds(m, np.arange(4))).all())
-    True
-    """
-    t = manager.tracker
-    ids = np.asarray(env_ids, dtype=np.int64)
-    seeds = t.seed[ids].copy()
-    missing = seeds < 0
-    if missing.any():
-        stream = CounterStream(manager.seed, _SEED_KEY)
-        u = stream.uniforms(ids[missing], t.episode[ids[missing]])
-        seeds[missing] = (u[:, 0] * 2**31).astype(np.int64)
-    return seeds
-
-
 def _remaining(manager: NullRecorderManager, num_episodes: int | None, started: int) -> int:
     """Episodes that may still start (a large number for 'no limit')."""
     left = np.iinfo(np.int64).max
@@ -123,8 +95,8 @@ def _remaining(manager: NullRecorderManager, num_episodes: int | None, started: 
 
 
 def _start(env: BatchedEnv, manager: NullRecorderManager, ids: np.ndarray) -> None:
-    manager.reset(env, ids)
-    env.reset_idx(ids, episode_seeds(manager, ids))
+    # The manager's reset records the seeds, and post-reset sees the reset env.
+    manager.reset(env, ids, reset_fn=env.reset_idx)
 
 
 def run_study(
