@@ -434,3 +434,12 @@ if __name__ == "__main__":  # the ground truth quoted in varirec/envs/reach.py
     print(f"success rate per row: mean {big['stats']}")
     print(f"dummy threshold {gd.dummy_threshold:.4f}, noise share {gd.noise_share:.3f}")
     print(f"total {time.perf_counter() - start:.1f} s")
+
+
+def test_apply_without_an_env_says_how_to_pass_it() -> None:
+    variations = make_reach_variations()
+    with pytest.raises(TypeError, match=r"cannot apply 'mass': `env` is None; pass the env"):
+        variations["payload.mass"].draw(None, np.array([0]))
+    one_step = ishigami_variations()
+    with pytest.raises(TypeError, match=r"cannot apply inputs \[0\]: `env` is None"):
+        one_step["x1"].draw(None, np.array([0]))

@@ -35,6 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from varirec.episodes import check_num_envs
 from varirec.errors import RecorderStateError
 from varirec.manager import NullRecorderManager, make_recorder_manager
 from varirec.recorder import VariationRecorder
@@ -167,8 +168,7 @@ class EnvBuilder(Generic[EnvT]):
             )
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
             raise TypeError(f"`seed` must be an int, got {seed!r}")
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
-            raise ValueError(f"`num_envs` must be a positive int, got {num_envs!r}")
+        check_num_envs(num_envs)
         if "variations" in manager_kwargs or "num_envs" in manager_kwargs:
             raise TypeError("pass `variations` and `num_envs` to EnvBuilder itself, once")
         self.overrides = overrides

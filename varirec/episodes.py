@@ -35,7 +35,18 @@ import numpy as np
 
 from varirec.errors import RecorderStateError
 
-__all__ = ["EpisodeTracker", "now_us"]
+__all__ = ["EpisodeTracker", "check_num_envs", "now_us"]
+
+
+def check_num_envs(num_envs: object) -> int:
+    """``num_envs`` as an int, or a ValueError naming it (bools are not counts).
+
+    >>> check_num_envs(4096)
+    4096
+    """
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+        raise ValueError(f"`num_envs` must be a positive int, got {num_envs!r}")
+    return int(num_envs)
 
 
 def now_us() -> int:
@@ -56,8 +67,7 @@ class EpisodeTracker:
     """
 
     def __init__(self, num_envs: int) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
-            raise ValueError(f"`num_envs` must be a positive int, got {num_envs!r}")
+        check_num_envs(num_envs)
         self.num_envs = int(num_envs)
         self.episode = np.full(num_envs, -1, dtype=np.int64)
         self.started = np.zeros(num_envs, dtype=bool)

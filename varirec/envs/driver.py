@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ import numpy as np
 
 from varirec.manager import NullRecorderManager
 
-__all__ = ["BatchedEnv", "StepOutput", "StudyStats", "run_study"]
+__all__ = ["BatchedEnv", "StepOutput", "StudyStats", "label_values", "require_env", "run_study"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,25 @@ class StudyStats:
     """Wall-clock time."""
     complete: bool
     """Whether it stopped because the work was done (False: ``max_steps`` ran out)."""
+
+
+def require_env(env: Any, what: str) -> None:
+    """The built-in envs' ``apply`` callables need the env: say how to pass it."""
+    if env is None:
+        raise TypeError(
+            f"cannot apply {what}: `env` is None; pass the env to the manager's hooks "
+            "(manager.reset(env, env_ids), draw_build(env), draw_interval(env))"
+        )
+
+
+def label_values(values: np.ndarray, lookup: Mapping[Any, float]) -> np.ndarray:
+    """Categorical draws mapped to numbers: one lookup per distinct label, not per env.
+
+    >>> label_values(np.array(["lab", "outdoor", "lab"]), {"lab": 1.0, "outdoor": 0.25})
+    array([1.  , 0.25, 1.  ])
+    """
+    labels, inverse = np.unique(values, return_inverse=True)
+    return np.array([lookup[x.item()] for x in labels])[inverse.reshape(-1)]
 
 
 def _remaining(manager: NullRecorderManager, num_episodes: int | None, started: int) -> int:

@@ -32,7 +32,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from varirec.envs.analytic import ishigami, sobol_g
-from varirec.envs.driver import StepOutput
+from varirec.envs.driver import StepOutput, label_values, require_env
+from varirec.episodes import check_num_envs
 from varirec.sampler_cfgs import UniformCfg
 from varirec.streams import CounterStream
 from varirec.variations import Variation, VariationCfg, VariationSet
@@ -73,8 +74,7 @@ class OneStepEnv:
         success_threshold: float | None = None,
         success_prob: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
-            raise ValueError(f"`num_envs` must be a positive int, got {num_envs!r}")
+        check_num_envs(num_envs)
         if success_threshold is not None and success_prob is not None:
             raise ValueError(
                 "give `success_threshold` or `success_prob`, not both; "
@@ -139,14 +139,9 @@ class _Setter:
         self.lookup = None if lookup is None else dict(lookup)
 
     def __call__(self, env: OneStepEnv, env_ids: np.ndarray | None, values: np.ndarray) -> None:
-        if env is None:
-            raise TypeError(
-                f"cannot set inputs {self.cols.tolist()}: `env` is None; pass the env to "
-                "the manager's hooks (manager.reset(env, env_ids))"
-            )
-        if self.lookup is not None:  # one lookup per distinct label, not per env
-            labels, inverse = np.unique(values, return_inverse=True)
-            values = np.array([self.lookup[x.item()] for x in labels])[inverse.reshape(-1)]
+        require_env(env, f"inputs {self.cols.tolist()}")
+        if self.lookup is not None:
+            values = label_values(values, self.lookup)
         vals = np.asarray(values, dtype=float).reshape(len(values), -1)
         if env_ids is None:  # a build draw: one row for every env
             env.x[:, self.cols] = vals[0]

@@ -94,7 +94,8 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from varirec.envs.driver import StepOutput
+from varirec.envs.driver import StepOutput, label_values, require_env
+from varirec.episodes import check_num_envs
 from varirec.sampler_cfgs import ChoiceCfg, IntegerCfg, LogUniformCfg, SamplerCfg, UniformCfg
 from varirec.streams import CounterStream
 from varirec.variations import Mode, Variation, VariationCfg, VariationSet
@@ -159,8 +160,7 @@ class ReachEnv:
     """
 
     def __init__(self, num_envs: int, cfg: ReachCfg | None = None) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
-            raise ValueError(f"`num_envs` must be a positive int, got {num_envs!r}")
+        check_num_envs(num_envs)
         self.cfg = cfg = ReachCfg() if cfg is None else cfg
         if not isinstance(cfg, ReachCfg):
             raise TypeError(f"`cfg` must be a ReachCfg, got {type(cfg).__name__}")
@@ -250,14 +250,6 @@ class ReachEnv:
         )
 
 
-def _require_env(env: Any, what: str) -> None:
-    if env is None:
-        raise TypeError(
-            f"cannot apply {what!r}: `env` is None; pass the env to the manager's hooks "
-            "(manager.reset(env, env_ids), draw_build(env), draw_interval(env))"
-        )
-
-
 class _SetParam:
     """``apply(env, env_ids, values)``: write a draw into parameter ``name``.
 
@@ -271,10 +263,9 @@ class _SetParam:
         self.lookup = lookup
 
     def __call__(self, env: ReachEnv, env_ids: np.ndarray | None, values: np.ndarray) -> None:
-        _require_env(env, self.name)
+        require_env(env, repr(self.name))
         if self.lookup is not None:
-            labels, inverse = np.unique(values, return_inverse=True)
-            values = np.array([self.lookup[str(x)] for x in labels])[inverse.reshape(-1)]
+            values = label_values(values, self.lookup)
         if env_ids is None:
             current = getattr(env, self.name)
             if np.ndim(current) == 0:
