@@ -16,7 +16,9 @@ __all__ = [
     "_check_count",
     "_check_factor_names",
     "_check_num_resamples",
+    "_check_numeric",
     "_check_outcome",
+    "_refuse_nonfinite",
 ]
 
 
@@ -44,6 +46,28 @@ def _check_num_resamples(num_resamples: int) -> int:
     return value
 
 
+def _check_numeric(arr: NDArray[np.generic], label: str, hint: str) -> NDArray[np.float64]:
+    """``arr`` as float64; a non-numeric (non-bool) dtype refused with ``hint``."""
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}; {hint}")
+    return arr.astype(np.float64)
+
+
+def _refuse_nonfinite(values: NDArray[np.float64], label: str) -> None:
+    """Refuse NaN/inf in ``values`` (1-D, or 2-D by row), naming the first rows."""
+    finite = np.isfinite(values)
+    if finite.ndim > 1:
+        finite = finite.all(axis=tuple(range(1, finite.ndim)))
+    bad = np.flatnonzero(~finite)
+    if bad.size:
+        first = ", ".join(str(i) for i in bad[:10])
+        more = ", ..." if bad.size > 10 else ""
+        raise ValueError(
+            f"{label} must be finite, got {bad.size} NaN/inf value(s) at rows [{first}{more}]; "
+            "drop or re-run those rows (SALib would silently return zeros)"
+        )
+
+
 def _check_outcome(Y: ArrayLike, name: str = "Y") -> NDArray[np.float64]:
     """``Y`` as a 1-D float array; NaN/inf refused with the first offending rows."""
     arr = np.asarray(Y)
@@ -54,19 +78,8 @@ def _check_outcome(Y: ArrayLike, name: str = "Y") -> NDArray[np.float64]:
             f"`{name}` must be a 1-D array with one value per row, got shape {arr.shape}; "
             "analyse one outcome at a time"
         )
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise TypeError(
-            f"`{name}` must be numeric, got dtype {arr.dtype}; encode the outcome as numbers"
-        )
-    values = arr.astype(np.float64)
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        first = ", ".join(str(i) for i in bad[:10])
-        more = ", ..." if bad.size > 10 else ""
-        raise ValueError(
-            f"`{name}` must be finite, got {bad.size} NaN/inf value(s) at rows [{first}{more}]; "
-            "re-run or drop those rows (SALib would silently return zeros)"
-        )
+    values = _check_numeric(arr, f"`{name}`", "encode the outcome as numbers")
+    _refuse_nonfinite(values, f"`{name}`")
     return values
 
 

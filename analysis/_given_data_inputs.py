@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from analysis._checks import _check_factor_names
+from analysis._checks import _check_factor_names, _check_numeric, _refuse_nonfinite
 
 __all__ = ["_MIN_ROWS", "_FactorTable", "_factor_table", "_outcome_notes", "_refuse_constant"]
 
@@ -67,13 +67,9 @@ def _factor_table(
                 f"`X` must be 2-D (rows × factors), got shape {arr.shape}; "
                 "pass one column per factor"
             )
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-            raise TypeError(
-                f"`X` must be numeric, got dtype {arr.dtype}; pass a DataFrame to use "
-                "categorical columns"
-            )
+        floats = _check_numeric(arr, "`X`", "pass a DataFrame to use categorical columns")
         names = _check_factor_names(factor_names, arr.shape[1])
-        values = [arr[:, j].astype(np.float64) for j in range(arr.shape[1])]
+        values = list(floats.T.copy())  # one contiguous array per factor
         categorical = [False] * arr.shape[1]
         shape = arr.shape
     if shape[0] != num_rows:
@@ -89,12 +85,7 @@ def _factor_table(
             f"{num_rows}; record more episodes"
         )
     for name, col in zip(names, values, strict=True):
-        bad = np.flatnonzero(~np.isfinite(col))
-        if bad.size:
-            raise ValueError(
-                f"`X` column {name!r} must be finite, got {bad.size} NaN/inf value(s) at rows "
-                f"{bad[:10].tolist()}; drop those rows or fill the values"
-            )
+        _refuse_nonfinite(col, f"`X` column {name!r}")
     return _FactorTable(names=names, values=values, categorical=categorical)
 
 

@@ -86,12 +86,15 @@ def first_order_binning(
     Dummy threshold: ``num_dummies`` random equal-frequency ``M``-bin factors
     (random permutations of the bin labels, independent of ``Y``) are estimated the
     same way; ``dummy_threshold`` is the ``conf_level`` quantile of their estimates
-    and a factor is ``significant`` when ``conf_low > dummy_threshold`` (its
-    estimate, if ``num_resamples=0``). Few-level factors have a smaller null spread
-    than ``M``-bin dummies, so the rule is conservative for them.
+    and a factor is ``significant`` when ``conf_low > dummy_threshold``. With
+    ``num_resamples=0`` there is no interval and ``significant`` is ``None`` (the
+    estimate alone against ``M``-bin dummies would over-flag null factors with many
+    more levels than ``M``). Few-level factors have a smaller null spread than
+    ``M``-bin dummies, so the rule is conservative for them.
 
     Noise share (``noise_share=True``): the part of ``Var(Y)`` that the
-    significant factors, jointly and with their interactions, do not explain:
+    significant factors (all factors if there is no verdict), jointly and with their
+    interactions, do not explain:
     ``E[Var(Y | X_S)] / Var(Y)``, estimated by the nearest-neighbour difference
     estimator ``mean((Y_i - Y_nn(i))²) / 2`` on the rank-transformed significant
     factors, with few-level factors matched exactly (Devroye et al. 2018). For a
@@ -181,7 +184,7 @@ def first_order_binning(
     bins = _BinIndex.build(labels, sizes_arr, N)
 
     estimate = bins.s1(np.ones((1, N)), yc)[0]
-    conf = low = high = np.full(D, np.nan)
+    conf, low, high = (np.full(D, np.nan) for _ in range(3))
     significant = None
     threshold = None
     dummy_est = None
@@ -199,17 +202,23 @@ def first_order_binning(
         # shifts resampled values up by about (M-1)/N: re-centre them on the estimate.
         boot += estimate - boot.mean(axis=0)
         conf, low, high = _bootstrap_summary(boot, conf_level)
+        if threshold is not None:
+            significant = low > threshold
     else:
         notes.append("num_resamples=0: no confidence intervals were computed.")
-
-    if threshold is not None:
-        lower = low if num_resamples else estimate
-        significant = lower > threshold
+        if threshold is not None:
+            # The estimate alone against M-bin dummies over-flags null factors with many
+            # more levels than M: without an interval there is no verdict.
+            notes.append(
+                "num_resamples=0: no significance verdict (significant is None); pass "
+                "num_resamples > 0 to compare the lower bounds with the dummy threshold."
+            )
 
     share = share_low = share_high = None
     if noise_share:
+        reason = "no dummies" if threshold is None else "num_resamples=0"
         share, share_low, share_high = _noise_share(
-            table, labels, exact, significant, yc, num_resamples, conf_level, rng, notes
+            table, labels, exact, significant, yc, num_resamples, conf_level, rng, notes, reason
         )
     logger.debug("first_order_binning: N=%d D=%d M=%d R=%d", N, D, M, num_resamples)
     return GivenDataResult(
@@ -247,7 +256,6 @@ class _BinIndex:
 
     indicator: sparse.csr_matrix
     starts: NDArray[np.intp]
-    num_bins_total: int
     num_rows: int
 
     @classmethod
@@ -261,7 +269,7 @@ class _BinIndex:
         ind = sparse.csr_matrix(
             (np.ones(cols.size), (cols, rows)), shape=(K, num_rows), dtype=np.float64
         )
-        return cls(indicator=ind, starts=starts, num_bins_total=K, num_rows=num_rows)
+        return cls(indicator=ind, starts=starts, num_rows=num_rows)
 
     def s1(self, counts: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
         """Corrected correlation ratios, shape ``(len(counts), D)``."""

@@ -24,7 +24,8 @@ distribution at this ``N`` and this outcome, and ``dummy_threshold`` is their
 ``conf_level`` quantile (Khorashadi Zadeh et al. 2017). A factor is
 ``significant`` when its lower interval bound exceeds the threshold (its estimate,
 for PAWN, which has no interval): a null factor is flagged with probability well
-below ``1 - conf_level``.
+below ``1 - conf_level``. Binning without resamples gives no verdict (``None``);
+PAWN does not estimate factors with at most ``num_slices`` distinct values (NaN).
 
 The estimators live in :mod:`analysis.binning`, :mod:`analysis.rbd_fast`,
 :mod:`analysis.pawn` and :mod:`analysis.delta`; they are re-exported here.

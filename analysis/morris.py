@@ -21,9 +21,12 @@ from analysis._checks import (
     _check_count,
     _check_factor_names,
     _check_num_resamples,
+    _check_numeric,
     _check_outcome,
+    _refuse_nonfinite,
 )
-from analysis._rng import Seed, _generator, _global_rng_untouched
+from analysis._rng import Seed, _generator
+from analysis._salib_call import _call_salib
 from analysis.results import MorrisResult
 from varirec.errors import DesignError
 
@@ -60,8 +63,8 @@ def morris_indices(
     Computed by ``SALib.analyze.morris.analyze``. Its bootstrap draws from a
     Generator built from ``seed`` (SALib 1.6 does not touch numpy's global RNG; the
     global state is nevertheless saved and restored around the call, for older
-    SALib versions that did). The problem dict is copied: SALib adds a ``groups``
-    key to the one it gets.
+    SALib versions that did); SALib's warnings become ``notes`` (and log records).
+    The problem dict is copied: SALib adds a ``groups`` key to the one it gets.
 
     Args:
         X: The design, shape ``(r·(D+1), D)``, as sampled by
@@ -113,14 +116,13 @@ def morris_indices(
     conf_level = _check_conf_level(conf_level)
     rng, int_seed = _generator(seed)
 
-    x = np.asarray(X, dtype=np.float64)
+    x = _check_numeric(np.asarray(X), "`X`", "pass the design as sampled")
     if x.ndim != 2 or x.shape[1] != D:
         raise ValueError(
             f"`X` must have shape (r*(D+1), D) = (r*{D + 1}, {D}), got {x.shape}; pass the "
             "Morris design with one column per factor"
         )
-    if not np.all(np.isfinite(x)):
-        raise ValueError("`X` must be finite, got NaN/inf; pass the design as sampled")
+    _refuse_nonfinite(x, "`X`")
     y = _check_outcome(Y)
     if y.size != x.shape[0]:
         raise ValueError(
@@ -135,23 +137,24 @@ def morris_indices(
     r = y.size // (D + 1)
     _check_trajectories(x, r, D)
 
-    with _global_rng_untouched():
-        from SALib.analyze import morris as salib_morris
+    from SALib.analyze import morris as salib_morris
 
-        si = salib_morris.analyze(
-            problem,
-            x,
-            y,
-            num_resamples=max(num_resamples, 2),
-            conf_level=conf_level,
-            scaled=scaled,
-            num_levels=num_levels,
-            seed=rng,
-        )
+    notes: list[str] = []
+    si = _call_salib(
+        salib_morris.analyze,
+        notes,
+        problem,
+        x,
+        y,
+        num_resamples=max(num_resamples, 2),
+        conf_level=conf_level,
+        scaled=scaled,
+        num_levels=num_levels,
+        seed=rng,
+    )
     mu = np.asarray(si["mu"], dtype=np.float64)
     mu_star = np.asarray(si["mu_star"], dtype=np.float64)
     sigma = np.asarray(si["sigma"], dtype=np.float64)
-    notes: list[str] = []
     if num_resamples:
         conf = np.asarray(si["mu_star_conf"], dtype=np.float64)
     else:

@@ -43,12 +43,13 @@ def _noise_share(
     conf_level: float,
     rng: np.random.Generator,
     notes: list[str],
+    reason: str = "no dummies",
 ) -> tuple[float, float | None, float | None]:
     """``(share, conf_low, conf_high)`` given the significant factors; appends notes.
 
-    Without dummies (``significant is None``) all factors are used; with no
-    significant factor the share is 1. The bounds are ``None`` if
-    ``num_resamples=0``. ``yc`` is the standardized outcome.
+    Without a verdict (``significant is None``, for the ``reason`` named in the
+    note) all factors are used; with no significant factor the share is 1. The
+    bounds are ``None`` if ``num_resamples=0``. ``yc`` is the standardized outcome.
     """
     D = len(table.names)
     share_low = share_high = None
@@ -56,10 +57,11 @@ def _noise_share(
         selected = [j for j in range(D) if significant[j]]
     else:
         selected = list(range(D))
-        notes.append("noise_share: no dummies, so all factors were used.")
+        notes.append(f"noise_share: {reason}, so all factors were used.")
     if not selected:
         notes.append("noise_share: no factor is significant, so all variance is noise.")
-        return 1.0, 1.0, 1.0
+        bound = 1.0 if num_resamples else None
+        return 1.0, bound, bound
     h_noise, clusters = _nn_noise_terms(table, labels, exact, selected, yc)
     share = float(np.mean(h_noise) / np.mean(yc * yc))
     if len(selected) > _NOISE_MAX_FACTORS:

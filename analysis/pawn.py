@@ -20,6 +20,9 @@ from analysis.results import GivenDataResult
 
 __all__ = ["pawn_indices"]
 
+_EXTRA_KEYS = ("minimum", "mean", "maximum", "CV")
+"""SALib's PAWN statistics kept as extra rows besides the median."""
+
 
 def pawn_indices(
     X: ArrayLike | pd.DataFrame,
@@ -45,6 +48,12 @@ def pawn_indices(
     ``estimate > dummy_threshold`` (PAWN has no interval here). ``seed`` only
     draws the dummies; SALib's PAWN is deterministic and is not given a seed (it
     would reseed numpy's global RNG). Only numeric factors.
+
+    Factors with at most ``num_slices`` distinct values are not estimated (NaN
+    estimate, ``significant`` False, and a note): SALib's slices are half-open
+    (``q_s <= x < q_{s+1}``), so the top level of such a factor falls in no slice
+    and the index would depend on which level is on top. Use
+    :func:`first_order_binning` for few-valued factors.
 
     Args:
         X: ``(N, D)`` numeric factor values (array or DataFrame).
@@ -94,13 +103,27 @@ def pawn_indices(
 
     from SALib.analyze import pawn
 
-    x = np.column_stack(table.values)
-    si = _call_salib(pawn.analyze, notes, _salib_problem(D), x, y, S=num_slices, seed=None)
-    estimate = np.asarray(si["median"], dtype=np.float64)
-    extra = {
-        f"pawn_{key.lower()}": np.asarray(si[key], dtype=np.float64)
-        for key in ("minimum", "mean", "maximum", "CV")
-    }
+    # SALib's slices are X_q[s] <= x < X_q[s+1]: on a factor with few distinct values the
+    # top level falls in no slice, and the index depends on which level is on top.
+    few = [j for j, col in enumerate(table.values) if np.unique(col).size <= num_slices]
+    used = [j for j in range(D) if j not in few]
+    estimate = np.full(D, np.nan)
+    extra = {f"pawn_{key.lower()}": np.full(D, np.nan) for key in _EXTRA_KEYS}
+    if used:
+        x = np.column_stack([table.values[j] for j in used])
+        si = _call_salib(
+            pawn.analyze, notes, _salib_problem(len(used)), x, y, S=num_slices, seed=None
+        )
+        estimate[used] = np.asarray(si["median"], dtype=np.float64)
+        for key in _EXTRA_KEYS:
+            extra[f"pawn_{key.lower()}"][used] = np.asarray(si[key], dtype=np.float64)
+    if few:
+        listed = ", ".join(table.names[j] for j in few)
+        notes.append(
+            f"{listed}: at most num_slices={num_slices} distinct values, so PAWN's slices "
+            'would drop the top level; not estimated (NaN). Use method="binning" for '
+            "few-valued factors."
+        )
     threshold = dummy_est = significant = None
     if num_dummies:
         dummies = rng.random((N, num_dummies))
@@ -109,8 +132,8 @@ def pawn_indices(
         )
         dummy_est = np.asarray(sd["median"], dtype=np.float64)
         threshold = float(np.quantile(dummy_est, conf_level))
-        significant = estimate > threshold
-    nan = np.full(D, np.nan)
+        significant = np.zeros(D, dtype=np.bool_)
+        significant[used] = estimate[used] > threshold
     return GivenDataResult(
         method="pawn",
         factor_names=table.names,
@@ -123,9 +146,9 @@ def pawn_indices(
         notes=notes,
         index="pawn_median",
         estimate=estimate,
-        conf=nan,
-        conf_low=nan,
-        conf_high=nan,
+        conf=np.full(D, np.nan),
+        conf_low=np.full(D, np.nan),
+        conf_high=np.full(D, np.nan),
         significant=significant,
         dummy_threshold=threshold,
         dummy_estimates=dummy_est,

@@ -330,7 +330,8 @@ class GivenDataResult(_ResultBase):
     conf_low: NDArray[np.float64]
     conf_high: NDArray[np.float64]
     significant: NDArray[np.bool_] | None = None
-    """Per factor, whether it beats the dummy threshold (``None`` without dummies)."""
+    """Per factor, whether it beats the dummy threshold (``None``: no verdict, e.g.
+    without dummies, or binning with ``num_resamples=0``)."""
     dummy_threshold: float | None = None
     """The ``conf_level`` quantile of the dummy factors' estimates."""
     dummy_estimates: NDArray[np.float64] | None = None

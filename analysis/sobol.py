@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -137,11 +138,9 @@ def sobol_indices(
     rng, int_seed = _generator(seed)
 
     step = 2 * D + 2 if second_order else D + 2
-    arr = np.asarray(Y)
-    size = arr.size if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1) else -1
-    if size >= 0 and (size == 0 or size % step != 0):
-        raise ValueError(_layout_message(size, D, second_order))
     y = _check_outcome(Y)
+    if y.size == 0 or y.size % step != 0:
+        raise ValueError(_layout_message(y.size, D, second_order))
     N = y.size // step
     if N < 2:
         raise ValueError(
@@ -158,41 +157,29 @@ def sobol_indices(
     # SALib standardizes Y before estimating; centring changes the estimates.
     y = (y - y.mean()) / std
     rows = y.reshape(N, step)
-    A, B = rows[:, 0], rows[:, step - 1]
-    AB = rows[:, 1 : D + 1]
-    BA = rows[:, D + 1 : 2 * D + 1] if second_order else None
-
-    base = np.r_[A, B]
-    if np.ptp(base) <= _EPS:
+    if np.ptp(rows[:, [0, step - 1]]) <= _EPS:
         raise ValueError(
             "`Y` must vary over the base rows A and B, got a constant value there; "
             "Sobol' indices are undefined (check the design layout and the outcome)"
         )
-    var = np.var(base)
-
-    S1 = _safe_ratio(np.mean(B[:, np.newaxis] * (AB - A[:, np.newaxis]), axis=0), var)
-    ST = _safe_ratio(0.5 * np.mean((A[:, np.newaxis] - AB) ** 2, axis=0), var)
-    S2 = None
-    pairs = np.triu_indices(D, k=1)
-    if BA is not None:
-        S2 = np.full((D, D), np.nan)
-        for j, k in zip(*pairs, strict=True):
-            vjk = _safe_ratio(np.mean(BA[:, j] * AB[:, k] - A * B, axis=0), var)
-            S2[j, k] = vjk - S1[j] - S1[k]
+    terms = _SampleTerms.build(rows, D, second_order)
+    # The point estimates are the same ratios of sums with every base sample counted once.
+    s1_est, st_est, s2_est = terms.indices(np.ones((1, N)))
+    S1, ST = s1_est[0], st_est[0]
+    S2 = S2_conf = S2_low = S2_high = None
+    if s2_est is not None:
+        S2, S2_conf, S2_low, S2_high = (np.full((D, D), np.nan) for _ in range(4))
+        S2[terms.pairs] = s2_est[0]
 
     notes: list[str] = []
-    nan_d = np.full(D, np.nan)
-    S1_conf = S1_low = S1_high = ST_conf = ST_low = ST_high = nan_d
-    S2_conf = S2_low = S2_high = None
-    if S2 is not None:
-        S2_conf, S2_low, S2_high = (np.full((D, D), np.nan) for _ in range(3))
+    S1_conf, S1_low, S1_high, ST_conf, ST_low, ST_high = (np.full(D, np.nan) for _ in range(6))
     if num_resamples:
-        s1_b, st_b, s2_b = _bootstrap(A, B, AB, BA, pairs, num_resamples, rng)
+        s1_b, st_b, s2_b = _bootstrap(terms, num_resamples, rng)
         S1_conf, S1_low, S1_high = _bootstrap_summary(s1_b, conf_level)
         ST_conf, ST_low, ST_high = _bootstrap_summary(st_b, conf_level)
         if s2_b is not None and S2_conf is not None and S2_low is not None and S2_high is not None:
             conf, low, high = _bootstrap_summary(s2_b, conf_level)
-            S2_conf[pairs], S2_low[pairs], S2_high[pairs] = conf, low, high
+            S2_conf[terms.pairs], S2_low[terms.pairs], S2_high[terms.pairs] = conf, low, high
     else:
         notes.append("num_resamples=0: no confidence intervals were computed.")
     logger.debug("sobol_indices: D=%d N=%d second_order=%s R=%d", D, N, second_order, num_resamples)
@@ -247,49 +234,73 @@ def _safe_ratio(numerator: NDArray[np.float64], var: NDArray[np.float64] | float
     return np.divide(num, den, out=np.zeros(num.shape), where=den > _EPS)
 
 
-def _bootstrap(
-    A: NDArray[np.float64],
-    B: NDArray[np.float64],
-    AB: NDArray[np.float64],
-    BA: NDArray[np.float64] | None,
-    pairs: tuple[NDArray[np.intp], NDArray[np.intp]],
-    num_resamples: int,
-    rng: np.random.Generator,
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64] | None]:
-    """Resampled S1, ST (``(R, D)``) and S2 (``(R, P)`` over ``pairs``).
+@dataclass(frozen=True)
+class _SampleTerms:
+    """Per-base-sample terms whose count-weighted sums give every index.
 
     Every estimator is a ratio of means over base samples, so with the count matrix
     ``C`` (``R×N``) of a block of resamples, ``C @ t / N`` is the resampled mean of
-    the per-sample term ``t`` for all resamples at once.
+    the per-sample term ``t`` for all resamples at once; ``C = ones((1, N))`` gives
+    the point estimates.
     """
-    N, D = AB.shape
-    # Per-sample terms: [A+B, A²+B², B(AB_j - A) for j, (A - AB_j)²/2 for j].
-    terms = np.empty((N, 2 + 2 * D))
-    terms[:, 0] = A + B
-    terms[:, 1] = A * A + B * B
-    terms[:, 2 : 2 + D] = B[:, np.newaxis] * (AB - A[:, np.newaxis])
-    terms[:, 2 + D :] = 0.5 * (A[:, np.newaxis] - AB) ** 2
-    num_pairs = pairs[0].size if BA is not None else 0
-    pair_block = max(1, _CHUNK_ELEMENTS // N)
-    ab = A * B
 
+    terms: NDArray[np.float64]
+    """``(N, 2 + 2D)``: ``A+B, A²+B², B(AB_j - A) for j, (A - AB_j)²/2 for j``."""
+    AB: NDArray[np.float64]
+    BA: NDArray[np.float64] | None
+    ab: NDArray[np.float64]
+    """``A·B``, the subtracted term of the second-order estimator."""
+    pairs: tuple[NDArray[np.intp], NDArray[np.intp]]
+
+    @classmethod
+    def build(cls, rows: NDArray[np.float64], D: int, second_order: bool) -> _SampleTerms:
+        N, step = rows.shape
+        A, B = rows[:, 0], rows[:, step - 1]
+        AB = rows[:, 1 : D + 1]
+        terms = np.empty((N, 2 + 2 * D))
+        terms[:, 0] = A + B
+        terms[:, 1] = A * A + B * B
+        terms[:, 2 : 2 + D] = B[:, np.newaxis] * (AB - A[:, np.newaxis])
+        terms[:, 2 + D :] = 0.5 * (A[:, np.newaxis] - AB) ** 2
+        BA = rows[:, D + 1 : 2 * D + 1] if second_order else None
+        return cls(terms=terms, AB=AB, BA=BA, ab=A * B, pairs=np.triu_indices(D, k=1))
+
+    def indices(
+        self, counts: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64] | None]:
+        """S1, ST (``(R, D)``) and S2 (``(R, P)`` over ``pairs``) for ``R`` count rows."""
+        N, D = self.AB.shape
+        sums = counts @ self.terms / N
+        mean = sums[:, 0] / 2.0
+        var = (sums[:, 1] / 2.0 - mean * mean)[:, np.newaxis]
+        s1 = _safe_ratio(sums[:, 2 : 2 + D], var)
+        st = _safe_ratio(sums[:, 2 + D :], var)
+        if self.BA is None:
+            return s1, st, None
+        num_pairs = self.pairs[0].size
+        s2 = np.empty((counts.shape[0], num_pairs))
+        pair_block = max(1, _CHUNK_ELEMENTS // N)
+        for p0 in range(0, num_pairs, pair_block):
+            j, k = self.pairs[0][p0 : p0 + pair_block], self.pairs[1][p0 : p0 + pair_block]
+            pair_terms = self.BA[:, j] * self.AB[:, k] - self.ab[:, np.newaxis]
+            vjk = _safe_ratio(counts @ pair_terms / N, var)
+            s2[:, p0 : p0 + j.size] = vjk - s1[:, j] - s1[:, k]
+        return s1, st, s2
+
+
+def _bootstrap(
+    terms: _SampleTerms, num_resamples: int, rng: np.random.Generator
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64] | None]:
+    """Resampled S1, ST (``(R, D)``) and S2 (``(R, P)``), one block of counts at a time."""
+    N, D = terms.AB.shape
     s1 = np.empty((num_resamples, D))
     st = np.empty((num_resamples, D))
-    s2 = np.empty((num_resamples, num_pairs)) if BA is not None else None
+    s2 = np.empty((num_resamples, terms.pairs[0].size)) if terms.BA is not None else None
     start = 0
     for counts in _resample_counts(rng, N, num_resamples):
         stop = start + counts.shape[0]
-        sums = counts @ terms / N
-        mean = sums[:, 0] / 2.0
-        var = (sums[:, 1] / 2.0 - mean * mean)[:, np.newaxis]
-        s1_blk = _safe_ratio(sums[:, 2 : 2 + D], var)
-        s1[start:stop] = s1_blk
-        st[start:stop] = _safe_ratio(sums[:, 2 + D :], var)
-        if BA is not None and s2 is not None:
-            for p0 in range(0, num_pairs, pair_block):
-                j, k = pairs[0][p0 : p0 + pair_block], pairs[1][p0 : p0 + pair_block]
-                pair_terms = BA[:, j] * AB[:, k] - ab[:, np.newaxis]
-                vjk = _safe_ratio(counts @ pair_terms / N, var)
-                s2[start:stop, p0 : p0 + j.size] = vjk - s1_blk[:, j] - s1_blk[:, k]
+        s1[start:stop], st[start:stop], s2_blk = terms.indices(counts)
+        if s2 is not None and s2_blk is not None:
+            s2[start:stop] = s2_blk
         start = stop
     return s1, st, s2

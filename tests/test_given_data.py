@@ -81,6 +81,7 @@ def test_binary_outcome_matches_exact_reference(
     np.testing.assert_allclose(res.estimate, truth, atol=0.015)
     assert res.significant.tolist() == [True, True, True, False, False, False]
     assert res.dummy_threshold is not None
+    assert (res.significant == (res.conf_low > res.dummy_threshold)).all()
     assert np.all(res.estimate[3:] < res.dummy_threshold)
     # Noise share: 1 - Var(p(X)) / Var(Y), about 0.88 here.
     assert res.noise_share_conf_low <= noise <= res.noise_share_conf_high
@@ -202,3 +203,90 @@ def test_dispatcher_and_no_dummies() -> None:
     assert res.significant is None and res.dummy_threshold is None
     assert any("no dummies" in note for note in res.notes)
     assert res.to_frame()["significant"].isna().all()
+
+
+def test_binning_significance_rule_is_lower_bound_over_threshold(
+    binary_study: tuple[pd.DataFrame, np.ndarray],
+) -> None:
+    X, Y = binary_study
+    res = first_order_binning(X, Y, seed=3, num_resamples=100)
+    assert res.dummy_threshold is not None
+    assert (res.significant == (res.conf_low > res.dummy_threshold)).all()
+
+
+def test_binning_without_resamples_gives_no_verdict() -> None:
+    # A null factor with many more levels than M: its estimate alone beats the M-bin
+    # dummies' quantile far more often than 1 - conf_level, so R=0 must not flag it.
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        frame = pd.DataFrame({"c": rng.integers(0, 150, 2000).astype(str), "x": rng.random(2000)})
+        res = first_order_binning(frame, rng.random(2000), seed=seed, num_resamples=0)
+        assert res.significant is None or not res.significant.any()
+        assert res.dummy_threshold is not None
+    assert any("no significance verdict" in note for note in res.notes)
+    assert res.noise_share_conf_low is None and res.noise_share_conf_high is None
+
+
+def test_noise_share_without_significant_factors_has_no_bounds_without_resamples() -> None:
+    from analysis._given_data_inputs import _factor_table
+    from analysis.binning import _bin_labels
+    from analysis.noise_share import _noise_share
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    table = _factor_table(rng.random((200, 2)), None, 200)
+    labels, _, exact = zip(*(_bin_labels(v, False, 5) for v in table.values), strict=True)
+    none = np.zeros(2, dtype=bool)
+    notes: list[str] = []
+    assert _noise_share(table, labels, exact, none, y, 0, 0.95, rng, notes) == (1.0, None, None)
+    assert _noise_share(table, labels, exact, none, y, 50, 0.95, rng, notes) == (1.0, 1.0, 1.0)
+    assert any("no factor is significant" in note for note in notes)
+
+
+def test_blocked_dummies_and_resamples_equal_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunking the dummy factors (and resamples) changes memory, not results."""
+    import analysis._bootstrap
+    import analysis.binning
+
+    rng = np.random.default_rng(11)
+    X = rng.random((400, 3))
+    Y = X[:, 0] + rng.random(400)
+    whole = first_order_binning(X, Y, seed=4, num_resamples=30, num_dummies=25)
+    monkeypatch.setattr(analysis.binning, "_CHUNK_ELEMENTS", 3 * 400)  # 3 dummies per block
+    monkeypatch.setattr(analysis._bootstrap, "_CHUNK_ELEMENTS", 7 * 400)  # 7 resamples
+    blocked = first_order_binning(X, Y, seed=4, num_resamples=30, num_dummies=25)
+    np.testing.assert_array_equal(blocked.dummy_estimates, whole.dummy_estimates)
+    assert blocked.dummy_threshold == whole.dummy_threshold
+    np.testing.assert_allclose(blocked.conf_low, whole.conf_low, rtol=1e-12)
+
+
+def test_pawn_skips_few_valued_factors_and_is_mirror_invariant() -> None:
+    rng = np.random.default_rng(12)
+    N = 3000
+    X = np.column_stack([rng.random(N), rng.integers(0, 3, N), rng.random(N)])
+    Y = X[:, 0] + 0.5 * (X[:, 1] == 2) + 0.3 * rng.normal(size=N)
+    res = pawn_indices(X, Y, seed=0)
+    assert np.isnan(res.estimate[1]) and not res.significant[1]
+    assert np.isnan(res.extra["pawn_maximum"][1])
+    assert np.isfinite(res.estimate[[0, 2]]).all() and res.significant[0]
+    assert any("x2" in note and 'method="binning"' in note for note in res.notes)
+    # A continuous factor's index does not depend on its direction: only the single
+    # top row (left out of every half-open slice) changes.
+    mirrored = X.max(axis=0) + X.min(axis=0) - X
+    res_m = pawn_indices(mirrored, Y, seed=0)
+    np.testing.assert_allclose(res_m.estimate[[0, 2]], res.estimate[[0, 2]], atol=0.01)
+    assert np.isnan(res_m.estimate[1])
+
+
+def test_delta_seed_is_reproducible_whatever_the_global_seed() -> None:
+    rng = np.random.default_rng(13)
+    X = rng.random((300, 2))
+    Y = X[:, 0] + 0.2 * rng.random(300)
+    np.random.seed(1)  # noqa: NPY002 - SALib's delta reseeds the legacy global RNG
+    first = delta_indices(X, Y, seed=0, num_resamples=5)
+    np.random.seed(2)  # noqa: NPY002
+    again = delta_indices(X, Y, seed=0, num_resamples=5)
+    other = delta_indices(X, Y, seed=1, num_resamples=5)
+    np.testing.assert_array_equal(first.conf, again.conf)
+    assert not np.array_equal(first.conf, other.conf)
+    assert first.seed == 0 and other.seed == 1

@@ -98,3 +98,30 @@ def test_no_resamples(design: tuple[dict, np.ndarray, np.ndarray]) -> None:
     res = morris_indices(X, Y, problem, num_resamples=0, seed=0)
     assert np.isnan(res.mu_star_conf).all()
     assert res.to_frame().query("index == 'mu_star'")["conf_low"].isna().all()
+
+
+def test_nan_in_x_is_refused_with_rows(design: tuple[dict, np.ndarray, np.ndarray]) -> None:
+    problem, X, Y = design
+    bad = X.copy()
+    bad[[2, 11], 1] = np.nan
+    with pytest.raises(ValueError, match=r"`X` must be finite, got 2 NaN/inf value\(s\) at rows"):
+        morris_indices(bad, Y, problem)
+    with pytest.raises(TypeError, match="`X` must be numeric"):
+        morris_indices(X.astype(str), Y, problem)
+
+
+def test_salib_warnings_become_notes(
+    design: tuple[dict, np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    problem, X, Y = design
+    original = salib_morris.analyze
+
+    def warning_analyze(*args: object, **kwargs: object) -> object:
+        import warnings
+
+        warnings.warn("something odd", UserWarning, stacklevel=2)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(salib_morris, "analyze", warning_analyze)
+    res = morris_indices(X, Y, problem, seed=0, num_resamples=10)  # warnings are errors here
+    assert "SALib: something odd" in res.notes

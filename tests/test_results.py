@@ -116,3 +116,39 @@ def test_plot_returns_axes(name: str, request: pytest.FixtureRequest) -> None:
     assert isinstance(ax, Axes)
     _, given_ax = plt.subplots()
     assert result.plot(ax=given_ax) is given_ax
+
+
+def _assert_distinct(result: object, fields: list[str]) -> None:
+    arrays = [getattr(result, name) for name in fields]
+    for i, a in enumerate(arrays):
+        for name, b in zip(fields[i + 1 :], arrays[i + 1 :], strict=True):
+            assert a is not b, (fields[i], name)
+            assert not np.shares_memory(a, b), (fields[i], name)
+
+
+def test_missing_intervals_are_distinct_arrays() -> None:
+    from analysis.given_data import pawn_indices
+
+    X = sobol_sample.sample(
+        {"num_vars": 3, "names": ["a", "b", "c"], "bounds": [[-np.pi, np.pi]] * 3},
+        64,
+        calc_second_order=True,
+        seed=0,
+    )
+    sobol = sobol_indices(ishigami(X), 3, second_order=True, num_resamples=0)
+    _assert_distinct(
+        sobol,
+        [
+            f"{index}_{part}"
+            for index in ("S1", "ST", "S2")
+            for part in ("conf", "conf_low", "conf_high")
+        ],
+    )
+    assert sobol.S1_conf is not sobol.ST_conf_high
+    rng = np.random.default_rng(1)
+    Xg = rng.random((300, 2))
+    Yg = Xg[:, 0] + rng.random(300)
+    conf_fields = ["conf", "conf_low", "conf_high"]
+    binning = first_order_binning(Xg, Yg, seed=0, num_resamples=0)
+    _assert_distinct(binning, conf_fields)
+    _assert_distinct(pawn_indices(Xg, Yg, seed=0), conf_fields)

@@ -179,3 +179,12 @@ def test_argument_errors() -> None:
         sobol_indices(Y, 0, second_order=False)
     with pytest.raises(ValueError, match="`Y` must be a 1-D array"):
         sobol_indices(np.ones((10, 2)), 3, second_order=False)
+
+
+def test_single_column_y_is_accepted() -> None:
+    Y = _ishigami_y()
+    flat = sobol_indices(Y, 3, second_order=False, num_resamples=0)
+    column = sobol_indices(Y[:, np.newaxis], 3, second_order=False, num_resamples=0)
+    np.testing.assert_array_equal(column.S1, flat.S1)
+    with pytest.raises(ValueError, match=r"N·\(D\+2\) = N·5 rows for D=3 .*got 41"):
+        sobol_indices(np.arange(41.0)[:, np.newaxis], 3, second_order=False)
