@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from varirec.storage import parts
 from varirec.storage.parts import PartWriter
 from varirec.storage.schema import (
     check_writer_id,
@@ -237,3 +240,143 @@ def test_sink_queue_gives_back_pressure(tmp_path):
     assert not third.is_alive()
     sink.close()
     assert sink.counts == {"draws": 3}
+
+
+def test_statistics_are_kept_for_ids_and_dropped_for_floats_and_strings(tmp_path):
+    writer = PartWriter(tmp_path, "w1", schema=draws_schema())
+    writer.write(make_draws(50))
+    writer.close()
+    rg = pq.ParquetFile(writer.parts[0]).metadata.row_group(0)
+    columns = {rg.column(i).path_in_schema: rg.column(i) for i in range(rg.num_columns)}
+    seq = columns["seq"].statistics
+    assert columns["seq"].is_stats_set and seq.has_min_max and (seq.min, seq.max) == (0, 49)
+    assert not columns["value"].is_stats_set and columns["value"].statistics is None
+    assert not columns["variation"].is_stats_set
+
+
+def test_fsync_syncs_the_part_before_its_rename_and_then_the_directory(tmp_path, monkeypatch):
+    calls = []
+    real = parts._fsync_path
+
+    def spy(path, *, directory=False):
+        calls.append((path.name, directory, path.exists()))
+        real(path, directory=directory)
+
+    monkeypatch.setattr(parts, "_fsync_path", spy)
+    writer = PartWriter(tmp_path / "draws", "w1", schema=draws_schema(), fsync=True)
+    writer.write(make_draws(20))
+    writer.close()
+    assert calls == [(".part-w1-00000.parquet.tmp", False, True), ("draws", True, True)]
+    assert pq.read_table(writer.parts[0]).num_rows == 20
+
+
+class FailingWrites:
+    """Make the ``n``-th next row-group write raise OSError (disk full), once."""
+
+    def __init__(self, monkeypatch, n: int = 1) -> None:
+        self.left, self.real = n, pq.ParquetWriter.write_table
+        monkeypatch.setattr(pq.ParquetWriter, "write_table", self)
+
+    def __get__(self, obj, objtype=None):
+        return lambda *args, **kwargs: self(obj, *args, **kwargs)
+
+    def __call__(self, writer, *args, **kwargs):
+        self.left -= 1
+        if self.left == 0:
+            raise OSError(28, "No space left on device")
+        return self.real(writer, *args, **kwargs)
+
+
+def final_seqs(directory) -> list[list[int]]:
+    return [pq.read_table(p).column("seq").to_pylist() for p in sorted(directory.glob("part-*"))]
+
+
+def test_a_failed_row_group_write_aborts_the_part_instead_of_leaving_a_hole(tmp_path, monkeypatch):
+    writer = PartWriter(tmp_path, "w1", schema=draws_schema(), row_group_size=10)
+    writer.write(make_draws(10))  # one row group in the open part
+    FailingWrites(monkeypatch)
+    with pytest.raises(OSError, match="No space left"):
+        writer.write(make_draws(30, start=10))
+    with pytest.raises(RuntimeError, match="aborted after a write error"):
+        writer.write(make_draws(10, start=40))
+    writer.close()
+    assert files(tmp_path) == [".part-w1-00000.parquet.tmp"]  # never renamed
+    assert writer.rows_written == 0 and writer.rows_pending == 0
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_sink_replaces_a_failed_part_and_counts_only_what_is_readable(
+    tmp_path, monkeypatch, background
+):
+    sink = TableSink(tmp_path, "w1", background=background, row_group_size=10)
+    sink.submit("draws", make_draws(10))
+    sink.flush()  # part 0: rows 0..9, final
+    sink.submit("draws", make_draws(10, start=10))  # part 1 open: rows 10..19
+    FailingWrites(monkeypatch, n=2)  # the second row group of the next batch fails
+    with pytest.raises(OSError, match="No space left"):
+        sink.submit("draws", make_draws(30, start=20))
+        sink.flush()
+    sink.submit("draws", make_draws(10, start=50))
+    assert sink.close() is None
+    table_dir = tmp_path / "draws"
+    assert ".part-w1-00001.parquet.tmp" in files(table_dir)  # left for inspection
+    assert final_seqs(table_dir) == [list(range(10)), list(range(50, 60))]  # no holes
+    assert sink.counts == {"draws": 20}
+
+
+def test_a_failed_rename_keeps_the_part_under_its_temporary_name(tmp_path, monkeypatch):
+    sink = TableSink(tmp_path, "w1", background=False)
+    sink.submit("draws", make_draws(10))
+    real = os.replace
+
+    def fail_once(src, dst):
+        monkeypatch.setattr(parts.os, "replace", real)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(parts.os, "replace", fail_once)
+    with pytest.raises(OSError, match="Input/output error"):
+        sink.flush()
+    sink.submit("draws", make_draws(5, start=10))
+    sink.close()
+    tmp = tmp_path / "draws" / ".part-w1-00000.parquet.tmp"
+    assert pq.read_table(tmp).column("seq").to_pylist() == list(range(10))  # not overwritten
+    assert final_seqs(tmp_path / "draws") == [list(range(10, 15))]
+    assert sink.counts == {"draws": 5}
+
+
+def test_rows_left_over_by_a_full_part_start_a_fresh_age(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(parts, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    writer = PartWriter(
+        tmp_path, "w1", max_rows_per_part=300, row_group_size=100, max_seconds_per_part=10
+    )
+    writer.write(pa.table({"seq": range(250)}))  # t=100: 200 in the open part, 50 buffered
+    clock[0] = 108.0
+    writer.write(pa.table({"seq": range(250, 350)}))  # part 0 closes at 300; 50 left over
+    assert files(tmp_path) == [part_name("w1", 0)] and writer.rows_buffered == 50
+    clock[0] = 115.0  # 15 s after the first rows, 7 s after the leftover ones
+    assert writer.maybe_rotate() is False
+    assert writer.seconds_until_rotation() == pytest.approx(3.0)
+    clock[0] = 118.0
+    assert writer.maybe_rotate() is True
+    assert [pq.read_metadata(p).num_rows for p in writer.parts] == [300, 50]
+
+
+def test_max_queue_below_one_is_an_error_not_clamped(tmp_path):
+    with pytest.raises(ValueError, match="`max_queue` must be a positive integer, got 0"):
+        TableSink(tmp_path, "w1", max_queue=0)
+
+
+def test_a_second_schema_is_refused_before_the_thread_saw_the_first(tmp_path):
+    gate = threading.Event()
+    sink = TableSink(tmp_path, "w1")
+    sink.submit("draws", SlowBatch(make_draws(1), gate))  # holds the thread
+    first = pa.table({"x": [1, 2]})
+    sink.precheck("steps", first.schema)
+    sink.submit("steps", first)
+    with pytest.raises(ValueError, match=r"table 'steps'.*missing columns \['x'\]"):
+        sink.precheck("steps", pa.schema([("y", pa.float64())]))
+    sink.precheck("steps", pa.schema([("x", pa.int8())]))  # a safe cast is still fine
+    gate.set()
+    assert sink.close() is None
+    assert sink.counts == {"draws": 1, "steps": 2}

@@ -154,6 +154,15 @@ def test_malformed_run_json_warns_and_is_left_untouched(root, text):
     assert snapshot(root) == before
 
 
+def test_malformed_sidecars_are_summed_like_the_writer_sums_them(root):
+    writers = root / "run_id=r2" / "writers"
+    (writers / "list.json").write_text("[1, 2]")
+    (writers / "nameless.json").write_text(json.dumps({"counts": {"draws": 3, "steps": None}}))
+    run = open_dataset(root).run("r2")
+    assert run.counts == {"draws": 53}
+    assert "list" in run.writers and "nameless" in run.writers and len(run.writers) == 3
+
+
 def test_newer_schema_version_warns(root):
     path = root / "run_id=r2" / "run.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 99}))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +17,7 @@ from test_storage_parts import SlowBatch, make_draws
 
 from varirec._version import __version__
 from varirec.errors import DatasetError, RecorderStateError
-from varirec.storage import RunWriter, episodes_schema
+from varirec.storage import RunWriter, episodes_schema, shutdown
 
 
 def run_json(root, run_id):
@@ -240,3 +242,103 @@ def test_close_is_idempotent_and_append_after_close_fails(tmp_path):
     assert run_json(tmp_path, "r1") == first
     with pytest.raises(RecorderStateError, match="is closed; open a new RunWriter"):
         w.append("draws", make_draws(1))
+
+
+def test_a_reused_writer_id_is_refused_so_counts_stay_right(tmp_path):
+    main = RunWriter(tmp_path, "r1", writer_id="main", background=False)
+    with RunWriter.join(tmp_path, "r1", writer_id="w") as first:
+        first.append("steps", pa.table({"x": np.arange(5)}))
+    before = snapshot(tmp_path)
+    for writer_id in ("w", "main"):
+        match = rf"writer id '{writer_id}' already wrote to run 'r1'.*pass a new writer_id"
+        with pytest.raises(DatasetError, match=match):
+            RunWriter.join(tmp_path, "r1", writer_id=writer_id)
+    assert snapshot(tmp_path) == before
+    with RunWriter.join(tmp_path, "r1", writer_id="w2") as second:
+        second.append("steps", pa.table({"x": np.arange(7)}))
+    main.close()
+    assert run_json(tmp_path, "r1")["counts"] == {"steps": 12}
+    assert main.writers == ["main", "w", "w2"]
+
+
+def test_two_creators_of_one_run_id_do_not_clobber_each_other(tmp_path, monkeypatch):
+    real_mkdir = Path.mkdir
+    others = []
+
+    def racing_mkdir(path, *args, **kwargs):
+        if path.name == "run_id=r1" and not others:  # another process gets there first
+            others.append(None)
+            others[0] = RunWriter(tmp_path, "r1", writer_id="other", metadata={"by": "other"})
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    with pytest.raises(DatasetError, match="run 'r1' already exists"):
+        RunWriter(tmp_path, "r1", writer_id="me", metadata={"by": "me"})
+    others[0].close()
+    doc = run_json(tmp_path, "r1")
+    assert doc["metadata"] == {"by": "other"} and doc["writers"] == ["other"]
+
+
+def test_malformed_sidecars_do_not_stop_run_json_from_finishing(tmp_path):
+    w = RunWriter(tmp_path, "r1", writer_id="main")
+    w.append("draws", make_draws(4))
+    writers = tmp_path / "run_id=r1" / "writers"
+    (writers / "nameless.json").write_text(json.dumps({"counts": {"draws": 2}}))
+    (writers / "odd.json").write_text(json.dumps({"writer_id": "odd", "counts": {"draws": "x"}}))
+    (writers / "list.json").write_text("[1, 2]")
+    w.close()
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "complete" and doc["counts"] == {"draws": 6}
+    assert doc["writers"] == ["list", "main", "nameless", "odd"]
+
+
+def test_join_is_a_private_keyword_of_the_constructor(tmp_path):
+    RunWriter(tmp_path, "r1", writer_id="main").close()
+    with RunWriter(tmp_path, "r1", writer_id="j", _join=True) as j:
+        assert not j.created
+    with pytest.raises(TypeError, match=r"does not take \['_join'\]"):
+        RunWriter.join(tmp_path, "r1", _join=False)
+
+
+def test_max_queue_below_one_is_rejected_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="`max_queue` must be a positive integer, got 0"):
+        RunWriter(tmp_path / "data", "r1", max_queue=0)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.fixture
+def own_sigterm(monkeypatch):
+    """The storage SIGTERM handler as the process's only one, with fresh process state."""
+    monkeypatch.setattr(shutdown, "_OPEN", set())
+    monkeypatch.setattr(shutdown, "_SIGNALLED", set())
+    monkeypatch.setitem(shutdown._STATE, "previous", None)
+    monkeypatch.setitem(shutdown._STATE, "signal", None)
+
+
+def test_sigterm_right_after_a_foreground_row_group_exits_once_the_append_is_done(
+    tmp_path, monkeypatch, own_sigterm
+):
+    real = pq.ParquetWriter.write_table
+    hits = []
+
+    def write_then_sigterm(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if not hits:  # the signal lands before the row group is booked
+            hits.append(1)
+            shutdown._on_sigterm(signal.SIGTERM, None)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_then_sigterm)
+    w = RunWriter(tmp_path, "r1", background=False, row_group_size=10)
+    with pytest.raises(SystemExit) as info, w:
+        w.append("draws", make_draws(35))  # exits at its end, with every row booked
+        w.append("draws", make_draws(5, start=35))
+    assert info.value.code == 128 + signal.SIGTERM
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "failed" and doc["error"]["type"] == "SIGTERM"
+    seq = sorted(pq.read_table(tmp_path / "run_id=r1" / "draws").column("seq").to_pylist())
+    assert seq == list(range(35)) and doc["counts"] == {"draws": 35}
+    # The process caught the SystemExit: its next run is not marked as killed.
+    assert shutdown._STATE["signal"] is None
+    with RunWriter(tmp_path, "r2", background=False) as again:
+        again.append("draws", make_draws(3))
+    assert run_json(tmp_path, "r2")["status"] == "complete"

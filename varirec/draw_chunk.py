@@ -17,12 +17,11 @@ import numpy as np
 import pyarrow as pa
 
 from varirec.samplers import DrawContext
-from varirec.storage.schema import PHASES, draws_schema
+from varirec.storage.schema import DICT_STRING, PHASES, UTC_TIMESTAMP, draws_schema
 
 __all__ = ["DrawChunk"]
 
 PHASE_CODE = {p: i for i, p in enumerate(PHASES)}
-_DICT_STRING = pa.dictionary(pa.int32(), pa.string())
 
 
 def _segment_ids(counts: np.ndarray, total: int) -> np.ndarray:
@@ -153,7 +152,7 @@ class DrawChunk:
                 ),
                 pa.array(per_row(self._draw_seq)),
                 pa.array(self._value[:total]),
-                pa.nulls(total, _DICT_STRING)
+                pa.nulls(total, DICT_STRING)
                 if label is None
                 else pa.DictionaryArray.from_arrays(
                     pa.array(label[:total], mask=label[:total] < 0),
@@ -162,7 +161,7 @@ class DrawChunk:
                 pa.nulls(total, pa.int64())
                 if sample_id is None
                 else pa.array(per_row(sample_id), mask=per_row(sample_id) < 0),
-                pa.array(per_event(3), pa.timestamp("us", tz="UTC")),
+                pa.array(per_event(3), UTC_TIMESTAMP),
             ],
             schema=draws_schema(),
         )

@@ -3,7 +3,8 @@
 Terms return plain numpy columns at each pre-reset (cheap on the simulation's hot
 path); :meth:`EpisodeChunk.to_arrow` concatenates them and converts each column once:
 a float column for a nullable bool (NaN = unknown success), negative ids as nulls,
-integer microseconds as UTC timestamps.
+integer microseconds as UTC timestamps. A term may also return Arrow arrays (cast to
+the column's type) or nothing (None: nulls for those episodes).
 
 >>> import numpy as np, pyarrow as pa
 >>> schema = pa.schema([("env_id", pa.int32()), ("success", pa.bool_())])
@@ -24,12 +25,8 @@ __all__ = ["EpisodeChunk"]
 _NULL_IF_NEGATIVE = ("sample_id", "seed")
 
 
-def _column(field: pa.Field, values: list[Any], n: int) -> pa.Array:
-    if all(v is None for v in values):
-        return pa.nulls(n, field.type)
-    if any(isinstance(v, pa.Array | pa.ChunkedArray) for v in values):
-        return pa.concat_arrays([pa.array(v, field.type) for v in values])
-    data = np.concatenate([np.asarray(v) for v in values])
+def _from_numpy(field: pa.Field, data: Any) -> pa.Array:
+    data = np.asarray(data)
     if field.name in _NULL_IF_NEGATIVE:
         return pa.array(data, field.type, mask=data < 0)
     if pa.types.is_timestamp(field.type):
@@ -40,6 +37,24 @@ def _column(field: pa.Field, values: list[Any], n: int) -> pa.Array:
             data = data > 0.5
         return pa.array(data, field.type, mask=missing if missing.any() else None)
     return pa.array(data, field.type)
+
+
+def _part(field: pa.Field, value: Any, n: int) -> pa.Array:
+    if value is None:  # the term returned nothing for these episodes
+        return pa.nulls(n, field.type)
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks()
+    if isinstance(value, pa.Array):  # Arrow carries its own nulls: a safe cast only
+        return value.cast(field.type)
+    return _from_numpy(field, value)
+
+
+def _column(field: pa.Field, values: list[Any], lengths: list[int]) -> pa.Array:
+    if not values:
+        return pa.nulls(0, field.type)
+    if all(isinstance(v, np.ndarray) for v in values):  # the usual case: convert once
+        return _from_numpy(field, np.concatenate(values))
+    return pa.concat_arrays([_part(field, v, n) for v, n in zip(values, lengths, strict=True)])
 
 
 class EpisodeChunk:
@@ -55,6 +70,11 @@ class EpisodeChunk:
         return sum(len(p["env_id"]) for p in self.parts)
 
     def to_arrow(self) -> pa.Table:
-        n = len(self)
-        arrays = [_column(f, [p.get(f.name) for p in self.parts], n) for f in self.schema]
+        """The ``episodes`` rows of every part, one column per schema field.
+
+        A column a part lacks (its term returned None) is null for that part's rows;
+        numpy columns follow the conventions above, Arrow arrays are cast as they are.
+        """
+        lengths = [len(p["env_id"]) for p in self.parts]
+        arrays = [_column(f, [p.get(f.name) for p in self.parts], lengths) for f in self.schema]
         return pa.Table.from_arrays(arrays, schema=self.schema)

@@ -8,9 +8,11 @@ Contents:
 A part is written under a hidden temporary name (``.part-<writer>-<n>.parquet.tmp``;
 the leading dot makes ``pyarrow.dataset`` and globs such as ``*.parquet`` skip it)
 and renamed with ``os.replace`` to ``part-<writer>-<n>.parquet`` once its footer is
-written. Every file with a final name is therefore a complete Parquet file; a
-process killed mid-part loses only that part (at most ``max_rows_per_part`` rows or
-``max_seconds_per_part`` seconds of rows).
+written. Every file with a final name is therefore a complete Parquet file holding
+exactly the rows written to it, in order; a process killed mid-part loses only that
+part (at most ``max_rows_per_part`` rows or ``max_seconds_per_part`` seconds of rows).
+A write that fails (disk full, interrupt) aborts the part the same way: it keeps its
+temporary name and the writer refuses further rows, so no final part has a hole.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,10 @@ class PartWriter:
     rows, when the oldest row not yet in a final-named part is ``max_seconds_per_part``
     old (checked on each write and on :meth:`maybe_rotate`), and on :meth:`flush` and
     :meth:`close`. Memory holds about one row group.
+
+    An error while writing or renaming (e.g. OSError: disk full) aborts the writer
+    (:meth:`abort`): the open part keeps its temporary name, its rows and the buffered
+    ones are dropped, and later writes raise RuntimeError.
 
     Args:
         directory: the table directory, ``<run_dir>/<table>``; created if missing.
@@ -141,8 +149,15 @@ class PartWriter:
         return self._buffered + self._part_rows
 
     def _first_free_index(self) -> int:
-        parsed = (parse_part_name(p.name) for p in self.directory.glob(f"part-{self.writer_id}-*"))
-        indices = [p[1] for p in parsed if p is not None and p[0] == self.writer_id]
+        # Temporary names count too: a part aborted after an error keeps its number.
+        indices = []
+        for path in self.directory.iterdir():
+            name = path.name
+            if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                name = name[1 : -len(TMP_SUFFIX)]
+            parsed = parse_part_name(name)
+            if parsed is not None and parsed[0] == self.writer_id:
+                indices.append(parsed[1])
         return max(indices, default=-1) + 1
 
     def write(self, data: pa.Table | pa.RecordBatch) -> None:
@@ -151,23 +166,28 @@ class PartWriter:
         Raises:
             ValueError: ``data`` does not match the schema (see :func:`conform`);
                 nothing of it is buffered or written.
-            RuntimeError: the writer is closed.
+            RuntimeError: the writer is closed or was aborted.
+            OSError: writing failed; the writer is aborted (see :meth:`abort`).
         """
-        if self._closed:
-            raise RuntimeError(f"PartWriter for table {self.table!r} is closed; open a new one")
+        self._check_open()
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
         if self.schema is None:
             self.schema = data.schema.remove_metadata()
-        data = conform(data, self.schema, table=self.table)
+        self._append(conform(data, self.schema, table=self.table))
+        self.maybe_rotate()
+
+    def _append(self, data: pa.Table) -> None:
+        """Buffer ``data`` (already conformed to :attr:`schema`), write full row groups."""
+        self._check_open()
         if data.num_rows == 0:
             return
-        if self._pending_since is None:
-            self._pending_since = time.monotonic()
-        self._buffer.append(data)
-        self._buffered += data.num_rows
-        self._drain(final=False)
-        self.maybe_rotate()
+        with self._aborting():
+            if self._pending_since is None:
+                self._pending_since = time.monotonic()
+            self._buffer.append(data)
+            self._buffered += data.num_rows
+            self._drain(final=False)
 
     def maybe_rotate(self, now: float | None = None) -> bool:
         """Flush if the oldest pending row is older than ``max_seconds_per_part``.
@@ -191,9 +211,9 @@ class PartWriter:
 
     def flush(self) -> None:
         """Write buffered rows as a row group and close the current part (durable)."""
-        self._drain(final=True)
-        self._close_part()
-        self._pending_since = None
+        with self._aborting():
+            self._drain(final=True)
+            self._close_part()
 
     def close(self) -> None:
         """Flush and refuse further writes; idempotent."""
@@ -203,30 +223,55 @@ class PartWriter:
         self._closed = True
 
     def abort(self) -> None:
-        """Close the open temporary part without renaming it (used after a write error)."""
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            finally:
-                self._writer = None
+        """Stop after a write error: close the open part but leave its temporary name.
+
+        The rows of the open part and the buffered rows are dropped (the temporary
+        file stays for inspection; readers skip it), and later writes raise
+        RuntimeError. Idempotent.
+        """
+        lost = self.rows_pending
         self._closed = True
+        self._buffer, self._buffered, self._part_rows, self._pending_since = [], 0, 0, None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception as exc:  # the error that caused the abort is the one to raise
+                logger.debug("closing the aborted part %s failed: %s", self._tmp, exc)
+        if lost:
+            logger.warning(
+                "aborted part %s of table %r: %d rows not written", self._tmp, self.table, lost
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                f"PartWriter for table {self.table!r} is closed (or was aborted after a write "
+                "error); open a new one"
+            )
+
+    @contextmanager
+    def _aborting(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.abort()
+            raise
 
     def _drain(self, *, final: bool) -> None:
         if not self._buffered or (not final and self._buffered < self.row_group_size):
             return
         pending = self._buffer[0] if len(self._buffer) == 1 else pa.concat_tables(self._buffer)
-        self._buffer, self._buffered = [], 0
-        offset, total = 0, pending.num_rows
-        while total - offset >= self.row_group_size or (final and offset < total):
+        self._buffer = [pending]
+        while self._buffered >= self.row_group_size or (final and self._buffered):
             room = self.max_rows_per_part - self._part_rows
-            n = min(self.row_group_size, total - offset, room)
-            self._write_row_group(pending.slice(offset, n))
-            offset += n
+            n = min(self.row_group_size, self._buffered, room)
+            self._write_row_group(pending.slice(0, n))
+            # Rows leave the buffer only once their row group is written.
+            pending = pending.slice(n)
+            self._buffer, self._buffered = [pending] if pending.num_rows else [], pending.num_rows
             if self._part_rows >= self.max_rows_per_part:
                 self._close_part()
-        if offset < total:
-            rest = pending.slice(offset)
-            self._buffer, self._buffered = [rest], rest.num_rows
 
     def _write_row_group(self, rows: pa.Table) -> None:
         if self._writer is None:
@@ -268,11 +313,11 @@ class PartWriter:
         if self._writer is None:
             return
         self._writer.close()
-        self._writer = None
         final = self.directory / part_name(self.writer_id, self._next_index)
         if self.fsync:
             _fsync_path(self._tmp)
         os.replace(self._tmp, final)
+        self._writer = None  # only now: a failed rename leaves the part open, to be aborted
         if self.fsync:
             _fsync_path(self.directory, directory=True)
         self._next_index += 1
@@ -281,3 +326,5 @@ class PartWriter:
         logger.debug("closed part %s (%d rows)", final, self._part_rows)
         self._part_rows = 0
         self._tmp = None
+        # Rows left over from a part closed by row count start the age of the next one.
+        self._pending_since = time.monotonic() if self._buffered else None

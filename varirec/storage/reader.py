@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from varirec.errors import DatasetError, UnknownNameError
 
 from .schema import (
+    DICT_STRING,
     RUN_JSON,
     RUN_PREFIX,
     SCHEMA_VERSION,
@@ -45,6 +46,7 @@ from .schema import (
     WRITERS_DIR,
     canonical_schema,
     check_table_name,
+    sum_sidecars,
 )
 
 if TYPE_CHECKING:
@@ -54,7 +56,6 @@ __all__ = ["Dataset", "DatasetWarning", "RunInfo", "open_dataset"]
 
 logger = logging.getLogger(__name__)
 
-_RUN_ID_TYPE = pa.dictionary(pa.int32(), pa.string())
 Filter = ds.Expression | list[tuple[Any, ...]] | list[list[tuple[Any, ...]]]
 
 
@@ -206,11 +207,8 @@ class Dataset:
         path = f"{self.root.rstrip('/')}/{RUN_PREFIX}{run_id}"
         doc = self._read_json(f"{path}/{RUN_JSON}", run_id)
         sidecars = self._read_sidecars(path)
-        counts: dict[str, int] = {}
-        for side in sidecars:
-            for table, n in (side.get("counts") or {}).items():
-                counts[table] = counts.get(table, 0) + int(n)
-        writers = {*doc.get("writers", []), *(s.get("writer_id", "?") for s in sidecars)}
+        counts, sidecar_writers, _ = sum_sidecars(sidecars)
+        writers = {*doc.get("writers", []), *sidecar_writers}
         version = doc.get("schema_version")
         if isinstance(version, int) and version > SCHEMA_VERSION:
             _warn(
@@ -253,15 +251,15 @@ class Dataset:
             return {}
         return doc
 
-    def _read_sidecars(self, run_path: str) -> list[dict[str, Any]]:
+    def _read_sidecars(self, run_path: str) -> dict[str, Any]:
         selector = pafs.FileSelector(f"{run_path}/{WRITERS_DIR}", allow_not_found=True)
-        out = []
+        out = {}
         for info in self.filesystem.get_file_info(selector):
             if not info.base_name.endswith(".json") or info.base_name.startswith("."):
                 continue
             try:
                 with self.filesystem.open_input_stream(info.path) as f:
-                    out.append(json.loads(f.read().decode("utf-8")))
+                    out[info.base_name[: -len(".json")]] = json.loads(f.read().decode("utf-8"))
             except (OSError, ValueError) as exc:
                 logger.warning("skipping unreadable writer sidecar %s: %s", info.path, exc)
         return out
@@ -309,12 +307,12 @@ class Dataset:
         check_table_name(table)
         selected = self._select(runs)
         files, schema = self._collect(table, selected)
-        schema = schema.append(pa.field("run_id", _RUN_ID_TYPE))
+        schema = schema.append(pa.field("run_id", DICT_STRING))
         wanted = self._columns(schema, columns, table)
         if not files:
             return schema.empty_table().select(wanted)
         partitioning = ds.partitioning(
-            pa.schema([("run_id", _RUN_ID_TYPE)]),
+            pa.schema([("run_id", DICT_STRING)]),
             dictionaries={"run_id": pa.array(selected, pa.string())},
             flavor="hive",
         )

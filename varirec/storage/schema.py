@@ -8,8 +8,10 @@ Contents:
     canonical_schema: the fixed schema of a table name, or None (``steps``, custom).
     table_schema: the schema a table takes given its first batch.
     conform: validate a table against a schema and cast it to exactly that schema.
+    DICT_STRING, UTC_TIMESTAMP: the types of string and time columns.
     RUN_PREFIX, RUN_JSON, WRITERS_DIR, TMP_SUFFIX: names of the dataset layout (below).
     part_name, parse_part_name: the final file name of a part, and back.
+    sum_sidecars: the counts and writer ids that a run's writer sidecars record.
     check_run_id, check_writer_id, check_table_name: validate names that become paths.
 
 Layout of a dataset directory::
@@ -26,18 +28,22 @@ the writer only checks that it stays the same within one run writer.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = [
+    "DICT_STRING",
     "PHASES",
     "RUN_JSON",
     "RUN_PREFIX",
     "SCHEMA_VERSION",
     "TMP_SUFFIX",
+    "UTC_TIMESTAMP",
     "WRITERS_DIR",
+    "SidecarSummary",
     "canonical_schema",
     "check_run_id",
     "check_table_name",
@@ -47,6 +53,7 @@ __all__ = [
     "episodes_schema",
     "parse_part_name",
     "part_name",
+    "sum_sidecars",
     "table_schema",
 ]
 
@@ -68,8 +75,10 @@ TMP_SUFFIX = ".tmp"
 
 _WRITER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,99}$")
 _PART_RE = re.compile(r"^part-(?P<writer>.+)-(?P<index>\d{5,})\.parquet$")
-_DICT_STRING = pa.dictionary(pa.int32(), pa.string())
-_UTC_US = pa.timestamp("us", tz="UTC")
+DICT_STRING = pa.dictionary(pa.int32(), pa.string())
+"""Type of the string columns (``variation``, ``phase``, ``label``, ``run_id``)."""
+UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+"""Type of the time columns: UTC microseconds."""
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError)
 
 
@@ -77,17 +86,17 @@ _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError,
 _DRAWS = pa.schema(
     [
         pa.field("seq", pa.int64(), nullable=False),
-        pa.field("variation", _DICT_STRING, nullable=False),
+        pa.field("variation", DICT_STRING, nullable=False),
         pa.field("component", pa.int16(), nullable=False),
         pa.field("env_id", pa.int32(), nullable=False),  # -1: applies to every env
         pa.field("episode", pa.int64(), nullable=False),  # -1: build-mode draw
         pa.field("step", pa.int64(), nullable=False),
-        pa.field("phase", _DICT_STRING, nullable=False),  # one of PHASES
+        pa.field("phase", DICT_STRING, nullable=False),  # one of PHASES
         pa.field("draw_seq", pa.int32(), nullable=False),
         pa.field("value", pa.float64(), nullable=False),
-        pa.field("label", _DICT_STRING),  # null unless the variation is categorical
+        pa.field("label", DICT_STRING),  # null unless the variation is categorical
         pa.field("sample_id", pa.int64()),  # design row; null outside a design
-        pa.field("time", _UTC_US, nullable=False),
+        pa.field("time", UTC_TIMESTAMP, nullable=False),
     ]
 )
 
@@ -119,8 +128,8 @@ _EPISODES_CORE = [
     pa.field("truncated", pa.bool_(), nullable=False),
     pa.field("sample_id", pa.int64()),
     pa.field("seed", pa.int64()),  # the episode's reset seed, when known
-    pa.field("time_start", _UTC_US, nullable=False),
-    pa.field("time_end", _UTC_US, nullable=False),
+    pa.field("time_start", UTC_TIMESTAMP, nullable=False),
+    pa.field("time_end", UTC_TIMESTAMP, nullable=False),
 ]
 _EPISODES = pa.schema(_EPISODES_CORE)
 
@@ -191,6 +200,48 @@ def parse_part_name(name: str) -> tuple[str, int] | None:
     """
     match = _PART_RE.match(name)
     return None if match is None else (match["writer"], int(match["index"]))
+
+
+class SidecarSummary(NamedTuple):
+    """What the writer sidecars of a run record (see :func:`sum_sidecars`)."""
+
+    counts: dict[str, int]
+    writers: list[str]
+    running: list[str]
+
+
+def sum_sidecars(sidecars: Mapping[str, Any]) -> SidecarSummary:
+    """Rows per table summed over a run's writer sidecars, the writer ids, and which run.
+
+    Args:
+        sidecars: the parsed ``writers/<writer_id>.json`` documents, keyed by the file
+            name without ``.json``. A malformed document still names its writer (by
+            the file name); counts that are not numbers are skipped.
+
+    Returns:
+        ``(counts, writers, running)``: the summed counts, the sorted writer ids, and
+        the ids of writers whose status is still ``running``.
+
+    Example:
+        >>> sum_sidecars({"a": {"writer_id": "a", "counts": {"steps": 5}, "status": "complete"},
+        ...               "b": {"counts": {"steps": 7}, "status": "running"}, "c": []})
+        SidecarSummary(counts={'steps': 12}, writers=['a', 'b', 'c'], running=['b'])
+    """
+    counts: dict[str, int] = {}
+    writers, running = [], []
+    for name, side in sorted(sidecars.items()):
+        side = side if isinstance(side, dict) else {}
+        writer = str(side.get("writer_id") or name)
+        writers.append(writer)
+        if side.get("status") == "running":
+            running.append(writer)
+        tables = side.get("counts")
+        for table, n in (tables if isinstance(tables, dict) else {}).items():
+            try:
+                counts[table] = counts.get(table, 0) + int(n)
+            except (TypeError, ValueError):
+                continue
+    return SidecarSummary(counts, writers, running)
 
 
 def check_writer_id(writer_id: str) -> str:

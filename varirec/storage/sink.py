@@ -10,6 +10,7 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,20 @@ class TableSink:
     thread also closes parts whose oldest row is ``max_seconds_per_part`` old when
     no batch arrives.
 
+    A part whose write or rename fails is aborted (it keeps its temporary name, see
+    :meth:`PartWriter.abort`) and never reused: the table's next batch opens a new
+    part. :attr:`counts` then leaves out the rows lost with it.
+
     Args:
         directory: the run directory; table ``t`` goes to ``directory/t``.
         writer_id: the writer id in part names.
         background: write on a background thread.
-        max_queue: items that may wait for the thread.
+        max_queue: items that may wait for the thread (at least 1).
         schemas: pinned schemas per table; others follow :func:`table_schema`.
         **part_options: passed to every :class:`PartWriter`.
+
+    Raises:
+        ValueError: ``max_queue`` is below 1, or an invalid writer id or part option.
 
     Example:
         >>> import tempfile, pyarrow as pa
@@ -61,38 +69,51 @@ class TableSink:
         **part_options: Any,
     ) -> None:
         PartWriter.check_options(**part_options)
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
+            raise ValueError(f"`max_queue` must be a positive integer, got {max_queue!r}")
         self.directory = Path(directory)
         self.writer_id = check_writer_id(writer_id)
         self.counts: dict[str, int] = {}
+        """Rows per table in final-named parts or still pending (lost rows excluded)."""
         self._options = part_options
         self._schemas: dict[str, pa.Schema] = dict(schemas or {})
         self._parts: dict[str, PartWriter] = {}
+        self._retired: dict[str, int] = {}  # rows in final parts of aborted PartWriters
         self._checked: dict[str, list[tuple[pa.Schema, pa.Schema]]] = {}
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         if background:
-            self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=max(1, max_queue))
+            self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=max_queue)
             self._thread = threading.Thread(
                 target=self._main, name=f"varirec-writer-{writer_id}", daemon=True
             )
             self._thread.start()
 
     def precheck(self, table: str, incoming: pa.Schema) -> None:
-        """Raise ValueError now if batches of schema ``incoming`` cannot go to ``table``."""
-        target = self._schema_for(table, incoming)
+        """Raise ValueError now if batches of schema ``incoming`` cannot go to ``table``.
+
+        The first schema that passes becomes the table's (for tables without a fixed
+        one), so a later batch of another schema fails here even before the writer
+        thread has seen the first.
+        """
+        known = self._schemas.get(table)
+        target = table_schema(table, incoming) if known is None else known
         checked = self._checked.setdefault(table, [])
         if any(s.equals(incoming) and t.equals(target) for s, t in checked):
             return  # Schema.equals is ~50 ns; hashing a schema costs ~7 us
         conform(incoming.empty_table(), target, table=table)
         checked.append((incoming, target))
+        if known is None:
+            self._schemas.setdefault(table, target)
 
     def submit(self, table: str, data: Any) -> None:
         """Write ``data`` (Table, RecordBatch or object with ``to_arrow()``) to ``table``."""
         self.raise_pending()
         if self._thread is None:
             with self._lock:
-                self._write(table, data)
+                part = self._write(table, data)
+                self._step(table, part, part.maybe_rotate)
         else:
             self._put(("write", table, data))
 
@@ -101,7 +122,7 @@ class TableSink:
         self.raise_pending()
         if self._thread is None:
             with self._lock:
-                self._flush()
+                self._each("flush")
             return
         done = threading.Event()
         self._put(("flush", done))
@@ -117,7 +138,7 @@ class TableSink:
         """
         if self._thread is None:
             with self._lock:
-                self._guarded(self._close)
+                self._guarded(self._each, "close")
         elif self._thread.is_alive():
             self._put(("close",))
             self._thread.join()
@@ -129,10 +150,6 @@ class TableSink:
         error, self._error = self._error, None
         if error is not None:
             raise error
-
-    def _schema_for(self, table: str, incoming: pa.Schema) -> pa.Schema:
-        pinned = self._schemas.get(table)
-        return table_schema(table, incoming) if pinned is None else pinned
 
     def _check_thread(self) -> None:
         if self._thread is not None and not self._thread.is_alive():
@@ -146,7 +163,7 @@ class TableSink:
             except queue.Full:
                 self._check_thread()
 
-    def _write(self, table: str, data: Any) -> None:
+    def _write(self, table: str, data: Any) -> PartWriter:
         if not isinstance(data, (pa.Table, pa.RecordBatch)):
             data = data.to_arrow()
             if not isinstance(data, (pa.Table, pa.RecordBatch)):
@@ -154,27 +171,43 @@ class TableSink:
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
         part = self._parts.get(table)
-        if part is None:
-            schema = self._schema_for(table, data.schema)
+        if part is not None:
+            data = conform(data, part.schema, table=table)
+        else:
+            schema = self._schemas.get(table)
+            if schema is None:
+                schema = table_schema(table, data.schema)
             data = conform(data, schema, table=table)  # before the directory exists
             part = PartWriter(
                 self.directory / table, self.writer_id, schema=schema, table=table, **self._options
             )
-            self._parts[table], self._schemas[table] = part, schema
-        part.write(data)
-        self.counts[table] = self.counts.get(table, 0) + data.num_rows
+            self._parts[table] = part
+            self._schemas.setdefault(table, schema)
+        self._step(table, part, part._append, data)
+        return part
 
-    def _flush(self) -> None:
-        for part in self._parts.values():
-            part.flush()
+    def _step(self, table: str, part: PartWriter, step: Callable[..., object], *args: Any) -> None:
+        """Run a writing step of ``part``; if it fails, abort the part and drop it."""
+        try:
+            step(*args)
+        except BaseException:
+            part.abort()  # its file keeps the temporary name; the next batch opens a new part
+            if self._parts.get(table) is part:
+                del self._parts[table]
+                self._retired[table] = self._retired.get(table, 0) + part.rows_written
+            raise
+        finally:
+            live = self._parts.get(table)
+            pending = 0 if live is None else live.rows_written + live.rows_pending
+            self.counts[table] = self._retired.get(table, 0) + pending
 
-    def _close(self) -> None:
+    def _each(self, step: str) -> None:
+        """``flush`` or ``close`` every part; raise the first error once all were tried."""
         first: BaseException | None = None
-        for part in self._parts.values():
+        for table, part in list(self._parts.items()):
             try:
-                part.close()
+                self._step(table, part, getattr(part, step))
             except BaseException as exc:
-                part.abort()
                 first = first or exc
         if first is not None:
             raise first
@@ -190,8 +223,8 @@ class TableSink:
 
     def _rotate_due(self) -> float | None:
         waits = []
-        for part in self._parts.values():
-            self._guarded(part.maybe_rotate)
+        for table, part in list(self._parts.items()):
+            self._guarded(self._step, table, part, part.maybe_rotate)
             wait = part.seconds_until_rotation()
             if wait is not None:
                 waits.append(wait)
@@ -208,9 +241,9 @@ class TableSink:
             if item[0] == "write":
                 self._guarded(self._write, item[1], item[2])
             elif item[0] == "flush":
-                self._guarded(self._flush)
+                self._guarded(self._each, "flush")
                 item[1].set()
             else:
-                self._guarded(self._close)
+                self._guarded(self._each, "close")
                 return
             timeout = self._rotate_due()

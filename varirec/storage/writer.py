@@ -7,30 +7,24 @@ Contents:
 Crash safety. Parts are renamed to their final name only once complete (see
 :mod:`varirec.storage.parts`), so SIGKILL loses at most the open part of each table.
 The first RunWriter of a process installs (once) a SIGTERM handler and an atexit
-hook. SIGTERM raises ``SystemExit(143)`` in the main thread, so ``with`` blocks and
-``finally`` clauses run and every open writer closes its parts; a second SIGTERM
-during that shutdown is ignored. If another SIGTERM handler was installed before,
-it is called instead (it owns the shutdown); if SIGTERM was ignored, it stays
-ignored. The atexit hook closes writers still open at interpreter exit, as failed if
-the interpreter is exiting because of an uncaught exception or SIGTERM.
+hook (:mod:`varirec.storage.shutdown`): SIGTERM raises ``SystemExit(143)`` in the
+main thread, so ``with`` blocks and ``finally`` clauses run and every open writer
+closes its parts. A SIGTERM that arrives during ``append``, ``flush`` or ``close``
+(which write in the foreground with ``background=False``) exits once that call is
+done, so no batch is half written.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
-import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +32,6 @@ import pyarrow as pa
 from varirec._version import __version__
 from varirec.errors import DatasetError, RecorderStateError
 
-from .parts import PartWriter
 from .schema import (
     RUN_JSON,
     RUN_PREFIX,
@@ -46,8 +39,9 @@ from .schema import (
     WRITERS_DIR,
     check_run_id,
     check_table_name,
-    check_writer_id,
+    sum_sidecars,
 )
+from .shutdown import error_record, exit_held, register, signal_of, unregister
 from .sink import TableSink
 
 __all__ = ["ArrowConvertible", "RunWriter"]
@@ -55,7 +49,6 @@ __all__ = ["ArrowConvertible", "RunWriter"]
 logger = logging.getLogger(__name__)
 
 
-@runtime_checkable
 class ArrowConvertible(Protocol):
     """An object that converts itself to a table (called on the writer thread)."""
 
@@ -63,63 +56,6 @@ class ArrowConvertible(Protocol):
 
 
 TableLike = pa.Table | pa.RecordBatch | ArrowConvertible
-
-# ---------------------------------------------------------------- process-wide hooks
-_OPEN: set[RunWriter] = set()
-_HOOK_LOCK = threading.Lock()
-_STATE: dict[str, Any] = {"atexit": False, "sigterm": False, "previous": None, "signal": None}
-
-
-def _install_hooks() -> None:
-    with _HOOK_LOCK:
-        if not _STATE["atexit"]:
-            atexit.register(_close_all_at_exit)
-            os.register_at_fork(after_in_child=_OPEN.clear)
-            _STATE["atexit"] = True
-        if _STATE["sigterm"] or threading.current_thread() is not threading.main_thread():
-            return
-        previous = signal.getsignal(signal.SIGTERM)
-        _STATE["sigterm"] = True
-        if previous is signal.SIG_IGN:
-            return
-        _STATE["previous"] = previous
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    previous = _STATE["previous"]
-    if callable(previous):
-        previous(signum, frame)
-        return
-    if _STATE["signal"] is not None:
-        logger.warning("received SIGTERM again while closing RunWriters; still closing")
-        return
-    if not any(w._pid == os.getpid() for w in list(_OPEN)):
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    _STATE["signal"] = signum
-    logger.warning("received SIGTERM: closing %d open RunWriter(s), then exiting", len(_OPEN))
-    raise SystemExit(128 + signum)
-
-
-def _close_all_at_exit() -> None:
-    error = None if hasattr(sys, "ps1") else getattr(sys, "last_value", None)
-    for writer in sorted(_OPEN, key=id):
-        try:
-            writer.close(error=error)
-        except BaseException:
-            logger.exception("closing RunWriter of run %r at exit failed", writer.run_id)
-
-
-def _error_record(error: BaseException | None) -> dict[str, str] | None:
-    signum = _STATE["signal"]
-    if signum is not None and (error is None or isinstance(error, SystemExit)):
-        name = signal.Signals(signum).name
-        return {"type": name, "message": f"process received {name} and shut down cleanly"}
-    if error is None or (isinstance(error, SystemExit) and error.code in (0, None)):
-        return None
-    return {"type": type(error).__qualname__, "message": str(error) or repr(error)}
 
 
 # ---------------------------------------------------------------- small helpers
@@ -199,7 +135,9 @@ class RunWriter:
             crashes never need it.
 
     Raises:
-        DatasetError: the run already exists (and ``overwrite`` is False).
+        DatasetError: the run already exists (and ``overwrite`` is False), or this
+            writer id already wrote to it (pass a new ``writer_id``).
+        ValueError: an invalid run id, writer id or limit (nothing is written then).
 
     Example:
         >>> import tempfile, pyarrow as pa
@@ -225,47 +163,48 @@ class RunWriter:
         max_queue: int = 32,
         schemas: dict[str, pa.Schema] | None = None,
         fsync: bool = False,
+        _join: bool = False,
     ) -> None:
-        part_options = {
-            "max_rows_per_part": max_rows_per_part,
-            "max_seconds_per_part": max_seconds_per_part,
-            "row_group_size": row_group_size,
-            "fsync": fsync,
-        }
-        PartWriter.check_options(**part_options)
         self.root = Path(root)
         self.run_id = check_run_id(_default_run_id() if run_id is None else run_id)
-        self.writer_id = check_writer_id(_default_writer_id() if writer_id is None else writer_id)
         self.path = self.root / f"{RUN_PREFIX}{self.run_id}"
-        self.created = not getattr(self, "_joining", False)
+        self._metadata = dict(metadata or {})
+        _to_json(self._metadata, "metadata")
+        # The sink checks the writer id and the limits before anything touches the disk.
+        self._sink = TableSink(
+            self.path,
+            _default_writer_id() if writer_id is None else writer_id,
+            background=background,
+            max_queue=max_queue,
+            schemas=schemas,
+            max_rows_per_part=max_rows_per_part,
+            max_seconds_per_part=max_seconds_per_part,
+            row_group_size=row_group_size,
+            fsync=fsync,
+        )
+        self.writer_id = self._sink.writer_id
+        self.created = not _join
         self.status = "running"
         self.writers: list[str] = [self.writer_id]
-        self._metadata = dict(metadata or {})
+        self._counts = self._sink.counts
         self._doc: dict[str, Any] = {}
         self._closed = False
         self._pid = os.getpid()
         self._started = _utc_now()
-        _to_json(self._metadata, "metadata")
-        self.root.mkdir(parents=True, exist_ok=True)
-        if self.created:
-            self._create_run(overwrite)
-        elif not (self.path / RUN_JSON).is_file():
-            raise DatasetError(
-                f"cannot join run {self.run_id!r}: {self.path} has no {RUN_JSON}; create the "
-                f"run first with RunWriter(root, {self.run_id!r}) or check the run id"
-            )
-        self._sink = TableSink(
-            self.path,
-            self.writer_id,
-            background=background,
-            max_queue=max_queue,
-            schemas=schemas,
-            **part_options,
-        )
-        self._counts = self._sink.counts
-        self._write_sidecar()
-        _install_hooks()
-        _OPEN.add(self)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if self.created:
+                self._create_run(overwrite)
+            elif not (self.path / RUN_JSON).is_file():
+                raise DatasetError(
+                    f"cannot join run {self.run_id!r}: {self.path} has no {RUN_JSON}; create "
+                    f"the run first with RunWriter(root, {self.run_id!r}) or check the run id"
+                )
+            self._write_sidecar(new=True)
+        except BaseException:
+            self._sink.close()
+            raise
+        register(self)
 
     @classmethod
     def join(
@@ -282,7 +221,8 @@ class RunWriter:
         except ``metadata`` and ``overwrite``.
 
         Raises:
-            DatasetError: the run does not exist (no ``run.json``).
+            DatasetError: the run does not exist (no ``run.json``), or ``writer_id``
+                already wrote to it (each process needs its own id).
 
         Example:
             >>> import tempfile, pyarrow as pa
@@ -294,26 +234,31 @@ class RunWriter:
             >>> main.counts, "worker1" in main.writers
             ({'steps': 1}, True)
         """
-        bad = sorted({"metadata", "overwrite"} & kwargs.keys())
+        bad = sorted({"metadata", "overwrite", "_join"} & kwargs.keys())
         if bad:
             raise TypeError(f"RunWriter.join() does not take {bad}; only the creator sets them")
-        self = cls.__new__(cls)
-        self._joining = True  # read by __init__: join the run instead of creating it
-        cls.__init__(self, root, run_id, writer_id=writer_id, **kwargs)
-        return self
+        return cls(root, run_id, writer_id=writer_id, _join=True, **kwargs)
 
     def _create_run(self, overwrite: bool) -> None:
-        if self.path.exists() and any(self.path.iterdir()):
+        try:
+            self.path.mkdir()  # exclusive: of two creators of one run id, one fails here
+        except FileExistsError:
             if not overwrite:
                 raise DatasetError(
                     f"run {self.run_id!r} already exists in {self.root}; pass overwrite=True "
                     "to replace it, or a new run_id"
-                )
+                ) from None
             trash = self.root / f".trash-{self.path.name}-{secrets.token_hex(4)}"
             os.replace(self.path, trash)  # atomic: the old run is gone from view at once
             logger.info("overwrite=True: deleting the previous run %s", self.path)
             shutil.rmtree(trash, ignore_errors=True)
-        self.path.mkdir(exist_ok=True)
+            try:
+                self.path.mkdir()
+            except FileExistsError:
+                raise DatasetError(
+                    f"run {self.run_id!r} was created again by another process while "
+                    "overwrite=True replaced it; pass a new run_id"
+                ) from None
         self._doc = {
             "schema_version": SCHEMA_VERSION,
             "varirec_version": __version__,
@@ -324,17 +269,31 @@ class RunWriter:
         }
         _write_json_atomic(self.path / RUN_JSON, _to_json(self._doc, "metadata"))
 
-    def _write_sidecar(self, ended: str | None = None, error: dict[str, str] | None = None) -> None:
+    def _write_sidecar(
+        self, ended: str | None = None, error: dict[str, str] | None = None, *, new: bool = False
+    ) -> None:
         doc = {"writer_id": self.writer_id, "pid": self._pid, "host": socket.gethostname()}
         doc.update(created_utc=self._started, ended_utc=ended, status=self.status)
         doc.update(counts=dict(self._counts), error=error)
-        (self.path / WRITERS_DIR).mkdir(exist_ok=True)
+        text = _to_json(doc, "sidecar")
         sidecar = self.path / WRITERS_DIR / f"{self.writer_id}.json"
-        _write_json_atomic(sidecar, _to_json(doc, "sidecar"))
+        if not new:
+            _write_json_atomic(sidecar, text)
+            return
+        sidecar.parent.mkdir(exist_ok=True)
+        try:  # exclusive: a second writer with this id would overwrite the counts
+            with open(sidecar, "x", encoding="utf-8") as f:
+                f.write(text)
+        except FileExistsError:
+            raise DatasetError(
+                f"writer id {self.writer_id!r} already wrote to run {self.run_id!r} ({sidecar} "
+                "exists); pass a new writer_id (or none, for a unique default)"
+            ) from None
 
     @property
     def counts(self) -> dict[str, int]:
-        """Rows accepted per table so far (all of this run's writers once closed)."""
+        """Rows accepted per table so far, less any lost with a part whose write failed
+        (all of this run's writers once the creator closed)."""
         return dict(self._counts)
 
     @property
@@ -363,12 +322,14 @@ class RunWriter:
                 f"`data` must be a pyarrow Table, RecordBatch or have a to_arrow() method, "
                 f"got {type(data).__name__}; wrap it with pyarrow.table(...)"
             )
-        self._sink.submit(table, data)
+        with exit_held():
+            self._sink.submit(table, data)
 
     def flush(self) -> None:
         """Write every buffered row and close the open parts, so all rows so far are durable."""
         self._check_open()
-        self._sink.flush()
+        with exit_held():
+            self._sink.flush()
 
     def update_metadata(self, **metadata: Any) -> None:
         """Merge ``metadata`` into ``run.json``'s metadata and rewrite it atomically.
@@ -397,15 +358,16 @@ class RunWriter:
         """
         if self._closed or self._pid != os.getpid():
             return
-        pending = self._sink.close()
-        record = _error_record(error) or _error_record(pending)
-        self.status = "failed" if record else "complete"
-        ended = _utc_now()
-        self._write_sidecar(ended, record)
-        if self.created:
-            self._finish_run_json(ended, record)
-        self._closed = True
-        _OPEN.discard(self)
+        with exit_held():
+            pending = self._sink.close()
+            record = error_record(error, signal_of(self)) or error_record(pending, None)
+            self.status = "failed" if record else "complete"
+            ended = _utc_now()
+            self._write_sidecar(ended, record)
+            if self.created:
+                self._finish_run_json(ended, record)
+            self._closed = True
+            unregister(self)
         logger.info("closed run %s: %s %s", self.run_id, self.status, self._counts)
         if pending is not None:
             if error is None:
@@ -429,22 +391,18 @@ class RunWriter:
             )
 
     def _finish_run_json(self, ended: str, record: dict[str, str] | None) -> None:
-        counts: dict[str, int] = {}
-        writers, running = [], []
-        for path in sorted((self.path / WRITERS_DIR).glob("*.json")):
+        sidecars = {}
+        for path in (self.path / WRITERS_DIR).glob("*.json"):
+            if path.name.startswith("."):
+                continue
             try:
-                side = json.loads(path.read_text(encoding="utf-8"))
+                sidecars[path.stem] = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 logger.warning("skipping unreadable writer sidecar %s: %s", path, exc)
-                continue
-            writers.append(side["writer_id"])
-            if side.get("status") == "running":
-                running.append(side["writer_id"])
-            for table, n in side.get("counts", {}).items():
-                counts[table] = counts.get(table, 0) + int(n)
-        self.writers, self._counts = writers, counts
+        counts, self.writers, running = sum_sidecars(sidecars)
+        self._counts = counts
         doc = {**self._doc, "status": self.status, "ended_utc": ended, "counts": counts}
-        doc.update(writers=writers, writers_still_running=running)
+        doc.update(writers=self.writers, writers_still_running=running)
         if record is not None:
             doc["error"] = record
         _write_json_atomic(self.path / RUN_JSON, _to_json(doc, "metadata"))
