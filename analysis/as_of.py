@@ -140,7 +140,10 @@ def _numpy(draws: pa.Table, name: str) -> np.ndarray:
 
 
 def run_factors(
-    draws: pa.Table, episodes: pa.Table, specs: dict[str, dict[str, Any]]
+    draws: pa.Table,
+    episodes: pa.Table,
+    specs: dict[str, dict[str, Any]],
+    skipped: list[str] | None = None,
 ) -> tuple[list[str], np.ndarray, dict[str, tuple[np.ndarray, list[str]]]]:
     """Factor values of one run's episodes.
 
@@ -154,7 +157,12 @@ def run_factors(
     the variation the previous value. Build-mode columns (env -1) take the latest
     build draw at or before each episode's start. A column with a draw made after its
     own episode's start, or with both kinds of draws, falls back to a search over
-    (env, seq). Interval-mode columns are the mean of the episode's draws.
+    (env, seq).
+
+    Interval-mode variations give no column: they are drawn mid-episode, and how many
+    draws an episode gets depends on how long it runs, so on its outcome. A factor must
+    be fixed before the outcome could influence it, so they are episode noise (their
+    draws stay in the ``draws`` table). Their column names are appended to ``skipped``.
     """
     var_codes, var_names = dictionary_codes(draws.column("variation"))
     env = _numpy(draws, "env_id")
@@ -199,16 +207,6 @@ def run_factors(
     pos_d = dense.pos(env, d_episode)
     out = np.full((len(names), len(e_env)), np.nan)
     label_out: dict[str, tuple[np.ndarray, list[str]]] = {}
-
-    # Interval-mode columns: the mean of the episode's draws.
-    if is_interval.any():
-        rows = (pos_d >= 0) & is_interval[col]
-        flat = col[rows].astype(np.int64) * size + pos_d[rows]
-        sums = np.bincount(flat, weights=value[rows], minlength=len(names) * size)
-        hits = np.bincount(flat, minlength=len(names) * size)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = (sums / hits).reshape(len(names), size)
-        out[is_interval] = means[is_interval][:, pos_e]
 
     # As-of columns whose draws are the env's own: one scatter for all of them.
     # (Masks that select every row are skipped: boolean indexing copies 20 M rows.)
@@ -286,4 +284,9 @@ def run_factors(
         used = [labs[x] for x in np.unique(codes) if x >= 0]
         if not used or all_numeric(spec_labels or used):
             del label_out[name]
+    if is_interval.any():
+        if skipped is not None:
+            skipped += [n for n, i in zip(names, is_interval, strict=True) if i]
+        names = [n for n, i in zip(names, is_interval, strict=True) if not i]
+        out = out[~is_interval]
     return names, out, label_out

@@ -92,19 +92,19 @@ def first_order_binning(
     more levels than ``M``). Few-level factors have a smaller null spread than
     ``M``-bin dummies, so the rule is conservative for them.
 
-    Noise share (``noise_share=True``): the part of ``Var(Y)`` that the
-    significant factors (all factors if there is no verdict), jointly and with their
-    interactions, do not explain:
-    ``E[Var(Y | X_S)] / Var(Y)``, estimated by the nearest-neighbour difference
-    estimator ``mean((Y_i - Y_nn(i))²) / 2`` on the rank-transformed significant
-    factors, with few-level factors matched exactly (Devroye et al. 2018). For a
-    binary outcome ``Y ~ Bernoulli(p(X))`` it estimates
+    Noise share (``noise_share=True``): the part of ``Var(Y)`` that all factors,
+    jointly and with their interactions, do not explain: ``E[Var(Y | X)] / Var(Y)``
+    (every factor, not only the significant ones: a factor that acts only through an
+    interaction has ``S1 ≈ 0`` and is still not noise). Estimated from the
+    nearest-neighbour differences ``(Y_i - Y_k(i))² / 2`` on the rank-transformed
+    factors, few-level factors matched exactly (Devroye et al. 2018); neighbours are
+    not exact matches, which biases each ``k``-th-neighbour mean up by about a
+    multiple of its squared distance, so the means for ``k = 1..10`` are regressed on
+    their mean squared distances and the intercept is kept (the Gamma test,
+    Stefánsson et al. 1997). For a binary outcome ``Y ~ Bernoulli(p(X))`` it estimates
     ``E[p(1 - p)] / Var(Y) = 1 - Var(p(X)) / Var(Y)``, the episode noise no factor
-    can remove. Neighbours are not exact matches on continuous factors, so the
-    estimate errs high (more noise) when many factors matter; factors that act
-    only through interactions (``S1 ≈ 0``) count as noise. Its interval resamples
-    the connected components of the nearest-neighbour graph (a cluster bootstrap:
-    given ``X``, terms of different components are independent).
+    can remove. Clipped to [0, 1]. Its interval resamples the connected components
+    of the nearest-neighbour graph (a cluster bootstrap).
 
     Args:
         X: ``(N, D)`` factor values: numeric array or DataFrame.
@@ -138,6 +138,9 @@ def first_order_binning(
         Devroye, L., Györfi, L., Lugosi, G., Walk, H. (2018). A nearest neighbor
         estimate of the residual variance. Electronic Journal of Statistics 12(1),
         1752-1778. doi:10.1214/18-EJS1438
+
+        Stefánsson, A., Končar, N., Jones, A. J. (1997). A note on the Gamma test.
+        Neural Computing & Applications 5(3), 131-133. doi:10.1007/BF01413858
 
     Example:
         >>> import numpy as np
@@ -191,6 +194,8 @@ def first_order_binning(
     if num_dummies:
         dummy_est = _binning_dummies(yc, M, num_dummies, rng)
         threshold = float(np.quantile(dummy_est, conf_level))
+    else:
+        notes.append("num_dummies=0: no dummies, so no threshold and no significance verdict.")
 
     if num_resamples:
         boot = np.empty((num_resamples, D))

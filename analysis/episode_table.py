@@ -3,8 +3,14 @@
 A factor's value for an episode follows the as-of rule of DESIGN.md: the last draw
 of that variation component for that env, or for all envs (``env_id = -1``), with
 ``seq <= start_seq``. That one rule covers reset draws, build draws, resets that
-skipped a variation (the env keeps its previous value) and cfg swaps. Interval-mode
-variations change mid-episode: their factor is the mean of the episode's draws.
+skipped a variation (the env keeps its previous value) and cfg swaps.
+
+Interval-mode variations give no factor. A factor must be fixed before the episode's
+outcome could influence it; an interval variation is drawn mid-episode, and how many
+draws an episode gets (and so any summary of them, such as their mean) depends on how
+long the episode runs, which depends on its outcome: successful episodes that end early
+would see fewer, more extreme draws. They are episode noise, like sensor noise; the
+table notes them, and their draws stay in the dataset's ``draws`` table (with ``step``).
 
 Vector variations give one column per component (``key[x]``); categorical factors
 keep their labels (a pandas ``Categorical``). Factors constant over the selection
@@ -141,12 +147,13 @@ def episode_table(
     label_sets: dict[str, list[str]] = {}
     factor_names: list[str] = []
     outcome_names: list[str] = []
+    interval_names: list[str] = []
     for run_id in run_ids:
         episodes = ds.episodes(run_id)
         if episodes.num_rows == 0:
             continue
         draws = ds.draws(run_id, columns=list(DRAW_COLUMNS))
-        names, values, label_cols = run_factors(draws, episodes, specs)
+        names, values, label_cols = run_factors(draws, episodes, specs, interval_names)
         frame = episodes.drop_columns(["run_id"]).to_pandas()
         frame.insert(0, "run_id", run_id)
         outcome_names += [
@@ -176,7 +183,11 @@ def episode_table(
         order = list(specs.get(name.split("[")[0], {}).get("labels") or label_sets[name])
         order += [lab for lab in label_sets[name] if lab not in order]
         table[name] = pd.Categorical(table[name], categories=order)
-    notes: list[str] = []
+    notes: list[str] = [
+        f"{name!r} is an interval-mode variation, drawn mid-episode: episode noise, "
+        "not a factor (its draws are in the draws table)"
+        for name in dict.fromkeys(interval_names)
+    ]
     if drop_constant:
         for name in list(factor_names):
             if _is_constant(table[name]):

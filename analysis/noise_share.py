@@ -1,4 +1,4 @@
-"""The outcome's noise share: the part of Var(Y) the significant factors leave.
+"""The outcome's noise share: the part of Var(Y) that no factor (nor interaction) explains.
 
 - :func:`_noise_share`: the estimate given the significant factors, its
   cluster-bootstrap interval and plain-language notes (used by
@@ -10,6 +10,9 @@ References:
     Devroye, L., Györfi, L., Lugosi, G., Walk, H. (2018). A nearest neighbor
     estimate of the residual variance. Electronic Journal of Statistics 12(1),
     1752-1778. doi:10.1214/18-EJS1438
+
+    Stefánsson, A., Končar, N., Jones, A. J. (1997). A note on the Gamma test.
+    Neural Computing & Applications 5(3), 131-133. doi:10.1007/BF01413858
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from analysis._given_data_inputs import _FactorTable
 __all__ = ["_NOISE_MAX_FACTORS", "_nn_noise_terms", "_noise_share", "_noise_share_resampled"]
 
 _NOISE_MAX_FACTORS = 6
-"""Above this many significant factors the nearest-neighbour noise share is loose."""
+"""Above this many factors the nearest-neighbour noise share is loose."""
+_NEIGHBOURS = 10
+"""Neighbours behind the Gamma-test extrapolation to distance 0."""
 
 
 def _noise_share(
@@ -45,29 +50,28 @@ def _noise_share(
     notes: list[str],
     reason: str = "no dummies",
 ) -> tuple[float, float | None, float | None]:
-    """``(share, conf_low, conf_high)`` given the significant factors; appends notes.
+    """``(share, conf_low, conf_high)`` given all factors; appends notes.
 
-    Without a verdict (``significant is None``, for the ``reason`` named in the
-    note) all factors are used; with no significant factor the share is 1. The
-    bounds are ``None`` if ``num_resamples=0``. ``yc`` is the standardized outcome.
+    The share conditions on every factor, not only the first-order significant ones:
+    a factor that acts only through interactions (``S1 = 0``, e.g. ``x2·x3``) is not
+    noise. ``significant`` and ``reason`` are kept for the callers' signature; the
+    share does not depend on the verdict. The bounds are ``None`` if
+    ``num_resamples=0``. ``yc`` is the standardized outcome.
     """
+    del significant, reason
     D = len(table.names)
     share_low = share_high = None
-    if significant is not None:
-        selected = [j for j in range(D) if significant[j]]
-    else:
-        selected = list(range(D))
-        notes.append(f"noise_share: {reason}, so all factors were used.")
+    selected = list(range(D))
     if not selected:
-        notes.append("noise_share: no factor is significant, so all variance is noise.")
+        notes.append("noise_share: there are no factors, so all variance is noise.")
         bound = 1.0 if num_resamples else None
         return 1.0, bound, bound
     h_noise, clusters = _nn_noise_terms(table, labels, exact, selected, yc)
-    share = float(np.mean(h_noise) / np.mean(yc * yc))
+    share = float(np.clip(np.mean(h_noise) / np.mean(yc * yc), 0.0, 1.0))
     if len(selected) > _NOISE_MAX_FACTORS:
         notes.append(
             f"noise_share uses {len(selected)} factors: nearest neighbours are far "
-            "apart, so it is an upper bound."
+            "apart, so its interval is wide."
         )
     if num_resamples:
         samples = _noise_share_resampled(yc, h_noise, clusters, num_resamples, rng)
@@ -85,11 +89,17 @@ def _nn_noise_terms(
     selected: Sequence[int],
     y: NDArray[np.float64],
 ) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
-    """Per-row ``(y_i - y_nn(i))² / 2`` on the selected factors, and row clusters.
+    """Per-row noise terms on the selected factors, and row clusters.
 
-    Clusters are the connected components of the nearest-neighbour graph: given
-    ``X``, terms of different clusters are independent, so the noise share is
-    bootstrapped over clusters.
+    ``(y_i - y_k(i))² / 2`` for the ``k``-th nearest neighbours, ``k = 1.._NEIGHBOURS``,
+    overestimates the noise by about ``c · d_k²`` (``d_k²``: the mean squared distance
+    to the ``k``-th neighbour; ``E[Y|X]`` differs between the row and a neighbour that
+    is not an exact match). The Gamma test (Stefánsson et al. 1997) regresses the
+    ``k`` means on ``d_k²`` and keeps the intercept, the noise at distance 0: a fixed
+    linear combination of the ``k`` means, so each row's term is that combination of
+    its own ``k`` differences. Clusters are the connected components of the
+    nearest-neighbour graph (terms of different clusters are nearly independent given
+    ``X``), so the share is bootstrapped over clusters.
     """
     N = y.size
     spacing = 2.0 * math.sqrt(len(selected)) + 1.0  # beyond any continuous distance
@@ -100,11 +110,23 @@ def _nn_noise_terms(
         else:
             coords.append(rankdata(table.values[j]) / N)
     points = np.column_stack(coords).astype(np.float64)
-    _, idx = cKDTree(points).query(points, k=2)
-    nn = np.where(idx[:, 0] == np.arange(N), idx[:, 1], idx[:, 0])
+    k = max(1, min(_NEIGHBOURS, N - 2))
+    dist, idx = cKDTree(points).query(points, k=k + 1)
+    # Drop each row itself (ties may put it in any column) and keep its k neighbours.
+    is_self = idx == np.arange(N)[:, np.newaxis]
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    nbr = idx[keep].reshape(N, k)
+    d2 = (dist[keep].reshape(N, k) ** 2).mean(axis=0)
+    semi = 0.5 * (y[:, np.newaxis] - y[nbr]) ** 2
+    weights = np.full(k, 1.0 / k)
+    spread = d2 - d2.mean()
+    if k > 1 and np.sum(spread**2) > 0:
+        weights -= d2.mean() * spread / np.sum(spread**2)
+    nn = nbr[:, 0]
     graph = sparse.coo_matrix((np.ones(N), (np.arange(N), nn)), shape=(N, N))
     _, clusters = connected_components(graph, directed=True, connection="weak")
-    return 0.5 * (y - y[nn]) ** 2, clusters.astype(np.intp)
+    return semi @ weights, clusters.astype(np.intp)
 
 
 def _noise_share_resampled(
@@ -125,4 +147,4 @@ def _noise_share_resampled(
         var = sy2 / n - (sy / n) ** 2
         out[start : start + n.size] = np.divide(sh / n, var, out=np.ones_like(var), where=var > 0)
         start += n.size
-    return out
+    return np.clip(out, 0.0, 1.0)

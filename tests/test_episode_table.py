@@ -18,7 +18,8 @@ def test_factor_values_equal_what_the_env_had(fake_run) -> None:
     frame = table.frame.set_index(["env_id", "episode"]).sort_index()
     assert len(frame) == len(truth) == manager.tracker.episodes_finished
     # scene is one build draw for the whole run: constant, dropped with a note
-    assert table.factors == ["mass", "pos[x]", "pos[y]", "friction", "gust"]
+    # gust is interval-mode: episode noise, not a factor
+    assert table.factors == ["mass", "pos[x]", "pos[y]", "friction"]
     assert any("'scene' is constant" in n for n in table.notes)
     for column in ("mass", "pos[x]", "pos[y]", "friction"):
         np.testing.assert_array_equal(
@@ -31,17 +32,11 @@ def test_factor_values_equal_what_the_env_had(fake_run) -> None:
     assert "start_seq" not in table.frame.columns
 
 
-def test_interval_factor_is_the_mean_of_the_episode_draws(fake_run) -> None:
+def test_interval_variation_is_noted_not_a_factor(fake_run) -> None:
     _, _, path = fake_run
-    table = episode_table(path)
-    draws = vr.open_dataset(path).draws().to_pandas()
-    gust = draws[draws["variation"] == "gust"].groupby(["env_id", "episode"])["value"].mean()
-    frame = table.frame.set_index(["env_id", "episode"])
-    common = frame.index.intersection(gust.index)
-    assert len(common) > 0
-    np.testing.assert_allclose(frame.loc[common, "gust"].to_numpy(), gust.loc[common].to_numpy())
-    no_gust = frame.index.difference(gust.index)
-    assert frame.loc[no_gust, "gust"].isna().all()
+    table = episode_table(path, drop_constant=False)
+    assert "gust" not in table.factors and "gust" not in table.frame.columns
+    assert any("'gust' is an interval-mode variation" in n for n in table.notes)
 
 
 def test_categorical_factors_keep_labels_and_constants_are_dropped(tmp_path) -> None:
