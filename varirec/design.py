@@ -119,6 +119,21 @@ class Design:
             design_cfg = DesignCfg(values=self.values(key), base=cfg)
             v.apply_cfg(dataclasses.replace(v.cfg, sampler=design_cfg))
 
+    def unbound(self, variations: Mapping[str, Variation]) -> list[str]:
+        """Keys of this design's variations that do not replay its rows: never bound,
+        unbound again, bound to another design, or missing from ``variations``."""
+        out = []
+        for key in self.variations:
+            v = variations.get(key)
+            cfg = None if v is None else v.cfg.sampler
+            if not (
+                isinstance(cfg, DesignCfg)
+                and cfg.values.shape[:1] == (self.num_rows,)
+                and np.array_equal(cfg.values, self.values(key))
+            ):
+                out.append(key)
+        return out
+
     def unbind(self, variations: VariationSet) -> None:
         """Give the variations back the cfgs they had before :meth:`bind`."""
         for key, cfg in self._originals.items():
@@ -201,6 +216,42 @@ class DesignSchedule:
         )
         self._seeds = CounterStream(self.seed, DESIGN_SEED_STREAM)
         self.handed_out = 0
+        self._variations: Mapping[str, Variation] | None = None
+        self._bound_checked = False
+
+    def attach(self, variations: Mapping[str, Variation]) -> None:
+        """Hand out rows to episodes of ``variations`` (a manager calls this).
+
+        Raises:
+            DesignError: the design drives variations that ``variations`` lacks.
+        """
+        missing = [k for k in self.design.variations if k not in variations]
+        if missing:
+            raise DesignError(
+                f"the design drives variations {missing} that the manager does not have "
+                f"({nearest_names(missing[0], variations)}); build the design from the "
+                "variations you record"
+            )
+        self._variations = variations
+        self._bound_checked = False
+
+    def check_bound(self) -> None:
+        """Raise :class:`DesignError` if the attached variations do not replay the
+        design's rows (``Design.bind`` forgotten): the episodes would run plain random
+        draws labelled with design rows. Checked once, at the first rows handed out,
+        so the design may be bound after the recorder attached."""
+        if self._bound_checked or self._variations is None:
+            return
+        unbound = self.design.unbound(self._variations)
+        if unbound:
+            d = self.design
+            factors = [d.factors[j].name for k in unbound for j in d.variations[k][1]]
+            raise DesignError(
+                f"the design is not bound to variations {unbound} (factors {factors[:10]}): "
+                "their samplers draw at random, not the design's rows; call "
+                "design.bind(variations) first (before the first reset)"
+            )
+        self._bound_checked = True
 
     @property
     def num_episodes(self) -> int:
@@ -228,6 +279,7 @@ class DesignSchedule:
         Envs left without a row (the schedule ran out) get ``sample_id = -1``: they
         replay row 0 and their episodes are not part of the study.
         """
+        self.check_bound()
         pairs = self.iterator.take(len(env_ids))
         rows = np.full(len(env_ids), -1, dtype=np.int64)
         seeds = np.full(len(env_ids), -1, dtype=np.int64)

@@ -84,12 +84,23 @@ class EpisodeTracker:
         if env_ids is None:
             return np.arange(self.num_envs, dtype=np.int64)
         ids = np.asarray(env_ids)
-        if ids.dtype == bool:
+        kind = ids.dtype.kind  # dtype checks only: this runs at every reset
+        if kind == "b":
             if ids.shape != (self.num_envs,):
                 raise ValueError(
-                    f"a boolean env mask must have shape ({self.num_envs},), got {ids.shape}"
+                    f"a boolean env mask must have shape ({self.num_envs},), got {ids.shape}; "
+                    f"pass one bool per env (length {self.num_envs}), or the int ids of the "
+                    "envs (np.flatnonzero(mask))"
                 )
             return np.flatnonzero(ids)
+        if kind not in "iu":
+            if not ids.size:  # [] is float64 to numpy: no envs
+                return np.zeros(0, dtype=np.int64)
+            raise TypeError(
+                f"`env_ids` must be integers or a bool mask, got {ids.dtype} "
+                f"{ids.reshape(-1)[:5].tolist()}; pass int ids (e.g. np.array([0, 3])) or a "
+                f"bool mask of shape ({self.num_envs},)"
+            )
         ids = ids.astype(np.int64, copy=False).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs):
             bad = ids[(ids < 0) | (ids >= self.num_envs)][:5].tolist()
@@ -102,10 +113,15 @@ class EpisodeTracker:
         return self.seq
 
     def begin(self, env_ids: np.ndarray) -> np.ndarray:
-        """Reserve the next episode index for ``env_ids``; returns the new indices."""
+        """Reserve the next episode index for ``env_ids``; returns the new indices.
+
+        The new episodes' seeds are unknown (-1) until a schedule or a reset sets them:
+        a seed belongs to one episode, never to the next.
+        """
         self.episode[env_ids] += 1
         self.started[env_ids] = False
         self.step[env_ids] = 0
+        self.seed[env_ids] = -1
         return self.episode[env_ids]
 
     def begin_unbegun(self, env_ids: np.ndarray) -> None:

@@ -84,12 +84,17 @@ class NullRecorderManager:
         elif not isinstance(variations, VariationSet):
             variations = VariationSet(variations)
         self.variations = variations
+        if isinstance(schedule, DesignSchedule):
+            schedule.attach(variations)  # binding is checked at the first rows handed out
         self.schedule = schedule
         for v in variations.values():
             v.bind(tracker)
             v.seed(self.seed)
+        # Every interval variation has a timer: one enabled later draws on time too.
         self._interval_next = {
-            v.key: np.zeros(self.num_envs, dtype=np.int64) for v in variations.enabled("interval")
+            v.key: np.zeros(self.num_envs, dtype=np.int64)
+            for v in variations.values()
+            if v.mode == "interval"
         }
         self._timer_stream = CounterStream(self.seed, INTERVAL_TIMER_STREAM)
         self._seed_stream = CounterStream(self.seed, RESET_SEED_STREAM)
@@ -172,6 +177,8 @@ class NullRecorderManager:
         from the applied values; then ``record_post_reset``, with the new episodes'
         first state in place."""
         ids = self.tracker.ids(env_ids)  # checked once for every step
+        if isinstance(self.schedule, DesignSchedule):
+            self.schedule.check_bound()  # before the tracker moves: nothing half-done
         self._pre_reset(ids)
         if self.schedule is not None:
             self.schedule.assign(self.tracker, ids)
@@ -202,9 +209,8 @@ class NullRecorderManager:
         return low + np.minimum((u[:, 0] * (high - low + 1)).astype(np.int64), high - low)
 
     def _arm_interval_timers(self, ids: np.ndarray) -> None:
-        for v in self.variations.enabled("interval"):
-            if v.key in self._interval_next:
-                self._interval_next[v.key][ids] = self._interval_steps(v, ids)
+        for key, nxt in self._interval_next.items():
+            nxt[ids] = self._interval_steps(self.variations[key], ids)
 
     def __enter__(self) -> NullRecorderManager:
         return self
@@ -257,6 +263,11 @@ class RecorderManager(NullRecorderManager):
             num_envs, variations=variations, seed=seed, tracker=tracker, env=env, schedule=schedule
         )
         self.max_rows = int(max_rows)
+        if isinstance(step_keys, str):
+            raise TypeError(
+                f"`step_keys` must be a sequence of names, got the string {step_keys!r}; "
+                f"pass e.g. step_keys=({step_keys!r},)"
+            )
         builtin = {
             "outcome": RecorderTermCfg(term=OutcomeTerm),
             "variations": RecorderTermCfg(term=VariationsTerm, params={"max_rows": max_rows}),
@@ -269,27 +280,30 @@ class RecorderManager(NullRecorderManager):
         clash = set(user) & set(builtin)
         if clash:
             raise ValueError(f"term names {sorted(clash)} are taken by built-in terms; rename them")
-        self.writer = self._open_writer(output, run_id, metadata, writer_options)
+        self.writer: RunWriter | None = None
         self._episode_parts: list[dict[str, Any]] = []
         self._episode_rows = 0
         self.terms: dict[str, RecorderTerm] = {}
         # Core episode columns not recorded by the outcome term come from the tracker.
         outcome = set(OutcomeTerm.COLUMNS)
         self._columns = {c: "tracker" for c in episodes_schema().names if c not in outcome}
+        # Every input (term cfgs, column clashes, variations that drew) is checked before
+        # the run directory exists: a refused manager leaves nothing in the dataset.
         try:
             for name, cfg in {**builtin, **user}.items():
                 self._add_term(name, cfg)
+            core = set(episodes_schema().names)
+            extra = [
+                pa.field(c, t)
+                for term in self.terms.values()
+                for c, t in term.columns().items()
+                if c not in core
+            ]
+            self.episodes_schema = episodes_schema(extra)
+            self.writer = self._open_writer(output, run_id, metadata, writer_options)
         except BaseException as exc:
-            self.close(error=exc)
+            self.close(error=exc)  # detaches the terms; closes a writer only if opened
             raise
-        core = set(episodes_schema().names)
-        extra = [
-            pa.field(c, t)
-            for term in self.terms.values()
-            for c, t in term.columns().items()
-            if c not in core
-        ]
-        self.episodes_schema = episodes_schema(extra)
         if self.writer is not None and self.writer.created:
             self.writer.update_metadata(episode_columns=[f.name for f in extra])
 
@@ -343,11 +357,14 @@ class RecorderManager(NullRecorderManager):
         return {} if self.writer is None else dict(self.writer.counts)
 
     def sink(self, table: str) -> Callable[[Any], None]:
-        """Where a term hands its chunks for ``table``."""
-        writer = self.writer
-        if writer is None:
-            return lambda chunk: None
-        return lambda chunk: writer.append(table, chunk)
+        """Where a term hands its chunks for ``table`` (the writer opens after the terms
+        are built: looked up at each hand-over, once per chunk)."""
+
+        def hand_over(chunk: Any) -> None:
+            if self.writer is not None:
+                self.writer.append(table, chunk)
+
+        return hand_over
 
     # -- hooks -----------------------------------------------------------------------
     def record_step(self, **data: np.ndarray) -> None:
