@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from analysis.design_check import check_design_values
 from analysis.episode_table import EpisodeTable, episode_table
 from analysis.given_data import given_data_indices
 from analysis.morris import morris_indices
@@ -215,8 +216,9 @@ def analyze(
 
     Raises:
         UnknownNameError: an unknown run, outcome or method.
-        DesignError: a design whose rows did not all run, or a design method asked
-            of runs that hold no design.
+        DesignError: a design whose rows did not all run, draws that are not the
+            stored design's rows (the design was never bound), or a design method
+            asked of runs that hold no design.
     """
     if method not in METHODS:
         raise UnknownNameError(f"no method {method!r}; {nearest_names(method, METHODS)}")
@@ -242,6 +244,7 @@ def analyze(
                 f"use --method {design['method']} (or auto)"
             )
         run_ids = [design_run]
+        check_design_values(ds, design_run, design)
     step("reading episodes")
     table = episode_table(ds, run_ids)
     # The study says itself what it does about factors with missing values.

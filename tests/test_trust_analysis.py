@@ -43,3 +43,43 @@ def test_noise_share_counts_interactions_as_explained() -> None:
     assert res.significant.tolist() == [True, False, False, False, False]
     assert res.noise_share_conf_low <= truth <= res.noise_share_conf_high
     assert res.noise_share == pytest.approx(truth, abs=0.025)
+
+
+def _ishigami_design_run(path) -> str:
+    from analysis.designs import sobol_design
+    from varirec import RecorderManager
+    from varirec.design import DesignSchedule
+    from varirec.envs import ishigami_variations, make_ishigami_env, run_study
+
+    variations = ishigami_variations()
+    design = sobol_design(variations, 32, seed=0)
+    design.bind(variations)
+    schedule = DesignSchedule(design, replicates=1, seed=0)
+    with RecorderManager(
+        64, variations=variations, output=path, run_id="s", seed=0, schedule=schedule
+    ) as manager:
+        run_study(make_ishigami_env(64), manager)
+    return "s"
+
+
+def test_analyze_refuses_draws_that_are_not_the_stored_design(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from analysis.study import analyze
+    from varirec.errors import DesignError
+
+    run = _ishigami_design_run(tmp_path)
+    assert analyze(tmp_path, outcome="return", num_resamples=50).method == "sobol"
+    # The draws no longer match the design table (as when Design.bind was forgotten:
+    # the episodes ran random values under design sample ids).
+    for part in (tmp_path / f"run_id={run}" / "design").glob("*.parquet"):
+        table = pq.read_table(part)
+        for j, name in enumerate(table.column_names):
+            if name != "sample_id":
+                flipped = 1.0 - table.column(name).to_numpy()
+                table = table.set_column(j, name, pa.array(flipped))
+        pq.write_table(table, part)
+    with pytest.raises(DesignError, match=r"run 's': \d+ of \d+ design-row draws differ") as err:
+        analyze(tmp_path, outcome="return", num_resamples=50)
+    assert "Design.bind(variations)" in str(err.value) and "--method binning" in str(err.value)
