@@ -117,11 +117,20 @@ def test_attach_after_a_draw_and_duplicate_keys_are_refused() -> None:
         vr.VariationRecorder().attach([twin, twin])
 
 
-def test_disabled_variations_are_skipped_by_the_recorder() -> None:
+def test_disabled_variations_record_nothing_until_enabled() -> None:
+    # Attached while disabled (it draws nothing then), so a later enable() is recorded.
+    chunks: list = []
     off = vr.Variation("off", vr.VariationCfg(sampler=vr.UniformCfg(), enabled=False))
     on = vr.Variation("on", vr.VariationCfg(sampler=vr.UniformCfg()))
-    recorder = vr.VariationRecorder().attach([off, on])
-    assert recorder.keys == ["on"] and off.sampler.listeners == ()
+    recorder = vr.VariationRecorder(chunks.append).attach([off, on])
+    assert recorder.keys == ["off", "on"]
+    off.draw(env_ids=[0])
+    recorder.flush()
+    assert chunks == []
+    off.enable()
+    off.draw(env_ids=[0])
+    recorder.flush()
+    assert chunks[0].to_arrow().column("variation").to_pylist() == ["off"]
 
 
 def test_recorder_buffer_is_bounded_by_max_rows() -> None:

@@ -201,7 +201,8 @@ class VariationWrapper(gym.Wrapper):
         self._terminated = np.zeros(n, dtype=bool)
         self._truncated = np.zeros(n, dtype=bool)
         self._success = np.full(n, np.nan)
-        self._interval = bool(manager.variations.enabled("interval"))  # armed at its init
+        # Armed at the manager's init, disabled ones too: they may be enabled later.
+        self._interval = any(v.mode == "interval" for v in manager.variations.values())
         self._manager = manager
         expose(self.env, manager)
 

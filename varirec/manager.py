@@ -316,11 +316,12 @@ class RecorderManager(NullRecorderManager):
     ) -> RunWriter | None:
         if output is None or isinstance(output, RunWriter):
             return output
+        self._start_specs = specs = self.variations.specs()
         meta: dict[str, Any] = {
             "seed": self.seed,
             "num_envs": self.num_envs,
             "varirec_version": __version__,
-            "variations": self.variations.specs(),
+            "variations": specs,
             "user": dict(metadata or {}),
         }
         if self.schedule is not None:
@@ -423,7 +424,28 @@ class RecorderManager(NullRecorderManager):
         finally:
             writer = getattr(self, "writer", None)
             if writer is not None and not writer.closed:
+                self._note_enabled_later(writer)
                 writer.close(error=error)  # run.json's counts sum every writer's rows
+
+    def _note_enabled_later(self, writer: RunWriter) -> None:
+        """``run.json`` lists the variations as they were when the run began; mark those
+        disabled then that drew later (``enabled``, ``enabled_after_start``)."""
+        specs = getattr(self, "_start_specs", None)
+        if not specs or not writer.created:
+            return
+        late = {
+            s["key"] for s in specs if not s["enabled"] and self.variations[s["key"]].num_draws
+        }
+        if not late:
+            return
+        marked = [
+            {**s, "enabled": True, "enabled_after_start": True} if s["key"] in late else s
+            for s in specs
+        ]
+        try:
+            writer.update_metadata(variations=marked)
+        except Exception as exc:  # a note in run.json must not keep the run from closing
+            log.warning("could not mark %s as enabled after start in run.json: %s", late, exc)
 
 
 def make_recorder_manager(

@@ -130,7 +130,9 @@ class VariationRecorder:
         return list(self._taps)
 
     def attach(self, variations: Iterable[Variation]) -> VariationRecorder:
-        """Listen to every enabled variation (disabled ones are skipped and logged).
+        """Listen to every variation, disabled ones too: a disabled variation draws
+        nothing (so nothing is recorded) until it is enabled, and then its draws are
+        recorded like any other's.
 
         Raises:
             ValueError: a key is already attached, shared by two variations, or the
@@ -159,9 +161,6 @@ class VariationRecorder:
                     "any sampling (right after applying overrides)"
                 )
         for v in items:
-            if not v.enabled:
-                log.info("variation %r is disabled: not recorded", v.key)
-                continue
             if v.key not in self.key_list:
                 self.key_list.append(v.key)
             tap = _Tap(self, v.key, self.key_list.index(v.key))

@@ -114,18 +114,54 @@ class OutcomeTerm(RecorderTerm):
     def columns(self) -> Mapping[str, pa.DataType]:
         return self.COLUMNS
 
+    def _array(self, name: str, value: Any, kinds: str, want: str, fix: str) -> np.ndarray:
+        """``value`` as an array of shape ``(num_envs,)`` and a dtype kind in ``kinds``,
+        or an error naming the key, what it got and the fix (dtype and shape only)."""
+        arr = np.asarray(value)
+        n = self.manager.num_envs
+        if arr.shape == (n,) and arr.dtype.kind in kinds:
+            return arr
+        if arr.shape != (n,):
+            hint = (
+                f"; pass {name}.reshape(-1)"
+                if arr.size == n
+                else "; pass one value per env, for every env (not only the finished ones)"
+            )
+            raise ValueError(
+                f"record_step `{name}` must have shape ({n},) (one value per env), got shape "
+                f"{arr.shape}{hint}"
+            )
+        raise TypeError(
+            f"record_step `{name}` must hold {want}, got dtype {arr.dtype} (e.g. "
+            f"{arr[:3].tolist()}); {fix}"
+        )
+
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
         running = self.manager.tracker.started
         everyone = running.all()  # the usual case: no mask needed
         if (reward := data.get("reward")) is not None:
+            reward = self._array(
+                "reward", reward, "buif", "numbers", "pass it as floats (.astype(float))"
+            )
             if everyone:
                 self._return += reward
             else:
                 np.add(self._return, reward, out=self._return, where=running)
         for name, buf in (("terminated", self._terminated), ("truncated", self._truncated)):
             if (flags := data.get(name)) is not None:
-                np.copyto(buf, flags, where=True if everyone else running)
+                flags = self._array(
+                    name, flags, "bui", "bools (or 0/1 integers)", "pass it as bools"
+                )
+                np.copyto(buf, flags, where=True if everyone else running, casting="unsafe")
         if (success := data.get("success")) is not None:
+            # NaN (float) is unknown; bool and 0/1 numbers are the outcome.
+            success = self._array(
+                "success",
+                success,
+                "buif",
+                "bools or numbers",
+                "pass bools (True: success), or floats with NaN where unknown",
+            )
             np.copyto(self._success, success, where=True if everyone else running, casting="unsafe")
 
     def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray]:

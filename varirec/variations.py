@@ -63,6 +63,19 @@ def noise_keys(
     return np.where(seeded, _SEEDED, ids), np.where(seeded, seeds, episodes)
 
 
+def _draw_ids(env_ids: Any) -> np.ndarray:
+    """Integer ``env_ids`` as a flat int64 copy (recorded rows must not change if the
+    caller reuses its array); floats, bools and other types are refused, not cast."""
+    raw = np.asarray(env_ids)
+    if raw.dtype.kind not in "iu" and raw.size:
+        fix = "np.flatnonzero(mask)" if raw.dtype.kind == "b" else "int ids, e.g. [0, 3]"
+        raise TypeError(
+            f"`env_ids` must be integer env ids, got {raw.dtype} {raw.reshape(-1)[:5].tolist()}; "
+            f"pass {fix}"
+        )
+    return np.array(raw, dtype=np.int64).reshape(-1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class VariationCfg:
     """What a variation draws and when."""
@@ -249,8 +262,7 @@ class Variation:
         """
         if not self._cfg.enabled:
             return None
-        # A copy: recorded rows must not change if the caller reuses its id array.
-        ids = None if env_ids is None else np.array(env_ids, dtype=np.int64).reshape(-1)
+        ids = None if env_ids is None else _draw_ids(env_ids)
         if context is None:
             if self._tracker is not None:
                 context = self._bound_context(ids)
