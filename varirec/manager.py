@@ -433,9 +433,7 @@ class RecorderManager(NullRecorderManager):
         specs = getattr(self, "_start_specs", None)
         if not specs or not writer.created:
             return
-        late = {
-            s["key"] for s in specs if not s["enabled"] and self.variations[s["key"]].num_draws
-        }
+        late = {s["key"] for s in specs if not s["enabled"] and self.variations[s["key"]].num_draws}
         if not late:
             return
         marked = [
