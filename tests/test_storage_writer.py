@@ -309,7 +309,7 @@ def test_max_queue_below_one_is_rejected_before_anything_is_written(tmp_path):
 @pytest.fixture
 def own_sigterm(monkeypatch):
     """The storage SIGTERM handler as the process's only one, with fresh process state."""
-    monkeypatch.setattr(shutdown, "_OPEN", set())
+    monkeypatch.setattr(shutdown, "_OPEN", {})
     monkeypatch.setattr(shutdown, "_SIGNALLED", set())
     monkeypatch.setitem(shutdown._STATE, "previous", None)
     monkeypatch.setitem(shutdown._STATE, "signal", None)

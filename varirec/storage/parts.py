@@ -28,6 +28,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from varirec.errors import DatasetError
+
 from .schema import TMP_SUFFIX, check_writer_id, conform, parse_part_name, part_name
 
 __all__ = ["PartWriter"]
@@ -63,7 +65,9 @@ class PartWriter:
 
     An error while writing or renaming (e.g. OSError: disk full) aborts the writer
     (:meth:`abort`): the open part keeps its temporary name, its rows and the buffered
-    ones are dropped, and later writes raise RuntimeError.
+    ones are dropped (counted in :attr:`rows_lost`), and later writes raise
+    RuntimeError. An OSError is re-raised as :class:`~varirec.errors.DatasetError`
+    naming the part.
 
     Args:
         directory: the table directory, ``<run_dir>/<table>``; created if missing.
@@ -117,6 +121,7 @@ class PartWriter:
         self.fsync = fsync
         self.parts: list[Path] = []
         self.rows_written = 0  # rows in final-named parts
+        self.rows_lost = 0  # rows dropped by abort()
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
@@ -225,11 +230,13 @@ class PartWriter:
     def abort(self) -> None:
         """Stop after a write error: close the open part but leave its temporary name.
 
-        The rows of the open part and the buffered rows are dropped (the temporary
-        file stays for inspection; readers skip it), and later writes raise
-        RuntimeError. Idempotent.
+        The rows of the open part and the buffered rows are dropped and counted in
+        :attr:`rows_lost` (the temporary file stays for inspection, readers skip it;
+        an empty one, e.g. when the disk was full, is removed), and later writes
+        raise RuntimeError. Idempotent.
         """
         lost = self.rows_pending
+        self.rows_lost += lost
         self._closed = True
         self._buffer, self._buffered, self._part_rows, self._pending_since = [], 0, 0, None
         writer, self._writer = self._writer, None
@@ -238,6 +245,12 @@ class PartWriter:
                 writer.close()
             except Exception as exc:  # the error that caused the abort is the one to raise
                 logger.debug("closing the aborted part %s failed: %s", self._tmp, exc)
+        tmp = self._tmp
+        try:
+            if tmp is not None and os.stat(tmp).st_size == 0:  # nothing to inspect
+                os.unlink(tmp)
+        except OSError:
+            pass
         if lost:
             logger.warning(
                 "aborted part %s of table %r: %d rows not written", self._tmp, self.table, lost
@@ -254,6 +267,17 @@ class PartWriter:
     def _aborting(self) -> Iterator[None]:
         try:
             yield
+        except OSError as exc:
+            where = self._tmp if self._tmp is not None else self.directory
+            self.abort()
+            if isinstance(exc, DatasetError):
+                raise
+            message = (
+                f"could not write part {where} of table {self.table!r}: {exc}; free space "
+                "on that disk or make the directory writable (the rows of this part are lost)"
+            )
+            args = (message,) if exc.errno is None else (exc.errno, message)
+            raise DatasetError(*args) from exc
         except BaseException:
             self.abort()
             raise
@@ -306,6 +330,9 @@ class PartWriter:
             compression=self.compression,
             use_dictionary=strings or False,
             write_statistics=with_stats or False,
+            # A CRC per page: readers verify it, so flipped bytes are an error naming
+            # the part rather than silently different values.
+            write_page_checksum=True,
         )
         logger.debug("opened part %s", self._tmp)
 

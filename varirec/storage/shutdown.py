@@ -1,8 +1,10 @@
 """Process-wide hooks that close the open RunWriters on SIGTERM and at interpreter exit.
 
 Contents:
-    register, unregister: track an open writer (the first registers the hooks).
-    exit_held: hold back SIGTERM's exit while a writer call is writing.
+    register, unregister: track an open writer or manager (the first registers the hooks).
+    exit_held: hold back SIGTERM's exit and Ctrl-C while a batch is handed over or written.
+    raise_if_pending: inside :func:`exit_held`, raise a held-back exit before anything
+        was handed over (a wait for queue space stays interruptible).
     signal_of: the signal that is ending a writer's process, if any.
     error_record: the ``{"type", "message"}`` that a run records for an error.
 
@@ -14,7 +16,14 @@ is inside :func:`exit_held` exits when that block ends, so no batch is half writ
 If another SIGTERM handler was installed before, it is called instead (it owns the
 shutdown); if SIGTERM was ignored, it stays ignored. The atexit hook closes writers
 still open at interpreter exit, as failed if the interpreter is exiting because of
-an uncaught exception or SIGTERM.
+an uncaught exception or SIGTERM. Objects are closed in the reverse order of their
+registration: a RecorderManager (registered after the RunWriter it opened) hands its
+buffered rows to its writer before the writer closes.
+
+Ctrl-C (SIGINT with Python's default handler) is held back like SIGTERM inside
+:func:`exit_held` on the main thread: a batch is then either accepted by the writer
+and cleared from its buffer, or still in the buffer, never both or neither. A second
+Ctrl-C while closing (``exit_held(closing=True)``) interrupts at once.
 """
 
 from __future__ import annotations
@@ -30,11 +39,18 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-__all__ = ["error_record", "exit_held", "register", "signal_of", "unregister"]
+__all__ = [
+    "error_record",
+    "exit_held",
+    "raise_if_pending",
+    "register",
+    "signal_of",
+    "unregister",
+]
 
 logger = logging.getLogger(__name__)
 
-_OPEN: set[Any] = set()  # open writers of this process
+_OPEN: dict[Any, None] = {}  # open writers and managers of this process, in order
 _SIGNALLED: set[Any] = set()  # the writers that were open when the signal came
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"atexit": False, "sigterm": False, "previous": None, "signal": None}
@@ -48,7 +64,9 @@ def _forget_all() -> None:  # in a forked child: the parent's writers are not ou
 
 
 def register(writer: Any) -> None:
-    """Track ``writer`` (it has ``close(error=...)`` and ``run_id``); install the hooks."""
+    """Track ``writer`` (it has ``close(error=...)`` and ``run_id``); install the hooks.
+
+    Objects registered later are closed first (a manager before its writer)."""
     with _LOCK:
         if not _STATE["atexit"]:
             atexit.register(_close_all_at_exit)
@@ -60,13 +78,13 @@ def register(writer: Any) -> None:
             if previous is not signal.SIG_IGN:
                 _STATE["previous"] = previous
                 signal.signal(signal.SIGTERM, _on_sigterm)
-    _OPEN.add(writer)
+    _OPEN[writer] = None
 
 
 def unregister(writer: Any) -> None:
     """Stop tracking a closed ``writer``; once every writer a signal concerned is closed,
     forget the signal (a process that caught the SystemExit may start new runs)."""
-    _OPEN.discard(writer)
+    _OPEN.pop(writer, None)
     _SIGNALLED.discard(writer)
     if not _SIGNALLED:
         _STATE["signal"] = None
@@ -92,40 +110,86 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     _STATE["signal"] = signum
     _SIGNALLED.update(_OPEN)
     if getattr(_LOCAL, "depth", 0):
-        _LOCAL.exit_code = 128 + signum
+        _LOCAL.pending = SystemExit(128 + signum)
         logger.warning("received SIGTERM: exiting once the current write is done")
         return
     logger.warning("received SIGTERM: closing %d open RunWriter(s), then exiting", len(_OPEN))
     raise SystemExit(128 + signum)
 
 
-@contextmanager
-def exit_held() -> Iterator[None]:
-    """Hold back SIGTERM's exit while this thread writes; raise it when the block ends.
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    """Installed only inside :func:`exit_held`: holds Ctrl-C back until the block ends."""
+    if not getattr(_LOCAL, "depth", 0):  # outside a block: what Python does by default
+        raise KeyboardInterrupt
+    pending = getattr(_LOCAL, "pending", None)
+    if getattr(_LOCAL, "closing", 0) and isinstance(pending, KeyboardInterrupt):
+        raise KeyboardInterrupt  # a second Ctrl-C while closing: the user insists
+    if pending is None:
+        _LOCAL.pending = KeyboardInterrupt()
 
-    Raised between a row group's write and its bookkeeping, the exit would abort the
-    open part and lose its rows; raised after the block, every accepted row is kept.
+
+@contextmanager
+def exit_held(*, closing: bool = False) -> Iterator[None]:
+    """Hold back SIGTERM's exit and Ctrl-C while this thread writes; raise when the block ends.
+
+    Raised between a batch's hand-over and the clearing of its buffer, the exception
+    would lose the batch or send it twice; raised after the block, every batch is in
+    exactly one place. Inside the block, :func:`raise_if_pending` raises it early where
+    nothing was handed over yet. ``closing=True`` (a close in progress) makes
+    :func:`raise_if_pending` wait for the block's end too.
+
+    Ctrl-C is held back only on the main thread and only while Python's default SIGINT
+    handler is installed (a handler of the application's own is left alone).
     """
     depth = getattr(_LOCAL, "depth", 0)
-    _LOCAL.depth = depth + 1
+    closing_before = getattr(_LOCAL, "closing", 0)
+    swap = (
+        depth == 0
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _on_sigint)
+    )
     try:
+        # _on_sigint acts as the default handler outside a block, so if an interrupt
+        # lands between these lines, or after the restore below, nothing is held back
+        if swap:
+            signal.signal(signal.SIGINT, _on_sigint)
+        _LOCAL.closing = closing_before + closing
+        _LOCAL.depth = depth + 1
         yield
     finally:
+        _LOCAL.closing = closing_before
         _LOCAL.depth = depth
-        code = getattr(_LOCAL, "exit_code", None)
-        if depth == 0 and code is not None:
-            _LOCAL.exit_code = None
+        if swap:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if depth == 0:
+            _raise_pending()
+
+
+def raise_if_pending() -> None:
+    """Raise a held-back SIGTERM exit or Ctrl-C now, unless a close is in progress.
+
+    Call it inside :func:`exit_held` only where nothing has been handed over yet.
+    """
+    if not getattr(_LOCAL, "closing", 0):
+        _raise_pending()
+
+
+def _raise_pending() -> None:
+    pending = getattr(_LOCAL, "pending", None)
+    if pending is not None:
+        _LOCAL.pending = None
+        if isinstance(pending, SystemExit):
             logger.warning("closing %d open RunWriter(s), then exiting", len(_OPEN))
-            raise SystemExit(code)
+        raise pending
 
 
 def _close_all_at_exit() -> None:
     error = None if hasattr(sys, "ps1") else getattr(sys, "last_value", None)
-    for writer in sorted(_OPEN, key=id):
+    for writer in reversed(list(_OPEN)):  # managers hand their rows to writers first
         try:
-            writer.close(error=error)
+            writer.close(error=error, closed_by="exit")
         except BaseException:
-            logger.exception("closing RunWriter of run %r at exit failed", writer.run_id)
+            logger.exception("closing %r at exit failed", writer)
 
 
 def error_record(error: BaseException | None, signum: int | None) -> dict[str, str] | None:

@@ -16,8 +16,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from varirec.errors import RecorderStateError
+
 from .parts import PartWriter
 from .schema import check_writer_id, conform, table_schema
+from .shutdown import raise_if_pending
 
 __all__ = ["TableSink"]
 
@@ -36,7 +39,15 @@ class TableSink:
 
     A part whose write or rename fails is aborted (it keeps its temporary name, see
     :meth:`PartWriter.abort`) and never reused: the table's next batch opens a new
-    part. :attr:`counts` then leaves out the rows lost with it.
+    part. :attr:`counts` then leaves out the rows lost with it, :attr:`lost` counts
+    them and :attr:`failure` keeps the first such error (it is never cleared).
+
+    :meth:`submit` hands a batch over exactly once: while it waits for queue space a
+    held-back Ctrl-C or SIGTERM (see :func:`~varirec.storage.shutdown.exit_held`) is
+    raised before the batch is queued; once queued, the batch is the sink's.
+
+    A sink belongs to the process that made it: used in a forked child (which has no
+    writer thread) it raises :class:`~varirec.errors.RecorderStateError`.
 
     Args:
         directory: the run directory; table ``t`` goes to ``directory/t``.
@@ -75,6 +86,11 @@ class TableSink:
         self.writer_id = check_writer_id(writer_id)
         self.counts: dict[str, int] = {}
         """Rows per table in final-named parts or still pending (lost rows excluded)."""
+        self.lost: dict[str, int] = {}
+        """Rows per table that were accepted but never reached a final-named part."""
+        self.failure: BaseException | None = None
+        """The first error that lost rows (a failed write, rename or conversion)."""
+        self._pid = os.getpid()
         self._options = part_options
         self._schemas: dict[str, pa.Schema] = dict(schemas or {})
         self._parts: dict[str, PartWriter] = {}
@@ -109,16 +125,18 @@ class TableSink:
 
     def submit(self, table: str, data: Any) -> None:
         """Write ``data`` (Table, RecordBatch or object with ``to_arrow()``) to ``table``."""
-        self.raise_pending()
+        self.check_process()
         if self._thread is None:
             with self._lock:
                 part = self._write(table, data)
                 self._step(table, part, part.maybe_rotate)
         else:
             self._put(("write", table, data))
+            self.raise_pending()  # an earlier batch's error; this batch is queued all the same
 
     def flush(self) -> None:
         """Write buffered rows and close the open parts; returns once they are durable."""
+        self.check_process()
         self.raise_pending()
         if self._thread is None:
             with self._lock:
@@ -126,7 +144,8 @@ class TableSink:
             return
         done = threading.Event()
         self._put(("flush", done))
-        while not done.wait(0.2):
+        while not done.wait(0.05):
+            raise_if_pending()  # the flush item is queued: waiting for it is safe to stop
             self._check_thread()
         self.raise_pending()
 
@@ -145,6 +164,17 @@ class TableSink:
         error, self._error = self._error, None
         return error
 
+    def check_process(self) -> None:
+        """Raise RecorderStateError in a forked child: the writer thread did not come along."""
+        if self._pid != os.getpid():
+            raise RecorderStateError(
+                f"the writer of {self.directory} was created in process {self._pid} and is "
+                f"used in process {os.getpid()}, a fork of it; a forked child has no writer "
+                "thread, so its rows would be lost. Create the RunWriter (or RecorderManager) "
+                "in the child process, or start workers with "
+                "multiprocessing.get_context('spawn') or 'forkserver'"
+            )
+
     def raise_pending(self) -> None:
         """Re-raise (once) an error that happened on the writer thread."""
         error, self._error = self._error, None
@@ -157,19 +187,39 @@ class TableSink:
 
     def _put(self, item: tuple[Any, ...]) -> None:
         while True:
+            raise_if_pending()  # nothing is queued yet: the caller still holds the item
             try:
-                self._queue.put(item, timeout=0.2)
+                self._queue.put(item, timeout=0.05)
                 return
             except queue.Full:
                 self._check_thread()
 
+    def _lose(self, table: str, rows: int, error: BaseException) -> None:
+        if rows:
+            self.lost[table] = self.lost.get(table, 0) + rows
+        if self.failure is None:
+            self.failure = error
+
     def _write(self, table: str, data: Any) -> PartWriter:
-        if not isinstance(data, (pa.Table, pa.RecordBatch)):
-            data = data.to_arrow()
+        try:
             if not isinstance(data, (pa.Table, pa.RecordBatch)):
-                raise TypeError(f"to_arrow() must return a pyarrow Table, got {type(data)}")
-        if isinstance(data, pa.RecordBatch):
-            data = pa.Table.from_batches([data])
+                data = data.to_arrow()
+                if not isinstance(data, (pa.Table, pa.RecordBatch)):
+                    raise TypeError(f"to_arrow() must return a pyarrow Table, got {type(data)}")
+            if isinstance(data, pa.RecordBatch):
+                data = pa.Table.from_batches([data])
+            part, data = self._conformed(table, data)
+        except BaseException as exc:
+            if self._thread is not None:  # in the foreground the caller sees the refusal
+                rows = data.num_rows if isinstance(data, (pa.Table, pa.RecordBatch)) else None
+                if rows is None:
+                    rows = len(data) if callable(getattr(data, "__len__", None)) else 0
+                self._lose(table, rows, exc)
+            raise
+        self._step(table, part, part._append, data)
+        return part
+
+    def _conformed(self, table: str, data: pa.Table) -> tuple[PartWriter, pa.Table]:
         part = self._parts.get(table)
         if part is not None:
             data = conform(data, part.schema, table=table)
@@ -183,18 +233,18 @@ class TableSink:
             )
             self._parts[table] = part
             self._schemas.setdefault(table, schema)
-        self._step(table, part, part._append, data)
-        return part
+        return part, data
 
     def _step(self, table: str, part: PartWriter, step: Callable[..., object], *args: Any) -> None:
         """Run a writing step of ``part``; if it fails, abort the part and drop it."""
         try:
             step(*args)
-        except BaseException:
+        except BaseException as exc:
             part.abort()  # its file keeps the temporary name; the next batch opens a new part
             if self._parts.get(table) is part:
                 del self._parts[table]
                 self._retired[table] = self._retired.get(table, 0) + part.rows_written
+                self._lose(table, part.rows_lost, exc)
             raise
         finally:
             live = self._parts.get(table)

@@ -68,7 +68,9 @@ def _default_run_id() -> str:
 
 
 def _default_writer_id() -> str:
-    host = "".join(c for c in socket.gethostname().split(".")[0] if c.isalnum())[:24]
+    # ASCII only: writer ids are part of file names (str.isalnum accepts "é" and "名")
+    name = socket.gethostname().split(".")[0]
+    host = "".join(c for c in name if c.isascii() and c.isalnum())[:24]
     return f"{host or 'host'}_{os.getpid()}_{secrets.token_hex(4)}"
 
 
@@ -270,11 +272,21 @@ class RunWriter:
         _write_json_atomic(self.path / RUN_JSON, _to_json(self._doc, "metadata"))
 
     def _write_sidecar(
-        self, ended: str | None = None, error: dict[str, str] | None = None, *, new: bool = False
+        self,
+        ended: str | None = None,
+        error: dict[str, str] | None = None,
+        *,
+        new: bool = False,
+        lost: dict[str, int] | None = None,
+        closed_by: str | None = None,
     ) -> None:
         doc = {"writer_id": self.writer_id, "pid": self._pid, "host": socket.gethostname()}
         doc.update(created_utc=self._started, ended_utc=ended, status=self.status)
         doc.update(counts=dict(self._counts), error=error)
+        if lost:
+            doc["rows_lost"] = lost
+        if closed_by is not None:
+            doc["closed_by"] = closed_by
         text = _to_json(doc, "sidecar")
         sidecar = self.path / WRITERS_DIR / f"{self.writer_id}.json"
         if not new:
@@ -314,6 +326,7 @@ class RunWriter:
             TypeError: ``data`` is not one of the accepted types.
         """
         self._check_open()
+        self._sink.check_process()
         check_table_name(table)
         if isinstance(data, (pa.Table, pa.RecordBatch)):
             self._sink.precheck(table, data.schema)
@@ -328,6 +341,7 @@ class RunWriter:
     def flush(self) -> None:
         """Write every buffered row and close the open parts, so all rows so far are durable."""
         self._check_open()
+        self._sink.check_process()
         with exit_held():
             self._sink.flush()
 
@@ -349,25 +363,41 @@ class RunWriter:
         self._metadata = self._doc["metadata"] = merged
         _write_json_atomic(self.path / RUN_JSON, text)
 
-    def close(self, error: BaseException | None = None) -> None:
+    def close(self, error: BaseException | None = None, *, closed_by: str = "close") -> None:
         """Write everything, rename the open parts and record the run's outcome.
 
         Idempotent. Status is ``failed`` (with ``error``'s type and message) when
-        ``error`` is given or the writer thread failed, else ``complete``. A writer
-        thread error is re-raised here when ``error`` is None.
+        ``error`` is given or any write failed (rows lost, even if the caller caught
+        that error), else ``complete``; ``rows_lost`` in ``run.json`` counts the rows
+        per table that never reached a final part, and ``closed_by`` says whether
+        :meth:`close` or the interpreter's exit hook closed the run. A writer thread
+        error not raised yet is raised here when ``error`` is None.
+
+        Raises:
+            RecorderStateError: called in a forked child of the process that made it.
         """
-        if self._closed or self._pid != os.getpid():
+        if self._closed:
             return
-        with exit_held():
+        self._sink.check_process()
+        with exit_held(closing=True):
             pending = self._sink.close()
-            record = error_record(error, signal_of(self)) or error_record(pending, None)
-            self.status = "failed" if record else "complete"
+            failure = self._sink.failure
+            record = (
+                error_record(error, signal_of(self))
+                or error_record(pending, None)
+                or error_record(failure, None)
+            )
+            lost = {t: n for t, n in self._sink.lost.items() if n}
+            if lost and record is not None:
+                record["message"] += f" ({sum(lost.values())} rows lost: {lost})"
+            self.status = "failed" if record or lost else "complete"
             ended = _utc_now()
-            self._write_sidecar(ended, record)
-            if self.created:
-                self._finish_run_json(ended, record)
+            # Closed even if the bookkeeping cannot be written (e.g. the disk is full).
             self._closed = True
             unregister(self)
+            self._write_sidecar(ended, record, lost=lost, closed_by=closed_by)
+            if self.created:
+                self._finish_run_json(ended, record, lost=lost, closed_by=closed_by)
         logger.info("closed run %s: %s %s", self.run_id, self.status, self._counts)
         if pending is not None:
             if error is None:
@@ -390,7 +420,14 @@ class RunWriter:
                 "(or RunWriter.join) to add rows"
             )
 
-    def _finish_run_json(self, ended: str, record: dict[str, str] | None) -> None:
+    def _finish_run_json(
+        self,
+        ended: str,
+        record: dict[str, str] | None,
+        *,
+        lost: dict[str, int],
+        closed_by: str,
+    ) -> None:
         sidecars = {}
         for path in (self.path / WRITERS_DIR).glob("*.json"):
             if path.name.startswith("."):
@@ -402,7 +439,9 @@ class RunWriter:
         counts, self.writers, running = sum_sidecars(sidecars)
         self._counts = counts
         doc = {**self._doc, "status": self.status, "ended_utc": ended, "counts": counts}
-        doc.update(writers=self.writers, writers_still_running=running)
+        doc.update(writers=self.writers, writers_still_running=running, closed_by=closed_by)
         if record is not None:
             doc["error"] = record
+        if lost:
+            doc["rows_lost"] = lost
         _write_json_atomic(self.path / RUN_JSON, _to_json(doc, "metadata"))
