@@ -173,6 +173,9 @@ def episode_table(
         frame = pd.concat([frame, pd.DataFrame(factors, index=frame.index)], axis=1)
         frames.append(frame)
     if not frames:
+        damage = ds.damage_note("episodes", run_ids)
+        if damage is not None:
+            raise DatasetError(f"no readable episodes in run(s) {run_ids} of {ds.path}: {damage}")
         raise DatasetError(
             f"no episodes in run(s) {run_ids} of {ds.path}; record finished episodes "
             "(record_pre_reset) before analysing"

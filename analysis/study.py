@@ -31,7 +31,7 @@ from analysis.morris import morris_indices
 from analysis.results import GivenDataResult, MorrisResult, SobolResult
 from analysis.sobol import sobol_indices
 from varirec import open_dataset
-from varirec.errors import DesignError, UnknownNameError
+from varirec.errors import DatasetError, DesignError, UnknownNameError
 from varirec.overrides import nearest_names
 from varirec.storage import Dataset
 
@@ -79,23 +79,37 @@ class Study:
 
     def ranking(self) -> pd.DataFrame:
         """Factors ranked by their main index, with interval and a plain verdict."""
-        frame = self.to_frame()
-        main = {"sobol": "ST", "morris": "mu_star"}.get(self.method)
-        if main is None:
-            main = getattr(self.result, "index", frame["index"].iloc[0])
-        rows = frame[frame["index"] == main].copy()
+        rows = self.ranking_frame().copy()
         rows = rows.sort_values("estimate", ascending=False, na_position="last")
         rows["verdict"] = [self._verdict(r) for _, r in rows.iterrows()]
         keep = [c for c in ("factor", "index", "estimate", "conf_low", "conf_high", "verdict")]
         return rows[keep].reset_index(drop=True)
 
+    @property
+    def has_intervals(self) -> bool:
+        """Whether any index of the main ranking has a confidence interval."""
+        frame = self.ranking_frame()
+        return bool(frame["conf_low"].notna().any())
+
+    def ranking_frame(self) -> pd.DataFrame:
+        frame = self.to_frame()
+        main = {"sobol": "ST", "morris": "mu_star"}.get(self.method)
+        if main is None:
+            main = getattr(self.result, "index", frame["index"].iloc[0])
+        return frame[frame["index"] == main]
+
     def _verdict(self, row: pd.Series) -> str:
+        if pd.isna(row["estimate"]):
+            # An estimate that was not made has no verdict (not "no effect").
+            reasons = getattr(self.result, "not_estimated", {})
+            reason = reasons.get(row["factor"], "the estimator gave no value")
+            return f"not estimated: {reason}"
         if isinstance(self.result, GivenDataResult) and self.result.significant is not None:
             j = list(self.result.factor_names).index(row["factor"])
             return "effect" if self.result.significant[j] else "no effect"
         low, high = row.get("conf_low"), row.get("conf_high")
         if pd.isna(low) or pd.isna(high):
-            return ""
+            return "no verdict: no interval"
         if low > NEGLIGIBLE:
             return "effect"
         return "no effect" if high < NEGLIGIBLE else "uncertain"
@@ -290,7 +304,15 @@ def analyze(
             notes.append(f"{int((~valid).sum())} episode(s) with no finite {name!r} were left out")
         if design_run is not None:
             notes.append("a design run analysed as given data: its rows are not independent draws")
-        factors = _complete_factors(table, valid, notes)
+        try:
+            factors = _complete_factors(table, valid, notes)
+        except DesignError as exc:
+            damage = ds.damage_note("draws", run_ids)
+            if damage is None:
+                raise
+            raise DatasetError(
+                f"no factor has a value in enough episodes: the draws are damaged: {damage}"
+            ) from exc
         x = table.factor_matrix(factors)
         valid &= np.isfinite(x).all(axis=1)
         x = x[valid]

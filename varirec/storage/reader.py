@@ -24,11 +24,12 @@ import difflib
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -45,18 +46,28 @@ from .schema import (
     TMP_SUFFIX,
     WRITERS_DIR,
     canonical_schema,
+    check_part_schema,
+    check_run_doc,
     check_table_name,
+    parse_part_name,
     sum_sidecars,
 )
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Dataset", "DatasetWarning", "RunInfo", "open_dataset"]
+__all__ = ["Dataset", "DatasetWarning", "RunInfo", "SkippedPart", "TableHealth", "open_dataset"]
 
 logger = logging.getLogger(__name__)
 
 Filter = ds.Expression | list[tuple[Any, ...]] | list[list[tuple[Any, ...]]]
+
+_TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Pages written with a CRC (write_page_checksum) are verified; older pages are not.
+_FORMAT = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+)
+_DATA_ERRORS = (OSError, pa.ArrowException)
 
 
 class DatasetWarning(UserWarning):
@@ -101,6 +112,116 @@ class RunInfo:
         for key in ("created", "ended"):
             out[key] = None if out[key] is None else out[key].isoformat()
         return out
+
+
+@dataclass(frozen=True)
+class SkippedPart:
+    """A file of a table that the reader does not read, and why.
+
+    Attributes:
+        run_id: the run it belongs to.
+        table: the table it belongs to.
+        path: the file, on the dataset's filesystem.
+        kind: ``unfinished`` (a temporary part of a writer that died or is still
+            writing), ``unreadable`` (no valid footer: truncated, empty, not Parquet),
+            ``foreign`` (a schema that is not the table's), ``corrupt`` (its data failed
+            a page checksum or decompression) or ``not a directory`` (the table path).
+        reason: why it is not read, in words (the error, or the schema problem).
+        writer: the writer id in its name, or None if the name does not parse.
+    """
+
+    run_id: str
+    table: str
+    path: str
+    kind: str
+    reason: str
+    writer: str | None = None
+
+    @property
+    def unfinished(self) -> bool:
+        """A temporary part: its writer died (or is still writing); not damage."""
+        return self.kind == "unfinished"
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.kind}: {self.reason})"
+
+    def warning(self) -> str:
+        """The DatasetWarning text: what is skipped, naming the file, and why."""
+        if self.unfinished:
+            return (
+                f"skipping {self.path}: an unfinished part from a writer that died (or is "
+                "still writing); its rows are not readable"
+            )
+        if self.kind == "not a directory":
+            return f"skipping table {self.table!r} of run {self.run_id!r}: {self.reason}"
+        return f"skipping {self.kind} part {self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class TableHealth:
+    """How much of one table of one run reads, from the Parquet footers (no data read).
+
+    Attributes:
+        run_id: the run.
+        table: the table.
+        rows_readable: rows in the parts that read.
+        rows_recorded: rows that the writers recorded in their sidecars (or, without
+            sidecars, ``run.json``), summed over the writers whose count is known; None
+            if none is.
+        rows_missing: rows that counted writers recorded beyond what their readable
+            parts hold: the rows of the skipped parts. Never negative; None if unknown.
+        skipped: the files of the table that are not read.
+        writers_uncounted: writers with parts but no final count (killed, still
+            writing, or their sidecar is missing): their rows are not in
+            ``rows_recorded``.
+    """
+
+    run_id: str
+    table: str
+    rows_readable: int
+    rows_recorded: int | None
+    rows_missing: int | None
+    skipped: tuple[SkippedPart, ...] = ()
+    writers_uncounted: tuple[str, ...] = ()
+
+    @property
+    def damaged(self) -> bool:
+        """Whether a part was skipped or recorded rows are not readable."""
+        return bool(self.skipped) or bool(self.rows_missing)
+
+    def describe(self) -> str:
+        """The skipped parts with their reasons and the rows they held, in words."""
+        where = f"table {self.table!r} of run {self.run_id!r}"
+        lines = []
+        if self.skipped:
+            parts = "; ".join(str(s) for s in self.skipped)
+            lines.append(f"{where}: {len(self.skipped)} part(s) skipped: {parts}")
+        else:
+            lines.append(f"{where}: no part skipped")
+        if self.rows_recorded is not None:
+            held = "the skipped part(s) held" if self.skipped else "no file holds"
+            lines.append(
+                f"its writers recorded {self.rows_recorded} row(s), {self.rows_readable} are "
+                f"readable: {held} {self.rows_missing or 0}"
+            )
+        else:
+            lines.append(
+                f"{self.rows_readable} row(s) are readable; how many the skipped part(s) held "
+                "is unknown (no closed writer sidecar counts them)"
+            )
+        if self.writers_uncounted:
+            lines.append(
+                f"writer(s) {list(self.writers_uncounted)} left no final count (killed, still "
+                "writing, or sidecar missing)"
+            )
+        return "; ".join(lines)
+
+
+class _Part(NamedTuple):
+    path: str
+    schema: pa.Schema
+    num_rows: int
+    writer: str | None
 
 
 Runs = str | RunInfo | Iterable[str | RunInfo] | None
@@ -152,6 +273,12 @@ class Dataset:
         else:
             self.filesystem, self.root = pafs.LocalFileSystem(), os.path.abspath(text)
         self.path = text
+        self._writer_counts: dict[str, dict[str, dict[str, int] | None]] = {}
+        self._closed_counts: dict[str, dict[str, int]] = {}
+        # Footers by (path, size, mtime): a file that changes is read again.
+        self._footers: dict[tuple[str, int, int | None], Any] = {}
+        # Parts whose data failed to read (checksum, decompression): (kind, reason).
+        self._bad_data: dict[tuple[str, int, int | None], tuple[str, str]] = {}
         info = self.filesystem.get_file_info(self.root)
         if info.type == pafs.FileType.NotFound:
             raise DatasetError(f"dataset path {text} does not exist; check the path")
@@ -209,6 +336,17 @@ class Dataset:
         sidecars = self._read_sidecars(path)
         counts, sidecar_writers, _ = sum_sidecars(sidecars)
         writers = {*doc.get("writers", []), *sidecar_writers}
+        # Per writer, the counts it wrote when it closed; None: killed, running or unknown.
+        per_writer: dict[str, dict[str, int] | None] = dict.fromkeys(writers)
+        for name, side in sidecars.items():
+            side = side if isinstance(side, dict) else {}
+            writer = str(side.get("writer_id") or name)
+            tables = side.get("counts")
+            closed = side.get("status") in ("complete", "failed") and isinstance(tables, dict)
+            per_writer[writer] = sum_sidecars({name: side}).counts if closed else None
+        self._writer_counts[run_id] = per_writer
+        closed_run = doc.get("status") in ("complete", "failed") and not sidecars
+        self._closed_counts[run_id] = dict(doc.get("counts") or {}) if closed_run else {}
         version = doc.get("schema_version")
         if isinstance(version, int) and version > SCHEMA_VERSION:
             _warn(
@@ -238,6 +376,12 @@ class Dataset:
                 "'unknown' (its writer may have died before writing it)"
             )
             return {}
+        except (OSError, UnicodeDecodeError) as exc:
+            _warn(
+                f"{path} cannot be read ({type(exc).__name__}: {exc}); reading run {run_id!r} "
+                "with empty metadata and status 'unknown'. Nothing was changed"
+            )
+            return {}
         try:
             doc = json.loads(text)
             if not isinstance(doc, dict):
@@ -249,19 +393,32 @@ class Dataset:
                 "restore it to get the metadata back"
             )
             return {}
-        return doc
+        clean, problems = check_run_doc(doc)
+        for problem in problems:
+            _warn(
+                f"{path}: {problem}; reading run {run_id!r} without it (the file was left as "
+                "it is; fix the field to get it back)"
+            )
+        return clean
 
     def _read_sidecars(self, run_path: str) -> dict[str, Any]:
-        selector = pafs.FileSelector(f"{run_path}/{WRITERS_DIR}", allow_not_found=True)
-        out = {}
-        for info in self.filesystem.get_file_info(selector):
+        directory = f"{run_path}/{WRITERS_DIR}"
+        if self.filesystem.get_file_info(directory).type != pafs.FileType.Directory:
+            return {}
+        out: dict[str, Any] = {}
+        for info in self.filesystem.get_file_info(pafs.FileSelector(directory)):
             if not info.base_name.endswith(".json") or info.base_name.startswith("."):
                 continue
+            name = info.base_name[: -len(".json")]
             try:
                 with self.filesystem.open_input_stream(info.path) as f:
-                    out[info.base_name[: -len(".json")]] = json.loads(f.read().decode("utf-8"))
+                    out[name] = json.loads(f.read().decode("utf-8"))
             except (OSError, ValueError) as exc:
-                logger.warning("skipping unreadable writer sidecar %s: %s", info.path, exc)
+                _warn(
+                    f"writer sidecar {info.path} is unreadable ({type(exc).__name__}: {exc}); "
+                    f"the rows of writer {name!r} are not counted"
+                )
+                out[name] = None
         return out
 
     def _select(self, runs: Runs) -> list[str]:
@@ -311,22 +468,56 @@ class Dataset:
         wanted = self._columns(schema, columns, table)
         if not files:
             return schema.empty_table().select(wanted)
+        if isinstance(filter, list):
+            filter = pq.filters_to_expression(filter)
         partitioning = ds.partitioning(
             pa.schema([("run_id", DICT_STRING)]),
             dictionaries={"run_id": pa.array(selected, pa.string())},
             flavor="hive",
         )
-        dataset = ds.dataset(
-            files,
-            schema=schema,
-            format="parquet",
-            filesystem=self.filesystem,
-            partitioning=partitioning,
-            partition_base_dir=self.root,
-        )
-        if isinstance(filter, list):
-            filter = pq.filters_to_expression(filter)
-        return dataset.to_table(columns=wanted, filter=filter)
+
+        def scan(paths: list[str]) -> pa.Table:
+            dataset = ds.dataset(
+                paths,
+                schema=schema,
+                format=_FORMAT,
+                filesystem=self.filesystem,
+                partitioning=partitioning,
+                partition_base_dir=self.root,
+            )
+            return dataset.to_table(columns=wanted, filter=filter)
+
+        try:
+            return scan(files)
+        except _DATA_ERRORS as exc:
+            # The scan's error names no file: find the damaged part(s), read the rest.
+            tables = []
+            for path in files:
+                try:
+                    tables.append(scan([path]))
+                except _DATA_ERRORS as part_exc:
+                    if not self._data_damaged(table, path, part_exc):
+                        raise exc from None  # not damage (e.g. a bad filter): the caller's error
+            if not tables:
+                return schema.empty_table().select(wanted)
+            return pa.concat_tables(tables)
+
+    def _data_damaged(self, table: str, path: str, exc: BaseException) -> bool:
+        """Whether ``path``'s data is damaged (read fully, checksums verified); if so, warn
+        naming it and skip it from now on."""
+        try:
+            pq.read_table(path, filesystem=self.filesystem, page_checksum_verification=True)
+        except _DATA_ERRORS as full_exc:
+            info = self.filesystem.get_file_info(path)
+            reason = (
+                f"its data failed to read ({type(full_exc).__name__}: {full_exc}): a page "
+                "checksum mismatch or undecodable page, i.e. the file's bytes changed after it "
+                "was written"
+            )
+            self._bad_data[(path, info.size, info.mtime_ns)] = ("corrupt", reason)
+            _warn(f"skipping corrupt part {path} of table {table!r}: {reason}")
+            return True
+        return False
 
     def draws(
         self,
@@ -392,38 +583,196 @@ class Dataset:
         known = [c for c in columns if c in schema.names and c != "run_id"]
         return [*known, "run_id"]
 
+    # ------------------------------------------------------------ parts and health
+    def tables(self, run_id: str) -> list[str]:
+        """Names of the tables that run ``run_id`` has on disk or counted in its metadata."""
+        run = self.run(run_id)
+        selector = pafs.FileSelector(run.path, allow_not_found=True)
+        names = {
+            e.base_name
+            for e in self.filesystem.get_file_info(selector)
+            if e.base_name != WRITERS_DIR and _TABLE_RE.match(e.base_name)
+        }
+        return sorted(names | set(run.counts))
+
+    def health(self, table: str, runs: Runs = None) -> list[TableHealth]:
+        """How much of ``table`` reads in each selected run, from the footers (cheap).
+
+        Parts whose data failed to read earlier (a page checksum or decompression
+        error, found by :meth:`read`) count as skipped. Warns like :meth:`read` does.
+
+        Example:
+            >>> import tempfile, pyarrow as pa
+            >>> from varirec.storage import RunWriter
+            >>> root = tempfile.mkdtemp()
+            >>> with RunWriter(root, "r0", background=False) as w:
+            ...     w.append("steps", pa.table({"reward": [1.0, 2.0]}))
+            >>> h = open_dataset(root).health("steps")[0]
+            >>> h.rows_readable, h.rows_recorded, h.rows_missing, h.damaged
+            (2, 2, 0, False)
+        """
+        check_table_name(table)
+        out = []
+        for run_id in self._select(runs):
+            parts, skipped = self._scan(run_id, table)
+            counts = self._writer_counts[run_id]
+            readable: dict[str | None, int] = {}
+            for part in parts:
+                readable[part.writer] = readable.get(part.writer, 0) + part.num_rows
+            with_files = {p.writer for p in parts} | {s.writer for s in skipped}
+            with_files.discard(None)
+            counted = {w: c for w, c in counts.items() if c is not None}
+            uncounted = sorted(w for w in with_files if w not in counted)
+            if counted:
+                recorded: int | None = sum(c.get(table, 0) for c in counted.values())
+                missing: int | None = sum(
+                    max(0, c.get(table, 0) - readable.get(w, 0)) for w, c in counted.items()
+                )
+            elif table in self._closed_counts[run_id]:
+                # No usable sidecar: run.json's total stands for all writers.
+                recorded = self._closed_counts[run_id][table]
+                missing = max(0, recorded - sum(readable.values()))
+                uncounted = []
+            else:
+                recorded = missing = None
+            out.append(
+                TableHealth(
+                    run_id,
+                    table,
+                    sum(readable.values()),
+                    recorded,
+                    missing,
+                    tuple(skipped),
+                    tuple(uncounted),
+                )
+            )
+        return out
+
+    def damage_note(self, table: str, runs: Runs = None) -> str | None:
+        """What is damaged or missing in ``table`` of the selected runs, or None.
+
+        One sentence per run whose parts were skipped or whose recorded rows are not
+        all readable; used by the analysis to give the real cause of an empty table.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DatasetWarning)
+            damaged = [h for h in self.health(table, runs) if h.damaged]
+        if not damaged:
+            return None
+        return (
+            ". ".join(h.describe() for h in damaged)
+            + ". The reader changed nothing: restore the damaged files from a copy, or "
+            "record the run again"
+        )
+
     def _collect(self, table: str, run_ids: list[str]) -> tuple[list[str], pa.Schema]:
         merged = canonical_schema(table)
         files = []
         for run_id in run_ids:
-            for path in self._part_paths(self._runs[run_id].path, table):
+            parts, skipped = self._scan(run_id, table)
+            for s in skipped:
+                _warn(s.warning())
+            for part in parts:
                 try:
-                    schema = pq.read_schema(path, filesystem=self.filesystem).remove_metadata()
-                except (pa.ArrowException, OSError) as exc:
-                    _warn(f"skipping unreadable part {path}: {type(exc).__name__}: {exc}")
-                    continue
-                try:
-                    merged = schema if merged is None else pa.unify_schemas([merged, schema])
+                    merged = (
+                        part.schema if merged is None else pa.unify_schemas([merged, part.schema])
+                    )
                 except pa.ArrowException as exc:
-                    _warn(f"skipping part {path}: its schema conflicts with the others ({exc})")
+                    _warn(
+                        f"skipping part {part.path}: its schema conflicts with the others ({exc})"
+                    )
                     continue
-                files.append(path)
+                files.append(part.path)
         return files, pa.schema([]) if merged is None else merged
 
-    def _part_paths(self, run_path: str, table: str) -> list[str]:
-        selector = pafs.FileSelector(f"{run_path}/{table}", allow_not_found=True)
-        paths = []
+    def _scan(self, run_id: str, table: str) -> tuple[list[_Part], list[SkippedPart]]:
+        """The readable parts of ``table`` in run ``run_id`` (footers only), and the rest."""
+        run_path = self._runs[run_id].path
+        parts: list[_Part] = []
+        skipped: list[SkippedPart] = []
+        for info in self._part_infos(run_id, run_path, table, skipped):
+            parsed = parse_part_name(info.base_name.lstrip(".").removesuffix(TMP_SUFFIX))
+            writer = None if parsed is None else parsed[0]
+            if info.base_name.endswith(TMP_SUFFIX):
+                reason = "the writer died while writing it, or is still writing"
+                skipped.append(SkippedPart(run_id, table, info.path, "unfinished", reason, writer))
+                continue
+            key = (info.path, info.size, info.mtime_ns)
+            problem = self._bad_data.get(key)
+            if problem is None:
+                footer = self._footers.get(key)
+                if footer is None:
+                    footer = self._footers[key] = self._read_footer(info.path, table)
+                if isinstance(footer[0], str):
+                    problem = footer
+                else:
+                    parts.append(_Part(info.path, footer[0], footer[1], writer))
+                    continue
+            skipped.append(SkippedPart(run_id, table, info.path, *problem, writer))
+        if canonical_schema(table) is None and len(parts) > 1:
+            parts = self._drop_disjoint(parts, skipped, run_id, table)
+        return parts, skipped
+
+    def _read_footer(self, path: str, table: str) -> tuple[pa.Schema, int] | tuple[str, str]:
+        """``(schema, rows)`` of a part, or ``(kind, reason)`` it cannot be read as ``table``."""
+        try:
+            meta = pq.read_metadata(path, filesystem=self.filesystem)
+            schema = meta.schema.to_arrow_schema().remove_metadata()
+        except (pa.ArrowException, OSError) as exc:
+            return "unreadable", f"{type(exc).__name__}: {exc}"
+        problems = check_part_schema(table, schema)
+        if problems:
+            return "foreign", (
+                f"its schema conflicts with the {table!r} table's: {'; '.join(problems)}; "
+                "it was not written by varirec (or by an incompatible version) and would "
+                "read as rows of nulls"
+            )
+        return schema, meta.num_rows
+
+    @staticmethod
+    def _drop_disjoint(
+        parts: list[_Part], skipped: list[SkippedPart], run_id: str, table: str
+    ) -> list[_Part]:
+        """Drop parts that share no column with the run's usual columns (foreign files)."""
+        column_sets = [frozenset(p.schema.names) for p in parts]
+        usual = max(column_sets, key=column_sets.count)  # most common; ties: the first
+        keep = []
+        for part, names in zip(parts, column_sets, strict=True):
+            if names & usual:
+                keep.append(part)
+            else:
+                reason = (
+                    f"its columns {sorted(names)} share none with the other {table!r} parts of "
+                    f"the run ({sorted(usual)}); it was written by another tool and would read "
+                    "as rows of nulls"
+                )
+                skipped.append(
+                    SkippedPart(run_id, table, part.path, "foreign", reason, part.writer)
+                )
+        return keep
+
+    def _part_infos(
+        self, run_id: str, run_path: str, table: str, skipped: list[SkippedPart]
+    ) -> list[pafs.FileInfo]:
+        """The final and temporary part files of a table, sorted by path."""
+        directory = f"{run_path}/{table}"
+        info = self.filesystem.get_file_info(directory)
+        if info.type == pafs.FileType.NotFound:
+            return []
+        if info.type != pafs.FileType.Directory:
+            reason = f"{directory} is a file, not a directory of parts; nothing of it is read"
+            skipped.append(SkippedPart(run_id, table, directory, "not a directory", reason))
+            return []
+        out = []
+        selector = pafs.FileSelector(directory)
         for info in sorted(self.filesystem.get_file_info(selector), key=lambda i: i.path):
             name = info.base_name
             if info.type != pafs.FileType.File:
                 continue
             if name.startswith(".part-") and name.endswith(TMP_SUFFIX):
-                _warn(
-                    f"skipping {info.path}: an unfinished part from a writer that died "
-                    "(or is still writing); its rows are not readable"
-                )
+                out.append(info)
             elif name.startswith((".", "_")) or not name.endswith(".parquet"):
                 logger.debug("skipping %s (hidden or not a .parquet file)", info.path)
             else:
-                paths.append(info.path)
-        return paths
+                out.append(info)
+        return out

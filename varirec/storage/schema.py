@@ -12,6 +12,8 @@ Contents:
     RUN_PREFIX, RUN_JSON, WRITERS_DIR, TMP_SUFFIX: names of the dataset layout (below).
     part_name, parse_part_name: the final file name of a part, and back.
     sum_sidecars: the counts and writer ids that a run's writer sidecars record.
+    check_run_doc: the fields of a ``run.json`` that have the right types, and the others.
+    check_part_schema: why a part's schema is not that of its table (foreign parts).
     check_run_id, check_writer_id, check_table_name: validate names that become paths.
 
 Layout of a dataset directory::
@@ -28,7 +30,8 @@ the writer only checks that it stays the same within one run writer.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import pyarrow as pa
@@ -39,12 +42,15 @@ __all__ = [
     "PHASES",
     "RUN_JSON",
     "RUN_PREFIX",
+    "RUN_STATUSES",
     "SCHEMA_VERSION",
     "TMP_SUFFIX",
     "UTC_TIMESTAMP",
     "WRITERS_DIR",
     "SidecarSummary",
     "canonical_schema",
+    "check_part_schema",
+    "check_run_doc",
     "check_run_id",
     "check_table_name",
     "check_writer_id",
@@ -216,7 +222,7 @@ def sum_sidecars(sidecars: Mapping[str, Any]) -> SidecarSummary:
     Args:
         sidecars: the parsed ``writers/<writer_id>.json`` documents, keyed by the file
             name without ``.json``. A malformed document still names its writer (by
-            the file name); counts that are not numbers are skipped.
+            the file name); counts that are not non-negative integers are skipped.
 
     Returns:
         ``(counts, writers, running)``: the summed counts, the sorted writer ids, and
@@ -237,11 +243,148 @@ def sum_sidecars(sidecars: Mapping[str, Any]) -> SidecarSummary:
             running.append(writer)
         tables = side.get("counts")
         for table, n in (tables if isinstance(tables, dict) else {}).items():
-            try:
+            if _is_count(n):
                 counts[table] = counts.get(table, 0) + int(n)
-            except (TypeError, ValueError):
-                continue
     return SidecarSummary(counts, writers, running)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_time(value: object) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_error_record(value: object) -> bool:
+    return value is None or (
+        isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    )
+
+
+RUN_STATUSES = ("running", "complete", "failed")
+"""The values of ``status`` in ``run.json`` (the reader adds ``unknown``)."""
+
+_RUN_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "schema_version": (_is_count, "a non-negative integer"),
+    "varirec_version": (lambda v: isinstance(v, str), "a string"),
+    "run_id": (lambda v: isinstance(v, str), "a string"),
+    "created_utc": (_is_time, "an ISO 8601 time or null"),
+    "ended_utc": (_is_time, "an ISO 8601 time or null"),
+    "status": (lambda v: v in RUN_STATUSES, f"one of {list(RUN_STATUSES)}"),
+    "metadata": (lambda v: isinstance(v, dict), "an object"),
+    "counts": (
+        lambda v: isinstance(v, dict) and all(_is_count(n) for n in v.values()),
+        "an object of non-negative row counts per table",
+    ),
+    "writers": (_is_str_list, "a list of writer ids (strings)"),
+    "writers_still_running": (_is_str_list, "a list of writer ids (strings)"),
+    "error": (_is_error_record, 'null or an object {"type": ..., "message": ...} of strings'),
+}
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _is_variation(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("key"), str)
+        and isinstance(value.get("mode"), str)
+    )
+
+
+def check_run_doc(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The fields of a parsed ``run.json`` whose types are right, and what is wrong.
+
+    A field of the wrong type is left out of the returned document (readers then
+    treat it as unknown) and described in the problems, so one bad field never makes
+    the rest of the run unreadable. In ``metadata``, ``variations`` must be a list of
+    objects with string ``key`` and ``mode``, and ``design`` an object.
+
+    Returns:
+        ``(clean, problems)``: the document without the bad fields, and one sentence
+        per bad field naming it, the value found and what it must be.
+
+    Example:
+        >>> clean, problems = check_run_doc({"status": "complete", "writers": 5})
+        >>> clean
+        {'status': 'complete'}
+        >>> problems
+        ["field 'writers' must be a list of writer ids (strings), got int 5"]
+    """
+    clean: dict[str, Any] = {}
+    problems = []
+    for key, value in doc.items():
+        check = _RUN_FIELDS.get(key)
+        if check is not None and not check[0](value):
+            problems.append(f"field {key!r} must be {check[1]}, got {_shown(value)}")
+        else:
+            clean[key] = value
+    if "metadata" in clean:
+        metadata = clean["metadata"] = dict(clean["metadata"])
+        variations = metadata.get("variations")
+        if variations is not None and not (
+            isinstance(variations, list) and all(_is_variation(v) for v in variations)
+        ):
+            problems.append(
+                "field 'metadata.variations' must be a list of objects with string 'key' "
+                f"and 'mode', got {_shown(variations)}"
+            )
+            del metadata["variations"]
+        design = metadata.get("design")
+        if design is not None and not isinstance(design, dict):
+            problems.append(f"field 'metadata.design' must be an object, got {_shown(design)}")
+            del metadata["design"]
+    return clean, problems
+
+
+def check_part_schema(table: str, schema: pa.Schema) -> list[str]:
+    """Why ``schema``, a part's, is not a schema of ``table``; empty if it is one.
+
+    ``draws`` must have exactly its columns and types; ``episodes`` its core columns
+    and types, plus any user-term columns. Other tables have no fixed schema (the
+    reader checks that their parts share columns). A part that fails this was not
+    written by varirec (e.g. by ``DataFrame.to_parquet``) or by an incompatible
+    version: read as the table, its rows would be rows of nulls.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> check_part_schema("episodes", pa.schema([("env_id", pa.int64())]))[0]
+        "missing columns ['episode', 'start_seq', 'end_seq', 'length', 'return', ...]"
+    """
+    expected = canonical_schema(table)
+    if expected is None:
+        return []
+    names = set(schema.names)
+    missing = [n for n in expected.names if n not in names]
+    problems = []
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        problems.append(f"missing columns [{shown}]")
+    if table == "draws":
+        extra = [n for n in schema.names if n not in set(expected.names)]
+        if extra:
+            problems.append(f"unexpected columns {extra}")
+    for field in expected:
+        if field.name in names and schema.field(field.name).type != field.type:
+            found = schema.field(field.name).type
+            problems.append(f"column {field.name!r} is {found}, expected {field.type}")
+    return problems
 
 
 def check_writer_id(writer_id: str) -> str:
