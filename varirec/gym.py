@@ -82,6 +82,34 @@ def _target(env: gym.Env) -> Any:
     return env.unwrapped
 
 
+def check_env_attributes(target: Any, variations: Iterable[Any], where: str) -> None:
+    """Refuse variations that set (:class:`SetAttribute`) an attribute ``target`` lacks:
+    the values would be recorded but never read by the env.
+
+    >>> check_env_attributes(gym.make("CartPole-v1").unwrapped, pendulum_variations().values(),
+    ...                      "VariationWrapper")
+    Traceback (most recent call last):
+    ...
+    ValueError: VariationWrapper: the env (CartPoleEnv) has no attribute(s) 'g', 'm', 'l' ...
+    """
+    obj = getattr(target, "unwrapped", target)
+    missing = [
+        (v.key, v.apply.name)
+        for v in variations
+        if isinstance(v.apply, SetAttribute) and not hasattr(obj, v.apply.name)
+    ]
+    if missing:
+        names = ", ".join(repr(name) for _, name in missing)
+        keys = [key for key, _ in missing]
+        raise ValueError(
+            f"{where}: the env ({type(obj).__name__}) has no attribute(s) {names} that "
+            f"variation(s) {keys} set, so their values would be recorded but never used; "
+            "use variations made for this env (cartpole_variations() for CartPole-v1, "
+            "pendulum_variations() for Pendulum-v1), or pass apply_to= the object that "
+            "holds these attributes"
+        )
+
+
 class VariationWrapper(gym.Wrapper):
     """Applies and records variations on one Gymnasium env, and records its episodes.
 
@@ -161,6 +189,7 @@ class VariationWrapper(gym.Wrapper):
                 raise TypeError("give `variations` (e.g. cartpole_variations()) or `manager`")
             vs = as_variation_set(variations, "variations")
             check_not_drawn(vs, "VariationWrapper")
+            check_env_attributes(self.apply_to(self.env), vs.values(), "VariationWrapper")
             manager = make_recorder_manager(
                 self.env_id + 1,
                 variations=vs,
@@ -177,6 +206,9 @@ class VariationWrapper(gym.Wrapper):
             )
         self.close_manager = (made or callable(manager)) if close_manager is None else close_manager
         if isinstance(manager, NullRecorderManager):
+            check_env_attributes(
+                self.apply_to(self.env), manager.variations.values(), "VariationWrapper"
+            )
             self._use(manager)
             if made and manager.variations.enabled("build"):
                 manager.draw_build(self.apply_to(self.env))  # the env exists: apply now
@@ -301,15 +333,43 @@ def make_env(
             "use varirec.gym_vector.make_vector_env for vector envs"
         )
 
+    premade = _premade_env(env_fn, builder, wrapper_kwargs.get("apply_to"), "make_env")
+
     def make(values: dict[str, np.ndarray]) -> VariationWrapper:
-        env = _call_env_fn(env_fn, values)
+        env = premade if premade is not None else _call_env_fn(env_fn, values)
         wrapper = VariationWrapper(
             env, manager=builder.manager, close_manager=True, **wrapper_kwargs
         )
         apply_build_values(builder.variations.values(), wrapper.apply_to(env), values)
         return wrapper
 
-    return builder.build(make, apply_build=False)
+    try:
+        return builder.build(make, apply_build=False)
+    except BaseException:
+        if premade is not None:
+            premade.close()
+        raise
+
+
+def _premade_env(
+    env_fn: str | Callable[[dict[str, np.ndarray]], gym.Env],
+    builder: EnvBuilder,
+    apply_to: Any,
+    where: str,
+) -> gym.Env | None:
+    """For a registered env id (built without the build values): the env, made and
+    checked against the variations before the builder creates the run, so a mismatch
+    leaves nothing in the dataset. None for an ``env_fn`` callable (checked when built)."""
+    if not isinstance(env_fn, str):
+        return None
+    env = gym.make(env_fn)
+    try:
+        target = (apply_to if callable(apply_to) else _target)(env)
+        check_env_attributes(target, builder.variations.values(), where)
+    except BaseException:
+        env.close()
+        raise
+    return env
 
 
 def reset_to_episode(

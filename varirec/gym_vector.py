@@ -54,7 +54,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from varirec.builder import EnvBuilder, apply_build_values
-from varirec.gym import SuccessFn, VariationWrapper, _call_env_fn
+from varirec.gym import (
+    SuccessFn,
+    VariationWrapper,
+    _call_env_fn,
+    _premade_env,
+    check_env_attributes,
+)
 from varirec.manager import NullRecorderManager, RecorderManager
 from varirec.storage import RunWriter
 from varirec.variations import Variation, VariationCfg, VariationSet
@@ -133,6 +139,11 @@ class _SubEnvFactory:
         wrapper = VariationWrapper(
             env, manager=self._manager, env_id=self.index, **self.wrapper_kwargs
         )
+        try:
+            check_env_attributes(wrapper.apply_to(env), self.specs, "make_vector_env")
+        except BaseException:
+            env.close()
+            raise
         apply_build_values(self.specs, wrapper.apply_to(env), self.build_values)
         return wrapper
 
@@ -230,6 +241,9 @@ def make_vector_env(
             "make_vector_env cannot share one design schedule between sub-envs in different "
             "processes; run a design with a single env or a batched simulator"
         )
+    probe = _premade_env(env_fn, builder, apply_to, "make_vector_env")  # before the run exists
+    if probe is not None:
+        probe.close()
     worker_kwargs = {k: v for k, v in builder.manager_kwargs.items() if k in _WORKER_KWARGS}
     writer_options = dict(builder.manager_kwargs.get("writer_options") or {})
     wrapper_kwargs = {"success_fn": success_fn, "success_key": success_key, "apply_to": apply_to}
