@@ -153,4 +153,8 @@ def pawn_indices(
         dummy_threshold=threshold,
         dummy_estimates=dummy_est,
         extra=extra,
+        not_estimated={
+            table.names[j]: f"at most {num_slices} distinct values; use --method binning"
+            for j in few
+        },
     )

@@ -57,6 +57,7 @@ def _figure_png(study: Study) -> str:
 
 def _ranking_html(study: Study) -> str:
     frame = study.ranking()
+    numbers = ("estimate", "conf_low", "conf_high") if study.has_intervals else ("estimate",)
     rows = []
     for _, r in frame.iterrows():
         verdict = html.escape(str(r["verdict"]))
@@ -64,19 +65,15 @@ def _ranking_html(study: Study) -> str:
         cells = [
             html.escape(str(r["factor"])),
             html.escape(str(r["index"])),
-            *(
-                f"{r[c]:.3f}" if pd.notna(r[c]) else ""
-                for c in ("estimate", "conf_low", "conf_high")
-            ),
+            *(f"{r[c]:.3f}" if pd.notna(r[c]) else "not estimated" for c in numbers),
         ]
         rows.append(
             "<tr>"
             + "".join(f"<td>{c}</td>" for c in cells)
             + f'<td class="{cls}">{verdict}</td></tr>'
         )
-    head = "".join(
-        f"<th>{h}</th>" for h in ("factor", "index", "estimate", "conf low", "conf high", "verdict")
-    )
+    names = [c.replace("_", " ") for c in numbers]
+    head = "".join(f"<th>{h}</th>" for h in ("factor", "index", *names, "verdict"))
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -87,7 +84,11 @@ def _study_html(study: Study, number: int) -> str:
         f"method <b>{html.escape(study.method)}</b>",
         f"{study.num_episodes} episodes",
         f"runs {html.escape(', '.join(study.runs))}",
-        f"{result.num_resamples} bootstrap resamples, {result.conf_level:.0%} intervals",
+        (
+            f"{result.num_resamples} bootstrap resamples, {result.conf_level:.0%} intervals"
+            if study.has_intervals
+            else "no confidence intervals"
+        ),
     ]
     if study.design:
         d = study.design

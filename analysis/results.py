@@ -344,6 +344,9 @@ class GivenDataResult(_ResultBase):
     """Bins (or distinct levels) used per factor, for binning estimators."""
     extra: dict[str, NDArray[np.float64]] = field(default_factory=dict)
     """Further per-factor statistics without intervals (e.g. ``"pawn_maximum"``)."""
+    not_estimated: dict[str, str] = field(default_factory=dict)
+    """Factors the estimator did not estimate (NaN), with the reason in words. They
+    have no verdict: ``significant`` is missing for them in the frame."""
 
     def _extra_columns(self) -> dict[str, str]:
         return {"significant": "boolean"}
@@ -361,7 +364,11 @@ class GivenDataResult(_ResultBase):
                 name,
                 None,
             )
-            row["significant"] = None if self.significant is None else bool(self.significant[j])
+            row["significant"] = (
+                None
+                if self.significant is None or not np.isfinite(self.estimate[j])
+                else bool(self.significant[j])
+            )
             rows.append(row)
         nan = math.nan
         for index, values in self.extra.items():
@@ -380,6 +387,7 @@ class GivenDataResult(_ResultBase):
             "noise_share_conf_low": self.noise_share_conf_low,
             "noise_share_conf_high": self.noise_share_conf_high,
             "num_bins": self.num_bins,
+            "not_estimated": self.not_estimated,
         }
 
     def plot(self, ax: Axes | None = None) -> Axes:

@@ -83,3 +83,38 @@ def test_analyze_refuses_draws_that_are_not_the_stored_design(tmp_path) -> None:
     with pytest.raises(DesignError, match=r"run 's': \d+ of \d+ design-row draws differ") as err:
         analyze(tmp_path, outcome="return", num_resamples=50)
     assert "Design.bind(variations)" in str(err.value) and "--method binning" in str(err.value)
+
+
+def _random_run(path, num_episodes: int = 4000, seed: int = 1, run_id: str = "r") -> str:
+    from varirec import RecorderManager
+    from varirec.envs import make_reach_env, make_reach_variations, run_study
+
+    with RecorderManager(
+        1024, variations=make_reach_variations(), output=path, run_id=run_id, seed=seed
+    ) as manager:
+        run_study(make_reach_env(1024), manager, num_episodes=num_episodes)
+    return run_id
+
+
+def test_pawn_factors_it_did_not_estimate_have_no_verdict(tmp_path) -> None:
+    from analysis.report import write_report
+    from analysis.study import analyze
+    from varirec.cli import format_ranking
+
+    _random_run(tmp_path)
+    study = analyze(tmp_path, outcome="success", method="pawn")
+    verdicts = study.ranking().set_index("factor")["verdict"]
+    # actuator.delay (4 values) and scene (3) are not estimated by PAWN: no "no effect".
+    for name in ("actuator.delay", "scene"):
+        assert verdicts[name] == "not estimated: at most 10 distinct values; use --method binning"
+    frame = study.to_frame()
+    main = frame[(frame["index"] == "pawn_median") & (frame["factor"] == "actuator.delay")]
+    assert main["significant"].isna().all() and len(main) == 1
+    text = format_ranking(study)
+    assert "no confidence intervals" in text and "95%" not in text and "conf_low" not in text
+    html = write_report([study], tmp_path / "r.html").read_text()
+    assert "95% intervals" not in html and "no confidence intervals" in html
+    assert "<th>conf low</th>" not in html
+    # Binning has intervals, and says so.
+    binning = analyze(tmp_path, outcome="success", num_resamples=100)
+    assert binning.has_intervals and "95% intervals" in format_ranking(binning)

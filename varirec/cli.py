@@ -110,10 +110,15 @@ def _stage_bar(total: int, desc: str) -> tuple[Callable[[str], None], Any]:
 def format_ranking(study: Any) -> str:
     """The ranked factors of a study as aligned text, with its notes."""
     frame = study.ranking()
+    if study.has_intervals:
+        kind = f"{study.result.conf_level:.0%} intervals"
+    else:  # e.g. PAWN, or no resamples: no interval columns, and no claim of any
+        kind = "no confidence intervals"
+        frame = frame.drop(columns=["conf_low", "conf_high"])
     lines = [
         f"{study.outcome!r} by {study.method} over {study.num_episodes} episodes "
-        f"(runs: {', '.join(study.runs)}; {study.result.conf_level:.0%} intervals)",
-        frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"),
+        f"(runs: {', '.join(study.runs)}; {kind})",
+        frame.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"),
     ]
     noise = getattr(study.result, "noise_share", None)
     if noise is not None:
