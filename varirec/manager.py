@@ -27,7 +27,9 @@ tracks episodes and nothing else.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -41,6 +43,7 @@ from varirec.episodes import EpisodeTracker
 from varirec.errors import RecorderStateError
 from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
+from varirec.storage.shutdown import exit_held, hand_over, register, unregister
 from varirec.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
 from varirec.terms import OutcomeTerm, RecorderTerm, RecorderTermCfg, StepsTerm, VariationsTerm
 from varirec.variations import Variation, VariationSet, noise_keys
@@ -127,7 +130,7 @@ class NullRecorderManager:
     def flush(self) -> None:
         """Nothing buffered without terms."""
 
-    def close(self, error: BaseException | None = None) -> None:
+    def close(self, error: BaseException | None = None, *, closed_by: str = "close") -> None:
         """Nothing to close without output."""
 
     # -- driving variations ----------------------------------------------------------
@@ -239,6 +242,17 @@ class RecorderManager(NullRecorderManager):
         metadata: user metadata for ``run.json`` (JSON-serializable).
         step_keys: per-step arrays to record in a ``steps`` table.
         max_rows: rows buffered per table before they go to storage.
+        flush_seconds: the flush window, in seconds. Buffered rows go to storage at the
+            first hook call (``record_step``/``record_post_step``) once they are
+            ``flush_seconds / 2`` old, and the writer's parts become durable (renamed
+            to their final names) once their oldest row is ``flush_seconds / 2`` old
+            (``writer_options["max_seconds_per_part"]`` overrides that half). So a
+            SIGKILL loses at most the rows of the last ``flush_seconds`` (plus the time
+            until the next hook call), and at most ``max_rows`` rows per buffer plus
+            the writer's queue and open part. SIGINT, SIGTERM and exceptions lose
+            nothing: buffered rows are handed over and written at close, with or
+            without a ``with`` block (the manager registers for shutdown like
+            :class:`~varirec.storage.RunWriter`).
         writer_options: passed to :class:`~varirec.storage.RunWriter`.
     """
 
@@ -258,7 +272,19 @@ class RecorderManager(NullRecorderManager):
         env: Any = None,
         schedule: DesignSchedule | None = None,
         writer_options: Mapping[str, Any] | None = None,
+        flush_seconds: float = 5.0,
     ) -> None:
+        if (
+            isinstance(flush_seconds, bool)
+            or not isinstance(flush_seconds, (int, float))
+            or not 0 < flush_seconds < math.inf
+        ):
+            raise ValueError(
+                f"`flush_seconds` must be a positive number of seconds, got {flush_seconds!r}; "
+                "e.g. flush_seconds=5.0"
+            )
+        self.flush_seconds = float(flush_seconds)
+        self._handover_due = math.inf  # armed once the writer is open
         super().__init__(
             num_envs, variations=variations, seed=seed, tracker=tracker, env=env, schedule=schedule
         )
@@ -306,6 +332,9 @@ class RecorderManager(NullRecorderManager):
             raise
         if self.writer is not None and self.writer.created:
             self.writer.update_metadata(episode_columns=[f.name for f in extra])
+        if self.writer is not None:
+            register(self)  # on SIGTERM and at exit: hand the buffers over, then close
+            self._handover_due = time.monotonic() + self.flush_seconds / 2
 
     def _open_writer(
         self,
@@ -332,7 +361,11 @@ class RecorderManager(NullRecorderManager):
             }
         # Chunks are up to max_rows rows (a few MB each): a short queue bounds memory
         # through back-pressure; the writer keeps up with any simulation loop.
-        options = {"max_queue": 4, **dict(options or {})}
+        options = {
+            "max_queue": 4,
+            "max_seconds_per_part": self.flush_seconds / 2,
+            **dict(options or {}),
+        }
         writer = RunWriter(output, run_id, metadata=meta, **options)
         if self.schedule is not None:
             writer.append("design", self.schedule.design.to_table())
@@ -371,6 +404,8 @@ class RecorderManager(NullRecorderManager):
     def record_step(self, **data: np.ndarray) -> None:
         """A step's per-env arrays (``reward``, ``terminated``, ``truncated``,
         ``success`` and anything a term records), before finished envs reset."""
+        if time.monotonic() >= self._handover_due:  # once per hook call, not per draw
+            self._hand_over_buffers()
         self.tracker.advance_steps()
         for term in self.terms.values():
             term.record_step(data)
@@ -398,13 +433,25 @@ class RecorderManager(NullRecorderManager):
     def record_post_step(self) -> None:
         for term in self.terms.values():
             term.record_post_step()
+        if time.monotonic() >= self._handover_due:
+            self._hand_over_buffers()
+
+    def _hand_over_buffers(self) -> None:
+        """Hand every buffer to the writer (the age limit; the writer's parts rotate
+        by age on its own thread)."""
+        self._handover_due = time.monotonic() + self.flush_seconds / 2
+        for term in self.terms.values():
+            term.flush()
+        self._flush_episodes()
 
     def _flush_episodes(self) -> None:
         if not self._episode_parts:
             return
-        parts, self._episode_parts, self._episode_rows = self._episode_parts, [], 0
-        if self.writer is not None:
-            self.writer.append("episodes", EpisodeChunk(parts, self.episodes_schema))
+        chunk = EpisodeChunk(self._episode_parts, self.episodes_schema)
+        hand_over(self.sink("episodes"), chunk, self._clear_episodes)
+
+    def _clear_episodes(self) -> None:
+        self._episode_parts, self._episode_rows = [], 0
 
     def flush(self) -> None:
         """Hand every buffered row to storage and make it durable."""
@@ -414,18 +461,38 @@ class RecorderManager(NullRecorderManager):
         if self.writer is not None:
             self.writer.flush()
 
-    def close(self, error: BaseException | None = None) -> None:
-        """Flush every term and close the run (``error``: why the run ended early)."""
-        try:
-            for term in list(getattr(self, "terms", {}).values()):
-                term.close()
-            if hasattr(self, "episodes_schema"):
-                self._flush_episodes()
-        finally:
-            writer = getattr(self, "writer", None)
-            if writer is not None and not writer.closed:
-                self._note_enabled_later(writer)
-                writer.close(error=error)  # run.json's counts sum every writer's rows
+    def close(self, error: BaseException | None = None, *, closed_by: str = "close") -> None:
+        """Flush every term and close the run (``error``: why the run ended early).
+
+        Idempotent. Every term is flushed even if one fails; the first failure is
+        recorded in the run and raised (when ``error`` is None) once the run is closed.
+        A Ctrl-C or SIGTERM during the close is raised when it is done.
+        """
+        if getattr(self, "_closed", False):
+            return
+        first: BaseException | None = None
+        with exit_held(closing=True):
+            try:
+                for term in list(getattr(self, "terms", {}).values()):
+                    try:
+                        term.close()
+                    except Exception as exc:
+                        first = first or exc
+                if hasattr(self, "episodes_schema"):
+                    try:
+                        self._flush_episodes()
+                    except Exception as exc:
+                        first = first or exc
+            finally:
+                self._closed = True
+                unregister(self)
+                writer = getattr(self, "writer", None)
+                if writer is not None and not writer.closed:
+                    self._note_enabled_later(writer)
+                    # run.json's counts sum every writer's rows
+                    writer.close(error=first if error is None else error, closed_by=closed_by)
+        if first is not None and error is None:
+            raise first
 
     def _note_enabled_later(self, writer: RunWriter) -> None:
         """``run.json`` lists the variations as they were when the run began; mark those

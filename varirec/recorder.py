@@ -33,6 +33,7 @@ from varirec.draw_chunk import DrawChunk
 from varirec.errors import RecorderStateError
 from varirec.samplers import DrawContext, SampleEvent
 from varirec.storage.schema import episodes_schema
+from varirec.storage.shutdown import hand_over
 
 if TYPE_CHECKING:
     from varirec.episodes import EpisodeTracker
@@ -85,10 +86,10 @@ class _Tap:
         rec.flush()  # the chunk is full: hand it over, start a new one
         if size <= rec.max_rows:
             rec._chunk.add(self.code, context, values, event.env_ids, now, codes)
-        else:  # one draw larger than a chunk: hand it over alone
-            chunk = rec._new_chunk(size)
-            chunk.add(self.code, context, values, event.env_ids, now, codes)
-            rec._hand_over(chunk)
+        else:  # one draw larger than a chunk: hand it over alone (kept until accepted)
+            rec._chunk = rec._new_chunk(size)
+            rec._chunk.add(self.code, context, values, event.env_ids, now, codes)
+            rec.flush()
 
 
 class VariationRecorder:
@@ -191,14 +192,20 @@ class VariationRecorder:
             old.sample_ids,
         )
 
-    def _hand_over(self, chunk: DrawChunk) -> None:
-        self.rows_recorded += len(chunk)
+    def _send(self, chunk: DrawChunk) -> None:
         if self.sink is not None:
             self.sink(chunk)
 
+    def _sent(self) -> None:
+        self.rows_recorded += len(self._chunk)
+        self._chunk = self._new_chunk(self.max_rows)
+
     def flush(self) -> None:
-        """Hand the buffered draws to the sink as one :class:`DrawChunk`."""
-        if not self._chunk.rows:
-            return
-        chunk, self._chunk = self._chunk, self._new_chunk(self.max_rows)
-        self._hand_over(chunk)
+        """Hand the buffered draws to the sink as one :class:`DrawChunk`.
+
+        The chunk leaves the recorder only once the sink accepted it: a Ctrl-C or
+        SIGTERM while the sink waits (e.g. for queue space) leaves it here, to be
+        handed over by the next flush (see :func:`~varirec.storage.shutdown.hand_over`).
+        """
+        if self._chunk.rows:
+            hand_over(self._send, self._chunk, self._sent)

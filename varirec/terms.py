@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from varirec.recorder import VariationRecorder
+from varirec.storage.shutdown import hand_over
 
 if TYPE_CHECKING:
     from varirec.manager import RecorderManager
@@ -208,6 +209,9 @@ class _StepsChunk:
     def __init__(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]]) -> None:
         self.parts = parts
 
+    def __len__(self) -> int:
+        return sum(len(p[0]) for p in self.parts)
+
     def to_arrow(self) -> pa.Table:
         cols: dict[str, Any] = {
             "env_id": np.concatenate([p[0] for p in self.parts]).astype(np.int32),
@@ -264,9 +268,12 @@ class StepsTerm(RecorderTerm):
             self.flush()
 
     def flush(self) -> None:
+        # Cleared only once the writer accepted the chunk: never lost, never sent twice.
         if self._parts:
-            self._sink(_StepsChunk(self._parts))
-            self._parts, self._rows = [], 0
+            hand_over(self._sink, _StepsChunk(self._parts), self._clear)
+
+    def _clear(self) -> None:
+        self._parts, self._rows = [], 0
 
     def close(self) -> None:
         self.flush()

@@ -3,6 +3,7 @@
 Contents:
     register, unregister: track an open writer or manager (the first registers the hooks).
     exit_held: hold back SIGTERM's exit and Ctrl-C while a batch is handed over or written.
+    hand_over: give a buffered batch to a writer and clear the buffer, exactly once.
     raise_if_pending: inside :func:`exit_held`, raise a held-back exit before anything
         was handed over (a wait for queue space stays interruptible).
     signal_of: the signal that is ending a writer's process, if any.
@@ -34,7 +35,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -42,6 +43,7 @@ from typing import Any
 __all__ = [
     "error_record",
     "exit_held",
+    "hand_over",
     "raise_if_pending",
     "register",
     "signal_of",
@@ -163,6 +165,24 @@ def exit_held(*, closing: bool = False) -> Iterator[None]:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         if depth == 0:
             _raise_pending()
+
+
+def hand_over(send: Callable[[Any], object], item: Any, clear: Callable[[], object]) -> None:
+    """``send(item)``, then ``clear()`` the buffer ``item`` came from: exactly once.
+
+    A Ctrl-C or SIGTERM that arrives meanwhile is raised either before ``send``
+    accepted ``item`` (the buffer keeps it, to be sent again by the next hand-over or
+    the close) or after ``clear`` (:func:`exit_held`). An ordinary exception from
+    ``send`` (a failed or refused write, reported with its rows) clears the buffer
+    too, so nothing is written twice.
+    """
+    with exit_held():
+        try:
+            send(item)
+        except Exception:
+            clear()
+            raise
+        clear()
 
 
 def raise_if_pending() -> None:
