@@ -1,7 +1,9 @@
 """What a dataset holds, for ``varirec inspect``: runs, variations, episodes, outcomes.
 
-Reads only; never writes. Parts that the reader skipped (unfinished or corrupt) are
-listed with the reason.
+Reads only; never writes. Row counts come from the Parquet footers of the readable
+parts (cheap, and right for a run whose writer was killed before it counted anything),
+beside what the writers recorded; parts that the reader skipped (unfinished, damaged,
+foreign) are listed with the reason and the rows they held, never a negative count.
 
 >>> import tempfile, numpy as np, varirec as vr
 >>> root = tempfile.mkdtemp()
@@ -56,8 +58,26 @@ def _outcome_summary(ds: Dataset, run_id: str) -> dict[str, Any]:
             "min": float(values.min()) if values.size else None,
             "max": float(values.max()) if values.size else None,
             "recorded": int(valid),
+            "finite": int(values.size),
         }
     return out
+
+
+def _table_rows(ds: Dataset, run_id: str) -> tuple[dict[str, int], dict[str, Any], list[str]]:
+    """Readable rows per table, what skipped parts held per table, and uncounted writers."""
+    readable: dict[str, int] = {}
+    lost: dict[str, Any] = {}
+    uncounted: set[str] = set()
+    for table in ds.tables(run_id):
+        health = ds.health(table, run_id)[0]
+        readable[table] = health.rows_readable
+        uncounted.update(health.writers_uncounted)
+        if health.skipped or health.rows_missing:
+            lost[table] = {
+                "rows": health.rows_missing,
+                "parts": [str(s) for s in health.skipped],
+            }
+    return readable, lost, sorted(uncounted)
 
 
 def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -68,8 +88,7 @@ def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
         runs = []
         for run in ds.runs:
             episodes = ds.episodes(run.run_id, columns=["env_id", "sample_id"])
-            # Reading one column of every table checks every part (skipped ones warn).
-            rows = {t: ds.read(t, run.run_id, columns=[]).num_rows for t in run.counts}
+            rows, lost, uncounted = _table_rows(ds, run.run_id)
             design = run.metadata.get("design")
             runs.append(
                 {
@@ -83,6 +102,8 @@ def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
                     "writers": len(run.writers),
                     "counts": run.counts,
                     "rows_readable": rows,
+                    "rows_lost": lost,
+                    "writers_uncounted": uncounted,
                     "episodes": episodes.num_rows,
                     "envs_with_episodes": len(pc.unique(episodes.column("env_id"))),
                     "variations": [
@@ -105,6 +126,7 @@ def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
                 }
             )
     skipped = [str(w.message) for w in caught if issubclass(w.category, DatasetWarning)]
+    skipped = list(dict.fromkeys(skipped))  # each table read warns again
     return {"dataset": str(ds.path), "runs": runs, "skipped": skipped}
 
 
@@ -117,14 +139,27 @@ def format_inspection(info: dict[str, Any]) -> str:
             f"run {run['run_id']}  [{run['status']}]  seed={run['seed']}  "
             f"num_envs={run['num_envs']}  writers={run['writers']}"
         )
+        if run["status"] in ("running", "unknown"):
+            lines.append(
+                f"  the run did not close (status {run['status']!r}): its writer was killed "
+                "or is still writing; rows not yet in a closed part are not on disk"
+            )
         if run["error"]:
             lines.append(f"  ended by error: {run['error']}")
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(run["counts"].items()))
-        lines.append(f"  rows: {counts or 'none'}")
-        lost = {k: v - run["rows_readable"].get(k, 0) for k, v in run["counts"].items()}
-        if any(lost.values()):
-            lost_text = ", ".join(f"{k} {v}" for k, v in lost.items() if v)
-            lines.append(f"  rows in skipped parts: {lost_text}")
+        rows = ", ".join(f"{k} {v}" for k, v in sorted(run["rows_readable"].items()))
+        lines.append(f"  rows readable: {rows or 'none'}")
+        recorded = ", ".join(f"{k} {v}" for k, v in sorted(run["counts"].items()))
+        if recorded and run["counts"] != run["rows_readable"]:
+            lines.append(f"  rows the writers recorded: {recorded}")
+        if run["writers_uncounted"]:
+            lines.append(
+                f"  writer(s) that left no final count (killed, still writing, or sidecar "
+                f"missing): {', '.join(run['writers_uncounted'])}"
+            )
+        for table, lost in sorted(run["rows_lost"].items()):
+            held = "an unknown number of" if lost["rows"] is None else lost["rows"]
+            lines.append(f"  {table}: {held} row(s) not readable; skipped: {len(lost['parts'])}")
+            lines += [f"    {part}" for part in lost["parts"]]
         lines.append(f"  episodes: {run['episodes']} over {run['envs_with_episodes']} env(s)")
         if run["design"]:
             d = run["design"]
@@ -141,6 +176,10 @@ def format_inspection(info: dict[str, Any]) -> str:
         for name, s in run["outcomes"].items():
             if s is None:
                 lines.append(f"    {name:<12} not recorded")
+            elif s["mean"] is None:
+                lines.append(
+                    f"    {name:<12} no finite value ({s['recorded']} episodes, all NaN/inf)"
+                )
             else:
                 lines.append(
                     f"    {name:<12} mean {s['mean']:.4g}  min {s['min']:.4g}  "
