@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.design_check import check_design_values
+from analysis.duplicate_runs import check_duplicate_runs
 from analysis.episode_table import EpisodeTable, episode_table
 from analysis.given_data import given_data_indices
 from analysis.morris import morris_indices
@@ -214,6 +215,7 @@ def analyze(
     num_resamples: int = 1000,
     conf_level: float = 0.95,
     progress: Callable[[str], None] | None = None,
+    allow_duplicate_runs: bool = False,
 ) -> Study:
     """Sensitivity of ``outcome`` to every recorded factor of a dataset.
 
@@ -227,9 +229,13 @@ def analyze(
         num_resamples: bootstrap resamples behind the intervals.
         conf_level: confidence level of the intervals.
         progress: called with a short description as each stage starts.
+        allow_duplicate_runs: pool runs that repeat each other's draws (same seed,
+            variations and episode keys, e.g. a script run twice); refused by default.
 
     Raises:
         UnknownNameError: an unknown run, outcome or method.
+        DuplicateRunsError: runs that repeat each other's draws, unless
+            ``allow_duplicate_runs``.
         DesignError: a design whose rows did not all run, draws that are not the
             stored design's rows (the design was never bound), or a design method
             asked of runs that hold no design.
@@ -241,6 +247,8 @@ def analyze(
     run_ids = ds.run_ids if runs is None else ([runs] if isinstance(runs, str) else list(runs))
     for r in run_ids:
         ds.run(r)  # unknown run ids fail here, with the known ones listed
+    if not allow_duplicate_runs:
+        check_duplicate_runs(ds, run_ids)
     design_run = _design_run(ds, run_ids)
     if method == "auto":
         method = ds.run(design_run).metadata["design"]["method"] if design_run else "binning"

@@ -118,3 +118,27 @@ def test_pawn_factors_it_did_not_estimate_have_no_verdict(tmp_path) -> None:
     # Binning has intervals, and says so.
     binning = analyze(tmp_path, outcome="success", num_resamples=100)
     assert binning.has_intervals and "95% intervals" in format_ranking(binning)
+
+
+def test_runs_that_repeat_each_other_are_not_pooled_silently(tmp_path) -> None:
+    from analysis.study import analyze
+    from varirec.errors import DuplicateRunsError
+
+    # The same script run twice with seed 0: identical draws for every episode.
+    for run_id in ("first", "again"):
+        _random_run(tmp_path, num_episodes=2000, seed=0, run_id=run_id)
+    with pytest.raises(
+        DuplicateRunsError,
+        match=r"runs 'again' and 'first' repeat each other: same seed 0, same variations, "
+        r"and 2000 shared \(env, episode\) keys",
+    ) as err:
+        analyze(tmp_path, outcome="success", num_resamples=50)
+    assert "--runs again" in str(err.value) and "allow_duplicate_runs=True" in str(err.value)
+    one = analyze(tmp_path, outcome="success", runs=["first"], num_resamples=50)
+    assert one.num_episodes == 2000
+    both = analyze(tmp_path, outcome="success", num_resamples=50, allow_duplicate_runs=True)
+    assert both.num_episodes == 4000
+    # Another seed draws other values: pooled without a word.
+    _random_run(tmp_path, num_episodes=2000, seed=7, run_id="other")
+    pooled = analyze(tmp_path, outcome="success", runs=["first", "other"], num_resamples=50)
+    assert pooled.num_episodes == 4000

@@ -44,6 +44,12 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--runs", nargs="+", metavar="RUN_ID", help="runs to analyse (default: all)")
     p.add_argument(
+        "--allow-duplicate-runs",
+        action="store_true",
+        help="pool runs that repeat each other's draws (same seed and episodes); refused "
+        "by default",
+    )
+    p.add_argument(
         "--format", default="table", choices=("table", "csv", "json"), help="output format"
     )
     p.add_argument(
@@ -142,6 +148,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             num_resamples=args.resamples,
             conf_level=args.conf_level,
             progress=step,
+            allow_duplicate_runs=args.allow_duplicate_runs,
         )
     finally:
         bar.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "DatasetError",
     "DesignError",
+    "DuplicateRunsError",
     "ListenerError",
     "RecorderStateError",
     "UnknownNameError",
@@ -47,3 +48,7 @@ class DatasetError(VarirecError, OSError):
 
 class DesignError(VarirecError, ValueError):
     """A design-driven study that cannot be analysed as asked (e.g. rows never ran)."""
+
+
+class DuplicateRunsError(VarirecError, ValueError):
+    """Runs that repeat each other's draws (same seed, variations and episode keys)."""
