@@ -139,11 +139,13 @@ def format_inspection(info: dict[str, Any]) -> str:
             f"run {run['run_id']}  [{run['status']}]  seed={run['seed']}  "
             f"num_envs={run['num_envs']}  writers={run['writers']}"
         )
-        if run["status"] in ("running", "unknown"):
+        if run["status"] == "running":
             lines.append(
-                f"  the run did not close (status {run['status']!r}): its writer was killed "
-                "or is still writing; rows not yet in a closed part are not on disk"
+                "  the run did not close (status 'running'): its writer was killed or is "
+                "still writing; rows not yet in a closed part are not on disk"
             )
+        elif run["status"] == "unknown":
+            lines.append("  run.json is missing or unreadable: whether the run closed is unknown")
         if run["error"]:
             lines.append(f"  ended by error: {run['error']}")
         rows = ", ".join(f"{k} {v}" for k, v in sorted(run["rows_readable"].items()))
@@ -158,7 +160,12 @@ def format_inspection(info: dict[str, Any]) -> str:
             )
         for table, lost in sorted(run["rows_lost"].items()):
             held = "an unknown number of" if lost["rows"] is None else lost["rows"]
-            lines.append(f"  {table}: {held} row(s) not readable; skipped: {len(lost['parts'])}")
+            where = (
+                f"in {len(lost['parts'])} skipped part(s):"
+                if lost["parts"]
+                else "no file holds them (parts deleted or moved?)"
+            )
+            lines.append(f"  {table} rows not readable: {held}, {where}")
             lines += [f"    {part}" for part in lost["parts"]]
         lines.append(f"  episodes: {run['episodes']} over {run['envs_with_episodes']} env(s)")
         if run["design"]:

@@ -192,17 +192,19 @@ class TableHealth:
     def describe(self) -> str:
         """The skipped parts with their reasons and the rows they held, in words."""
         where = f"table {self.table!r} of run {self.run_id!r}"
-        lines = []
+        lines = [where]
         if self.skipped:
             parts = "; ".join(str(s) for s in self.skipped)
-            lines.append(f"{where}: {len(self.skipped)} part(s) skipped: {parts}")
-        else:
-            lines.append(f"{where}: no part skipped")
+            lines = [f"{where}: {len(self.skipped)} part(s) skipped: {parts}"]
         if self.rows_recorded is not None:
-            held = "the skipped part(s) held" if self.skipped else "no file holds"
+            where = (
+                "in the skipped part(s)"
+                if self.skipped
+                else "no file holds them: parts were deleted or moved"
+            )
             lines.append(
                 f"its writers recorded {self.rows_recorded} row(s), {self.rows_readable} are "
-                f"readable: {held} {self.rows_missing or 0}"
+                f"readable, {self.rows_missing or 0} are not ({where})"
             )
         else:
             lines.append(
@@ -722,10 +724,12 @@ class Dataset:
             return "unreadable", f"{type(exc).__name__}: {exc}"
         problems = check_part_schema(table, schema)
         if problems:
+            nulls = (
+                "; read as the table, its rows would be nulls" if "missing" in problems[0] else ""
+            )
             return "foreign", (
                 f"its schema conflicts with the {table!r} table's: {'; '.join(problems)}; "
-                "it was not written by varirec (or by an incompatible version) and would "
-                "read as rows of nulls"
+                f"it was not written by varirec (or by an incompatible version){nulls}"
             )
         return schema, meta.num_rows
 
