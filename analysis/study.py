@@ -274,7 +274,13 @@ def analyze(
     name = _pick_outcome(table, outcome)
     step(f"estimating {method} indices of {name!r}")
     if method in DESIGN_METHODS:
-        y = _per_row_outputs(table, name, design, notes)
+        try:
+            y = _per_row_outputs(table, name, design, notes)
+        except DesignError as exc:
+            damage = ds.damage_note("episodes", run_ids)
+            if damage is None:
+                raise
+            raise DatasetError(f"{exc}. The episodes are damaged: {damage}") from exc
         factor_names = [f["name"] for f in design["factors"]]
         if method == "sobol":
             result: Result = sobol_indices(
