@@ -62,6 +62,10 @@ class NullRecorderManager:
         seed: the run seed of the reproducible draws.
         tracker: share an existing tracker.
         env: the env, handed to terms and to ``apply`` callables.
+        schedule: a :class:`~varirec.design.DesignSchedule` that hands design rows to
+            resetting envs. Its design must drive these variations (checked here) and be
+            bound to them (``design.bind(variations)``, before or after this manager is
+            made; checked at the first reset, before any row is handed out).
     """
 
     def __init__(
