@@ -92,7 +92,7 @@ def _factor_table(
 def _refuse_constant(y: NDArray[np.float64]) -> None:
     if not np.ptp(y) > 0.0:
         raise ValueError(
-            f"`Y` must vary, got the constant value {y[0]!r} in all {y.size} rows; "
+            f"`Y` must vary, got the constant value {float(y[0]):g} in all {y.size} rows; "
             "sensitivity indices are undefined for a constant outcome"
         )
 

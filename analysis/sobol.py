@@ -151,7 +151,7 @@ def sobol_indices(
     std = y.std()
     if not std > 0.0:
         raise ValueError(
-            f"`Y` must vary, got the constant value {y[0]!r} in all {y.size} rows; "
+            f"`Y` must vary, got the constant value {float(y[0]):g} in all {y.size} rows; "
             "Sobol' indices are undefined for a constant outcome"
         )
     # SALib standardizes Y before estimating; centring changes the estimates.

@@ -48,6 +48,8 @@ NEGLIGIBLE = 0.005
 below it no effect; an interval across it is uncertain (given-data studies use their
 dummy-factor threshold instead)."""
 Result = SobolResult | MorrisResult | GivenDataResult
+_MIN_EPISODES = 10
+"""Fewest episodes with a finite outcome that a given-data study accepts."""
 
 
 @dataclass
@@ -142,7 +144,38 @@ def _pick_outcome(table: EpisodeTable, outcome: str | None) -> str:
     for name in ("success", *table.outcomes):
         if name in table.outcomes and table.outcome(name)[1].any():
             return name
-    raise DesignError("no outcome has any finite value; record outcomes with record_step(...)")
+    raise ValueError(
+        f"no outcome ({', '.join(table.outcomes)}) has a finite value in any of the "
+        f"{len(table)} episode(s); record outcomes with manager.record_step(reward=..., "
+        "success=...) before the episodes finish"
+    )
+
+
+def _check_outcome_values(table: EpisodeTable, name: str, runs: list[str], design: bool) -> None:
+    """Refuse degenerate outcome data with its real cause, before any estimator runs."""
+    y, valid = table.outcome(name)
+    where = f"run(s) {runs}"
+    if not valid.any():
+        with_values = [o for o in table.outcomes if o != name and table.outcome(o)[1].any()]
+        other = f"; outcomes with values: {', '.join(with_values)}" if with_values else ""
+        raise ValueError(
+            f"outcome {name!r} has no finite value in any of the {len(table)} episode(s) of "
+            f"{where} (missing or NaN): record it with manager.record_step({name}=...), or "
+            f"pick another outcome (--outcome){other}"
+        )
+    values = y[valid]
+    if values.size < (2 if design else _MIN_EPISODES):
+        raise ValueError(
+            f"only {values.size} episode(s) of {where} have a finite {name!r}; a study needs "
+            f"at least {_MIN_EPISODES} (hundreds for useful intervals): record more episodes"
+        )
+    if values.min() == values.max():
+        raise ValueError(
+            f"outcome {name!r} is {float(values[0]):g} in all {values.size} episode(s) of "
+            f"{where}: a constant outcome has nothing to explain, so no factor can have an "
+            "effect; widen the variations' ranges so that the outcome changes, or pick "
+            "another outcome (--outcome)"
+        )
 
 
 def _design_run(ds: Dataset, run_ids: list[str]) -> str | None:
@@ -201,7 +234,10 @@ def _complete_factors(table: EpisodeTable, valid: np.ndarray, notes: list[str]) 
                 notes.append(f"{missing} episode(s) with no value of {name!r} were left out")
             keep.append(name)
     if not keep:
-        raise DesignError("no factor has a value in enough episodes to analyse")
+        raise DesignError(
+            "no factor has a value in enough episodes to analyse; record the variations "
+            "(VariationRecorder / RecorderManager(variations=...)) and finish episodes"
+        )
     return keep
 
 
@@ -272,6 +308,14 @@ def analyze(
     # The study says itself what it does about factors with missing values.
     notes += [n for n in table.notes if "has no value in" not in n]
     name = _pick_outcome(table, outcome)
+    _check_outcome_values(table, name, run_ids, method in DESIGN_METHODS)
+    if not table.factors:
+        dropped = [n.split("'")[1] for n in table.notes if "is constant over" in n]
+        raise ValueError(
+            f"no factor varies over the {len(table)} episode(s) of run(s) {run_ids}"
+            + (f" (constant, so dropped: {', '.join(dropped)})" if dropped else "")
+            + "; record more episodes, with reset-mode variations that draw anew each episode"
+        )
     step(f"estimating {method} indices of {name!r}")
     if method in DESIGN_METHODS:
         try:

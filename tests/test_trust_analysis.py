@@ -142,3 +142,35 @@ def test_runs_that_repeat_each_other_are_not_pooled_silently(tmp_path) -> None:
     _random_run(tmp_path, num_episodes=2000, seed=7, run_id="other")
     pooled = analyze(tmp_path, outcome="success", runs=["first", "other"], num_resamples=50)
     assert pooled.num_episodes == 4000
+
+
+def _two_factor_run(path, num_envs: int, rounds: int, **outcomes) -> None:
+    import varirec as vr
+
+    factors = [vr.Variation(k, vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2))) for k in "ab"]
+    with vr.RecorderManager(num_envs, variations=factors, output=path, run_id="r") as m:
+        for _ in range(rounds):
+            m.reset(None, None)
+            m.record_step(reward=np.ones(num_envs), **outcomes)
+        m.record_pre_reset(None)
+
+
+def test_degenerate_outcomes_get_their_real_cause(tmp_path) -> None:
+    from analysis.study import analyze
+
+    _two_factor_run(tmp_path / "nan", 64, 4)  # success never reported
+    with pytest.raises(
+        ValueError,
+        match=r"outcome 'success' has no finite value in any of the 256 episode\(s\) of "
+        r"run\(s\) \['r'\] \(missing or NaN\): record it with manager.record_step\(success=",
+    ):
+        analyze(tmp_path / "nan", outcome="success")
+    _two_factor_run(tmp_path / "one", 1, 1, success=np.ones(1))
+    with pytest.raises(
+        ValueError, match=r"only 1 episode\(s\) of run\(s\) \['r'\] have a finite 'success'"
+    ):
+        analyze(tmp_path / "one")
+    _two_factor_run(tmp_path / "const", 64, 4, success=np.ones(64))
+    with pytest.raises(ValueError, match="outcome 'success' is 1 in all 256 episode") as err:
+        analyze(tmp_path / "const", outcome="success")
+    assert "np.float64" not in str(err.value)
