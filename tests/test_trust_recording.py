@@ -249,7 +249,9 @@ class _Clash(RecorderTerm):
         ({"terms": {"clash": RecorderTermCfg(term=_Clash)}}, ValueError, "already records"),
         ({"step_keys": "reward"}, TypeError, "`step_keys` must be a sequence"),
         ({"step_keys": ()}, ValueError, "must name the per-step arrays"),
+        ({"max_rows": 0}, ValueError, "`max_rows` must be >= 1"),
         ({"metadata": {"x": object()}}, TypeError, "JSON"),
+        ({"writer_options": {"max_queue": 0}}, ValueError, "`max_queue` must be a positive"),
     ],
 )
 def test_refused_manager_leaves_no_run(tmp_path, kwargs, error, match) -> None:
