@@ -22,7 +22,7 @@ from analysis.study import Study
 from varirec._version import __version__
 from varirec.storage import Dataset
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["check_report_path", "render_report", "write_report"]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto;
@@ -160,11 +160,38 @@ def write_report(
     title: str = "varirec sensitivity report",
     dataset: Dataset | None = None,
 ) -> Path:
-    """Write :func:`render_report` to ``path`` (atomically); returns the path."""
+    """Write :func:`render_report` to ``path`` (atomically); returns the path.
+
+    Raises:
+        ValueError: ``path`` is a directory (checked before anything is written).
+    """
     path = Path(path)
+    check_report_path(path)
     text = render_report(studies, title=title, dataset=dataset)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing left behind if the write or rename failed
     return path
+
+
+def check_report_path(path: str | os.PathLike[str], name: str = "path") -> None:
+    """Refuse a report path that cannot be a file, before any work is done (``name``:
+    the argument, as the message calls it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"`{name}` must be a file path, got the directory {str(path)!r}; "
+            f"give a file name, e.g. {str(path / 'report.html')!r}"
+        )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"`{name}` {str(path)!r} cannot be written: {str(parent)!r} is a file, "
+                    "not a folder; pick another path"
+                )
+            break

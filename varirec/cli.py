@@ -8,18 +8,61 @@ stays light.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from varirec._version import __version__
+from varirec.cli_args import count_arg, level_arg, seed_arg
 from varirec.errors import VarirecError
 
 __all__ = ["build_parser", "main"]
 
 EXIT_ERROR = 2
+
+
+def check_output_file(path: str, name: str) -> None:
+    """Refuse an output file path that cannot be written, before any work is done."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(
+            f"`{name}` must be a file path, got the directory {path!r}; give a file name "
+            f"inside it, e.g. {str(target / 'out.txt')!r}"
+        )
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"`{name}` {path!r} cannot be written: {str(parent)!r} is a file, not a "
+                    "folder; pick another path"
+                )
+            break
+
+
+_FIXES = {
+    errno.ENOENT: "check the path (for an output, create its folder first)",
+    errno.EISDIR: "it is a directory: give a file path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: pick another path",
+    errno.EACCES: "pick a path you may write to, or change its permissions",
+    errno.EPERM: "pick a path you may write to, or change its permissions",
+    errno.ENOSPC: "free disk space or write elsewhere",
+    errno.EROFS: "write to a writable file system",
+    errno.EEXIST: "pick another path, or remove the existing one",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OSError as one line naming the path and the fix (no bare ``[Errno N]``)."""
+    if isinstance(exc, VarirecError) or exc.errno is None:
+        return str(exc)
+    reason = exc.strerror or str(exc)
+    where = f"{exc.filename!s}" if exc.filename is not None else "a file"
+    fix = _FIXES.get(exc.errno, "check the path and try again")
+    return f"cannot use {where!r}: {reason.lower()}; {fix}"
 
 
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
@@ -56,9 +99,13 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         "--output", "-o", metavar="FILE", help="write the table/CSV/JSON here, not stdout"
     )
     p.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--conf-level", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--resamples", type=count_arg, default=1000, help="bootstrap resamples (default 1000)"
+    )
+    p.add_argument(
+        "--conf-level", type=level_arg, default=0.95, help="interval level (default 0.95)"
+    )
     p.set_defaults(run=_cmd_analyze)
 
 
@@ -96,6 +143,7 @@ def _emit(text: str, output: str | None) -> None:
     if output is None:
         print(text)
     else:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
         with open(output, "w", encoding="utf-8") as f:
             f.write(text if text.endswith("\n") else text + "\n")
         print(f"wrote {output}", file=sys.stderr)
@@ -134,9 +182,13 @@ def format_ranking(study: Any) -> str:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from analysis.report import write_report
+    from analysis.report import check_report_path, write_report
     from analysis.study import analyze
 
+    if args.output is not None:
+        check_output_file(args.output, "--output")
+    if args.report is not None:
+        check_report_path(args.report, "--report")
     step, bar = _stage_bar(2, "analyzing")
     try:
         study = analyze(
@@ -184,8 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always")
         try:
             code = args.run(args)
-        except (VarirecError, ValueError, OSError) as exc:
+        except (VarirecError, ValueError) as exc:
             print(f"varirec {args.command}: error: {exc}", file=sys.stderr)
+            code = EXIT_ERROR
+        except OSError as exc:
+            print(f"varirec {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
             code = EXIT_ERROR
         finally:
             for w in caught:

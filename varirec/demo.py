@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from varirec.cli_args import count_arg, seed_arg
+
 __all__ = ["SIZES", "DemoResult", "add_demo_parser", "run_demo"]
 
 SIZES: dict[str, dict[str, int]] = {
@@ -67,10 +69,27 @@ def run_demo(
     from varirec.design import DesignSchedule
     from varirec.envs import make_reach_env, make_reach_variations, run_study
 
+    # Every argument is checked before anything is recorded.
     if size not in SIZES:
-        raise ValueError(f"`--size` must be one of {sorted(SIZES)}, got {size!r}")
+        raise ValueError(f"`size` must be one of {sorted(SIZES)}, got {size!r}")
+    for name, value in (("seed", seed), ("resamples", resamples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}; e.g. 0 or 1000")
     p = SIZES[size]
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(
+            f"`out` must be a directory for the dataset, got the file {str(out)!r}; "
+            "pick another path (--out DIR)"
+        )
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"`out` {str(out)!r} cannot be created: {str(parent)!r} is a file; "
+                    "pick another path (--out DIR)"
+                )
+            break
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     sobol_run, random_run = f"sobol_{stamp}", f"random_{stamp}"
     started = time.perf_counter()
@@ -147,7 +166,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``demo`` subcommand."""
     p = sub.add_parser(
         "demo",
-        help="run a complete sensitivity study of the built-in env (about a minute)",
+        help="run a complete sensitivity study of the built-in env (about 30 s)",
         description=(
             "Record a Sobol study (common random numbers, replicates) and a plain random "
             "run of the built-in reach env, analyse both, print the ranked factors and "
@@ -158,6 +177,8 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", default="varirec-demo", help="dataset directory (default ./varirec-demo)"
     )
-    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="run seed (default 0)")
+    p.add_argument(
+        "--resamples", type=count_arg, default=1000, help="bootstrap resamples (default 1000)"
+    )
     p.set_defaults(run=_cmd_demo)

@@ -1,0 +1,96 @@
+"""Issue 8, command line: arguments checked before any work, errors that name the fix."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+
+import varirec as vr
+from varirec.cli import describe_os_error, main
+from varirec.demo import run_demo
+
+
+def _small_run(path) -> None:
+    factors = [vr.Variation(k, vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1))) for k in "ab"]
+    rng = np.random.default_rng(0)
+    with vr.RecorderManager(64, variations=factors, output=path, run_id="r", seed=0) as m:
+        for _ in range(8):
+            m.reset(None, None)
+            m.record_step(reward=rng.random(64), success=rng.random(64) < 0.5)
+        m.record_pre_reset(None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--resamples", "-5"], "argument --resamples: must be an integer >= 0, got -5"),
+        (["--resamples", "many"], "argument --resamples: must be an integer >= 0, got 'many'"),
+        (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    ],
+)
+def test_demo_rejects_bad_arguments_before_recording(tmp_path, capsys, argv, message) -> None:
+    out = tmp_path / "demo"
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--size", "tiny", "--out", str(out), *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing was recorded
+
+
+def test_run_demo_checks_its_arguments_before_recording(tmp_path) -> None:
+    out = tmp_path / "demo"
+    with pytest.raises(ValueError, match=r"`resamples` must be an integer >= 0, got -5"):
+        run_demo(out, size="tiny", resamples=-5, echo=lambda *a: None)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"`out` must be a directory for the dataset, got the"):
+        run_demo(tmp_path / "file", size="tiny", echo=lambda *a: None)
+    assert not out.exists()
+
+
+def test_analyze_rejects_bad_arguments_at_parse_time(tmp_path, capsys) -> None:
+    _small_run(tmp_path / "ds")
+    for argv, message in (
+        (["--resamples", "-5"], "argument --resamples: must be an integer >= 0, got -5"),
+        (["--conf-level", "95"], "argument --conf-level: must be a number between 0 and 1"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["analyze", str(tmp_path / "ds"), *argv])
+        assert message in capsys.readouterr().err
+
+
+def test_report_onto_a_directory_is_refused_and_leaves_nothing(tmp_path, capsys) -> None:
+    _small_run(tmp_path / "ds")
+    target = tmp_path / "reports"
+    target.mkdir()
+    code = main(["analyze", str(tmp_path / "ds"), "--report", str(target), "--resamples", "20"])
+    err = capsys.readouterr()
+    assert code == 2
+    assert (
+        f"varirec analyze: error: `--report` must be a file path, got the directory "
+        f"'{target}'; give a file name, e.g. '{target / 'report.html'}'" in err.err
+    )
+    assert err.out == ""  # refused before the analysis ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "reports"]  # no .reports.tmp
+    assert list(target.iterdir()) == []
+
+
+def test_output_under_a_file_is_refused_with_the_fix(tmp_path, capsys) -> None:
+    _small_run(tmp_path / "ds")
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    code = main(["analyze", str(tmp_path / "ds"), "-o", str(blocker / "out.csv")])
+    assert code == 2
+    assert f"'{blocker}' is a file, not a folder; pick another path" in capsys.readouterr().err
+
+
+def test_os_errors_name_the_path_and_the_fix() -> None:
+    denied = PermissionError(errno.EACCES, "Permission denied", "/data/out.html")
+    assert describe_os_error(denied) == (
+        "cannot use '/data/out.html': permission denied; pick a path you may write to, "
+        "or change its permissions"
+    )
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/x")
+    assert "[Errno" not in describe_os_error(full)
+    assert describe_os_error(full).endswith("free disk space or write elsewhere")

@@ -1,0 +1,45 @@
+"""argparse types shared by the ``varirec`` commands: every argument is checked when
+it is parsed, before any command does work."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["count_arg", "level_arg", "seed_arg"]
+
+
+def count_arg(text: str) -> int:
+    """argparse type: an integer >= 0 (bootstrap resamples)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= 0, got {value}; e.g. 1000 (0: no intervals)"
+        )
+    return value
+
+
+def seed_arg(text: str) -> int:
+    """argparse type: a seed, an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}; e.g. 0")
+    return value
+
+
+def level_arg(text: str) -> float:
+    """argparse type: a confidence level strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"must be a number between 0 and 1, got {text!r}; e.g. 0.95"
+        )
+    return value
