@@ -310,6 +310,9 @@ def analyze(
     name = _pick_outcome(table, outcome)
     _check_outcome_values(table, name, run_ids, method in DESIGN_METHODS)
     if not table.factors:
+        damage = ds.damage_note("draws", run_ids)
+        if damage is not None:
+            raise DatasetError(f"no factor has a value: the draws are damaged: {damage}")
         dropped = [n.split("'")[1] for n in table.notes if "is constant over" in n]
         raise ValueError(
             f"no factor varies over the {len(table)} episode(s) of run(s) {run_ids}"

@@ -72,6 +72,8 @@ def _table_rows(ds: Dataset, run_id: str) -> tuple[dict[str, int], dict[str, Any
         health = ds.health(table, run_id)[0]
         readable[table] = health.rows_readable
         uncounted.update(health.writers_uncounted)
+        for skipped in health.skipped:  # tables that inspect does not read warn here
+            warnings.warn(skipped.warning(), DatasetWarning, stacklevel=2)
         if health.skipped or health.rows_missing:
             lost[table] = {
                 "rows": health.rows_missing,
@@ -185,7 +187,7 @@ def format_inspection(info: dict[str, Any]) -> str:
                 lines.append(f"    {name:<12} not recorded")
             elif s["mean"] is None:
                 lines.append(
-                    f"    {name:<12} no finite value ({s['recorded']} episodes, all NaN/inf)"
+                    f"    {name:<12} no finite value ({s['recorded']} episodes, all NaN or inf)"
                 )
             else:
                 lines.append(

@@ -601,7 +601,8 @@ class Dataset:
         """How much of ``table`` reads in each selected run, from the footers (cheap).
 
         Parts whose data failed to read earlier (a page checksum or decompression
-        error, found by :meth:`read`) count as skipped. Warns like :meth:`read` does.
+        error, found by :meth:`read`) count as skipped. Returns what :meth:`read` warns
+        about; warns nothing itself.
 
         Example:
             >>> import tempfile, pyarrow as pa

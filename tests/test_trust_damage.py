@@ -1,0 +1,356 @@
+"""Damaged datasets (issue 8): the real cause, naming the file and its rows; nothing touched.
+
+Each test damages a recorded dataset the way a crash, a disk or a user does (truncated,
+empty, garbage and foreign parts, flipped bytes, bad run.json fields, a table path
+that is a file, a missing sidecar, a SIGKILLed writer) and checks what ``analyze``,
+``open_dataset`` and ``varirec inspect`` say, and that the files are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_storage_parts import make_draws
+from test_storage_writer import snapshot
+
+import varirec as vr
+from analysis.study import analyze
+from varirec.errors import DatasetError
+from varirec.inspection import format_inspection, inspect_dataset
+from varirec.storage import DatasetWarning, PartWriter, RunWriter, draws_schema, open_dataset
+
+NUM_ENVS = 8
+EPISODES = 30  # per env: 240 episodes, 248 draws (8 envs x 31 resets)
+
+
+def record(root: Path, run_id: str = "r", seed: int = 0) -> Path:
+    """A small given-data run: one reset-mode factor, success and return per episode."""
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    rng = np.random.default_rng(seed)
+    with vr.RecorderManager(
+        NUM_ENVS, variations=[mass], output=root, run_id=run_id, seed=seed
+    ) as m:
+        m.reset(None, None)
+        for _ in range(EPISODES):
+            m.record_step(reward=rng.random(NUM_ENVS), success=rng.random(NUM_ENVS) > 0.5)
+            m.record_pre_reset(None)
+            m.reset(None, None)
+    return root
+
+
+def only_part(root: Path, table: str, run_id: str = "r") -> Path:
+    (part,) = (root / f"run_id={run_id}" / table).glob("part-*.parquet")
+    return part
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    return record(tmp_path / "data")
+
+
+# ---------------------------------------------------------------- 1. damaged parts
+DAMAGE = {
+    "truncated": lambda b: b[: len(b) // 2],
+    "zero-byte": lambda b: b"",
+    "garbage": lambda b: b"garbage " * 64,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_damaged_episodes_part_is_named_with_its_rows_in_the_error(dataset, kind):
+    part = only_part(dataset, "episodes")
+    part.write_bytes(DAMAGE[kind](part.read_bytes()))
+    before = snapshot(dataset)
+    with (
+        pytest.warns(DatasetWarning, match=re.escape(part.name)),
+        pytest.raises(DatasetError) as caught,
+    ):
+        analyze(dataset)
+    message = str(caught.value)
+    # Before: "no episodes ... record finished episodes (record_pre_reset)".
+    assert "record_pre_reset" not in message
+    assert part.name in message and "unreadable" in message
+    assert "recorded 240 row(s), 0 are readable, 240 are not (in the skipped part(s))" in message
+    assert snapshot(dataset) == before
+
+
+def test_damaged_draws_part_is_named_instead_of_no_factor_has_a_value(dataset):
+    part = only_part(dataset, "draws")
+    part.write_bytes(b"")
+    before = snapshot(dataset)
+    with (
+        pytest.warns(DatasetWarning, match=re.escape(part.name)),
+        pytest.raises(DatasetError, match="the draws are damaged") as caught,
+    ):
+        analyze(dataset)
+    message = str(caught.value)
+    assert part.name in message and "Parquet file size is 0 bytes" in message
+    assert "recorded 248 row(s), 0 are readable, 248 are not" in message
+    assert snapshot(dataset) == before
+
+
+def test_enough_good_data_left_keeps_going_with_a_warning(tmp_path):
+    root = record(tmp_path / "data", "good", seed=1)
+    record(root, "bad", seed=2)
+    part = only_part(root, "episodes", "bad")
+    part.write_bytes(b"garbage")
+    with pytest.warns(DatasetWarning, match=rf"unreadable part .*{re.escape(part.name)}"):
+        study = analyze(root)
+    assert study.num_episodes == 240 and part.read_bytes() == b"garbage"
+
+
+# ---------------------------------------------------------------- 2. foreign schema
+def test_foreign_episodes_part_is_refused_by_name_not_read_as_nulls(dataset):
+    pd = pytest.importorskip("pandas")
+    foreign = dataset / "run_id=r" / "episodes" / "part-pandas-00000.parquet"
+    pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}).to_parquet(foreign)
+    before = snapshot(dataset)
+    info = inspect_dataset(dataset)  # it lists the reader's warnings under "skipped"
+    pattern = r"foreign part .*part-pandas-00000\.parquet: .*missing columns \['env_id'"
+    assert [s for s in info["skipped"] if re.search(pattern, s)]
+    run = info["runs"][0]
+    # Before: 243 episodes over 9 envs (3 rows of nulls), "rows in skipped parts: episodes -3".
+    assert run["episodes"] == 240 and run["envs_with_episodes"] == NUM_ENVS
+    assert run["rows_lost"]["episodes"]["parts"][0].startswith(str(foreign))
+    with pytest.warns(DatasetWarning, match="part-pandas-00000"):
+        study = analyze(dataset)  # before: IndexError from the null env ids
+    assert study.num_episodes == 240
+    (health,) = open_dataset(dataset).health("episodes")
+    assert [s.kind for s in health.skipped] == ["foreign"] and health.rows_readable == 240
+    assert snapshot(dataset) == before
+
+
+def test_foreign_part_of_a_free_schema_table_shares_no_column(tmp_path):
+    with RunWriter(tmp_path, "r", background=False, max_rows_per_part=2) as w:
+        w.append("steps", pa.table({"reward": [1.0, 2.0, 3.0, 4.0]}))
+    pq.write_table(pa.table({"other": [7]}), tmp_path / "run_id=r/steps/part-x-00000.parquet")
+    with pytest.warns(DatasetWarning, match=r"foreign part .*part-x-00000.*share none"):
+        steps = open_dataset(tmp_path).steps()
+    assert steps.column_names == ["reward", "run_id"] and steps.num_rows == 4
+
+
+def test_part_with_the_right_columns_but_wrong_types_is_named(dataset):
+    part = only_part(dataset, "episodes")
+    table = pq.read_table(part)
+    i = table.schema.get_field_index("length")
+    pq.write_table(table.set_column(i, "length", table.column("length").cast(pa.float64())), part)
+    with (
+        pytest.warns(DatasetWarning, match="column 'length' is double, expected int64"),
+        pytest.raises(DatasetError, match=re.escape(part.name)),
+    ):
+        analyze(dataset)
+
+
+# ---------------------------------------------------------------- 3. page checksums
+def _flip_a_value_byte(part: Path, column: str = "value") -> None:
+    meta = pq.read_metadata(part)
+    chunk = meta.row_group(0).column(meta.schema.to_arrow_schema().get_field_index(column))
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data = bytearray(part.read_bytes())
+    data[start + chunk.total_compressed_size // 2] ^= 0x5A  # inside the page data
+    part.write_bytes(bytes(data))
+
+
+def test_flipped_byte_in_an_uncompressed_page_is_caught_by_its_checksum(tmp_path):
+    writer = PartWriter(
+        tmp_path / "draws", "w", schema=draws_schema(), table="draws", compression="none"
+    )
+    writer.write(make_draws(1000))
+    writer.close()
+    (part,) = writer.parts
+    good = pq.read_table(part).column("value")
+    _flip_a_value_byte(part)
+    assert not pq.read_table(part).column("value").equals(good)  # silently different without CRC
+    # A dataset around the lone part, as the reader expects it.
+    run = tmp_path / "data" / "run_id=r"
+    (run / "draws").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"status": "complete"}))
+    shutil.copy(part, run / "draws" / part.name)
+    before = snapshot(tmp_path / "data")
+    data = open_dataset(tmp_path / "data")
+    with pytest.warns(DatasetWarning, match=rf"corrupt part .*{part.name}.*CRC checksum"):
+        draws = data.draws()
+    assert draws.num_rows == 0  # the damaged rows are not handed out as values
+    (health,) = data.health("draws")
+    assert [s.kind for s in health.skipped] == ["corrupt"]
+    assert snapshot(tmp_path / "data") == before
+
+
+def test_flipped_byte_in_a_recorded_part_is_named_by_analyze(dataset):
+    part = only_part(dataset, "draws")
+    _flip_a_value_byte(part)
+    with (
+        pytest.warns(DatasetWarning, match=rf"corrupt part .*{part.name}"),
+        pytest.raises(DatasetError, match=rf"{part.name} \(corrupt: its data failed"),
+    ):
+        analyze(dataset)  # before: "OSError: ZSTD decompression failed", no file named
+
+
+# ---------------------------------------------------------------- 4. run.json and layout
+@pytest.mark.parametrize(
+    ("field", "value", "text"),
+    [
+        ("writers", 5, "field 'writers' must be a list of writer ids (strings), got int 5"),
+        ("counts", {"draws": -3}, "field 'counts' must be an object of non-negative"),
+        ("status", 7, "field 'status' must be one of"),
+        ("metadata", {"variations": 3}, "field 'metadata.variations' must be a list"),
+    ],
+)
+def test_run_json_field_of_the_wrong_type_is_named_and_the_rest_reads(dataset, field, value, text):
+    record(dataset, "other", seed=3)
+    path = dataset / "run_id=r" / "run.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    before = snapshot(dataset)
+    with pytest.warns(DatasetWarning, match=rf"run_id=r/run\.json: {re.escape(text)}"):
+        data = open_dataset(dataset)  # before: TypeError for "writers": 5
+    assert data.run_ids == ["other", "r"]
+    assert data.draws("r").num_rows == 248 and data.episodes("other").num_rows == 240
+    assert snapshot(dataset) == before
+
+
+def test_table_path_that_is_a_file_is_named_and_other_tables_read(dataset):
+    draws = dataset / "run_id=r" / "draws"
+    shutil.rmtree(draws)
+    draws.write_text("not a directory")
+    before = snapshot(dataset)
+    data = open_dataset(dataset)
+    with pytest.warns(DatasetWarning, match=rf"{re.escape(str(draws))} is a file"):
+        assert data.draws().num_rows == 0  # before: NotADirectoryError
+    assert data.episodes().num_rows == 240
+    with (
+        pytest.warns(DatasetWarning, match="is a file"),
+        pytest.raises(DatasetError, match=r"draws are damaged.*recorded 248 row"),
+    ):
+        analyze(dataset)
+    assert snapshot(dataset) == before
+
+
+def test_missing_writer_sidecar_never_gives_negative_counts(dataset):
+    with RunWriter.join(dataset, "r", writer_id="w2", background=False) as w:
+        w.append("draws", make_draws(10, start=10_000))
+    (dataset / "run_id=r" / "writers" / "w2.json").unlink()
+    info = inspect_dataset(dataset)
+    text = format_inspection(info)
+    assert not re.search(r" -\d", text), text  # before: "rows in skipped parts: draws -10"
+    run = info["runs"][0]
+    assert run["rows_readable"]["draws"] == 258 and run["rows_lost"] == {}
+    assert run["writers_uncounted"] == ["w2"] and "w2" in text
+
+
+# ---------------------------------------------------------------- 5. inspect
+KILLED = """
+import os, signal, sys
+import pyarrow as pa
+sys.path.insert(0, {tests!r})
+from test_storage_parts import make_draws
+from varirec.storage import RunWriter
+w = RunWriter({root!r}, "killed", background=False, max_rows_per_part=1000, row_group_size=500)
+for i in range(5):
+    w.append("draws", make_draws(1000, start=1000 * i))
+w.append("draws", make_draws(600, start=5000))  # 500 in the open part: lost to SIGKILL
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_inspect_counts_the_readable_rows_of_a_sigkilled_run(tmp_path):
+    tests = str(Path(__file__).parent)
+    script = KILLED.format(tests=tests, root=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], check=False)
+    assert done.returncode == -9
+    before = snapshot(tmp_path)
+    info = inspect_dataset(tmp_path)
+    assert [s for s in info["skipped"] if re.search(r"\.part-.*\.tmp: an unfinished part", s)]
+    run = info["runs"][0]
+    assert run["status"] == "running" and run["rows_readable"] == {"draws": 5000}
+    text = format_inspection(info)
+    assert "rows readable: draws 5000" in text  # before: "rows: none"
+    assert "the run did not close (status 'running')" in text
+    assert run["rows_lost"]["draws"]["rows"] is None  # unknown, not a guess
+    assert snapshot(tmp_path) == before
+
+
+def test_inspect_an_all_nan_outcome_without_a_traceback(tmp_path):
+    with vr.RecorderManager(2, output=tmp_path, run_id="r") as m:
+        m.reset(None, None)
+        m.record_step(reward=np.array([np.nan, np.nan]))
+        m.record_pre_reset(None)
+    text = format_inspection(inspect_dataset(tmp_path))  # before: TypeError on None
+    assert "return       no finite value (2 episodes, all NaN or inf)" in text
+
+
+# ---------------------------------------------------------------- more damage
+def _empty_run(root: Path) -> None:
+    (root / "run_id=empty").mkdir()
+
+
+def _episodes_dir_missing(root: Path) -> None:
+    shutil.rmtree(root / "run_id=r" / "episodes")
+
+
+def _tmp_part_only(root: Path) -> None:
+    part = only_part(root, "episodes")
+    part.rename(part.with_name(f".{part.name}.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "runs", "error"),
+    [
+        (_empty_run, "empty", r"no episodes in run\(s\) \['empty'\].*record finished episodes"),
+        (_episodes_dir_missing, None, r"recorded 240 row\(s\), 0 are readable.*no file holds"),
+        (_tmp_part_only, None, r"\.part-.*\.parquet\.tmp \(unfinished"),
+    ],
+)
+def test_more_damage_gets_a_clear_error_and_nothing_changes(dataset, damage, runs, error):
+    damage(dataset)
+    before = snapshot(dataset)
+    with (
+        pytest.warns(DatasetWarning) if damage is not _episodes_dir_missing else nullcontext(),
+        pytest.raises(DatasetError, match=error),
+    ):
+        analyze(dataset, runs=runs)
+    assert snapshot(dataset) == before
+
+
+@pytest.mark.parametrize(
+    ("content", "warning"),
+    [(None, r"run_id=r/run\.json is missing"), ("{oops", r"run\.json is not valid run metadata")],
+)
+def test_run_json_missing_or_invalid_still_analyses_the_parts(dataset, content, warning):
+    path = dataset / "run_id=r" / "run.json"
+    path.unlink() if content is None else path.write_text(content)
+    before = snapshot(dataset)
+    info = inspect_dataset(dataset)
+    assert re.search(warning, info["skipped"][0])
+    text = format_inspection(info)
+    assert "whether the run closed is unknown" in text and "rows readable: draws 248" in text
+    with pytest.warns(DatasetWarning, match=warning):
+        assert analyze(dataset).num_episodes == 240
+    assert snapshot(dataset) == before
+
+
+def test_reader_checks_leave_every_file_as_it_was(dataset):
+    """The damage checks (footers, checksums, health) read only."""
+    part = only_part(dataset, "draws")
+    _flip_a_value_byte(part)
+    only_part(dataset, "episodes").write_bytes(b"")
+    os.utime(part, (1, 1))
+    before = snapshot(dataset)
+    stat = part.stat()
+    with pytest.warns(DatasetWarning):
+        data = open_dataset(dataset)
+        data.draws()
+        data.health("draws")
+        inspect_dataset(dataset)
+    assert snapshot(dataset) == before and part.stat().st_mtime == stat.st_mtime
