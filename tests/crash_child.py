@@ -1,0 +1,72 @@
+"""A recording process for tests/test_trust_crash.py, to be killed at a random moment.
+
+``python crash_child.py ROOT RUN_ID SHAPE LOG PAUSE``: 2048 envs that reset every step,
+two variations (a scalar and a 3-vector), a ``steps`` table, small buffers and a queue
+of two chunks, so the loop often waits for the writer. ``SHAPE`` is ``with`` (a
+``with`` block), ``bare`` (no ``with``, no close: the README's Gymnasium shape) or
+``raise`` (bare, and an uncaught exception after 20 steps).
+After each step the process appends ``<step> <unix time>`` to ``LOG`` (written
+unbuffered and fsynced): every hook call of that step returned, so its rows were
+handed over.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+import varirec as vr
+
+NUM_ENVS = 2048
+FLUSH_SECONDS = 1.0
+MAX_ROWS = 8192
+
+
+def main(root: str, run_id: str, shape: str, log: str, pause: float) -> None:
+    variations = [
+        vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2))),
+        vr.Variation("com", vr.VariationCfg(sampler=vr.UniformCfg(low=(0, 0, 0), high=(1, 2, 3)))),
+    ]
+    manager = vr.RecorderManager(
+        NUM_ENVS,
+        variations=variations,
+        output=root,
+        run_id=run_id,
+        seed=0,
+        step_keys=("reward",),
+        max_rows=MAX_ROWS,
+        flush_seconds=FLUSH_SECONDS,
+        writer_options={"max_queue": 2},
+    )
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    ids = np.arange(NUM_ENVS)
+    reward = np.linspace(0.0, 1.0, NUM_ENVS)
+    done = np.ones(NUM_ENVS, dtype=bool)
+
+    def loop() -> None:
+        manager.reset(None, ids)  # episode 0 everywhere
+        step = 0
+        while True:
+            manager.record_step(reward=reward, terminated=done)
+            manager.reset(None, ids)
+            manager.record_post_step()
+            os.write(fd, f"{step} {time.time():.6f}\n".encode())
+            os.fsync(fd)
+            step += 1
+            if shape == "raise" and step == 20:
+                raise RuntimeError("simulated crash after 20 steps")
+            if pause:
+                time.sleep(pause)
+
+    if shape == "with":
+        with manager:
+            loop()
+    else:
+        loop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))

@@ -1,0 +1,373 @@
+"""Nothing lost when a recording process dies (issue 8): signals at random moments,
+interrupted hand-overs, buffers with an age limit, a full disk, forked children."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import varirec as vr
+from varirec import manager as manager_module
+from varirec import terms
+from varirec.errors import DatasetError, RecorderStateError
+from varirec.recorder import VariationRecorder
+from varirec.storage import RunWriter, shutdown
+
+CHILD = Path(__file__).with_name("crash_child.py")
+NUM_ENVS = 2048  # as in crash_child.py
+FLUSH_SECONDS = 1.0  # as in crash_child.py
+# A SIGKILL may lose what was handed over in the last flush window; the slack covers
+# the writer thread's own delay (conversion, compression) on a loaded machine.
+KILL_WINDOW = FLUSH_SECONDS + 2.0
+
+
+def run_json(root: Path, run_id: str) -> dict:
+    return json.loads((root / f"run_id={run_id}" / "run.json").read_text())
+
+
+def read_table(root: Path, run_id: str, table: str) -> pa.Table:
+    """Every final-named part of ``table``, read with pyarrow directly."""
+    parts = sorted((root / f"run_id={run_id}" / table).glob("part-*.parquet"))
+    return pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
+
+
+def np_col(table: pa.Table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy().astype(np.int64)
+
+
+def check_dataset(root: Path, run_id: str, safe_step: int, last_step: int) -> dict[str, int]:
+    """Nothing written twice; every row of steps ``<= safe_step`` present; nothing from
+    later than the step after ``last_step``. Returns the rows per table."""
+    steps = read_table(root, run_id, "steps")
+    episodes = read_table(root, run_id, "episodes")
+    draws = read_table(root, run_id, "draws")
+    rows = {}
+    # steps: one row per (env, episode); episode k is step k of the loop.
+    for name, table, bound in (
+        ("steps", steps, safe_step),
+        ("episodes", episodes, safe_step),
+        ("draws", draws, safe_step + 1),  # the reset of step k draws episode k + 1
+    ):
+        if table is None:
+            assert safe_step < 0, f"no {name} part though step {safe_step} was handed over"
+            rows[name] = 0
+            continue
+        env = np_col(table, "env_id")
+        episode = np_col(table, "episode")
+        assert env.min() >= 0 and env.max() < NUM_ENVS
+        if name == "draws":
+            variation = pc.equal(table.column("variation").cast(pa.string()), "com")
+            component = np_col(table, "component")
+            key = ((np_col(table, "seq") * 2 + variation.to_numpy()) * 4 + component) * NUM_ENVS
+            per_episode = 4 * NUM_ENVS  # mass (1 component) and com (3)
+        elif name == "steps":
+            key = (episode * 1024 + np_col(table, "step")) * NUM_ENVS
+            per_episode = NUM_ENVS
+        else:
+            key = episode * NUM_ENVS
+            per_episode = NUM_ENVS
+        key = key + env
+        assert np.unique(key).size == key.size, f"{name}: rows written twice"
+        # Unique rows, each episode at most once per env: a count is the complete set.
+        assert np.count_nonzero(episode <= bound) == (bound + 1) * per_episode, (
+            f"{name}: rows of episodes <= {bound} are missing"
+        )
+        assert episode.max() <= bound + (last_step - safe_step) + 1, f"{name}: rows never recorded"
+        rows[name] = table.num_rows
+    return rows
+
+
+def read_log(path: Path) -> list[tuple[int, float]]:
+    out = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 2 and "." in fields[1] and len(fields[1].split(".")[1]) == 6:
+            out.append((int(fields[0]), float(fields[1])))  # a line cut by SIGKILL is skipped
+    return out
+
+
+def start(tmp_path: Path, i: int, shape: str, pause: float) -> tuple[subprocess.Popen, Path]:
+    log = tmp_path / f"log{i}"
+    log.touch()
+    env = {**os.environ, "PYTHONPATH": str(Path(vr.__file__).parents[1])}
+    stderr = open(tmp_path / f"stderr{i}", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(tmp_path / "data"), f"r{i}", shape, str(log), str(pause)],
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        env=env,
+    )
+    stderr.close()
+    return proc, log
+
+
+def wait_for_steps(proc: subprocess.Popen, log: Path, tmp_path: Path, i: int) -> float:
+    """Block until the child logged its first step; return when that was."""
+    while not read_log(log):
+        if proc.poll() is not None:
+            raise AssertionError((tmp_path / f"stderr{i}").read_text())
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+RUNS = 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=str)
+def test_signals_at_random_moments_lose_nothing_handed_over_and_write_nothing_twice(tmp_path, sig):
+    rng = random.Random(int(sig))  # reproducible moments, different per signal
+    shapes = ["with", "bare"] * (RUNS // 2)
+    pauses = [rng.choice([0.0, 0.002, 0.01]) for _ in range(RUNS)]
+    if sig == signal.SIGKILL:  # long enough for a flush window to pass before the kill
+        delays = [rng.uniform(KILL_WINDOW + 0.5, KILL_WINDOW + 2.0) for _ in range(RUNS)]
+    else:
+        delays = [rng.uniform(0.05, 1.5) for _ in range(RUNS)]
+    children = [start(tmp_path, i, shapes[i], pauses[i]) for i in range(RUNS)]
+    ready = [wait_for_steps(proc, log, tmp_path, i) for i, (proc, log) in enumerate(children)]
+    order = sorted(range(RUNS), key=lambda i: ready[i] + delays[i])
+    killed_at = {}
+    for i in order:
+        time.sleep(max(0.0, ready[i] + delays[i] - time.monotonic()))
+        killed_at[i] = time.time()
+        children[i][0].send_signal(sig)
+    root = tmp_path / "data"
+    for i, (proc, log) in enumerate(children):
+        proc.wait(timeout=60)
+        stderr = (tmp_path / f"stderr{i}").read_text()
+        steps = read_log(log)
+        last = steps[-1][0]
+        if sig == signal.SIGKILL:
+            assert proc.returncode == -signal.SIGKILL
+            safe = max((k for k, t in steps if t <= killed_at[i] - KILL_WINDOW), default=-1)
+            assert safe >= 0, f"run {i}: no step older than the flush window ({steps[-1]})"
+            check_dataset(root, f"r{i}", safe, last)
+            continue
+        # SIGINT ends Python by SIGINT once the KeyboardInterrupt went uncaught.
+        expected_rc = 128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGINT
+        assert proc.returncode == expected_rc, stderr
+        rows = check_dataset(root, f"r{i}", last, last)
+        doc = run_json(root, f"r{i}")
+        assert doc["status"] == "failed", doc
+        assert doc["error"]["type"] == ("SIGTERM" if sig == signal.SIGTERM else "KeyboardInterrupt")
+        assert doc["closed_by"] == ("close" if shapes[i] == "with" else "exit")
+        assert doc["counts"] == rows  # run.json agrees with what is readable
+        assert not list((root / f"run_id=r{i}").rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_an_uncaught_exception_without_a_with_block_writes_every_buffered_row(tmp_path):
+    proc, log = start(tmp_path, 0, "raise", 0.0)
+    proc.wait(timeout=60)
+    assert proc.returncode == 1
+    steps = read_log(log)
+    assert [k for k, _ in steps] == list(range(20))
+    root = tmp_path / "data"
+    rows = check_dataset(root, "r0", 19, 19)
+    doc = run_json(root, "r0")
+    assert doc["status"] == "failed" and doc["closed_by"] == "exit"
+    assert doc["error"] == {"type": "RuntimeError", "message": "simulated crash after 20 steps"}
+    assert doc["counts"] == rows == {"steps": 20 * NUM_ENVS, "episodes": 20 * NUM_ENVS,
+                                     "draws": 21 * 4 * NUM_ENVS}  # fmt: skip
+
+
+# ------------------------------------------------------------ in-process, deterministic
+@pytest.fixture
+def own_signals(monkeypatch):
+    """The storage SIGTERM handler as the process's only one, with fresh process state."""
+    monkeypatch.setattr(shutdown, "_OPEN", {})
+    monkeypatch.setattr(shutdown, "_SIGNALLED", set())
+    monkeypatch.setitem(shutdown._STATE, "previous", None)
+    monkeypatch.setitem(shutdown._STATE, "signal", None)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class Gate:
+    """A batch whose conversion waits for the test (it holds the writer thread)."""
+
+    def __init__(self, rows: int, start: int, gate: threading.Event | None = None) -> None:
+        self.rows, self.start, self.gate = rows, start, gate
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def to_arrow(self) -> pa.Table:
+        if self.gate is not None:
+            self.gate.wait(30)
+        return pa.table({"seq": np.arange(self.start, self.start + self.rows)})
+
+
+def test_ctrl_c_while_waiting_for_queue_space_keeps_the_draws_to_write_them_once(
+    tmp_path, own_signals
+):
+    gate = threading.Event()
+    writer = RunWriter(tmp_path, "r1", max_queue=1)
+    writer.append("blocker", Gate(1, 0, gate))  # the writer thread waits on the gate
+    writer.append("blocker", Gate(1, 1))  # ... and this one fills the queue
+    recorder = VariationRecorder(lambda chunk: writer.append("draws", chunk), max_rows=100)
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    recorder.attach([mass])
+    mass.draw(env_ids=np.arange(10))
+    # A real SIGINT, delivered while the flush waits for queue space.
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        recorder.flush()
+    assert recorder._chunk.rows == 10  # not handed over, so still in the buffer
+    gate.set()
+    recorder.flush()  # the next hand-over (or the close) writes it
+    assert recorder._chunk.rows == 0 and recorder.rows_recorded == 10
+    writer.close()
+    draws = read_table(tmp_path, "r1", "draws")
+    assert sorted(draws.column("env_id").to_pylist()) == list(range(10))  # once each
+    assert writer.counts == {"blocker": 2, "draws": 10}
+
+
+def test_sigterm_right_after_a_steps_chunk_was_accepted_writes_it_once(tmp_path, own_signals):
+    real = terms._StepsChunk.to_arrow
+    hits = []
+
+    def convert_then_sigterm(self):
+        table = real(self)
+        if not hits:  # the writer took the chunk; the term has not cleared it yet
+            hits.append(1)
+            shutdown._on_sigterm(signal.SIGTERM, None)
+        return table
+
+    terms._StepsChunk.to_arrow = convert_then_sigterm
+    try:
+        manager = vr.RecorderManager(
+            4, output=tmp_path, run_id="r1", step_keys=("reward",),
+            writer_options={"background": False},
+        )  # fmt: skip
+        manager.reset(None, np.arange(4))
+        manager.record_step(reward=np.ones(4))
+        with pytest.raises(SystemExit) as info, manager:
+            manager.flush()
+    finally:
+        terms._StepsChunk.to_arrow = real
+    assert info.value.code == 128 + signal.SIGTERM
+    steps = read_table(tmp_path, "r1", "steps")
+    assert steps.num_rows == 4 and sorted(steps.column("env_id").to_pylist()) == [0, 1, 2, 3]
+    doc = run_json(tmp_path, "r1")
+    assert doc["error"]["type"] == "SIGTERM" and doc["counts"]["steps"] == 4
+
+
+def test_buffers_go_to_storage_once_half_the_flush_window_passed(tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(manager_module.time, "monotonic", lambda: clock[0])
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    manager = vr.RecorderManager(
+        4, variations=[mass], output=tmp_path, run_id="r1", step_keys=("reward",),
+        flush_seconds=2.0, writer_options={"background": False},
+    )  # fmt: skip
+    # Parts rotate at the other half of the window.
+    assert manager.writer._sink._options["max_seconds_per_part"] == 1.0
+    ids = np.arange(4)
+    manager.reset(None, ids)
+    manager.record_step(reward=np.ones(4), terminated=np.ones(4, bool))
+    manager.reset(None, ids)
+    manager.record_post_step()
+    assert manager.writer.counts == {}  # young rows wait in the buffers
+    clock[0] += 0.9
+    manager.record_step(reward=np.ones(4), terminated=np.ones(4, bool))
+    assert manager.writer.counts == {}
+    clock[0] += 0.2  # 1.1 s: older than half the window
+    manager.record_post_step()
+    assert manager.writer.counts == {"draws": 8, "episodes": 4, "steps": 8}
+    manager.close()
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("inf"), float("nan"), True, "5"])
+def test_a_bad_flush_window_is_refused_before_the_run_exists(tmp_path, value):
+    with pytest.raises(ValueError, match=r"`flush_seconds` must be a positive number of seconds"):
+        vr.RecorderManager(2, output=tmp_path, run_id="r1", flush_seconds=value)
+    assert not (tmp_path / "run_id=r1").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_fails_the_run_with_the_rows_lost_even_if_the_caller_goes_on(tmp_path):
+    writer = RunWriter(tmp_path, "r1", writer_id="w1", row_group_size=10)
+    writer.append("steps", pa.table({"seq": np.arange(5)}))
+    writer.flush()  # part 0: 5 rows
+    steps_dir = tmp_path / "run_id=r1" / "steps"
+    # The next part's file is on a device that is always full: a real ENOSPC.
+    (steps_dir / ".part-w1-00001.parquet.tmp").symlink_to("/dev/full")
+    writer.append("steps", pa.table({"seq": np.arange(5, 25)}))
+    with pytest.raises(DatasetError, match=r"No space left on device.*free space") as info:
+        writer.flush()
+    assert ".part-w1-00001.parquet.tmp" in str(info.value)
+    writer.close()  # the caller caught the error and closes normally
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "failed" and doc["rows_lost"] == {"steps": 20}
+    assert doc["error"]["type"] == "DatasetError" and "20 rows lost" in doc["error"]["message"]
+    assert doc["counts"] == {"steps": 5}
+    assert not list(steps_dir.glob(".*.tmp"))  # the empty temporary file is gone
+    assert read_table(tmp_path, "r1", "steps").column("seq").to_pylist() == list(range(5))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_error_not_yet_seen_is_raised_by_close(tmp_path):
+    writer = RunWriter(tmp_path, "r1", writer_id="w1", row_group_size=10)
+    writer.append("steps", pa.table({"seq": np.arange(5)}))
+    writer.flush()
+    (tmp_path / "run_id=r1" / "steps" / ".part-w1-00001.parquet.tmp").symlink_to("/dev/full")
+    writer.append("steps", pa.table({"seq": np.arange(5, 25)}))
+    with pytest.raises(DatasetError, match="No space left on device"):
+        writer.close()
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "failed" and doc["rows_lost"] == {"steps": 20}
+    assert doc["counts"] == {"steps": 5}
+
+
+def fork_and_check(body) -> int:
+    """Run ``body()`` in a forked child; its exit code."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 3
+        try:
+            body()
+            code = 1
+        except RecorderStateError as exc:
+            code = 0 if "fork" in str(exc) and "'spawn'" in str(exc) else 2
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_a_writer_used_in_a_forked_child_says_fork_and_what_to_do(tmp_path):
+    writer = RunWriter(tmp_path, "r1")
+    assert fork_and_check(lambda: writer.append("steps", pa.table({"x": [1]}))) == 0
+    assert fork_and_check(writer.close) == 0
+    writer.close()
+    assert run_json(tmp_path, "r1")["status"] == "complete"
+
+
+def test_a_manager_closed_in_a_forked_child_does_not_drop_its_rows_silently(tmp_path):
+    manager = vr.RecorderManager(4, output=tmp_path, run_id="r1", step_keys=("reward",))
+    manager.reset(None, np.arange(4))
+    manager.record_step(reward=np.ones(4))
+    assert fork_and_check(manager.close) == 0
+    manager.close()  # the parent still owns the run and writes it
+    assert read_table(tmp_path, "r1", "steps").num_rows == 4
+
+
+def test_a_non_ascii_hostname_gives_an_ascii_writer_id(tmp_path, monkeypatch):
+    monkeypatch.setattr(socket, "gethostname", lambda: "Jürgens-名前-pc.example")
+    with RunWriter(tmp_path, "r1") as writer:
+        writer.append("steps", pa.table({"x": [1]}))
+    assert writer.writer_id.isascii() and writer.writer_id.startswith("Jrgenspc_")
+    assert run_json(tmp_path, "r1")["status"] == "complete"
