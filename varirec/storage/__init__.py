@@ -4,6 +4,7 @@ Contents:
     RunWriter: one process's writer of one run (``draws``, ``episodes``, ``steps``...).
     PartWriter: the rotating, crash-safe Parquet part files of one table.
     open_dataset, Dataset, RunInfo: read a dataset directory (or URI) back.
+    TableHealth, SkippedPart: what of a table reads, and which files do not (and why).
     DatasetWarning: a temporary or unreadable part, or odd run metadata, was skipped.
     draws_schema, episodes_schema, SCHEMA_VERSION: the on-disk schemas.
 
@@ -14,7 +15,7 @@ a hive-partitioned directory that pyarrow, pandas and DuckDB read directly.
 from __future__ import annotations
 
 from .parts import PartWriter
-from .reader import Dataset, DatasetWarning, RunInfo, open_dataset
+from .reader import Dataset, DatasetWarning, RunInfo, SkippedPart, TableHealth, open_dataset
 from .schema import SCHEMA_VERSION, draws_schema, episodes_schema
 from .writer import RunWriter
 
@@ -25,6 +26,8 @@ __all__ = [
     "PartWriter",
     "RunInfo",
     "RunWriter",
+    "SkippedPart",
+    "TableHealth",
     "draws_schema",
     "episodes_schema",
     "open_dataset",

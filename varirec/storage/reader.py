@@ -4,18 +4,29 @@ Contents:
     open_dataset: open a dataset directory or URI.
     Dataset: lists runs and reads their tables (pyarrow filters and projection).
     RunInfo: what ``run.json`` and the writer sidecars say about one run.
+    TableHealth, SkippedPart: how much of a table reads, and the files that do not.
     DatasetWarning: something in the dataset was skipped or is incomplete.
 
-The reader never writes, renames or deletes anything. What it skips, and says so:
+The reader never writes, renames or deletes anything. What it skips, and says so
+(a DatasetWarning naming the file and the reason; :meth:`Dataset.health` lists them
+with the rows they held, from the writer sidecars):
     * ``.part-*.parquet.tmp``: an unfinished part of a writer that died (or is still
-      writing): a DatasetWarning naming the file.
-    * a final-named part whose footer cannot be read (truncated, corrupt) or whose
-      schema conflicts with the table's: a DatasetWarning naming it and the error.
+      writing).
+    * a final-named part whose footer cannot be read (truncated, empty, not Parquet).
+    * a foreign part: a ``draws``/``episodes`` part without the table's columns and
+      types (e.g. written by ``DataFrame.to_parquet``), or a part of another table
+      that shares no column with the run's other parts of it. Read as the table, its
+      rows would be rows of nulls.
+    * a corrupt part: its data fails a page checksum (parts are written with one per
+      page) or does not decompress. The scan's error names no file, so the parts are
+      then read one by one to find it; the rest is returned.
+    * a table path that is a file, not a directory.
     * other names starting with ``.`` or ``_``: logged at debug level.
 
 A missing ``run.json`` or one that is not valid JSON gives a DatasetWarning, and the
 run's parts are still read with empty metadata and status ``"unknown"``: the data
 matters more than its label, and the file is left untouched for the user to inspect.
+A field of the wrong type (``"writers": 5``) is named in a DatasetWarning and ignored.
 """
 
 from __future__ import annotations
