@@ -161,13 +161,13 @@ def format_inspection(info: dict[str, Any]) -> str:
                 f"missing): {', '.join(run['writers_uncounted'])}"
             )
         for table, lost in sorted(run["rows_lost"].items()):
-            held = "an unknown number of" if lost["rows"] is None else lost["rows"]
+            held = "unknown (no writer's final count)" if lost["rows"] is None else lost["rows"]
             where = (
                 f"in {len(lost['parts'])} skipped part(s):"
                 if lost["parts"]
                 else "no file holds them (parts deleted or moved?)"
             )
-            lines.append(f"  {table} rows not readable: {held}, {where}")
+            lines.append(f"  {table} rows not readable: {held}; {where}")
             lines += [f"    {part}" for part in lost["parts"]]
         lines.append(f"  episodes: {run['episodes']} over {run['envs_with_episodes']} env(s)")
         if run["design"]:
