@@ -94,3 +94,40 @@ def test_os_errors_name_the_path_and_the_fix() -> None:
     full = OSError(errno.ENOSPC, "No space left on device", "/data/x")
     assert "[Errno" not in describe_os_error(full)
     assert describe_os_error(full).endswith("free disk space or write elsewhere")
+
+
+def _readme_python_blocks() -> list[str]:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys) -> None:
+    import pandas as pd
+
+    from analysis.study import analyze
+
+    blocks = _readme_python_blocks()
+    assert len(blocks) >= 3  # quickstart, the RecorderManager loop, reading it back
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
+    # The quickstart's ranking: what the README says it shows.
+    ds = vr.open_dataset("runs/")
+    gym_run = [r for r in ds.run_ids if "pole_length" in str(ds.run(r).metadata)]
+    assert len(gym_run) == 1
+    ranking = analyze("runs/", runs=gym_run, outcome="return").ranking()
+    verdicts = dict(zip(ranking["factor"], ranking["verdict"], strict=True))
+    assert {k for k, v in verdicts.items() if v == "effect"} == {
+        "pole_length",
+        "force_mag",
+        "masscart",
+    }
+    assert "effect" in capsys.readouterr().out
+    # What the README says about pandas: the dataset root is not a Parquet dataset.
+    import pyarrow as pa
+
+    with pytest.raises(pa.ArrowInvalid, match=r"run\.json': Parquet magic bytes not found"):
+        pd.read_parquet("runs/")
