@@ -95,6 +95,7 @@ class Study:
         return bool(frame["conf_low"].notna().any())
 
     def ranking_frame(self) -> pd.DataFrame:
+        """The tidy rows of the main index (``ST``, ``mu_star`` or the given-data index)."""
         frame = self.to_frame()
         main = {"sobol": "ST", "morris": "mu_star"}.get(self.method)
         if main is None:

@@ -51,8 +51,9 @@ Ground truth (numbers below):
   leave it out (build the design from the reset-mode variations).
 - ``wind.gust`` is interval-mode: not a factor, it is episode noise (small: the
   gust-off column barely differs). The episode table gives it no column (its draws
-  happen mid-episode, and how many an episode gets depends on how long it runs). With a schedule, its draws and timers are
-  keyed by the episode seed, so common random numbers cover it too.
+  happen mid-episode, and how many an episode gets depends on how long it runs).
+  With a schedule, its draws and timers are keyed by the episode seed, so common
+  random numbers cover it too.
 
 Measured with ``python tests/test_envs.py`` (one minute): a Saltelli design of the
 seven reset-mode variations, N = 16384 base samples, 4 replicates per row with
