@@ -12,10 +12,10 @@ from varirec.cli import describe_os_error, main
 from varirec.demo import run_demo
 
 
-def _small_run(path) -> None:
+def _small_run(path, run_id: str = "r") -> None:
     factors = [vr.Variation(k, vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1))) for k in "ab"]
     rng = np.random.default_rng(0)
-    with vr.RecorderManager(64, variations=factors, output=path, run_id="r", seed=0) as m:
+    with vr.RecorderManager(64, variations=factors, output=path, run_id=run_id, seed=0) as m:
         for _ in range(8):
             m.reset(None, None)
             m.record_step(reward=rng.random(64), success=rng.random(64) < 0.5)
@@ -131,3 +131,18 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys) -> N
 
     with pytest.raises(pa.ArrowInvalid, match=r"run\.json': Parquet magic bytes not found"):
         pd.read_parquet("runs/")
+
+
+def test_analyze_command_refuses_duplicate_runs_unless_asked(tmp_path, capsys) -> None:
+    for run_id in ("r1", "r2"):
+        _small_run(tmp_path / "ds", run_id)  # the same script twice, seed 0
+    ds = str(tmp_path / "ds")
+    assert main(["analyze", ds, "--resamples", "20"]) == 2
+    assert (
+        "varirec analyze: error: runs 'r1' and 'r2' repeat each other: same seed 0"
+        in capsys.readouterr().err
+    )
+    assert main(["analyze", ds, "--resamples", "20", "--runs", "r1"]) == 0
+    assert "over 512 episodes (runs: r1;" in capsys.readouterr().out
+    assert main(["analyze", ds, "--resamples", "20", "--allow-duplicate-runs"]) == 0
+    assert "over 1024 episodes (runs: r1, r2;" in capsys.readouterr().out
