@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -331,6 +332,19 @@ def test_a_full_disk_error_not_yet_seen_is_raised_by_close(tmp_path):
     doc = run_json(tmp_path, "r1")
     assert doc["status"] == "failed" and doc["rows_lost"] == {"steps": 20}
     assert doc["counts"] == {"steps": 5}
+
+
+def test_a_run_whose_writer_record_cannot_be_written_still_ends_failed_in_run_json(tmp_path):
+    writer = RunWriter(tmp_path, "r1", writer_id="w1")
+    writer.append("steps", pa.table({"x": [1, 2]}))
+    writers = tmp_path / "run_id=r1" / "writers"
+    shutil.rmtree(writers)
+    writers.write_text("a file where the writers' directory was")
+    with pytest.raises(DatasetError, match=r"ended \(failed\) but its record .* could not"):
+        writer.close()
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "failed" and doc["error"]["type"] == "NotADirectoryError"
+    assert doc["counts"] == {"steps": 2}
 
 
 def fork_and_check(body) -> int:

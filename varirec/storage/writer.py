@@ -395,9 +395,26 @@ class RunWriter:
             # Closed even if the bookkeeping cannot be written (e.g. the disk is full).
             self._closed = True
             unregister(self)
-            self._write_sidecar(ended, record, lost=lost, closed_by=closed_by)
+            try:
+                self._write_sidecar(ended, record, lost=lost, closed_by=closed_by)
+            except OSError as exc:  # still try run.json: it is what readers look at first
+                unwritten = exc
+                self.status = "failed"
+                record = record or error_record(exc, None)
+            else:
+                unwritten = None
             if self.created:
-                self._finish_run_json(ended, record, lost=lost, closed_by=closed_by)
+                try:
+                    self._finish_run_json(ended, record, lost=lost, closed_by=closed_by)
+                except OSError as exc:
+                    unwritten = unwritten or exc
+            if unwritten is not None:
+                raise DatasetError(
+                    f"run {self.run_id!r} ended ({self.status}) but its record in {self.path} "
+                    f"could not be written: {unwritten}; run.json may still say 'running'. "
+                    "Free space on that disk or make the directory writable; the final parts "
+                    "written are readable"
+                ) from unwritten
         logger.info("closed run %s: %s %s", self.run_id, self.status, self._counts)
         if pending is not None:
             if error is None:
@@ -436,6 +453,9 @@ class RunWriter:
                 sidecars[path.stem] = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 logger.warning("skipping unreadable writer sidecar %s: %s", path, exc)
+        # This writer's own record as it is now (its sidecar may not have been written).
+        sidecars[self.writer_id] = {"writer_id": self.writer_id, "status": self.status}
+        sidecars[self.writer_id]["counts"] = dict(self._counts)
         counts, self.writers, running = sum_sidecars(sidecars)
         self._counts = counts
         doc = {**self._doc, "status": self.status, "ended_utc": ended, "counts": counts}
