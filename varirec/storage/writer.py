@@ -9,9 +9,11 @@ Crash safety. Parts are renamed to their final name only once complete (see
 The first RunWriter of a process installs (once) a SIGTERM handler and an atexit
 hook (:mod:`varirec.storage.shutdown`): SIGTERM raises ``SystemExit(143)`` in the
 main thread, so ``with`` blocks and ``finally`` clauses run and every open writer
-closes its parts. A SIGTERM that arrives during ``append``, ``flush`` or ``close``
-(which write in the foreground with ``background=False``) exits once that call is
-done, so no batch is half written.
+closes its parts. A SIGTERM or Ctrl-C that arrives during ``append``, ``flush`` or
+``close`` is raised once that call is done (or, while ``append`` waits for queue
+space, before the batch is queued), so a batch is written exactly once or not taken.
+A writer belongs to the process that created it: used in a forked child it raises
+:class:`~varirec.errors.RecorderStateError`.
 """
 
 from __future__ import annotations
@@ -320,10 +322,18 @@ class RunWriter:
             table: the table name: ``draws``, ``episodes``, ``steps`` or another name.
             data: a ``pa.Table``, ``pa.RecordBatch`` or an object with ``to_arrow()``.
 
+        The batch is the writer's once this call returns, or raises anything but
+        KeyboardInterrupt/SystemExit (an error of an earlier batch is raised after
+        this one was queued); a Ctrl-C or SIGTERM while it waits for queue space is
+        raised before the batch is queued.
+
         Raises:
             ValueError: a Table/RecordBatch does not match the table's schema (checked
                 here), or a previous batch failed on the writer thread (re-raised).
             TypeError: ``data`` is not one of the accepted types.
+            DatasetError: a write failed (disk full, directory gone); the run is then
+                marked failed with the rows lost.
+            RecorderStateError: the writer is closed, or used in a forked child.
         """
         self._check_open()
         self._sink.check_process()
