@@ -322,10 +322,10 @@ class RunWriter:
             table: the table name: ``draws``, ``episodes``, ``steps`` or another name.
             data: a ``pa.Table``, ``pa.RecordBatch`` or an object with ``to_arrow()``.
 
-        The batch is the writer's once this call returns, or raises anything but
-        KeyboardInterrupt/SystemExit (an error of an earlier batch is raised after
-        this one was queued); a Ctrl-C or SIGTERM while it waits for queue space is
-        raised before the batch is queued.
+        The batch is the writer's once this call returns, or once it raises an error
+        of an earlier batch (raised after this one was queued) or of its own write;
+        it is refused (not taken) when the checks below fail, and when a Ctrl-C or
+        SIGTERM arrives while it waits for queue space.
 
         Raises:
             ValueError: a Table/RecordBatch does not match the table's schema (checked
