@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -349,7 +350,9 @@ def test_a_run_whose_writer_record_cannot_be_written_still_ends_failed_in_run_js
 
 def fork_and_check(body) -> int:
     """Run ``body()`` in a forked child; its exit code."""
-    pid = os.fork()
+    with warnings.catch_warnings():  # Python >= 3.12 warns about forking with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: never return into pytest
         code = 3
         try:
