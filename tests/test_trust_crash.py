@@ -187,6 +187,53 @@ def test_an_uncaught_exception_without_a_with_block_writes_every_buffered_row(tm
                                      "draws": 21 * 4 * NUM_ENVS}  # fmt: skip
 
 
+GYM_CHILD = """
+import os, signal, sys
+import gymnasium as gym
+from varirec.gym import VariationWrapper, cartpole_variations
+
+env = VariationWrapper(gym.make("CartPole-v1"), cartpole_variations(), output=sys.argv[1],
+                       run_id="r1", seed=0)
+for episode in range(30):  # the README quickstart, without env.close()
+    obs, _ = env.reset()
+    done = False
+    while not done:
+        obs, r, term, trunc, _ = env.step(int(obs[2] > 0))
+        done = term or trunc
+    print(episode, flush=True)
+    if sys.argv[2] == "term" and episode == 19:
+        os.kill(os.getpid(), signal.SIGTERM)
+if sys.argv[2] == "raise":
+    raise ValueError("the policy failed")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["term", "raise"])
+def test_the_gymnasium_quickstart_without_close_keeps_every_episode(tmp_path, how):
+    env = {**os.environ, "PYTHONPATH": str(Path(vr.__file__).parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", GYM_CHILD, str(tmp_path), how],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    finished = len(proc.stdout.split())
+    if how == "term":
+        assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+        assert finished == 20
+    else:
+        assert proc.returncode == 1 and finished == 30, proc.stderr
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "failed" and doc["closed_by"] == "exit"
+    if how == "term":
+        assert doc["error"]["type"] == "SIGTERM"
+    else:
+        assert doc["error"] == {"type": "ValueError", "message": "the policy failed"}
+    episodes = read_table(tmp_path, "r1", "episodes")
+    assert episodes is not None, "no episodes part: the manager's buffer was lost"
+    assert sorted(episodes.column("episode").to_pylist()) == list(range(finished))
+    assert doc["counts"]["episodes"] == finished
+
+
 # ------------------------------------------------------------ in-process, deterministic
 @pytest.fixture
 def own_signals(monkeypatch):
