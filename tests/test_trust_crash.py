@@ -395,6 +395,43 @@ def test_a_run_whose_writer_record_cannot_be_written_still_ends_failed_in_run_js
     assert doc["counts"] == {"steps": 2}
 
 
+FULL_DISK_CHILD = """
+import resource, sys
+import numpy as np, pyarrow as pa
+from varirec.errors import DatasetError
+from varirec.storage import RunWriter
+
+writer = RunWriter(sys.argv[1], "r1", writer_id="w1")
+writer.append("steps", pa.table({"seq": np.arange(100)}))
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))  # from now on no file can grow
+try:
+    writer.close()
+except DatasetError as exc:
+    message = str(exc)
+finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+with open(sys.argv[2], "w") as f:
+    f.write(message)
+"""
+
+
+def test_a_disk_that_takes_no_byte_leaves_no_empty_temp_file_and_says_so(tmp_path):
+    # RLIMIT_FSIZE 0: every write fails with EFBIG, as on a full disk (Python ignores SIGXFSZ).
+    env = {**os.environ, "PYTHONPATH": str(Path(vr.__file__).parents[1])}
+    out = tmp_path / "message.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_CHILD, str(tmp_path / "data"), str(out)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    message = out.read_text()
+    assert "ended (failed) but its record" in message and "File too large" in message
+    run = tmp_path / "data" / "run_id=r1"
+    empty = [p for p in run.rglob("*") if p.is_file() and p.stat().st_size == 0]
+    assert not empty, empty  # no zero-byte part or JSON temp files
+
+
 def fork_and_check(body) -> int:
     """Run ``body()`` in a forked child; its exit code."""
     with warnings.catch_warnings():  # Python >= 3.12 warns about forking with threads

@@ -18,6 +18,7 @@ A writer belongs to the process that created it: used in a forked child it raise
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -98,11 +99,16 @@ def _to_json(doc: dict[str, Any], what: str) -> str:
 
 def _write_json_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # e.g. disk full: leave no empty temp file
+            os.unlink(tmp)
+        raise
 
 
 class RunWriter:
