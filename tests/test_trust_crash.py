@@ -395,6 +395,27 @@ def test_a_run_whose_writer_record_cannot_be_written_still_ends_failed_in_run_js
     assert doc["counts"] == {"steps": 2}
 
 
+def test_a_table_path_taken_by_a_file_fails_the_run_though_the_caller_closes_normally(tmp_path):
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    manager = vr.RecorderManager(
+        4, variations=[mass], output=tmp_path, run_id="r1", step_keys=("reward",)
+    )
+    (tmp_path / "run_id=r1" / "steps").write_text("a file where the table's directory goes")
+    ids = np.arange(4)
+    manager.reset(None, ids)
+    for _ in range(3):
+        manager.record_step(reward=np.ones(4), terminated=np.ones(4, bool))
+        manager.reset(None, ids)
+    with pytest.raises(DatasetError, match=r"cannot write table 'steps' to .*steps: .*File exists"):
+        manager.flush()  # the loop gets the error at once
+    manager.close()  # the caller caught it and closes as usual
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "failed" and doc["error"]["type"] == "DatasetError"
+    assert doc["rows_lost"] == {"steps": 12} and "12 rows lost" in doc["error"]["message"]
+    assert doc["counts"] == {"draws": 16, "episodes": 12}  # the other tables are whole
+    assert read_table(tmp_path, "r1", "episodes").num_rows == 12
+
+
 FULL_DISK_CHILD = """
 import resource, sys
 import numpy as np, pyarrow as pa

@@ -129,8 +129,14 @@ class PartWriter:
         self._part_rows = 0
         self._pending_since: float | None = None
         self._closed = False
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._next_index = self._first_free_index()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._next_index = self._first_free_index()
+        except OSError as exc:
+            raise DatasetError(
+                f"cannot write table {table!r} to {self.directory}: {exc}; that path must be a "
+                "writable directory (remove or rename what is there, or free disk space)"
+            ) from exc
 
     @staticmethod
     def check_options(**options: Any) -> None:

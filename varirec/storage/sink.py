@@ -209,12 +209,11 @@ class TableSink:
             if isinstance(data, pa.RecordBatch):
                 data = pa.Table.from_batches([data])
             part, data = self._conformed(table, data)
-        except BaseException as exc:
-            if self._thread is not None:  # in the foreground the caller sees the refusal
-                rows = data.num_rows if isinstance(data, (pa.Table, pa.RecordBatch)) else None
-                if rows is None:
-                    rows = len(data) if callable(getattr(data, "__len__", None)) else 0
-                self._lose(table, rows, exc)
+        except BaseException as exc:  # taken (RunWriter.append checked it) but not writable
+            rows = data.num_rows if isinstance(data, (pa.Table, pa.RecordBatch)) else None
+            if rows is None:
+                rows = len(data) if callable(getattr(data, "__len__", None)) else 0
+            self._lose(table, rows, exc)
             raise
         self._step(table, part, part._append, data)
         return part
