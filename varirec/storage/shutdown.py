@@ -222,4 +222,6 @@ def error_record(error: BaseException | None, signum: int | None) -> dict[str, s
         return {"type": name, "message": f"process received {name} and shut down cleanly"}
     if error is None or (isinstance(error, SystemExit) and error.code in (0, None)):
         return None
+    if isinstance(error, KeyboardInterrupt) and not str(error):
+        return {"type": "KeyboardInterrupt", "message": "interrupted by Ctrl-C (SIGINT)"}
     return {"type": type(error).__qualname__, "message": str(error) or repr(error)}
