@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from analysis.as_of import dictionary_codes
-from varirec.cfg_base import cfg_from_dict
+from varirec.analysis.tables.as_of import dictionary_codes
 from varirec.errors import DesignError
+from varirec.sampling.cfg_base import cfg_from_dict
 from varirec.storage import Dataset
 
 __all__ = ["check_design_values"]

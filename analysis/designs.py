@@ -27,8 +27,8 @@ from SALib.sample import morris as morris_sample
 from SALib.sample import sobol as sobol_sample
 
 from varirec import DesignCfg, FactorSpec, SamplerCfg, Variation, VariationSet
-from varirec.design import Design
-from varirec.streams import as_generator
+from varirec.sampling.streams import as_generator
+from varirec.studies.design import Design
 
 __all__ = ["design_factors", "morris_design", "sobol_design"]
 
@@ -140,7 +140,8 @@ def morris_design(
     """A Morris design: ``trajectories * (D + 1)`` rows on a ``num_levels`` grid.
 
     The grid points ``0, 1/(L-1), ..., 1`` are mapped to the quantiles
-    ``(i + 0.5) / L`` so unbounded distributions stay finite; :mod:`analysis.morris`
+    ``(i + 0.5) / L`` so unbounded distributions stay finite;
+    :mod:`varirec.analysis.estimators.morris`
     maps them back for the elementary effects.
 
     Args:

@@ -24,17 +24,17 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from analysis.design_check import check_design_values
-from analysis.duplicate_runs import check_duplicate_runs
-from analysis.episode_table import EpisodeTable, episode_table
-from analysis.given_data import given_data_indices
-from analysis.morris import morris_indices
-from analysis.results import GivenDataResult, MorrisResult, SobolResult
-from analysis.sobol import sobol_indices
 from varirec import open_dataset
+from varirec.analysis.design_check import check_design_values
+from varirec.analysis.duplicate_runs import check_duplicate_runs
+from varirec.analysis.estimators.given_data import given_data_indices
+from varirec.analysis.estimators.morris import morris_indices
+from varirec.analysis.estimators.results import GivenDataResult, MorrisResult, SobolResult
+from varirec.analysis.estimators.sobol import sobol_indices
+from varirec.analysis.tables.episode_table import EpisodeTable, episode_table
 from varirec.errors import DatasetError, DesignError, UnknownNameError
-from varirec.overrides import nearest_names
 from varirec.storage import Dataset
+from varirec.variations.overrides import nearest_names
 
 __all__ = ["METHODS", "Study", "analyze"]
 

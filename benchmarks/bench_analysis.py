@@ -5,7 +5,7 @@ minutes there) or ``--quick`` (seconds). ``--only sobol`` runs one section.
 
 Sections (one function each, returning table rows):
 
-- ``sobol``: :func:`analysis.sobol.sobol_indices` against SALib's
+- ``sobol``: :func:`varirec.analysis.estimators.sobol.sobol_indices` against SALib's
   ``sobol.analyze`` on the same outputs: Saltelli design with second order,
   ``D=30``, ``N=2^14`` base samples (1,015,808 rows), 1000 bootstrap resamples.
   Each implementation runs in its own subprocess so that the peak resident memory
@@ -13,7 +13,7 @@ Sections (one function each, returning table rows):
   peak during the analysis (after imports and loading ``Y``). The last row gives
   the speed ratio (goal >= 50×) and the largest absolute difference of the point
   estimates S1, ST and S2.
-- ``episode_table``: :func:`analysis.episode_table.episode_table` on a dataset of 20
+- ``episode_table``: :func:`varirec.analysis.tables.episode_table.episode_table` on a dataset of 20
   million draw rows (20 reset-mode variations, 4096 envs, 1 M episodes), recorded
   through the real recorder, against the time pyarrow takes to read those draw rows
   (the columns the table needs). Goal: at most 2x.
@@ -74,7 +74,7 @@ def _saltelli_outputs(D: int, N: int, seed: int) -> np.ndarray:
 def _worker_sobol(impl: str, y_path: str, out_path: str, D: int, R: int) -> None:
     """Run one implementation on the saved outputs; write timings and estimates."""
     if impl == "varirec":
-        from analysis.sobol import sobol_indices
+        from varirec.analysis.estimators.sobol import sobol_indices
     else:
         from SALib.analyze import sobol as salib_sobol
     Y = np.load(y_path)
@@ -169,7 +169,7 @@ def _record_dataset(root: Path, draw_rows: int) -> int:
 def bench_episode_table(quick: bool) -> list[Row]:
     import pyarrow.dataset as pads
 
-    from analysis.episode_table import episode_table
+    from varirec.analysis.tables.episode_table import episode_table
 
     rows_wanted = 2_000_000 if quick else 20_000_000
     with tempfile.TemporaryDirectory(prefix="varirec-bench-") as tmp:

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import varirec as vr
-from varirec.manager import NullRecorderManager, RecorderManager
+from varirec.recording.manager import NullRecorderManager, RecorderManager
 from varirec.storage.schema import draws_schema
 
 NUM_ENVS = 4096

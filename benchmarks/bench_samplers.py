@@ -22,8 +22,8 @@ from collections.abc import Callable
 import numpy as np
 
 from varirec import ChoiceCfg, CounterStream, NormalCfg, UniformCfg
-from varirec.samplers import SampleEvent
-from varirec.streams import GeneratorSource
+from varirec.sampling.samplers import SampleEvent
+from varirec.sampling.streams import GeneratorSource
 
 
 def _best_us(fn: Callable[[], object], budget_s: float) -> float:

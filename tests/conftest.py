@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import varirec as vr
-from varirec.manager import RecorderManager
+from varirec.recording.manager import RecorderManager
 
 NUM_ENVS = 6
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import varirec as vr
-from varirec.builder import EnvBuilder
+from varirec.integrations.builder import EnvBuilder
 
 
 class BatchEnv:

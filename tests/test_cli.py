@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import varirec as vr
-from varirec.cli import main
+from varirec.cli.commands import main
 
 SCRIPT = Path(sys.executable).parent / "varirec"
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import varirec as vr
-from varirec.demo import run_demo
+from varirec.cli.demo import run_demo
 
 SCRIPT = Path(sys.executable).parent / "varirec"
 

@@ -7,9 +7,9 @@ import pytest
 from SALib.sample import sobol as sobol_sample
 
 import varirec as vr
-from analysis.designs import design_factors, morris_design, sobol_design
-from varirec.design import DesignSchedule
-from varirec.manager import RecorderManager
+from varirec.analysis.designs import design_factors, morris_design, sobol_design
+from varirec.recording.manager import RecorderManager
+from varirec.studies.design import DesignSchedule
 
 
 def _variations() -> vr.VariationSet:

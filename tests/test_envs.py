@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 import varirec as vr
-from analysis.designs import sobol_design
-from analysis.sobol import sobol_indices
-from varirec.design import DesignSchedule
+from varirec.analysis.designs import sobol_design
+from varirec.analysis.estimators.sobol import sobol_indices
 from varirec.envs import (
     OneStepEnv,
     ReachEnv,
@@ -30,7 +29,8 @@ from varirec.envs import (
     sobol_g,
     sobol_g_variations,
 )
-from varirec.manager import NullRecorderManager
+from varirec.recording.manager import NullRecorderManager
+from varirec.studies.design import DesignSchedule
 
 REACH_FACTORS = [
     "payload.mass",
@@ -403,8 +403,8 @@ if __name__ == "__main__":  # the ground truth quoted in varirec/envs/reach.py
 
     import pandas as pd
 
-    from analysis.episode_table import episode_table
-    from analysis.given_data import first_order_binning
+    from varirec.analysis.estimators.given_data import first_order_binning
+    from varirec.analysis.tables.episode_table import episode_table
 
     start = time.perf_counter()
     big = reach_sobol_study(2**14, 4, num_envs=8192)

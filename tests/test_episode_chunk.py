@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from varirec.episode_chunk import EpisodeChunk
+from varirec.recording.episode_chunk import EpisodeChunk
 from varirec.storage import episodes_schema
 from varirec.storage.schema import conform
 

@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from varirec.episode_iterator import EpisodeIterator
 from varirec.errors import UnknownNameError
+from varirec.studies.episode_iterator import EpisodeIterator
 
 EPISODES = [f"{scene}{i}" for scene in "abc" for i in range(4)]  # a0..a3 b0..b3 c0..c3
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import varirec as vr
-from analysis.episode_table import episode_table
-from varirec.manager import RecorderManager
+from varirec.analysis.tables.episode_table import episode_table
+from varirec.recording.manager import RecorderManager
 
 
 def test_factor_values_equal_what_the_env_had(fake_run) -> None:

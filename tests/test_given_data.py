@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.given_data import (
+from varirec.analysis.estimators.given_data import (
     default_num_bins,
     delta_indices,
     first_order_binning,
@@ -228,9 +228,9 @@ def test_binning_without_resamples_gives_no_verdict() -> None:
 
 
 def test_noise_share_has_bounds_only_with_resamples() -> None:
-    from analysis._given_data_inputs import _factor_table
-    from analysis.binning import _bin_labels
-    from analysis.noise_share import _noise_share
+    from varirec.analysis.estimators._given_data_inputs import _factor_table
+    from varirec.analysis.estimators.binning import _bin_labels
+    from varirec.analysis.estimators.noise_share import _noise_share
 
     rng = np.random.default_rng(0)
     y = rng.normal(size=2000)
@@ -246,15 +246,17 @@ def test_noise_share_has_bounds_only_with_resamples() -> None:
 
 def test_blocked_dummies_and_resamples_equal_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunking the dummy factors (and resamples) changes memory, not results."""
-    import analysis._bootstrap
-    import analysis.binning
+    import varirec.analysis.estimators._bootstrap
+    import varirec.analysis.estimators.binning
 
     rng = np.random.default_rng(11)
     X = rng.random((400, 3))
     Y = X[:, 0] + rng.random(400)
     whole = first_order_binning(X, Y, seed=4, num_resamples=30, num_dummies=25)
-    monkeypatch.setattr(analysis.binning, "_CHUNK_ELEMENTS", 3 * 400)  # 3 dummies per block
-    monkeypatch.setattr(analysis._bootstrap, "_CHUNK_ELEMENTS", 7 * 400)  # 7 resamples
+    # 3 dummies per block
+    monkeypatch.setattr(varirec.analysis.estimators.binning, "_CHUNK_ELEMENTS", 3 * 400)
+    # 7 resamples
+    monkeypatch.setattr(varirec.analysis.estimators._bootstrap, "_CHUNK_ELEMENTS", 7 * 400)
     blocked = first_order_binning(X, Y, seed=4, num_resamples=30, num_dummies=25)
     np.testing.assert_array_equal(blocked.dummy_estimates, whole.dummy_estimates)
     assert blocked.dummy_threshold == whole.dummy_threshold

@@ -23,11 +23,10 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import varirec as vr
-from analysis.designs import sobol_design
-from analysis.episode_table import episode_table
-from varirec.builder import EnvBuilder
-from varirec.design import DesignSchedule
-from varirec.gym import (
+from varirec.analysis.designs import sobol_design
+from varirec.analysis.tables.episode_table import episode_table
+from varirec.integrations.builder import EnvBuilder
+from varirec.integrations.gym import (
     ReplayWrapper,
     VariationWrapper,
     cartpole_variations,
@@ -36,8 +35,9 @@ from varirec.gym import (
     reset_seed,
     reset_to_episode,
 )
-from varirec.gym_vector import make_vector_env
-from varirec.replay import replay_episode
+from varirec.integrations.gym_vector import make_vector_env
+from varirec.studies.design import DesignSchedule
+from varirec.studies.replay import replay_episode
 
 CARTPOLE = ("gravity", "masscart", "masspole", "pole_length", "force_mag")  # variation keys
 CARTPOLE_ATTRS = ("gravity", "masscart", "masspole", "length", "force_mag")  # what they set
@@ -469,9 +469,9 @@ def test_wrapper_argument_errors(tmp_path) -> None:
 
 def test_import_error_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "gymnasium", None)
-    monkeypatch.delitem(sys.modules, "varirec.gym")
+    monkeypatch.delitem(sys.modules, "varirec.integrations.gym")
     with pytest.raises(ImportError, match=r'pip install "varirec\[gym\]"'):
-        importlib.import_module("varirec.gym")
+        importlib.import_module("varirec.integrations.gym")
 
 
 def test_import_varirec_does_not_import_gymnasium() -> None:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 import varirec as vr
-from varirec.manager import NullRecorderManager, RecorderManager, make_recorder_manager
+from varirec.recording.manager import NullRecorderManager, RecorderManager, make_recorder_manager
 
 
 class Log(vr.RecorderTerm):

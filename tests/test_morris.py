@@ -9,7 +9,7 @@ import pytest
 from SALib.analyze import morris as salib_morris
 from SALib.sample import morris as morris_sample
 
-from analysis.morris import morris_indices
+from varirec.analysis.estimators.morris import morris_indices
 from varirec.errors import DesignError
 
 

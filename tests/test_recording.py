@@ -15,7 +15,7 @@ import pytest
 from conftest import FakeEnv, run_fake_env
 
 import varirec as vr
-from varirec.manager import NullRecorderManager, RecorderManager
+from varirec.recording.manager import NullRecorderManager, RecorderManager
 from varirec.storage import open_dataset
 
 

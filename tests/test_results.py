@@ -16,16 +16,16 @@ from matplotlib.axes import Axes
 from SALib.sample import morris as morris_sample
 from SALib.sample import sobol as sobol_sample
 
-from analysis.given_data import first_order_binning
-from analysis.morris import morris_indices
-from analysis.results import (
+from varirec.analysis.estimators.given_data import first_order_binning
+from varirec.analysis.estimators.morris import morris_indices
+from varirec.analysis.estimators.results import (
     FRAME_COLUMNS,
     PAIR_SEPARATOR,
     GivenDataResult,
     MorrisResult,
     SobolResult,
 )
-from analysis.sobol import sobol_indices
+from varirec.analysis.estimators.sobol import sobol_indices
 from varirec.envs.analytic import ishigami
 
 
@@ -127,7 +127,7 @@ def _assert_distinct(result: object, fields: list[str]) -> None:
 
 
 def test_missing_intervals_are_distinct_arrays() -> None:
-    from analysis.given_data import pawn_indices
+    from varirec.analysis.estimators.given_data import pawn_indices
 
     X = sobol_sample.sample(
         {"num_vars": 3, "names": ["a", "b", "c"], "bounds": [[-np.pi, np.pi]] * 3},

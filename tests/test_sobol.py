@@ -7,9 +7,9 @@ import pytest
 from SALib.analyze import sobol as salib_sobol
 from SALib.sample import sobol as salib_sample
 
-import analysis._bootstrap
-import analysis.sobol
-from analysis.sobol import sobol_indices
+import varirec.analysis.estimators._bootstrap
+import varirec.analysis.estimators.sobol
+from varirec.analysis.estimators.sobol import sobol_indices
 from varirec.envs.analytic import ishigami, ishigami_indices, sobol_g, sobol_g_indices
 
 
@@ -154,8 +154,10 @@ def test_blocked_bootstrap_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> 
     problem = _problem(4)
     Y = _model(salib_sample.sample(problem, 128, calc_second_order=True, seed=8))
     whole = sobol_indices(Y, 4, second_order=True, num_resamples=40, seed=2)
-    monkeypatch.setattr(analysis._bootstrap, "_CHUNK_ELEMENTS", 300)  # 2 resamples per block
-    monkeypatch.setattr(analysis.sobol, "_CHUNK_ELEMENTS", 300)  # 2 pairs per block
+    # 2 resamples per block
+    monkeypatch.setattr(varirec.analysis.estimators._bootstrap, "_CHUNK_ELEMENTS", 300)
+    # 2 pairs per block
+    monkeypatch.setattr(varirec.analysis.estimators.sobol, "_CHUNK_ELEMENTS", 300)
     blocked = sobol_indices(Y, 4, second_order=True, num_resamples=40, seed=2)
     np.testing.assert_allclose(blocked.S1_conf, whole.S1_conf, rtol=1e-12)
     np.testing.assert_allclose(blocked.S2_conf_low, whole.S2_conf_low, rtol=1e-12)

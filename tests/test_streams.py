@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from varirec import CounterStream, DrawContext, NormalCfg, UniformCfg, Variation, VariationCfg
-from varirec.streams import GeneratorSource, as_generator
+from varirec.sampling.streams import GeneratorSource, as_generator
 
 
 def _reset_draws(num_envs: int, order: str, seed: int = 7) -> dict[tuple[int, int], np.ndarray]:

@@ -12,11 +12,11 @@ from SALib.analyze import morris as salib_morris
 from SALib.analyze import sobol as salib_sobol
 
 import varirec as vr
-from analysis.designs import morris_design, sobol_design
-from analysis.report import write_report
-from analysis.study import analyze
-from varirec.design import DesignSchedule
-from varirec.manager import RecorderManager
+from varirec.analysis.designs import morris_design, sobol_design
+from varirec.analysis.reports.report import write_report
+from varirec.analysis.study import analyze
+from varirec.recording.manager import RecorderManager
+from varirec.studies.design import DesignSchedule
 
 COEF = np.array([1.0, 2.0, 0.0])
 

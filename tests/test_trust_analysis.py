@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.binning import first_order_binning
-from varirec.demo import run_demo
+from varirec.analysis.estimators.binning import first_order_binning
+from varirec.cli.demo import run_demo
 
 
 def test_interval_variation_is_noise_and_the_demo_passes_agree(tmp_path) -> None:
@@ -46,10 +46,10 @@ def test_noise_share_counts_interactions_as_explained() -> None:
 
 
 def _ishigami_design_run(path) -> str:
-    from analysis.designs import sobol_design
     from varirec import RecorderManager
-    from varirec.design import DesignSchedule
+    from varirec.analysis.designs import sobol_design
     from varirec.envs import ishigami_variations, make_ishigami_env, run_study
+    from varirec.studies.design import DesignSchedule
 
     variations = ishigami_variations()
     design = sobol_design(variations, 32, seed=0)
@@ -66,7 +66,7 @@ def test_analyze_refuses_draws_that_are_not_the_stored_design(tmp_path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from analysis.study import analyze
+    from varirec.analysis.study import analyze
     from varirec.errors import DesignError
 
     run = _ishigami_design_run(tmp_path)
@@ -97,9 +97,9 @@ def _random_run(path, num_episodes: int = 4000, seed: int = 1, run_id: str = "r"
 
 
 def test_pawn_factors_it_did_not_estimate_have_no_verdict(tmp_path) -> None:
-    from analysis.report import write_report
-    from analysis.study import analyze
-    from varirec.cli import format_ranking
+    from varirec.analysis.reports.report import write_report
+    from varirec.analysis.study import analyze
+    from varirec.cli.commands import format_ranking
 
     _random_run(tmp_path)
     study = analyze(tmp_path, outcome="success", method="pawn")
@@ -121,7 +121,7 @@ def test_pawn_factors_it_did_not_estimate_have_no_verdict(tmp_path) -> None:
 
 
 def test_runs_that_repeat_each_other_are_not_pooled_silently(tmp_path) -> None:
-    from analysis.study import analyze
+    from varirec.analysis.study import analyze
     from varirec.errors import DuplicateRunsError
 
     # The same script run twice with seed 0: identical draws for every episode.
@@ -156,7 +156,7 @@ def _two_factor_run(path, num_envs: int, rounds: int, **outcomes) -> None:
 
 
 def test_degenerate_outcomes_get_their_real_cause(tmp_path) -> None:
-    from analysis.study import analyze
+    from varirec.analysis.study import analyze
 
     _two_factor_run(tmp_path / "nan", 64, 4)  # success never reported
     with pytest.raises(

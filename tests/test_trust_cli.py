@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import varirec as vr
-from varirec.cli import describe_os_error, main
-from varirec.demo import run_demo
+from varirec.cli.commands import describe_os_error, main
+from varirec.cli.demo import run_demo
 
 
 def _small_run(path, run_id: str = "r") -> None:
@@ -107,7 +107,7 @@ def _readme_python_blocks() -> list[str]:
 def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys) -> None:
     import pandas as pd
 
-    from analysis.study import analyze
+    from varirec.analysis.study import analyze
 
     blocks = _readme_python_blocks()
     assert len(blocks) >= 3  # quickstart, the RecorderManager loop, reading it back

@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import varirec as vr
-from varirec import manager as manager_module
-from varirec import terms
 from varirec.errors import DatasetError, RecorderStateError
-from varirec.recorder import VariationRecorder
+from varirec.recording import manager as manager_module
+from varirec.recording import terms
+from varirec.recording.recorder import VariationRecorder
 from varirec.storage import RunWriter, shutdown
 
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -190,7 +190,7 @@ def test_an_uncaught_exception_without_a_with_block_writes_every_buffered_row(tm
 GYM_CHILD = """
 import os, signal, sys
 import gymnasium as gym
-from varirec.gym import VariationWrapper, cartpole_variations
+from varirec.integrations.gym import VariationWrapper, cartpole_variations
 
 env = VariationWrapper(gym.make("CartPole-v1"), cartpole_variations(), output=sys.argv[1],
                        run_id="r1", seed=0)

@@ -26,9 +26,9 @@ from test_storage_parts import make_draws
 from test_storage_writer import snapshot
 
 import varirec as vr
-from analysis.study import analyze
+from varirec.analysis.study import analyze
+from varirec.cli.inspection import format_inspection, inspect_dataset
 from varirec.errors import DatasetError
-from varirec.inspection import format_inspection, inspect_dataset
 from varirec.storage import DatasetWarning, PartWriter, RunWriter, draws_schema, open_dataset
 
 NUM_ENVS = 8

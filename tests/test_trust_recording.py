@@ -10,17 +10,22 @@ import numpy as np
 import pytest
 
 import varirec as vr
-from analysis.designs import sobol_design
-from varirec.builder import EnvBuilder
-from varirec.design import DesignSchedule
+from varirec.analysis.designs import sobol_design
 from varirec.envs import ishigami_variations, make_ishigami_env, run_study
 from varirec.errors import DesignError, RecorderStateError
-from varirec.gym import VariationWrapper, cartpole_variations, make_env, pendulum_variations
-from varirec.gym_vector import make_vector_env
-from varirec.manager import NullRecorderManager, RecorderManager
-from varirec.replay import replay_episode
-from varirec.streams import RESET_SEED_STREAM, CounterStream
-from varirec.terms import RecorderTerm, RecorderTermCfg
+from varirec.integrations.builder import EnvBuilder
+from varirec.integrations.gym import (
+    VariationWrapper,
+    cartpole_variations,
+    make_env,
+    pendulum_variations,
+)
+from varirec.integrations.gym_vector import make_vector_env
+from varirec.recording.manager import NullRecorderManager, RecorderManager
+from varirec.recording.terms import RecorderTerm, RecorderTermCfg
+from varirec.sampling.streams import RESET_SEED_STREAM, CounterStream
+from varirec.studies.design import DesignSchedule
+from varirec.studies.replay import replay_episode
 
 
 def _mass() -> vr.Variation:

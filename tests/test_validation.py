@@ -1,9 +1,9 @@
 """End-to-end validation: studies run through the recorder and Parquet recover known indices.
 
 Each test runs the whole chain a user runs: variations → design (SALib) bound to
-the variations → :class:`~varirec.design.DesignSchedule` → batched env driven by
+the variations → :class:`~varirec.studies.design.DesignSchedule` → batched env driven by
 :func:`~varirec.envs.run_study` → :class:`~varirec.RecorderManager` → Parquet →
-:func:`~analysis.episode_table.episode_table` → estimator. Nothing is handed from
+:func:`~varirec.analysis.tables.episode_table.episode_table` → estimator. Nothing is handed from
 the env to the estimator except through the dataset.
 
 - Ishigami (a=7, b=0.1) and Sobol G as one-step episodes, N = 2^13 Saltelli base
@@ -20,11 +20,10 @@ import numpy as np
 import pandas as pd
 
 import varirec as vr
-from analysis.designs import sobol_design
-from analysis.episode_table import episode_table
-from analysis.given_data import first_order_binning
-from analysis.sobol import sobol_indices
-from varirec.design import DesignSchedule
+from varirec.analysis.designs import sobol_design
+from varirec.analysis.estimators.given_data import first_order_binning
+from varirec.analysis.estimators.sobol import sobol_indices
+from varirec.analysis.tables.episode_table import episode_table
 from varirec.envs import (
     OneStepEnv,
     ishigami_indices,
@@ -35,6 +34,7 @@ from varirec.envs import (
     sobol_g_indices,
     sobol_g_variations,
 )
+from varirec.studies.design import DesignSchedule
 
 N = 2**13
 TOLERANCE = 0.03

@@ -14,7 +14,6 @@ scipy and pyarrow. Analysis lives in the separate ``analysis`` package.
 from __future__ import annotations
 
 from varirec._version import __version__
-from varirec.episodes import EpisodeTracker
 from varirec.errors import (
     DatasetError,
     DesignError,
@@ -23,9 +22,17 @@ from varirec.errors import (
     UnknownNameError,
     VarirecError,
 )
-from varirec.manager import NullRecorderManager, RecorderManager, make_recorder_manager
-from varirec.recorder import VariationRecorder
-from varirec.sampler_cfgs import (
+from varirec.recording.episodes import EpisodeTracker
+from varirec.recording.manager import NullRecorderManager, RecorderManager, make_recorder_manager
+from varirec.recording.recorder import VariationRecorder
+from varirec.recording.terms import (
+    OutcomeTerm,
+    RecorderTerm,
+    RecorderTermCfg,
+    StepsTerm,
+    VariationsTerm,
+)
+from varirec.sampling.sampler_cfgs import (
     BernoulliCfg,
     ChoiceCfg,
     ConstantCfg,
@@ -39,11 +46,16 @@ from varirec.sampler_cfgs import (
     UniformCfg,
     cfg_from_dict,
 )
-from varirec.samplers import DesignSampler, DrawContext, InverseCdfSampler, SampleEvent, Sampler
+from varirec.sampling.samplers import (
+    DesignSampler,
+    DrawContext,
+    InverseCdfSampler,
+    SampleEvent,
+    Sampler,
+)
+from varirec.sampling.streams import CounterStream, GeneratorSource
 from varirec.storage import DatasetWarning, RunWriter, open_dataset
-from varirec.streams import CounterStream, GeneratorSource
-from varirec.terms import OutcomeTerm, RecorderTerm, RecorderTermCfg, StepsTerm, VariationsTerm
-from varirec.variations import Variation, VariationCfg, VariationSet
+from varirec.variations.variation import Variation, VariationCfg, VariationSet
 
 __all__ = [
     "BernoulliCfg",

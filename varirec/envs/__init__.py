@@ -4,7 +4,7 @@
 - :mod:`varirec.envs.one_step` — those functions as one-step batched envs.
 - :mod:`varirec.envs.reach` — a vectorized 3-D reach task with a scripted
   controller, every kind of variation, and a documented ground truth.
-- :mod:`varirec.envs.driver` — :func:`run_study`, which steps any of them through a
+- :mod:`varirec.studies.driver` — :func:`run_study`, which steps any of them through a
   recorded study.
 
 Only numpy (and the core package) is imported: these run in the simulator process.
@@ -13,7 +13,6 @@ Only numpy (and the core package) is imported: these run in the simulator proces
 from __future__ import annotations
 
 from varirec.envs.analytic import ishigami, ishigami_indices, sobol_g, sobol_g_indices
-from varirec.envs.driver import BatchedEnv, StepOutput, StudyStats, run_study
 from varirec.envs.one_step import (
     OneStepEnv,
     ishigami_variations,
@@ -28,6 +27,7 @@ from varirec.envs.reach import (
     make_reach_env,
     make_reach_variations,
 )
+from varirec.studies.driver import BatchedEnv, StepOutput, StudyStats, run_study
 
 __all__ = [
     "SCENE_FRICTION",

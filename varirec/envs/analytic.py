@@ -10,7 +10,8 @@ Contents:
 Only numpy is imported: this module is part of the core package, which runs inside
 the simulator process (DESIGN.md).
 
-Index dictionaries use the layout of :class:`analysis.results.SobolResult`: ``"S1"``
+Index dictionaries use the layout of :class:`varirec.analysis.estimators.results.SobolResult`:
+``"S1"``
 and ``"ST"`` are arrays of shape ``(D,)``; ``"S2"`` is ``(D, D)`` with the index of
 the pair ``(j, k)``, ``j < k``, in the upper triangle and NaN elsewhere;
 ``"variance"`` is the total variance of the output.

@@ -16,7 +16,7 @@ attribution, storage, episode table, estimator) is checked against known numbers
   one vector variation ``x`` (factors ``x[0] .. x[D-1]``).
 
 >>> import varirec as vr
->>> from varirec.envs.driver import run_study
+>>> from varirec.studies.driver import run_study
 >>> env = make_ishigami_env(4)
 >>> m = vr.NullRecorderManager(4, variations=ishigami_variations(), seed=0)
 >>> run_study(env, m, num_episodes=4).steps
@@ -32,11 +32,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from varirec.envs.analytic import ishigami, sobol_g
-from varirec.envs.driver import StepOutput, label_values, require_env
-from varirec.episodes import check_num_envs
-from varirec.sampler_cfgs import UniformCfg
-from varirec.streams import CounterStream
-from varirec.variations import Variation, VariationCfg, VariationSet
+from varirec.recording.episodes import check_num_envs
+from varirec.sampling.sampler_cfgs import UniformCfg
+from varirec.sampling.streams import CounterStream
+from varirec.studies.driver import StepOutput, label_values, require_env
+from varirec.variations.variation import Variation, VariationCfg, VariationSet
 
 __all__ = [
     "OneStepEnv",

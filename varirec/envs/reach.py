@@ -29,7 +29,7 @@ object.color     reset     UniformCfg(0, 1)                      nothing (contro
 Episode noise: a per-episode calibration offset of the position sensor (1.2 cm SD
 per axis), sensor noise, 5 % actuation noise and a start jitter, all a hash of the
 episode's noise seed (``reset_idx(env_ids, seeds)``) and the step. With a
-:class:`~varirec.design.DesignSchedule` and common random numbers, every row of one
+:class:`~varirec.studies.design.DesignSchedule` and common random numbers, every row of one
 base sample sees the same noise.
 
 Ground truth (numbers below):
@@ -79,7 +79,7 @@ object.color       0.000 ± 0.000   0.000 ± 0.000   0.000 ± 0.000   0.000 ± 0
 ================  ==============  ==============  ==============  ==============  =======  =======
 
 >>> import varirec as vr
->>> from varirec.envs.driver import run_study
+>>> from varirec.studies.driver import run_study
 >>> env = make_reach_env(256)
 >>> manager = vr.NullRecorderManager(256, variations=make_reach_variations(), seed=0)
 >>> stats = run_study(env, manager, num_episodes=512)
@@ -96,11 +96,17 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from varirec.envs.driver import StepOutput, label_values, require_env
-from varirec.episodes import check_num_envs
-from varirec.sampler_cfgs import ChoiceCfg, IntegerCfg, LogUniformCfg, SamplerCfg, UniformCfg
-from varirec.streams import CounterStream
-from varirec.variations import Mode, Variation, VariationCfg, VariationSet
+from varirec.recording.episodes import check_num_envs
+from varirec.sampling.sampler_cfgs import (
+    ChoiceCfg,
+    IntegerCfg,
+    LogUniformCfg,
+    SamplerCfg,
+    UniformCfg,
+)
+from varirec.sampling.streams import CounterStream
+from varirec.studies.driver import StepOutput, label_values, require_env
+from varirec.variations.variation import Mode, Variation, VariationCfg, VariationSet
 
 __all__ = ["SCENE_FRICTION", "ReachCfg", "ReachEnv", "make_reach_env", "make_reach_variations"]
 

@@ -1,0 +1,1 @@
+"""Sensitivity estimators (Sobol, Morris, given data) and their typed results."""

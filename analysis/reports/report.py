@@ -1,0 +1,197 @@
+"""A self-contained HTML report of sensitivity studies: tables, plots (embedded PNG), notes.
+
+:func:`write_report` takes the :class:`~varirec.analysis.study.Study` objects of
+:func:`varirec.analysis.study.analyze` and writes one HTML file that needs nothing else to open:
+per study the ranked factors with intervals and verdicts, the plot, the notes and all
+estimates; then the dataset's runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from varirec._version import __version__
+from varirec.analysis.study import Study
+from varirec.storage import Dataset
+
+__all__ = ["check_report_path", "render_report", "write_report"]
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto;
+       max-width: 70rem; color: #1b1f24; line-height: 1.45; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem;
+     border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .9rem; }
+th, td { border: 1px solid #d0d7de; padding: .25rem .6rem; text-align: right; }
+th { background: #f6f8fa; } td:first-child, th:first-child { text-align: left; }
+.meta { color: #57606a; font-size: .9rem; } .notes li { color: #57606a; }
+.effect { color: #1a7f37; font-weight: 600; } .none { color: #8c959f; }
+img { max-width: 100%; border: 1px solid #d0d7de; }
+"""
+
+
+def _figure_png(study: Study) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(study.result.factor_names) + 2.2))
+    try:
+        study.plot(ax)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _ranking_html(study: Study) -> str:
+    frame = study.ranking()
+    numbers = ("estimate", "conf_low", "conf_high") if study.has_intervals else ("estimate",)
+    rows = []
+    for _, r in frame.iterrows():
+        verdict = html.escape(str(r["verdict"]))
+        cls = "effect" if r["verdict"] == "effect" else "none"
+        cells = [
+            html.escape(str(r["factor"])),
+            html.escape(str(r["index"])),
+            *(f"{r[c]:.3f}" if pd.notna(r[c]) else "not estimated" for c in numbers),
+        ]
+        rows.append(
+            "<tr>"
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + f'<td class="{cls}">{verdict}</td></tr>'
+        )
+    names = [c.replace("_", " ") for c in numbers]
+    head = "".join(f"<th>{h}</th>" for h in ("factor", "index", *names, "verdict"))
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _study_html(study: Study, number: int) -> str:
+    result = study.result
+    facts = [
+        f"outcome <b>{html.escape(study.outcome)}</b>",
+        f"method <b>{html.escape(study.method)}</b>",
+        f"{study.num_episodes} episodes",
+        f"runs {html.escape(', '.join(study.runs))}",
+        (
+            f"{result.num_resamples} bootstrap resamples, {result.conf_level:.0%} intervals"
+            if study.has_intervals
+            else "no confidence intervals"
+        ),
+    ]
+    if study.design:
+        d = study.design
+        facts.append(
+            f"design N={d['base_size']}, {d['num_rows']} rows × {d.get('replicates', 1)} replicates"
+            + (", common random numbers" if d.get("common_random_numbers") else "")
+        )
+    noise = getattr(result, "noise_share", None)
+    if noise is not None:
+        facts.append(f"noise share {noise:.2f} (outcome variance no factor explains)")
+    threshold = getattr(result, "dummy_threshold", None)
+    if threshold is not None:
+        facts.append(f"dummy threshold {threshold:.3f}")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in study.notes)
+    full = study.to_frame().to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
+    alt = f"indices of {html.escape(study.outcome)}"
+    return (
+        f"<h2>{number}. {html.escape(study.outcome)} — {html.escape(study.method)}</h2>"
+        f'<p class="meta">{" · ".join(facts)}</p>'
+        f"{_ranking_html(study)}"
+        f'<img alt="{alt}" src="data:image/png;base64,{_figure_png(study)}">'
+        + (f'<ul class="notes">{notes}</ul>' if notes else "")
+        + f"<details><summary>All estimates</summary>{full}</details>"
+    )
+
+
+def _runs_html(dataset: Dataset | None) -> str:
+    if dataset is None:
+        return ""
+    rows = []
+    for run in dataset.runs:
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(run.counts.items()))
+        variations = ", ".join(v["key"] for v in run.metadata.get("variations", []))
+        rows.append(
+            f"<tr><td>{html.escape(run.run_id)}</td><td>{html.escape(run.status)}</td>"
+            f"<td>{html.escape(counts)}</td><td>{html.escape(variations)}</td></tr>"
+        )
+    return (
+        "<h2>Runs</h2><table><tr><th>run</th><th>status</th><th>rows</th><th>variations</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def render_report(
+    studies: Sequence[Study],
+    *,
+    title: str = "varirec sensitivity report",
+    dataset: Dataset | None = None,
+) -> str:
+    """The report as one HTML string (images embedded, no external files)."""
+    if not studies:
+        raise ValueError("`studies` must hold at least one Study")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = "".join(_study_html(s, i + 1) for i, s in enumerate(studies))
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>"
+        f'<p class="meta">dataset {html.escape(studies[0].dataset)} · written {when} · '
+        f"varirec {__version__}</p>{body}{_runs_html(dataset)}</body></html>"
+    )
+
+
+def write_report(
+    studies: Sequence[Study],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "varirec sensitivity report",
+    dataset: Dataset | None = None,
+) -> Path:
+    """Write :func:`render_report` to ``path`` (atomically); returns the path.
+
+    Raises:
+        ValueError: ``path`` is a directory (checked before anything is written).
+    """
+    path = Path(path)
+    check_report_path(path)
+    text = render_report(studies, title=title, dataset=dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing left behind if the write or rename failed
+    return path
+
+
+def check_report_path(path: str | os.PathLike[str], name: str = "path") -> None:
+    """Refuse a report path that cannot be a file, before any work is done (``name``:
+    the argument, as the message calls it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"`{name}` must be a file path, got the directory {str(path)!r}; "
+            f"give a file name, e.g. {str(path / 'report.html')!r}"
+        )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"`{name}` {str(path)!r} cannot be written: {str(parent)!r} is a file, "
+                    "not a folder; pick another path"
+                )
+            break

@@ -1,0 +1,1 @@
+"""The episode table: draws joined to episodes by the as-of rule."""

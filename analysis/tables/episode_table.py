@@ -1,0 +1,218 @@
+"""The episode table: one row per episode, one column per factor, and the outcomes.
+
+A factor's value for an episode follows the as-of rule of DESIGN.md: the last draw
+of that variation component for that env, or for all envs (``env_id = -1``), with
+``seq <= start_seq``. That one rule covers reset draws, build draws, resets that
+skipped a variation (the env keeps its previous value) and cfg swaps.
+
+Interval-mode variations give no factor. A factor must be fixed before the episode's
+outcome could influence it; an interval variation is drawn mid-episode, and how many
+draws an episode gets (and so any summary of them, such as their mean) depends on how
+long the episode runs, which depends on its outcome: successful episodes that end early
+would see fewer, more extreme draws. They are episode noise, like sensor noise; the
+table notes them, and their draws stay in the dataset's ``draws`` table (with ``step``).
+
+Vector variations give one column per component (``key[x]``); categorical factors
+keep their labels (a pandas ``Categorical``). Factors constant over the selection
+are dropped with a note.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from varirec import open_dataset
+from varirec.analysis.tables.as_of import DRAW_COLUMNS, run_factors
+from varirec.errors import DatasetError, UnknownNameError
+from varirec.storage import Dataset
+from varirec.variations.overrides import nearest_names
+
+__all__ = ["EpisodeTable", "episode_table"]
+
+log = logging.getLogger(__name__)
+
+_ID_COLUMNS = ("run_id", "env_id", "episode", "sample_id", "seed")
+_NOT_OUTCOMES = {
+    "env_id", "episode", "start_seq", "end_seq", "sample_id", "seed",
+    "time_start", "time_end", "run_id",
+}  # fmt: skip
+
+
+@dataclass
+class EpisodeTable:
+    """Episodes with their factor values and outcomes.
+
+    Attributes:
+        frame: one row per episode: ``run_id, env_id, episode, sample_id, seed``, the
+            factor columns, then the outcome columns.
+        factors: factor column names, in variation order.
+        categorical: the factors whose values are labels.
+        outcomes: outcome column names (``success``, ``return``, ``length``, ...).
+        notes: what was dropped or is odd, in words.
+    """
+
+    frame: pd.DataFrame
+    factors: list[str]
+    categorical: list[str] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def factor_matrix(self, factors: Sequence[str] | None = None) -> np.ndarray:
+        """Factors as floats; categorical ones as their category codes."""
+        names = list(self.factors if factors is None else factors)
+        cols = [
+            self.frame[f].cat.codes.to_numpy(float)
+            if f in self.categorical
+            else self.frame[f].to_numpy(float)
+            for f in names
+        ]
+        return np.column_stack(cols) if cols else np.empty((len(self.frame), 0))
+
+    def outcome(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(y, valid)`` for outcome ``name``: floats, and which rows are finite.
+
+        Missing outcomes (e.g. ``success`` of a task that reports none) and NaN/inf
+        are invalid; callers must report and drop them, never pass them on silently.
+        """
+        if name not in self.outcomes:
+            raise UnknownNameError(f"no outcome {name!r}; {nearest_names(name, self.outcomes)}")
+        y = pd.to_numeric(self.frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return y, np.isfinite(y)
+
+
+def _specs(ds: Dataset, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Variation specs by key, from the runs' ``run.json`` (first run wins)."""
+    specs: dict[str, dict[str, Any]] = {}
+    for run_id in run_ids:
+        for spec in ds.run(run_id).metadata.get("variations", []):
+            specs.setdefault(spec["key"], spec)
+    return specs
+
+
+def _is_constant(column: pd.Series) -> bool:
+    """At most one distinct non-missing value (numpy min/max, not a hash of every row)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()
+        codes = codes[codes >= 0]
+        return codes.size == 0 or codes.min() == codes.max()
+    if column.dtype == object:
+        return column.nunique(dropna=True) <= 1
+    values = column.to_numpy(dtype=float, na_value=np.nan)
+    values = values[~np.isnan(values)]
+    return values.size == 0 or values.min() == values.max()
+
+
+def episode_table(
+    dataset: str | os.PathLike[str] | Dataset,
+    runs: str | Sequence[str] | None = None,
+    *,
+    outcomes: Sequence[str] | None = None,
+    drop_constant: bool = True,
+) -> EpisodeTable:
+    """One row per episode of the selected runs, with factor values and outcomes.
+
+    Args:
+        dataset: a dataset path or an open :class:`~varirec.storage.Dataset`.
+        runs: run id(s); None: every run.
+        outcomes: outcome columns to keep (default: all).
+        drop_constant: drop factors with a single value over the selection (noted).
+
+    Raises:
+        DatasetError: the selection holds no episodes.
+        UnknownNameError: an unknown run or outcome name.
+
+    >>> import tempfile, numpy as np, varirec as vr
+    >>> root = tempfile.mkdtemp()
+    >>> v = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    >>> with vr.RecorderManager(2, variations=[v], output=root, run_id="r") as m:
+    ...     m.reset(None, None); m.record_step(reward=np.ones(2)); m.record_pre_reset(None)
+    >>> t = episode_table(root)
+    >>> t.factors, len(t)
+    (['mass'], 2)
+    """
+    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    run_ids = ds.run_ids if runs is None else ([runs] if isinstance(runs, str) else list(runs))
+    specs = _specs(ds, run_ids)
+    frames = []
+    label_sets: dict[str, list[str]] = {}
+    factor_names: list[str] = []
+    outcome_names: list[str] = []
+    interval_names: list[str] = []
+    for run_id in run_ids:
+        episodes = ds.episodes(run_id)
+        if episodes.num_rows == 0:
+            continue
+        draws = ds.draws(run_id, columns=list(DRAW_COLUMNS))
+        names, values, label_cols = run_factors(draws, episodes, specs, interval_names)
+        frame = episodes.drop_columns(["run_id"]).to_pandas()
+        frame.insert(0, "run_id", run_id)
+        outcome_names += [
+            c for c in frame.columns if c not in _NOT_OUTCOMES and c not in outcome_names
+        ]
+        factor_names += [n for n in names if n not in factor_names]
+        factors: dict[str, np.ndarray] = {}
+        for name, row in zip(names, values, strict=True):
+            if name in label_cols:
+                codes, labs = label_cols[name]
+                lookup = np.asarray([*labs, None], dtype=object)
+                factors[name] = lookup[np.where(codes >= 0, codes, len(labs))]
+                known = label_sets.setdefault(name, [])
+                known += [lab for lab in labs if lab not in known]
+            else:
+                factors[name] = row
+        frame = pd.concat([frame, pd.DataFrame(factors, index=frame.index)], axis=1)
+        frames.append(frame)
+    if not frames:
+        damage = ds.damage_note("episodes", run_ids)
+        if damage is not None:
+            raise DatasetError(f"no readable episodes in run(s) {run_ids} of {ds.path}: {damage}")
+        raise DatasetError(
+            f"no episodes in run(s) {run_ids} of {ds.path}; record finished episodes "
+            "(record_pre_reset) before analysing"
+        )
+    table = pd.concat(frames, ignore_index=True)
+    categorical = [f for f in factor_names if f in label_sets]
+    for name in categorical:
+        order = list(specs.get(name.split("[")[0], {}).get("labels") or label_sets[name])
+        order += [lab for lab in label_sets[name] if lab not in order]
+        table[name] = pd.Categorical(table[name], categories=order)
+    notes: list[str] = [
+        f"{name!r} is an interval-mode variation, drawn mid-episode: episode noise, "
+        "not a factor (its draws are in the draws table)"
+        for name in dict.fromkeys(interval_names)
+    ]
+    if drop_constant:
+        for name in list(factor_names):
+            if _is_constant(table[name]):
+                notes.append(f"factor {name!r} is constant over the selection: dropped")
+                factor_names.remove(name)
+                table = table.drop(columns=name)
+                if name in categorical:
+                    categorical.remove(name)
+    for name in factor_names:
+        missing = int(table[name].isna().sum())
+        if missing:
+            notes.append(f"factor {name!r} has no value in {missing} episode(s)")
+    known_outcomes = [c for c in outcome_names if c not in factor_names]
+    if outcomes is not None:
+        for name in outcomes:
+            if name not in known_outcomes:
+                raise UnknownNameError(
+                    f"no outcome {name!r}; {nearest_names(name, known_outcomes)}"
+                )
+        known_outcomes = list(outcomes)
+    ids = [c for c in _ID_COLUMNS if c in table.columns]
+    table = table[ids + factor_names + known_outcomes]
+    for note in notes:
+        log.info(note)
+    return EpisodeTable(table, factor_names, categorical, known_outcomes, notes)

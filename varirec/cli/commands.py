@@ -1,0 +1,252 @@
+"""The ``varirec`` command line: ``demo``, ``analyze``, ``inspect``.
+
+Errors print one line naming the problem and the fix, and exit with status 2.
+The analysis package is imported inside the commands that need it, so the core
+stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from varirec._version import __version__
+from varirec.cli.args import count_arg, level_arg, seed_arg
+from varirec.errors import VarirecError
+
+__all__ = ["build_parser", "main"]
+
+EXIT_ERROR = 2
+
+
+def check_output_file(path: str, name: str) -> None:
+    """Refuse an output file path that cannot be written, before any work is done."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(
+            f"`{name}` must be a file path, got the directory {path!r}; give a file name "
+            f"inside it, e.g. {str(target / 'out.txt')!r}"
+        )
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"`{name}` {path!r} cannot be written: {str(parent)!r} is a file, not a "
+                    "folder; pick another path"
+                )
+            break
+
+
+_FIXES = {
+    errno.ENOENT: "check the path (for an output, create its folder first)",
+    errno.EISDIR: "it is a directory: give a file path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: pick another path",
+    errno.EACCES: "pick a path you may write to, or change its permissions",
+    errno.EPERM: "pick a path you may write to, or change its permissions",
+    errno.ENOSPC: "free disk space or write elsewhere",
+    errno.EROFS: "write to a writable file system",
+    errno.EEXIST: "pick another path, or remove the existing one",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OSError as one line naming the path and the fix (no bare ``[Errno N]``)."""
+    if isinstance(exc, VarirecError) or exc.errno is None:
+        return str(exc)
+    reason = exc.strerror or str(exc)
+    where = f"{exc.filename!s}" if exc.filename is not None else "a file"
+    fix = _FIXES.get(exc.errno, "check the path and try again")
+    return f"cannot use {where!r}: {reason.lower()}; {fix}"
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="sensitivity of an outcome to every recorded variation",
+        description=(
+            "Rank the recorded variations by their effect on an outcome, with confidence "
+            "intervals. A run recorded with a design is analysed by its method (Sobol or "
+            "Morris); plain random draws by given-data methods."
+        ),
+    )
+    p.add_argument("dataset", help="dataset directory (or a pyarrow filesystem URI)")
+    p.add_argument(
+        "--outcome", help="outcome column (default: success if recorded, else the first)"
+    )
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=("auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta"),
+        help="estimator (auto: the run's design decides; no design means binning)",
+    )
+    p.add_argument("--runs", nargs="+", metavar="RUN_ID", help="runs to analyse (default: all)")
+    p.add_argument(
+        "--allow-duplicate-runs",
+        action="store_true",
+        help="pool runs that repeat each other's draws (same seed and episodes); refused "
+        "by default",
+    )
+    p.add_argument(
+        "--format", default="table", choices=("table", "csv", "json"), help="output format"
+    )
+    p.add_argument(
+        "--output", "-o", metavar="FILE", help="write the table/CSV/JSON here, not stdout"
+    )
+    p.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report")
+    p.add_argument("--seed", type=seed_arg, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--resamples", type=count_arg, default=1000, help="bootstrap resamples (default 1000)"
+    )
+    p.add_argument(
+        "--conf-level", type=level_arg, default=0.95, help="interval level (default 0.95)"
+    )
+    p.set_defaults(run=_cmd_analyze)
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="what a dataset holds: runs, variations, episodes, outcomes",
+        description="Summarize a dataset: its runs, their variations and specs, episode "
+        "counts, outcome summaries, and any part that was skipped.",
+    )
+    p.add_argument("dataset", help="dataset directory (or a pyarrow filesystem URI)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(run=_cmd_inspect)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="varirec",
+        description=(
+            "Record what domain randomization drew, per (env, episode), and find which "
+            "variation moves the outcome."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"varirec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from varirec.cli.demo import add_demo_parser
+
+    add_demo_parser(sub)
+    _add_analyze(sub)
+    _add_inspect(sub)
+    return parser
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None:
+        print(text)
+    else:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+        print(f"wrote {output}", file=sys.stderr)
+
+
+def _stage_bar(total: int, desc: str) -> tuple[Callable[[str], None], Any]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="stage", leave=False, file=sys.stderr, disable=None)
+
+    def step(message: str) -> None:
+        bar.set_postfix_str(message)
+        bar.update(1)
+
+    return step, bar
+
+
+def format_ranking(study: Any) -> str:
+    """The ranked factors of a study as aligned text, with its notes."""
+    frame = study.ranking()
+    if study.has_intervals:
+        kind = f"{study.result.conf_level:.0%} intervals"
+    else:  # e.g. PAWN, or no resamples: no interval columns, and no claim of any
+        kind = "no confidence intervals"
+        frame = frame.drop(columns=["conf_low", "conf_high"])
+    lines = [
+        f"{study.outcome!r} by {study.method} over {study.num_episodes} episodes "
+        f"(runs: {', '.join(study.runs)}; {kind})",
+        frame.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"),
+    ]
+    noise = getattr(study.result, "noise_share", None)
+    if noise is not None:
+        lines.append(f"noise share: {noise:.2f} of the outcome variance no factor explains")
+    lines += [f"note: {n}" for n in study.notes]
+    return "\n".join(lines)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from varirec.analysis.reports.report import check_report_path, write_report
+    from varirec.analysis.study import analyze
+
+    if args.output is not None:
+        check_output_file(args.output, "--output")
+    if args.report is not None:
+        check_report_path(args.report, "--report")
+    step, bar = _stage_bar(2, "analyzing")
+    try:
+        study = analyze(
+            args.dataset,
+            outcome=args.outcome,
+            method=args.method,
+            runs=args.runs,
+            seed=args.seed,
+            num_resamples=args.resamples,
+            conf_level=args.conf_level,
+            progress=step,
+            allow_duplicate_runs=args.allow_duplicate_runs,
+        )
+    finally:
+        bar.close()
+    if args.format == "json":
+        _emit(json.dumps(study.to_dict(), indent=2, default=str), args.output)
+    elif args.format == "csv":
+        _emit(study.to_frame().to_csv(index=False), args.output)
+    else:
+        _emit(format_ranking(study), args.output)
+    if args.report:
+        from varirec import open_dataset
+
+        path = write_report([study], args.report, dataset=open_dataset(args.dataset))
+        print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from varirec.cli.inspection import format_inspection, inspect_dataset
+
+    info = inspect_dataset(args.dataset)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_inspection(info))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = args.run(args)
+        except (VarirecError, ValueError) as exc:
+            print(f"varirec {args.command}: error: {exc}", file=sys.stderr)
+            code = EXIT_ERROR
+        except OSError as exc:
+            print(f"varirec {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+            code = EXIT_ERROR
+        finally:
+            for w in caught:
+                print(f"varirec {args.command}: warning: {w.message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

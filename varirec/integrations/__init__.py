@@ -1,0 +1,1 @@
+"""Stage 6, integrations: Gymnasium wrappers and vector envs, the env builder."""

@@ -1,0 +1,167 @@
+"""DrawChunk: draw rows copied into preallocated columns, turned into Arrow on the writer thread.
+
+A draw for ``n`` envs of a ``k``-component variation is copied, at the moment it is
+drawn, into the chunk's columns: one entry per draw event (variation, phase, seq,
+time), ``n`` per-env entries (env_id, episode, step, draw_seq, sample_id) and
+``n * k`` values (and label codes). Copying a few hundred bytes costs less on the
+simulation's hot path than keeping the draw's arrays alive until the flush: kept
+arrays cannot be freed and reused, so every later allocation touches cold memory.
+
+:meth:`DrawChunk.to_arrow` expands the per-env columns to one row per component and
+builds the ``draws`` table; it runs on the writer's background thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from varirec.sampling.samplers import DrawContext
+from varirec.storage.schema import DICT_STRING, PHASES, UTC_TIMESTAMP, draws_schema
+
+__all__ = ["DrawChunk"]
+
+PHASE_CODE = {p: i for i, p in enumerate(PHASES)}
+
+
+def _segment_ids(counts: np.ndarray, total: int) -> np.ndarray:
+    """For segments of the given lengths laid end to end, the segment of each element.
+
+    ``_segment_ids([2, 0, 3], 5) -> [0, 0, 2, 2, 2]``: a cumulative sum of segment
+    starts, much faster than ``np.repeat`` with per-element counts.
+    """
+    starts = np.cumsum(counts)[:-1]
+    marks = np.bincount(starts[starts < total], minlength=total)
+    return np.cumsum(marks)
+
+
+class DrawChunk:
+    """Up to ``capacity`` draw rows of one recorder, in preallocated columns.
+
+    Args:
+        capacity: rows (values) this chunk holds; per-env rows never exceed it.
+        keys: the recorder's variation keys (append-only; codes index it).
+        labels: the recorder's category labels (append-only; label codes index it).
+    """
+
+    __slots__ = (
+        "_draw_seq", "_env_id", "_episode", "_label", "_sample_id", "_step", "_value",
+        "capacity", "env_rows", "events", "keys", "labels", "rows",
+    )  # fmt: skip
+
+    def __init__(self, capacity: int, keys: list[str], labels: list[str]) -> None:
+        self.capacity = capacity
+        self.keys = keys
+        self.labels = labels
+        # One tuple per draw event: (key code, phase code, seq, time us, n, k).
+        self.events: list[tuple[int, int, int, int, int, int]] = []
+        self._env_id = np.empty(capacity, np.int32)
+        self._episode = np.empty(capacity, np.int64)
+        # Zeros (untouched pages cost nothing): most draws are at step 0, draw_seq 0.
+        self._step = np.zeros(capacity, np.int64)
+        self._draw_seq = np.zeros(capacity, np.int32)
+        self._value = np.empty(capacity, np.float64)
+        self._sample_id: np.ndarray | None = None  # allocated by the first design draw
+        self._label: np.ndarray | None = None  # allocated by the first categorical draw
+        self.env_rows = 0
+        self.rows = 0
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def add(
+        self,
+        key_code: int,
+        context: DrawContext,
+        values: np.ndarray,
+        env_ids: np.ndarray | None,
+        time_us: int,
+        label_codes: np.ndarray | None = None,
+    ) -> bool:
+        """Copy one draw event in; False (and nothing copied) when it does not fit.
+
+        ``label_codes``: for a categorical draw, each value's index in ``labels``;
+        text categories are then stored as their code in ``value``.
+        """
+        n = len(values)
+        size = values.size
+        s, r = self.env_rows, self.rows
+        if r + size > self.capacity or s + n > self.capacity:
+            return False
+        self._env_id[s : s + n] = -1 if env_ids is None else env_ids
+        self._episode[s : s + n] = -1 if context.episodes is None else context.episodes
+        steps, draw_seq = context.steps, context.draw_seq
+        if type(steps) is not int or steps:
+            self._step[s : s + n] = steps
+        if type(draw_seq) is not int or draw_seq:
+            self._draw_seq[s : s + n] = draw_seq
+        if context.sample_ids is not None:
+            if self._sample_id is None:
+                self._sample_id = np.full(self.capacity, -1, np.int64)
+            self._sample_id[s : s + n] = context.sample_ids
+        flat = values.reshape(-1)
+        if label_codes is not None:
+            if self._label is None:
+                self._label = np.full(self.capacity, -1, np.int32)
+            self._label[r : r + size] = label_codes
+            text = flat.dtype.kind in "USO"
+            self._value[r : r + size] = label_codes if text else flat
+        else:
+            self._value[r : r + size] = flat
+        self.events.append(
+            (key_code, PHASE_CODE[context.phase], context.seq, time_us, n, size // n if n else 1)
+        )
+        self.env_rows = s + n
+        self.rows = r + size
+        return True
+
+    def to_arrow(self) -> pa.Table:
+        """The rows as a table with the ``draws`` schema."""
+        total, env_rows = self.rows, self.env_rows
+        meta = np.array(self.events, dtype=np.int64).reshape(-1, 6)
+        n_ev, k_ev = meta[:, 4], meta[:, 5]
+        event_of_row = _segment_ids(n_ev * k_ev, total)
+        if np.all(k_ev == 1):  # scalar variations: one row per env
+            src = None
+            component = np.zeros(total, dtype=np.int16)
+        else:
+            k_env = k_ev[_segment_ids(n_ev, env_rows)]
+            src = _segment_ids(k_env, total)
+            component = (np.arange(total) - (np.cumsum(k_env) - k_env)[src]).astype(np.int16)
+
+        def per_row(column: np.ndarray) -> np.ndarray:
+            return column[:env_rows] if src is None else column[:env_rows][src]
+
+        def per_event(j: int) -> np.ndarray:
+            return np.take(np.ascontiguousarray(meta[:, j]), event_of_row)
+
+        label = self._label
+        sample_id = self._sample_id
+        return pa.Table.from_arrays(
+            [
+                pa.array(per_event(2)),
+                pa.DictionaryArray.from_arrays(
+                    pa.array(per_event(0).astype(np.int32)), pa.array(list(self.keys), pa.string())
+                ),
+                pa.array(component),
+                pa.array(per_row(self._env_id)),
+                pa.array(per_row(self._episode)),
+                pa.array(per_row(self._step)),
+                pa.DictionaryArray.from_arrays(
+                    pa.array(per_event(1).astype(np.int32)), pa.array(list(PHASES), pa.string())
+                ),
+                pa.array(per_row(self._draw_seq)),
+                pa.array(self._value[:total]),
+                pa.nulls(total, DICT_STRING)
+                if label is None
+                else pa.DictionaryArray.from_arrays(
+                    pa.array(label[:total], mask=label[:total] < 0),
+                    pa.array(list(self.labels), pa.string()),
+                ),
+                pa.nulls(total, pa.int64())
+                if sample_id is None
+                else pa.array(per_row(sample_id), mask=per_row(sample_id) < 0),
+                pa.array(per_event(3), UTC_TIMESTAMP),
+            ],
+            schema=draws_schema(),
+        )

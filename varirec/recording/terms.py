@@ -1,0 +1,279 @@
+"""Recorder terms: stateful pieces that the :class:`~varirec.recording.manager.RecorderManager`
+calls at each lifecycle hook (the mjlab / Isaac Lab shape).
+
+- :class:`RecorderTerm` — the base users subclass; :class:`RecorderTermCfg` builds one.
+- :class:`OutcomeTerm` — built in: return, success, terminated, truncated of each
+  finished episode (length, seqs, times, seed and design row come from the tracker).
+- :class:`VariationsTerm` — built in: every variation draw, to the ``draws`` table.
+- :class:`StepsTerm` — optional: chosen per-step arrays (reward, action, ...) to a
+  ``steps`` table, one row per (env, step).
+
+A term adds columns to the ``episodes`` table by declaring them in
+:meth:`RecorderTerm.columns` and returning their values from
+:meth:`RecorderTerm.record_pre_reset`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from varirec.recording.recorder import VariationRecorder
+from varirec.storage.shutdown import hand_over
+
+if TYPE_CHECKING:
+    from varirec.recording.manager import RecorderManager
+
+__all__ = ["OutcomeTerm", "RecorderTerm", "RecorderTermCfg", "StepsTerm", "VariationsTerm"]
+
+
+@dataclass(kw_only=True)
+class RecorderTermCfg:
+    """How to build a term: its class and the parameters it reads from ``cfg.params``."""
+
+    term: type[RecorderTerm]
+    """A :class:`RecorderTerm` subclass (terms are stateful: no plain functions)."""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.term, type) and issubclass(self.term, RecorderTerm)):
+            raise TypeError(
+                f"RecorderTermCfg.term must be a RecorderTerm subclass, got {self.term!r}; "
+                "wrap a function in a class with the hooks you need"
+            )
+
+
+class RecorderTerm:
+    """Base of recorder terms. Override the hooks you need; each is a no-op here.
+
+    Attributes:
+        cfg: the term's :class:`RecorderTermCfg`.
+        manager: the manager running it (its ``tracker``, ``env`` and ``num_envs``).
+    """
+
+    def __init__(self, cfg: RecorderTermCfg, manager: RecorderManager) -> None:
+        self.cfg = cfg
+        self.manager = manager
+
+    @property
+    def env(self) -> Any:
+        return self.manager.env
+
+    def columns(self) -> Mapping[str, pa.DataType]:
+        """Columns this term adds to ``episodes`` (name -> Arrow type)."""
+        return {}
+
+    def record_step(self, data: Mapping[str, np.ndarray]) -> None:
+        """A step was taken; ``data`` holds per-env arrays (``reward``, ``terminated``,
+        ...), given before any env that finished in this step is reset."""
+
+    def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray] | None:
+        """The episodes of ``env_ids`` just finished and are still intact (reward,
+        flags, length, and this term's own state). Return this term's columns for
+        them, aligned with ``env_ids``. Called only for envs whose episode started."""
+        return None
+
+    def record_post_reset(self, env_ids: np.ndarray) -> None:
+        """``env_ids`` were reset: their new episode's draws are made and applied."""
+
+    def record_post_step(self) -> None:
+        """End of a step, after any resets in it (fresh episodes' first state)."""
+
+    def flush(self) -> None:
+        """Hand buffered rows to storage."""
+
+    def close(self) -> None:
+        """The run ends: flush and release resources."""
+
+
+class OutcomeTerm(RecorderTerm):
+    """Return, success, terminated and truncated of every finished episode.
+
+    ``record_step`` accumulates ``reward`` and keeps the latest ``terminated``,
+    ``truncated`` and ``success`` (NaN or absent: unknown, stored as null).
+    """
+
+    def __init__(self, cfg: RecorderTermCfg, manager: RecorderManager) -> None:
+        super().__init__(cfg, manager)
+        n = manager.num_envs
+        self._return = np.zeros(n)
+        self._terminated = np.zeros(n, dtype=bool)
+        self._truncated = np.zeros(n, dtype=bool)
+        self._success = np.full(n, np.nan)
+
+    COLUMNS: ClassVar[Mapping[str, pa.DataType]] = {
+        "return": pa.float64(),
+        "success": pa.bool_(),
+        "terminated": pa.bool_(),
+        "truncated": pa.bool_(),
+    }
+
+    def columns(self) -> Mapping[str, pa.DataType]:
+        return self.COLUMNS
+
+    def _array(self, name: str, value: Any, kinds: str, want: str, fix: str) -> np.ndarray:
+        """``value`` as an array of shape ``(num_envs,)`` and a dtype kind in ``kinds``,
+        or an error naming the key, what it got and the fix (dtype and shape only)."""
+        arr = np.asarray(value)
+        n = self.manager.num_envs
+        if arr.shape == (n,) and arr.dtype.kind in kinds:
+            return arr
+        if arr.shape != (n,):
+            hint = (
+                f"; pass {name}.reshape(-1)"
+                if arr.size == n
+                else "; pass one value per env, for every env (not only the finished ones)"
+            )
+            raise ValueError(
+                f"record_step `{name}` must have shape ({n},) (one value per env), got shape "
+                f"{arr.shape}{hint}"
+            )
+        raise TypeError(
+            f"record_step `{name}` must hold {want}, got dtype {arr.dtype} (e.g. "
+            f"{arr[:3].tolist()}); {fix}"
+        )
+
+    def record_step(self, data: Mapping[str, np.ndarray]) -> None:
+        running = self.manager.tracker.started
+        everyone = running.all()  # the usual case: no mask needed
+        if (reward := data.get("reward")) is not None:
+            reward = self._array(
+                "reward", reward, "buif", "numbers", "pass it as floats (.astype(float))"
+            )
+            if everyone:
+                self._return += reward
+            else:
+                np.add(self._return, reward, out=self._return, where=running)
+        for name, buf in (("terminated", self._terminated), ("truncated", self._truncated)):
+            if (flags := data.get(name)) is not None:
+                flags = self._array(
+                    name, flags, "bui", "bools (or 0/1 integers)", "pass it as bools"
+                )
+                np.copyto(buf, flags, where=True if everyone else running, casting="unsafe")
+        if (success := data.get("success")) is not None:
+            # NaN (float) is unknown; bool and 0/1 numbers are the outcome.
+            success = self._array(
+                "success",
+                success,
+                "buif",
+                "bools or numbers",
+                "pass bools (True: success), or floats with NaN where unknown",
+            )
+            np.copyto(self._success, success, where=True if everyone else running, casting="unsafe")
+
+    def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray]:
+        out = {  # plain numpy: the writer thread turns NaN success into nulls
+            "return": self._return[env_ids],
+            "success": self._success[env_ids],
+            "terminated": self._terminated[env_ids],
+            "truncated": self._truncated[env_ids],
+        }
+        self._return[env_ids] = 0.0
+        self._terminated[env_ids] = False
+        self._truncated[env_ids] = False
+        self._success[env_ids] = np.nan
+        return out
+
+
+class VariationsTerm(RecorderTerm):
+    """Records every draw of the manager's variations into the ``draws`` table.
+
+    ``params``: ``max_rows`` (rows buffered before a chunk goes to storage).
+    """
+
+    def __init__(self, cfg: RecorderTermCfg, manager: RecorderManager) -> None:
+        super().__init__(cfg, manager)
+        sink = manager.sink("draws")
+        self.recorder = VariationRecorder(
+            sink, tracker=manager.tracker, max_rows=int(cfg.params.get("max_rows", 262_144))
+        )
+        self.recorder.attach(manager.variations)
+
+    def flush(self) -> None:
+        self.recorder.flush()
+
+    def close(self) -> None:
+        self.recorder.flush()
+        self.recorder.detach()
+
+
+class _StepsChunk:
+    """Buffered per-step arrays; :meth:`to_arrow` runs on the writer thread."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]]) -> None:
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(p[0]) for p in self.parts)
+
+    def to_arrow(self) -> pa.Table:
+        cols: dict[str, Any] = {
+            "env_id": np.concatenate([p[0] for p in self.parts]).astype(np.int32),
+            "episode": np.concatenate([p[1] for p in self.parts]),
+            "step": np.concatenate([p[2] for p in self.parts]),
+        }
+        for key in self.parts[0][3]:
+            values = np.concatenate([p[3][key] for p in self.parts])
+            if values.ndim == 1:
+                cols[key] = values
+            else:
+                flat = pa.array(values.reshape(-1))
+                cols[key] = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(values.shape[1:])))
+        return pa.table(cols)
+
+
+class StepsTerm(RecorderTerm):
+    """Per-step arrays chosen by name, to a ``steps`` table: one row per (env, step).
+
+    ``params``: ``keys`` (names in the ``record_step`` data, e.g. ``("reward",
+    "action")``), ``max_rows`` (rows buffered before a chunk goes to storage).
+    Vector-valued entries become fixed-size list columns.
+    """
+
+    keys: ClassVar[Sequence[str]] = ()
+
+    def __init__(self, cfg: RecorderTermCfg, manager: RecorderManager) -> None:
+        super().__init__(cfg, manager)
+        keys = cfg.params.get("keys", ())
+        if isinstance(keys, str) or not keys:
+            raise ValueError(
+                f"StepsTerm params['keys'] must name the per-step arrays to keep, got {keys!r}; "
+                "e.g. keys=('reward', 'action')"
+            )
+        self.keys = tuple(keys)
+        self.max_rows = int(cfg.params.get("max_rows", 262_144))
+        self._sink = manager.sink("steps")
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]] = []
+        self._rows = 0
+
+    def record_step(self, data: Mapping[str, np.ndarray]) -> None:
+        missing = [k for k in self.keys if k not in data]
+        if missing:
+            raise KeyError(
+                f"StepsTerm records {list(self.keys)} but record_step got no {missing}; "
+                f"pass them, e.g. manager.record_step({missing[0]}=...)"
+            )
+        t = self.manager.tracker
+        ids = np.flatnonzero(t.started)
+        picked = {k: np.asarray(data[k])[ids] for k in self.keys}  # fancy index: a copy
+        self._parts.append((ids, t.episode[ids], t.step[ids] - 1, picked))
+        self._rows += len(ids)
+        if self._rows >= self.max_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        # Cleared only once the writer accepted the chunk: never lost, never sent twice.
+        if self._parts:
+            hand_over(self._sink, _StepsChunk(self._parts), self._clear)
+
+    def _clear(self) -> None:
+        self._parts, self._rows = [], 0
+
+    def close(self) -> None:
+        self.flush()

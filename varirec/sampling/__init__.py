@@ -1,0 +1,1 @@
+"""Stage 1, drawing: keyed uniform streams, sampler cfgs and samplers with listeners."""

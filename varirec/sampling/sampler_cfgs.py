@@ -1,0 +1,285 @@
+"""Sampler configurations: frozen, validated, serializable, and self-describing for SALib.
+
+Each cfg knows how to turn uniforms in (0, 1) into values (:meth:`SamplerCfg.ppf`, an
+inverse CDF), what it is as a SALib factor (:meth:`SamplerCfg.factor_specs`) and how
+to round-trip through JSON (:meth:`SamplerCfg.to_dict`, :func:`cfg_from_dict`).
+
+- Continuous: :class:`UniformCfg`, :class:`LogUniformCfg`, :class:`NormalCfg`,
+  :class:`TruncNormalCfg` — scalar or vector (one value per component name).
+- Discrete: :class:`IntegerCfg`, :class:`ChoiceCfg` (weighted, any labels),
+  :class:`BernoulliCfg`.
+- :class:`ConstantCfg`, and :class:`DesignCfg` which replays given rows.
+
+Bad values raise ``ValueError`` at construction, naming the field and the fix.
+
+>>> cfg = UniformCfg(low=0.5, high=2.0)
+>>> cfg.build(seed=0).sample(3).shape
+(3,)
+>>> cfg.factor_specs("cube.mass")[0].dist
+'unif'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from scipy import special
+
+from varirec.sampling.cfg_base import FactorSpec, Param, SamplerCfg, _bad, cfg_from_dict
+from varirec.sampling.discrete_cfgs import BernoulliCfg, ChoiceCfg, IntegerCfg
+
+if TYPE_CHECKING:
+    from varirec.sampling.samplers import Sampler
+
+__all__ = [
+    "BernoulliCfg",
+    "ChoiceCfg",
+    "ConstantCfg",
+    "DesignCfg",
+    "FactorSpec",
+    "IntegerCfg",
+    "LogUniformCfg",
+    "NormalCfg",
+    "SamplerCfg",
+    "TruncNormalCfg",
+    "UniformCfg",
+    "cfg_from_dict",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class UniformCfg(SamplerCfg):
+    """Uniform on ``[low, high]``; vector when ``low``/``high`` are sequences.
+
+    >>> UniformCfg(low=(0, 0, 0), high=(1, 2, 3), names=("x", "y", "z")).shape
+    (3,)
+    """
+
+    kind: ClassVar[str] = "uniform"
+    low: Param = 0.0
+    high: Param = 1.0
+
+    def _vector_params(self) -> dict[str, Param]:
+        return {"low": self.low, "high": self.high}
+
+    def _validate(self) -> None:
+        low, high = self._arrays("low", "high")
+        if np.any(low > high):
+            raise _bad(type(self).__name__, "low", self.low, f"<= high ({self.high}); swap them")
+
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        low, high = self._arrays("low", "high")
+        return self._shape_out(low + (high - low) * u)
+
+    def factor_specs(self, key: str) -> list[FactorSpec]:
+        low, high = self._arrays("low", "high")
+        return [
+            FactorSpec(c, "unif", (a, b))
+            for c, a, b in zip(self._columns(key), low, high, strict=True)
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogUniformCfg(SamplerCfg):
+    """Log-uniform on ``[low, high]`` (``0 < low <= high``): uniform in ``log``."""
+
+    kind: ClassVar[str] = "loguniform"
+    low: Param = 1e-3
+    high: Param = 1.0
+
+    def _vector_params(self) -> dict[str, Param]:
+        return {"low": self.low, "high": self.high}
+
+    def _validate(self) -> None:
+        low, high = self._arrays("low", "high")
+        name = type(self).__name__
+        if np.any(low <= 0):
+            raise _bad(name, "low", self.low, "> 0 (a log scale has no zero); use UniformCfg")
+        if np.any(low > high):
+            raise _bad(name, "low", self.low, f"<= high ({self.high}); swap them")
+
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        lo, hi = (np.log(a) for a in self._arrays("low", "high"))
+        return self._shape_out(np.exp(lo + (hi - lo) * u))
+
+    def factor_specs(self, key: str) -> list[FactorSpec]:
+        low, high = self._arrays("low", "high")
+        return [
+            FactorSpec(c, "logunif", (a, b))
+            for c, a, b in zip(self._columns(key), low, high, strict=True)
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormalCfg(SamplerCfg):
+    """Normal with ``mean`` and standard deviation ``std > 0``."""
+
+    kind: ClassVar[str] = "normal"
+    mean: Param = 0.0
+    std: Param = 1.0
+
+    def _vector_params(self) -> dict[str, Param]:
+        return {"mean": self.mean, "std": self.std}
+
+    def _validate(self) -> None:
+        (std,) = self._arrays("std")
+        if np.any(std <= 0):
+            raise _bad(type(self).__name__, "std", self.std, "> 0; use ConstantCfg for no spread")
+
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        mean, std = self._arrays("mean", "std")
+        return self._shape_out(mean + std * special.ndtri(u))
+
+    def factor_specs(self, key: str) -> list[FactorSpec]:
+        mean, std = self._arrays("mean", "std")
+        return [
+            FactorSpec(c, "norm", (m, s))
+            for c, m, s in zip(self._columns(key), mean, std, strict=True)
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TruncNormalCfg(SamplerCfg):
+    """Normal(``mean``, ``std``) truncated to ``[low, high]``."""
+
+    kind: ClassVar[str] = "truncnormal"
+    mean: Param = 0.0
+    std: Param = 1.0
+    low: Param = -2.0
+    high: Param = 2.0
+
+    def _vector_params(self) -> dict[str, Param]:
+        return {"mean": self.mean, "std": self.std, "low": self.low, "high": self.high}
+
+    def _validate(self) -> None:
+        std, low, high = self._arrays("std", "low", "high")
+        name = type(self).__name__
+        if np.any(std <= 0):
+            raise _bad(name, "std", self.std, "> 0; use ConstantCfg for no spread")
+        if np.any(low >= high):
+            raise _bad(name, "low", self.low, f"< high ({self.high}); swap them")
+        lo_tail, hi_tail = self._tails()
+        if np.any(1.0 - lo_tail - hi_tail <= 0):
+            raise ValueError(
+                f"{name}: [low, high] = [{self.low}, {self.high}] holds no probability mass of "
+                f"Normal({self.mean}, {self.std}); move the bounds towards the mean"
+            )
+
+    def _tails(self) -> tuple[np.ndarray, np.ndarray]:
+        def make() -> tuple[np.ndarray, np.ndarray]:
+            mean, std, low, high = self._arrays("mean", "std", "low", "high")
+            return special.ndtr((low - mean) / std), special.ndtr(-(high - mean) / std)
+
+        return self._cached("tails", make)
+
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        mean, std, low, high = self._arrays("mean", "std", "low", "high")
+        lo_tail, hi_tail = self._tails()
+        # Work in the lighter tail so bounds far from the mean keep their precision.
+        upper = (low - mean) > 0
+        p = np.where(
+            upper, hi_tail + u * (1.0 - lo_tail - hi_tail), lo_tail + u * (1.0 - lo_tail - hi_tail)
+        )
+        z = np.where(upper, -special.ndtri(p), special.ndtri(p))
+        return self._shape_out(np.clip(mean + std * z, low, high))
+
+    def factor_specs(self, key: str) -> list[FactorSpec]:
+        cols = self._columns(key)
+        mean, std, low, high = self._arrays("mean", "std", "low", "high")
+        return [
+            FactorSpec(c, "truncnorm", (lo, hi, m, s))
+            for c, m, s, lo, hi in zip(cols, mean, std, low, high, strict=True)
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConstantCfg(SamplerCfg):
+    """Always ``value`` (scalar or vector). Not a factor: it has nothing to vary."""
+
+    kind: ClassVar[str] = "constant"
+    value: Param = 0.0
+
+    def _vector_params(self) -> dict[str, Param]:
+        return {"value": self.value}
+
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        (value,) = self._arrays("value")
+        return self._shape_out(np.broadcast_to(value, u.shape).copy())
+
+    def factor_specs(self, key: str) -> list[FactorSpec]:
+        return []
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class DesignCfg(SamplerCfg):
+    """Replays ``values`` (shape ``(rows, *shape)``) by design row (``sample_id``).
+
+    The row of each draw comes from the draw context's ``sample_ids``; without them
+    rows are handed out in order, cycling. ``base`` is the cfg the design was built
+    from: it gives the factor specs and the category labels.
+
+    >>> d = DesignCfg(values=np.array([1.0, 2.0, 3.0]), base=UniformCfg(low=0, high=4))
+    >>> d.build().sample(4).tolist()
+    [1.0, 2.0, 3.0, 1.0]
+    """
+
+    kind: ClassVar[str] = "design"
+    values: np.ndarray = field(default_factory=lambda: np.empty(0))
+    base: SamplerCfg | None = None
+
+    def __post_init__(self) -> None:
+        values = np.array(self.values)
+        values.setflags(write=False)
+        object.__setattr__(self, "values", values)
+        if self.base is not None and not isinstance(self.base, SamplerCfg):
+            raise _bad("DesignCfg", "base", self.base, "a SamplerCfg or None")
+        if self.base is not None and self.names is None and self.base.names is not None:
+            object.__setattr__(self, "names", self.base.names)
+        super().__post_init__()
+
+    def _validate(self) -> None:
+        if len(self.values) == 0:
+            raise _bad("DesignCfg", "values", self.values, "at least one row")
+        if self.base is not None and self.values.shape[1:] != self.base.shape:
+            raise ValueError(
+                f"DesignCfg.values rows have shape {self.values.shape[1:]} but base "
+                f"{type(self.base).__name__} draws shape {self.base.shape}; give matching rows"
+            )
+
+    @property
+    def categorical(self) -> bool:  # type: ignore[override]
+        return self.base is not None and self.base.categorical
+
+    @property
+    def width(self) -> int:
+        return int(np.prod(self.values.shape[1:], dtype=int))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape[1:])
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.base.labels if self.base is not None else ()  # type: ignore[attr-defined]
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        return self.base.encode(values)  # type: ignore[union-attr]
+
+    def factor_specs(self, key: str) -> list[FactorSpec]:
+        return self.base.factor_specs(key) if self.base is not None else []
+
+    def build(self, seed: int | np.random.Generator | None = None) -> Sampler:
+        from varirec.sampling.samplers import DesignSampler
+
+        return DesignSampler(self, seed=seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        base = None if self.base is None else self.base.to_dict()
+        return {
+            "kind": self.kind,
+            "rows": len(self.values),
+            "shape": list(self.shape),
+            "base": base,
+        }

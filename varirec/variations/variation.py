@@ -1,0 +1,377 @@
+"""Variations: a named, configurable draw and how it is applied to the env.
+
+- :class:`VariationCfg` — enabled flag, sampler cfg, mode (``build | reset | interval``).
+- :class:`Variation` — a key, a cfg, the sampler built from it, and an ``apply``
+  callable ``apply(env, env_ids, values)``. Listeners added with
+  :meth:`Variation.add_sample_listener` follow the variation through
+  :meth:`Variation.apply_cfg`: the new sampler gets them all, the old keeps none.
+- :class:`VariationSet` — the variations of an env keyed by dotted names
+  (``cube.mass``), with Hydra-style overrides (``cube.mass.sampler.high=2.0``).
+
+>>> from varirec.sampling.sampler_cfgs import UniformCfg
+>>> mass = Variation("cube.mass", VariationCfg(sampler=UniformCfg(low=0.5, high=2.0)))
+>>> variations = VariationSet([mass])
+>>> variations.override("cube.mass.sampler.high=3.0")
+>>> variations["cube.mass"].cfg.sampler.high
+3.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from varirec.errors import ListenerError, RecorderStateError, UnknownNameError
+from varirec.recording.episodes import EpisodeTracker
+from varirec.sampling.sampler_cfgs import DesignCfg, SamplerCfg
+from varirec.sampling.samplers import DrawContext, SampleListener, Sampler
+from varirec.sampling.streams import CounterStream
+from varirec.variations.overrides import apply_override, nearest_names, split_override
+
+__all__ = ["ApplyFn", "Mode", "Variation", "VariationCfg", "VariationSet"]
+
+Mode = Literal["build", "reset", "interval"]
+MODES: tuple[Mode, ...] = ("build", "reset", "interval")
+ApplyFn = Callable[[Any, "np.ndarray | None", np.ndarray], None]
+"""``apply(env, env_ids, values)``: set the drawn values on the env. ``env_ids`` is
+None for a build draw (one row of ``values`` that applies to every env)."""
+
+_KEY = re.compile(r"^[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*$")
+_ALL_ENVS = np.array([-1], dtype=np.int64)
+
+
+_SEEDED = np.int64(-2)  # the env-key of draws keyed by an episode seed
+
+
+def noise_keys(
+    ids: np.ndarray, episodes: np.ndarray, seeds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of interval draws: the episode seed where one is set, else (env, episode).
+
+    Interval draws are episode noise (a gust). Keyed by the episode seed, every
+    episode that shares a seed (common random numbers: the rows of one base sample)
+    sees the same noise, so the noise does not masquerade as sensitivity.
+    """
+    seeded = seeds >= 0
+    if not seeded.any():
+        return ids, episodes
+    return np.where(seeded, _SEEDED, ids), np.where(seeded, seeds, episodes)
+
+
+def _draw_ids(env_ids: Any) -> np.ndarray:
+    """Integer ``env_ids`` as a flat int64 copy (recorded rows must not change if the
+    caller reuses its array); floats, bools and other types are refused, not cast."""
+    raw = np.asarray(env_ids)
+    if raw.dtype.kind not in "iu" and raw.size:
+        fix = "np.flatnonzero(mask)" if raw.dtype.kind == "b" else "int ids, e.g. [0, 3]"
+        raise TypeError(
+            f"`env_ids` must be integer env ids, got {raw.dtype} {raw.reshape(-1)[:5].tolist()}; "
+            f"pass {fix}"
+        )
+    return np.array(raw, dtype=np.int64).reshape(-1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariationCfg:
+    """What a variation draws and when."""
+
+    sampler: SamplerCfg
+    """The distribution of the drawn value."""
+    mode: Mode = "reset"
+    """``build``: drawn once before the env exists, applies to every env; ``reset``:
+    drawn for the envs that reset, for the episode they begin; ``interval``: drawn
+    mid-episode, every ``interval_steps`` steps of an env."""
+    enabled: bool = True
+    """A disabled variation draws nothing and records nothing."""
+    interval_steps: tuple[int, int] = (50, 50)
+    """For ``interval`` mode: steps between draws, drawn uniformly in this range per env."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sampler, SamplerCfg):
+            raise TypeError(
+                f"VariationCfg.sampler must be a SamplerCfg (e.g. UniformCfg(low=0, high=1)), "
+                f"got {type(self.sampler).__name__}"
+            )
+        if self.mode not in MODES:
+            raise ValueError(f"VariationCfg.mode must be one of {MODES}, got {self.mode!r}")
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"VariationCfg.enabled must be true or false, got {self.enabled!r}")
+        steps = tuple(self.interval_steps)
+        if (
+            len(steps) != 2
+            or not all(isinstance(s, int) and s >= 1 for s in steps)
+            or steps[0] > steps[1]
+        ):
+            raise ValueError(
+                "VariationCfg.interval_steps must be (low, high) with 1 <= low <= high, "
+                f"got {self.interval_steps!r}"
+            )
+        object.__setattr__(self, "interval_steps", steps)
+
+
+class Variation:
+    """A named draw with a cfg, a sampler built from it, and how it applies to the env.
+
+    Args:
+        key: dotted name, e.g. ``"cube.mass"``.
+        cfg: the :class:`VariationCfg`.
+        apply: ``apply(env, env_ids, values)``, or None to only draw.
+    """
+
+    def __init__(self, key: str, cfg: VariationCfg, apply: ApplyFn | None = None) -> None:
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise ValueError(
+                f"`key` must be a dotted name of identifiers like 'cube.mass', got {key!r}"
+            )
+        if not isinstance(cfg, VariationCfg):
+            raise TypeError(f"`cfg` must be a VariationCfg, got {type(cfg).__name__}")
+        if apply is not None and not callable(apply):
+            raise TypeError(f"`apply` must be callable(env, env_ids, values), got {apply!r}")
+        self.key = key
+        self.apply = apply
+        self._cfg = cfg
+        self._sampler = cfg.sampler.build()
+        self._listeners: list[SampleListener] = []
+        self._stream: CounterStream | None = None
+        self._tracker: EpisodeTracker | None = None
+        self._draw_count = np.zeros(0, dtype=np.int64)
+        self._count_episode = np.zeros(0, dtype=np.int64)
+        self._build_draws = 0
+        self.num_draws = 0
+        """Draws made so far (a recorder attached later would have missed them)."""
+
+    @property
+    def cfg(self) -> VariationCfg:
+        return self._cfg
+
+    @property
+    def sampler(self) -> Sampler:
+        return self._sampler
+
+    @property
+    def mode(self) -> Mode:
+        return self._cfg.mode
+
+    @property
+    def enabled(self) -> bool:
+        return self._cfg.enabled
+
+    @property
+    def stream(self) -> CounterStream | None:
+        """The keyed stream of reproducible draws, once :meth:`seed` was called."""
+        return self._stream
+
+    def seed(self, seed: int) -> None:
+        """Make draws reproducible: key them by ``(seed, key, env_id, episode, draw_seq)``."""
+        self._stream = CounterStream(seed, self.key)
+
+    def bind(self, tracker: EpisodeTracker | None) -> None:
+        """Attribute draws to ``tracker``'s episodes (None unbinds).
+
+        A bound variation builds the draw context itself: the run ``seq``, each env's
+        episode, step, design row, and ``draw_seq`` (the how-many-th draw of this
+        variation in that env's episode). Envs that never began an episode begin
+        episode 0 here, so the first reset after build needs no pre-reset call.
+        """
+        self._tracker = tracker
+        if tracker is not None:
+            self._draw_count = np.zeros(tracker.num_envs, dtype=np.int64)
+            self._count_episode = np.full(tracker.num_envs, -1, dtype=np.int64)
+
+    def _bound_context(self, ids: np.ndarray | None) -> DrawContext:
+        t = self._tracker
+        assert t is not None  # only called when bound
+        if ids is None:
+            seq_in_build = self._build_draws
+            self._build_draws += 1
+            return DrawContext(self.key, "build", t.next_seq(), None, 0, seq_in_build, None)
+        t.begin_unbegun(ids)
+        episodes = t.episode[ids]
+        same = self._count_episode[ids] == episodes
+        if same.any():  # some env draws again in the same episode
+            draw_seq: np.ndarray | int = np.where(same, self._draw_count[ids], 0)
+            self._draw_count[ids] = draw_seq + 1
+        else:  # the usual case: every env's first draw of its episode
+            draw_seq = 0
+            self._draw_count[ids] = 1
+        self._count_episode[ids] = episodes
+        rows = t.sample_id[ids]
+        return DrawContext(
+            self.key,
+            self.mode,  # the phase of a bound draw is the variation's mode
+            t.next_seq(),
+            episodes,
+            t.step[ids] if self.mode == "interval" else 0,  # a reset draw is at step 0
+            draw_seq,
+            # A design sampler always gets its rows (-1: replay row 0, not part of the study).
+            rows if (rows >= 0).any() or isinstance(self._cfg.sampler, DesignCfg) else None,
+        )
+
+    def add_sample_listener(self, listener: SampleListener) -> SampleListener:
+        """Attach ``listener`` to this variation's sampler, now and after every cfg swap."""
+        self._sampler.add_listener(listener)
+        self._listeners.append(listener)
+        return listener
+
+    def remove_sample_listener(self, listener: SampleListener) -> None:
+        """Detach a listener added with :meth:`add_sample_listener`."""
+        if not any(x is listener for x in self._listeners):
+            raise ListenerError(
+                f"listener {listener!r} was not added to variation {self.key!r}; "
+                "pass the handle that add_sample_listener returned"
+            )
+        self._sampler.remove_listener(listener)
+        self._listeners = [x for x in self._listeners if x is not listener]
+
+    def apply_cfg(self, cfg: VariationCfg) -> None:
+        """Swap the cfg: rebuild the sampler and move every listener onto it."""
+        if not isinstance(cfg, VariationCfg):
+            raise TypeError(f"`cfg` must be a VariationCfg, got {type(cfg).__name__}")
+        new = cfg.sampler.build()
+        old = self._sampler
+        for listener in self._listeners:
+            old.remove_listener(listener)
+            new.add_listener(listener)
+        self._sampler, self._cfg = new, cfg
+
+    def enable(self) -> None:
+        self._cfg = dataclasses.replace(self._cfg, enabled=True)
+
+    def disable(self) -> None:
+        self._cfg = dataclasses.replace(self._cfg, enabled=False)
+
+    def draw(
+        self,
+        env: Any = None,
+        env_ids: np.ndarray | None = None,
+        *,
+        context: DrawContext | None = None,
+        apply: bool = True,
+    ) -> np.ndarray | None:
+        """Draw for ``env_ids`` (None: one row for every env) and apply it to ``env``.
+
+        ``context`` is built from the bound tracker when not given (see :meth:`bind`).
+        ``apply=False`` draws (and notifies) without applying, e.g. before the env exists.
+        Returns the values, or None when the variation is disabled (nothing drawn,
+        nothing notified, nothing applied).
+        """
+        if not self._cfg.enabled:
+            return None
+        ids = None if env_ids is None else _draw_ids(env_ids)
+        if context is None:
+            if self._tracker is not None:
+                context = self._bound_context(ids)
+            else:
+                context = DrawContext(self.key, "build" if ids is None else "manual")
+        source = None
+        if self._stream is not None:
+            keys = _ALL_ENVS if ids is None else ids
+            episodes = _ALL_ENVS if context.episodes is None else context.episodes
+            if self.mode == "interval" and ids is not None and self._tracker is not None:
+                keys, episodes = noise_keys(ids, episodes, self._tracker.seed[ids])
+            source = self._stream.keyed(keys, episodes, context.draw_seq)
+        n = 1 if ids is None else len(ids)
+        values = self._sampler.sample(n, env_ids=ids, source=source, context=context)
+        self.num_draws += 1
+        if apply and self.apply is not None:
+            self.apply(env, ids, values)
+        return values
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON-serializable description (stored in ``run.json``)."""
+        s = self._cfg.sampler
+        return {
+            "key": self.key,
+            "mode": self.mode,
+            "enabled": self.enabled,
+            "sampler": s.to_dict(),
+            "shape": list(s.shape),
+            "components": list(s.component_names) if s.shape else [],
+            "categorical": bool(s.categorical),
+            "labels": list(getattr(s, "labels", ())) if s.categorical else [],
+            "factors": [f.to_dict() for f in s.factor_specs(self.key)],
+        }
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Variation:
+        # A copy would carry the listeners' references (a recorder) that nobody removes:
+        # draws of the copy would land in the original run, or nowhere.
+        if self._listeners:
+            raise RecorderStateError(
+                f"variation {self.key!r} has {len(self._listeners)} sample listener(s) attached "
+                "(a recorder); copy its cfg instead (copy.deepcopy(variation.cfg)) or build a "
+                "new Variation(key, cfg, apply)"
+            )
+        return Variation(self.key, self._cfg, self.apply)
+
+    def __repr__(self) -> str:
+        return f"Variation({self.key!r}, mode={self.mode!r}, enabled={self.enabled})"
+
+
+class VariationSet(Mapping[str, Variation]):
+    """The variations of an env, keyed by their dotted names.
+
+    Duplicate keys are refused; an unknown key raises :class:`UnknownNameError` naming
+    the nearest known keys.
+    """
+
+    def __init__(self, variations: Iterable[Variation] = ()) -> None:
+        self._items: dict[str, Variation] = {}
+        for v in variations:
+            self.add(v)
+
+    def add(self, variation: Variation) -> Variation:
+        if not isinstance(variation, Variation):
+            raise TypeError(f"expected a Variation, got {type(variation).__name__}")
+        if variation.key in self._items:
+            raise ValueError(
+                f"a variation with key {variation.key!r} already exists; keys must be unique"
+            )
+        self._items[variation.key] = variation
+        return variation
+
+    def __getitem__(self, key: str) -> Variation:
+        try:
+            return self._items[key]
+        except KeyError:
+            raise UnknownNameError(
+                f"no variation {key!r}; {nearest_names(key, self._items)}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def enabled(self, mode: Mode | None = None) -> list[Variation]:
+        """The enabled variations (of one mode), in insertion order."""
+        return [v for v in self._items.values() if v.enabled and (mode is None or v.mode == mode)]
+
+    def seed(self, seed: int) -> None:
+        """Key every variation's draws by the run seed (see :meth:`Variation.seed`)."""
+        for v in self._items.values():
+            v.seed(seed)
+
+    def override(self, *overrides: str) -> None:
+        """Apply Hydra-style ``dotted.path=value`` overrides through ``apply_cfg``.
+
+        Every override is checked before any is applied, so a bad one changes nothing.
+        Values parse as JSON where they can (``2.0``, ``[1, 2]``, ``{"kind": ...}``),
+        ``true``/``false`` as booleans, anything else as a string.
+        """
+        planned: dict[str, VariationCfg] = {}
+        for text in overrides:
+            key, path, value = split_override(text, self._items)
+            cfg = planned.get(key, self._items[key].cfg)
+            planned[key] = apply_override(cfg, path, value, text)
+        for key, cfg in planned.items():
+            self._items[key].apply_cfg(cfg)
+
+    def specs(self) -> list[dict[str, Any]]:
+        """Every variation's :meth:`Variation.spec`, for ``run.json``."""
+        return [v.spec() for v in self._items.values()]
