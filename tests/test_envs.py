@@ -19,13 +19,13 @@ from varirec.envs import (
     OneStepEnv,
     ReachEnv,
     StepOutput,
+    drive_episodes,
     ishigami,
     ishigami_variations,
     make_ishigami_env,
     make_reach_env,
     make_reach_variations,
     make_sobol_g_env,
-    run_study,
     sobol_g,
     sobol_g_variations,
 )
@@ -125,7 +125,7 @@ def reach_sobol_study(
     schedule = DesignSchedule(design, replicates=replicates, seed=seed)
     manager = NullRecorderManager(num_envs, variations=variations, seed=seed, schedule=schedule)
     wrapped = _Outcomes(env, manager)
-    stats = run_study(wrapped, manager, build=False)
+    stats = drive_episodes(wrapped, manager, build=False)
     assert stats.complete and np.all(wrapped.count == replicates)
     out: dict[str, object] = {"design": design, "stats": stats}
     for name, y in (("success", wrapped.success), ("return", wrapped.ret)):
@@ -205,7 +205,7 @@ def test_control_factor_changes_no_outcome() -> None:
         env = make_reach_env(256)
         manager = NullRecorderManager(256, variations=variations, seed=7)
         wrapped = _Outcomes(env, manager)
-        run_study(wrapped, manager, num_episodes=1024)
+        drive_episodes(wrapped, manager, num_episodes=1024)
         results.append((env.color.copy(), wrapped.ret.copy(), wrapped.success.copy(), env.pos))
     (c0, r0, s0, p0), (c1, r1, s1, p1) = results
     assert np.all(c0 < 0.1) and np.all(c1 > 0.9)
@@ -236,7 +236,7 @@ def test_interval_gust_fires_and_pushes(tmp_path) -> None:
     seen = []
     gust = manager.variations["wind.gust"]
     gust.add_sample_listener(lambda event: seen.append(event.values.copy()))
-    run_study(env, manager, num_episodes=128)
+    drive_episodes(env, manager, num_episodes=128)
     manager.close()
     assert seen and all(np.all(np.abs(v) <= 3.0) for v in seen)
     draws = vr.open_dataset(tmp_path).draws().to_pandas()
@@ -292,7 +292,7 @@ def test_driver_finishes_a_design_schedule_with_every_row(tmp_path) -> None:
         100, variations=variations, output=tmp_path, run_id="r", seed=0, schedule=schedule
     )
     ticks: list[int] = []
-    stats = run_study(env, manager, progress=ticks.append)
+    stats = drive_episodes(env, manager, progress=ticks.append)
     manager.close()
     assert stats.complete and stats.episodes == design.num_rows * 3 == sum(ticks)
     episodes = vr.open_dataset(tmp_path).episodes().to_pandas()
@@ -317,27 +317,27 @@ def test_driver_finishes_a_design_schedule_with_every_row(tmp_path) -> None:
 def test_driver_plain_draws_run_exactly_num_episodes() -> None:
     env = make_reach_env(50)
     manager = NullRecorderManager(50, variations=make_reach_variations(), seed=0)
-    stats = run_study(env, manager, num_episodes=777)
+    stats = drive_episodes(env, manager, num_episodes=777)
     assert stats.complete and stats.episodes == 777 == manager.tracker.episodes_finished
     # every episode got a reset seed (the tracker's are cleared for the reserved next ones)
     assert len(np.unique(env.seed)) == 50
-    again = run_study(env, manager, num_episodes=100, build=False)
+    again = drive_episodes(env, manager, num_episodes=100, build=False)
     assert again.episodes == 100
 
 
 def test_driver_stops_at_max_steps(caplog) -> None:
     env = make_reach_env(10)
     manager = NullRecorderManager(10, variations=make_reach_variations(), seed=0)
-    stats = run_study(env, manager, num_episodes=1000, max_steps=5)
+    stats = drive_episodes(env, manager, num_episodes=1000, max_steps=5)
     assert stats.steps == 5 and not stats.complete and "max_steps" in caplog.text
 
 
 def test_driver_errors_name_the_fix() -> None:
     env = make_reach_env(4)
     with pytest.raises(ValueError, match="num_episodes` must be given"):
-        run_study(env, NullRecorderManager(4), num_episodes=None)
+        drive_episodes(env, NullRecorderManager(4), num_episodes=None)
     with pytest.raises(ValueError, match="same num_envs"):
-        run_study(env, NullRecorderManager(5), num_episodes=1)
+        drive_episodes(env, NullRecorderManager(5), num_episodes=1)
     with pytest.raises(ValueError, match="`num_envs` must be a positive int"):
         make_reach_env(0)
 
@@ -374,13 +374,13 @@ def test_one_step_episode_reward_is_the_function() -> None:
     env = make_ishigami_env(5)
     manager = NullRecorderManager(5, variations=ishigami_variations(), seed=0)
     wrapped = _Outcomes(env, manager)
-    run_study(wrapped, manager, num_episodes=5)
+    drive_episodes(wrapped, manager, num_episodes=5)
     np.testing.assert_allclose(wrapped.ret[0], ishigami(env.x).sum())
     assert np.all(np.abs(env.x) <= np.pi)
     g = make_sobol_g_env(3, a=[0, 1, 9])
     m = NullRecorderManager(3, variations=sobol_g_variations([0, 1, 9]), seed=0)
     out = _Outcomes(g, m)
-    run_study(out, m, num_episodes=3)
+    drive_episodes(out, m, num_episodes=3)
     np.testing.assert_allclose(out.ret[0], sobol_g(g.x, [0, 1, 9]).sum())
 
 
@@ -415,7 +415,7 @@ if __name__ == "__main__":  # the ground truth quoted in varirec/envs/reach.py
     with vr.RecorderManager(
         8192, variations=make_reach_variations(), output=root, run_id="gd", seed=1
     ) as manager:
-        run_study(env, manager, num_episodes=200_000)
+        drive_episodes(env, manager, num_episodes=200_000)
     table = episode_table(root)
     y, valid = table.outcome("success")
     gd = first_order_binning(

@@ -84,6 +84,19 @@ def test_column_collisions_are_errors_at_registration(tmp_path) -> None:
         vr.RecorderTermCfg(term=lambda cfg, m: None)  # type: ignore[arg-type]
 
 
+class _Schedule:
+    """The smallest EpisodeSchedule: the manager only hands it on."""
+
+    def attach(self, variations: object) -> None:
+        pass
+
+    def check_bound(self) -> None:
+        pass
+
+    def assign(self, tracker: object, env_ids: np.ndarray) -> np.ndarray:
+        return env_ids
+
+
 def test_null_manager_when_nothing_is_recorded(tmp_path) -> None:
     mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
     m = make_recorder_manager(3, variations=[mass], seed=1)
@@ -97,7 +110,7 @@ def test_null_manager_when_nothing_is_recorded(tmp_path) -> None:
     # It still tracks episodes, so draws stay reproducible and keyed.
     assert m.tracker.episode.tolist() == [0, 1, 0]
     assert isinstance(make_recorder_manager(3, output=tmp_path), RecorderManager)
-    schedule = object()
+    schedule = _Schedule()
     assert make_recorder_manager(3, schedule=schedule).schedule is schedule  # type: ignore[arg-type]
 
 

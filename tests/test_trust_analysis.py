@@ -48,7 +48,7 @@ def test_noise_share_counts_interactions_as_explained() -> None:
 def _ishigami_design_run(path) -> str:
     from varirec import RecorderManager
     from varirec.analysis.designs import sobol_design
-    from varirec.envs import ishigami_variations, make_ishigami_env, run_study
+    from varirec.envs import drive_episodes, ishigami_variations, make_ishigami_env
     from varirec.studies.design import DesignSchedule
 
     variations = ishigami_variations()
@@ -58,7 +58,7 @@ def _ishigami_design_run(path) -> str:
     with RecorderManager(
         64, variations=variations, output=path, run_id="s", seed=0, schedule=schedule
     ) as manager:
-        run_study(make_ishigami_env(64), manager)
+        drive_episodes(make_ishigami_env(64), manager)
     return "s"
 
 
@@ -87,19 +87,19 @@ def test_analyze_refuses_draws_that_are_not_the_stored_design(tmp_path) -> None:
 
 def _random_run(path, num_episodes: int = 4000, seed: int = 1, run_id: str = "r") -> str:
     from varirec import RecorderManager
-    from varirec.envs import make_reach_env, make_reach_variations, run_study
+    from varirec.envs import drive_episodes, make_reach_env, make_reach_variations
 
     with RecorderManager(
         1024, variations=make_reach_variations(), output=path, run_id=run_id, seed=seed
     ) as manager:
-        run_study(make_reach_env(1024), manager, num_episodes=num_episodes)
+        drive_episodes(make_reach_env(1024), manager, num_episodes=num_episodes)
     return run_id
 
 
 def test_pawn_factors_it_did_not_estimate_have_no_verdict(tmp_path) -> None:
     from varirec.analysis.reports.report import write_report
     from varirec.analysis.study import analyze
-    from varirec.cli.commands import format_ranking
+    from varirec.cli.formatting import format_ranking
 
     _random_run(tmp_path)
     study = analyze(tmp_path, outcome="success", method="pawn")

@@ -129,7 +129,7 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys) -> N
     # What the README says about pandas: the dataset root is not a Parquet dataset.
     import pyarrow as pa
 
-    with pytest.raises(pa.ArrowInvalid, match=r"run\.json': Parquet magic bytes not found"):
+    with pytest.raises(pa.ArrowInvalid, match=r"\.json': Parquet magic bytes not found"):
         pd.read_parquet("runs/")
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import varirec as vr
 from varirec.analysis.designs import sobol_design
-from varirec.envs import ishigami_variations, make_ishigami_env, run_study
+from varirec.envs import drive_episodes, ishigami_variations, make_ishigami_env
 from varirec.errors import DesignError, RecorderStateError
 from varirec.integrations.builder import EnvBuilder
 from varirec.integrations.gym import (
@@ -127,7 +127,7 @@ def test_unbound_design_is_refused_before_any_row_is_handed_out(tmp_path) -> Non
         match=r"not bound to variations \['x1', 'x2', 'x3'\] \(factors \['x1', 'x2', 'x3'\]\)"
         r".*call design\.bind\(variations\) first",
     ):
-        run_study(make_ishigami_env(8), manager)
+        drive_episodes(make_ishigami_env(8), manager)
     manager.close()
     assert schedule.handed_out == 0 and (manager.tracker.episode == -1).all()
     assert vr.open_dataset(tmp_path).episodes().num_rows == 0
@@ -141,7 +141,7 @@ def test_unbound_design_is_refused_by_the_null_manager_too() -> None:
     with pytest.raises(DesignError, match=r"call design\.bind"):
         manager.reset(env, None)
     design.bind(variations)  # the fix: bound (even after the manager) it runs
-    assert run_study(env, manager, build=False).complete
+    assert drive_episodes(env, manager, build=False).complete
 
 
 def test_design_of_other_variations_is_refused_before_the_run_exists(tmp_path) -> None:

@@ -2,7 +2,7 @@
 
 Each test runs the whole chain a user runs: variations → design (SALib) bound to
 the variations → :class:`~varirec.studies.design.DesignSchedule` → batched env driven by
-:func:`~varirec.envs.run_study` → :class:`~varirec.RecorderManager` → Parquet →
+:func:`~varirec.envs.drive_episodes` → :class:`~varirec.RecorderManager` → Parquet →
 :func:`~varirec.analysis.tables.episode_table.episode_table` → estimator. Nothing is handed from
 the env to the estimator except through the dataset.
 
@@ -26,11 +26,11 @@ from varirec.analysis.estimators.sobol import sobol_indices
 from varirec.analysis.tables.episode_table import episode_table
 from varirec.envs import (
     OneStepEnv,
+    drive_episodes,
     ishigami_indices,
     ishigami_variations,
     make_ishigami_env,
     make_sobol_g_env,
-    run_study,
     sobol_g_indices,
     sobol_g_variations,
 )
@@ -51,7 +51,7 @@ def _recorded_saltelli_outputs(
     with vr.RecorderManager(
         env.num_envs, variations=variations, output=root, seed=seed, schedule=schedule
     ) as manager:
-        stats = run_study(env, manager)
+        stats = drive_episodes(env, manager)
     assert stats.complete
     table = episode_table(root)
     schedule.check_complete(table.frame["sample_id"].astype(int))
@@ -153,7 +153,7 @@ def test_binary_success_given_data_indices_through_parquet(tmp_path) -> None:
     with vr.RecorderManager(
         8192, variations=_binary_variations(), output=tmp_path, seed=3
     ) as manager:
-        assert run_study(env, manager, num_episodes=num_episodes).episodes == num_episodes
+        assert drive_episodes(env, manager, num_episodes=num_episodes).episodes == num_episodes
     table = episode_table(tmp_path)
     assert table.factors == ["x", "scene", "level", "color", "shape"]
     assert table.categorical == ["scene", "shape"]

@@ -18,6 +18,7 @@ from typing import Any
 
 from varirec._version import __version__
 from varirec.cli.args import count_arg, level_arg, seed_arg
+from varirec.cli.formatting import format_ranking
 from varirec.errors import VarirecError
 
 __all__ = ["build_parser", "main"]
@@ -159,26 +160,6 @@ def _stage_bar(total: int, desc: str) -> tuple[Callable[[str], None], Any]:
         bar.update(1)
 
     return step, bar
-
-
-def format_ranking(study: Any) -> str:
-    """The ranked factors of a study as aligned text, with its notes."""
-    frame = study.ranking()
-    if study.has_intervals:
-        kind = f"{study.result.conf_level:.0%} intervals"
-    else:  # e.g. PAWN, or no resamples: no interval columns, and no claim of any
-        kind = "no confidence intervals"
-        frame = frame.drop(columns=["conf_low", "conf_high"])
-    lines = [
-        f"{study.outcome!r} by {study.method} over {study.num_episodes} episodes "
-        f"(runs: {', '.join(study.runs)}; {kind})",
-        frame.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"),
-    ]
-    noise = getattr(study.result, "noise_share", None)
-    if noise is not None:
-        lines.append(f"noise share: {noise:.2f} of the outcome variance no factor explains")
-    lines += [f"note: {n}" for n in study.notes]
-    return "\n".join(lines)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:

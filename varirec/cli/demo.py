@@ -66,7 +66,7 @@ def run_demo(
     from varirec.analysis.designs import sobol_design
     from varirec.analysis.reports.report import write_report
     from varirec.analysis.study import analyze
-    from varirec.envs import make_reach_env, make_reach_variations, run_study
+    from varirec.envs import drive_episodes, make_reach_env, make_reach_variations
     from varirec.studies.design import DesignSchedule
 
     # Every argument is checked before anything is recorded.
@@ -115,7 +115,7 @@ def run_demo(
         design.bind(variations)
         env = make_reach_env(num_envs)
         with _bar(schedule.num_episodes, "sobol study") as bar:
-            run_study(env, manager, progress=bar.update)
+            drive_episodes(env, manager, progress=bar.update)
 
     variations = make_reach_variations()
     echo(f"Given-data pass: {p['random_episodes']} episodes of plain random draws")
@@ -129,7 +129,7 @@ def run_demo(
     ) as manager:
         env = make_reach_env(num_envs)
         with _bar(p["random_episodes"], "random draws") as bar:
-            run_study(env, manager, num_episodes=p["random_episodes"], progress=bar.update)
+            drive_episodes(env, manager, num_episodes=p["random_episodes"], progress=bar.update)
 
     echo("Analysing...")
     studies = [
@@ -146,7 +146,7 @@ def run_demo(
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from varirec.cli.commands import format_ranking
+    from varirec.cli.formatting import format_ranking
 
     result = run_demo(args.out, size=args.size, seed=args.seed, resamples=args.resamples)
     for study in result.studies:

@@ -4,7 +4,7 @@
 - :mod:`varirec.envs.one_step` — those functions as one-step batched envs.
 - :mod:`varirec.envs.reach` — a vectorized 3-D reach task with a scripted
   controller, every kind of variation, and a documented ground truth.
-- :mod:`varirec.studies.driver` — :func:`run_study`, which steps any of them through a
+- :mod:`varirec.studies.driver` — :func:`drive_episodes`, which steps any of them through a
   recorded study.
 
 Only numpy (and the core package) is imported: these run in the simulator process.
@@ -27,7 +27,7 @@ from varirec.envs.reach import (
     make_reach_env,
     make_reach_variations,
 )
-from varirec.studies.driver import BatchedEnv, StepOutput, StudyStats, run_study
+from varirec.studies.driver import BatchedEnv, StepOutput, StudyStats, drive_episodes
 
 __all__ = [
     "SCENE_FRICTION",
@@ -37,6 +37,7 @@ __all__ = [
     "ReachEnv",
     "StepOutput",
     "StudyStats",
+    "drive_episodes",
     "ishigami",
     "ishigami_indices",
     "ishigami_variations",
@@ -44,7 +45,6 @@ __all__ = [
     "make_reach_env",
     "make_reach_variations",
     "make_sobol_g_env",
-    "run_study",
     "sobol_g",
     "sobol_g_indices",
     "sobol_g_variations",

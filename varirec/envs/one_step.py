@@ -16,10 +16,10 @@ attribution, storage, episode table, estimator) is checked against known numbers
   one vector variation ``x`` (factors ``x[0] .. x[D-1]``).
 
 >>> import varirec as vr
->>> from varirec.studies.driver import run_study
+>>> from varirec.studies.driver import drive_episodes
 >>> env = make_ishigami_env(4)
 >>> m = vr.NullRecorderManager(4, variations=ishigami_variations(), seed=0)
->>> run_study(env, m, num_episodes=4).steps
+>>> drive_episodes(env, m, num_episodes=4).steps
 1
 """
 

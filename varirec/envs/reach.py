@@ -79,10 +79,10 @@ object.color       0.000 ± 0.000   0.000 ± 0.000   0.000 ± 0.000   0.000 ± 0
 ================  ==============  ==============  ==============  ==============  =======  =======
 
 >>> import varirec as vr
->>> from varirec.studies.driver import run_study
+>>> from varirec.studies.driver import drive_episodes
 >>> env = make_reach_env(256)
 >>> manager = vr.NullRecorderManager(256, variations=make_reach_variations(), seed=0)
->>> stats = run_study(env, manager, num_episodes=512)
+>>> stats = drive_episodes(env, manager, num_episodes=512)
 >>> stats.episodes, stats.complete
 (512, True)
 """

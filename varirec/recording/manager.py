@@ -31,7 +31,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -51,12 +51,41 @@ from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, C
 from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
 from varirec.storage.shutdown import exit_held, hand_over, register, unregister
-from varirec.studies.design import DesignSchedule
 from varirec.variations.variation import Variation, VariationSet, noise_keys
 
-__all__ = ["NullRecorderManager", "RecorderManager", "make_recorder_manager"]
+__all__ = [
+    "EpisodeSchedule",
+    "NullRecorderManager",
+    "RecorderManager",
+    "make_recorder_manager",
+]
 
 log = logging.getLogger(__name__)
+
+
+class StudyDesign(Protocol):
+    """The design of a study, as the manager stores it (run.json and the design table)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def to_table(self) -> pa.Table: ...
+
+
+class EpisodeSchedule(Protocol):
+    """Hands design rows and common-random-number seeds to the episodes that begin
+    (the studies stage's :class:`~varirec.studies.design.DesignSchedule` is one)."""
+
+    design: StudyDesign
+    replicates: int
+    common_random_numbers: bool
+
+    def attach(self, variations: VariationSet) -> None:
+        """Refuse variations the design does not fit (before any run exists)."""
+
+    def check_bound(self) -> None:
+        """Refuse to hand out rows while the design is not bound to the variations."""
+
+    def assign(self, tracker: EpisodeTracker, env_ids: np.ndarray) -> np.ndarray: ...
 
 
 class NullRecorderManager:
@@ -82,7 +111,7 @@ class NullRecorderManager:
         seed: int = 0,
         tracker: EpisodeTracker | None = None,
         env: Any = None,
-        schedule: DesignSchedule | None = None,
+        schedule: EpisodeSchedule | None = None,
     ) -> None:
         if tracker is None:
             if num_envs is None:
@@ -97,7 +126,7 @@ class NullRecorderManager:
         elif not isinstance(variations, VariationSet):
             variations = VariationSet(variations)
         self.variations = variations
-        if isinstance(schedule, DesignSchedule):
+        if schedule is not None:
             schedule.attach(variations)  # binding is checked at the first rows handed out
         self.schedule = schedule
         for v in variations.values():
@@ -190,7 +219,7 @@ class NullRecorderManager:
         from the applied values; then ``record_post_reset``, with the new episodes'
         first state in place."""
         ids = self.tracker.ids(env_ids)  # checked once for every step
-        if isinstance(self.schedule, DesignSchedule):
+        if self.schedule is not None:
             self.schedule.check_bound()  # before the tracker moves: nothing half-done
         self._pre_reset(ids)
         if self.schedule is not None:
@@ -280,7 +309,7 @@ class RecorderManager(NullRecorderManager):
         max_rows: int = 262_144,
         tracker: EpisodeTracker | None = None,
         env: Any = None,
-        schedule: DesignSchedule | None = None,
+        schedule: EpisodeSchedule | None = None,
         writer_options: Mapping[str, Any] | None = None,
         flush_seconds: float = 5.0,
     ) -> None:

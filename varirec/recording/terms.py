@@ -15,20 +15,38 @@ A term adds columns to the ``episodes`` table by declaring them in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
 
+from varirec.recording.episodes import EpisodeTracker
 from varirec.recording.recorder import VariationRecorder
 from varirec.storage.shutdown import hand_over
+from varirec.variations import VariationSet
 
-if TYPE_CHECKING:
-    from varirec.recording.manager import RecorderManager
+__all__ = [
+    "OutcomeTerm",
+    "RecorderTerm",
+    "RecorderTermCfg",
+    "StepsTerm",
+    "TermHost",
+    "VariationsTerm",
+]
 
-__all__ = ["OutcomeTerm", "RecorderTerm", "RecorderTermCfg", "StepsTerm", "VariationsTerm"]
+
+class TermHost(Protocol):
+    """What a term may use of the manager that runs it (a
+    :class:`~varirec.recording.manager.RecorderManager`)."""
+
+    num_envs: int
+    env: Any
+    tracker: EpisodeTracker
+    variations: VariationSet
+
+    def sink(self, table: str) -> Callable[[Any], None]: ...
 
 
 @dataclass(kw_only=True)
@@ -55,7 +73,7 @@ class RecorderTerm:
         manager: the manager running it (its ``tracker``, ``env`` and ``num_envs``).
     """
 
-    def __init__(self, cfg: RecorderTermCfg, manager: RecorderManager) -> None:
+    def __init__(self, cfg: RecorderTermCfg, manager: TermHost) -> None:
         self.cfg = cfg
         self.manager = manager
 
@@ -97,7 +115,7 @@ class OutcomeTerm(RecorderTerm):
     ``truncated`` and ``success`` (NaN or absent: unknown, stored as null).
     """
 
-    def __init__(self, cfg: RecorderTermCfg, manager: RecorderManager) -> None:
+    def __init__(self, cfg: RecorderTermCfg, manager: TermHost) -> None:
         super().__init__(cfg, manager)
         n = manager.num_envs
         self._return = np.zeros(n)
@@ -185,7 +203,7 @@ class VariationsTerm(RecorderTerm):
     ``params``: ``max_rows`` (rows buffered before a chunk goes to storage).
     """
 
-    def __init__(self, cfg: RecorderTermCfg, manager: RecorderManager) -> None:
+    def __init__(self, cfg: RecorderTermCfg, manager: TermHost) -> None:
         super().__init__(cfg, manager)
         sink = manager.sink("draws")
         self.recorder = VariationRecorder(
@@ -238,7 +256,7 @@ class StepsTerm(RecorderTerm):
 
     keys: ClassVar[Sequence[str]] = ()
 
-    def __init__(self, cfg: RecorderTermCfg, manager: RecorderManager) -> None:
+    def __init__(self, cfg: RecorderTermCfg, manager: TermHost) -> None:
         super().__init__(cfg, manager)
         keys = cfg.params.get("keys", ())
         if isinstance(keys, str) or not keys:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from varirec.sampling.samplers import Sampler
+from varirec.sampling.samplers import InverseCdfSampler, Sampler
 
 __all__ = ["FactorSpec", "Param", "SamplerCfg", "cfg_from_dict"]
 
@@ -168,8 +167,6 @@ class SamplerCfg:
 
     def build(self, seed: int | np.random.Generator | None = None) -> Sampler:
         """A fresh sampler for this cfg (``seed`` feeds its default, unkeyed source)."""
-        from varirec.sampling.samplers import InverseCdfSampler
-
         return InverseCdfSampler(self, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,16 +22,14 @@ Bad values raise ``ValueError`` at construction, naming the field and the fix.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import special
 
 from varirec.sampling.cfg_base import FactorSpec, Param, SamplerCfg, _bad, cfg_from_dict
 from varirec.sampling.discrete_cfgs import BernoulliCfg, ChoiceCfg, IntegerCfg
-
-if TYPE_CHECKING:
-    from varirec.sampling.samplers import Sampler
+from varirec.sampling.samplers import DesignSampler, Sampler
 
 __all__ = [
     "BernoulliCfg",
@@ -271,8 +269,6 @@ class DesignCfg(SamplerCfg):
         return self.base.factor_specs(key) if self.base is not None else []
 
     def build(self, seed: int | np.random.Generator | None = None) -> Sampler:
-        from varirec.sampling.samplers import DesignSampler
-
         return DesignSampler(self, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:

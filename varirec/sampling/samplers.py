@@ -24,15 +24,12 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from varirec.errors import ListenerError
 from varirec.sampling.streams import GeneratorSource, UniformSource
-
-if TYPE_CHECKING:
-    from varirec.sampling.sampler_cfgs import DesignCfg, SamplerCfg
 
 __all__ = [
     "DesignSampler",
@@ -106,6 +103,26 @@ def _notify(calls: tuple[Callable[..., Any], ...], *args: Any) -> None:
         raise first
 
 
+class Distribution(Protocol):
+    """What a sampler needs of its cfg (every :class:`~varirec.sampling.cfg_base.SamplerCfg`):
+    the shape of one draw, the uniforms it takes, and the inverse CDF."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def width(self) -> int: ...
+
+    def ppf(self, u: np.ndarray) -> np.ndarray: ...
+
+
+class DesignRows(Distribution, Protocol):
+    """What a :class:`DesignSampler` needs of its cfg (a ``DesignCfg``): the design rows."""
+
+    @property
+    def values(self) -> np.ndarray: ...
+
+
 class Sampler(ABC):
     """Base of every sampler: a template :meth:`sample` over the concrete :meth:`_sample`.
 
@@ -116,7 +133,7 @@ class Sampler(ABC):
     already final when listeners run, so a failing listener cannot change them.
     """
 
-    def __init__(self, cfg: SamplerCfg, *, seed: int | np.random.Generator | None = None) -> None:
+    def __init__(self, cfg: Distribution, *, seed: int | np.random.Generator | None = None) -> None:
         self.cfg = cfg
         self.source: UniformSource = GeneratorSource(seed)
         self._listeners: tuple[SampleListener, ...] = ()
@@ -218,9 +235,9 @@ class DesignSampler(Sampler):
     ``sample_id`` and is not part of the study.
     """
 
-    cfg: DesignCfg
+    cfg: DesignRows
 
-    def __init__(self, cfg: DesignCfg, *, seed: int | np.random.Generator | None = None) -> None:
+    def __init__(self, cfg: DesignRows, *, seed: int | np.random.Generator | None = None) -> None:
         super().__init__(cfg, seed=seed)
         self._cursor = 0
 

@@ -32,6 +32,8 @@ A field of the wrong type (``"writers": 5``) is named in a DatasetWarning and ig
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib.util
 import json
 import logging
 import os
@@ -43,7 +45,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -65,19 +66,30 @@ from .schema import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pyarrow.dataset as ds
+
+    Filter = ds.Expression | list[tuple[Any, ...]] | list[list[tuple[Any, ...]]]
+    """A ``pyarrow.dataset`` expression, or DNF tuples as in ``pyarrow.parquet``."""
 
 __all__ = ["Dataset", "DatasetWarning", "RunInfo", "SkippedPart", "TableHealth", "open_dataset"]
 
 logger = logging.getLogger(__name__)
 
-Filter = ds.Expression | list[tuple[Any, ...]] | list[list[tuple[Any, ...]]]
-
 _TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-# Pages written with a CRC (write_page_checksum) are verified; older pages are not.
-_FORMAT = ds.ParquetFileFormat(
-    default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True)
-)
+
+
+@functools.cache
+def _parquet_format() -> ds.ParquetFileFormat:
+    # pyarrow.dataset imports pandas when present: loaded on the first read, never by
+    # `import varirec` (the core stays light inside the simulator process).
+    import pyarrow.dataset as ds
+
+    # Pages written with a CRC (write_page_checksum) are verified; older pages are not.
+    return ds.ParquetFileFormat(
+        default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+    )
+
+
 _DATA_ERRORS = (OSError, pa.ArrowException)
 
 
@@ -481,6 +493,8 @@ class Dataset:
         wanted = self._columns(schema, columns, table)
         if not files:
             return schema.empty_table().select(wanted)
+        import pyarrow.dataset as ds  # lazily: see _parquet_format
+
         if isinstance(filter, list):
             filter = pq.filters_to_expression(filter)
         partitioning = ds.partitioning(
@@ -493,7 +507,7 @@ class Dataset:
             dataset = ds.dataset(
                 paths,
                 schema=schema,
-                format=_FORMAT,
+                format=_parquet_format(),
                 filesystem=self.filesystem,
                 partitioning=partitioning,
                 partition_base_dir=self.root,
@@ -569,18 +583,17 @@ class Dataset:
         *,
         columns: Sequence[str] | None = None,
         filter: Filter | None = None,
-    ) -> pd.DataFrame:
+    ) -> Any:
         """:meth:`read` as a pandas DataFrame (dictionary columns become categoricals).
 
         Raises:
             ImportError: pandas is not installed.
         """
-        try:
-            import pandas  # noqa: F401
-        except ImportError as exc:
+        # pyarrow converts; the core never imports pandas itself (docs/architecture.md).
+        if importlib.util.find_spec("pandas") is None:
             raise ImportError(
                 "Dataset.to_pandas needs pandas; install it with pip install 'varirec[analysis]'"
-            ) from exc
+            )
         return self.read(table, runs, columns=columns, filter=filter).to_pandas()
 
     def _columns(self, schema: pa.Schema, columns: Sequence[str] | None, table: str) -> list[str]:

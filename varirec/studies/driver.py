@@ -8,7 +8,7 @@ Contents:
   ``reset_idx(env_ids, seeds)`` and ``step()``. Variations set the env's parameters
   through their ``apply`` callables; ``reset_idx`` then starts the new episodes from
   those parameters, with the episode noise seeded by ``seeds``.
-- :func:`run_study` — step the whole batch, vectorized (no Python loop per env),
+- :func:`drive_episodes` — step the whole batch, vectorized (no Python loop per env),
   until a :class:`~varirec.studies.design.DesignSchedule` is exhausted and its episodes have
   finished, or until ``num_episodes`` episodes of plain random draws were recorded.
 
@@ -20,7 +20,7 @@ recorded episode of a design study has a design row (``sample_id``).
 >>> from varirec.envs import make_ishigami_env, ishigami_variations
 >>> env = make_ishigami_env(8)
 >>> manager = vr.NullRecorderManager(8, variations=ishigami_variations(), seed=0)
->>> run_study(env, manager, num_episodes=20).episodes
+>>> drive_episodes(env, manager, num_episodes=20).episodes
 20
 """
 
@@ -36,7 +36,14 @@ import numpy as np
 
 from varirec.recording.manager import NullRecorderManager
 
-__all__ = ["BatchedEnv", "StepOutput", "StudyStats", "label_values", "require_env", "run_study"]
+__all__ = [
+    "BatchedEnv",
+    "StepOutput",
+    "StudyStats",
+    "drive_episodes",
+    "label_values",
+    "require_env",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,7 @@ class StepOutput:
 
 
 class BatchedEnv(Protocol):
-    """What :func:`run_study` needs from an env."""
+    """What :func:`drive_episodes` needs from an env."""
 
     num_envs: int
 
@@ -71,7 +78,7 @@ class BatchedEnv(Protocol):
 
 @dataclass(frozen=True)
 class StudyStats:
-    """What a :func:`run_study` call did."""
+    """What a :func:`drive_episodes` call did."""
 
     steps: int
     """Batch steps taken."""
@@ -118,7 +125,7 @@ def _start(env: BatchedEnv, manager: NullRecorderManager, ids: np.ndarray) -> No
     manager.reset(env, ids, reset_fn=env.reset_idx)
 
 
-def run_study(
+def drive_episodes(
     env: BatchedEnv,
     manager: NullRecorderManager,
     *,
@@ -185,7 +192,7 @@ def run_study(
     while tracker.started.any():
         if max_steps is not None and steps >= max_steps:
             log.warning(
-                "run_study stopped at max_steps=%d with %d episodes still running",
+                "drive_episodes stopped at max_steps=%d with %d episodes still running",
                 max_steps,
                 int(tracker.started.sum()),
             )
@@ -213,5 +220,5 @@ def run_study(
         manager.record_post_step()
     seconds = time.perf_counter() - clock
     complete = not tracker.started.any()
-    log.info("run_study: %d episodes in %d steps, %.2f s", finished, steps, seconds)
+    log.info("drive_episodes: %d episodes in %d steps, %.2f s", finished, steps, seconds)
     return StudyStats(steps=steps, episodes=finished, seconds=seconds, complete=complete)

@@ -22,12 +22,11 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from varirec.errors import ListenerError, RecorderStateError, UnknownNameError
-from varirec.recording.episodes import EpisodeTracker
 from varirec.sampling.sampler_cfgs import DesignCfg, SamplerCfg
 from varirec.sampling.samplers import DrawContext, SampleListener, Sampler
 from varirec.sampling.streams import CounterStream
@@ -46,6 +45,22 @@ _ALL_ENVS = np.array([-1], dtype=np.int64)
 
 
 _SEEDED = np.int64(-2)  # the env-key of draws keyed by an episode seed
+
+
+class EpisodeClock(Protocol):
+    """What a bound variation reads to attribute its draws: the per-env episode state
+    and the run's event clock (the recording stage's
+    :class:`~varirec.recording.episodes.EpisodeTracker` is one)."""
+
+    num_envs: int
+    episode: np.ndarray
+    step: np.ndarray
+    sample_id: np.ndarray
+    seed: np.ndarray
+
+    def next_seq(self) -> int: ...
+
+    def begin_unbegun(self, env_ids: np.ndarray) -> None: ...
 
 
 def noise_keys(
@@ -138,7 +153,7 @@ class Variation:
         self._sampler = cfg.sampler.build()
         self._listeners: list[SampleListener] = []
         self._stream: CounterStream | None = None
-        self._tracker: EpisodeTracker | None = None
+        self._tracker: EpisodeClock | None = None
         self._draw_count = np.zeros(0, dtype=np.int64)
         self._count_episode = np.zeros(0, dtype=np.int64)
         self._build_draws = 0
@@ -170,7 +185,7 @@ class Variation:
         """Make draws reproducible: key them by ``(seed, key, env_id, episode, draw_seq)``."""
         self._stream = CounterStream(seed, self.key)
 
-    def bind(self, tracker: EpisodeTracker | None) -> None:
+    def bind(self, tracker: EpisodeClock | None) -> None:
         """Attribute draws to ``tracker``'s episodes (None unbinds).
 
         A bound variation builds the draw context itself: the run ``seq``, each env's
