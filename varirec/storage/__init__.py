@@ -14,8 +14,10 @@ a hive-partitioned directory that pyarrow, pandas and DuckDB read directly.
 
 from __future__ import annotations
 
+from .health import SkippedPart, TableHealth
 from .parts import PartWriter
-from .reader import Dataset, DatasetWarning, RunInfo, SkippedPart, TableHealth, open_dataset
+from .reader import Dataset, open_dataset
+from .run_info import DatasetWarning, RunInfo
 from .schema import SCHEMA_VERSION, draws_schema, episodes_schema
 from .writer import RunWriter
 

@@ -3,30 +3,17 @@
 Contents:
     open_dataset: open a dataset directory or URI.
     Dataset: lists runs and reads their tables (pyarrow filters and projection).
-    RunInfo: what ``run.json`` and the writer sidecars say about one run.
-    TableHealth, SkippedPart: how much of a table reads, and the files that do not.
-    DatasetWarning: something in the dataset was skipped or is incomplete.
 
-The reader never writes, renames or deletes anything. What it skips, and says so
-(a DatasetWarning naming the file and the reason; :meth:`Dataset.health` lists them
-with the rows they held, from the writer sidecars):
-    * ``.part-*.parquet.tmp``: an unfinished part of a writer that died (or is still
-      writing).
-    * a final-named part whose footer cannot be read (truncated, empty, not Parquet).
-    * a foreign part: a ``draws``/``episodes`` part without the table's columns and
-      types (e.g. written by ``DataFrame.to_parquet``), or a part of another table
-      that shares no column with the run's other parts of it. Read as the table, its
-      rows would be rows of nulls.
-    * a corrupt part: its data fails a page checksum (parts are written with one per
-      page) or does not decompress. The scan's error names no file, so the parts are
-      then read one by one to find it; the rest is returned.
-    * a table path that is a file, not a directory.
-    * other names starting with ``.`` or ``_``: logged at debug level.
+Re-exported here for the readers' convenience: RunInfo and DatasetWarning (from
+:mod:`varirec.storage.run_info`), TableHealth and SkippedPart (from
+:mod:`varirec.storage.health`).
 
-A missing ``run.json`` or one that is not valid JSON gives a DatasetWarning, and the
-run's parts are still read with empty metadata and status ``"unknown"``: the data
-matters more than its label, and the file is left untouched for the user to inspect.
-A field of the wrong type (``"writers": 5``) is named in a DatasetWarning and ignored.
+The reader never writes, renames or deletes anything. It skips temporary,
+unreadable, foreign and corrupt parts with a DatasetWarning that names the file and
+the reason (the list is in :mod:`varirec.storage.health`); :meth:`Dataset.health`
+lists them with the rows they held, from the writer sidecars. A missing or invalid
+``run.json`` is read as empty metadata with status ``"unknown"``
+(:mod:`varirec.storage.run_info`).
 """
 
 from __future__ import annotations
@@ -34,15 +21,12 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib.util
-import json
 import logging
 import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -50,20 +34,9 @@ import pyarrow.parquet as pq
 
 from varirec.errors import DatasetError, UnknownNameError
 
-from .schema import (
-    DICT_STRING,
-    RUN_JSON,
-    RUN_PREFIX,
-    SCHEMA_VERSION,
-    TMP_SUFFIX,
-    WRITERS_DIR,
-    canonical_schema,
-    check_part_schema,
-    check_run_doc,
-    check_table_name,
-    parse_part_name,
-    sum_sidecars,
-)
+from .health import PartScanner, SkippedPart, TableHealth
+from .run_info import DatasetWarning, RunInfo, load_run, warn
+from .schema import DICT_STRING, RUN_PREFIX, WRITERS_DIR, canonical_schema, check_table_name
 
 if TYPE_CHECKING:
     import pyarrow.dataset as ds
@@ -72,6 +45,7 @@ if TYPE_CHECKING:
     """A ``pyarrow.dataset`` expression, or DNF tuples as in ``pyarrow.parquet``."""
 
 __all__ = ["Dataset", "DatasetWarning", "RunInfo", "SkippedPart", "TableHealth", "open_dataset"]
+# DatasetWarning, RunInfo, SkippedPart, TableHealth: re-exported (see the module docstring).
 
 logger = logging.getLogger(__name__)
 
@@ -93,171 +67,8 @@ def _parquet_format() -> ds.ParquetFileFormat:
 _DATA_ERRORS = (OSError, pa.ArrowException)
 
 
-class DatasetWarning(UserWarning):
-    """A part or run file was skipped or is incomplete; the message names the file."""
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, DatasetWarning, stacklevel=4)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One run of a dataset, as its ``run.json`` and writer sidecars describe it.
-
-    Attributes:
-        run_id: the run's id (``run_id=<run_id>`` directory).
-        path: the run directory on the dataset's filesystem.
-        metadata: the user metadata of ``run.json`` (seed, num_envs, variations...).
-        status: ``running``, ``complete``, ``failed``, or ``unknown`` (no readable run.json).
-        created: when the run was created (UTC), if known.
-        ended: when the creating writer closed (UTC), if it did.
-        counts: rows per table, summed over the writers' sidecars (else from run.json).
-        writers: ids of the writers that wrote the run.
-        error: ``{"type", "message"}`` of a failed run.
-        schema_version: the run's on-disk schema version.
-    """
-
-    run_id: str
-    path: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    status: str = "unknown"
-    created: datetime | None = None
-    ended: datetime | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    writers: list[str] = field(default_factory=list)
-    error: dict[str, str] | None = None
-    schema_version: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict of the fields (datetimes as ISO strings)."""
-        out = asdict(self)
-        for key in ("created", "ended"):
-            out[key] = None if out[key] is None else out[key].isoformat()
-        return out
-
-
-@dataclass(frozen=True)
-class SkippedPart:
-    """A file of a table that the reader does not read, and why.
-
-    Attributes:
-        run_id: the run it belongs to.
-        table: the table it belongs to.
-        path: the file, on the dataset's filesystem.
-        kind: ``unfinished`` (a temporary part of a writer that died or is still
-            writing), ``unreadable`` (no valid footer: truncated, empty, not Parquet),
-            ``foreign`` (a schema that is not the table's), ``corrupt`` (its data failed
-            a page checksum or decompression) or ``not a directory`` (the table path).
-        reason: why it is not read, in words (the error, or the schema problem).
-        writer: the writer id in its name, or None if the name does not parse.
-    """
-
-    run_id: str
-    table: str
-    path: str
-    kind: str
-    reason: str
-    writer: str | None = None
-
-    @property
-    def unfinished(self) -> bool:
-        """A temporary part: its writer died (or is still writing); not damage."""
-        return self.kind == "unfinished"
-
-    def __str__(self) -> str:
-        return f"{self.path} ({self.kind}: {self.reason})"
-
-    def warning(self) -> str:
-        """The DatasetWarning text: what is skipped, naming the file, and why."""
-        if self.unfinished:
-            return (
-                f"skipping {self.path}: an unfinished part from a writer that died (or is "
-                "still writing); its rows are not readable"
-            )
-        if self.kind == "not a directory":
-            return f"skipping table {self.table!r} of run {self.run_id!r}: {self.reason}"
-        return f"skipping {self.kind} part {self.path}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class TableHealth:
-    """How much of one table of one run reads, from the Parquet footers (no data read).
-
-    Attributes:
-        run_id: the run.
-        table: the table.
-        rows_readable: rows in the parts that read.
-        rows_recorded: rows that the writers recorded in their sidecars (or, without
-            sidecars, ``run.json``), summed over the writers whose count is known; None
-            if none is.
-        rows_missing: rows that counted writers recorded beyond what their readable
-            parts hold: the rows of the skipped parts. Never negative; None if unknown.
-        skipped: the files of the table that are not read.
-        writers_uncounted: writers with parts but no final count (killed, still
-            writing, or their sidecar is missing): their rows are not in
-            ``rows_recorded``.
-    """
-
-    run_id: str
-    table: str
-    rows_readable: int
-    rows_recorded: int | None
-    rows_missing: int | None
-    skipped: tuple[SkippedPart, ...] = ()
-    writers_uncounted: tuple[str, ...] = ()
-
-    @property
-    def damaged(self) -> bool:
-        """Whether a part was skipped or recorded rows are not readable."""
-        return bool(self.skipped) or bool(self.rows_missing)
-
-    def describe(self) -> str:
-        """The skipped parts with their reasons and the rows they held, in words."""
-        where = f"table {self.table!r} of run {self.run_id!r}"
-        lines = [where]
-        if self.skipped:
-            parts = "; ".join(str(s) for s in self.skipped)
-            lines = [f"{where}: {len(self.skipped)} part(s) skipped: {parts}"]
-        if self.rows_recorded is not None:
-            where = (
-                "in the skipped part(s)"
-                if self.skipped
-                else "no file holds them: parts were deleted or moved"
-            )
-            lines.append(
-                f"its writers recorded {self.rows_recorded} row(s), {self.rows_readable} are "
-                f"readable, {self.rows_missing or 0} are not ({where})"
-            )
-        else:
-            lines.append(
-                f"{self.rows_readable} row(s) are readable; how many the skipped part(s) held "
-                "is unknown (no closed writer sidecar counts them)"
-            )
-        if self.writers_uncounted:
-            lines.append(
-                f"writer(s) {list(self.writers_uncounted)} left no final count (killed, still "
-                "writing, or sidecar missing)"
-            )
-        return "; ".join(lines)
-
-
-class _Part(NamedTuple):
-    path: str
-    schema: pa.Schema
-    num_rows: int
-    writer: str | None
-
-
 Runs = str | RunInfo | Iterable[str | RunInfo] | None
 """Which runs to read: one id or RunInfo, several, or None for all."""
-
-
-def _parse_time(value: object) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(value)) if value else None
-    except ValueError:
-        return None
 
 
 def open_dataset(path: str | os.PathLike[str]) -> Dataset:
@@ -300,10 +111,7 @@ class Dataset:
         self.path = text
         self._writer_counts: dict[str, dict[str, dict[str, int] | None]] = {}
         self._closed_counts: dict[str, dict[str, int]] = {}
-        # Footers by (path, size, mtime): a file that changes is read again.
-        self._footers: dict[tuple[str, int, int | None], Any] = {}
-        # Parts whose data failed to read (checksum, decompression): (kind, reason).
-        self._bad_data: dict[tuple[str, int, int | None], tuple[str, str]] = {}
+        self._parts = PartScanner(self.filesystem)
         info = self.filesystem.get_file_info(self.root)
         if info.type == pafs.FileType.NotFound:
             raise DatasetError(f"dataset path {text} does not exist; check the path")
@@ -356,95 +164,10 @@ class Dataset:
         return self._runs[self._select([run_id])[0]]
 
     def _load_run(self, run_id: str) -> RunInfo:
-        path = f"{self.root.rstrip('/')}/{RUN_PREFIX}{run_id}"
-        doc = self._read_json(f"{path}/{RUN_JSON}", run_id)
-        sidecars = self._read_sidecars(path)
-        counts, sidecar_writers, _ = sum_sidecars(sidecars)
-        writers = {*doc.get("writers", []), *sidecar_writers}
-        # Per writer, the counts it wrote when it closed; None: killed, running or unknown.
-        per_writer: dict[str, dict[str, int] | None] = dict.fromkeys(writers)
-        for name, side in sidecars.items():
-            side = side if isinstance(side, dict) else {}
-            writer = str(side.get("writer_id") or name)
-            tables = side.get("counts")
-            closed = side.get("status") in ("complete", "failed") and isinstance(tables, dict)
-            per_writer[writer] = sum_sidecars({name: side}).counts if closed else None
-        self._writer_counts[run_id] = per_writer
-        closed_run = doc.get("status") in ("complete", "failed") and not sidecars
-        self._closed_counts[run_id] = dict(doc.get("counts") or {}) if closed_run else {}
-        version = doc.get("schema_version")
-        if isinstance(version, int) and version > SCHEMA_VERSION:
-            _warn(
-                f"run {run_id!r} has schema_version {version}, newer than this varirec's "
-                f"{SCHEMA_VERSION}; upgrade varirec to read it reliably"
-            )
-        return RunInfo(
-            run_id=run_id,
-            path=path,
-            metadata=dict(doc.get("metadata") or {}),
-            status=str(doc.get("status", "unknown")),
-            created=_parse_time(doc.get("created_utc")),
-            ended=_parse_time(doc.get("ended_utc")),
-            counts=counts if sidecars else dict(doc.get("counts") or {}),
-            writers=sorted(writers),
-            error=doc.get("error"),
-            schema_version=version,
-        )
-
-    def _read_json(self, path: str, run_id: str) -> dict[str, Any]:
-        try:
-            with self.filesystem.open_input_stream(path) as f:
-                text = f.read().decode("utf-8")
-        except FileNotFoundError:
-            _warn(
-                f"{path} is missing; reading run {run_id!r} with empty metadata and status "
-                "'unknown' (its writer may have died before writing it)"
-            )
-            return {}
-        except (OSError, UnicodeDecodeError) as exc:
-            _warn(
-                f"{path} cannot be read ({type(exc).__name__}: {exc}); reading run {run_id!r} "
-                "with empty metadata and status 'unknown'. Nothing was changed"
-            )
-            return {}
-        try:
-            doc = json.loads(text)
-            if not isinstance(doc, dict):
-                raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
-        except ValueError as exc:
-            _warn(
-                f"{path} is not valid run metadata ({exc}); reading run {run_id!r} with "
-                "empty metadata and status 'unknown'. The file was left as it is; fix or "
-                "restore it to get the metadata back"
-            )
-            return {}
-        clean, problems = check_run_doc(doc)
-        for problem in problems:
-            _warn(
-                f"{path}: {problem}; reading run {run_id!r} without it (the file was left as "
-                "it is; fix the field to get it back)"
-            )
-        return clean
-
-    def _read_sidecars(self, run_path: str) -> dict[str, Any]:
-        directory = f"{run_path}/{WRITERS_DIR}"
-        if self.filesystem.get_file_info(directory).type != pafs.FileType.Directory:
-            return {}
-        out: dict[str, Any] = {}
-        for info in self.filesystem.get_file_info(pafs.FileSelector(directory)):
-            if not info.base_name.endswith(".json") or info.base_name.startswith("."):
-                continue
-            name = info.base_name[: -len(".json")]
-            try:
-                with self.filesystem.open_input_stream(info.path) as f:
-                    out[name] = json.loads(f.read().decode("utf-8"))
-            except (OSError, ValueError) as exc:
-                _warn(
-                    f"writer sidecar {info.path} is unreadable ({type(exc).__name__}: {exc}); "
-                    f"the rows of writer {name!r} are not counted"
-                )
-                out[name] = None
-        return out
+        loaded = load_run(self.filesystem, self.root, run_id)
+        self._writer_counts[run_id] = loaded.writer_counts
+        self._closed_counts[run_id] = loaded.closed_counts
+        return loaded.info
 
     def _select(self, runs: Runs) -> list[str]:
         if runs is None:
@@ -535,14 +258,13 @@ class Dataset:
         try:
             pq.read_table(path, filesystem=self.filesystem, page_checksum_verification=True)
         except _DATA_ERRORS as full_exc:
-            info = self.filesystem.get_file_info(path)
             reason = (
                 f"its data failed to read ({type(full_exc).__name__}: {full_exc}): a page "
                 "checksum mismatch or undecodable page, i.e. the file's bytes changed after it "
                 "was written"
             )
-            self._bad_data[(path, info.size, info.mtime_ns)] = ("corrupt", reason)
-            _warn(f"skipping corrupt part {path} of table {table!r}: {reason}")
+            self._parts.mark_corrupt(path, reason)
+            warn(f"skipping corrupt part {path} of table {table!r}: {reason}")
             return True
         return False
 
@@ -639,41 +361,16 @@ class Dataset:
             (2, 2, 0, False)
         """
         check_table_name(table)
-        out = []
-        for run_id in self._select(runs):
-            parts, skipped = self._scan(run_id, table)
-            counts = self._writer_counts[run_id]
-            readable: dict[str | None, int] = {}
-            for part in parts:
-                readable[part.writer] = readable.get(part.writer, 0) + part.num_rows
-            with_files = {p.writer for p in parts} | {s.writer for s in skipped}
-            with_files.discard(None)
-            counted = {w: c for w, c in counts.items() if c is not None}
-            uncounted = sorted(w for w in with_files if w not in counted)
-            if counted:
-                recorded: int | None = sum(c.get(table, 0) for c in counted.values())
-                missing: int | None = sum(
-                    max(0, c.get(table, 0) - readable.get(w, 0)) for w, c in counted.items()
-                )
-            elif table in self._closed_counts[run_id]:
-                # No usable sidecar: run.json's total stands for all writers.
-                recorded = self._closed_counts[run_id][table]
-                missing = max(0, recorded - sum(readable.values()))
-                uncounted = []
-            else:
-                recorded = missing = None
-            out.append(
-                TableHealth(
-                    run_id,
-                    table,
-                    sum(readable.values()),
-                    recorded,
-                    missing,
-                    tuple(skipped),
-                    tuple(uncounted),
-                )
+        return [
+            self._parts.health(
+                run_id,
+                self._runs[run_id].path,
+                table,
+                self._writer_counts[run_id],
+                self._closed_counts[run_id],
             )
-        return out
+            for run_id in self._select(runs)
+        ]
 
     def damage_note(self, table: str, runs: Runs = None) -> str | None:
         """What is damaged or missing in ``table`` of the selected runs, or None.
@@ -696,112 +393,16 @@ class Dataset:
         merged = canonical_schema(table)
         files = []
         for run_id in run_ids:
-            parts, skipped = self._scan(run_id, table)
+            parts, skipped = self._parts.scan(run_id, self._runs[run_id].path, table)
             for s in skipped:
-                _warn(s.warning())
+                warn(s.warning())
             for part in parts:
                 try:
                     merged = (
                         part.schema if merged is None else pa.unify_schemas([merged, part.schema])
                     )
                 except pa.ArrowException as exc:
-                    _warn(
-                        f"skipping part {part.path}: its schema conflicts with the others ({exc})"
-                    )
+                    warn(f"skipping part {part.path}: its schema conflicts with the others ({exc})")
                     continue
                 files.append(part.path)
         return files, pa.schema([]) if merged is None else merged
-
-    def _scan(self, run_id: str, table: str) -> tuple[list[_Part], list[SkippedPart]]:
-        """The readable parts of ``table`` in run ``run_id`` (footers only), and the rest."""
-        run_path = self._runs[run_id].path
-        parts: list[_Part] = []
-        skipped: list[SkippedPart] = []
-        for info in self._part_infos(run_id, run_path, table, skipped):
-            parsed = parse_part_name(info.base_name.lstrip(".").removesuffix(TMP_SUFFIX))
-            writer = None if parsed is None else parsed[0]
-            if info.base_name.endswith(TMP_SUFFIX):
-                reason = "the writer died while writing it, or is still writing"
-                skipped.append(SkippedPart(run_id, table, info.path, "unfinished", reason, writer))
-                continue
-            key = (info.path, info.size, info.mtime_ns)
-            problem = self._bad_data.get(key)
-            if problem is None:
-                footer = self._footers.get(key)
-                if footer is None:
-                    footer = self._footers[key] = self._read_footer(info.path, table)
-                if isinstance(footer[0], str):
-                    problem = footer
-                else:
-                    parts.append(_Part(info.path, footer[0], footer[1], writer))
-                    continue
-            skipped.append(SkippedPart(run_id, table, info.path, *problem, writer))
-        if canonical_schema(table) is None and len(parts) > 1:
-            parts = self._drop_disjoint(parts, skipped, run_id, table)
-        return parts, skipped
-
-    def _read_footer(self, path: str, table: str) -> tuple[pa.Schema, int] | tuple[str, str]:
-        """``(schema, rows)`` of a part, or ``(kind, reason)`` it cannot be read as ``table``."""
-        try:
-            meta = pq.read_metadata(path, filesystem=self.filesystem)
-            schema = meta.schema.to_arrow_schema().remove_metadata()
-        except (pa.ArrowException, OSError) as exc:
-            return "unreadable", f"{type(exc).__name__}: {exc}"
-        problems = check_part_schema(table, schema)
-        if problems:
-            nulls = (
-                "; read as the table, its rows would be nulls" if "missing" in problems[0] else ""
-            )
-            return "foreign", (
-                f"its schema conflicts with the {table!r} table's: {'; '.join(problems)}; "
-                f"it was not written by varirec (or by an incompatible version){nulls}"
-            )
-        return schema, meta.num_rows
-
-    @staticmethod
-    def _drop_disjoint(
-        parts: list[_Part], skipped: list[SkippedPart], run_id: str, table: str
-    ) -> list[_Part]:
-        """Drop parts that share no column with the run's usual columns (foreign files)."""
-        column_sets = [frozenset(p.schema.names) for p in parts]
-        usual = max(column_sets, key=column_sets.count)  # most common; ties: the first
-        keep = []
-        for part, names in zip(parts, column_sets, strict=True):
-            if names & usual:
-                keep.append(part)
-            else:
-                reason = (
-                    f"its columns {sorted(names)} share none with the other {table!r} parts of "
-                    f"the run ({sorted(usual)}); it was written by another tool and would read "
-                    "as rows of nulls"
-                )
-                skipped.append(
-                    SkippedPart(run_id, table, part.path, "foreign", reason, part.writer)
-                )
-        return keep
-
-    def _part_infos(
-        self, run_id: str, run_path: str, table: str, skipped: list[SkippedPart]
-    ) -> list[pafs.FileInfo]:
-        """The final and temporary part files of a table, sorted by path."""
-        directory = f"{run_path}/{table}"
-        info = self.filesystem.get_file_info(directory)
-        if info.type == pafs.FileType.NotFound:
-            return []
-        if info.type != pafs.FileType.Directory:
-            reason = f"{directory} is a file, not a directory of parts; nothing of it is read"
-            skipped.append(SkippedPart(run_id, table, directory, "not a directory", reason))
-            return []
-        out = []
-        selector = pafs.FileSelector(directory)
-        for info in sorted(self.filesystem.get_file_info(selector), key=lambda i: i.path):
-            name = info.base_name
-            if info.type != pafs.FileType.File:
-                continue
-            if name.startswith(".part-") and name.endswith(TMP_SUFFIX):
-                out.append(info)
-            elif name.startswith((".", "_")) or not name.endswith(".parquet"):
-                logger.debug("skipping %s (hidden or not a .parquet file)", info.path)
-            else:
-                out.append(info)
-        return out

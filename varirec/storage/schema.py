@@ -11,8 +11,6 @@ Contents:
     DICT_STRING, UTC_TIMESTAMP: the types of string and time columns.
     RUN_PREFIX, RUN_JSON, WRITERS_DIR, TMP_SUFFIX: names of the dataset layout (below).
     part_name, parse_part_name: the final file name of a part, and back.
-    sum_sidecars: the counts and writer ids that a run's writer sidecars record.
-    check_run_doc: the fields of a ``run.json`` that have the right types, and the others.
     check_part_schema: why a part's schema is not that of its table (foreign parts).
     check_run_id, check_writer_id, check_table_name: validate names that become paths.
 
@@ -30,9 +28,7 @@ the writer only checks that it stays the same within one run writer.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
-from typing import Any, NamedTuple
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,15 +38,12 @@ __all__ = [
     "PHASES",
     "RUN_JSON",
     "RUN_PREFIX",
-    "RUN_STATUSES",
     "SCHEMA_VERSION",
     "TMP_SUFFIX",
     "UTC_TIMESTAMP",
     "WRITERS_DIR",
-    "SidecarSummary",
     "canonical_schema",
     "check_part_schema",
-    "check_run_doc",
     "check_run_id",
     "check_table_name",
     "check_writer_id",
@@ -59,7 +52,6 @@ __all__ = [
     "episodes_schema",
     "parse_part_name",
     "part_name",
-    "sum_sidecars",
     "table_schema",
 ]
 
@@ -206,151 +198,6 @@ def parse_part_name(name: str) -> tuple[str, int] | None:
     """
     match = _PART_RE.match(name)
     return None if match is None else (match["writer"], int(match["index"]))
-
-
-class SidecarSummary(NamedTuple):
-    """What the writer sidecars of a run record (see :func:`sum_sidecars`)."""
-
-    counts: dict[str, int]
-    writers: list[str]
-    running: list[str]
-
-
-def sum_sidecars(sidecars: Mapping[str, Any]) -> SidecarSummary:
-    """Rows per table summed over a run's writer sidecars, the writer ids, and which run.
-
-    Args:
-        sidecars: the parsed ``writers/<writer_id>.json`` documents, keyed by the file
-            name without ``.json``. A malformed document still names its writer (by
-            the file name); counts that are not non-negative integers are skipped.
-
-    Returns:
-        ``(counts, writers, running)``: the summed counts, the sorted writer ids, and
-        the ids of writers whose status is still ``running``.
-
-    Example:
-        >>> sum_sidecars({"a": {"writer_id": "a", "counts": {"steps": 5}, "status": "complete"},
-        ...               "b": {"counts": {"steps": 7}, "status": "running"}, "c": []})
-        SidecarSummary(counts={'steps': 12}, writers=['a', 'b', 'c'], running=['b'])
-    """
-    counts: dict[str, int] = {}
-    writers, running = [], []
-    for name, side in sorted(sidecars.items()):
-        side = side if isinstance(side, dict) else {}
-        writer = str(side.get("writer_id") or name)
-        writers.append(writer)
-        if side.get("status") == "running":
-            running.append(writer)
-        tables = side.get("counts")
-        for table, n in (tables if isinstance(tables, dict) else {}).items():
-            if _is_count(n):
-                counts[table] = counts.get(table, 0) + int(n)
-    return SidecarSummary(counts, writers, running)
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _is_str_list(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def _is_time(value: object) -> bool:
-    if value is None:
-        return True
-    if not isinstance(value, str):
-        return False
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_error_record(value: object) -> bool:
-    return value is None or (
-        isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-    )
-
-
-RUN_STATUSES = ("running", "complete", "failed")
-"""The values of ``status`` in ``run.json`` (the reader adds ``unknown``)."""
-
-_RUN_FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "schema_version": (_is_count, "a non-negative integer"),
-    "varirec_version": (lambda v: isinstance(v, str), "a string"),
-    "run_id": (lambda v: isinstance(v, str), "a string"),
-    "created_utc": (_is_time, "an ISO 8601 time or null"),
-    "ended_utc": (_is_time, "an ISO 8601 time or null"),
-    "status": (lambda v: v in RUN_STATUSES, f"one of {list(RUN_STATUSES)}"),
-    "metadata": (lambda v: isinstance(v, dict), "an object"),
-    "counts": (
-        lambda v: isinstance(v, dict) and all(_is_count(n) for n in v.values()),
-        "an object of non-negative row counts per table",
-    ),
-    "writers": (_is_str_list, "a list of writer ids (strings)"),
-    "writers_still_running": (_is_str_list, "a list of writer ids (strings)"),
-    "error": (_is_error_record, 'null or an object {"type": ..., "message": ...} of strings'),
-}
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
-
-
-def _is_variation(value: object) -> bool:
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("key"), str)
-        and isinstance(value.get("mode"), str)
-    )
-
-
-def check_run_doc(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The fields of a parsed ``run.json`` whose types are right, and what is wrong.
-
-    A field of the wrong type is left out of the returned document (readers then
-    treat it as unknown) and described in the problems, so one bad field never makes
-    the rest of the run unreadable. In ``metadata``, ``variations`` must be a list of
-    objects with string ``key`` and ``mode``, and ``design`` an object.
-
-    Returns:
-        ``(clean, problems)``: the document without the bad fields, and one sentence
-        per bad field naming it, the value found and what it must be.
-
-    Example:
-        >>> clean, problems = check_run_doc({"status": "complete", "writers": 5})
-        >>> clean
-        {'status': 'complete'}
-        >>> problems
-        ["field 'writers' must be a list of writer ids (strings), got int 5"]
-    """
-    clean: dict[str, Any] = {}
-    problems = []
-    for key, value in doc.items():
-        check = _RUN_FIELDS.get(key)
-        if check is not None and not check[0](value):
-            problems.append(f"field {key!r} must be {check[1]}, got {_shown(value)}")
-        else:
-            clean[key] = value
-    if "metadata" in clean:
-        metadata = clean["metadata"] = dict(clean["metadata"])
-        variations = metadata.get("variations")
-        if variations is not None and not (
-            isinstance(variations, list) and all(_is_variation(v) for v in variations)
-        ):
-            problems.append(
-                "field 'metadata.variations' must be a list of objects with string 'key' "
-                f"and 'mode', got {_shown(variations)}"
-            )
-            del metadata["variations"]
-        design = metadata.get("design")
-        if design is not None and not isinstance(design, dict):
-            problems.append(f"field 'metadata.design' must be an object, got {_shown(design)}")
-            del metadata["design"]
-    return clean, problems
 
 
 def check_part_schema(table: str, schema: pa.Schema) -> list[str]:

@@ -35,6 +35,7 @@ import pyarrow as pa
 from varirec._version import __version__
 from varirec.errors import DatasetError, RecorderStateError
 
+from .run_info import sum_sidecars
 from .schema import (
     RUN_JSON,
     RUN_PREFIX,
@@ -42,7 +43,6 @@ from .schema import (
     WRITERS_DIR,
     check_run_id,
     check_table_name,
-    sum_sidecars,
 )
 from .shutdown import error_record, exit_held, register, signal_of, unregister
 from .sink import TableSink
