@@ -1,0 +1,310 @@
+"""The failure region in words: a shallow, cross-validated tree, checked on held-out episodes.
+
+:func:`failure_rules` splits the episodes into a search part and a held-out part. On
+the search part a classification tree of depth 1 or 2 (scikit-learn's
+``DecisionTreeClassifier``; depth and leaf size picked by 5-fold cross-validated log
+loss) cuts the factor space into at most four boxes. The box with the lowest success
+rate on the search part is the failure region; its rate and the rate everywhere else
+are then measured on the held-out episodes only, so the numbers in the sentence are
+not the ones the search optimized. The thresholds' uncertainty comes from refitting
+the chosen tree on bootstrap resamples of the search part.
+
+Breiman, Friedman, Olshen & Stone (1984), *Classification and Regression Trees*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from varirec.analysis.failures._inputs import Factors, rate_interval
+
+__all__ = ["Condition", "FailureRule", "failure_rules"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One side of one split: ``factor <= threshold`` or ``factor > threshold``.
+
+    For a categorical factor the threshold cuts its codes; :attr:`labels` then lists
+    the categories on this side.
+    """
+
+    factor: str
+    op: str
+    threshold: float
+    labels: tuple[str, ...] | None = None
+    threshold_low: float | None = None
+    """Lower end of the threshold's bootstrap interval (None: not resampled)."""
+    threshold_high: float | None = None
+
+    def text(self) -> str:
+        if self.labels is not None:
+            return f"{self.factor} in {{{', '.join(self.labels)}}}"
+        words = f"{self.factor} {self.op} {self.threshold:.4g}"
+        if self.threshold_low is not None and self.threshold_high is not None:
+            words += f" [{self.threshold_low:.4g}, {self.threshold_high:.4g}]"
+        return words
+
+    def holds(self, x: NDArray[np.float64]) -> NDArray[np.bool_]:
+        return x <= self.threshold if self.op == "<=" else x > self.threshold
+
+
+@dataclass
+class FailureRule:
+    """The failure region found, and how it held up on held-out episodes.
+
+    Attributes:
+        conditions: the region, a conjunction (empty: no region was found).
+        rate_inside / rate_outside: held-out success rate in / outside the region.
+        conf_*: their intervals; ``episodes_inside/outside``: held-out counts.
+        search_rate_inside: the rate in the region on the search part.
+        depth: the tree depth chosen by cross-validation.
+        leaves: every box of the tree (tidy rows, held-out rates).
+        first_split_share: share of bootstrap refits whose first split used the
+            same factor (how stable the rule is).
+    """
+
+    conditions: list[Condition]
+    rate_inside: float
+    conf_inside: tuple[float, float]
+    episodes_inside: int
+    rate_outside: float
+    conf_outside: tuple[float, float]
+    episodes_outside: int
+    search_rate_inside: float
+    depth: int
+    conf_level: float
+    leaves: pd.DataFrame = field(repr=False)
+    first_split_share: float | None = None
+
+    @property
+    def factors(self) -> list[str]:
+        """Factors the region names, in order."""
+        return list(dict.fromkeys(c.factor for c in self.conditions))
+
+    def sentence(self) -> str:
+        """The region in words, with held-out rates and intervals."""
+        if not self.conditions:
+            return (
+                "no failure region: no split of the factors predicts failure better than the "
+                f"overall rate ({_pct(self.rate_outside, self.conf_outside)}, held out)"
+            )
+        where = " and ".join(c.text() for c in self.conditions)
+        return (
+            f"success falls from {_pct(self.rate_outside, self.conf_outside)} to "
+            f"{_pct(self.rate_inside, self.conf_inside)} when {where} "
+            f"(held-out episodes: {self.episodes_inside} inside, {self.episodes_outside} outside)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sentence": self.sentence(),
+            "conditions": [c.__dict__ | {"text": c.text()} for c in self.conditions],
+            "rate_inside": self.rate_inside,
+            "conf_inside": list(self.conf_inside),
+            "episodes_inside": self.episodes_inside,
+            "rate_outside": self.rate_outside,
+            "conf_outside": list(self.conf_outside),
+            "episodes_outside": self.episodes_outside,
+            "search_rate_inside": self.search_rate_inside,
+            "depth": self.depth,
+            "first_split_share": self.first_split_share,
+        }
+
+
+def _pct(rate: float, conf: tuple[float, float]) -> str:
+    if not np.isfinite(rate):
+        return "n/a"
+    return f"{rate:.0%} [{conf[0] * 100:.0f}, {conf[1] * 100:.0f}]"
+
+
+def _leaf_paths(tree: Any, factors: Factors) -> dict[int, list[Condition]]:
+    """Conditions from the root to each leaf, one per factor and side merged."""
+    t = tree.tree_
+    paths: dict[int, list[Condition]] = {}
+    stack: list[tuple[int, list[Condition]]] = [(0, [])]
+    while stack:
+        node, conds = stack.pop()
+        if t.children_left[node] == -1:
+            paths[node] = _merge(conds)
+            continue
+        name, thr = factors.names[t.feature[node]], float(t.threshold[node])
+        for child, op in ((t.children_left[node], "<="), (t.children_right[node], ">")):
+            stack.append((child, [*conds, _condition(factors, name, op, thr)]))
+    return paths
+
+
+def _condition(factors: Factors, name: str, op: str, thr: float) -> Condition:
+    labels = None
+    if name in factors.labels:
+        codes = np.arange(len(factors.labels[name]))
+        side = codes <= thr if op == "<=" else codes > thr
+        labels = tuple(np.asarray(factors.labels[name])[side].tolist())
+    return Condition(name, op, thr, labels)
+
+
+def _merge(conds: list[Condition]) -> list[Condition]:
+    """Keep the tightest bound per (factor, side)."""
+    best: dict[tuple[str, str], Condition] = {}
+    for c in conds:
+        key = (c.factor, c.op)
+        old = best.get(key)
+        tighter = old is None or (
+            c.threshold < old.threshold if c.op == "<=" else c.threshold > old.threshold
+        )
+        if tighter:
+            best[key] = c
+    return list(best.values())
+
+
+def _choose_tree(x: NDArray[np.float64], y: NDArray[np.bool_], seed: int) -> Any:
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.tree import DecisionTreeClassifier
+
+    leaf = max(20, int(0.02 * len(y)))
+    grid = {"max_depth": [1, 2], "min_samples_leaf": [leaf, 2 * leaf]}
+    search = GridSearchCV(
+        DecisionTreeClassifier(random_state=seed),
+        grid,
+        scoring="neg_log_loss",
+        cv=StratifiedKFold(5, shuffle=True, random_state=seed),
+    )
+    search.fit(x, y)
+    return search.best_estimator_
+
+
+def failure_rules(
+    factors: Factors,
+    success: NDArray[np.bool_],
+    *,
+    holdout: float = 0.3,
+    num_resamples: int = 20,
+    conf_level: float = 0.95,
+    rng: np.random.Generator,
+) -> FailureRule:
+    """Find the failure region on a search part; measure it on the held-out rest.
+
+    Args:
+        factors: the episodes' factor values (no missing values).
+        success: whether each episode succeeded.
+        holdout: share of episodes held out of the search (0 < holdout < 1).
+        num_resamples: bootstrap refits behind the thresholds' intervals (0: none).
+        conf_level: interval level.
+        rng: the random source of the split and the resamples.
+    """
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"`holdout` must be between 0 and 1, got {holdout!r}; e.g. 0.3")
+    n = len(success)
+    order = rng.permutation(n)
+    n_test = round(holdout * n)
+    test, search = order[:n_test], order[n_test:]
+    x, y = factors.values, success
+    if y[search].all() or not y[search].any():
+        rate = float(y[test].mean()) if n_test else float(y.mean())
+        k = float(y[test].sum())
+        low, high = rate_interval(k, n_test, conf_level)
+        empty = pd.DataFrame(columns=["leaf", "conditions", "episodes", "rate"])
+        return FailureRule([], np.nan, (np.nan, np.nan), 0, rate, (float(low), float(high)),
+                           n_test, np.nan, 0, conf_level, empty)  # fmt: skip
+    seed = int(rng.integers(2**31 - 1))
+    tree = _choose_tree(x[search], y[search], seed)
+    paths = _leaf_paths(tree, factors)
+    leaf_search = tree.apply(x[search])
+    leaf_test = tree.apply(x[test])
+    rows = []
+    for leaf, conds in paths.items():
+        ins, int_ = leaf_search == leaf, leaf_test == leaf
+        k, m = float(y[test][int_].sum()), int(int_.sum())
+        lo, hi = rate_interval(k, m, conf_level)
+        rows.append({
+            "leaf": leaf,
+            "conditions": " and ".join(c.text() for c in conds) or "all episodes",
+            "search_episodes": int(ins.sum()),
+            "search_rate": float(y[search][ins].mean()) if ins.any() else np.nan,
+            "episodes": m,
+            "rate": k / m if m else np.nan,
+            "conf_low": float(lo),
+            "conf_high": float(hi),
+        })  # fmt: skip
+    leaves = pd.DataFrame(rows).sort_values("search_rate").reset_index(drop=True)
+    worst = int(leaves["leaf"].iloc[0])
+    conds = paths[worst]
+    if tree.get_depth() == 0:
+        conds = []
+    if num_resamples > 0 and conds:
+        conds = _threshold_intervals(tree, factors, x[search], y[search], conds, num_resamples,
+                                     conf_level, rng)  # fmt: skip
+    share = _first_split_share(tree, x[search], y[search], num_resamples, rng) if conds else None
+    inside = leaf_test == worst if conds else np.zeros(n_test, bool)
+    k_in, n_in = float(y[test][inside].sum()), int(inside.sum())
+    k_out, n_out = float(y[test][~inside].sum()), int((~inside).sum())
+    lo_in, hi_in = rate_interval(k_in, n_in, conf_level)
+    lo_out, hi_out = rate_interval(k_out, n_out, conf_level)
+    return FailureRule(
+        conds,
+        k_in / n_in if n_in else np.nan,
+        (float(lo_in), float(hi_in)),
+        n_in,
+        k_out / n_out if n_out else np.nan,
+        (float(lo_out), float(hi_out)),
+        n_out,
+        float(leaves["search_rate"].iloc[0]) if conds else np.nan,
+        int(tree.get_depth()),
+        conf_level,
+        leaves,
+        share,
+    )
+
+
+def _refits(tree: Any, x: NDArray[np.float64], y: NDArray[np.bool_], num: int,
+            rng: np.random.Generator) -> list[Any]:  # fmt: skip
+    from sklearn.base import clone
+
+    fits = []
+    for _ in range(num):  # a loop over resamples, not over episodes
+        rows = rng.integers(0, len(y), len(y))
+        if y[rows].all() or not y[rows].any():
+            continue
+        fits.append(clone(tree).fit(x[rows], y[rows]))
+    return fits
+
+
+def _threshold_intervals(
+    tree: Any, factors: Factors, x: NDArray[np.float64], y: NDArray[np.bool_],
+    conds: list[Condition], num: int, conf_level: float, rng: np.random.Generator,
+) -> list[Condition]:  # fmt: skip
+    """Each numeric threshold's percentile interval over refits that split on the same
+    factor (the nearest such threshold of each refit)."""
+    found: dict[str, list[float]] = {c.factor: [] for c in conds}
+    for fit in _refits(tree, x, y, num, rng):
+        t = fit.tree_
+        inner = t.children_left != -1
+        for c in conds:
+            j = factors.names.index(c.factor)
+            thr = t.threshold[inner & (t.feature == j)]
+            if thr.size:
+                found[c.factor].append(float(thr[np.argmin(np.abs(thr - c.threshold))]))
+    alpha = 1.0 - conf_level
+    out = []
+    for c in conds:
+        values = found[c.factor]
+        if c.labels is None and len(values) >= 5:
+            lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+            c = Condition(c.factor, c.op, c.threshold, None, float(lo), float(hi))
+        out.append(c)
+    return out
+
+
+def _first_split_share(
+    tree: Any, x: NDArray[np.float64], y: NDArray[np.bool_], num: int, rng: np.random.Generator
+) -> float | None:
+    fits = _refits(tree, x, y, num, rng)
+    if not fits:
+        return None
+    root = tree.tree_.feature[0]
+    return float(np.mean([f.tree_.feature[0] == root for f in fits]))
