@@ -18,14 +18,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["DRAW_COLUMNS", "all_numeric", "as_of", "dictionary_codes", "run_factors"]
+__all__ = [
+    "DRAW_COLUMNS",
+    "all_numeric",
+    "as_of",
+    "column_name",
+    "dictionary_codes",
+    "run_factors",
+]
 
 DRAW_COLUMNS = ("seq", "variation", "component", "env_id", "episode", "phase", "value", "label")
 """The draw columns the join reads."""
 _SHIFT = np.int64(40)  # seq < 2**40 events per run; env ids < 2**23
 
 
-def _column_name(key: str, spec: dict[str, Any] | None, component: int) -> str:
+def column_name(key: str, spec: dict[str, Any] | None, component: int) -> str:
+    """The factor column name of ``component`` of variation ``key`` (``key[x]``, ``key[0]``)."""
     comps = (spec or {}).get("components") or []
     if not comps:
         return key if component == 0 and not (spec or {}).get("shape") else f"{key}[{component}]"
@@ -193,7 +201,7 @@ def run_factors(
             for c, m in enumerate(modes)
         ]
     names = [
-        _column_name(var_names[c // width], specs.get(var_names[c // width]), int(c % width))
+        column_name(var_names[c // width], specs.get(var_names[c // width]), int(c % width))
         for c in present
     ]
     is_interval = np.array([m == "interval" for m in modes], bool)

@@ -1,0 +1,248 @@
+"""The as-of join of draws to episodes pushed down to DuckDB, out of core.
+
+:func:`duckdb_factors` computes what :func:`~varirec.analysis.tables.as_of.run_factors`
+computes, for every selected run at once, without holding the draws in memory: DuckDB
+scans the runs' ``draws`` Parquet parts, joins each (episode, factor) pair to the last
+draw of that env with ``seq <= start_seq`` (an ``ASOF LEFT JOIN`` partitioned by run,
+env and factor), lets a later build-mode draw (``env_id = -1``) win, and pivots the
+result to one row per episode. DuckDB spills its sorts and hashes to disk above its
+memory limit, so the draws may be far larger than memory; the result (episodes ×
+factors) is what stays in memory.
+
+The rules are those of the in-memory path: interval-mode variations give no factor (a
+variation without a spec is interval-mode when all its draws are), vector variations
+give one factor per component, and labels that are not numbers stay labels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from varirec.analysis.tables.as_of import all_numeric, column_name
+from varirec.storage import Dataset
+
+__all__ = ["DuckDBFactors", "draw_parts", "duckdb_factors"]
+
+_PART_PREFIX, _PART_SUFFIX = "part-", ".parquet"
+
+
+def draw_parts(ds: Dataset, run_id: str) -> list[str]:
+    """The readable ``draws`` parts of run ``run_id``: final-named part files, less the
+    ones the reader skips (unfinished, unreadable or foreign parts)."""
+    run = ds.run(run_id)
+    selector = pafs.FileSelector(f"{run.path}/draws", allow_not_found=True)
+    skipped = {s.path for h in ds.health("draws", run_id) for s in h.skipped}
+    return sorted(
+        info.path
+        for info in ds.filesystem.get_file_info(selector)
+        if info.type == pafs.FileType.File
+        and info.base_name.startswith(_PART_PREFIX)
+        and info.base_name.endswith(_PART_SUFFIX)
+        and info.path not in skipped
+    )
+
+
+class DuckDBFactors:
+    """Factor values of the selected episodes, as :func:`duckdb_factors` returns them.
+
+    Attributes:
+        names: factor names, in (variation, component) order as the draws name them.
+        values: ``(factors, episodes)`` float matrix, episodes in the given order.
+        labels: for text-categorical factors, ``name -> (codes, labels)``.
+        skipped: interval-mode column names (episode noise, no factor).
+    """
+
+    def __init__(
+        self,
+        names: list[str],
+        values: np.ndarray,
+        labels: dict[str, tuple[np.ndarray, list[str]]],
+        skipped: list[str],
+    ) -> None:
+        self.names, self.values, self.labels, self.skipped = names, values, labels, skipped
+
+
+def _connect(memory_limit: int | None, temp_directory: str | None) -> Any:
+    import duckdb
+
+    con = duckdb.connect(config={"preserve_insertion_order": False})
+    con.execute("SET TimeZone = 'UTC'")
+    if memory_limit is not None:
+        con.execute(f"SET memory_limit = '{max(memory_limit // 2**20, 256)}MB'")
+    if temp_directory is not None:
+        con.execute("SET temp_directory = ?", [os.fspath(temp_directory)])
+    return con
+
+
+def _draws_sql(ds: Dataset, run_ids: Sequence[str]) -> str | None:
+    """One ``UNION ALL`` of the runs' draw parts, each tagged with its run's index."""
+    selects = []
+    for i, run_id in enumerate(run_ids):
+        files = draw_parts(ds, run_id)
+        if files:
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            selects.append(
+                f"SELECT {i}::INTEGER AS run, env_id, seq, variation, component, phase, value, "
+                f"label FROM read_parquet([{listed}])"
+            )
+    return " UNION ALL ".join(selects) if selects else None
+
+
+def duckdb_factors(
+    ds: Dataset,
+    run_ids: Sequence[str],
+    episodes: pa.Table,
+    specs: dict[str, dict[str, Any]],
+    *,
+    memory_limit: int | None = None,
+    temp_directory: str | os.PathLike[str] | None = None,
+) -> DuckDBFactors:
+    """Factor values of ``episodes`` (rows of the runs ``run_ids``, any order) by DuckDB.
+
+    Args:
+        ds: the open dataset.
+        run_ids: the selected runs; ``episodes.run_id`` holds them.
+        episodes: ``run_id, env_id, start_seq`` of the episodes, in the output order.
+        specs: variation specs by key (modes, component names, labels).
+        memory_limit: DuckDB's memory limit in bytes (it spills above it); None: its
+            default (80 % of the machine's memory).
+        temp_directory: where DuckDB spills; None: its default (``.tmp`` beside the
+            database, here the working directory).
+
+    >>> import tempfile, numpy as np, varirec as vr
+    >>> root = tempfile.mkdtemp()
+    >>> v = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    >>> with vr.RecorderManager(2, variations=[v], output=root, run_id="r") as m:
+    ...     m.reset(None, None); m.record_step(reward=np.ones(2)); m.record_pre_reset(None)
+    >>> ds = vr.open_dataset(root)
+    >>> f = duckdb_factors(ds, ["r"], ds.episodes("r"), {})
+    >>> f.names, f.values.shape
+    (['mass'], (1, 2))
+    """
+    draws_sql = _draws_sql(ds, run_ids)
+    n = episodes.num_rows
+    if draws_sql is None or n == 0:
+        return DuckDBFactors([], np.empty((0, n)), {}, [])
+    con = _connect(memory_limit, None if temp_directory is None else os.fspath(temp_directory))
+    try:
+        return _query(con, draws_sql, run_ids, episodes, specs)
+    finally:
+        con.close()
+
+
+def _query(
+    con: Any,
+    draws_sql: str,
+    run_ids: Sequence[str],
+    episodes: pa.Table,
+    specs: dict[str, dict[str, Any]],
+) -> DuckDBFactors:
+    con.execute(f"CREATE TEMP VIEW draws AS {draws_sql}")
+    # The columns present, and what their draws say about mode and labels (one scan).
+    summary = con.execute(
+        "SELECT variation, component, count(*) AS n, "
+        "count(*) FILTER (WHERE phase = 'interval') AS n_interval, "
+        "count(*) FILTER (WHERE env_id < 0) AS n_build, count(label) AS n_label "
+        "FROM draws GROUP BY variation, component"
+    ).fetchall()
+    # Variation order (run.json's), as the in-memory path; variations without a spec last.
+    rank = {key: i for i, key in enumerate(specs)}
+    summary.sort(key=lambda r: (rank.get(r[0], len(rank)), r[0], r[1]))
+    names, keep, skipped = [], [], []
+    for variation, component, count, n_interval, n_build, n_label in summary:
+        spec = specs.get(variation)
+        mode = (spec or {}).get("mode") or ("interval" if n_interval == count else "reset")
+        name = column_name(variation, spec, int(component))
+        if mode == "interval":
+            skipped.append(name)
+            continue
+        names.append(name)
+        keep.append((variation, int(component), n_build > 0, n_label > 0))
+    n = episodes.num_rows
+    if not keep:
+        return DuckDBFactors([], np.empty((0, n)), {}, skipped)
+    cols = pa.table(
+        {
+            "variation": [k[0] for k in keep],
+            "component": pa.array([k[1] for k in keep], pa.int16()),
+            "k": pa.array(range(len(keep)), pa.int32()),
+        }
+    )
+    run_index = {r: i for i, r in enumerate(run_ids)}
+    run_col = episodes.column("run_id").combine_chunks()
+    if pa.types.is_dictionary(run_col.type):
+        run_col = run_col.cast(pa.string())
+    probe = pa.table(
+        {
+            "row": pa.array(np.arange(n, dtype=np.int64)),
+            "run": pc.cast(
+                pc.index_in(run_col, pa.array(list(run_index), pa.string())), pa.int32()
+            ),
+            "env_id": episodes.column("env_id").cast(pa.int32()),
+            "start_seq": episodes.column("start_seq").cast(pa.int64()),
+        }
+    )
+    con.register("cols", cols)
+    con.register("episodes_probe", probe)
+    any_build = any(k[2] for k in keep)
+    any_label = any(k[3] for k in keep)
+    label_sel = ", d.label" if any_label else ""
+    con.execute(
+        "CREATE TEMP VIEW d AS SELECT d.run, d.env_id, d.seq, c.k, d.value"
+        f"{label_sel} FROM draws d JOIN cols c USING (variation, component)"
+    )
+    own_label = ", o.label AS ol" if any_label else ""
+    joined = (
+        f"SELECT p.row, p.k, p.run, p.start_seq, o.seq AS oseq, o.value AS ov{own_label} "
+        "FROM (SELECT e.row, e.run, e.env_id, e.start_seq, c.k "
+        "      FROM episodes_probe e CROSS JOIN cols c) p "
+        "ASOF LEFT JOIN (SELECT * FROM d WHERE env_id >= 0) o "
+        "ON p.run = o.run AND p.env_id = o.env_id AND p.k = o.k AND p.start_seq >= o.seq"
+    )
+    if any_build:
+        build_label = ", b.label AS bl" if any_label else ""
+        joined = (
+            f"SELECT j.*, b.seq AS bseq, b.value AS bv{build_label} FROM ({joined}) j "
+            "ASOF LEFT JOIN (SELECT * FROM d WHERE env_id < 0) b "
+            "ON j.run = b.run AND j.k = b.k AND j.start_seq >= b.seq"
+        )
+        # A build draw later than the env's own draw wins (the as-of rule).
+        wins = "(bseq IS NOT NULL AND (oseq IS NULL OR bseq > oseq))"
+        value_expr = f"CASE WHEN {wins} THEN bv ELSE ov END"
+        label_expr = f"CASE WHEN {wins} THEN bl ELSE ol END"
+    else:
+        value_expr, label_expr = "ov", "ol"
+    pivots = [f"any_value({value_expr}) FILTER (WHERE k = {i}) AS v{i}" for i in range(len(keep))]
+    pivots += [
+        f"any_value({label_expr}) FILTER (WHERE k = {i}) AS l{i}"
+        for i, k in enumerate(keep)
+        if k[3]
+    ]
+    result = con.sql(
+        f"SELECT row, {', '.join(pivots)} FROM ({joined}) GROUP BY row ORDER BY row"
+    ).to_arrow_table()
+    values = np.full((len(keep), n), np.nan)
+    labels: dict[str, tuple[np.ndarray, list[str]]] = {}
+    for i, (variation, _, _, has_label) in enumerate(keep):
+        column = result.column(f"v{i}")
+        values[i] = column.to_numpy(zero_copy_only=False)
+        if has_label:
+            lab = result.column(f"l{i}")
+            used = sorted({x for x in pc.unique(lab).to_pylist() if x is not None})
+            spec_labels = (specs.get(variation) or {}).get("labels") or []
+            if used and not all_numeric(spec_labels or used):
+                order = [*spec_labels, *(x for x in used if x not in spec_labels)]
+                codes = pc.index_in(lab, pa.array(order, pa.string()))
+                labels[names[i]] = (
+                    pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int32),
+                    order,
+                )
+        result = result.drop_columns([f"v{i}"])
+    return DuckDBFactors(names, values, labels, skipped)

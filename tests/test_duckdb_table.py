@@ -1,0 +1,102 @@
+"""The episode table pushed down to DuckDB equals the in-memory one, row by row."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import varirec as vr
+from varirec.analysis.tables.episode_table import (
+    BYTES_PER_DRAW_ROW,
+    EpisodeTable,
+    _choose_engine,
+    episode_table,
+)
+from varirec.recording.manager import RecorderManager
+
+from conftest import run_fake_env
+
+pytest.importorskip("duckdb")
+
+
+def assert_same_tables(path, **kwargs) -> EpisodeTable:
+    memory = episode_table(path, engine="memory", **kwargs)
+    duck = episode_table(path, engine="duckdb", **kwargs)
+    pd.testing.assert_frame_equal(duck.frame, memory.frame)
+    assert duck.factors == memory.factors
+    assert duck.categorical == memory.categorical
+    assert duck.outcomes == memory.outcomes
+    assert duck.notes == memory.notes
+    return memory
+
+
+def test_fake_env_run_with_build_vector_interval_and_skipped_resets(fake_run) -> None:
+    env, _, path = fake_run
+    table = assert_same_tables(path, drop_constant=False)
+    # and both equal what the env had (an independent truth)
+    truth = pd.DataFrame(env.history).set_index(["env_id", "episode"]).sort_index()
+    frame = table.frame.set_index(["env_id", "episode"]).sort_index()
+    for column in ("mass", "pos[x]", "pos[y]", "friction"):
+        np.testing.assert_array_equal(frame[column].to_numpy(), truth[column].to_numpy())
+    assert (frame["scene"].astype(str) == truth["scene"]).all()
+    assert_same_tables(path)  # constant factors dropped alike
+
+
+def test_several_runs_text_labels_and_a_mid_episode_draw(tmp_path) -> None:
+    run_fake_env(tmp_path / "fake", seed=3, steps=40)
+    for run_id, seed in (("a", 1), ("b", 2)):
+        scene = vr.Variation(
+            "scene", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("kitchen", "garage", "lab")))
+        )
+        mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
+        with RecorderManager(
+            5, variations=[scene, mass], output=tmp_path / "ab", run_id=run_id, seed=seed
+        ) as m:
+            m.reset(None, None)
+            m.record_step(reward=np.ones(5))
+            mass.draw(None, np.array([0, 3]))  # mid-episode: counts from the next episode
+            m.record_pre_reset([0, 1, 2])
+            scene.draw(None, np.array([0, 1]))  # env 2 skips scene, env 0..2 skip mass
+            m.record_post_reset([0, 1, 2])
+            m.record_step(reward=np.full(5, 2.0), success=np.arange(5) > 1)
+            m.record_pre_reset(None)
+    table = assert_same_tables(tmp_path / "ab")
+    assert table.categorical == ["scene"] and len(table) == 16
+    assert sorted(table.frame["run_id"].unique()) == ["a", "b"]
+    assert_same_tables(tmp_path / "ab", runs="b")
+    assert_same_tables(tmp_path / "fake", drop_constant=False)
+
+
+def test_unreadable_parts_are_skipped_alike(fake_run) -> None:
+    _, _, path = fake_run
+    (path / "run_id=r" / "draws" / "part-ghost-00000.parquet").write_bytes(b"not parquet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", vr.DatasetWarning)
+        assert_same_tables(path, drop_constant=False)
+
+
+def test_auto_takes_duckdb_above_the_memory_budget(fake_run) -> None:
+    _, manager, path = fake_run
+    ds = vr.open_dataset(path)
+    rows = manager.counts["draws"] if "draws" in manager.counts else None
+    rows = rows or ds.health("draws")[0].rows_readable
+    assert _choose_engine("auto", ds, ["r"], rows * BYTES_PER_DRAW_ROW) == (
+        "memory",
+        rows * BYTES_PER_DRAW_ROW,
+    )
+    assert _choose_engine("auto", ds, ["r"], rows * BYTES_PER_DRAW_ROW - 1)[0] == "duckdb"
+    small = episode_table(path, memory_budget=1, drop_constant=False)
+    pd.testing.assert_frame_equal(
+        small.frame, episode_table(path, engine="memory", drop_constant=False).frame
+    )
+
+
+def test_bad_engine_or_budget_is_refused(fake_run) -> None:
+    _, _, path = fake_run
+    with pytest.raises(ValueError, match="`engine` must be one of .*got 'spark'"):
+        episode_table(path, engine="spark")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`memory_budget` must be a positive number.*got 0"):
+        episode_table(path, memory_budget=0)
