@@ -75,6 +75,7 @@ def run_study(
     seed: int = 0,
     run_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    policy: str | None = None,
     progress: bool = True,
     **manager_options: Any,
 ) -> StudyRun:
@@ -97,6 +98,10 @@ def run_study(
         seed: the run seed (design, draws and episode seeds).
         run_id: the run's id (default ``<method>_<UTC time>``).
         metadata: user metadata for ``run.json``.
+        policy: the name of the policy this run evaluates, recorded as
+            ``metadata["policy"]``. Two runs with the same ``seed`` and variations draw
+            the same values and reset seeds per episode: change only ``make_env`` (the
+            policy) and :func:`~varirec.analysis.compare.compare` pairs their episodes.
         progress: show a progress bar.
         **manager_options: more :class:`~varirec.RecorderManager` arguments.
 
@@ -124,6 +129,10 @@ def run_study(
         total = schedule.num_episodes
     run_id = run_id or f"{method}_{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
     meta = {"study": {"method": method, "n": n, "replicates": replicates}, **(metadata or {})}
+    if policy is not None:
+        if not isinstance(policy, str) or not policy:
+            raise ValueError(f"`policy` must be a non-empty name, got {policy!r}")
+        meta["policy"] = policy
     with (
         RecorderManager(
             num_envs,
