@@ -4,14 +4,20 @@
     ``pyarrow.parquet.ParquetWriter`` writing the same rows (goal >= 0.7x) and against
     one JSON line per episode with its variations, the Isaac Lab Arena recorder's
     format (goal: >= 15x faster); with file sizes.
-(b) A batched loop of 4096 envs whose step does ~2 ms of numpy work, 20 variations
-    drawn at reset, episodes of ~100 steps: time per step with recording against
-    without (goal <= 3 % more) and with the null manager (goal <= 0.5 % more); the
-    recorder's own cost in us per step and ns per draw row.
+(b) A batched loop of 4096 envs whose step does ~2 ms of numpy work (calibrated in
+    CPU time), 20 reset-mode variations, episodes of 30-90 steps (~1.7 % of envs reset
+    per step). The baseline draws with plain numpy, a Generator drawing the 20
+    parameters of the resetting envs in one call (what the loop did before varirec,
+    at its cheapest; one call per parameter is a reference row); against it
+    the null manager (goal <= 1 % more) and recording (goal <= 3 % more). Repeats are
+    interleaved; each figure is the median over repeats of ``mode / baseline - 1`` in
+    the same repeat, with its spread, in the main thread's CPU time (steady on a
+    shared machine; the writer thread is not counted) and in wall time. A separate
+    row resets every env in every step: varirec's throughput in draw rows/s.
 (c) Resident memory after 50 million draw rows against after 1 million (goal: at
     most 64 MB more).
 
-Run: ``python benchmarks/bench_recording.py`` (about 3 minutes; ``--quick`` for ~30 s).
+Run: ``python benchmarks/bench_recording.py`` (about 3 minutes; ``--quick`` for ~1 min).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import gc
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -162,135 +169,171 @@ def throughput(total_rows: int, tmp: Path) -> list[tuple[str, str, str]]:
 
 
 # -- (b) the simulation loop -----------------------------------------------------------
+MIN_LEN, MAX_LEN = 30, 90  # episode lengths: ~1.7 % of envs reset in a step
+LOW, HIGH = 0.5, 2.0
+
+
 class BusyEnv:
     """~2 ms of numpy per step (about one GPU physics step at 4096 envs).
 
     Elementwise numpy only, single-threaded like a simulator's Python main thread:
     (a BLAS matmul would spread over both cores and measure only how the writer
     thread and BLAS share the second core, which a GPU simulator leaves free).
+    The first parameters scale the update, so a write that went missing would show.
     """
 
-    def __init__(self, reps: int) -> None:
+    def __init__(self, reps: int, num_envs: int = NUM_ENVS) -> None:
         rng = np.random.default_rng(0)
-        self.state = rng.standard_normal((NUM_ENVS, 16))
-        self.vel = np.zeros((NUM_ENVS, 16))
+        self.state = rng.standard_normal((num_envs, 16))
+        self.vel = np.zeros((num_envs, 16))
         self.reps = reps
-        self.params = np.ones((NUM_VARIATIONS, NUM_ENVS))
-        self.length = rng.integers(50, 150, NUM_ENVS)
-        self.t = np.zeros(NUM_ENVS, np.int64)
+        self.params = np.ones((NUM_VARIATIONS, num_envs))
+        self.length = rng.integers(MIN_LEN, MAX_LEN + 1, num_envs)
+        # Spread start times: the loop is in its steady state from the first step.
+        self.t = (rng.random(num_envs) * self.length).astype(np.int64)
 
     def physics(self) -> None:
+        gain = self.params[0][:, None]
         for _ in range(self.reps):
-            self.vel += 0.01 * (np.sin(self.state) - 0.1 * self.vel)
+            self.vel += 0.01 * (np.sin(self.state) * gain - 0.1 * self.vel)
             self.state += 0.01 * self.vel
         self.t += 1
 
 
 def _calibrate() -> int:
+    """Repetitions that make one step take 2 ms of the main thread's CPU time (wall
+    time on a shared machine would count the neighbours' work too)."""
     env = BusyEnv(1)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for _ in range(50):
         env.physics()
-    per = (time.perf_counter() - t0) / 50
+    per = (time.thread_time() - t0) / 50
     return max(1, round(0.002 / per))
 
 
-def _loop(mode: str, steps: int, reps: int, tmp: Path) -> tuple[float, int]:
+LOOP_MODES = ("plain", "plain20", "null", "recording")
+"""plain: a numpy Generator draws the 20 parameters of the resetting envs in one call
+(the baseline: the least the loop could spend before varirec); plain20: one call per
+parameter, as separate randomization terms would (a reference); null: varirec's null
+manager; recording: the recording manager."""
+
+
+def _loop(mode: str, steps: int, reps: int, tmp: Path, all_reset: bool = False) -> dict[str, float]:
+    """One loop; per step: wall and main-thread CPU seconds, and draw rows written."""
     env = BusyEnv(reps)
     variations = _variations()
     for i, v in enumerate(variations.values()):
         v.apply = lambda e, ids, x, i=i: e.params[i].__setitem__(ids, x)
+    m: NullRecorderManager | None = None
     if mode == "recording":
         m = RecorderManager(
             NUM_ENVS, variations=variations, output=tmp / f"loop{time.time_ns()}", seed=0
         )
-    elif mode in ("null", "without"):
+    elif mode == "null":
         m = NullRecorderManager(NUM_ENVS, variations=variations, seed=0)
-    else:  # plain: unkeyed draws, no tracker at all
-        m = None
-    reset_vars = list(variations.values())
-    tracker = None if m is None else m.tracker
     rng = np.random.default_rng(1)
     if m is not None:
         m.reset(env, None)
     else:
-        for v in reset_vars:
-            v.draw(env, np.arange(NUM_ENVS))
+        env.params[:] = rng.uniform(LOW, HIGH, env.params.shape)
     gc.collect()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     for _ in range(steps):
         env.physics()
         reward = env.state[:, 0]
-        done_mask = env.t >= env.length
-        if mode in ("recording", "null"):
+        done_mask = np.ones(NUM_ENVS, bool) if all_reset else env.t >= env.length
+        if m is not None:
             m.record_step(reward=reward, terminated=done_mask)
-        elif mode == "without":
-            tracker.advance_steps()
         done = np.flatnonzero(done_mask)
         if done.size:
-            env.t[done] = 0
-            env.length[done] = rng.integers(50, 150, done.size)
-            if mode in ("recording", "null"):
+            if m is not None:
                 m.reset(env, done)
-            elif mode == "without":  # the same tracker lifecycle, called directly
-                tracker.finish(done)
-                tracker.begin(done)
-                for v in reset_vars:
-                    v.draw(env, done)
-                tracker.start(done)
-            else:
-                for v in reset_vars:
-                    v.draw(env, done)
-        if mode in ("recording", "null"):
+            elif mode == "plain":
+                env.params[:, done] = rng.uniform(LOW, HIGH, (NUM_VARIATIONS, done.size))
+            else:  # one draw per parameter, as separate randomization terms would
+                for i in range(NUM_VARIATIONS):
+                    env.params[i, done] = rng.uniform(LOW, HIGH, done.size)
+            env.t[done] = 0
+            env.length[done] = rng.integers(MIN_LEN, MAX_LEN + 1, done.size)
+        if m is not None:
             m.record_post_step()
-    elapsed = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
     rows = 0
-    if mode == "recording":
-        m.close()
-        rows = m.counts["draws"]
-    return elapsed / steps, rows
+    if isinstance(m, RecorderManager):
+        m.close()  # after the clock: the writer thread's backlog is not the loop's time
+        rows = m.counts["draws"] - NUM_ENVS * NUM_VARIATIONS  # less the first reset
+    return {"wall": wall / steps, "cpu": cpu / steps, "rows": rows / steps}
+
+
+def _paired(
+    steps: int, repeats: int, reps: int, tmp: Path, modes: tuple[str, ...], all_reset: bool
+) -> dict[str, list[dict[str, float]]]:
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    for r in range(repeats):  # interleaved and rotated: a slow spell hits every mode
+        for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
+            runs[mode].append(_loop(mode, steps, reps, tmp, all_reset))
+    return runs
+
+
+def _overhead(runs: dict[str, list[dict[str, float]]], mode: str, key: str) -> str:
+    """Median over repeats of ``mode / plain - 1`` in the same repeat, with min..max."""
+    ratios = [100 * (a[key] / b[key] - 1) for a, b in zip(runs[mode], runs["plain"], strict=True)]
+    return f"{statistics.median(ratios):+.2f} % ({min(ratios):+.1f}..{max(ratios):+.1f})"
 
 
 def simulation_loop(steps: int, repeats: int, tmp: Path) -> list[tuple[str, str, str]]:
     reps = _calibrate()
-    modes = ("plain", "without", "null", "recording")
-    times: dict[str, list[float]] = {m: [] for m in modes}
-    rows = 0
-    for _ in range(repeats):  # interleaved: a slow spell of the machine hits every mode
-        for mode in modes:
-            t, r = _loop(mode, steps, reps, tmp)
-            times[mode].append(t)
-            rows = max(rows, r)
-    best = {m: min(v) for m, v in times.items()}
-    base = best["without"]
+    runs = _paired(steps, repeats, reps, tmp, LOOP_MODES, all_reset=False)
 
-    def spread(mode: str) -> str:
-        ratios = sorted(
-            100 * (a / b - 1) for a, b in zip(times[mode], times["without"], strict=True)
-        )
-        return f"per-repeat {ratios[0]:+.1f} .. {ratios[-1]:+.1f} %"
+    def ms(mode: str, key: str) -> float:
+        return statistics.median(x[key] for x in runs[mode]) * 1e3
 
-    rows_per_step = rows / steps
-    own = best["recording"] - base
-    return [
-        ("(b) step, plain unkeyed draws", f"{best['plain'] * 1e3:.3f} ms", "reference"),
-        ("(b) step, keyed draws, no recording", f"{base * 1e3:.3f} ms", "baseline"),
+    goals = {"null": 1, "recording": 3}
+    out = [
         (
-            "(b) step, null manager",
-            f"{best['null'] * 1e3:.3f} ms",
-            f"{(best['null'] / base - 1) * 100:+.2f} % (goal <= 0.5); {spread('null')}",
+            "(b) step, plain numpy, one (k, 20) draw",
+            f"{ms('plain', 'cpu'):.3f} ms",
+            f"baseline (CPU time; wall {ms('plain', 'wall'):.3f} ms)",
         ),
         (
-            "(b) step, recording",
-            f"{best['recording'] * 1e3:.3f} ms",
-            f"{(best['recording'] / base - 1) * 100:+.2f} % (goal <= 3); {spread('recording')}",
-        ),
-        (
-            "(b) recorder's own cost",
-            f"{own * 1e6:.1f} us/step",
-            f"{own / max(rows_per_step, 1) * 1e9:.0f} ns/draw row ({rows_per_step:.0f} rows/step)",
+            "(b) step, plain numpy, a draw per parameter",
+            f"{ms('plain20', 'cpu'):.3f} ms",
+            f"reference: CPU {_overhead(runs, 'plain20', 'cpu')}",
         ),
     ]
+    for mode in ("null", "recording"):
+        out.append(
+            (
+                f"(b) step, {mode} manager",
+                f"{ms(mode, 'cpu'):.3f} ms",
+                f"CPU {_overhead(runs, mode, 'cpu')} (goal <= {goals[mode]}); "
+                f"wall {_overhead(runs, mode, 'wall')}",
+            )
+        )
+    own = (ms("recording", "cpu") - ms("plain", "cpu")) * 1e3
+    rows = statistics.median(x["rows"] for x in runs["recording"])
+    out.append(
+        (
+            "(b) varirec's own cost, recording",
+            f"{own:.0f} us/step",
+            f"{own / max(rows, 1) * 1e3:.0f} ns/draw row ({rows:.0f} rows/step, "
+            f"{100 * rows / NUM_VARIATIONS / NUM_ENVS:.2f} % of envs reset per step)",
+        )
+    )
+    # Every env resets in every step: varirec's throughput, not a realistic loop.
+    every = _paired(max(steps // 8, 10), repeats, reps, tmp, ("plain", "null", "recording"), True)
+    for mode in ("null", "recording"):
+        extra = statistics.median(
+            a["cpu"] - b["cpu"] for a, b in zip(every[mode], every["plain"], strict=True)
+        )
+        out.append(
+            (
+                f"(b) all {NUM_ENVS} envs reset each step, {mode}",
+                f"{NUM_ENVS * NUM_VARIATIONS / extra / 1e6:.2f} Mrows/s",
+                f"+{extra * 1e6:.0f} us/step over plain numpy draws (CPU time)",
+            )
+        )
+    return out
 
 
 # -- (c) memory ------------------------------------------------------------------------
@@ -325,13 +368,22 @@ def memory(total_rows: int, tmp: Path) -> list[tuple[str, str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (~30 s)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (~1 min)")
+    parser.add_argument("--parts", default="abc", help="which parts to run, e.g. --parts b")
+    parser.add_argument("--steps", type=int, default=None, help="(b): steps per loop")
+    parser.add_argument("--repeats", type=int, default=None, help="(b): interleaved repeats")
     args = parser.parse_args()
+    steps = args.steps or (150 if args.quick else 400)
+    repeats = args.repeats or (3 if args.quick else 9)
     tmp = Path(tempfile.mkdtemp(prefix="varirec-bench-"))
+    rows = []
     try:
-        rows = throughput(2_000_000 if args.quick else 10_000_000, tmp)
-        rows += simulation_loop(150 if args.quick else 400, 2 if args.quick else 7, tmp)
-        rows += memory(5_000_000 if args.quick else 50_000_000, tmp)
+        if "a" in args.parts:
+            rows += throughput(2_000_000 if args.quick else 10_000_000, tmp)
+        if "b" in args.parts:
+            rows += simulation_loop(steps, repeats, tmp)
+        if "c" in args.parts:
+            rows += memory(5_000_000 if args.quick else 50_000_000, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     width = max(len(r[0]) for r in rows)
