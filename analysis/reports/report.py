@@ -1,25 +1,44 @@
 """A self-contained HTML report of sensitivity studies: tables, plots (embedded PNG), notes.
 
 :func:`write_report` takes the :class:`~varirec.analysis.study.Study` objects of
-:func:`varirec.analysis.study.analyze` and writes one HTML file that needs nothing else to open:
-per study the ranked factors with intervals and verdicts, the plot, the notes and all
-estimates; then the dataset's runs.
+:func:`varirec.analysis.study.analyze` (and, optionally, a failure analysis and policy
+comparisons) and writes one HTML file that needs nothing else to open: a summary in
+plain words at the top; per study the ranked factors with intervals and verdicts, the
+plot in the table's order, the controls (shuffled-outcome null band, rank stability,
+convergence and an episode budget; given-data studies), the notes and all estimates;
+where it fails; how policies differ; then the dataset's runs.
+
+A few lines of inline script record, once the page has loaded, how many of its images
+decoded and how many external resources it asked for (``data-images-decoded``,
+``data-external-resources`` on ``<body>``), so a headless browser can prove the file is
+self-contained.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from varirec._version import __version__
+from varirec.analysis.compare import Comparison
+from varirec.analysis.controls import Controls, study_controls
+from varirec.analysis.estimators.results import GivenDataResult
+from varirec.analysis.failures import FailureAnalysis
+from varirec.analysis.reports.sections import (
+    comparison_html,
+    controls_html,
+    failures_html,
+    ranking_plot_png,
+    summary_html,
+)
 from varirec.analysis.study import Study
+from varirec.analysis.tables.episode_table import episode_table
 from varirec.storage import Dataset
 
 __all__ = ["check_report_path", "render_report", "write_report"]
@@ -35,24 +54,20 @@ th { background: #f6f8fa; } td:first-child, th:first-child { text-align: left; }
 .meta { color: #57606a; font-size: .9rem; } .notes li { color: #57606a; }
 .effect { color: #1a7f37; font-weight: 600; } .none { color: #8c959f; }
 img { max-width: 100%; border: 1px solid #d0d7de; }
+#summary { background: #f6f8fa; border: 1px solid #d0d7de; padding: .2rem 1rem; }
+.rule { font-size: 1.05rem; font-weight: 600; }
 """
 
-
-def _figure_png(study: Study) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(study.result.factor_names) + 2.2))
-    try:
-        study.plot(ax)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-    finally:
-        plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+_CHECK_SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; });
+  var external = performance.getEntriesByType("resource").length;
+  document.body.setAttribute("data-images-total", String(imgs.length));
+  document.body.setAttribute("data-images-decoded", String(ok.length));
+  document.body.setAttribute("data-external-resources", String(external));
+});
+"""
 
 
 def _ranking_html(study: Study) -> str:
@@ -77,7 +92,16 @@ def _ranking_html(study: Study) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _study_html(study: Study, number: int) -> str:
+def _controls_for(study: Study, seed: int) -> Controls | None:
+    """Controls of a given-data study (design studies have none: no verdict is made)."""
+    if not isinstance(study.result, GivenDataResult):
+        return None
+    table = episode_table(study.dataset, study.runs)
+    factors = [f for f in study.result.factor_names if f in table.frame.columns]
+    return study_controls(table.frame, study.outcome, factors, seed=seed)
+
+
+def _study_html(study: Study, number: int, controls: Controls | None = None) -> str:
     result = study.result
     facts = [
         f"outcome <b>{html.escape(study.outcome)}</b>",
@@ -109,7 +133,14 @@ def _study_html(study: Study, number: int) -> str:
         f"<h2>{number}. {html.escape(study.outcome)} — {html.escape(study.method)}</h2>"
         f'<p class="meta">{" · ".join(facts)}</p>'
         f"{_ranking_html(study)}"
-        f'<img alt="{alt}" src="data:image/png;base64,{_figure_png(study)}">'
+        f'<img class="plot" data-plot="ranking" alt="{alt}" '
+        f'src="data:image/png;base64,{ranking_plot_png(study, controls)}">'
+        + (
+            controls_html(controls)
+            if controls is not None
+            else '<p class="meta">Controls: computed for given-data studies; none for this '
+            "design study.</p>"
+        )
         + (f'<ul class="notes">{notes}</ul>' if notes else "")
         + f"<details><summary>All estimates</summary>{full}</details>"
     )
@@ -138,18 +169,44 @@ def render_report(
     *,
     title: str = "varirec sensitivity report",
     dataset: Dataset | None = None,
+    failures: FailureAnalysis | None = None,
+    comparisons: Sequence[Comparison] = (),
+    controls: bool = True,
+    seed: int = 0,
 ) -> str:
-    """The report as one HTML string (images embedded, no external files)."""
-    if not studies:
-        raise ValueError("`studies` must hold at least one Study")
+    """The report as one HTML string (images embedded, no external files).
+
+    Args:
+        studies: sensitivity studies (may be empty when ``failures`` or
+            ``comparisons`` are given).
+        title: the page title.
+        dataset: the dataset, for the table of runs.
+        failures: a failure analysis to show (where it fails).
+        comparisons: policy comparisons to show.
+        controls: compute the controls of given-data studies (null band, rank
+            stability, convergence).
+        seed: the controls' shuffles and resamples.
+    """
+    if not studies and failures is None and not comparisons:
+        raise ValueError(
+            "`studies` must hold at least one Study (or give `failures` or `comparisons`)"
+        )
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body = "".join(_study_html(s, i + 1) for i, s in enumerate(studies))
+    ctls = [_controls_for(s, seed) if controls else None for s in studies]
+    pairs = enumerate(zip(studies, ctls, strict=True))
+    body = "".join(_study_html(s, i + 1, c) for i, (s, c) in pairs)
+    if failures is not None:
+        body += failures_html(failures)
+    body += "".join(comparison_html(c) for c in comparisons)
+    source = studies[0].dataset if studies else (dataset.path if dataset is not None else "")
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
-        f'<p class="meta">dataset {html.escape(studies[0].dataset)} · written {when} · '
-        f"varirec {__version__}</p>{body}{_runs_html(dataset)}</body></html>"
+        f'<p class="meta">dataset {html.escape(str(source))} · written {when} · '
+        f"varirec {__version__}</p>"
+        f"{summary_html(studies, ctls, failures, comparisons)}{body}{_runs_html(dataset)}"
+        f"<script>{_CHECK_SCRIPT}</script></body></html>"
     )
 
 
@@ -159,15 +216,19 @@ def write_report(
     *,
     title: str = "varirec sensitivity report",
     dataset: Dataset | None = None,
+    **sections: Any,
 ) -> Path:
     """Write :func:`render_report` to ``path`` (atomically); returns the path.
+
+    ``sections`` go to :func:`render_report` (``failures``, ``comparisons``,
+    ``controls``, ``seed``).
 
     Raises:
         ValueError: ``path`` is a directory (checked before anything is written).
     """
     path = Path(path)
     check_report_path(path)
-    text = render_report(studies, title=title, dataset=dataset)
+    text = render_report(studies, title=title, dataset=dataset, **sections)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
