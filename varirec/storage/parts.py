@@ -11,6 +11,9 @@ and renamed with ``os.replace`` to ``part-<writer>-<n>.parquet`` once its footer
 written. Every file with a final name is therefore a complete Parquet file holding
 exactly the rows written to it, in order; a process killed mid-part loses only that
 part (at most ``max_rows_per_part`` rows or ``max_seconds_per_part`` seconds of rows).
+On an object store (a :class:`~varirec.storage.location.StorePath` directory, e.g.
+``s3://``), which has no rename, the open part is built in memory and uploaded whole
+under its final name when it closes: the object appears complete or not at all.
 A write that fails (disk full, interrupt) aborts the part the same way: it keeps its
 temporary name and the writer refuses further rows, so no final part has a hole.
 """
@@ -30,6 +33,7 @@ import pyarrow.parquet as pq
 
 from varirec.errors import DatasetError
 
+from .location import StorePath
 from .schema import TMP_SUFFIX, check_writer_id, conform, parse_part_name, part_name
 
 __all__ = ["PartWriter"]
@@ -93,7 +97,7 @@ class PartWriter:
 
     def __init__(
         self,
-        directory: str | os.PathLike[str],
+        directory: str | os.PathLike[str] | StorePath,
         writer_id: str,
         *,
         schema: pa.Schema | None = None,
@@ -110,7 +114,7 @@ class PartWriter:
             row_group_size=row_group_size,
         )
         check_writer_id(writer_id)
-        self.directory = Path(directory)
+        self.directory = directory if isinstance(directory, StorePath) else Path(directory)
         self.writer_id = writer_id
         self.table = table
         self.schema = schema
@@ -119,13 +123,14 @@ class PartWriter:
         self.row_group_size = int(row_group_size)
         self.compression = compression
         self.fsync = fsync
-        self.parts: list[Path] = []
+        self.parts: list[Path | StorePath] = []
         self.rows_written = 0  # rows in final-named parts
         self.rows_lost = 0  # rows dropped by abort()
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
+        self._memory: pa.BufferOutputStream | None = None  # the open part, on an object store
         self._part_rows = 0
         self._pending_since: float | None = None
         self._closed = False
@@ -251,7 +256,7 @@ class PartWriter:
                 writer.close()
             except Exception as exc:  # the error that caused the abort is the one to raise
                 logger.debug("closing the aborted part %s failed: %s", self._tmp, exc)
-        tmp = self._tmp
+        tmp, self._memory = self._tmp, None  # an object-store part is dropped: never uploaded
         try:
             if tmp is not None and os.stat(tmp).st_size == 0:  # nothing to inspect
                 os.unlink(tmp)
@@ -314,7 +319,10 @@ class PartWriter:
 
     def _open_part(self) -> None:
         final = part_name(self.writer_id, self._next_index)
-        self._tmp = self.directory / f".{final}{TMP_SUFFIX}"
+        if isinstance(self.directory, StorePath):
+            self._memory = pa.BufferOutputStream()
+        else:
+            self._tmp = self.directory / f".{final}{TMP_SUFFIX}"
         strings = [
             f.name
             for f in self.schema
@@ -331,7 +339,7 @@ class PartWriter:
             if not (pa.types.is_floating(f.type) or pa.types.is_dictionary(f.type))
         ]
         self._writer = pq.ParquetWriter(
-            self._tmp,
+            self._tmp if self._memory is None else self._memory,
             self.schema,
             compression=self.compression,
             use_dictionary=strings or False,
@@ -340,18 +348,22 @@ class PartWriter:
             # the part rather than silently different values.
             write_page_checksum=True,
         )
-        logger.debug("opened part %s", self._tmp)
+        logger.debug("opened part %s", self._tmp or final)
 
     def _close_part(self) -> None:
         if self._writer is None:
             return
         self._writer.close()
         final = self.directory / part_name(self.writer_id, self._next_index)
-        if self.fsync:
-            _fsync_path(self._tmp)
-        os.replace(self._tmp, final)
+        if isinstance(final, StorePath):
+            final.write_bytes(self._memory.getvalue())  # one upload, complete or absent
+            self._memory = None
+        else:
+            if self.fsync:
+                _fsync_path(self._tmp)
+            os.replace(self._tmp, final)
         self._writer = None  # only now: a failed rename leaves the part open, to be aborted
-        if self.fsync:
+        if self.fsync and isinstance(self.directory, Path):
             _fsync_path(self.directory, directory=True)
         self._next_index += 1
         self.parts.append(final)

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from varirec.errors import DatasetError, UnknownNameError
 
 from .health import PartScanner, SkippedPart, TableHealth
+from .location import StorePath, is_uri, redact, resolve_filesystem
 from .run_info import DatasetWarning, RunInfo, load_run, warn
 from .schema import DICT_STRING, RUN_PREFIX, WRITERS_DIR, canonical_schema, check_table_name
 
@@ -71,7 +72,7 @@ Runs = str | RunInfo | Iterable[str | RunInfo] | None
 """Which runs to read: one id or RunInfo, several, or None for all."""
 
 
-def open_dataset(path: str | os.PathLike[str]) -> Dataset:
+def open_dataset(path: str | os.PathLike[str] | StorePath) -> Dataset:
     """Open a dataset directory (or a URI such as ``s3://bucket/prefix``).
 
     Raises:
@@ -102,11 +103,15 @@ class Dataset:
         DatasetError: the path does not exist, is not a directory or holds no runs.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        text = os.fspath(path)
-        if "://" in text:
-            self.filesystem, self.root = pafs.FileSystem.from_uri(text)
+    def __init__(self, path: str | os.PathLike[str] | StorePath) -> None:
+        text = str(path) if isinstance(path, StorePath) else os.fspath(path)
+        if isinstance(path, StorePath):
+            self.filesystem, self.root = path.filesystem, path.path
+        elif is_uri(text):
+            self.filesystem, self.root = resolve_filesystem(text)
+            text = redact(text)  # credentials in a URI never reach a message
         else:
+            text = text.removeprefix("file://")
             self.filesystem, self.root = pafs.LocalFileSystem(), os.path.abspath(text)
         self.path = text
         self._writer_counts: dict[str, dict[str, dict[str, int] | None]] = {}

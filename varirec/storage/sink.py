@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from varirec.errors import RecorderStateError
 
+from .location import StorePath
 from .parts import PartWriter
 from .schema import check_writer_id, conform, table_schema
 from .shutdown import raise_if_pending
@@ -71,7 +72,7 @@ class TableSink:
 
     def __init__(
         self,
-        directory: str | os.PathLike[str],
+        directory: str | os.PathLike[str] | StorePath,
         writer_id: str,
         *,
         background: bool = True,
@@ -82,7 +83,7 @@ class TableSink:
         PartWriter.check_options(**part_options)
         if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
             raise ValueError(f"`max_queue` must be a positive integer, got {max_queue!r}")
-        self.directory = Path(directory)
+        self.directory = directory if isinstance(directory, StorePath) else Path(directory)
         self.writer_id = check_writer_id(writer_id)
         self.counts: dict[str, int] = {}
         """Rows per table in final-named parts or still pending (lost rows excluded)."""

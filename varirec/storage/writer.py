@@ -14,6 +14,11 @@ closes its parts. A SIGTERM or Ctrl-C that arrives during ``append``, ``flush`` 
 space, before the batch is queued), so a batch is written exactly once or not taken.
 A writer belongs to the process that created it: used in a forked child it raises
 :class:`~varirec.errors.RecorderStateError`.
+
+Object storage. ``root`` may be a URI (``s3://bucket/prefix`` or another ``pyarrow.fs``
+/ fsspec filesystem, see :mod:`varirec.storage.location`): parts are uploaded whole
+when they close, ``run.json`` and the sidecars are whole-object writes, and run
+creation is a conditional PUT where the store supports it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import pyarrow as pa
 from varirec._version import __version__
 from varirec.errors import DatasetError, RecorderStateError
 
+from .location import StorePath, as_path
 from .run_info import sum_sidecars
 from .schema import (
     RUN_JSON,
@@ -97,7 +103,10 @@ def _to_json(doc: dict[str, Any], what: str) -> str:
         ) from None
 
 
-def _write_json_atomic(path: Path, text: str) -> None:
+def _write_json_atomic(path: Path | StorePath, text: str) -> None:
+    if isinstance(path, StorePath):
+        path.write_text(text)  # a whole object: readers see the old or the new one
+        return
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -160,7 +169,7 @@ class RunWriter:
 
     def __init__(
         self,
-        root: str | os.PathLike[str],
+        root: str | os.PathLike[str] | StorePath,
         run_id: str | None = None,
         *,
         writer_id: str | None = None,
@@ -175,7 +184,7 @@ class RunWriter:
         fsync: bool = False,
         _join: bool = False,
     ) -> None:
-        self.root = Path(root)
+        self.root = as_path(root)
         self.run_id = check_run_id(_default_run_id() if run_id is None else run_id)
         self.path = self.root / f"{RUN_PREFIX}{self.run_id}"
         self._metadata = dict(metadata or {})
@@ -219,7 +228,7 @@ class RunWriter:
     @classmethod
     def join(
         cls,
-        root: str | os.PathLike[str],
+        root: str | os.PathLike[str] | StorePath,
         run_id: str,
         writer_id: str | None = None,
         **kwargs: Any,
@@ -250,6 +259,17 @@ class RunWriter:
         return cls(root, run_id, writer_id=writer_id, _join=True, **kwargs)
 
     def _create_run(self, overwrite: bool) -> None:
+        self._doc = {
+            "schema_version": SCHEMA_VERSION,
+            "varirec_version": __version__,
+            "run_id": self.run_id,
+            "created_utc": self._started,
+            "status": "running",
+            "metadata": self._metadata,
+        }
+        if isinstance(self.path, StorePath):
+            self._create_stored_run(self.path, overwrite)
+            return
         try:
             self.path.mkdir()  # exclusive: of two creators of one run id, one fails here
         except FileExistsError:
@@ -269,15 +289,26 @@ class RunWriter:
                     f"run {self.run_id!r} was created again by another process while "
                     "overwrite=True replaced it; pass a new run_id"
                 ) from None
-        self._doc = {
-            "schema_version": SCHEMA_VERSION,
-            "varirec_version": __version__,
-            "run_id": self.run_id,
-            "created_utc": self._started,
-            "status": "running",
-            "metadata": self._metadata,
-        }
         _write_json_atomic(self.path / RUN_JSON, _to_json(self._doc, "metadata"))
+
+    def _create_stored_run(self, path: StorePath, overwrite: bool) -> None:
+        """Create the run on an object store: ``run.json`` is written only if absent."""
+        text = _to_json(self._doc, "metadata")
+        if not overwrite and path.exists():  # parts without run.json count as a run too
+            raise DatasetError(
+                f"run {self.run_id!r} already exists in {self.root}; pass overwrite=True to "
+                "replace it, or a new run_id"
+            )
+        if overwrite and path.exists():
+            logger.info("overwrite=True: deleting the previous run %s", path)
+            path.delete_tree()  # not atomic: readers may see part of the old run meanwhile
+        try:
+            (path / RUN_JSON).create_text(text)
+        except FileExistsError:
+            raise DatasetError(
+                f"run {self.run_id!r} already exists in {self.root} ({RUN_JSON} is there); "
+                "pass overwrite=True to replace it, or a new run_id"
+            ) from None
 
     def _write_sidecar(
         self,
@@ -302,8 +333,11 @@ class RunWriter:
             return
         sidecar.parent.mkdir(exist_ok=True)
         try:  # exclusive: a second writer with this id would overwrite the counts
-            with open(sidecar, "x", encoding="utf-8") as f:
-                f.write(text)
+            if isinstance(sidecar, StorePath):
+                sidecar.create_text(text)
+            else:
+                with open(sidecar, "x", encoding="utf-8") as f:
+                    f.write(text)
         except FileExistsError:
             raise DatasetError(
                 f"writer id {self.writer_id!r} already wrote to run {self.run_id!r} ({sidecar} "
