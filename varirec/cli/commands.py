@@ -83,8 +83,9 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default="auto",
-        choices=("auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta"),
-        help="estimator (auto: the run's design decides; no design means binning)",
+        choices=("auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta", "knn"),
+        help="estimator (auto: the run's design decides; no design means binning; knn: "
+        "total indices and Shapley effects from plain random draws)",
     )
     p.add_argument("--runs", nargs="+", metavar="RUN_ID", help="runs to analyse (default: all)")
     p.add_argument(
@@ -137,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub)
     _add_analyze(sub)
     _add_inspect(sub)
+    from varirec.cli.policy_commands import add_compare_parser, add_failures_parser
+
+    add_failures_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 
