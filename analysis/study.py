@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,8 +28,15 @@ from varirec import open_dataset
 from varirec.analysis.design_check import check_design_values
 from varirec.analysis.duplicate_runs import check_duplicate_runs
 from varirec.analysis.estimators.given_data import given_data_indices
+from varirec.analysis.estimators.groups import vector_groups
+from varirec.analysis.estimators.knn_total import knn_indices
 from varirec.analysis.estimators.morris import morris_indices
-from varirec.analysis.estimators.results import GivenDataResult, MorrisResult, SobolResult
+from varirec.analysis.estimators.results import (
+    GivenDataResult,
+    KnnResult,
+    MorrisResult,
+    SobolResult,
+)
 from varirec.analysis.estimators.sobol import sobol_indices
 from varirec.analysis.tables.episode_table import EpisodeTable, episode_table
 from varirec.errors import DatasetError, DesignError, UnknownNameError
@@ -40,14 +47,23 @@ __all__ = ["METHODS", "Study", "analyze"]
 
 log = logging.getLogger(__name__)
 
-Method = Literal["auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta"]
-METHODS: tuple[str, ...] = ("auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta")
+Method = Literal["auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta", "knn"]
+METHODS: tuple[str, ...] = (
+    "auto",
+    "sobol",
+    "morris",
+    "binning",
+    "rbd_fast",
+    "pawn",
+    "delta",
+    "knn",
+)
 DESIGN_METHODS = ("sobol", "morris")
 NEGLIGIBLE = 0.005
 """Design-driven verdicts: an index whose whole interval lies above this is an effect,
 below it no effect; an interval across it is uncertain (given-data studies use their
 dummy-factor threshold instead)."""
-Result = SobolResult | MorrisResult | GivenDataResult
+Result = SobolResult | MorrisResult | GivenDataResult | KnnResult
 _MIN_EPISODES = 10
 """Fewest episodes with a finite outcome that a given-data study accepts."""
 
@@ -108,7 +124,9 @@ class Study:
             reasons = getattr(self.result, "not_estimated", {})
             reason = reasons.get(row["factor"], "the estimator gave no value")
             return f"not estimated: {reason}"
-        if isinstance(self.result, GivenDataResult) and self.result.significant is not None:
+        if isinstance(self.result, GivenDataResult | KnnResult) and (
+            self.result.significant is not None
+        ):
             j = list(self.result.factor_names).index(row["factor"])
             return "effect" if self.result.significant[j] else "no effect"
         low, high = row.get("conf_low"), row.get("conf_high")
@@ -242,6 +260,22 @@ def _complete_factors(table: EpisodeTable, valid: np.ndarray, notes: list[str]) 
     return keep
 
 
+def _groups(
+    groups: Mapping[str, Sequence[str]] | str, factors: list[str]
+) -> Mapping[str, Sequence[str]] | None:
+    """The factor groups of a given-data study (see :func:`analyze`)."""
+    if groups == "vectors":
+        return vector_groups(factors)
+    if groups == "none":
+        return None
+    if isinstance(groups, str):
+        raise ValueError(
+            f'`groups` must be "vectors", "none" or a mapping, got {groups!r}; '
+            'pass e.g. groups={"cam": ["cam[x]", "cam[y]"]}'
+        )
+    return groups
+
+
 def analyze(
     dataset: str | os.PathLike[str] | Dataset,
     *,
@@ -253,6 +287,7 @@ def analyze(
     conf_level: float = 0.95,
     progress: Callable[[str], None] | None = None,
     allow_duplicate_runs: bool = False,
+    groups: Mapping[str, Sequence[str]] | Literal["vectors", "none"] = "vectors",
 ) -> Study:
     """Sensitivity of ``outcome`` to every recorded factor of a dataset.
 
@@ -268,6 +303,9 @@ def analyze(
         progress: called with a short description as each stage starts.
         allow_duplicate_runs: pool runs that repeat each other's draws (same seed,
             variations and episode keys, e.g. a script run twice); refused by default.
+        groups: factors analysed as one, for ``knn``: ``"vectors"`` (default: the
+            components of a vector variation form one factor), ``"none"`` (every
+            column its own factor) or ``{group: [factor columns]}``.
 
     Raises:
         UnknownNameError: an unknown run, outcome or method.
@@ -381,7 +419,13 @@ def analyze(
         options = {"seed": seed, "conf_level": conf_level, "outcome": name}
         if method != "pawn":  # PAWN's intervals come from its slices, not a bootstrap
             options["num_resamples"] = num_resamples
-        result = given_data_indices(x, y[valid], method=method, factor_names=factors, **options)
+        if method == "knn":
+            chosen = _groups(groups, factors)
+            result = knn_indices(
+                x, y[valid], factor_names=factors, groups=chosen, shapley=True, **options
+            )
+        else:
+            result = given_data_indices(x, y[valid], method=method, factor_names=factors, **options)
         num_episodes = int(valid.sum())
     notes += [n for n in result.notes if n not in notes]
     for note in notes:

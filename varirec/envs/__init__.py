@@ -1,6 +1,7 @@
 """Batched test environments and analytic test functions for sensitivity studies.
 
-- :mod:`varirec.envs.analytic` — Ishigami and Sobol G with their exact indices.
+- :mod:`varirec.envs.analytic` — Ishigami and Sobol G with their exact indices,
+  Borehole with brute-force reference indices.
 - :mod:`varirec.envs.one_step` — those functions as one-step batched envs.
 - :mod:`varirec.envs.reach` — a vectorized 3-D reach task with a scripted
   controller, every kind of variation, and a documented ground truth.
@@ -12,10 +13,21 @@ Only numpy (and the core package) is imported: these run in the simulator proces
 
 from __future__ import annotations
 
-from varirec.envs.analytic import ishigami, ishigami_indices, sobol_g, sobol_g_indices
+from varirec.envs.analytic import (
+    BOREHOLE_BOUNDS,
+    BOREHOLE_NAMES,
+    BOREHOLE_REFERENCE,
+    borehole,
+    ishigami,
+    ishigami_indices,
+    sobol_g,
+    sobol_g_indices,
+)
 from varirec.envs.one_step import (
     OneStepEnv,
+    borehole_variations,
     ishigami_variations,
+    make_borehole_env,
     make_ishigami_env,
     make_sobol_g_env,
     sobol_g_variations,
@@ -30,6 +42,9 @@ from varirec.envs.reach import (
 from varirec.studies.driver import BatchedEnv, StepOutput, StudyStats, drive_episodes
 
 __all__ = [
+    "BOREHOLE_BOUNDS",
+    "BOREHOLE_NAMES",
+    "BOREHOLE_REFERENCE",
     "SCENE_FRICTION",
     "BatchedEnv",
     "OneStepEnv",
@@ -37,10 +52,13 @@ __all__ = [
     "ReachEnv",
     "StepOutput",
     "StudyStats",
+    "borehole",
+    "borehole_variations",
     "drive_episodes",
     "ishigami",
     "ishigami_indices",
     "ishigami_variations",
+    "make_borehole_env",
     "make_ishigami_env",
     "make_reach_env",
     "make_reach_variations",

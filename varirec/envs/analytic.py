@@ -22,7 +22,16 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["ishigami", "ishigami_indices", "sobol_g", "sobol_g_indices"]
+__all__ = [
+    "BOREHOLE_BOUNDS",
+    "BOREHOLE_NAMES",
+    "BOREHOLE_REFERENCE",
+    "borehole",
+    "ishigami",
+    "ishigami_indices",
+    "sobol_g",
+    "sobol_g_indices",
+]
 
 
 def _as_matrix(X: ArrayLike, num_columns: int | None, name: str) -> NDArray[np.float64]:
@@ -178,3 +187,64 @@ def sobol_g_indices(a: ArrayLike) -> dict[str, NDArray[np.float64] | float]:
     upper = np.triu_indices(coef.size, k=1)
     s2[upper] = (np.outer(partial, partial) / variance)[upper]
     return {"S1": partial / variance, "ST": total, "S2": s2, "variance": variance}
+
+
+BOREHOLE_NAMES: tuple[str, ...] = ("rw", "r", "Tu", "Hu", "Tl", "Hl", "L", "Kw")
+"""The Borehole inputs: well radius, radius of influence, transmissivities and heads
+of the upper and lower aquifers, borehole length, hydraulic conductivity."""
+BOREHOLE_BOUNDS: tuple[tuple[float, float], ...] = (
+    (0.05, 0.15),
+    (100.0, 50_000.0),
+    (63_070.0, 115_600.0),
+    (990.0, 1_110.0),
+    (63.1, 116.0),
+    (700.0, 820.0),
+    (1_120.0, 1_680.0),
+    (9_855.0, 12_045.0),
+)
+"""Uniform ranges of the inputs (the all-uniform variant of Morris et al. 1993)."""
+
+
+def borehole(X: ArrayLike) -> NDArray[np.float64]:
+    """The Borehole function: water flow through a borehole, in m³/year.
+
+    ``2π Tu (Hu - Hl) / (ln(r/rw) (1 + 2 L Tu / (ln(r/rw) rw² Kw) + Tu / Tl))``.
+
+    Args:
+        X: Points of shape ``(num_points, 8)``, columns in the order of
+            :data:`BOREHOLE_NAMES`, each uniform on its :data:`BOREHOLE_BOUNDS` range.
+
+    Returns:
+        The outputs, shape ``(num_points,)``.
+
+    References:
+        Morris, M. D., Mitchell, T. J., Ylvisaker, D. (1993). Bayesian design and
+        analysis of computer experiments: use of derivatives in surface prediction.
+        Technometrics 35(3), 243-255. doi:10.1080/00401706.1993.10485320
+
+    Example:
+        >>> mid = [[(lo + hi) / 2 for lo, hi in BOREHOLE_BOUNDS]]
+        >>> round(float(borehole(mid)[0]), 1)
+        70.9
+    """
+    x = _as_matrix(X, 8, "X")
+    rw, r, tu, hu, tl, hl, length, kw = x.T
+    log_ratio = np.log(r / rw)
+    return (
+        2.0
+        * np.pi
+        * tu
+        * (hu - hl)
+        / (log_ratio * (1.0 + 2.0 * length * tu / (log_ratio * rw**2 * kw) + tu / tl))
+    )
+
+
+BOREHOLE_REFERENCE: dict[str, tuple[float, ...]] = {
+    "S1": (0.829, -0.0005, -0.0005, 0.0407, -0.0005, 0.0406, 0.0384, 0.009),
+    "ST": (0.8679, 0.0, 0.0, 0.0541, 0.0, 0.0541, 0.0522, 0.0127),
+    "shapley": (0.8486, 0.0, 0.0, 0.0477, 0.0, 0.0476, 0.0455, 0.0111),
+}
+"""Reference indices of :func:`borehole` on :data:`BOREHOLE_BOUNDS`, by brute force:
+every closed index over 2^22 pick-freeze pairs (``benchmarks/borehole_reference.py
+--log2n 22 --seed 0``); Monte Carlo standard errors at most 0.0006 (S1: 0.0005).
+Null inputs of S1 read -0.0005 (their Monte Carlo error); their truth is 0."""

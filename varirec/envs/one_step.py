@@ -12,6 +12,8 @@ attribution, storage, episode table, estimator) is checked against known numbers
   success probability), or unknown.
 - :func:`make_ishigami_env` / :func:`ishigami_variations` — Ishigami on
   ``[-pi, pi]^3``, three scalar variations ``x1, x2, x3``.
+- :func:`make_borehole_env` / :func:`borehole_variations` — the Borehole function,
+  eight scalar variations on its usual uniform ranges.
 - :func:`make_sobol_g_env` / :func:`sobol_g_variations` — Sobol G on ``[0, 1]^D``,
   one vector variation ``x`` (factors ``x[0] .. x[D-1]``).
 
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from varirec.envs.analytic import ishigami, sobol_g
+from varirec.envs.analytic import BOREHOLE_BOUNDS, BOREHOLE_NAMES, borehole, ishigami, sobol_g
 from varirec.recording.episodes import check_num_envs
 from varirec.sampling.sampler_cfgs import UniformCfg
 from varirec.sampling.streams import CounterStream
@@ -40,7 +42,9 @@ from varirec.variations.variation import Variation, VariationCfg, VariationSet
 
 __all__ = [
     "OneStepEnv",
+    "borehole_variations",
     "ishigami_variations",
+    "make_borehole_env",
     "make_ishigami_env",
     "make_sobol_g_env",
     "sobol_g_variations",
@@ -195,3 +199,25 @@ def sobol_g_variations(a: ArrayLike) -> VariationSet:
     d = int(np.asarray(a).size)
     cfg = VariationCfg(sampler=UniformCfg(low=(0.0,) * d, high=(1.0,) * d))
     return VariationSet([Variation("x", cfg, _Setter(np.arange(d)))])
+
+
+def make_borehole_env(num_envs: int, *, success_threshold: float | None = None) -> OneStepEnv:
+    """One-step envs with reward ``borehole(x)``; inputs from :func:`borehole_variations`.
+
+    >>> make_borehole_env(2).x.shape
+    (2, 8)
+    """
+    return OneStepEnv(num_envs, borehole, 8, success_threshold=success_threshold)
+
+
+def borehole_variations() -> VariationSet:
+    """Eight scalar reset-mode variations ``rw, r, Tu, Hu, Tl, Hl, L, Kw``, each uniform
+    on its :data:`~varirec.envs.analytic.BOREHOLE_BOUNDS` range.
+
+    >>> list(borehole_variations())[:3]
+    ['rw', 'r', 'Tu']
+    """
+    return VariationSet(
+        Variation(name, VariationCfg(sampler=UniformCfg(low=lo, high=hi)), _Setter(np.array([j])))
+        for j, (name, (lo, hi)) in enumerate(zip(BOREHOLE_NAMES, BOREHOLE_BOUNDS, strict=True))
+    )
