@@ -1,35 +1,61 @@
 """What drawing through varirec costs, against the bare draw and against plain numpy.
 
-For a uniform, a normal and a weighted-choice sampler at batch sizes 1, 64 and 4096:
+(1) For a uniform, a normal and a weighted-choice sampler at batch sizes 1, 64 and 4096:
 
 - ``numpy``: the plain numpy Generator draw of the same distribution (the baseline);
 - ``_sample``: the concrete draw called directly, uniforms from a Generator;
 - ``sample()``: the template method with no listener, and with one no-op listener;
 - ``keyed``: a reproducible draw, uniforms hashed from (seed, key, env, episode).
 
-Goals at 4096: ``sample()`` with no listener <= 1.10 x ``_sample``; keyed <= 3 x numpy.
-At batch 1 the table reports the template's overhead in microseconds.
+(2) A reset batch: 20 uniform reset-mode variations for k = 64 and 4096 envs, through
+    the null manager's ``reset`` (episode tracking and every keyed draw, nothing
+    applied), against plain numpy drawing the (k, 20) block in one call and in 20.
 
-Run: ``python benchmarks/bench_samplers.py`` (about 20 s).
+Goals: ``sample()`` with no listener <= 1.10 x ``_sample`` at 4096; keyed <= 3 x numpy
+at batch 64 and 4096. Times are main-thread CPU time (steady on a shared machine);
+the functions of one case are timed in turn within each of 7 repeats, and each ratio
+is the median over repeats of the ratio within a repeat, with its spread.
+
+Run: ``python benchmarks/bench_samplers.py`` (about 1 minute).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 import timeit
 from collections.abc import Callable
 
 import numpy as np
 
+import varirec as vr
 from varirec import ChoiceCfg, CounterStream, NormalCfg, UniformCfg
+from varirec.recording.manager import NullRecorderManager
 from varirec.sampling.samplers import SampleEvent
 from varirec.sampling.streams import GeneratorSource
 
+REPEATS = 7
 
-def _best_us(fn: Callable[[], object], budget_s: float) -> float:
-    """Best per-call time in microseconds over repeated timing rounds."""
-    number = max(1, int(budget_s / 7 / max(timeit.timeit(fn, number=3) / 3, 1e-7)))
-    return min(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
+
+def _timed(fns: dict[str, Callable[[], object]], budget_s: float) -> dict[str, list[float]]:
+    """Per-call microseconds of each function in each of ``REPEATS`` interleaved repeats."""
+    timers = {}
+    for name, fn in fns.items():
+        timer = timeit.Timer(fn, timer=time.thread_time)
+        one = max(timer.timeit(number=3) / 3, 1e-7)
+        timers[name] = (timer, max(1, int(budget_s / REPEATS / one)))
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(REPEATS):
+        for name, (timer, number) in timers.items():
+            out[name].append(timer.timeit(number=number) / number * 1e6)
+    return out
+
+
+def _ratio(times: dict[str, list[float]], a: str, b: str) -> tuple[float, float, float]:
+    """Median over repeats of ``a / b`` within a repeat, and its min and max."""
+    r = [x / y for x, y in zip(times[a], times[b], strict=True)]
+    return statistics.median(r), min(r), max(r)
 
 
 def _noop(event: SampleEvent) -> None:
@@ -55,12 +81,20 @@ def _time_one(cfg: object, numpy_draw: Callable[[int], object], n: int, budget_s
     heard.add_listener(_noop)
     source = GeneratorSource(0)
     keyed = CounterStream(0, "bench").keyed(np.arange(n), np.full(n, 3))
+    times = _timed(
+        {
+            "numpy": lambda: numpy_draw(n),
+            "_sample": lambda: bare._sample(n, source, None),
+            "sample": lambda: bare.sample(n),
+            "sample+1": lambda: heard.sample(n),
+            "keyed": lambda: bare._sample(n, keyed, None),
+        },
+        budget_s,
+    )
     return {
-        "numpy": _best_us(lambda: numpy_draw(n), budget_s),
-        "_sample": _best_us(lambda: bare._sample(n, source, None), budget_s),
-        "sample": _best_us(lambda: bare.sample(n), budget_s),
-        "sample+1": _best_us(lambda: heard.sample(n), budget_s),
-        "keyed": _best_us(lambda: bare._sample(n, keyed, None), budget_s),
+        **{k: statistics.median(v) for k, v in times.items()},
+        "tmpl": _ratio(times, "sample", "_sample"),
+        "keyed/np": _ratio(times, "keyed", "numpy"),
     }
 
 
@@ -73,35 +107,89 @@ def run(sizes: tuple[int, ...], budget_s: float) -> list[dict[str, object]]:
     return rows
 
 
+def _spread(r: tuple[float, float, float], width: int = 5) -> str:
+    return f"{r[0]:{width}.2f} ({r[1]:.2f}..{r[2]:.2f})"
+
+
 def print_table(rows: list[dict[str, object]]) -> None:
     head = (
         f"{'sampler':8} {'batch':>6} {'numpy us':>9} {'_sample':>9} {'sample()':>9} "
-        f"{'+1 lstn':>9} {'keyed':>9} {'tmpl x':>7} {'tmpl +us':>8} {'keyed/np':>8}"
+        f"{'+1 lstn':>9} {'keyed':>9} {'tmpl x (min..max)':>20} {'keyed/np (min..max)':>22}"
     )
+    print("(1) one sampler: median us per call (main-thread CPU time)")
     print(head)
     print("-" * len(head))
     for r in rows:
         print(
             f"{r['sampler']:8} {r['n']:>6} {r['numpy']:9.2f} {r['_sample']:9.2f} "
             f"{r['sample']:9.2f} {r['sample+1']:9.2f} {r['keyed']:9.2f} "
-            f"{r['sample'] / r['_sample']:7.3f} {r['sample'] - r['_sample']:8.2f} "
-            f"{r['keyed'] / r['numpy']:8.2f}"
+            f"{_spread(r['tmpl']):>20} {_spread(r['keyed/np'], 6):>22}"
         )
-    big = [r for r in rows if r["n"] == max(x["n"] for x in rows)]
-    worst_t = max(r["sample"] / r["_sample"] for r in big)
-    worst_k = max(r["keyed"] / r["numpy"] for r in big)
-    print(
-        f"\nat batch {big[0]['n']}: sample()/_sample worst {worst_t:.3f} (goal <= 1.10), "
-        f"keyed/numpy worst {worst_k:.2f} (goal <= 3)"
+    big = max(x["n"] for x in rows)
+    worst_t = max(r["tmpl"][0] for r in rows if r["n"] == big)
+    print(f"\nat batch {big}: sample()/_sample worst {worst_t:.3f} (goal <= 1.10)")
+    for n in sorted({x["n"] for x in rows if x["n"] > 1}):
+        worst = max((r for r in rows if r["n"] == n), key=lambda r: r["keyed/np"][0])
+        print(
+            f"at batch {n}: keyed/numpy worst {worst['keyed/np'][0]:.2f} "
+            f"({worst['sampler']}) (goal <= 3)"
+        )
+
+
+def reset_batch(sizes: tuple[int, ...], budget_s: float, num_envs: int = 4096) -> list[dict]:
+    """(2) 20 uniform reset-mode variations for ``k`` envs: varirec's reset vs numpy."""
+    variations = vr.VariationSet(
+        vr.Variation(f"object{i}.param", vr.VariationCfg(sampler=UniformCfg(low=0.5, high=2.0)))
+        for i in range(20)
     )
+    manager = NullRecorderManager(max(num_envs, *sizes), variations=variations, seed=0)
+    manager.reset(None, None)
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in sizes:
+        ids = np.sort(rng.choice(manager.num_envs, k, replace=False))
+        times = _timed(
+            {
+                "numpy1": lambda k=k: rng.uniform(0.5, 2.0, (k, 20)),
+                "numpy20": lambda k=k: [rng.uniform(0.5, 2.0, k) for _ in range(20)],
+                "varirec": lambda ids=ids: manager.reset(None, ids),
+            },
+            budget_s,
+        )
+        rows.append(
+            {
+                "k": k,
+                **{name: statistics.median(v) for name, v in times.items()},
+                "x1": _ratio(times, "varirec", "numpy1"),
+                "x20": _ratio(times, "varirec", "numpy20"),
+            }
+        )
+    return rows
+
+
+def print_reset_table(rows: list[dict]) -> None:
+    head = (
+        f"{'envs':>6} {'numpy 1 call':>13} {'numpy 20':>9} {'varirec':>9} "
+        f"{'/ numpy 1 call (min..max)':>27} {'/ numpy 20 (min..max)':>24}"
+    )
+    print("\n(2) a reset batch of 20 uniform variations: median us (main-thread CPU time)")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(
+            f"{r['k']:>6} {r['numpy1']:13.1f} {r['numpy20']:9.1f} {r['varirec']:9.1f} "
+            f"{_spread(r['x1'], 6):>27} {_spread(r['x20'], 6):>24}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=0.7, help="seconds per timing")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64, 4096])
+    parser.add_argument("--reset-sizes", type=int, nargs="+", default=[64, 4096])
     args = parser.parse_args()
     print_table(run(tuple(args.sizes), args.budget))
+    print_reset_table(reset_batch(tuple(args.reset_sizes), args.budget))
 
 
 if __name__ == "__main__":
