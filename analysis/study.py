@@ -38,6 +38,7 @@ from varirec.analysis.estimators.results import (
     SobolResult,
 )
 from varirec.analysis.estimators.sobol import sobol_indices
+from varirec.analysis.failures import FailureAnalysis, failures
 from varirec.analysis.tables.episode_table import EpisodeTable, episode_table
 from varirec.errors import DatasetError, DesignError, UnknownNameError
 from varirec.storage import Dataset
@@ -151,6 +152,12 @@ class Study:
     def plot(self, ax: Any = None) -> Any:
         """Indices with their intervals (Morris: mu* against sigma)."""
         return self.result.plot(ax)
+
+    def failures(self, **options: Any) -> FailureAnalysis:
+        """Where the outcome fails, on the same runs
+        (:func:`~varirec.analysis.failures.failures`; ``options`` go there, e.g.
+        ``threshold=`` for a non-0/1 outcome)."""
+        return failures(self.dataset, runs=self.runs, outcome=self.outcome, **options)
 
 
 def _pick_outcome(table: EpisodeTable, outcome: str | None) -> str:

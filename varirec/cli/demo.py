@@ -7,6 +7,8 @@
    second run.
 3. Both analysed (Sobol indices of the success rate; bias-corrected binning of
    success with a dummy threshold), ranked factors printed, and an HTML report.
+4. Where it fails, from the plain random draws: the failure region in words (checked
+   on held-out episodes), printed and written into the report.
 
 The control factor ``object.color`` is never read by the env: it must come out as
 "no effect" in both studies.
@@ -45,6 +47,8 @@ class DemoResult:
     studies: list[Any]
     report: Path
     seconds: float
+    failures: Any = None
+    """The :class:`~varirec.analysis.failures.FailureAnalysis` of the random run."""
 
 
 def _bar(total: int, desc: str) -> Any:
@@ -64,6 +68,7 @@ def run_demo(
     """Run the demo study and write its dataset and report under ``out``."""
     from varirec import RecorderManager, open_dataset
     from varirec.analysis.designs import sobol_design
+    from varirec.analysis.failures import failures
     from varirec.analysis.reports.report import write_report
     from varirec.analysis.study import analyze
     from varirec.envs import drive_episodes, make_reach_env, make_reach_variations
@@ -136,13 +141,17 @@ def run_demo(
         analyze(out, runs=sobol_run, outcome="success", seed=seed, num_resamples=resamples),
         analyze(out, runs=random_run, outcome="success", seed=seed, num_resamples=resamples),
     ]
+    where = failures(out, runs=random_run, outcome="success", seed=seed)
     report = write_report(
         studies,
         out / f"report_{stamp}.html",
         title="varirec demo: what moves the reach success rate",
         dataset=open_dataset(out),
+        failures=where,
+        seed=seed,
     )
-    return DemoResult(out, sobol_run, random_run, studies, report, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return DemoResult(out, sobol_run, random_run, studies, report, seconds, where)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -152,6 +161,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for study in result.studies:
         print()
         print(format_ranking(study))
+    if result.failures is not None:
+        print()
+        print("Where it fails (plain random draws):")
+        print(result.failures.summary())
     print()
     print(f"dataset: {result.dataset.resolve()}  (runs {result.sobol_run}, {result.random_run})")
     print(f"report:  {result.report.resolve()}")
