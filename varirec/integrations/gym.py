@@ -50,7 +50,11 @@ from varirec.integrations.gym_variations import (
     cartpole_variations,
     pendulum_variations,
 )
-from varirec.recording.manager import NullRecorderManager, make_recorder_manager
+from varirec.recording.manager import (
+    LifecycleManager,
+    NullRecorderManager,
+    make_recorder_manager,
+)
 from varirec.sampling.streams import RESET_SEED_STREAM, CounterStream
 from varirec.storage import RunWriter
 from varirec.studies.replay import EpisodeReplay
@@ -210,7 +214,7 @@ class VariationWrapper(gym.Wrapper):
                 "this wrapper makes; with `manager=` configure that manager instead"
             )
         self.close_manager = (made or callable(manager)) if close_manager is None else close_manager
-        if isinstance(manager, NullRecorderManager):
+        if isinstance(manager, LifecycleManager):
             check_env_attributes(
                 self.apply_to(self.env), manager.variations.values(), "VariationWrapper"
             )

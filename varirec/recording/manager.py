@@ -8,10 +8,12 @@ Call the hooks from the env's step and reset (mjlab order)::
     manager.record_post_reset(done_ids)   # new episodes start
     manager.record_post_step()            # end of the step
 
-The hooks also drive the :class:`~varirec.recording.episodes.EpisodeTracker`, which keys the
-reproducible draws of the variations; so :class:`NullRecorderManager` (no terms, no
-output: what :func:`make_recorder_manager` returns when nothing is recorded) still
-tracks episodes and nothing else.
+A RecorderManager *holds* a :class:`~varirec.recording.driver.VariationDriver`, which
+tracks episodes and drives the variations (seeds, design rows, batched reset draws,
+interval timers), and records around it: the driver calls the manager back
+(:class:`~varirec.recording.driver.DriverHooks`) when episodes finish, before the
+tracker reserves their next index, and when new ones start. With nothing to record,
+:func:`make_recorder_manager` returns the driver alone (``NullRecorderManager``).
 
 >>> import varirec as vr, tempfile
 >>> mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
@@ -31,13 +33,13 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from varirec._version import __version__
-from varirec.errors import RecorderStateError
+from varirec.recording.driver import EpisodeSchedule, StudyDesign, VariationDriver
 from varirec.recording.episode_chunk import EpisodeChunk
 from varirec.recording.episodes import EpisodeTracker
 from varirec.recording.terms import (
@@ -47,221 +49,29 @@ from varirec.recording.terms import (
     StepsTerm,
     VariationsTerm,
 )
-from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
 from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
 from varirec.storage.shutdown import exit_held, hand_over, register, unregister
-from varirec.variations.variation import Variation, VariationSet, noise_keys
+from varirec.variations.variation import Variation, VariationSet
 
 __all__ = [
     "EpisodeSchedule",
+    "LifecycleManager",
     "NullRecorderManager",
     "RecorderManager",
+    "StudyDesign",
+    "VariationDriver",
     "make_recorder_manager",
 ]
 
 log = logging.getLogger(__name__)
 
 
-class StudyDesign(Protocol):
-    """The design of a study, as the manager stores it (run.json and the design table)."""
-
-    def to_dict(self) -> dict[str, Any]: ...
-
-    def to_table(self) -> pa.Table: ...
+NullRecorderManager = VariationDriver
+"""The zero-cost manager: tracks episodes and drives the variations, records nothing."""
 
 
-class EpisodeSchedule(Protocol):
-    """Hands design rows and common-random-number seeds to the episodes that begin
-    (the studies stage's :class:`~varirec.studies.design.DesignSchedule` is one)."""
-
-    design: StudyDesign
-    replicates: int
-    common_random_numbers: bool
-
-    def attach(self, variations: VariationSet) -> None:
-        """Refuse variations the design does not fit (before any run exists)."""
-
-    def check_bound(self) -> None:
-        """Refuse to hand out rows while the design is not bound to the variations."""
-
-    def assign(self, tracker: EpisodeTracker, env_ids: np.ndarray) -> np.ndarray: ...
-
-
-class NullRecorderManager:
-    """Episode tracking and variation driving, with no terms and no output.
-
-    Args:
-        num_envs: envs in the batch (or give ``tracker``).
-        variations: variations to key by this manager's episodes and draw.
-        seed: the run seed of the reproducible draws.
-        tracker: share an existing tracker.
-        env: the env, handed to terms and to ``apply`` callables.
-        schedule: a :class:`~varirec.studies.design.DesignSchedule` that hands design rows to
-            resetting envs. Its design must drive these variations (checked here) and be
-            bound to them (``design.bind(variations)``, before or after this manager is
-            made; checked at the first reset, before any row is handed out).
-    """
-
-    def __init__(
-        self,
-        num_envs: int | None = None,
-        *,
-        variations: VariationSet | Iterable[Variation] | None = None,
-        seed: int = 0,
-        tracker: EpisodeTracker | None = None,
-        env: Any = None,
-        schedule: EpisodeSchedule | None = None,
-    ) -> None:
-        if tracker is None:
-            if num_envs is None:
-                raise ValueError("give `num_envs` (or an EpisodeTracker as `tracker`)")
-            tracker = EpisodeTracker(num_envs)
-        self.tracker = tracker
-        self.num_envs = tracker.num_envs
-        self.env = env
-        self.seed = int(seed)
-        if variations is None:
-            variations = VariationSet()
-        elif not isinstance(variations, VariationSet):
-            variations = VariationSet(variations)
-        self.variations = variations
-        if schedule is not None:
-            schedule.attach(variations)  # binding is checked at the first rows handed out
-        self.schedule = schedule
-        for v in variations.values():
-            v.bind(tracker)
-            v.seed(self.seed)
-        # Every interval variation has a timer: one enabled later draws on time too.
-        self._interval_next = {
-            v.key: np.zeros(self.num_envs, dtype=np.int64)
-            for v in variations.values()
-            if v.mode == "interval"
-        }
-        self._timer_stream = CounterStream(self.seed, INTERVAL_TIMER_STREAM)
-        self._seed_stream = CounterStream(self.seed, RESET_SEED_STREAM)
-        self._built = False
-
-    # -- lifecycle hooks -------------------------------------------------------------
-    def record_step(self, **data: np.ndarray) -> None:
-        """Count a step for every running episode (terms also record ``data``)."""
-        self.tracker.advance_steps()
-
-    def record_pre_reset(self, env_ids: Any) -> None:
-        """Finish the started episodes of ``env_ids`` and reserve their next index."""
-        self._pre_reset(self.tracker.ids(env_ids))
-
-    def record_post_reset(self, env_ids: Any) -> None:
-        """Start the reserved episodes of ``env_ids`` (after their reset draws)."""
-        self._post_reset(self.tracker.ids(env_ids))
-
-    def _pre_reset(self, ids: np.ndarray) -> None:
-        self.tracker.finish(ids)
-        self.tracker.begin(ids)
-
-    def _post_reset(self, ids: np.ndarray) -> None:
-        self.tracker.start(ids)
-        self._arm_interval_timers(ids)
-
-    def record_post_step(self) -> None:
-        """End of a step (nothing to do without terms)."""
-
-    def flush(self) -> None:
-        """Nothing buffered without terms."""
-
-    def close(self, error: BaseException | None = None, *, closed_by: str = "close") -> None:
-        """Nothing to close without output."""
-
-    # -- driving variations ----------------------------------------------------------
-    def draw_build(self, env: Any = None, *, apply: bool = True) -> dict[str, np.ndarray]:
-        """Draw the build-mode variations once (one value for every env); returns them by
-        key. ``apply=False`` only draws (and records): the env does not exist yet."""
-        if self._built:
-            raise RecorderStateError("build-mode variations were already drawn for this run")
-        self._built = True
-        values = {}
-        for v in self.variations.enabled("build"):
-            values[v.key] = v.draw(env, apply=apply)
-        return values
-
-    def draw_reset(self, env: Any, env_ids: Any) -> None:
-        """Draw the reset-mode variations for ``env_ids`` and apply them to ``env``."""
-        self._draw_reset(env, self.tracker.ids(env_ids))
-
-    def _draw_reset(self, env: Any, ids: np.ndarray) -> None:
-        for v in self.variations.enabled("reset"):
-            v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
-
-    def episode_seeds(self, env_ids: Any) -> np.ndarray:
-        """Reset seeds of the current episodes of ``env_ids``, stored on the tracker: the
-        schedule's (common random numbers) where it set one, else a hash of ``(run
-        seed, env_id, episode)``, so every episode can be replayed."""
-        ids = self.tracker.ids(env_ids)
-        seeds = self.tracker.seed[ids]
-        missing = seeds < 0
-        if missing.any():
-            seeds[missing] = self._seed_stream.seeds(
-                ids[missing], self.tracker.episode[ids[missing]]
-            )
-            self.tracker.seed[ids] = seeds
-        return seeds
-
-    def reset(
-        self,
-        env: Any,
-        env_ids: Any,
-        *,
-        reset_fn: Callable[[np.ndarray, np.ndarray], Any] | None = None,
-    ) -> None:
-        """One reset of ``env_ids``, in order: ``record_pre_reset``; the design rows of the
-        new episodes (with a schedule); their seeds (with ``reset_fn``); the reset
-        draws, applied to ``env``; ``reset_fn(env_ids, seeds)``, the env's own reset
-        from the applied values; then ``record_post_reset``, with the new episodes'
-        first state in place."""
-        ids = self.tracker.ids(env_ids)  # checked once for every step
-        if self.schedule is not None:
-            self.schedule.check_bound()  # before the tracker moves: nothing half-done
-        self._pre_reset(ids)
-        if self.schedule is not None:
-            self.schedule.assign(self.tracker, ids)
-        seeds = None if reset_fn is None else self.episode_seeds(ids)
-        self._draw_reset(env, ids)
-        if reset_fn is not None:
-            reset_fn(ids, seeds)
-        self._post_reset(ids)
-
-    def draw_interval(self, env: Any = None) -> None:
-        """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""
-        t = self.tracker
-        for v in self.variations.enabled("interval"):
-            nxt = self._interval_next.get(v.key)
-            if nxt is None:
-                continue
-            due = np.flatnonzero(t.started & (t.step >= nxt))
-            if due.size:
-                v.draw(env, due)
-                nxt[due] = t.step[due] + self._interval_steps(v, due)
-
-    def _interval_steps(self, v: Variation, ids: np.ndarray) -> np.ndarray:
-        low, high = v.cfg.interval_steps
-        t = self.tracker
-        # Timers are episode noise too: keyed by the episode seed where one is set.
-        keys, episodes = noise_keys(ids, t.episode[ids], t.seed[ids])
-        u = self._timer_stream.uniforms(keys, episodes, 1, t.step[ids])
-        return low + np.minimum((u[:, 0] * (high - low + 1)).astype(np.int64), high - low)
-
-    def _arm_interval_timers(self, ids: np.ndarray) -> None:
-        for key, nxt in self._interval_next.items():
-            nxt[ids] = self._interval_steps(self.variations[key], ids)
-
-    def __enter__(self) -> NullRecorderManager:
-        return self
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
-        self.close(error=exc)
-
-
-class RecorderManager(NullRecorderManager):
+class RecorderManager:
     """Runs recorder terms at the lifecycle hooks and writes a run to a dataset.
 
     Built-in terms, in order: ``outcome`` (:class:`OutcomeTerm`), ``variations``
@@ -324,7 +134,7 @@ class RecorderManager(NullRecorderManager):
             )
         self.flush_seconds = float(flush_seconds)
         self._handover_due = math.inf  # armed once the writer is open
-        super().__init__(
+        self.driver = VariationDriver(
             num_envs, variations=variations, seed=seed, tracker=tracker, env=env, schedule=schedule
         )
         self.max_rows = int(max_rows)
@@ -371,6 +181,7 @@ class RecorderManager(NullRecorderManager):
             raise
         if self.writer is not None and self.writer.created:
             self.writer.update_metadata(episode_columns=[f.name for f in extra])
+        self.driver.hooks = self  # recording starts once every term and the writer exist
         if self.writer is not None:
             register(self)  # on SIGTERM and at exit: hand the buffers over, then close
             self._handover_due = time.monotonic() + self.flush_seconds / 2
@@ -439,33 +250,95 @@ class RecorderManager(NullRecorderManager):
 
         return hand_over
 
+    # -- the driver's state, and the driving it does --------------------------------
+    @property
+    def tracker(self) -> EpisodeTracker:
+        return self.driver.tracker
+
+    @property
+    def variations(self) -> VariationSet:
+        return self.driver.variations
+
+    @property
+    def schedule(self) -> EpisodeSchedule | None:
+        return self.driver.schedule
+
+    @property
+    def num_envs(self) -> int:
+        return self.driver.num_envs
+
+    @property
+    def seed(self) -> int:
+        return self.driver.seed
+
+    @property
+    def env(self) -> Any:
+        return self.driver.env
+
+    @env.setter
+    def env(self, env: Any) -> None:
+        self.driver.env = env
+
+    def draw_build(self, env: Any = None, *, apply: bool = True) -> dict[str, np.ndarray]:
+        """Draw (and record) the build-mode variations; see :meth:`VariationDriver.draw_build`."""
+        return self.driver.draw_build(env, apply=apply)
+
+    def draw_reset(self, env: Any, env_ids: Any) -> None:
+        """Draw (and record) the reset-mode variations for ``env_ids``, applied to ``env``."""
+        self.driver.draw_reset(env, env_ids)
+
+    def draw_interval(self, env: Any = None) -> None:
+        """Draw (and record) the interval-mode variations that are due."""
+        self.driver.draw_interval(env)
+
+    def episode_seeds(self, env_ids: Any) -> np.ndarray:
+        """Reset seeds of the current episodes; see :meth:`VariationDriver.episode_seeds`."""
+        return self.driver.episode_seeds(env_ids)
+
+    def reset(
+        self,
+        env: Any,
+        env_ids: Any,
+        *,
+        reset_fn: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+    ) -> None:
+        """One reset of ``env_ids``, recorded: see :meth:`VariationDriver.reset` (the
+        finished episodes are recorded before the tracker reserves their next index)."""
+        self.driver.reset(env, env_ids, reset_fn=reset_fn)
+
     # -- hooks -----------------------------------------------------------------------
-    def record_step(self, **data: np.ndarray) -> None:
+    def record_step(self, **data: Any) -> None:
         """A step's per-env arrays (``reward``, ``terminated``, ``truncated``,
         ``success`` and anything a term records), before finished envs reset."""
         if time.monotonic() >= self._handover_due:  # once per hook call, not per draw
             self._hand_over_buffers()
-        self.tracker.advance_steps()
+        self.driver.tracker.advance_steps()
         for term in self.terms.values():
             term.record_step(data)
 
-    def _pre_reset(self, ids: np.ndarray) -> None:
-        """Record the finished episodes of ``ids`` (skipping never-started ones), then
+    def record_pre_reset(self, env_ids: Any) -> None:
+        """Record the finished episodes of ``env_ids`` (skipping never-started ones), then
         reserve their next episode index."""
-        done = ids[self.tracker.started[ids]]
-        if done.size:
-            row: dict[str, Any] = {}
-            for term in self.terms.values():
-                row.update(term.record_pre_reset(done) or {})
-            row.update(self.tracker.finish(done))
-            self._episode_parts.append(row)
-            self._episode_rows += done.size
-            if self._episode_rows >= self.max_rows:
-                self._flush_episodes()
-        self.tracker.begin(ids)
+        self.driver.record_pre_reset(env_ids)
 
-    def _post_reset(self, ids: np.ndarray) -> None:
-        super()._post_reset(ids)
+    def record_post_reset(self, env_ids: Any) -> None:
+        """Start the reserved episodes of ``env_ids`` (after their reset draws)."""
+        self.driver.record_post_reset(env_ids)
+
+    # -- what the driver calls (DriverHooks) -----------------------------------------
+    def finishing(self, done: np.ndarray) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for term in self.terms.values():
+            row.update(term.record_pre_reset(done) or {})
+        return row
+
+    def finished(self, row: dict[str, Any]) -> None:
+        self._episode_parts.append(row)
+        self._episode_rows += len(row["env_id"])
+        if self._episode_rows >= self.max_rows:
+            self._flush_episodes()
+
+    def started(self, ids: np.ndarray) -> None:
         for term in self.terms.values():
             term.record_post_reset(ids)
 
@@ -525,6 +398,9 @@ class RecorderManager(NullRecorderManager):
             finally:
                 self._closed = True
                 unregister(self)
+                driver = getattr(self, "driver", None)
+                if driver is not None and driver.hooks is self:
+                    driver.hooks = None  # a closed recorder records nothing more
                 writer = getattr(self, "writer", None)
                 if writer is not None and not writer.closed:
                     self._note_enabled_later(writer)
@@ -551,6 +427,16 @@ class RecorderManager(NullRecorderManager):
         except Exception as exc:  # a note in run.json must not keep the run from closing
             log.warning("could not mark %s as enabled after start in run.json: %s", late, exc)
 
+    def __enter__(self) -> RecorderManager:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        self.close(error=exc)
+
+
+LifecycleManager = VariationDriver | RecorderManager
+"""Either manager: what an env loop or a wrapper drives (``isinstance`` accepts it)."""
+
 
 def make_recorder_manager(
     num_envs: int,
@@ -559,14 +445,15 @@ def make_recorder_manager(
     terms: Mapping[str, RecorderTermCfg] | None = None,
     step_keys: Iterable[str] | None = None,
     **kwargs: Any,
-) -> NullRecorderManager:
-    """A :class:`RecorderManager`, or the :class:`NullRecorderManager` when there is
-    nothing to record (no output, no terms, no step keys)."""
+) -> VariationDriver | RecorderManager:
+    """A :class:`RecorderManager`, or the zero-cost :class:`VariationDriver` (the
+    ``NullRecorderManager``) when there is nothing to record (no output, no terms, no
+    step keys)."""
     if output is None and not terms and step_keys is None:
         null_kwargs = {
             k: v
             for k, v in kwargs.items()
             if k in ("variations", "seed", "tracker", "env", "schedule")
         }
-        return NullRecorderManager(num_envs, **null_kwargs)
+        return VariationDriver(num_envs, **null_kwargs)
     return RecorderManager(num_envs, output=output, terms=terms, step_keys=step_keys, **kwargs)

@@ -1,0 +1,268 @@
+"""The VariationDriver: tracks episodes and drives the variations, recording nothing.
+
+It owns the :class:`~varirec.recording.episodes.EpisodeTracker` (episode indices, steps,
+seeds), hands design rows out through a schedule, keys and draws the variations (all
+reset-mode variations of a reset in one batched draw), and runs the interval timers.
+Call its hooks from the env's step and reset (mjlab order)::
+
+    driver.record_step()                 # a step was taken
+    driver.reset(env, done_ids, reset_fn=env.reset_idx)
+    driver.draw_interval(env)            # mid-episode draws that are due
+    driver.record_post_step()
+
+This is the zero-cost path (:func:`~varirec.recording.manager.make_recorder_manager`
+returns it when nothing is recorded; it is exported as ``NullRecorderManager`` too).
+A :class:`~varirec.recording.manager.RecorderManager` holds one and records around it
+through :class:`DriverHooks`: finished episodes before the tracker reserves the next
+index, new episodes after their reset.
+
+>>> import varirec as vr
+>>> mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+>>> d = VariationDriver(2, variations=[mass], seed=0)
+>>> d.reset(None, [0, 1])
+>>> d.tracker.episode.tolist(), d.tracker.started.tolist()
+([0, 0], [True, True])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from varirec.errors import RecorderStateError
+from varirec.recording.episodes import EpisodeTracker
+from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
+from varirec.variations.variation import Variation, VariationSet, noise_keys
+
+__all__ = ["DriverHooks", "EpisodeSchedule", "StudyDesign", "VariationDriver"]
+
+
+class StudyDesign(Protocol):
+    """The design of a study, as the manager stores it (run.json and the design table)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def to_table(self) -> pa.Table: ...
+
+
+class EpisodeSchedule(Protocol):
+    """Hands design rows and common-random-number seeds to the episodes that begin
+    (the studies stage's :class:`~varirec.studies.design.DesignSchedule` is one)."""
+
+    design: StudyDesign
+    replicates: int
+    common_random_numbers: bool
+
+    def attach(self, variations: VariationSet) -> None:
+        """Refuse variations the design does not fit (before any run exists)."""
+
+    def check_bound(self) -> None:
+        """Refuse to hand out rows while the design is not bound to the variations."""
+
+    def assign(self, tracker: EpisodeTracker, env_ids: np.ndarray) -> np.ndarray: ...
+
+
+class DriverHooks(Protocol):
+    """Where a recorder plugs into a :class:`VariationDriver` (the RecorderManager is one).
+
+    Each hook runs at one moment of the reset lifecycle, with what is valid then.
+    """
+
+    def finishing(self, done: np.ndarray) -> dict[str, Any]:
+        """The episodes of ``done`` ended and are still intact (the tracker has not
+        finished them): return the recorder's columns for them, aligned with ``done``."""
+
+    def finished(self, row: dict[str, Any]) -> None:
+        """The columns of :meth:`finishing` plus the tracker's (``env_id``, seqs, length)."""
+
+    def started(self, ids: np.ndarray) -> None:
+        """The new episodes of ``ids`` started: their draws are applied, the env reset."""
+
+
+class VariationDriver:
+    """Episode tracking and variation driving, with no terms and no output.
+
+    Args:
+        num_envs: envs in the batch (or give ``tracker``).
+        variations: variations to key by this driver's episodes and draw.
+        seed: the run seed of the reproducible draws.
+        tracker: share an existing tracker.
+        env: the env, handed to terms and to ``apply`` callables.
+        schedule: a :class:`~varirec.studies.design.DesignSchedule` that hands design rows to
+            resetting envs. Its design must drive these variations (checked here) and be
+            bound to them (``design.bind(variations)``, before or after this driver is
+            made; checked at the first reset, before any row is handed out).
+    """
+
+    def __init__(
+        self,
+        num_envs: int | None = None,
+        *,
+        variations: VariationSet | Iterable[Variation] | None = None,
+        seed: int = 0,
+        tracker: EpisodeTracker | None = None,
+        env: Any = None,
+        schedule: EpisodeSchedule | None = None,
+    ) -> None:
+        if tracker is None:
+            if num_envs is None:
+                raise ValueError("give `num_envs` (or an EpisodeTracker as `tracker`)")
+            tracker = EpisodeTracker(num_envs)
+        self.tracker = tracker
+        self.num_envs = tracker.num_envs
+        self.env = env
+        self.seed = int(seed)
+        if variations is None:
+            variations = VariationSet()
+        elif not isinstance(variations, VariationSet):
+            variations = VariationSet(variations)
+        self.variations = variations
+        if schedule is not None:
+            schedule.attach(variations)  # binding is checked at the first rows handed out
+        self.schedule = schedule
+        for v in variations.values():
+            v.bind(tracker)
+            v.seed(self.seed)
+        # Every interval variation has a timer: one enabled later draws on time too.
+        self._interval_next = {
+            v.key: np.zeros(self.num_envs, dtype=np.int64)
+            for v in variations.values()
+            if v.mode == "interval"
+        }
+        self._timer_stream = CounterStream(self.seed, INTERVAL_TIMER_STREAM)
+        self._seed_stream = CounterStream(self.seed, RESET_SEED_STREAM)
+        self._built = False
+        self.hooks: DriverHooks | None = None
+        """The recorder around this driver; None on the zero-cost path."""
+
+    # -- lifecycle hooks -------------------------------------------------------------
+    def record_step(self, **data: Any) -> None:
+        """Count a step for every running episode (a recorder also records ``data``)."""
+        self.tracker.advance_steps()
+
+    def record_pre_reset(self, env_ids: Any) -> None:
+        """Finish the started episodes of ``env_ids`` and reserve their next index."""
+        self._pre_reset(self.tracker.ids(env_ids))
+
+    def record_post_reset(self, env_ids: Any) -> None:
+        """Start the reserved episodes of ``env_ids`` (after their reset draws)."""
+        self._post_reset(self.tracker.ids(env_ids))
+
+    def _pre_reset(self, ids: np.ndarray) -> None:
+        t = self.tracker
+        hooks = self.hooks
+        if hooks is None:
+            t.finish(ids)
+        else:
+            done = ids[t.started[ids]]
+            if done.size:  # the first reset after build finishes nothing: no phantom
+                row = hooks.finishing(done)
+                row.update(t.finish(done))
+                hooks.finished(row)
+        t.begin(ids)
+
+    def _post_reset(self, ids: np.ndarray) -> None:
+        self.tracker.start(ids)
+        self._arm_interval_timers(ids)
+        if self.hooks is not None:
+            self.hooks.started(ids)
+
+    def record_post_step(self) -> None:
+        """End of a step (nothing to do without a recorder)."""
+
+    def flush(self) -> None:
+        """Nothing buffered without a recorder."""
+
+    def close(self, error: BaseException | None = None, *, closed_by: str = "close") -> None:
+        """Nothing to close without output."""
+
+    # -- driving variations ----------------------------------------------------------
+    def draw_build(self, env: Any = None, *, apply: bool = True) -> dict[str, np.ndarray]:
+        """Draw the build-mode variations once (one value for every env); returns them by
+        key. ``apply=False`` only draws (and records): the env does not exist yet."""
+        if self._built:
+            raise RecorderStateError("build-mode variations were already drawn for this run")
+        self._built = True
+        values = {}
+        for v in self.variations.enabled("build"):
+            values[v.key] = v.draw(env, apply=apply)
+        return values
+
+    def draw_reset(self, env: Any, env_ids: Any) -> None:
+        """Draw the reset-mode variations for ``env_ids`` and apply them to ``env``."""
+        self._draw_reset(env, self.tracker.ids(env_ids))
+
+    def _draw_reset(self, env: Any, ids: np.ndarray) -> None:
+        for v in self.variations.enabled("reset"):
+            v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
+
+    def episode_seeds(self, env_ids: Any) -> np.ndarray:
+        """Reset seeds of the current episodes of ``env_ids``, stored on the tracker: the
+        schedule's (common random numbers) where it set one, else a hash of ``(run
+        seed, env_id, episode)``, so every episode can be replayed."""
+        ids = self.tracker.ids(env_ids)
+        seeds = self.tracker.seed[ids]
+        missing = seeds < 0
+        if missing.any():
+            seeds[missing] = self._seed_stream.seeds(
+                ids[missing], self.tracker.episode[ids[missing]]
+            )
+            self.tracker.seed[ids] = seeds
+        return seeds
+
+    def reset(
+        self,
+        env: Any,
+        env_ids: Any,
+        *,
+        reset_fn: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+    ) -> None:
+        """One reset of ``env_ids``, in order: ``record_pre_reset``; the design rows of the
+        new episodes (with a schedule); their seeds (with ``reset_fn``); the reset
+        draws, applied to ``env``; ``reset_fn(env_ids, seeds)``, the env's own reset
+        from the applied values; then ``record_post_reset``, with the new episodes'
+        first state in place."""
+        ids = self.tracker.ids(env_ids)  # checked once for every step
+        if self.schedule is not None:
+            self.schedule.check_bound()  # before the tracker moves: nothing half-done
+        self._pre_reset(ids)
+        if self.schedule is not None:
+            self.schedule.assign(self.tracker, ids)
+        seeds = None if reset_fn is None else self.episode_seeds(ids)
+        self._draw_reset(env, ids)
+        if reset_fn is not None:
+            reset_fn(ids, seeds)
+        self._post_reset(ids)
+
+    def draw_interval(self, env: Any = None) -> None:
+        """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""
+        t = self.tracker
+        for v in self.variations.enabled("interval"):
+            nxt = self._interval_next.get(v.key)
+            if nxt is None:
+                continue
+            due = np.flatnonzero(t.started & (t.step >= nxt))
+            if due.size:
+                v.draw(env, due)
+                nxt[due] = t.step[due] + self._interval_steps(v, due)
+
+    def _interval_steps(self, v: Variation, ids: np.ndarray) -> np.ndarray:
+        low, high = v.cfg.interval_steps
+        t = self.tracker
+        # Timers are episode noise too: keyed by the episode seed where one is set.
+        keys, episodes = noise_keys(ids, t.episode[ids], t.seed[ids])
+        u = self._timer_stream.uniforms(keys, episodes, 1, t.step[ids])
+        return low + np.minimum((u[:, 0] * (high - low + 1)).astype(np.int64), high - low)
+
+    def _arm_interval_timers(self, ids: np.ndarray) -> None:
+        for key, nxt in self._interval_next.items():
+            nxt[ids] = self._interval_steps(self.variations[key], ids)
+
+    def __enter__(self) -> VariationDriver:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        self.close(error=exc)
