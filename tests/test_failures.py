@@ -1,0 +1,162 @@
+"""Where it fails (issue 11): known regions of a logistic case, the reach env's planted
+mechanisms, the intervals, the CLI, Study.failures() and the demo."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from varirec.analysis import run_study
+from varirec.analysis.failures import failures, failures_from_frame
+from varirec.analysis.failures._inputs import rate_interval
+from varirec.analysis.study import analyze
+from varirec.cli import main
+from varirec.envs import make_reach_env, make_reach_variations
+
+N = 8000
+
+
+@pytest.fixture(scope="module")
+def logistic() -> pd.DataFrame:
+    """Success with known regions: x0 > 0.6 fails more (a threshold), x1 far from 0.5
+    fails more (a U), x2·x3 (centred) of opposite signs fails more (an interaction);
+    x4 does nothing."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(N, 5))
+    logit = (
+        2.0
+        - 2.5 * (x[:, 0] > 0.6)
+        - 14.0 * (x[:, 1] - 0.5) ** 2
+        + 14.0 * (x[:, 2] - 0.5) * (x[:, 3] - 0.5)
+    )
+    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(5)])
+    frame["success"] = rng.uniform(size=N) < 1 / (1 + np.exp(-logit))
+    return frame
+
+
+@pytest.fixture(scope="module")
+def logistic_fa(logistic):
+    return failures_from_frame(logistic, "success", seed=0)
+
+
+def _bin_width(fa, factor: str) -> float:
+    c = fa.curves[fa.curves["factor"] == factor]
+    return float((c["high"] - c["low"]).max())
+
+
+def test_logistic_threshold_found_within_one_bin(logistic_fa) -> None:
+    fa = logistic_fa
+    width = _bin_width(fa, "x0")
+    x0 = [c for c in fa.rule.conditions if c.factor == "x0"]
+    assert x0, fa.rule.sentence()
+    assert abs(x0[0].threshold - 0.6) < width and x0[0].op == ">"
+    c = fa.curves[fa.curves["factor"] == "x0"].reset_index(drop=True)
+    drop = int(np.argmin(np.diff(c["rate"])))  # the largest fall between adjacent bins
+    assert abs(c["high"].iloc[drop] - 0.6) <= width
+    # the region really fails more on held-out episodes: intervals apart
+    assert fa.rule.conf_inside[1] < fa.rule.conf_outside[0]
+
+
+def test_logistic_u_shape_peaks_in_the_middle_bin(logistic_fa) -> None:
+    c = logistic_fa.curves[logistic_fa.curves["factor"] == "x1"].reset_index(drop=True)
+    best = int(c["rate"].idxmax())
+    assert abs(c["center"].iloc[best] - 0.5) <= _bin_width(logistic_fa, "x1")
+    assert c["rate"].iloc[0] < c["rate"].iloc[best] - 0.1
+    assert c["rate"].iloc[-1] < c["rate"].iloc[best] - 0.1
+
+
+def test_logistic_interaction_pair_and_map(logistic_fa) -> None:
+    fa = logistic_fa
+    assert set(fa.map_pair) == {"x2", "x3"}
+    m = fa.success_map
+    top = m["bin_a"].max()
+    corner = {(a, b): r for a, b, r in zip(m["bin_a"], m["bin_b"], m["rate"], strict=True)}
+    same = (corner[(0, 0)] + corner[(top, top)]) / 2
+    opposite = (corner[(0, top)] + corner[(top, 0)]) / 2
+    assert same > opposite + 0.2
+    null = fa.interactions[
+        (fa.interactions["factor_a"] == "x4") | (fa.interactions["factor_b"] == "x4")
+    ]
+    assert (null["interaction"] < 0.01).all()
+
+
+def test_regional_sensitivity_against_scipy_and_null_factor(logistic, logistic_fa) -> None:
+    r = logistic_fa.regional.set_index("factor")
+    ok = logistic["success"].to_numpy()
+    ks = stats.ks_2samp(logistic["x0"][~ok], logistic["x0"][ok])
+    assert r.loc["x0", "statistic"] == pytest.approx(ks.statistic)
+    assert r.loc["x4", "p_value"] > 0.01
+    assert r.index[0] in ("x0", "x1")
+
+
+def test_jeffreys_interval_near_wilson_and_edges() -> None:
+    low, high = rate_interval(np.array([81, 0, 5]), np.array([100, 50, 5]), 0.95)
+    wilson = stats.binomtest(81, 100).proportion_ci(method="wilson")
+    assert abs(low[0] - wilson.low) < 0.01 and abs(high[0] - wilson.high) < 0.01
+    assert low[1] == 0.0 and high[2] == 1.0
+
+
+def test_outcome_must_be_binary_or_thresholded(logistic) -> None:
+    frame = logistic.assign(score=logistic["x0"] + logistic["x1"])
+    with pytest.raises(ValueError, match=r"must be 0/1.*threshold"):
+        failures_from_frame(frame, "score", factors=["x0", "x1"])
+    fa = failures_from_frame(frame, "score", factors=["x0", "x1"], threshold=1.0, seed=0)
+    assert fa.success_rate == pytest.approx(float((frame["score"] >= 1.0).mean()))
+    with pytest.raises(ValueError, match="`factors`"):
+        failures_from_frame(frame, "success", factors=["nope"])
+
+
+@pytest.fixture(scope="module")
+def reach(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reach")
+    return run_study(make_reach_env, make_reach_variations(), method="random", n=N,
+                     num_envs=N, output=out, progress=False, seed=0)  # fmt: skip
+
+
+def test_reach_rule_matches_the_planted_mechanism(reach) -> None:
+    """Planted: a heavy payload sags (m - 1) g / kp below the target, failing when the
+    gain is low (reach.py's ground truth)."""
+    fa = failures(reach.dataset, runs=reach.run_id, seed=0)
+    ops = {c.factor: c.op for c in fa.rule.conditions}
+    assert ops == {"payload.mass": ">", "controller.gain": "<="}, fa.rule.sentence()
+    gain = next(c for c in fa.rule.conditions if c.factor == "controller.gain")
+    mass = next(c for c in fa.rule.conditions if c.factor == "payload.mass")
+    # the sag (m - 1) · 9.81 / kp exceeds about half the 5 cm tolerance at the corner
+    assert (mass.threshold - 1) * 9.81 / gain.threshold > 0.02
+    assert fa.rule.conf_inside[1] < fa.rule.conf_outside[0]
+    assert set(fa.map_pair) == {"payload.mass", "controller.gain"}
+    top3 = set(fa.regional["factor"].head(3))
+    assert top3 == {"payload.mass", "controller.gain", "actuator.delay"}
+    color = fa.regional.set_index("factor").loc["object.color"]
+    assert color["p_value"] > 0.01
+    scene = fa.curves[fa.curves["factor"] == "scene"]
+    assert scene["categorical"].all() and list(scene["label"]) == ["lab", "factory", "outdoor"]
+
+
+def test_study_failures_and_cli(reach, tmp_path, capsys) -> None:
+    study = analyze(reach.dataset, runs=reach.run_id, num_resamples=0)
+    fa = study.failures(seed=0)
+    assert fa.num_episodes == N and fa.outcome == "success"
+    report = tmp_path / "f.html"
+    code = main(["failures", str(reach.dataset.path), "--format", "json", "--report", str(report)])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rule"]["sentence"] == fa.rule.sentence()
+    text = report.read_text()
+    assert 'id="failures"' in text and "success falls from" in text
+    assert main(["failures", str(reach.dataset.path), "--outcome", "return"]) == 2
+    assert "must be 0/1" in capsys.readouterr().err
+
+
+def test_demo_prints_and_reports_where_it_fails(tmp_path) -> None:
+    from varirec.cli.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", size="tiny", seed=0, resamples=50, echo=lambda *a: None)
+    assert result.failures is not None
+    text = result.report.read_text()
+    assert result.failures.rule.sentence().split(" when ")[0] in text
+    assert 'id="summary"' in text
