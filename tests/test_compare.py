@@ -1,0 +1,107 @@
+"""How two policies differ (issue 11): a gap explained by controller.gain, checked
+against a brute-force pairing; same policy twice gives no gap; mismatched runs refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from varirec.analysis import run_study
+from varirec.analysis.compare import ConditionsMismatchError, compare
+from varirec.analysis.tables.episode_table import episode_table
+from varirec.cli import main
+from varirec.envs import make_reach_env, make_reach_variations
+from varirec.envs.reach import ReachEnv
+from varirec.sampling.sampler_cfgs import UniformCfg
+
+N = 4000
+FLOOR = 150.0
+
+
+class GainFloor(ReachEnv):
+    """The same controller, except that it never uses a gain below FLOOR."""
+
+    def step(self):  # type: ignore[no-untyped-def]
+        raw = self.gain.copy()
+        np.maximum(self.gain, FLOOR, out=self.gain)
+        try:
+            return super().step()
+        finally:
+            self.gain[:] = raw
+
+
+def _run(out, make_env, run_id, seed=0, policy=None, variations=None):  # type: ignore[no-untyped-def]
+    return run_study(make_env, variations or make_reach_variations(), method="random", n=N,
+                     num_envs=N, output=out, progress=False, seed=seed, run_id=run_id,
+                     policy=policy)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("policies")
+    _run(out, make_reach_env, "A", policy="baseline")
+    _run(out, GainFloor, "B", policy="gain-floor")
+    _run(out, make_reach_env, "A2", policy="baseline")
+    return out
+
+
+def test_gap_is_explained_by_controller_gain(runs) -> None:
+    c = compare(runs, ["A", "B"], num_resamples=500, seed=0)
+    assert c.policies == ("baseline", "gain-floor") and c.num_pairs == N
+    # brute force: pair the episode tables by (env, episode) with pandas
+    a = episode_table(runs, "A").frame.set_index(["env_id", "episode"])
+    b = episode_table(runs, "B").frame.set_index(["env_id", "episode"])
+    both = a.join(b[["success"]].rename(columns={"success": "success_b"}), how="inner")
+    d = both["success_b"].astype(float) - both["success"].astype(float)
+    assert c.gap == pytest.approx(d.mean())
+    assert c.discordant == (int((d < 0).sum()), int((d > 0).sum()))
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    assert c.gap_conf[0] < c.gap < c.gap_conf[1]
+    assert (c.gap_conf[1] - c.gap_conf[0]) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert c.gap_conf[0] > 0 and c.mcnemar_p < 1e-6
+    # the policies differ only below the floor: every discordant pair has a gain below it
+    assert (both.loc[d != 0, "controller.gain"] < FLOOR).all()
+    assert c.disagreement["factor"].iloc[0] == "controller.gain"
+    ranked = c.explaining().set_index("factor")
+    assert bool(ranked.loc["controller.gain", "effect"])
+    assert not bool(ranked.loc["object.color", "effect"])
+    curve = c.curves[c.curves["factor"] == "controller.gain"]
+    above = curve[curve["low"] >= FLOOR]
+    assert len(above) and (above["gap"] == 0).all()
+    assert curve["gap"].iloc[0] > 0.1  # lowest gains: the floor helps most
+    assert "controller.gain" in c.summary()
+
+
+def test_same_policy_twice_has_no_gap(runs) -> None:
+    c = compare(runs, ["A", "A2"], num_resamples=100)
+    assert c.gap == 0.0 and c.discordant == (0, 0) and c.explained is None
+    assert c.gap_conf == (0.0, 0.0)
+    assert any("never varies" in n for n in c.notes)
+
+
+def test_mismatched_conditions_are_refused(tmp_path) -> None:
+    _run(tmp_path, make_reach_env, "A")
+    _run(tmp_path, make_reach_env, "S1", seed=1)
+    with pytest.raises(ConditionsMismatchError, match=r"seed: 0 in A vs 1 in B"):
+        compare(tmp_path, ["A", "S1"])
+    wider = make_reach_variations()
+    cfg = wider["payload.mass"].cfg
+    wider["payload.mass"].apply_cfg(
+        type(cfg)(**{**cfg.__dict__, "sampler": UniformCfg(low=0.8, high=3.0)})
+    )
+    _run(tmp_path, make_reach_env, "W", variations=wider)
+    with pytest.raises(ConditionsMismatchError, match=r"variations\[payload.mass\]\.sampler"):
+        compare(tmp_path, ["A", "W"])
+    with pytest.raises(ValueError, match="two distinct run ids"):
+        compare(tmp_path, ["A", "A"])
+
+
+def test_cli_compare(runs, capsys) -> None:
+    assert main(["compare", str(runs), "--runs", "A", "B", "--format", "json",
+                 "--resamples", "100"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert out["policies"] == ["baseline", "gain-floor"] and out["gap"] > 0
+    assert pd.DataFrame(out["disagreement"])["factor"].iloc[0] == "controller.gain"
