@@ -10,6 +10,12 @@ It does, in order, what a design-driven study takes five pieces for: the SALib d
 random draws instead, for the given-data estimators. The pieces stay public for
 those who need another arrangement.
 
+``resume=True`` continues a run whose process died: the same call (same ``run_id``,
+``method``, ``n``, ``replicates``, ``seed``) runs only the design rows (or, for
+``method="random"``, the number of episodes) that have no finished episode yet, in a
+new writer of the same run (:func:`~varirec.studies.resume.resume_point`,
+:meth:`~varirec.storage.RunWriter.resume`).
+
 >>> import tempfile
 >>> from varirec.envs import ishigami_variations, make_ishigami_env
 >>> out = tempfile.mkdtemp()
@@ -34,9 +40,12 @@ from tqdm.auto import tqdm
 from varirec import RecorderManager, Variation, VariationSet, open_dataset
 from varirec.analysis.designs import morris_design, sobol_design
 from varirec.analysis.study import Study, analyze
-from varirec.storage import Dataset
+from varirec.errors import DatasetError
+from varirec.recording.episodes import EpisodeTracker
+from varirec.storage import Dataset, RunWriter
 from varirec.studies.design import DesignSchedule
 from varirec.studies.driver import BatchedEnv, StudyStats, drive_episodes
+from varirec.studies.resume import resume_point
 
 __all__ = ["StudyRun", "run_study"]
 
@@ -77,6 +86,7 @@ def run_study(
     metadata: Mapping[str, Any] | None = None,
     policy: str | None = None,
     progress: bool = True,
+    resume: bool = False,
     **manager_options: Any,
 ) -> StudyRun:
     """Build the design, bind it, schedule it, record it; return the dataset.
@@ -103,15 +113,27 @@ def run_study(
             the same values and reset seeds per episode: change only ``make_env`` (the
             policy) and :func:`~varirec.analysis.compare.compare` pairs their episodes.
         progress: show a progress bar.
+        resume: continue run ``run_id`` (whose process died) instead of creating it:
+            only the ``(row, replicate)`` pairs without a finished episode run (for
+            ``method="random"``, ``n`` minus the finished episodes). The other
+            arguments must be those of the first call; the values per pair are then
+            those an uninterrupted run records.
         **manager_options: more :class:`~varirec.RecorderManager` arguments.
 
     Raises:
-        ValueError: a bad ``method``, ``n`` or ``replicates``, before anything is written.
+        ValueError: a bad ``method``, ``n`` or ``replicates``, or ``resume`` without
+            ``run_id``, before anything is written.
+        DatasetError: ``resume`` of a run recorded with other study arguments.
     """
     if method not in ("sobol", "morris", "random"):
         raise ValueError(f"`method` must be 'sobol', 'morris' or 'random', got {method!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"`n` must be a positive int, got {n!r}")
+    if resume and run_id is None:
+        raise ValueError(
+            "`resume=True` needs the `run_id` of the run to continue; pass run_id=... "
+            "(varirec inspect DATASET lists the runs)"
+        )
     if not isinstance(variations, VariationSet):
         variations = VariationSet(variations)
     schedule = None
@@ -128,20 +150,43 @@ def run_study(
         design.bind(variations)
         total = schedule.num_episodes
     run_id = run_id or f"{method}_{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-    meta = {"study": {"method": method, "n": n, "replicates": replicates}, **(metadata or {})}
+    study = {"method": method, "n": n, "replicates": replicates}
+    study.update(second_order=second_order, num_levels=num_levels)
+    meta = {"study": study, **(metadata or {})}
     if policy is not None:
         if not isinstance(policy, str) or not policy:
             raise ValueError(f"`policy` must be a non-empty name, got {policy!r}")
         meta["policy"] = policy
+    tracker: EpisodeTracker | None = None
+    target: str | os.PathLike[str] | RunWriter = output
+    if resume:
+        dataset = open_dataset(output)
+        _check_same_study(dataset, run_id, study, seed)
+        point = resume_point(dataset, run_id, schedule)
+        if schedule is not None:
+            schedule.skip(point.pairs_finished)
+            total = schedule.remaining
+        else:
+            total = n = max(0, n - point.episodes_finished)
+        if total == 0:
+            return StudyRun(dataset, run_id, method, StudyStats(0, 0, 0.0, True))
+        tracker = point.tracker(num_envs)
+        options = {
+            "max_queue": 4,
+            "max_seconds_per_part": manager_options.get("flush_seconds", 5.0) / 2,
+            **dict(manager_options.pop("writer_options", None) or {}),
+        }
+        target = RunWriter.resume(output, run_id, **options)
     with (
         RecorderManager(
             num_envs,
             variations=variations,
-            output=output,
+            output=target,
             run_id=run_id,
             seed=seed,
             schedule=schedule,
             metadata=meta,
+            tracker=tracker,
             **manager_options,
         ) as manager,
         tqdm(total=total, desc=f"{method} study", unit="episode", disable=not progress) as bar,
@@ -154,3 +199,17 @@ def run_study(
             progress=bar.update,
         )
     return StudyRun(open_dataset(output), run_id, method, stats)
+
+
+def _check_same_study(dataset: Dataset, run_id: str, study: dict[str, Any], seed: int) -> None:
+    """Refuse to resume a run that another study (method, n, replicates, seed) recorded."""
+    metadata = dataset.run(run_id).metadata
+    recorded = {**(metadata.get("user", {}).get("study") or {}), "seed": metadata.get("seed")}
+    given = {**study, "seed": seed}
+    differ = [k for k in given if k in recorded and recorded[k] != given[k]]
+    if differ:
+        shown = ", ".join(f"{k}={recorded[k]!r} (given {given[k]!r})" for k in differ)
+        raise DatasetError(
+            f"run {run_id!r} was recorded by another study: {shown}; resume it with the "
+            "arguments of its first call"
+        )

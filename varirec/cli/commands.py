@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_failures_parser(sub)
     add_compare_parser(sub)
+    from varirec.cli.resume import add_resume_parser
+
+    add_resume_parser(sub)
     return parser
 
 

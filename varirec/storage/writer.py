@@ -183,6 +183,7 @@ class RunWriter:
         schemas: dict[str, pa.Schema] | None = None,
         fsync: bool = False,
         _join: bool = False,
+        _resume: bool = False,
     ) -> None:
         self.root = as_path(root)
         self.run_id = check_run_id(_default_run_id() if run_id is None else run_id)
@@ -203,6 +204,7 @@ class RunWriter:
         )
         self.writer_id = self._sink.writer_id
         self.created = not _join
+        self._finishes = not _join  # writes the run's outcome to run.json at close
         self.status = "running"
         self.writers: list[str] = [self.writer_id]
         self._counts = self._sink.counts
@@ -219,6 +221,8 @@ class RunWriter:
                     f"cannot join run {self.run_id!r}: {self.path} has no {RUN_JSON}; create "
                     f"the run first with RunWriter(root, {self.run_id!r}) or check the run id"
                 )
+            elif _resume:
+                self._adopt_run()
             self._write_sidecar(new=True)
         except BaseException:
             self._sink.close()
@@ -253,10 +257,62 @@ class RunWriter:
             >>> main.counts, "worker1" in main.writers
             ({'steps': 1}, True)
         """
-        bad = sorted({"metadata", "overwrite", "_join"} & kwargs.keys())
+        bad = sorted({"metadata", "overwrite", "_join", "_resume"} & kwargs.keys())
         if bad:
             raise TypeError(f"RunWriter.join() does not take {bad}; only the creator sets them")
         return cls(root, run_id, writer_id=writer_id, _join=True, **kwargs)
+
+    @classmethod
+    def resume(
+        cls,
+        root: str | os.PathLike[str] | StorePath,
+        run_id: str,
+        writer_id: str | None = None,
+        **kwargs: Any,
+    ) -> RunWriter:
+        """A writer that continues a run whose creator died (or ended): it adds parts as
+        :meth:`join` does and takes over ``run.json``, which it sets back to ``running``
+        (appending the time to ``resumed_utc``) and closes as the creator would, with the
+        counts of every writer that recorded a final count. Keyword arguments are those
+        of :meth:`join`.
+
+        Raises:
+            DatasetError: the run does not exist, or its ``run.json`` is unreadable.
+
+        Example:
+            >>> import tempfile, pyarrow as pa
+            >>> root = tempfile.mkdtemp()
+            >>> RunWriter(root, "r1", background=False).close()
+            >>> with RunWriter.resume(root, "r1", writer_id="again") as w:
+            ...     w.append("steps", pa.table({"x": [1, 2]}))
+            >>> w.status, w.counts
+            ('complete', {'steps': 2})
+        """
+        bad = sorted({"metadata", "overwrite", "_join", "_resume"} & kwargs.keys())
+        if bad:
+            raise TypeError(f"RunWriter.resume() does not take {bad}; the run keeps its own")
+        return cls(root, run_id, writer_id=writer_id, _join=True, _resume=True, **kwargs)
+
+    def _adopt_run(self) -> None:
+        """Take over ``run.json`` of the run being resumed (see :meth:`resume`)."""
+        path = self.path / RUN_JSON
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
+        except (OSError, ValueError) as exc:
+            raise DatasetError(
+                f"cannot resume run {self.run_id!r}: {path} is unreadable ({exc}); restore it "
+                "from a copy, or record a new run"
+            ) from None
+        kept = ("schema_version", "varirec_version", "run_id", "created_utc", "metadata")
+        self._doc = {k: doc[k] for k in kept if k in doc}
+        resumed = doc.get("resumed_utc")
+        self._doc["resumed_utc"] = [*(resumed if isinstance(resumed, list) else []), self._started]
+        self._doc["status"] = "running"
+        self._metadata = dict(doc.get("metadata") or {})
+        self._finishes = True
+        _write_json_atomic(path, _to_json(self._doc, "metadata"))
 
     def _create_run(self, overwrite: bool) -> None:
         self._doc = {
@@ -403,7 +459,7 @@ class RunWriter:
             TypeError: a value is not JSON-serializable.
         """
         self._check_open()
-        if not self.created:
+        if not self._finishes:
             raise DatasetError(
                 f"writer {self.writer_id!r} joined run {self.run_id!r} and may not rewrite "
                 f"{RUN_JSON}; update metadata from the writer that created the run"
@@ -453,7 +509,7 @@ class RunWriter:
                 record = record or error_record(exc, None)
             else:
                 unwritten = None
-            if self.created:
+            if self._finishes:
                 try:
                     self._finish_run_json(ended, record, lost=lost, closed_by=closed_by)
                 except OSError as exc:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import ArrayLike
 
 from varirec.errors import DesignError, UnknownNameError
 from varirec.recording.episodes import EpisodeTracker
@@ -291,6 +292,31 @@ class DesignSchedule:
         tracker.seed[env_ids] = seeds
         self.handed_out += len(pairs)
         return rows
+
+    def finished_pairs(self, sample_ids: ArrayLike, seeds: ArrayLike) -> np.ndarray:
+        """The ``(row, replicate)`` pairs of finished episodes, from their design rows and
+        reset seeds (each pair has its own seed); shape ``(k, 2)``, sorted, unique.
+
+        Episodes outside the design (``sample_id = -1``) or whose seed is no replicate's
+        of their row are left out.
+        """
+        sid = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+        seed = np.asarray(seeds, dtype=np.int64).reshape(-1)
+        ok = (sid >= 0) & (sid < self.design.num_rows)
+        sid, seed = sid[ok], seed[ok]
+        reps = self.replicates
+        expected = self.episode_seeds(
+            np.repeat(sid, reps), np.tile(np.arange(reps, dtype=np.int64), len(sid))
+        ).reshape(-1, reps)
+        match = expected == seed[:, None]
+        found = match.any(axis=1)
+        pairs = np.stack([sid[found], match.argmax(axis=1)[found]], axis=1)
+        return np.unique(pairs, axis=0).reshape(-1, 2)
+
+    def skip(self, pairs: np.ndarray) -> int:
+        """Hand out none of ``pairs`` (``(row, replicate)``, e.g. from
+        :meth:`finished_pairs` of a run being resumed); returns how many were skipped."""
+        return self.iterator.discard(map(tuple, np.asarray(pairs, np.int64).tolist()))
 
     def missing_rows(self, finished_sample_ids: Iterable[int]) -> np.ndarray:
         """Design rows with fewer finished episodes than ``replicates``."""

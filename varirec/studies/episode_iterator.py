@@ -17,7 +17,7 @@ and the iterator keeps its own Generator instead of seeding the global ``random`
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -184,6 +184,19 @@ class EpisodeIterator(Generic[T]):
                 f"no episode with id {episode_id!r}; {nearest_names(str(episode_id), known)}"
             ) from None
         self.set_next_by_index(index)
+
+    def discard(self, episode_ids: Iterable[Hashable]) -> int:
+        """Drop the episodes whose ids (``id_of``) are in ``episode_ids`` from this pass
+        (e.g. those that finished before a resume); returns how many were dropped.
+
+        >>> it = EpisodeIterator(["a", "b", "c"], cycle=False, id_of=str)
+        >>> it.discard(["b"]), it.take(5)
+        (1, ['a', 'c'])
+        """
+        drop = set(episode_ids)
+        before = len(self._queue)
+        self._queue = deque(i for i in self._queue if self._ids[i] not in drop)
+        return before - len(self._queue)
 
     def __len__(self) -> int:
         """Episodes left in this pass (before cycling)."""

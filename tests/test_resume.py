@@ -1,0 +1,203 @@
+"""Resuming a study whose process died: only what did not finish runs, into the same run,
+and the result equals an uninterrupted study (the draws are reproducible)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("SALib")
+
+from varirec.analysis import analyze, episode_table, run_study
+from varirec.cli import main as cli_main
+from varirec.envs.analytic import ishigami
+from varirec.envs.one_step import OneStepEnv, ishigami_variations
+from varirec.errors import DatasetError
+from varirec.storage import open_dataset
+
+STUDY = {"method": "sobol", "n": 16, "replicates": 2, "seed": 5, "num_envs": 8}
+# 16 x (3 + 2) rows x 2 replicates, 8 envs, one-step episodes: 20 steps.
+EPISODES = 16 * 5 * 2
+
+
+def make_noisy_env(num_envs: int) -> OneStepEnv:
+    """Ishigami reward; success drawn from the episode's seed (so seeds must match too)."""
+    return OneStepEnv(
+        num_envs,
+        ishigami,
+        3,
+        success_prob=lambda x: 1.0 / (1.0 + np.exp(-x[:, 0])),
+    )
+
+
+def dies(env: OneStepEnv, after: int) -> OneStepEnv:
+    """``env``, whose process 'dies' (raises) at its ``after``-th step."""
+    step, left = env.step, [after]
+
+    def dying_step():
+        left[0] -= 1
+        if left[0] < 0:
+            raise RuntimeError("the study process died")
+        return step()
+
+    env.step = dying_step
+    return env
+
+
+def by_pair(root: Path, run_id: str) -> pa.Table:
+    """The episode table of a run, one row per (design row, replicate seed), sorted."""
+    table = episode_table(open_dataset(root), runs=run_id, outcomes=["return", "success"])
+    cols = ["sample_id", "seed", "x1", "x2", "x3", "return", "success"]
+    return pa.Table.from_pandas(table.frame[cols], preserve_index=False).sort_by(
+        [("sample_id", "ascending"), ("seed", "ascending")]
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, pa.Table]:
+    root = tmp_path_factory.mktemp("whole")
+    run_study(
+        make_noisy_env, ishigami_variations(), output=root, run_id="s", progress=False, **STUDY
+    )
+    return root, by_pair(root, "s")
+
+
+def interrupted(root: Path, after: int) -> None:
+    with pytest.raises(RuntimeError, match="died"):
+        run_study(
+            lambda n: dies(make_noisy_env(n), after), ishigami_variations(), output=root,
+            run_id="s", progress=False, **STUDY,
+        )  # fmt: skip
+
+
+def test_a_resumed_study_equals_an_uninterrupted_one(tmp_path, uninterrupted):
+    interrupted(tmp_path, after=7)
+    before = open_dataset(tmp_path).episodes("s").num_rows
+    assert 0 < before < EPISODES
+    resumed = run_study(
+        make_noisy_env, ishigami_variations(), output=tmp_path, run_id="s", progress=False,
+        resume=True, **STUDY,
+    )  # fmt: skip
+    assert resumed.stats.episodes == EPISODES - before  # only what had not finished ran
+    got = by_pair(tmp_path, "s")
+    assert got.num_rows == EPISODES  # every (row, replicate) once: nothing twice
+    assert got.equals(uninterrupted[1])  # same values, seeds and outcomes per pair
+    run = open_dataset(tmp_path).run("s")
+    assert run.status == "complete" and len(run.writers) == 2
+    doc = json.loads((tmp_path / "run_id=s" / "run.json").read_text())
+    assert len(doc["resumed_utc"]) == 1
+    whole = analyze(open_dataset(uninterrupted[0]), outcome="return", num_resamples=0)
+    again = analyze(open_dataset(tmp_path), outcome="return", num_resamples=0)
+    assert whole.to_frame().equals(again.to_frame())
+
+
+def test_resuming_a_complete_study_runs_nothing(uninterrupted):
+    again = run_study(
+        make_noisy_env, ishigami_variations(), output=uninterrupted[0], run_id="s",
+        progress=False, resume=True, **STUDY,
+    )  # fmt: skip
+    assert again.stats.episodes == 0
+    assert by_pair(uninterrupted[0], "s").equals(uninterrupted[1])
+
+
+def test_a_run_of_another_study_is_refused(tmp_path):
+    interrupted(tmp_path, after=3)
+    other = {**STUDY, "n": 32}
+    with pytest.raises(DatasetError, match=r"run 's' was recorded by another study: n=16"):
+        run_study(
+            make_noisy_env, ishigami_variations(), output=tmp_path, run_id="s",
+            progress=False, resume=True, **other,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"`resume=True` needs the `run_id`"):
+        run_study(make_noisy_env, ishigami_variations(), output=tmp_path, resume=True, n=16)
+
+
+def test_a_random_study_resumes_to_its_episode_count(tmp_path):
+    options = {"method": "random", "n": 100, "seed": 1, "num_envs": 8, "progress": False}
+    with pytest.raises(RuntimeError, match="died"):
+        run_study(lambda n: dies(make_noisy_env(n), 4), ishigami_variations(), output=tmp_path,
+                  run_id="r", **options)  # fmt: skip
+    before = open_dataset(tmp_path).episodes("r").num_rows
+    run_study(
+        make_noisy_env, ishigami_variations(), output=tmp_path, run_id="r", resume=True, **options
+    )
+    episodes = open_dataset(tmp_path).episodes("r", columns=["env_id", "episode"])
+    assert before < 100 and episodes.num_rows == 100
+    pairs = episodes.group_by(["env_id", "episode"]).aggregate([])
+    assert pairs.num_rows == 100  # the resumed writer never reused an (env, episode)
+
+
+def test_the_cli_resumes_a_study_from_its_run_json(tmp_path, uninterrupted, capsys):
+    interrupted(tmp_path, after=5)
+    code = cli_main(
+        ["resume", str(tmp_path), "--run-id", "s", "--quiet",
+         "--env", f"{__name__}:make_noisy_env",
+         "--variations", "varirec.envs:ishigami_variations"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "resumed run 's'" in capsys.readouterr().out
+    assert by_pair(tmp_path, "s").equals(uninterrupted[1])
+
+
+def test_the_cli_names_a_bad_env_factory(tmp_path, capsys):
+    interrupted(tmp_path, after=2)
+    code = cli_main(["resume", str(tmp_path), "--run-id", "s", "--env", "nowhere",
+                     "--variations", "varirec.envs:ishigami_variations"])  # fmt: skip
+    assert code == 2
+    assert "`--env` must be 'module:function', got 'nowhere'" in capsys.readouterr().err
+
+
+CHILD = """
+import sys, time
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_resume import STUDY, make_noisy_env
+from varirec.analysis import run_study
+from varirec.envs.one_step import ishigami_variations
+
+def slow(n):
+    env = make_noisy_env(n)
+    step = env.step
+    def slow_step():
+        time.sleep(0.05)
+        with open({log!r}, "a") as f:
+            f.write("step\\n")
+        return step()
+    env.step = slow_step
+    return env
+
+run_study(slow, ishigami_variations(), output={root!r}, run_id="s", progress=False,
+          flush_seconds=0.2, **STUDY)
+"""
+
+
+@pytest.mark.slow
+def test_a_study_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted):
+    root, log = tmp_path / "data", tmp_path / "log"
+    code = CHILD.format(tests=str(Path(__file__).parent), log=str(log), root=str(root))
+    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    try:
+        while not log.exists() or len(log.read_text().split()) < 10:  # half of the 20 steps
+            assert proc.poll() is None, "the study ended before it was killed"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert open_dataset(root).run("s").status == "running"  # it never closed
+    run_study(
+        make_noisy_env, ishigami_variations(), output=root, run_id="s", progress=False,
+        resume=True, **STUDY,
+    )  # fmt: skip
+    assert by_pair(root, "s").equals(uninterrupted[1])
