@@ -62,15 +62,107 @@ def generate(root: Path, rows: int) -> None:
     print(f"done: {rounds * NUM_ENVS * NUM_VARS:,} draw rows in {time.perf_counter() - t0:.0f} s")
 
 
+def _hand_asof_sql(files: list[str], episodes: list[str], factors: list[str]) -> str:
+    """DuckDB's ASOF JOIN written by hand: one join per factor, joined on the episode."""
+    draws = f"read_parquet({files!r})"
+    parts = []
+    for i, key in enumerate(factors):
+        parts.append(
+            f"f{i} AS (SELECT e.env_id, e.episode, d.value AS v{i} FROM "
+            f"read_parquet({episodes!r}) e ASOF LEFT JOIN "
+            f"(SELECT env_id, seq, value FROM {draws} WHERE variation = '{key}') d "
+            "ON e.env_id = d.env_id AND e.start_seq >= d.seq)"
+        )
+    select = ", ".join(f"f{i}.v{i}" for i in range(len(factors)))
+    joins = " ".join(f"JOIN f{i} USING (env_id, episode)" for i in range(1, len(factors)))
+    return f"WITH {', '.join(parts)} SELECT f0.env_id, f0.episode, {select} FROM f0 {joins}"
+
+
+def _case(case: str, root: str, budget: int, out: str) -> None:
+    """One measured case, in its own process (peak RSS is per process)."""
+    t0 = time.perf_counter()
+    if case == "read":
+        import pyarrow.dataset as pads
+
+        table = pads.dataset(f"{root}/run_id=r/draws", format="parquet").to_table(
+            columns=["seq", "variation", "component", "env_id", "episode", "phase", "value"]
+        )
+        result = f"{table.num_rows:,} rows"
+    elif case in ("memory", "duckdb"):
+        from varirec.analysis.tables.episode_table import episode_table
+
+        table = episode_table(
+            root, engine=case, memory_budget=budget, temp_directory=f"{root}/.duckdb-tmp"
+        )
+        result = f"{len(table):,} episodes x {len(table.factors)} factors"
+    else:
+        import duckdb
+
+        files = sorted(str(p) for p in Path(root, "run_id=r", "draws").glob("part-*.parquet"))
+        episodes = sorted(str(p) for p in Path(root, "run_id=r", "episodes").glob("*.parquet"))
+        factors = [f"object{i}.param" for i in range(NUM_VARS)]
+        con = duckdb.connect()
+        con.execute(f"SET memory_limit = '{budget // 2**20}MB'")
+        con.execute(f"SET temp_directory = '{root}/.duckdb-tmp'")
+        table = con.sql(_hand_asof_sql(files, episodes, factors)).to_arrow_table()
+        result = f"{table.num_rows:,} episodes x {table.num_columns - 2} factors"
+    elapsed = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    Path(out).write_text(json.dumps({"time_s": elapsed, "peak_bytes": peak, "result": result}))
+
+
+CASES = {
+    "read": "pyarrow reads the draw columns",
+    "memory": "episode_table(engine='memory')",
+    "duckdb": "episode_table(engine='duckdb')",
+    "hand": "hand-written DuckDB ASOF JOIN per factor",
+}
+
+
+def measure(root: Path, cases: list[str], budget: int) -> None:
+    """Run each case in a subprocess; print a table of wall time and peak RSS."""
+    import tempfile
+
+    print(f"{'case':<44} {'time [s]':>9} {'peak RSS [GB]':>14}  result")
+    for case in cases:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            done = subprocess.run(
+                [sys.executable, __file__, "case", case, str(root), str(budget), out.name],
+                check=False,
+            )
+            if done.returncode != 0:
+                print(f"{CASES[case]:<44} failed with exit status {done.returncode}")
+                continue
+            got = json.loads(Path(out.name).read_text())
+        print(
+            f"{CASES[case]:<44} {got['time_s']:9.1f} {got['peak_bytes'] / 1e9:14.2f}  "
+            f"{got['result']}",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate")
     g.add_argument("root", type=Path)
     g.add_argument("--rows", type=int, default=200_000_000)
+    m = sub.add_parser("measure")
+    m.add_argument("root", type=Path)
+    m.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["read", "duckdb", "hand"])
+    m.add_argument("--budget", type=float, default=2.0, help="memory budget in GB")
+    c = sub.add_parser("case")
+    c.add_argument("case")
+    c.add_argument("root")
+    c.add_argument("budget", type=int)
+    c.add_argument("out")
     args = parser.parse_args(argv)
     if args.cmd == "generate":
         generate(args.root, args.rows)
+    elif args.cmd == "measure":
+        measure(args.root, args.cases, int(args.budget * 2**30))
+    else:
+        _case(args.case, args.root, args.budget, args.out)
     return 0
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import varirec as vr
+from conftest import run_fake_env
 from varirec.analysis.tables.episode_table import (
     BYTES_PER_DRAW_ROW,
     EpisodeTable,
@@ -16,8 +17,6 @@ from varirec.analysis.tables.episode_table import (
     episode_table,
 )
 from varirec.recording.manager import RecorderManager
-
-from conftest import run_fake_env
 
 pytest.importorskip("duckdb")
 
@@ -63,8 +62,19 @@ def test_several_runs_text_labels_and_a_mid_episode_draw(tmp_path) -> None:
             m.record_post_reset([0, 1, 2])
             m.record_step(reward=np.full(5, 2.0), success=np.arange(5) > 1)
             m.record_pre_reset(None)
+            if run_id == "b":  # one draw for all envs, later than the envs' own: it wins
+                mass.draw(None, None)
+                scene.draw(None, np.array([1, 4]))  # envs 1 and 4 skip mass
+                m.record_post_reset([1, 4])
+                m.record_step(reward=np.ones(5))
+                m.record_pre_reset([1, 4])
     table = assert_same_tables(tmp_path / "ab")
-    assert table.categorical == ["scene"] and len(table) == 16
+    assert table.categorical == ["scene"] and len(table) == 18
+    draws = vr.open_dataset(tmp_path / "ab").draws("b").to_pandas()
+    everyone = draws[(draws["variation"] == "mass") & (draws["env_id"] == -1)]["value"]
+    assert len(everyone) == 1
+    last = table.frame[table.frame["run_id"] == "b"].groupby("env_id")["mass"].last()
+    assert last[1] == last[4] == everyone.iloc[0] != last[0]
     assert sorted(table.frame["run_id"].unique()) == ["a", "b"]
     assert_same_tables(tmp_path / "ab", runs="b")
     assert_same_tables(tmp_path / "fake", drop_constant=False)
@@ -79,10 +89,9 @@ def test_unreadable_parts_are_skipped_alike(fake_run) -> None:
 
 
 def test_auto_takes_duckdb_above_the_memory_budget(fake_run) -> None:
-    _, manager, path = fake_run
+    _, _, path = fake_run
     ds = vr.open_dataset(path)
-    rows = manager.counts["draws"] if "draws" in manager.counts else None
-    rows = rows or ds.health("draws")[0].rows_readable
+    rows = ds.health("draws")[0].rows_readable
     assert _choose_engine("auto", ds, ["r"], rows * BYTES_PER_DRAW_ROW) == (
         "memory",
         rows * BYTES_PER_DRAW_ROW,
@@ -96,7 +105,7 @@ def test_auto_takes_duckdb_above_the_memory_budget(fake_run) -> None:
 
 def test_bad_engine_or_budget_is_refused(fake_run) -> None:
     _, _, path = fake_run
-    with pytest.raises(ValueError, match="`engine` must be one of .*got 'spark'"):
+    with pytest.raises(ValueError, match=r"`engine` must be one of .*got 'spark'"):
         episode_table(path, engine="spark")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="`memory_budget` must be a positive number.*got 0"):
+    with pytest.raises(ValueError, match=r"`memory_budget` must be a positive number.*got 0"):
         episode_table(path, memory_budget=0)

@@ -155,7 +155,9 @@ def _query(
     # Variation order (run.json's), as the in-memory path; variations without a spec last.
     rank = {key: i for i, key in enumerate(specs)}
     summary.sort(key=lambda r: (rank.get(r[0], len(rank)), r[0], r[1]))
-    names, keep, skipped = [], [], []
+    names: list[str] = []
+    keep: list[tuple[str, int, bool, bool, bool]] = []
+    skipped: list[str] = []
     for variation, component, count, n_interval, n_build, n_label in summary:
         spec = specs.get(variation)
         mode = (spec or {}).get("mode") or ("interval" if n_interval == count else "reset")
@@ -164,7 +166,7 @@ def _query(
             skipped.append(name)
             continue
         names.append(name)
-        keep.append((variation, int(component), n_build > 0, n_label > 0))
+        keep.append((variation, int(component), n_build > 0, n_label > 0, count > n_build))
     n = episodes.num_rows
     if not keep:
         return DuckDBFactors([], np.empty((0, n)), {}, skipped)
@@ -191,58 +193,94 @@ def _query(
     )
     con.register("cols", cols)
     con.register("episodes_probe", probe)
-    any_build = any(k[2] for k in keep)
     any_label = any(k[3] for k in keep)
     label_sel = ", d.label" if any_label else ""
     con.execute(
         "CREATE TEMP VIEW d AS SELECT d.run, d.env_id, d.seq, c.k, d.value"
         f"{label_sel} FROM draws d JOIN cols c USING (variation, component)"
     )
-    own_label = ", o.label AS ol" if any_label else ""
-    joined = (
-        f"SELECT p.row, p.k, p.run, p.start_seq, o.seq AS oseq, o.value AS ov{own_label} "
-        "FROM (SELECT e.row, e.run, e.env_id, e.start_seq, c.k "
-        "      FROM episodes_probe e CROSS JOIN cols c) p "
-        "ASOF LEFT JOIN (SELECT * FROM d WHERE env_id >= 0) o "
-        "ON p.run = o.run AND p.env_id = o.env_id AND p.k = o.k AND p.start_seq >= o.seq"
-    )
-    if any_build:
-        build_label = ", b.label AS bl" if any_label else ""
-        joined = (
-            f"SELECT j.*, b.seq AS bseq, b.value AS bv{build_label} FROM ({joined}) j "
-            "ASOF LEFT JOIN (SELECT * FROM d WHERE env_id < 0) b "
-            "ON j.run = b.run AND j.k = b.k AND j.start_seq >= b.seq"
+    # One ASOF JOIN per kind of column, no pivot: rows come back as (k, row, value) in
+    # batches and are scattered into the matrix (a GROUP BY pivot cost 3x the join).
+    own_ks = [i for i, k in enumerate(keep) if k[4] and not k[2]]
+    build_ks = [i for i, k in enumerate(keep) if k[2] and not k[4]]
+    mixed_ks = [i for i, k in enumerate(keep) if k[2] and k[4]]
+    lab = ", d.label" if any_label else ""
+
+    def probe_of(ks: list[int]) -> str:
+        return (
+            "(SELECT e.row, e.run, e.env_id, e.start_seq, c.k FROM episodes_probe e "
+            f"CROSS JOIN (SELECT k FROM cols WHERE k IN ({', '.join(map(str, ks))})) c)"
         )
+
+    selects = []
+    if own_ks:
+        selects.append(
+            f"SELECT p.k, p.row, d.value{lab} FROM {probe_of(own_ks)} p "
+            "ASOF JOIN (SELECT * FROM d WHERE env_id >= 0) d "
+            "ON p.run = d.run AND p.env_id = d.env_id AND p.k = d.k AND p.start_seq >= d.seq"
+        )
+    if build_ks:
+        selects.append(
+            f"SELECT p.k, p.row, d.value{lab} FROM {probe_of(build_ks)} p "
+            "ASOF JOIN (SELECT * FROM d WHERE env_id < 0) d "
+            "ON p.run = d.run AND p.k = d.k AND p.start_seq >= d.seq"
+        )
+    if mixed_ks:
         # A build draw later than the env's own draw wins (the as-of rule).
-        wins = "(bseq IS NOT NULL AND (oseq IS NULL OR bseq > oseq))"
-        value_expr = f"CASE WHEN {wins} THEN bv ELSE ov END"
-        label_expr = f"CASE WHEN {wins} THEN bl ELSE ol END"
-    else:
-        value_expr, label_expr = "ov", "ol"
-    pivots = [f"any_value({value_expr}) FILTER (WHERE k = {i}) AS v{i}" for i in range(len(keep))]
-    pivots += [
-        f"any_value({label_expr}) FILTER (WHERE k = {i}) AS l{i}"
-        for i, k in enumerate(keep)
-        if k[3]
-    ]
-    result = con.sql(
-        f"SELECT row, {', '.join(pivots)} FROM ({joined}) GROUP BY row ORDER BY row"
-    ).to_arrow_table()
+        wins = "(b.seq IS NOT NULL AND (o.seq IS NULL OR b.seq > o.seq))"
+        mixed_lab = f", CASE WHEN {wins} THEN b.label ELSE o.label END AS label" if lab else ""
+        selects.append(
+            f"SELECT p.k, p.row, CASE WHEN {wins} THEN b.value ELSE o.value END AS value"
+            f"{mixed_lab} FROM {probe_of(mixed_ks)} p "
+            "ASOF LEFT JOIN (SELECT * FROM d WHERE env_id >= 0) o "
+            "ON p.run = o.run AND p.env_id = o.env_id AND p.k = o.k AND p.start_seq >= o.seq "
+            "ASOF LEFT JOIN (SELECT * FROM d WHERE env_id < 0) b "
+            "ON p.run = b.run AND p.k = b.k AND p.start_seq >= b.seq"
+        )
+    query = " UNION ALL ".join(selects)
+    label_lists: dict[int, list[str]] = {}
+    if any_label:
+        rows = con.execute(
+            "SELECT k, list(DISTINCT label ORDER BY label) FROM d WHERE label IS NOT NULL "
+            "GROUP BY k"
+        ).fetchall()
+        label_lists = {int(k): list(v) for k, v in rows}
+        con.register(
+            "label_codes",
+            pa.table(
+                {
+                    "k": pa.array([k for k, v in label_lists.items() for _ in v], pa.int32()),
+                    "label": [x for v in label_lists.values() for x in v],
+                    "code": pa.array(
+                        [i for v in label_lists.values() for i in range(len(v))], pa.int32()
+                    ),
+                }
+            ),
+        )
+        query = (
+            f"SELECT q.k, q.row, q.value, coalesce(l.code, -1) AS code FROM ({query}) q "
+            "LEFT JOIN label_codes l ON q.k = l.k AND q.label = l.label"
+        )
     values = np.full((len(keep), n), np.nan)
+    codes = np.full((len(label_lists), n), -1, np.int32) if label_lists else None
+    code_row = {k: i for i, k in enumerate(label_lists)}
+    code_row_of_k = np.full(len(keep), -1, np.int64)
+    for k, i in code_row.items():
+        code_row_of_k[k] = i
+    for batch in con.sql(query).to_arrow_reader(batch_size=1 << 20):
+        k = batch.column(0).to_numpy()
+        row = batch.column(1).to_numpy()
+        values[k, row] = batch.column(2).to_numpy(zero_copy_only=False)
+        if codes is not None:
+            has = code_row_of_k[k] >= 0
+            codes[code_row_of_k[k[has]], row[has]] = batch.column(3).to_numpy()[has]
     labels: dict[str, tuple[np.ndarray, list[str]]] = {}
-    for i, (variation, _, _, has_label) in enumerate(keep):
-        column = result.column(f"v{i}")
-        values[i] = column.to_numpy(zero_copy_only=False)
-        if has_label:
-            lab = result.column(f"l{i}")
-            used = sorted({x for x in pc.unique(lab).to_pylist() if x is not None})
-            spec_labels = (specs.get(variation) or {}).get("labels") or []
-            if used and not all_numeric(spec_labels or used):
-                order = [*spec_labels, *(x for x in used if x not in spec_labels)]
-                codes = pc.index_in(lab, pa.array(order, pa.string()))
-                labels[names[i]] = (
-                    pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int32),
-                    order,
-                )
-        result = result.drop_columns([f"v{i}"])
+    for k, i in code_row.items():
+        variation, drawn = keep[k][0], label_lists[k]
+        used = [drawn[c] for c in np.unique(codes[i]) if c >= 0]
+        spec_labels = (specs.get(variation) or {}).get("labels") or []
+        if used and not all_numeric(spec_labels or used):
+            order = [*spec_labels, *sorted(x for x in used if x not in spec_labels)]
+            remap = np.array([order.index(x) for x in drawn] + [-1], np.int32)
+            labels[names[k]] = (remap[codes[i]], order)
     return DuckDBFactors(names, values, labels, skipped)
