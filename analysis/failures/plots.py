@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from varirec.analysis.failures.study import FailureAnalysis
+# Typed as Any: importing FailureAnalysis here would make a circle with study.py, which
+# imports this module to draw.
+FailureAnalysis = Any
 
 __all__ = ["plot_curves", "plot_map"]
 
