@@ -219,7 +219,8 @@ manager; recording: the recording manager."""
 
 
 def _loop(mode: str, steps: int, reps: int, tmp: Path, all_reset: bool = False) -> dict[str, float]:
-    """One loop; per step: wall and main-thread CPU seconds, and draw rows written."""
+    """One loop; per step: wall and main-thread CPU seconds, envs reset and draw rows
+    written (the first reset of every env aside)."""
     env = BusyEnv(reps)
     variations = _variations()
     for i, v in enumerate(variations.values()):
@@ -236,6 +237,7 @@ def _loop(mode: str, steps: int, reps: int, tmp: Path, all_reset: bool = False) 
         m.reset(env, None)
     else:
         env.params[:] = rng.uniform(LOW, HIGH, env.params.shape)
+    resets = 0
     gc.collect()
     t0, c0 = time.perf_counter(), time.thread_time()
     for _ in range(steps):
@@ -246,6 +248,7 @@ def _loop(mode: str, steps: int, reps: int, tmp: Path, all_reset: bool = False) 
             m.record_step(reward=reward, terminated=done_mask)
         done = np.flatnonzero(done_mask)
         if done.size:
+            resets += done.size
             if m is not None:
                 m.reset(env, done)
             elif mode == "plain":
@@ -262,7 +265,14 @@ def _loop(mode: str, steps: int, reps: int, tmp: Path, all_reset: bool = False) 
     if isinstance(m, RecorderManager):
         m.close()  # after the clock: the writer thread's backlog is not the loop's time
         rows = m.counts["draws"] - NUM_ENVS * NUM_VARIATIONS  # less the first reset
-    return {"wall": wall / steps, "cpu": cpu / steps, "rows": rows / steps}
+        if rows != NUM_VARIATIONS * resets:
+            raise RuntimeError(f"recorded {rows} draw rows, expected {NUM_VARIATIONS * resets}")
+    return {
+        "wall": wall / steps,
+        "cpu": cpu / steps,
+        "resets": resets / steps,
+        "rows": rows / steps,
+    }
 
 
 def _paired(

@@ -1,0 +1,63 @@
+"""The benchmarks' loops do what their tables claim: every mode randomizes the env, and
+the recording mode records the values the env holds. (Speed is not asserted here.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import varirec as vr
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+pytestmark = pytest.mark.skipif(
+    not BENCHMARKS.is_dir(), reason="the benchmarks are not shipped with the wheel"
+)
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gpu_loop():
+    pytest.importorskip("torch")
+    return _load("bench_gpu_loop")
+
+
+@pytest.mark.parametrize("mode", ["bare", "null", "recording"])
+def test_gpu_loop_randomizes_every_env(gpu_loop, mode: str, tmp_path: Path) -> None:
+    import torch
+
+    env = gpu_loop.TorchEnv(64, 4, 0, 2, torch.device("cpu"))
+    out = tmp_path / "run" if mode == "recording" else None
+    tensors = gpu_loop.takes_tensors(env.device)
+    stats = gpu_loop.run_loop(mode, env, 200, 0, tensors, out)
+    # Episodes last at most 90 steps: after 200 every env has reset and holds draws.
+    params = env.params.numpy()
+    assert ((params >= gpu_loop.LOW) & (params <= gpu_loop.HIGH) & (params != 1.0)).all()
+    # Renewal: envs reset at 1 / mean length = 1/60 per step (64 envs x 200 steps).
+    assert 1 / 75 < stats["resets"] / 64 < 1 / 50
+    if mode == "recording":
+        draws = vr.open_dataset(out).draws().to_pandas()
+        last = draws.sort_values("seq").groupby(["variation", "env_id"])["value"].last()
+        for j in range(4):
+            recorded = last[f"object{j}.param"].sort_index().to_numpy()
+            np.testing.assert_allclose(recorded, params[:, j], rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["plain", "plain20", "null", "recording"])
+def test_recording_loop_resets_a_realistic_share(mode: str, tmp_path: Path) -> None:
+    bench = _load("bench_recording")
+    stats = bench._loop(mode, 120, 1, tmp_path)
+    # Episodes of 30-90 steps, start times spread: 1/60 of the envs reset per step.
+    assert 1 / 70 < stats["resets"] / bench.NUM_ENVS < 1 / 52
+    if mode == "recording":  # one draw row per variation and resetting env
+        assert stats["rows"] == bench.NUM_VARIATIONS * stats["resets"]
