@@ -267,3 +267,17 @@ def test_an_fsspec_filesystem_records_and_reads_like_a_directory(tmp_path):
     assert sort_draws(remote.draws()).to_pylist() == sort_draws(local.draws()).to_pylist()
     names = fsspec.filesystem("memory").find(uri)
     assert names and not [n for n in names if n.endswith(".tmp")]
+
+
+def test_the_s3_specific_endpoint_variable_is_honoured(bucket, monkeypatch, s3_endpoint):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    RunWriter(f"s3://{bucket}/data", "r1", metadata={"k": 1}, background=False).close()
+    with pytest.raises(DatasetError, match="already exists"):
+        RunWriter(f"s3://{bucket}/data", "r1", background=False)
+    assert open_dataset(f"s3://{bucket}/data").run("r1").metadata == {"k": 1}
+    target = StorePath.from_uri(f"s3://{bucket}/other.json")  # boto3's conditional PUT
+    target.create_text("1")
+    with pytest.raises(FileExistsError):
+        target._put_if_absent(b"2")
+    assert target.read_text() == "1"
