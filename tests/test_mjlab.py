@@ -317,3 +317,55 @@ def test_instrument_refuses_unknown_entities_and_twice(tmp_path) -> None:
     with pytest.raises(ValueError, match="already has varirec terms"):
         instrument(cfg, [], output=tmp_path)
     assert not list(tmp_path.iterdir())  # nothing written before an env is built
+
+
+def test_manual_resets_with_auto_reset_off(tmp_path) -> None:
+    """``auto_reset=False``: mjlab fires no record_pre_reset; the recorder term finishes
+    the episodes at record_post_step, and the user's reset draws for the next ones."""
+    cfg = load_env_cfg("Mjlab-Cartpole-Balance")
+    cfg.scene.num_envs = 2
+    cfg.episode_length_s = 0.15  # 3 steps
+    cfg.auto_reset = False
+    mass = model_variation(
+        "pole.mass",
+        vr.UniformCfg(low=0.05, high=0.3),
+        field="body_mass",
+        entity="cartpole",
+        name="pole_1",
+    )
+    instrument(cfg, [mass], output=tmp_path, seed=1, run_id="manual")
+    env = ManagerBasedRlEnv(cfg, device="cpu")
+    env.reset()
+    gid = int(
+        env.scene["cartpole"].indexing.body_ids[env.scene["cartpole"].find_bodies("pole_1")[0][0]]
+    )
+    action = torch.zeros(2, env.action_manager.total_action_dim)
+    in_model = []
+    for _ in range(2):
+        for _ in range(3):
+            env.step(action)
+        in_model.append(env.sim.model.body_mass[:, gid].double().numpy().copy())
+        env.reset(env_ids=torch.nonzero(env.reset_buf).squeeze(-1))
+    env.close()
+    episodes = vr.open_dataset(tmp_path).episodes("manual").to_pylist()
+    got = sorted((e["env_id"], e["episode"], e["length"], e["truncated"]) for e in episodes)
+    assert got == [(e, k, 3, True) for e in range(2) for k in range(2)]
+    for e in episodes:
+        replay = replay_episode(tmp_path, "manual", e["env_id"], e["episode"])
+        assert np.float32(replay.values["pole.mass"]) == in_model[e["episode"]][e["env_id"]]
+        assert e[f"pole.mass{APPLIED_SUFFIX}"] == in_model[e["episode"]][e["env_id"]]
+
+
+def test_readme_mjlab_example_runs_as_written(tmp_path, monkeypatch) -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## GPU simulators") :]
+    (block,) = re.findall(r"```py\n(.*?)```", section[: section.index("### Isaac Lab")], re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
+    episodes = vr.open_dataset("runs/").episodes("cartpole")
+    assert episodes.num_rows >= 8  # 30 steps of 4 envs, episodes of 10 steps
+    applied = episodes.column("pole.mass@applied").to_numpy()
+    assert ((applied >= 0.05 - 1e-7) & (applied <= 0.3 + 1e-7)).all()
