@@ -340,6 +340,11 @@ def compare(
             "record both with the same seed and enough envs"
         )
     notes = []
+    if design:
+        notes.append(
+            "design runs: episodes paired on (sample_id, seed); the rows of one base sample "
+            "share values, so the p-values (which assume independent episodes) are optimistic"
+        )
     unmatched = {run_a: int(len(fa) - len(shared)), run_b: int(len(fb) - len(shared))}
     if any(unmatched.values()):
         notes.append(f"episodes without a partner left out: {unmatched}")

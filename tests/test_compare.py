@@ -105,3 +105,19 @@ def test_cli_compare(runs, capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out["policies"] == ["baseline", "gain-floor"] and out["gap"] > 0
     assert pd.DataFrame(out["disagreement"])["factor"].iloc[0] == "controller.gain"
+
+
+def test_design_runs_pair_on_sample_and_seed(tmp_path) -> None:
+    """A schedule hands design rows to whichever env is free, which depends on the
+    policy: design runs pair on (sample_id, seed), never on (env, episode)."""
+    kw = dict(method="sobol", n=16, replicates=2, num_envs=64, output=tmp_path,
+              progress=False, seed=0)  # fmt: skip
+    run_study(make_reach_env, make_reach_variations(), run_id="A", policy="baseline", **kw)
+    run_study(GainFloor, make_reach_variations(), run_id="B", policy="gain-floor", **kw)
+    c = compare(tmp_path, ["A", "B"], num_resamples=100)
+    assert c.num_pairs == 16 * (9 + 2) * 2 and c.unmatched == {"A": 0, "B": 0}
+    a = episode_table(tmp_path, "A").frame.set_index(["sample_id", "seed"])
+    b = episode_table(tmp_path, "B").frame.set_index(["sample_id", "seed"])
+    d = b["success"].astype(float) - a.loc[b.index, "success"].astype(float)
+    assert c.gap == pytest.approx(d.mean())
+    assert any("sample_id, seed" in n for n in c.notes)
