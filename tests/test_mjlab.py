@@ -119,12 +119,12 @@ def _variations() -> list[vr.Variation]:
         ),
         model_variation(
             "cart.mass",
-            vr.UniformCfg(low=0.5, high=2.0),
+            vr.UniformCfg(low=-0.5, high=1.0),
             field="body_mass",
             entity="cartpole",
             name="cart",
             mode="build",
-            operation="scale",
+            operation="add",
         ),
         model_variation(
             "hinge.damping",
@@ -248,8 +248,8 @@ def test_recorded_values_are_the_values_in_the_model(run, recorded) -> None:
             drawn = replay.values[key]
             applied = ep[f"{key}{APPLIED_SUFFIX}"]
             assert applied == model  # read back from the model: exact
-            if key == "cart.mass":  # scale: drawn times the compiled default (1 kg)
-                assert model == np.float32(np.float32(drawn) * np.float32(1.0))
+            if key == "cart.mass":  # add: drawn plus the compiled default (1 kg)
+                assert model == np.float32(drawn) + np.float32(1.0) != np.float32(drawn)
             elif key == "pole.mass" and drawn < 1e-6:
                 assert model == np.float32(1e-6)  # clamped to the physical floor
                 clamped += 1
@@ -369,3 +369,26 @@ def test_readme_mjlab_example_runs_as_written(tmp_path, monkeypatch) -> None:
     assert episodes.num_rows >= 8  # 30 steps of 4 envs, episodes of 10 steps
     applied = episodes.column("pole.mass@applied").to_numpy()
     assert ((applied >= 0.05 - 1e-7) & (applied <= 0.3 + 1e-7)).all()
+
+
+def test_one_recording_per_env(tmp_path) -> None:
+    """A cfg copied after instrument() shares its recording: a second env is refused
+    before it writes anything."""
+    import copy
+
+    cfg = load_env_cfg("Mjlab-Cartpole-Balance")
+    cfg.scene.num_envs = 1
+    instrument(cfg, [], output=tmp_path, run_id="one")
+    twin = copy.deepcopy(cfg)
+    env = ManagerBasedRlEnv(cfg, device="cpu")
+    with pytest.raises(vr.RecorderStateError, match="already records another mjlab env"):
+        ManagerBasedRlEnv(twin, device="cpu")
+    env.close()
+    assert vr.open_dataset(tmp_path).run_ids == ["one"]
+
+
+def test_instrument_refuses_a_schedule(tmp_path) -> None:
+    cfg = load_env_cfg("Mjlab-Cartpole-Balance")
+    with pytest.raises(TypeError, match=r"`schedule`.*not supported"):
+        instrument(cfg, [], output=tmp_path, schedule=object())
+    assert "varirec_reset" not in cfg.events

@@ -100,6 +100,11 @@ def instrument(
                 f"variation {v.key!r} writes to entity {entity!r}, which the scene of `cfg` "
                 f"lacks; pick one of {sorted(entities)}"
             )
+    if manager_options.get("schedule") is not None:
+        raise TypeError(
+            "`schedule` (a design-driven study) is not supported by the mjlab integration "
+            "yet; record plain random draws and analyze them with a given-data method"
+        )
     if success is not None and not callable(success):
         raise TypeError(f"`success` must be callable(env) -> bools per env, got {success!r}")
     run_seed = seed if seed is not None else (cfg.seed if cfg.seed is not None else 0)
