@@ -14,7 +14,7 @@ This is the zero-cost path (:func:`~varirec.recording.manager.make_recorder_mana
 returns it when nothing is recorded; it is exported as ``NullRecorderManager`` too).
 A :class:`~varirec.recording.manager.RecorderManager` holds one and records around it
 through :class:`DriverHooks`: finished episodes before the tracker reserves the next
-index, new episodes after their reset.
+index, one event per reset batch, new episodes after their reset.
 
 >>> import varirec as vr
 >>> mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
@@ -32,9 +32,11 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from varirec.arrays import ArrayWorld
 from varirec.errors import RecorderStateError
 from varirec.recording.episodes import EpisodeTracker
 from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
+from varirec.variations.batch import PlanCache, ResetBatch, batchable, draw_reset_batch
 from varirec.variations.variation import Variation, VariationSet, noise_keys
 
 __all__ = ["DriverHooks", "EpisodeSchedule", "StudyDesign", "VariationDriver"]
@@ -78,6 +80,10 @@ class DriverHooks(Protocol):
     def finished(self, row: dict[str, Any]) -> None:
         """The columns of :meth:`finishing` plus the tracker's (``env_id``, seqs, length)."""
 
+    def reset_drawn(self, batch: ResetBatch) -> None:
+        """The reset-mode variations of one reset drew, in one batch (before the
+        variations' own listeners and ``apply``)."""
+
     def started(self, ids: np.ndarray) -> None:
         """The new episodes of ``ids`` started: their draws are applied, the env reset."""
 
@@ -95,6 +101,10 @@ class VariationDriver:
             resetting envs. Its design must drive these variations (checked here) and be
             bound to them (``design.bind(variations)``, before or after this driver is
             made; checked at the first reset, before any row is handed out).
+        device: the env's device (``"cuda:0"``); None takes it from the first tensor
+            the env hands in (env ids, ``record_step`` arrays), numpy until then.
+            Reset draws are made there, and ``apply`` gets tensors there.
+        dtype: the torch dtype of float values handed to ``apply`` (default float32).
     """
 
     def __init__(
@@ -106,7 +116,10 @@ class VariationDriver:
         tracker: EpisodeTracker | None = None,
         env: Any = None,
         schedule: EpisodeSchedule | None = None,
+        device: Any = None,
+        dtype: Any = None,
     ) -> None:
+        self.world = ArrayWorld(device, dtype)
         if tracker is None:
             if num_envs is None:
                 raise ValueError("give `num_envs` (or an EpisodeTracker as `tracker`)")
@@ -135,6 +148,7 @@ class VariationDriver:
         self._timer_stream = CounterStream(self.seed, INTERVAL_TIMER_STREAM)
         self._seed_stream = CounterStream(self.seed, RESET_SEED_STREAM)
         self._built = False
+        self._plans = PlanCache()
         self.hooks: DriverHooks | None = None
         """The recorder around this driver; None on the zero-cost path."""
 
@@ -145,11 +159,17 @@ class VariationDriver:
 
     def record_pre_reset(self, env_ids: Any) -> None:
         """Finish the started episodes of ``env_ids`` and reserve their next index."""
-        self._pre_reset(self.tracker.ids(env_ids))
+        self._pre_reset(self._ids(env_ids))
 
     def record_post_reset(self, env_ids: Any) -> None:
         """Start the reserved episodes of ``env_ids`` (after their reset draws)."""
-        self._post_reset(self.tracker.ids(env_ids))
+        self._post_reset(self._ids(env_ids))
+
+    def _ids(self, env_ids: Any) -> np.ndarray:
+        """Env ids or a mask from the env (numpy, torch, any array) as checked host ids."""
+        if env_ids is None or isinstance(env_ids, np.ndarray):
+            return self.tracker.ids(env_ids)
+        return self.tracker.ids(self.world.ids(env_ids, self.num_envs))
 
     def _pre_reset(self, ids: np.ndarray) -> None:
         t = self.tracker
@@ -191,19 +211,33 @@ class VariationDriver:
             values[v.key] = v.draw(env, apply=apply)
         return values
 
-    def draw_reset(self, env: Any, env_ids: Any) -> None:
+    def draw_reset(self, env: Any, env_ids: Any) -> ResetBatch | None:
         """Draw the reset-mode variations for ``env_ids`` and apply them to ``env``."""
-        self._draw_reset(env, self.tracker.ids(env_ids))
+        return self._draw_reset(env, self._ids(env_ids))
 
-    def _draw_reset(self, env: Any, ids: np.ndarray) -> None:
-        for v in self.variations.enabled("reset"):
-            v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
+    def _draw_reset(self, env: Any, ids: np.ndarray) -> ResetBatch | None:
+        """All enabled reset-mode variations in one batched draw (those with a sampler of
+        their own draw alone, after it); a recorder takes the batch in one piece."""
+        enabled = self.variations.enabled("reset")
+        if not enabled:
+            return None
+        together = [v for v in enabled if batchable(v)]
+        batch = draw_reset_batch(together, ids, self.tracker, self.world, self._plans)
+        if batch is not None:
+            if self.hooks is not None:
+                self.hooks.reset_drawn(batch)
+            batch.notify_and_apply(env, self.world.env_ids(ids))
+        if len(together) < len(enabled):
+            for v in enabled:
+                if not batchable(v):
+                    v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
+        return batch
 
     def episode_seeds(self, env_ids: Any) -> np.ndarray:
         """Reset seeds of the current episodes of ``env_ids``, stored on the tracker: the
         schedule's (common random numbers) where it set one, else a hash of ``(run
         seed, env_id, episode)``, so every episode can be replayed."""
-        ids = self.tracker.ids(env_ids)
+        ids = self._ids(env_ids)
         seeds = self.tracker.seed[ids]
         missing = seeds < 0
         if missing.any():
@@ -225,7 +259,7 @@ class VariationDriver:
         draws, applied to ``env``; ``reset_fn(env_ids, seeds)``, the env's own reset
         from the applied values; then ``record_post_reset``, with the new episodes'
         first state in place."""
-        ids = self.tracker.ids(env_ids)  # checked once for every step
+        ids = self._ids(env_ids)  # checked once for every step
         if self.schedule is not None:
             self.schedule.check_bound()  # before the tracker moves: nothing half-done
         self._pre_reset(ids)

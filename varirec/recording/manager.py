@@ -52,6 +52,7 @@ from varirec.recording.terms import (
 from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
 from varirec.storage.shutdown import exit_held, hand_over, register, unregister
+from varirec.variations.batch import ResetBatch
 from varirec.variations.variation import Variation, VariationSet
 
 __all__ = [
@@ -103,6 +104,8 @@ class RecorderManager:
             without a ``with`` block (the manager registers for shutdown like
             :class:`~varirec.storage.RunWriter`).
         writer_options: passed to :class:`~varirec.storage.RunWriter`.
+        device: the env's device, see :class:`~varirec.recording.driver.VariationDriver`.
+        dtype: the torch dtype of float values handed to ``apply`` (default float32).
     """
 
     def __init__(
@@ -122,6 +125,8 @@ class RecorderManager:
         schedule: EpisodeSchedule | None = None,
         writer_options: Mapping[str, Any] | None = None,
         flush_seconds: float = 5.0,
+        device: Any = None,
+        dtype: Any = None,
     ) -> None:
         if (
             isinstance(flush_seconds, bool)
@@ -135,7 +140,14 @@ class RecorderManager:
         self.flush_seconds = float(flush_seconds)
         self._handover_due = math.inf  # armed once the writer is open
         self.driver = VariationDriver(
-            num_envs, variations=variations, seed=seed, tracker=tracker, env=env, schedule=schedule
+            num_envs,
+            variations=variations,
+            seed=seed,
+            tracker=tracker,
+            env=env,
+            schedule=schedule,
+            device=device,
+            dtype=dtype,
         )
         self.max_rows = int(max_rows)
         if isinstance(step_keys, str):
@@ -338,6 +350,11 @@ class RecorderManager:
         if self._episode_rows >= self.max_rows:
             self._flush_episodes()
 
+    def reset_drawn(self, batch: ResetBatch) -> None:
+        for term in self.terms.values():
+            if isinstance(term, VariationsTerm):
+                term.recorder.record_batch(batch)
+
     def started(self, ids: np.ndarray) -> None:
         for term in self.terms.values():
             term.record_post_reset(ids)
@@ -453,7 +470,7 @@ def make_recorder_manager(
         null_kwargs = {
             k: v
             for k, v in kwargs.items()
-            if k in ("variations", "seed", "tracker", "env", "schedule")
+            if k in ("variations", "seed", "tracker", "env", "schedule", "device", "dtype")
         }
         return VariationDriver(num_envs, **null_kwargs)
     return RecorderManager(num_envs, output=output, terms=terms, step_keys=step_keys, **kwargs)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from varirec.arrays import to_host
 from varirec.errors import RecorderStateError
 from varirec.recording.draw_chunk import DrawChunk
 from varirec.sampling.samplers import DrawContext, SampleEvent
@@ -37,6 +38,7 @@ from varirec.storage.shutdown import hand_over
 
 if TYPE_CHECKING:
     from varirec.recording.episodes import EpisodeTracker
+    from varirec.variations.batch import ResetBatch
     from varirec.variations.variation import Variation
 
 __all__ = ["DrawChunk", "VariationRecorder"]
@@ -70,25 +72,29 @@ class _Tap:
         return self._offsets[cfg.encode(values.reshape(-1))]
 
     def __call__(self, event: SampleEvent) -> None:
-        rec = self.recorder
         context = event.context
         if context is None or context.seq < 0:  # drawn outside Variation.draw
-            context = rec._attribute(self.key, event)
-        values = event.values
+            context = self.recorder._attribute(self.key, event)
+        values = to_host(event.values, self.key)
+        self.record(context, values, event.env_ids, event.sampler.cfg, time.time_ns() // 1000)
+
+    def record(
+        self, context: DrawContext, values: np.ndarray, env_ids: Any, cfg: Any, now: int
+    ) -> None:
+        """Copy one draw's rows into the recorder's chunk (a full chunk goes to storage)."""
+        rec = self.recorder
         if not len(values):
             return
         size = values.size
-        cfg = event.sampler.cfg
         codes = self._label_codes(cfg, values) if cfg.categorical else None
-        now = time.time_ns() // 1000
-        if rec._chunk.add(self.code, context, values, event.env_ids, now, codes):
+        if rec._chunk.add(self.code, context, values, env_ids, now, codes):
             return
         rec.flush()  # the chunk is full: hand it over, start a new one
         if size <= rec.max_rows:
-            rec._chunk.add(self.code, context, values, event.env_ids, now, codes)
+            rec._chunk.add(self.code, context, values, env_ids, now, codes)
         else:  # one draw larger than a chunk: hand it over alone (kept until accepted)
             rec._chunk = rec._new_chunk(size)
-            rec._chunk.add(self.code, context, values, event.env_ids, now, codes)
+            rec._chunk.add(self.code, context, values, env_ids, now, codes)
             rec.flush()
 
 
@@ -174,6 +180,18 @@ class VariationRecorder:
         for v, tap in self._taps.values():
             v.remove_sample_listener(tap)
         self._taps.clear()
+
+    def record_batch(self, batch: ResetBatch) -> None:
+        """Record every draw of one reset batch (one call for all its variations); the
+        batch then skips this recorder when it tells each variation's listeners."""
+        now = time.time_ns() // 1000
+        for j, v in enumerate(batch.variations):
+            entry = self._taps.get(v.key)
+            if entry is None or entry[0] is not v:
+                continue
+            tap = entry[1]
+            tap.record(batch.contexts[j], batch.host_values(j), batch.ids, v.sampler.cfg, now)
+            batch.fed.add(tap)
 
     def _attribute(self, key: str, event: SampleEvent) -> DrawContext:
         """A context for a draw made outside Variation.draw, from the tracker if any."""

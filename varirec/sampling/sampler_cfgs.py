@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import special
 
+from varirec.sampling import portable
 from varirec.sampling.cfg_base import FactorSpec, Param, SamplerCfg, _bad, cfg_from_dict
 from varirec.sampling.discrete_cfgs import BernoulliCfg, ChoiceCfg, IntegerCfg
 from varirec.sampling.samplers import DesignSampler, Sampler
@@ -100,7 +101,7 @@ class LogUniformCfg(SamplerCfg):
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
         lo, hi = (np.log(a) for a in self._arrays("low", "high"))
-        return self._shape_out(np.exp(lo + (hi - lo) * u))
+        return self._shape_out(portable.exp(lo + (hi - lo) * u, np))
 
     def factor_specs(self, key: str) -> list[FactorSpec]:
         low, high = self._arrays("low", "high")
@@ -128,7 +129,7 @@ class NormalCfg(SamplerCfg):
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
         mean, std = self._arrays("mean", "std")
-        return self._shape_out(mean + std * special.ndtri(u))
+        return self._shape_out(mean + std * portable.ndtri(u, np))
 
     def factor_specs(self, key: str) -> list[FactorSpec]:
         mean, std = self._arrays("mean", "std")
@@ -180,7 +181,8 @@ class TruncNormalCfg(SamplerCfg):
         p = np.where(
             upper, hi_tail + u * (1.0 - lo_tail - hi_tail), lo_tail + u * (1.0 - lo_tail - hi_tail)
         )
-        z = np.where(upper, -special.ndtri(p), special.ndtri(p))
+        z = portable.ndtri(p, np)
+        z = np.where(upper, -z, z)
         return self._shape_out(np.clip(mean + std * z, low, high))
 
     def factor_specs(self, key: str) -> list[FactorSpec]:

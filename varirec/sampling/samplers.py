@@ -212,6 +212,27 @@ class Sampler(ABC):
             _notify(self._after, SampleEvent(self, values, env_ids, context))
         return values
 
+    def notify_before(self, n: int, env_ids: Any, context: DrawContext | None) -> None:
+        """The ``before_sample`` hooks of a draw made elsewhere (a batched draw of many
+        samplers: :mod:`varirec.sampling.batch_draw`)."""
+        if self._before:
+            _notify(self._before, self, n, env_ids, context)
+
+    def notify(
+        self,
+        values: Any,
+        env_ids: Any,
+        context: DrawContext | None,
+        skip: frozenset[Any] | set[Any] = frozenset(),
+    ) -> None:
+        """Tell the listeners (but those in ``skip``, already fed the whole batch) about
+        values drawn elsewhere, as :meth:`sample` does after its own draw."""
+        calls = self._after
+        if skip and calls:
+            calls = tuple(x for x in calls if x not in skip)
+        if calls:
+            _notify(calls, SampleEvent(self, values, env_ids, context))
+
     @abstractmethod
     def _sample(self, n: int, source: UniformSource, context: DrawContext | None) -> np.ndarray:
         """Draw ``n`` values; the concrete distribution. Never notifies."""

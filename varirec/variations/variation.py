@@ -207,6 +207,14 @@ class Variation:
             return DrawContext(self.key, "build", t.next_seq(), None, 0, seq_in_build, None)
         t.begin_unbegun(ids)
         episodes = t.episode[ids]
+        rows = t.sample_id[ids]
+        return self._episode_context(ids, episodes, rows, bool((rows >= 0).any()), t.next_seq())
+
+    def _episode_context(
+        self, ids: np.ndarray, episodes: np.ndarray, rows: np.ndarray, in_design: bool, seq: int
+    ) -> DrawContext:
+        """The context of a draw for ``ids`` in their current ``episodes``: counts this
+        variation's draws per env and episode (``draw_seq``)."""
         same = self._count_episode[ids] == episodes
         if same.any():  # some env draws again in the same episode
             draw_seq: np.ndarray | int = np.where(same, self._draw_count[ids], 0)
@@ -215,16 +223,16 @@ class Variation:
             draw_seq = 0
             self._draw_count[ids] = 1
         self._count_episode[ids] = episodes
-        rows = t.sample_id[ids]
+        t = self._tracker
         return DrawContext(
             self.key,
             self.mode,  # the phase of a bound draw is the variation's mode
-            t.next_seq(),
+            seq,
             episodes,
             t.step[ids] if self.mode == "interval" else 0,  # a reset draw is at step 0
             draw_seq,
             # A design sampler always gets its rows (-1: replay row 0, not part of the study).
-            rows if (rows >= 0).any() or isinstance(self._cfg.sampler, DesignCfg) else None,
+            rows if in_design or isinstance(self._cfg.sampler, DesignCfg) else None,
         )
 
     def add_sample_listener(self, listener: SampleListener) -> SampleListener:

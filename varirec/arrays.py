@@ -1,0 +1,165 @@
+"""Arrays from the env's world: numpy by default; torch (CPU and CUDA) first-class; JAX and
+CuPy accepted through the array API / DLPack.
+
+The namespace of an array comes from ``array-api-compat``; torch is imported only when
+an array is already a tensor (``import varirec`` never imports it).
+
+- :func:`is_tensor` — a torch tensor, tested without importing torch.
+- :class:`ArrayWorld` — the env's device and value dtype, adopted from the first tensor
+  an env hands in; it normalizes env ids and per-env arrays and places drawn values on
+  the device, with errors that name the tensor, the device and the fix.
+- :func:`to_host` — a host numpy array of any array (a view for numpy and CPU tensors).
+
+>>> world = ArrayWorld()
+>>> world.ids([0, 3], num_envs=4).tolist()
+[0, 3]
+>>> world.is_torch    # numpy until the env hands in a tensor
+False
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ArrayWorld", "is_tensor", "namespace", "to_host"]
+
+
+def is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor (checked by type, so torch need not be imported)."""
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+def namespace(x: Any) -> Any:
+    """The array-API namespace of ``x`` (numpy for lists and scalars)."""
+    if isinstance(x, np.ndarray) or (not hasattr(x, "__array_namespace__") and not is_tensor(x)):
+        return np
+    import array_api_compat
+
+    return array_api_compat.array_namespace(x)
+
+
+def _describe(x: Any) -> str:
+    shape = tuple(getattr(x, "shape", ()))
+    return f"{type(x).__module__.split('.')[0]} {getattr(x, 'dtype', '?')} shape {shape}"
+
+
+def to_host(x: Any, name: str = "array") -> np.ndarray:
+    """``x`` as a numpy array on the host: numpy and CPU tensors without a copy; CUDA
+    tensors, JAX and CuPy arrays copied (the one host transfer, made here on purpose)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if is_tensor(x):
+        if x.requires_grad:
+            raise ValueError(
+                f"`{name}` is a tensor that requires grad ({_describe(x)}); varirec records "
+                f"values, not graphs: pass {name}.detach()"
+            )
+        return x.numpy() if x.device.type == "cpu" else x.cpu().numpy()
+    if hasattr(x, "__dlpack__") and not hasattr(x, "__array__"):
+        return np.from_dlpack(x)
+    return np.asarray(x)
+
+
+class ArrayWorld:
+    """The env's array world: its device (None: numpy) and the dtype of applied values.
+
+    Args:
+        device: the env's device (``"cuda:0"``, a ``torch.device``, ``"cpu"``), or None
+            to take it from the first tensor the env hands in (numpy until then).
+        dtype: the torch dtype of float values handed to ``apply`` (default float32).
+    """
+
+    def __init__(self, device: Any = None, dtype: Any = None) -> None:
+        self.device = None
+        self.dtype = dtype
+        if device is not None:
+            import torch
+
+            self.device = torch.device(device)
+
+    @property
+    def is_torch(self) -> bool:
+        """Whether the env lives in torch (values are handed to it as tensors)."""
+        return self.device is not None
+
+    def adopt(self, x: Any, name: str) -> None:
+        """Take the device of tensor ``x`` if none is set; refuse one on another device."""
+        if self.device is None:
+            self.device = x.device
+            return
+        if x.device != self.device:
+            raise ValueError(
+                f"`{name}` is on device {x.device} but the env's arrays are on {self.device}; "
+                f"pass {name}.to({str(self.device)!r}) (or make the manager with "
+                f"device={str(x.device)!r})"
+            )
+
+    def check(self, x: Any, name: str) -> None:
+        """A tensor ``x`` handed in: on the env's device, without grad."""
+        if x.requires_grad:
+            raise ValueError(
+                f"`{name}` is a tensor that requires grad ({_describe(x)}, on {x.device}); "
+                f"varirec records values, not graphs: pass {name}.detach()"
+            )
+        self.adopt(x, name)
+
+    def ids(self, env_ids: Any, num_envs: int, name: str = "env_ids") -> np.ndarray:
+        """``env_ids`` (int ids or a bool mask, any array kind) as host int64 ids,
+        unchecked for range (the tracker checks it)."""
+        if is_tensor(env_ids):
+            self.check(env_ids, name)
+            if env_ids.dtype.is_floating_point or env_ids.dtype.is_complex:
+                raise TypeError(
+                    f"`{name}` must be integer ids or a bool mask, got a float tensor "
+                    f"({_describe(env_ids)}, on {env_ids.device}); pass {name}.long() if they "
+                    "are whole numbers, or the mask itself"
+                )
+            if env_ids.dtype == _torch().bool and tuple(env_ids.shape) != (num_envs,):
+                raise ValueError(
+                    f"a boolean env mask `{name}` must have shape ({num_envs},), got "
+                    f"{tuple(env_ids.shape)} (on {env_ids.device}); pass one bool per env, "
+                    f"or the int ids ({name}.nonzero().squeeze(-1))"
+                )
+            # The ids key the host-side episode counters: one copy to the host per reset.
+            return to_host(env_ids, name)
+        if not isinstance(env_ids, np.ndarray) and hasattr(env_ids, "__dlpack__"):
+            return to_host(env_ids, name)
+        return np.asarray(env_ids)
+
+    def per_env(self, x: Any, name: str) -> Any:
+        """A per-env array from the env (``record_step``): checked, kept where it is."""
+        if is_tensor(x):
+            self.check(x, name)
+            return x
+        if isinstance(x, np.ndarray):
+            return x
+        if hasattr(x, "__dlpack__") and not hasattr(x, "__array__"):
+            return np.from_dlpack(x)
+        return x
+
+    def env_ids(self, ids: np.ndarray) -> Any:
+        """Host ids as the env takes them (an int64 tensor on its device for torch)."""
+        if self.device is None:
+            return ids
+        return _torch().as_tensor(ids, device=self.device)
+
+    def values(self, values: np.ndarray | Any) -> Any:
+        """Drawn values as the env takes them: numpy as they are; on a torch env a tensor
+        on its device (floats in the world's dtype, default float32; strings stay numpy)."""
+        if self.device is None or is_tensor(values):
+            return values
+        if values.dtype.kind in "USO":
+            return values
+        torch = _torch()
+        t = torch.from_numpy(np.ascontiguousarray(values))
+        if values.dtype.kind == "f":
+            t = t.to(self.dtype or torch.float32)
+        return t.to(self.device, non_blocking=True)
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch

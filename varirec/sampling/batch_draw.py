@@ -1,0 +1,297 @@
+"""One keyed draw for many samplers at once: k envs x C columns, numpy or torch.
+
+A reset draws every enabled reset-mode variation for the same k envs. Instead of one
+hash and one inverse CDF per variation, :class:`ColumnPlan` lays the variations'
+components side by side as C columns, hashes all k x C uniforms in one SplitMix64
+pass (the same keys as :class:`~varirec.sampling.streams.CounterStream`: run seed and
+variation key, env, episode, draw_seq, component), and runs each distribution kind's
+inverse CDF once over its columns. The values are bit-identical to the per-sampler
+draws, in numpy and in torch on any device: the hash is integer arithmetic (in torch
+on int64, whose multiplication wraps, with logical right shifts done by masking), and
+the inverse CDFs use :mod:`varirec.sampling.portable`.
+
+>>> import numpy as np
+>>> from varirec.sampling.sampler_cfgs import NormalCfg, UniformCfg
+>>> from varirec.sampling.streams import CounterStream
+>>> cfgs = [UniformCfg(low=1, high=2), NormalCfg(mean=(0, 0), std=(1, 2))]
+>>> streams = [CounterStream(0, "mass"), CounterStream(0, "com")]
+>>> plan = ColumnPlan(cfgs, [s.base for s in streams])
+>>> ids, eps = np.array([3, 7]), np.array([0, 5])
+>>> values = plan.draw(ids, eps, [0, 0], np)
+>>> bool((values[1] == cfgs[1].ppf(streams[1].uniforms(ids, eps, 2))).all())
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from varirec.sampling import portable
+from varirec.sampling.cfg_base import SamplerCfg
+from varirec.sampling.discrete_cfgs import BernoulliCfg, ChoiceCfg, IntegerCfg
+from varirec.sampling.sampler_cfgs import (
+    ConstantCfg,
+    DesignCfg,
+    LogUniformCfg,
+    NormalCfg,
+    TruncNormalCfg,
+    UniformCfg,
+)
+from varirec.sampling.streams import _GOLDEN, _M1, _M2, _SECOND, _mix, _to_unit
+
+__all__ = ["ColumnPlan", "keyed_uniforms"]
+
+_U64 = 1 << 64
+
+
+def _s64(c: int | np.uint64) -> int:
+    """A uint64 constant as the int64 with the same bits (torch has no uint64 math)."""
+    c = int(c)
+    return c - _U64 if c >= 1 << 63 else c
+
+
+def _srl(z: Any, s: int) -> Any:
+    """Logical right shift of int64 ``z`` (torch shifts arithmetically)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix_t(z: Any) -> Any:
+    z = z ^ _srl(z, 30)
+    z = z * _s64(_M1)
+    z = z ^ _srl(z, 27)
+    z = z * _s64(_M2)
+    return z ^ _srl(z, 31)
+
+
+def keyed_uniforms(
+    bases: Any, comps: Any, env_ids: Any, episodes: Any, draw_seq: Any, xp: Any
+) -> Any:
+    """Uniforms of shape ``(k, C)``: row i, column c keyed by ``(bases[c], env_ids[i],
+    episodes[i], draw_seq[i, c], comps[c])``; ``draw_seq`` None means all zero.
+
+    ``xp`` is numpy (arrays of uint64 bases, int64 keys) or torch (int64 tensors on
+    the device, the bases as int64 with the same bits).
+    """
+    if xp is np:
+        word = env_ids.astype(np.int64, copy=False).view(np.uint64) << np.uint64(32)
+        word |= episodes.astype(np.int64, copy=False).view(np.uint64) & np.uint64(0xFFFFFFFF)
+        word *= _GOLDEN
+        h = _mix(word[:, None] ^ bases[None, :])
+        if draw_seq is None:
+            vec = np.flatnonzero(comps)
+            if vec.size:
+                h[:, vec] = _mix(h[:, vec] ^ (comps[vec] * _SECOND))
+        else:
+            extra = (draw_seq.astype(np.uint64) << np.uint64(16)) | comps
+            h2 = _mix(h ^ (extra * _SECOND))
+            h = np.where(extra == 0, h, h2)
+        return _to_unit(h)
+    word = (env_ids << 32) | (episodes & 0xFFFFFFFF)
+    word = word * _s64(_GOLDEN)
+    h = _mix_t(word[:, None] ^ bases[None, :])
+    extra = comps[None, :] if draw_seq is None else (draw_seq << 16) | comps[None, :]
+    h2 = _mix_t(h ^ (extra * _s64(_SECOND)))
+    h = xp.where(extra == 0, h, h2)
+    u = _srl(h, 11).to(xp.float64)
+    return (u + 0.5) * 2.0**-53
+
+
+_CONTINUOUS = (UniformCfg, LogUniformCfg, NormalCfg, TruncNormalCfg, ConstantCfg)
+_CODED = (IntegerCfg, ChoiceCfg, BernoulliCfg)
+
+
+class ColumnPlan:
+    """How a list of sampler cfgs maps onto the columns of one keyed draw.
+
+    Built once per tuple of cfgs (an ``apply_cfg`` makes a new plan); the parameters
+    of every column are gathered here, on the host, and moved to a device once.
+
+    Args:
+        cfgs: one sampler cfg per variation, in draw order.
+        bases: each variation's stream base (:attr:`CounterStream.base`).
+    """
+
+    def __init__(self, cfgs: Sequence[SamplerCfg], bases: Sequence[np.uint64]) -> None:
+        self.cfgs = list(cfgs)
+        widths = [c.width for c in self.cfgs]
+        self.starts = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+        self.width = int(self.starts[-1])
+        self.var_of_col = np.repeat(np.arange(len(widths)), widths)
+        self.comps = np.concatenate([np.arange(w, dtype=np.uint64) for w in widths] or [[]])
+        self.comps = self.comps.astype(np.uint64)
+        self.bases = np.repeat(np.array(bases, dtype=np.uint64), widths)
+        self.groups: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+        cols: dict[str, list[int]] = {}
+        params: dict[str, dict[str, list[float]]] = {}
+        for j, cfg in enumerate(self.cfgs):
+            kind = self._kind(cfg)
+            s, e = int(self.starts[j]), int(self.starts[j + 1])
+            cols.setdefault(kind, []).extend(range(s, e))
+            p = params.setdefault(kind, {})
+            for name, value in self._params(kind, cfg).items():
+                p.setdefault(name, []).extend(np.broadcast_to(value, (e - s,)).tolist())
+        for kind, c in cols.items():
+            self.groups[kind] = (
+                np.array(c, np.int64),
+                {k: np.array(v) for k, v in params[kind].items()},
+            )
+        self._on_device: dict[Any, Any] = {}
+
+    @staticmethod
+    def _kind(cfg: SamplerCfg) -> str:
+        if isinstance(cfg, DesignCfg):
+            return "design"
+        if type(cfg) in _CONTINUOUS or type(cfg) in _CODED:
+            return "coded" if type(cfg) in _CODED else type(cfg).kind
+        return "custom"  # a user's cfg: its own ppf, on the host
+
+    @staticmethod
+    def _params(kind: str, cfg: Any) -> dict[str, Any]:
+        if kind == "uniform":
+            low, high = cfg._arrays("low", "high")
+            return {"low": low, "span": high - low}
+        if kind == "loguniform":
+            lo, hi = (np.log(a) for a in cfg._arrays("low", "high"))
+            return {"lo": lo, "span": hi - lo}
+        if kind == "normal":
+            mean, std = cfg._arrays("mean", "std")
+            return {"mean": mean, "std": std}
+        if kind == "truncnormal":
+            mean, std, low, high = cfg._arrays("mean", "std", "low", "high")
+            lo_tail, hi_tail = cfg._tails()
+            return {
+                "mean": mean, "std": std, "low": low, "high": high,
+                "upper": (low - mean) > 0, "lo_tail": lo_tail, "hi_tail": hi_tail,
+                "mass": 1.0 - lo_tail - hi_tail,
+            }  # fmt: skip
+        if kind == "constant":
+            return {"value": cfg._arrays("value")[0]}
+        return {}
+
+    def _device_params(self, xp: Any, device: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
+        if xp is np:
+            return self.groups
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = {
+                kind: (
+                    xp.as_tensor(c, device=device),
+                    {k: xp.as_tensor(v, device=device) for k, v in p.items()},
+                )
+                for kind, (c, p) in self.groups.items()
+            }
+            self._on_device[key]["#keys"] = (
+                xp.as_tensor(self.bases.view(np.int64), device=device),
+                {"comps": xp.as_tensor(self.comps.astype(np.int64), device=device)},
+            )
+        return self._on_device[key]
+
+    def uniforms(
+        self, env_ids: Any, episodes: Any, draw_seq: Sequence[Any], xp: Any, device: Any = None
+    ) -> Any:
+        """The ``(k, C)`` keyed uniforms; ``draw_seq`` holds one entry per cfg (0 or k)."""
+        zero = all(type(d) is int and d == 0 for d in draw_seq)
+        if xp is np:
+            ds = None
+            if not zero:
+                ds = np.stack(
+                    [np.broadcast_to(np.asarray(d, np.int64), (len(env_ids),)) for d in draw_seq],
+                    axis=1,
+                )[:, self.var_of_col]
+            return keyed_uniforms(self.bases, self.comps, env_ids, episodes, ds, np)
+        on = self._device_params(xp, device)
+        bases, comps = on["#keys"][0], on["#keys"][1]["comps"]
+        ds = None
+        if not zero:
+            ds = np.stack(
+                [np.broadcast_to(np.asarray(d, np.int64), (len(env_ids),)) for d in draw_seq],
+                axis=1,
+            )[:, self.var_of_col]
+            ds = xp.as_tensor(ds, device=device)
+        return keyed_uniforms(bases, comps, env_ids, episodes, ds, xp)
+
+    def columns(self, u: Any, xp: Any, device: Any = None) -> Any:
+        """Every continuous column through its inverse CDF, and every coded column
+        (integer, choice, bernoulli) as its category code (float); others untouched."""
+        out = u.clone() if xp is not np else u.copy()
+        for kind, (cols, p) in self._device_params(xp, device).items():
+            if kind in ("design", "custom", "#keys"):
+                continue
+            x = u[:, cols]
+            if kind == "uniform":
+                y = p["low"] + p["span"] * x
+            elif kind == "loguniform":
+                y = portable.exp(p["lo"] + p["span"] * x, xp)
+            elif kind == "normal":
+                y = p["mean"] + p["std"] * portable.ndtri(x, xp)
+            elif kind == "truncnormal":
+                q = xp.where(p["upper"], p["hi_tail"] + x * p["mass"], p["lo_tail"] + x * p["mass"])
+                z = portable.ndtri(q, xp)
+                z = xp.where(p["upper"], -z, z)
+                y = xp.minimum(xp.maximum(p["mean"] + p["std"] * z, p["low"]), p["high"])
+            elif kind == "constant":
+                y = xp.broadcast_to(p["value"], x.shape)
+            else:  # coded: filled per cfg below
+                continue
+            out[:, cols] = y
+        return out
+
+    def split(
+        self, u: Any, out: Any, xp: Any, sample_ids: Any = None, device: Any = None
+    ) -> list[Any]:
+        """The values of each cfg, shaped ``(k, *cfg.shape)``, from :meth:`columns`."""
+        values = []
+        host_u = None
+        for j, cfg in enumerate(self.cfgs):
+            s, e = int(self.starts[j]), int(self.starts[j + 1])
+            kind = self._kind(cfg)
+            if kind == "design":
+                rows = np.asarray(sample_ids if sample_ids is not None else np.zeros(len(u), int))
+                if np.any(rows >= len(cfg.values)):
+                    bad = rows[rows >= len(cfg.values)][:5]
+                    raise ValueError(
+                        f"`sample_ids` must be design rows in [0, {len(cfg.values)}), got "
+                        f"{bad.tolist()}; the design has fewer rows than the schedule asked for"
+                    )
+                v = cfg.values[np.maximum(rows, 0)]
+                values.append(v if xp is np else xp.as_tensor(v, device=device))
+            elif kind == "custom":
+                host_u = u if xp is np else (host_u if host_u is not None else u.cpu().numpy())
+                values.append(cfg.ppf(host_u[:, s:e]))
+            elif kind == "coded":
+                values.append(self._coded(cfg, u[:, s], xp, device))
+            else:
+                block = out[:, s:e]
+                values.append(block if cfg.shape else block.reshape(len(u)))
+        return values
+
+    def _coded(self, cfg: Any, x: Any, xp: Any, device: Any) -> Any:
+        if isinstance(cfg, IntegerCfg):
+            k = cfg.high - cfg.low + 1
+            if xp is np:
+                return np.minimum((x * k).astype(np.int64), k - 1) + cfg.low
+            return xp.clamp((x * k).to(xp.int64), max=k - 1) + cfg.low
+        edges = cfg._cached("edges", lambda: np.cumsum(cfg.probs)[:-1])
+        cats = cfg._cached("cats", lambda: np.asarray(cfg.categories))
+        if xp is np:
+            return cats[np.searchsorted(edges, x, side="right")]
+        codes = (x[:, None] >= xp.as_tensor(edges, device=device)[None, :]).sum(1)
+        if cats.dtype.kind in "USO":
+            return cats[codes.cpu().numpy()]  # text stays on the host
+        return xp.as_tensor(cats, device=device)[codes]
+
+    def draw(
+        self,
+        env_ids: Any,
+        episodes: Any,
+        draw_seq: Sequence[Any],
+        xp: Any,
+        sample_ids: Any = None,
+        device: Any = None,
+    ) -> list[Any]:
+        """Every cfg's values for these keys (numpy, or torch tensors on ``device``)."""
+        u = self.uniforms(env_ids, episodes, draw_seq, xp, device)
+        return self.split(u, self.columns(u, xp, device), xp, sample_ids, device)
