@@ -150,6 +150,9 @@ def test_study_failures_and_cli(reach, tmp_path, capsys) -> None:
     assert 'id="failures"' in text and "success falls from" in text
     assert main(["failures", str(reach.dataset.path), "--outcome", "return"]) == 2
     assert "must be 0/1" in capsys.readouterr().err
+    args = ["analyze", str(reach.dataset.path), "--failures", "--resamples", "0"]
+    assert main(args) == 0
+    assert f"Where it fails:\n{fa.summary()}" in capsys.readouterr().out
 
 
 def test_demo_prints_and_reports_where_it_fails(tmp_path) -> None:

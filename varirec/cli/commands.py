@@ -101,6 +101,12 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         "--output", "-o", metavar="FILE", help="write the table/CSV/JSON here, not stdout"
     )
     p.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML report")
+    p.add_argument(
+        "--failures",
+        action="store_true",
+        help="also find where the outcome fails (0/1 outcomes; see varirec failures), "
+        "printed after the table and written into the report",
+    )
     p.add_argument("--seed", type=seed_arg, default=0, help="bootstrap seed (default 0)")
     p.add_argument(
         "--resamples", type=count_arg, default=1000, help="bootstrap resamples (default 1000)"
@@ -199,10 +205,19 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         _emit(study.to_frame().to_csv(index=False), args.output)
     else:
         _emit(format_ranking(study), args.output)
+    where = None
+    if args.failures:
+        where = study.failures(seed=args.seed, conf_level=args.conf_level)
+        print(
+            f"\nWhere it fails:\n{where.summary()}",
+            file=sys.stderr if args.format != "table" else sys.stdout,
+        )
     if args.report:
         from varirec import open_dataset
 
-        path = write_report([study], args.report, dataset=open_dataset(args.dataset))
+        path = write_report(
+            [study], args.report, dataset=open_dataset(args.dataset), failures=where, seed=args.seed
+        )
         print(f"report: {path}", file=sys.stderr)
     return 0
 
