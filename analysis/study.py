@@ -427,6 +427,8 @@ def analyze(
         if method != "pawn":  # PAWN's intervals come from its slices, not a bootstrap
             options["num_resamples"] = num_resamples
         if method == "knn":
+            # Intervals come from batch means, not from `num_resamples` resamples.
+            del options["num_resamples"]
             chosen = _groups(groups, factors)
             result = knn_indices(
                 x, y[valid], factor_names=factors, groups=chosen, shapley=True, **options

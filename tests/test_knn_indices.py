@@ -43,7 +43,7 @@ def test_dependent_gaussian_linear_model_matches_closed_form() -> None:
     cov = [[1.0, 0.5], [0.5, 1.0]]
     X = rng.multivariate_normal([0.0, 0.0], cov, size=20_000)
     Y = X[:, 0] + 2.0 * X[:, 1]
-    res = knn_indices(X, Y, seed=0, num_resamples=200)
+    res = knn_indices(X, Y, seed=0)
     np.testing.assert_allclose(res.S1, [4 / 7, 6.25 / 7], atol=0.03)
     np.testing.assert_allclose(res.ST, [0.75 / 7, 3 / 7], atol=0.03)
     shapley = np.array([0.5 * (4 + 7 - 6.25), 0.5 * (6.25 + 7 - 4)]) / 7
@@ -57,7 +57,7 @@ def test_ishigami_through_recorder_and_parquet(tmp_path) -> None:
         env.num_envs, variations=ishigami_variations(), output=tmp_path, seed=7
     ) as manager:
         drive_episodes(env, manager, num_episodes=20_000)
-    study = analyze(tmp_path, outcome="return", method="knn", seed=7, num_resamples=200)
+    study = analyze(tmp_path, outcome="return", method="knn", seed=7)
     truth = ishigami_indices()
     s13 = truth["S2"][0, 2]
     shapley = np.array([truth["S1"][0] + s13 / 2, truth["S1"][1], s13 / 2])
@@ -82,7 +82,7 @@ def test_categorical_labels_are_matched_exactly() -> None:
     x = rng.random(N)
     level = pd.Series(scene).map({"lab": 0.0, "kitchen": 1.0, "garage": 2.0}).to_numpy()
     X = pd.DataFrame({"scene": scene, "x": x})
-    res = knn_indices(X, level + x, seed=0, num_resamples=100)
+    res = knn_indices(X, level + x, seed=0)
     share = (2 / 3) / (2 / 3 + 1 / 12)
     expected = [share, 1 - share]
     for values in (res.S1, res.ST, res.shapley):
@@ -101,7 +101,7 @@ def _logistic_case(N: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_binary_logistic_case_reveals_interaction_and_not_nulls() -> None:
     X, Y = _logistic_case(20_000, seed=11)
-    res = knn_indices(X, Y, seed=0, num_resamples=300, shapley=False)
+    res = knn_indices(X, Y, seed=0, shapley=False)
     assert res.significant.tolist() == [True, True, True, True, False, False]
     # x2 and x3 act only jointly: no first-order effect, a clear total one.
     assert np.all(np.abs(res.S1[[2, 3]]) < 0.02)
@@ -111,8 +111,8 @@ def test_binary_logistic_case_reveals_interaction_and_not_nulls() -> None:
 
 def test_seed_reproduces_intervals() -> None:
     X, Y = _logistic_case(2000, seed=1)
-    a = knn_indices(X, Y, seed=4, num_resamples=50)
-    b = knn_indices(X, Y, seed=4, num_resamples=50)
+    a = knn_indices(X, Y, seed=4)
+    b = knn_indices(X, Y, seed=4)
     np.testing.assert_array_equal(a.ST_conf_low, b.ST_conf_low)
     np.testing.assert_array_equal(a.shapley, b.shapley)
 

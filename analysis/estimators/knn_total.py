@@ -19,19 +19,18 @@ a noisy outcome.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy import sparse
+from scipy.stats import t as t_dist
 
-from varirec.analysis.estimators._bootstrap import _bootstrap_summary, _resample_counts
 from varirec.analysis.estimators._checks import (
     _check_conf_level,
     _check_count,
-    _check_num_resamples,
     _check_outcome,
 )
 from varirec.analysis.estimators._given_data_inputs import _factor_table, _outcome_notes
@@ -64,7 +63,7 @@ def knn_indices(
     num_neighbours: int = 10,
     max_queries: int = 20_000,
     shapley_budget: int | None = None,
-    num_resamples: int = 500,
+    num_batches: int = 10,
     conf_level: float = 0.95,
     seed: Seed = None,
     workers: int = -1,
@@ -89,9 +88,15 @@ def knn_indices(
     rows by Broto et al.'s allocation of ``shapley_budget`` (default ``N``) evenly
     over subset sizes, at least 100 each.
 
-    Intervals: percentile bounds over ``num_resamples`` bootstrap resamples of the
-    query rows' terms (neighbours held fixed), ``Var(Y)`` resampled with them.
-    ``significant[i]``: the lower bound of ``ST_i`` is above 0.
+    Intervals: batch means. The rows are split at random into ``num_batches``
+    disjoint batches and every index is estimated again in each (neighbours found
+    within the batch); the spread of the batch estimates over ``sqrt(num_batches)``
+    is the standard error at ``N`` (these estimators' variance falls as ``1/N``), and
+    the interval is the estimate ± Student's ``t`` quantile (``num_batches - 1``
+    degrees of freedom) times it. A row bootstrap that keeps the neighbours fixed
+    understates the spread (neighbouring rows share outcomes): its 95 % intervals
+    covered Ishigami's Shapley effects in 78 % of 40 seeds. ``significant[i]``: the
+    lower bound of ``ST_i`` is above 0.
 
     Args:
         X: ``(N, D)`` factor values, array or DataFrame (non-numeric columns are
@@ -106,7 +111,7 @@ def knn_indices(
             correction).
         max_queries: query rows behind ``S1``, ``ST`` and the noise share.
         shapley_budget: query rows spread over the other subsets (default ``N``).
-        num_resamples: bootstrap resamples (0: no intervals).
+        num_batches: batches behind the intervals (0: no intervals; else at least 3).
         conf_level: confidence level of the intervals.
         seed: int (0 included), Generator or None: query rows and resamples.
         workers: threads of the neighbour queries (-1: all cores).
@@ -132,7 +137,7 @@ def knn_indices(
         >>> rng = np.random.default_rng(0)
         >>> X = rng.random((4000, 3))
         >>> Y = X[:, 0] * X[:, 1]  # x1 and x2 interact; x3 does nothing
-        >>> res = knn_indices(X, Y, seed=0, num_resamples=100)
+        >>> res = knn_indices(X, Y, seed=0)
         >>> truth = {"ST": [4 / 7, 4 / 7, 0.0], "shapley": [0.5, 0.5, 0.0]}  # exact
         >>> [bool(np.abs(getattr(res, key) - v).max() < 0.03) for key, v in truth.items()]
         [True, True]
@@ -151,7 +156,8 @@ def knn_indices(
             shapley_budget, "shapley_budget", 1, "pass e.g. shapley_budget=20000, or None"
         )
     )
-    num_resamples = _check_num_resamples(num_resamples)
+    if num_batches:
+        num_batches = _check_count(num_batches, "num_batches", 3, "pass e.g. 10, or 0")
     conf_level = _check_conf_level(conf_level)
     rng, int_seed = _generator(seed)
     names, members = resolve_groups(table.names, groups)
@@ -168,59 +174,33 @@ def knn_indices(
         if exact[j]:
             notes.append(f"{name}: matched exactly on its {np.unique(coords[:, j]).size} levels.")
     cols = [np.array(m, dtype=np.intp) for m in members]
-    full = (1 << D) - 1
-
-    def columns(mask: int) -> NDArray[np.intp]:
-        return np.concatenate([cols[i] for i in range(D) if (mask >> i) & 1])
-
-    base_rows = _query_rows(rng, N, max_queries)
-    plan: dict[int, NDArray[np.intp]] = {full: base_rows}
-    for i in range(D):
-        plan[1 << i] = base_rows
-        if D > 1:
-            plan[full & ~(1 << i)] = base_rows
-    if shapley and D > 2:
-        counts = subset_query_counts(D, budget, N, _MIN_SUBSET_QUERIES)
-        for mask in np.flatnonzero(counts):
-            if int(mask) not in plan:
-                plan[int(mask)] = _query_rows(rng, N, int(counts[mask]))
-    masks = sorted(plan)
-    parallel = workers != 1 and len(masks) > 4
-
-    def run(mask: int) -> NDArray[np.float64]:
-        return _subset_terms(coords, columns(mask), yc, plan[mask], k, 1 if parallel else workers)
-
-    if parallel:
-        with ThreadPoolExecutor(max_workers=None if workers < 1 else workers) as pool:
-            terms = list(pool.map(run, masks))
-    else:
-        terms = [run(m) for m in masks]
-
-    position = {m: j for j, m in enumerate(masks)}
-    term_matrix, indicator = _term_matrices(N, [plan[m] for m in masks], terms)
-    ones = np.ones((1, N))
-    ev = _closed_indices(ones, term_matrix, indicator, yc)[0]
-    linear = _index_maps(D, position, shapley)
-    estimates = {key: ev @ mat for key, mat in linear.items()}
-    noise = float(ev[position[full]])
+    linear = _index_maps(D, shapley)
+    options = {"shapley": shapley, "k": k, "workers": workers}
+    estimates = _estimate(coords, yc, cols, linear, max_queries, budget, rng, **options)
     bounds: dict[str, tuple[NDArray[np.float64], ...]] = {}
-    noise_bounds: tuple[float | None, float | None] = (None, None)
-    if num_resamples:
-        boot = {key: np.empty((num_resamples, D)) for key in linear}
-        boot_noise = np.empty(num_resamples)
-        start = 0
-        for counts_block in _resample_counts(rng, N, num_resamples):
-            ev_r = _closed_indices(counts_block, term_matrix, indicator, yc)
-            stop = start + counts_block.shape[0]
-            for key, mat in linear.items():
-                boot[key][start:stop] = ev_r @ mat
-            boot_noise[start:stop] = ev_r[:, position[full]]
-            start = stop
-        bounds = {key: _bootstrap_summary(b, conf_level) for key, b in boot.items()}
-        _, lo, hi = _bootstrap_summary(boot_noise[:, np.newaxis], conf_level)
-        noise_bounds = (float(np.clip(lo[0], 0, 1)), float(np.clip(hi[0], 0, 1)))
+    if num_batches:
+        order = rng.permutation(N)
+        per_batch = []
+        for rows in np.array_split(order, num_batches):
+            share = rows.size / N
+            per_batch.append(
+                _estimate(
+                    coords[rows],
+                    _standardized(y[rows]),
+                    cols,
+                    linear,
+                    max(10, round(max_queries * share)),
+                    max(1, round(budget * share)),
+                    rng,
+                    **options,
+                )
+            )
+        z = t_dist.ppf(0.5 + conf_level / 2.0, df=num_batches - 1)
+        for key, value in estimates.items():
+            sd = np.std([b[key] for b in per_batch], axis=0, ddof=1) / math.sqrt(num_batches)
+            bounds[key] = (z * sd, value - z * sd, value + z * sd)
     else:
-        notes.append("num_resamples=0: no intervals and no significance verdict.")
+        notes.append("num_batches=0: no intervals and no significance verdict.")
     nan = np.full(D, np.nan)
 
     def interval(key: str) -> tuple[NDArray[np.float64], ...]:
@@ -230,7 +210,12 @@ def knn_indices(
     if D == 1:
         notes.append("one factor: its total index is 1 - noise share by definition.")
     sh = estimates.get("Sh")
-    logger.debug("knn_indices: N=%d D=%d subsets=%d R=%d", N, D, len(masks), num_resamples)
+    noise = float(estimates["noise"][0])
+    noise_low = noise_high = None
+    if "noise" in bounds:
+        noise_low = float(np.clip(bounds["noise"][1][0], 0.0, 1.0))
+        noise_high = float(np.clip(bounds["noise"][2][0], 0.0, 1.0))
+    logger.debug("knn_indices: N=%d D=%d batches=%d", N, D, num_batches)
     return KnnResult(
         method="knn",
         factor_names=tuple(names),
@@ -238,7 +223,7 @@ def knn_indices(
         num_evaluations=N,
         outcome=outcome,
         conf_level=conf_level,
-        num_resamples=num_resamples,
+        num_resamples=num_batches,
         seed=int_seed,
         notes=notes,
         groups={n: list(table.names[c] for c in m) for n, m in zip(names, members, strict=True)},
@@ -256,9 +241,9 @@ def knn_indices(
         shapley_conf_high=interval("Sh")[2] if sh is not None else None,
         significant=significant,
         noise_share=float(np.clip(noise, 0.0, 1.0)),
-        noise_share_conf_low=noise_bounds[0],
-        noise_share_conf_high=noise_bounds[1],
-        num_subsets=len(masks),
+        noise_share_conf_low=noise_low,
+        noise_share_conf_high=noise_high,
+        num_subsets=(1 << D) - 1 if shapley else 2 * D + 1,
     )
 
 
@@ -268,65 +253,67 @@ def _query_rows(rng: np.random.Generator, N: int, n: int) -> NDArray[np.intp]:
     return np.sort(rng.choice(N, size=n, replace=False)).astype(np.intp)
 
 
-def _term_matrices(
-    N: int, rows: Sequence[NDArray[np.intp]], terms: Sequence[NDArray[np.float64]]
-) -> tuple[sparse.csc_matrix, sparse.csc_matrix]:
-    """``(N, S)`` sparse matrices of the per-row terms and of which rows were queried."""
-    lengths = [r.size for r in rows]
-    r = np.concatenate(rows)
-    c = np.repeat(np.arange(len(rows)), lengths)
-    t = np.concatenate(terms)
-    shape = (N, len(rows))
-    values = sparse.csc_matrix((t, (r, c)), shape=shape)
-    indicator = sparse.csc_matrix((np.ones(r.size), (r, c)), shape=shape)
-    return values, indicator
-
-
-def _closed_indices(
-    counts: NDArray[np.float64],
-    term_matrix: sparse.csc_matrix,
-    indicator: sparse.csc_matrix,
-    y: NDArray[np.float64],
-) -> NDArray[np.float64]:
-    """``ev[s]`` per count row (one resample, or ones for the data): ``(R, S + 1)``."""
-    sums = np.asarray((term_matrix.T @ counts.T).T)
-    n = np.asarray((indicator.T @ counts.T).T)
-    total = counts.sum(axis=1)
-    mean_y = counts @ y / total
-    var = counts @ (y * y) / total - mean_y**2
-    means = np.divide(sums, n, out=np.full_like(sums, np.nan), where=n > 0)
-    # The last column is ev[∅] = 1: every index is then linear in the columns.
-    return np.column_stack([means / var[:, np.newaxis], np.ones(counts.shape[0])])
-
-
-def _index_maps(
-    D: int, position: Mapping[int, int], shapley: bool
+def _estimate(
+    coords: NDArray[np.float64],
+    yc: NDArray[np.float64],
+    cols: Sequence[NDArray[np.intp]],
+    linear: Mapping[str, NDArray[np.float64]],
+    max_queries: int,
+    budget: int,
+    rng: np.random.Generator,
+    *,
+    shapley: bool,
+    k: int,
+    workers: int,
 ) -> dict[str, NDArray[np.float64]]:
-    """Matrices ``(S + 1, D)`` taking the closed indices to S1, ST and Shapley effects.
+    """Point estimates of every index (and ``"noise"``) from one set of rows.
 
-    ``position`` maps subset bitmasks to columns of :func:`_closed_indices`; the
-    empty subset (``ev = 1``) is its last column.
+    ``yc`` is standardized (mean 0, variance 1), so ``ev[s]`` is the mean of the
+    subset's terms.
     """
-    S = len(position)
-    position = {**position, 0: S}
-    S += 1
+    N, D = yc.size, len(cols)
     full = (1 << D) - 1
-    maps: dict[str, NDArray[np.float64]] = {}
-    s1 = np.zeros((S, D))
-    st = np.zeros((S, D))
+    base_rows = _query_rows(rng, N, max_queries)
+    plan: dict[int, NDArray[np.intp]] = {full: base_rows}
     for i in range(D):
-        s1[position[1 << i], i] -= 1.0
-        s1[position[0], i] += 1.0
-        st[position[full & ~(1 << i)], i] += 1.0  # the empty subset when D == 1
-        st[position[full], i] -= 1.0
-    maps["S1"] = s1
-    maps["ST"] = st
+        plan[1 << i] = base_rows
+        if D > 1:
+            plan[full & ~(1 << i)] = base_rows
+    if shapley and D > 2:
+        counts = subset_query_counts(D, budget, N, _MIN_SUBSET_QUERIES)
+        for mask in np.flatnonzero(counts):
+            plan.setdefault(int(mask), _query_rows(rng, N, int(counts[mask])))
+    masks = sorted(plan)
+    parallel = workers != 1 and len(masks) > 4
+
+    def run(mask: int) -> float:
+        columns = np.concatenate([cols[i] for i in range(D) if (mask >> i) & 1])
+        terms = _subset_terms(coords, columns, yc, plan[mask], k, 1 if parallel else workers)
+        return float(terms.mean())
+
+    if parallel:
+        with ThreadPoolExecutor(max_workers=None if workers < 1 else workers) as pool:
+            values = list(pool.map(run, masks))
+    else:
+        values = [run(m) for m in masks]
+    ev = np.ones(1 << D)  # ev[∅] = 1: the whole variance
+    ev[masks] = values
+    out = {key: ev @ mat for key, mat in linear.items()}
+    out["noise"] = ev[[full]]
+    return out
+
+
+def _index_maps(D: int, shapley: bool) -> dict[str, NDArray[np.float64]]:
+    """Matrices ``(2**D, D)`` taking ``ev`` (indexed by bitmask) to S1, ST and Shapley."""
+    full = (1 << D) - 1
+    s1 = np.zeros((1 << D, D))
+    st = np.zeros((1 << D, D))
+    for i in range(D):
+        s1[0, i] += 1.0
+        s1[1 << i, i] -= 1.0
+        st[full & ~(1 << i), i] += 1.0  # the empty subset when D == 1
+        st[full, i] -= 1.0
+    maps = {"S1": s1, "ST": st}
     if shapley:
-        W = shapley_weights(D)
-        sh = np.zeros((S, D))
-        for mask, j in position.items():
-            sh[j] = W[:, mask]
-        if len(position) < (1 << D):
-            raise ValueError(f"Shapley effects need all {1 << D} subsets, got {len(position)}")
-        maps["Sh"] = sh
+        maps["Sh"] = shapley_weights(D).T
     return maps
