@@ -37,6 +37,15 @@ def test_import_varirec_loads_no_analysis_stack() -> None:
     assert heavy == [], f"import varirec loaded {heavy[:5]}"
 
 
+def test_import_varirec_loads_no_torch_until_handed_a_tensor() -> None:
+    """torch is optional and heavy (seconds to import): only a tensor brings it in."""
+    loaded = _imported_by("import varirec, numpy; varirec.NullRecorderManager(2).reset(None, [0])")
+    assert "varirec" in loaded
+    assert not [m for m in loaded if m.split(".")[0] in ("torch", "jax", "cupy")], sorted(
+        m for m in loaded if m.startswith("torch")
+    )[:5]
+
+
 def test_recording_path_loads_no_analysis_stack() -> None:
     """What a simulator process imports to record (manager, storage, integrations)."""
     loaded = _imported_by(

@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ArrayWorld", "is_tensor", "namespace", "to_host"]
+__all__ = [
+    "ArrayWorld",
+    "host_async",
+    "is_tensor",
+    "namespace",
+    "record_event",
+    "to_host",
+    "wait",
+]
 
 
 def is_tensor(x: Any) -> bool:
@@ -60,6 +68,33 @@ def to_host(x: Any, name: str = "array") -> np.ndarray:
     if hasattr(x, "__dlpack__") and not hasattr(x, "__array__"):
         return np.from_dlpack(x)
     return np.asarray(x)
+
+
+def host_async(t: Any) -> np.ndarray:
+    """A host copy of tensor ``t`` that does not wait for the device: on CUDA a
+    ``non_blocking`` copy into a pinned buffer (read it only after :func:`wait` on an
+    event recorded after this call); on the CPU a plain copy (already complete)."""
+    if t.device.type == "cpu":
+        return t.numpy()
+    torch = _torch()
+    dst = torch.empty(t.shape, dtype=t.dtype, pin_memory=torch.cuda.is_available())
+    dst.copy_(t, non_blocking=True)
+    return dst.numpy()
+
+
+def record_event(device: Any) -> Any:
+    """A CUDA event recorded now on ``device``'s current stream, or None elsewhere."""
+    if device is None or getattr(device, "type", "cpu") != "cuda":
+        return None
+    event = _torch().cuda.Event()
+    event.record(_torch().cuda.current_stream(device))
+    return event
+
+
+def wait(event: Any) -> None:
+    """Block this (writer) thread until ``event`` completed; None: nothing to wait for."""
+    if event is not None:
+        event.synchronize()
 
 
 class ArrayWorld:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from varirec.arrays import wait
+
 __all__ = ["EpisodeChunk"]
 
 _NULL_IF_NEGATIVE = ("sample_id", "seed")
@@ -60,11 +62,13 @@ def _column(field: pa.Field, values: list[Any], lengths: list[int]) -> pa.Array:
 class EpisodeChunk:
     """Episode columns of several pre-resets; :meth:`to_arrow` runs on the writer thread."""
 
-    __slots__ = ("parts", "schema")
+    __slots__ = ("event", "parts", "schema")
 
-    def __init__(self, parts: list[dict[str, Any]], schema: pa.Schema) -> None:
+    def __init__(self, parts: list[dict[str, Any]], schema: pa.Schema, event: Any = None) -> None:
         self.parts = parts
         self.schema = schema
+        self.event = event
+        """A CUDA event after the parts' device-to-host copies (None: nothing pending)."""
 
     def __len__(self) -> int:
         return sum(len(p["env_id"]) for p in self.parts)
@@ -75,6 +79,7 @@ class EpisodeChunk:
         A column a part lacks (its term returned None) is null for that part's rows;
         numpy columns follow the conventions above, Arrow arrays are cast as they are.
         """
+        wait(self.event)  # the parts' non-blocking copies from the device are complete
         lengths = [len(p["env_id"]) for p in self.parts]
         arrays = [_column(f, [p.get(f.name) for p in self.parts], lengths) for f in self.schema]
         return pa.Table.from_arrays(arrays, schema=self.schema)

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from varirec._version import __version__
+from varirec.arrays import ArrayWorld, record_event
 from varirec.recording.driver import EpisodeSchedule, StudyDesign, VariationDriver
 from varirec.recording.episode_chunk import EpisodeChunk
 from varirec.recording.episodes import EpisodeTracker
@@ -284,6 +285,11 @@ class RecorderManager:
         return self.driver.seed
 
     @property
+    def world(self) -> ArrayWorld:
+        """The env's array world (device, dtype of applied values)."""
+        return self.driver.world
+
+    @property
     def env(self) -> Any:
         return self.driver.env
 
@@ -376,7 +382,10 @@ class RecorderManager:
     def _flush_episodes(self) -> None:
         if not self._episode_parts:
             return
-        chunk = EpisodeChunk(self._episode_parts, self.episodes_schema)
+        # Rows copied from a device are read on the writer thread once this event passed.
+        chunk = EpisodeChunk(
+            self._episode_parts, self.episodes_schema, record_event(self.driver.world.device)
+        )
         hand_over(self.sink("episodes"), chunk, self._clear_episodes)
 
     def _clear_episodes(self) -> None:

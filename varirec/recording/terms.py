@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pyarrow as pa
 
+from varirec.arrays import ArrayWorld, is_tensor, to_host
+from varirec.recording.device_outcomes import DeviceOutcomes
 from varirec.recording.episodes import EpisodeTracker
 from varirec.recording.recorder import VariationRecorder
 from varirec.storage.shutdown import hand_over
@@ -122,6 +124,7 @@ class OutcomeTerm(RecorderTerm):
         self._terminated = np.zeros(n, dtype=bool)
         self._truncated = np.zeros(n, dtype=bool)
         self._success = np.full(n, np.nan)
+        self._device: DeviceOutcomes | None = None
 
     COLUMNS: ClassVar[Mapping[str, pa.DataType]] = {
         "return": pa.float64(),
@@ -158,6 +161,16 @@ class OutcomeTerm(RecorderTerm):
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
         running = self.manager.tracker.started
         everyone = running.all()  # the usual case: no mask needed
+        if self._device is None and any(is_tensor(x) for x in data.values()):
+            world = getattr(self.manager, "world", None) or ArrayWorld()
+            for name, x in data.items():
+                if is_tensor(x):
+                    world.check(x, name)
+            # The env computes on a device: accumulate there from now on.
+            self._device = DeviceOutcomes(self.manager.num_envs, world.device)
+        if self._device is not None:
+            self._device.record_step(data, running, bool(everyone))
+            return
         if (reward := data.get("reward")) is not None:
             reward = self._array(
                 "reward", reward, "buif", "numbers", "pass it as floats (.astype(float))"
@@ -184,6 +197,8 @@ class OutcomeTerm(RecorderTerm):
             np.copyto(self._success, success, where=True if everyone else running, casting="unsafe")
 
     def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray]:
+        if self._device is not None:
+            return self._device.record_pre_reset(env_ids)
         out = {  # plain numpy: the writer thread turns NaN success into nulls
             "return": self._return[env_ids],
             "success": self._success[env_ids],
@@ -279,7 +294,7 @@ class StepsTerm(RecorderTerm):
             )
         t = self.manager.tracker
         ids = np.flatnonzero(t.started)
-        picked = {k: np.asarray(data[k])[ids] for k in self.keys}  # fancy index: a copy
+        picked = {k: to_host(data[k], k)[ids] for k in self.keys}  # fancy index: a copy
         self._parts.append((ids, t.episode[ids], t.step[ids] - 1, picked))
         self._rows += len(ids)
         if self._rows >= self.max_rows:
