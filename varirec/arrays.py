@@ -183,13 +183,16 @@ class ArrayWorld:
     def values(self, values: np.ndarray | Any) -> Any:
         """Drawn values as the env takes them: numpy as they are; on a torch env a tensor
         on its device (floats in the world's dtype, default float32; strings stay numpy)."""
-        if self.device is None or is_tensor(values):
-            return values
-        if values.dtype.kind in "USO":
+        if self.device is None:
             return values
         torch = _torch()
-        t = torch.from_numpy(np.ascontiguousarray(values))
-        if values.dtype.kind == "f":
+        if is_tensor(values):
+            t = values
+        elif values.dtype.kind in "USO":
+            return values
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(values))
+        if t.dtype.is_floating_point:
             t = t.to(self.dtype or torch.float32)
         return t.to(self.device, non_blocking=True)
 

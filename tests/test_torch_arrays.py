@@ -1,0 +1,114 @@
+"""torch tensors through every entry point (CPU here; the same code runs on CUDA):
+env ids and masks, record_step arrays, values handed to apply; and the errors for
+tensors varirec cannot take."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import varirec as vr
+
+torch = pytest.importorskip("torch")
+
+
+def _variations(applied: list) -> list[vr.Variation]:
+    def keep(env, ids, values):
+        applied.append((ids, values))
+
+    return [
+        vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)), keep),
+        vr.Variation("color", vr.VariationCfg(sampler=vr.IntegerCfg(low=0, high=3)), keep),
+    ]
+
+
+def test_tensor_ids_and_masks_reset_and_apply_gets_float32_tensors_on_the_device():
+    applied: list = []
+    m = vr.NullRecorderManager(4, variations=_variations(applied), seed=0)
+    m.reset(None, torch.arange(4))
+    ids, mass = applied[0]
+    assert isinstance(mass, torch.Tensor) and mass.dtype == torch.float32
+    assert mass.device.type == "cpu" and ids.tolist() == [0, 1, 2, 3]
+    assert applied[1][1].dtype == torch.int64  # integers stay integers
+    # the float32 values are the float64 draws, rounded once
+    expect = vr.UniformCfg(low=1, high=2).ppf(
+        vr.CounterStream(0, "mass").uniforms(np.arange(4), np.zeros(4, np.int64))
+    )
+    assert np.array_equal(mass.numpy(), expect.astype(np.float32))
+    applied.clear()
+    m.reset(None, torch.tensor([False, True, False, True]))
+    assert applied[0][0].tolist() == [1, 3] and m.tracker.episode.tolist() == [0, 1, 0, 1]
+
+
+def test_apply_dtype_is_configurable():
+    applied: list = []
+    m = vr.NullRecorderManager(2, variations=_variations(applied), dtype=torch.float64)
+    m.reset(None, torch.arange(2))
+    assert applied[0][1].dtype == torch.float64
+
+
+def test_record_step_with_tensors_accumulates_on_the_device_and_records_the_same(tmp_path):
+    def run(arrays, out):
+        m = vr.RecorderManager(3, output=tmp_path / out, run_id="r", seed=0, step_keys=("reward",))
+        m.reset(None, arrays(np.arange(3)))
+        for step in range(4):
+            reward = np.array([1.0, 0.5, 2.0]) * (step + 1)
+            done = np.array([step == 1, False, step == 3])
+            m.record_step(
+                reward=arrays(reward.astype(np.float32)),
+                terminated=arrays(done),
+                success=arrays(np.array([1.0, np.nan, 0.0])),
+            )
+            if done.any():
+                m.reset(None, arrays(np.flatnonzero(done)))
+        m.close()
+        return vr.open_dataset(tmp_path / out)
+
+    with_tensors = run(torch.as_tensor, "torch")
+    with_numpy = run(np.asarray, "numpy")
+    cols = ["env_id", "episode", "length", "return", "success", "terminated"]
+    a = with_tensors.episodes().to_pandas()[cols].sort_values(cols[:2]).reset_index(drop=True)
+    b = with_numpy.episodes().to_pandas()[cols].sort_values(cols[:2]).reset_index(drop=True)
+    assert a.equals(b) and a["return"].tolist() == [3.0, 20.0]  # env 0: 1 + 2; env 2: 2 + 4 + 6 + 8
+    steps = with_tensors.steps().to_pandas().sort_values(["env_id", "step"])
+    assert steps.equals(with_numpy.steps().to_pandas().sort_values(["env_id", "step"]))
+    assert len(steps) == 12
+
+
+def test_dlpack_arrays_are_accepted_as_env_ids():
+    class Capsule:  # a producer that speaks only DLPack (as JAX and CuPy arrays do)
+        def __init__(self, a):
+            self._a = a
+
+        def __dlpack__(self, **kwargs):
+            return self._a.__dlpack__(**kwargs)
+
+        def __dlpack_device__(self):
+            return self._a.__dlpack_device__()
+
+    m = vr.NullRecorderManager(4, seed=0)
+    m.reset(None, Capsule(np.array([1, 2])))
+    assert m.tracker.started.tolist() == [False, True, True, False]
+
+
+def test_bad_tensors_get_errors_that_name_the_tensor_the_device_and_the_fix():
+    m = vr.RecorderManager(4, seed=0, device="cpu")
+    m.reset(None, torch.arange(4))
+    with pytest.raises(
+        TypeError, match=r"`env_ids` must be integer ids .* float tensor .*\.long\(\)"
+    ):
+        m.reset(None, torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"mask `env_ids` must have shape \(4,\), got \(3,\)"):
+        m.reset(None, torch.tensor([True, False, True]))
+    with pytest.raises(ValueError, match=r"`reward` is a tensor that requires grad.*\.detach\(\)"):
+        m.record_step(reward=torch.ones(4, requires_grad=True))
+    with pytest.raises(
+        ValueError,
+        match=r"`env_ids` is on device meta but the env's arrays are on cpu; "
+        r"pass env_ids.to\('cpu'\)",
+    ):
+        m.reset(None, torch.arange(4, device="meta"))
+    with pytest.raises(ValueError, match=r"`reward` must have shape \(4,\).*tensor on cpu"):
+        m.record_step(reward=torch.ones(2, 2))
+    assert m.tracker.episode.tolist() == [0, 0, 0, 0]  # refused before anything moved
+    m.close()
