@@ -23,24 +23,28 @@ creation is a conditional PUT where the store supports it.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import secrets
-import shutil
 import socket
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import pyarrow as pa
 
 from varirec._version import __version__
 from varirec.errors import DatasetError, RecorderStateError
 
 from .location import StorePath, as_path
+from .run_files import (
+    adopt_run,
+    create_run,
+    create_sidecar,
+    default_run_id,
+    default_writer_id,
+    read_sidecars,
+    to_json,
+    utc_now,
+    write_json_atomic,
+)
 from .run_info import sum_sidecars
 from .schema import (
     RUN_JSON,
@@ -68,58 +72,6 @@ TableLike = pa.Table | pa.RecordBatch | ArrowConvertible
 
 
 # ---------------------------------------------------------------- small helpers
-def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _default_run_id() -> str:
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}_{secrets.token_hex(3)}"
-
-
-def _default_writer_id() -> str:
-    # ASCII only: writer ids are part of file names (str.isalnum accepts "é" and "名")
-    name = socket.gethostname().split(".")[0]
-    host = "".join(c for c in name if c.isascii() and c.isalnum())[:24]
-    return f"{host or 'host'}_{os.getpid()}_{secrets.token_hex(4)}"
-
-
-def _json_default(obj: object) -> object:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON-serializable")
-
-
-def _to_json(doc: dict[str, Any], what: str) -> str:
-    try:
-        return json.dumps(doc, indent=2, default=_json_default)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"`{what}` must be JSON-serializable (numbers, strings, lists, dicts, numpy "
-            f"values), got {exc}; convert the value first (e.g. str() or dataclasses.asdict)"
-        ) from None
-
-
-def _write_json_atomic(path: Path | StorePath, text: str) -> None:
-    if isinstance(path, StorePath):
-        path.write_text(text)  # a whole object: readers see the old or the new one
-        return
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # e.g. disk full: leave no empty temp file
-            os.unlink(tmp)
-        raise
-
-
 class RunWriter:
     """One process's writer of one run: appends tables as crash-safe Parquet parts.
 
@@ -186,14 +138,14 @@ class RunWriter:
         _resume: bool = False,
     ) -> None:
         self.root = as_path(root)
-        self.run_id = check_run_id(_default_run_id() if run_id is None else run_id)
+        self.run_id = check_run_id(default_run_id() if run_id is None else run_id)
         self.path = self.root / f"{RUN_PREFIX}{self.run_id}"
         self._metadata = dict(metadata or {})
-        _to_json(self._metadata, "metadata")
+        to_json(self._metadata, "metadata")
         # The sink checks the writer id and the limits before anything touches the disk.
         self._sink = TableSink(
             self.path,
-            _default_writer_id() if writer_id is None else writer_id,
+            default_writer_id() if writer_id is None else writer_id,
             background=background,
             max_queue=max_queue,
             schemas=schemas,
@@ -211,7 +163,7 @@ class RunWriter:
         self._doc: dict[str, Any] = {}
         self._closed = False
         self._pid = os.getpid()
-        self._started = _utc_now()
+        self._started = utc_now()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             if self.created:
@@ -295,24 +247,10 @@ class RunWriter:
 
     def _adopt_run(self) -> None:
         """Take over ``run.json`` of the run being resumed (see :meth:`resume`)."""
-        path = self.path / RUN_JSON
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(doc, dict):
-                raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
-        except (OSError, ValueError) as exc:
-            raise DatasetError(
-                f"cannot resume run {self.run_id!r}: {path} is unreadable ({exc}); restore it "
-                "from a copy, or record a new run"
-            ) from None
-        kept = ("schema_version", "varirec_version", "run_id", "created_utc", "metadata")
-        self._doc = {k: doc[k] for k in kept if k in doc}
-        resumed = doc.get("resumed_utc")
-        self._doc["resumed_utc"] = [*(resumed if isinstance(resumed, list) else []), self._started]
-        self._doc["status"] = "running"
-        self._metadata = dict(doc.get("metadata") or {})
+        self._doc = adopt_run(self.path, self.run_id, self._started)
+        self._metadata = dict(self._doc.get("metadata") or {})
         self._finishes = True
-        _write_json_atomic(path, _to_json(self._doc, "metadata"))
+        write_json_atomic(self.path / RUN_JSON, to_json(self._doc, "metadata"))
 
     def _create_run(self, overwrite: bool) -> None:
         self._doc = {
@@ -323,48 +261,8 @@ class RunWriter:
             "status": "running",
             "metadata": self._metadata,
         }
-        if isinstance(self.path, StorePath):
-            self._create_stored_run(self.path, overwrite)
-            return
-        try:
-            self.path.mkdir()  # exclusive: of two creators of one run id, one fails here
-        except FileExistsError:
-            if not overwrite:
-                raise DatasetError(
-                    f"run {self.run_id!r} already exists in {self.root}; pass overwrite=True "
-                    "to replace it, or a new run_id"
-                ) from None
-            trash = self.root / f".trash-{self.path.name}-{secrets.token_hex(4)}"
-            os.replace(self.path, trash)  # atomic: the old run is gone from view at once
-            logger.info("overwrite=True: deleting the previous run %s", self.path)
-            shutil.rmtree(trash, ignore_errors=True)
-            try:
-                self.path.mkdir()
-            except FileExistsError:
-                raise DatasetError(
-                    f"run {self.run_id!r} was created again by another process while "
-                    "overwrite=True replaced it; pass a new run_id"
-                ) from None
-        _write_json_atomic(self.path / RUN_JSON, _to_json(self._doc, "metadata"))
-
-    def _create_stored_run(self, path: StorePath, overwrite: bool) -> None:
-        """Create the run on an object store: ``run.json`` is written only if absent."""
-        text = _to_json(self._doc, "metadata")
-        if not overwrite and path.exists():  # parts without run.json count as a run too
-            raise DatasetError(
-                f"run {self.run_id!r} already exists in {self.root}; pass overwrite=True to "
-                "replace it, or a new run_id"
-            )
-        if overwrite and path.exists():
-            logger.info("overwrite=True: deleting the previous run %s", path)
-            path.delete_tree()  # not atomic: readers may see part of the old run meanwhile
-        try:
-            (path / RUN_JSON).create_text(text)
-        except FileExistsError:
-            raise DatasetError(
-                f"run {self.run_id!r} already exists in {self.root} ({RUN_JSON} is there); "
-                "pass overwrite=True to replace it, or a new run_id"
-            ) from None
+        text = to_json(self._doc, "metadata")
+        create_run(self.root, self.path, self.run_id, text, overwrite=overwrite)
 
     def _write_sidecar(
         self,
@@ -382,23 +280,11 @@ class RunWriter:
             doc["rows_lost"] = lost
         if closed_by is not None:
             doc["closed_by"] = closed_by
-        text = _to_json(doc, "sidecar")
-        sidecar = self.path / WRITERS_DIR / f"{self.writer_id}.json"
-        if not new:
-            _write_json_atomic(sidecar, text)
-            return
-        sidecar.parent.mkdir(exist_ok=True)
-        try:  # exclusive: a second writer with this id would overwrite the counts
-            if isinstance(sidecar, StorePath):
-                sidecar.create_text(text)
-            else:
-                with open(sidecar, "x", encoding="utf-8") as f:
-                    f.write(text)
-        except FileExistsError:
-            raise DatasetError(
-                f"writer id {self.writer_id!r} already wrote to run {self.run_id!r} ({sidecar} "
-                "exists); pass a new writer_id (or none, for a unique default)"
-            ) from None
+        text = to_json(doc, "sidecar")
+        if new:
+            create_sidecar(self.path, self.writer_id, self.run_id, text)
+        else:
+            write_json_atomic(self.path / WRITERS_DIR / f"{self.writer_id}.json", text)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -465,9 +351,9 @@ class RunWriter:
                 f"{RUN_JSON}; update metadata from the writer that created the run"
             )
         merged = {**self._metadata, **metadata}
-        text = _to_json({**self._doc, "metadata": merged}, "metadata")
+        text = to_json({**self._doc, "metadata": merged}, "metadata")
         self._metadata = self._doc["metadata"] = merged
-        _write_json_atomic(self.path / RUN_JSON, text)
+        write_json_atomic(self.path / RUN_JSON, text)
 
     def close(self, error: BaseException | None = None, *, closed_by: str = "close") -> None:
         """Write everything, rename the open parts and record the run's outcome.
@@ -497,7 +383,7 @@ class RunWriter:
             if lost and record is not None:
                 record["message"] += f" ({sum(lost.values())} rows lost: {lost})"
             self.status = "failed" if record or lost else "complete"
-            ended = _utc_now()
+            ended = utc_now()
             # Closed even if the bookkeeping cannot be written (e.g. the disk is full).
             self._closed = True
             unregister(self)
@@ -551,14 +437,7 @@ class RunWriter:
         lost: dict[str, int],
         closed_by: str,
     ) -> None:
-        sidecars = {}
-        for path in (self.path / WRITERS_DIR).glob("*.json"):
-            if path.name.startswith("."):
-                continue
-            try:
-                sidecars[path.stem] = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                logger.warning("skipping unreadable writer sidecar %s: %s", path, exc)
+        sidecars = read_sidecars(self.path)
         # This writer's own record as it is now (its sidecar may not have been written).
         sidecars[self.writer_id] = {"writer_id": self.writer_id, "status": self.status}
         sidecars[self.writer_id]["counts"] = dict(self._counts)
@@ -570,4 +449,4 @@ class RunWriter:
             doc["error"] = record
         if lost:
             doc["rows_lost"] = lost
-        _write_json_atomic(self.path / RUN_JSON, _to_json(doc, "metadata"))
+        write_json_atomic(self.path / RUN_JSON, to_json(doc, "metadata"))
