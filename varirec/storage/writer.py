@@ -89,7 +89,8 @@ class RunWriter:
     ``counts``, ``writers`` and ``error`` in ``run.json``.
 
     Args:
-        root: the dataset directory (created if missing).
+        root: the dataset directory (created if missing), or a URI such as
+            ``s3://bucket/prefix`` (see :mod:`varirec.storage.location`).
         run_id: the run's id (letters, digits, ``_ . -``); default ``<UTC time>_<hex>``.
         writer_id: this process's id in part names (letters, digits, ``_ .``; no ``-``);
             default ``<host>_<pid>_<8 hex>``.
