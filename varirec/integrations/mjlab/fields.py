@@ -209,7 +209,7 @@ class ModelField:
             if self.axes is not None:
                 default = default[list(self.axes)]
             v = v * default if self.operation == "scale" else v + default
-        if self.clamp is not None:
+        if self.clamp is not None and self.clamp != (None, None):
             low, high = self.clamp
             v = v.clamp(min=low, max=high)
         field[idx] = v if self.axes is not None else v[:, 0]

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from mjlab.managers.recorder_manager import RecorderTerm, RecorderTermCfg
 
-from varirec.integrations.mjlab.session import MjlabRecording, to_host
+from varirec.arrays import to_host
+from varirec.integrations.mjlab.session import MjlabRecording
 
 __all__ = ["VarirecRecorder"]
 
@@ -35,15 +36,15 @@ class VarirecRecorder(RecorderTerm):
         self.manager = self.recording.attach(env)
 
     def record_pre_reset(self, env_ids: Any) -> None:
-        self.manager.record_pre_reset(to_host(env_ids))
+        self.manager.record_pre_reset(env_ids)  # a tensor on the env's device
 
     def record_post_reset(self, env_ids: Any) -> None:
-        self.manager.record_post_reset(to_host(env_ids))
+        self.manager.record_post_reset(env_ids)
 
     def record_post_step(self) -> None:
         env = self._env
         if not env.cfg.auto_reset:  # no record_pre_reset comes: finish them here
-            done = np.flatnonzero(to_host(env.reset_buf))
+            done = np.flatnonzero(to_host(env.reset_buf, "reset_buf"))
             done = done[self.manager.tracker.started[done]]
             if done.size:
                 self.manager.record_pre_reset(done)

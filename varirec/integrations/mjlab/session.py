@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from varirec.arrays import to_host
 from varirec.errors import RecorderStateError
 from varirec.recording.manager import NullRecorderManager, make_recorder_manager
 from varirec.recording.terms import RecorderTerm, RecorderTermCfg, TermHost
 from varirec.storage import RunWriter
 from varirec.variations.variation import Variation, VariationSet
 
-__all__ = ["APPLIED_SUFFIX", "AppliedTerm", "MjlabRecording", "SuccessFn", "to_host"]
+__all__ = ["APPLIED_SUFFIX", "AppliedTerm", "MjlabRecording", "SuccessFn"]
 
 APPLIED_SUFFIX = "@applied"
 """Suffix of the episode columns that hold the applied value of a factor."""
@@ -35,18 +36,6 @@ APPLIED_SUFFIX = "@applied"
 SuccessFn = Callable[[Any], Any]
 """``success(env)`` -> one bool (or float, NaN: unknown) per env, read every step; the
 value at an episode's last step is its success."""
-
-
-def to_host(x: Any) -> np.ndarray:
-    """A tensor (or array) as a numpy array on the host.
-
-    >>> import torch
-    >>> to_host(torch.tensor([1, 2])).tolist()
-    [1, 2]
-    """
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-    return np.asarray(x)
 
 
 def _readable(v: Variation) -> bool:
@@ -147,20 +136,27 @@ class MjlabRecording:
         if self.manager is not None and self.env is env:
             return self.manager
         self.resolve(env)
-        terms = None
+        options = dict(self.manager_options)
+        terms = dict(options.pop("terms", None) or {})  # the user's varirec terms
         if self.output is not None and any(_readable(v) for v in self.variations.values()):
-            terms = {"applied": RecorderTermCfg(term=AppliedTerm)}
+            if "applied" in terms:
+                raise ValueError(
+                    "the varirec term name 'applied' is taken by the mjlab integration's "
+                    "applied values; rename your term"
+                )
+            terms["applied"] = RecorderTermCfg(term=AppliedTerm)
         meta = {"simulator": "mjlab", "num_envs": int(env.num_envs), **self.metadata}
+        options.setdefault("device", env.device)  # reset draws and applied values live there
         self.manager = make_recorder_manager(
             int(env.num_envs),
             variations=self.variations,
             output=self.output,
-            terms=terms,
+            terms=terms or None,
             seed=self.seed,
             run_id=self.run_id,
             metadata=meta,
             env=env,
-            **self.manager_options,
+            **options,
         )
         self.env = env
         found = getattr(self.manager, "terms", {}).get("applied")
@@ -198,7 +194,7 @@ class MjlabRecording:
         variations for the episodes that begin, and read back what was applied."""
         self._check_fields(env)
         m = self._manager()
-        ids = m.tracker.ids(to_host(env_ids))
+        ids = m.tracker.ids(to_host(env_ids, "env_ids"))  # host ids key the episode counters
         running = ids[m.tracker.started[ids]]
         if running.size:
             m.record_pre_reset(running)
@@ -210,7 +206,7 @@ class MjlabRecording:
         """An interval event of variation ``key`` fired for ``env_ids`` (None: all)."""
         self._check_fields(env)
         m = self._manager()
-        ids = m.tracker.ids(None if env_ids is None else to_host(env_ids))
+        ids = m.tracker.ids(None if env_ids is None else to_host(env_ids, "env_ids"))
         v = self.variations[key]
         ids = ids[m.tracker.started[ids]]  # mjlab's timers run before the first reset too
         if v.enabled and ids.size:
@@ -219,13 +215,13 @@ class MjlabRecording:
     def record_step(self, env: Any) -> None:
         """The step event: this step's reward, termination flags and success, for
         every env, before finished envs reset."""
-        data = {
-            "reward": to_host(env.reward_buf),
-            "terminated": to_host(env.reset_terminated),
-            "truncated": to_host(env.reset_time_outs),
+        data = {  # tensors on the env's device: varirec accumulates them there
+            "reward": env.reward_buf,
+            "terminated": env.reset_terminated,
+            "truncated": env.reset_time_outs,
         }
         if self.success is not None:
-            data["success"] = to_host(self.success(env))
+            data["success"] = self.success(env)
         self._manager().record_step(**data)
 
     def close(self) -> None:
