@@ -117,10 +117,16 @@ class Controls:
         }
 
 
+def _resample_counts(n: int, num: int, rng: np.random.Generator) -> NDArray[np.float64]:
+    """``(n, num)`` bootstrap counts: how often each row is drawn in each resample."""
+    rows = rng.integers(0, n, size=(num, n)) + (np.arange(num) * n)[:, None]
+    return np.bincount(rows.ravel(), minlength=num * n).reshape(num, n).T.astype(float)
+
+
 def _half_widths(b, sizes, y, rng, num_resamples, conf_level):  # type: ignore[no-untyped-def]
     n = len(y)
-    w = rng.multinomial(n, np.full(n, 1.0 / n), size=num_resamples).T.astype(float)
-    boot = _s1(b, sizes, np.repeat(y[:, None], num_resamples, axis=1), w)
+    w = _resample_counts(n, num_resamples, rng)
+    boot = _s1(b, sizes, y[:, None], w)
     # Rows drawn twice defeat the bias correction inside a resample: re-centre the
     # resamples on the estimate (as first_order_binning does) before the quantiles.
     estimate = _s1(b, sizes, y[:, None], np.ones((n, 1)))
@@ -165,7 +171,7 @@ def study_controls(
     b, sizes = _bin_matrix(x, default_num_bins(n))
     estimate = _s1(b, sizes, y[:, None], np.ones((n, 1)))[:, 0]
     shuffled = np.stack([rng.permutation(y) for _ in range(num_shuffles)], axis=1)
-    null = _s1(b, sizes, shuffled, np.ones_like(shuffled))
+    null = _s1(b, sizes, shuffled, np.ones((n, 1)))
     alpha = 1.0 - conf_level
     null_high = float(np.quantile(null.max(axis=0), conf_level))
     null_low = float(np.quantile(null.min(axis=0), alpha))

@@ -7,7 +7,8 @@ loss) cuts the factor space into at most four boxes. The box with the lowest suc
 rate on the search part is the failure region; its rate and the rate everywhere else
 are then measured on the held-out episodes only, so the numbers in the sentence are
 not the ones the search optimized. The thresholds' uncertainty comes from refitting
-the chosen tree on bootstrap resamples of the search part.
+the chosen tree on bootstrap resamples of the search part. The search uses at most
+:data:`MAX_SEARCH` episodes (a tree fit grows with N log N); any beyond are held out.
 
 Breiman, Friedman, Olshen & Stone (1984), *Classification and Regression Trees*.
 """
@@ -23,7 +24,10 @@ from numpy.typing import NDArray
 
 from varirec.analysis.failures._inputs import Factors, rate_interval
 
-__all__ = ["Condition", "FailureRule", "failure_rules"]
+__all__ = ["MAX_SEARCH", "Condition", "FailureRule", "failure_rules"]
+
+MAX_SEARCH = 40_000
+"""Most episodes the rule search (cross-validation and refits) uses; the rest are held out."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,11 @@ def failure_rules(
         empty = pd.DataFrame(columns=["leaf", "conditions", "episodes", "rate"])
         return FailureRule([], np.nan, (np.nan, np.nan), 0, rate, (float(low), float(high)),
                            n_test, np.nan, 0, conf_level, empty)  # fmt: skip
+    if search.size > MAX_SEARCH:
+        # Beyond this a split is placed within a fraction of a percent already; the rest
+        # of the episodes join the held-out part, which then measures the rule better.
+        test, search = np.concatenate([test, search[MAX_SEARCH:]]), search[:MAX_SEARCH]
+        n_test = test.size
     seed = int(rng.integers(2**31 - 1))
     tree = _choose_tree(x[search], y[search], seed)
     paths = _leaf_paths(tree, factors)
@@ -236,10 +245,10 @@ def failure_rules(
     conds = paths[worst]
     if tree.get_depth() == 0:
         conds = []
-    if num_resamples > 0 and conds:
-        conds = _threshold_intervals(tree, factors, x[search], y[search], conds, num_resamples,
-                                     conf_level, rng)  # fmt: skip
-    share = _first_split_share(tree, x[search], y[search], num_resamples, rng) if conds else None
+    refits = _refits(tree, x[search], y[search], num_resamples, rng) if conds else []
+    if refits:
+        conds = _threshold_intervals(factors, refits, conds, conf_level)
+    share = _first_split_share(tree, refits)
     inside = leaf_test == worst if conds else np.zeros(n_test, bool)
     k_in, n_in = float(y[test][inside].sum()), int(inside.sum())
     k_out, n_out = float(y[test][~inside].sum()), int((~inside).sum())
@@ -275,13 +284,12 @@ def _refits(tree: Any, x: NDArray[np.float64], y: NDArray[np.bool_], num: int,
 
 
 def _threshold_intervals(
-    tree: Any, factors: Factors, x: NDArray[np.float64], y: NDArray[np.bool_],
-    conds: list[Condition], num: int, conf_level: float, rng: np.random.Generator,
-) -> list[Condition]:  # fmt: skip
+    factors: Factors, refits: list[Any], conds: list[Condition], conf_level: float
+) -> list[Condition]:
     """Each numeric threshold's percentile interval over refits that split on the same
     factor (the nearest such threshold of each refit)."""
     found: dict[str, list[float]] = {c.factor: [] for c in conds}
-    for fit in _refits(tree, x, y, num, rng):
+    for fit in refits:
         t = fit.tree_
         inner = t.children_left != -1
         for c in conds:
@@ -300,11 +308,9 @@ def _threshold_intervals(
     return out
 
 
-def _first_split_share(
-    tree: Any, x: NDArray[np.float64], y: NDArray[np.bool_], num: int, rng: np.random.Generator
-) -> float | None:
-    fits = _refits(tree, x, y, num, rng)
-    if not fits:
+def _first_split_share(tree: Any, refits: list[Any]) -> float | None:
+    """Share of refits whose first split uses the same factor as the tree's."""
+    if not refits:
         return None
     root = tree.tree_.feature[0]
-    return float(np.mean([f.tree_.feature[0] == root for f in fits]))
+    return float(np.mean([f.tree_.feature[0] == root for f in refits]))
