@@ -29,6 +29,7 @@ from varirec.analysis.design_check import check_design_values
 from varirec.analysis.duplicate_runs import check_duplicate_runs
 from varirec.analysis.estimators.given_data import given_data_indices
 from varirec.analysis.estimators.groups import vector_groups
+from varirec.analysis.estimators.hsic import hsic_target_indices
 from varirec.analysis.estimators.knn_total import knn_indices
 from varirec.analysis.estimators.morris import morris_indices
 from varirec.analysis.estimators.results import (
@@ -48,7 +49,7 @@ __all__ = ["METHODS", "Study", "analyze"]
 
 log = logging.getLogger(__name__)
 
-Method = Literal["auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta", "knn"]
+Method = Literal["auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta", "knn", "hsic"]
 METHODS: tuple[str, ...] = (
     "auto",
     "sobol",
@@ -58,6 +59,7 @@ METHODS: tuple[str, ...] = (
     "pawn",
     "delta",
     "knn",
+    "hsic",
 )
 DESIGN_METHODS = ("sobol", "morris")
 NEGLIGIBLE = 0.005
@@ -302,7 +304,9 @@ def analyze(
         dataset: a dataset path or an open dataset.
         outcome: the outcome column (default: ``success`` if recorded, else the first).
         method: ``auto`` (the run's design decides; no design: ``binning``),
-            ``sobol``, ``morris``, ``binning``, ``rbd_fast``, ``pawn`` or ``delta``.
+            ``sobol``, ``morris``, ``binning``, ``rbd_fast``, ``pawn``, ``delta``,
+            ``knn`` (total indices and Shapley effects from given data) or ``hsic``
+            (HSIC target sensitivity of a binary outcome, permutation p-values).
         runs: run id(s) to analyse (default: all).
         seed: seed of the bootstrap and dummy factors (0 is a seed).
         num_resamples: bootstrap resamples behind the intervals.
@@ -433,6 +437,9 @@ def analyze(
             result = knn_indices(
                 x, y[valid], factor_names=factors, groups=chosen, shapley=True, **options
             )
+        elif method == "hsic":
+            del options["num_resamples"]  # p-values come from permutations
+            result = hsic_target_indices(x, y[valid], factor_names=factors, **options)
         else:
             result = given_data_indices(x, y[valid], method=method, factor_names=factors, **options)
         num_episodes = int(valid.sum())

@@ -83,9 +83,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default="auto",
-        choices=("auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta", "knn"),
+        choices=("auto", "sobol", "morris", "binning", "rbd_fast", "pawn", "delta", "knn", "hsic"),
         help="estimator (auto: the run's design decides; no design means binning; knn: "
-        "total indices and Shapley effects from plain random draws)",
+        "total indices and Shapley effects from plain random draws; hsic: target "
+        "sensitivity of a binary success)",
     )
     p.add_argument("--runs", nargs="+", metavar="RUN_ID", help="runs to analyse (default: all)")
     p.add_argument(
