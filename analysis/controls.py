@@ -31,7 +31,7 @@ from varirec.analysis.estimators._rng import Seed, _generator
 from varirec.analysis.estimators.binning import default_num_bins
 from varirec.analysis.failures._inputs import Factors, bin_codes
 
-__all__ = ["Controls", "binned_s1", "study_controls"]
+__all__ = ["Controls", "binned_s1", "budget", "study_controls"]
 
 
 def _bin_matrix(x: NDArray[np.float64], num_bins: int) -> tuple[sparse.csr_matrix, NDArray]:
@@ -80,6 +80,28 @@ def binned_s1(
     return _s1(b, sizes, y[:, None], np.ones((len(y), 1)))[:, 0]
 
 
+def budget(convergence: pd.DataFrame, target: float) -> float | None:
+    """The size (in the unit of ``convergence["episodes"]``) at which one factor's
+    interval half-width reaches ``target``.
+
+    The half-width narrows like ``c / sqrt(N)``; ``c`` is fitted by least squares on
+    the two largest nested subsamples (the small ones can have a zero-width interval,
+    e.g. a factor that never moved the outcome in 16 samples).
+
+    >>> conv = pd.DataFrame({"episodes": [1000, 4000], "conf_low": [0.0, 0.05],
+    ...                      "conf_high": [0.2, 0.15]})
+    >>> round(budget(conv, 0.01))
+    100000
+    """
+    c = convergence.sort_values("episodes").tail(2)
+    hw = ((c["conf_high"] - c["conf_low"]) / 2).to_numpy(float)
+    inv = 1.0 / np.sqrt(c["episodes"].to_numpy(float))
+    if not np.isfinite(hw).all() or not len(hw):
+        return None
+    coef = float(np.dot(hw, inv) / np.dot(inv, inv))
+    return (coef / target) ** 2
+
+
 @dataclass
 class Controls:
     """The controls of one study.
@@ -100,10 +122,20 @@ class Controls:
     num_resamples: int
     target: float
     conf_level: float
+    index: str = "S1_binning"
+    """The index the controls are about."""
+    episodes_unit: str = "episodes"
+    """What ``convergence["episodes"]`` counts (``base samples`` for a Sobol design)."""
 
     @property
-    def null_band(self) -> tuple[float, float]:
-        return float(self.factors["null_low"].iloc[0]), float(self.factors["null_high"].iloc[0])
+    def null_band(self) -> tuple[float, float] | None:
+        """The shuffled-outcome band, or None where it is not defined (a Saltelli design:
+        its rows are not exchangeable)."""
+        low, high = (
+            float(self.factors["null_low"].iloc[0]),
+            float(self.factors["null_high"].iloc[0]),
+        )
+        return None if np.isnan(low) or np.isnan(high) else (low, high)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,6 +146,7 @@ class Controls:
             "num_resamples": self.num_resamples,
             "target": self.target,
             "conf_level": self.conf_level,
+            "index": self.index,
         }
 
 
@@ -197,11 +230,8 @@ def study_controls(
     # c = half-width · sqrt(N), fitted over the subsample sizes (least squares on 1/sqrt N)
     needed = []
     for name in f.names:
-        c = conv[conv["factor"] == name]
-        hw = ((c["conf_high"] - c["conf_low"]) / 2).to_numpy()
-        inv = 1.0 / np.sqrt(c["episodes"].to_numpy(float))
-        coef = float(np.dot(hw, inv) / np.dot(inv, inv)) if np.isfinite(hw).all() else np.nan
-        needed.append(int(np.ceil((coef / target) ** 2)) if np.isfinite(coef) else None)
+        size = budget(conv[conv["factor"] == name], target)
+        needed.append(None if size is None else int(np.ceil(size)))
     table = pd.DataFrame({
         "factor": f.names, "estimate": estimate, "null_low": null_low, "null_high": null_high,
         "in_null_band": estimate <= null_high, "rank": rank + 1, "rank_stability": stability,

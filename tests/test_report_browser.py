@@ -137,3 +137,25 @@ def test_report_opens_in_headless_chromium(reach, tmp_path) -> None:
     assert parsed.order.index("#failures") > parsed.order.index("1. success — binning")
     assert parsed.plots[:2] == ["ranking", "convergence"] and "map" in parsed.plots
     assert "success falls from" in dom and "shuffled-outcome null band" in dom.lower()
+
+
+def test_sobol_controls_rank_stability_and_budget(tmp_path) -> None:
+    from varirec.analysis.controls import budget
+    from varirec.analysis.design_controls import sobol_controls
+
+    run = run_study(make_reach_env, make_reach_variations(), method="sobol", n=128,
+                    num_envs=1408, output=tmp_path, progress=False, seed=0)  # fmt: skip
+    study = run.analyze(num_resamples=200)
+    c = sobol_controls(study, seed=0)
+    assert c.null_band is None and c.index == "ST"
+    rows = c.factors.set_index("factor")
+    assert set(rows.index[:3]) == REAL  # ranked by ST
+    assert rows.loc["object.color", "estimate"] == 0.0  # never read: exactly 0 with CRN
+    assert rows.loc["object.color", "rank_stability"] == 1.0  # always last
+    conv = c.convergence[c.convergence["factor"] == "controller.gain"]
+    assert list(conv["episodes"]) == [8, 16, 32, 64, 128]
+    # the budget in episodes: base samples for ±0.02 × (D + 2) rows × 1 replicate
+    expected = int(np.ceil(budget(conv, 0.02))) * (9 + 2)
+    assert rows.loc["controller.gain", "episodes_needed"] == expected
+    html = write_report([study], tmp_path / "r.html", dataset=run.dataset).read_text()
+    assert "not defined for a Saltelli design" in html and "Rank stability of ST" in html

@@ -28,6 +28,7 @@ import pandas as pd
 from varirec._version import __version__
 from varirec.analysis.compare import Comparison
 from varirec.analysis.controls import Controls, study_controls
+from varirec.analysis.design_controls import sobol_controls
 from varirec.analysis.estimators.results import GivenDataResult
 from varirec.analysis.failures import FailureAnalysis
 from varirec.analysis.reports.sections import (
@@ -93,7 +94,9 @@ def _ranking_html(study: Study) -> str:
 
 
 def _controls_for(study: Study, seed: int) -> Controls | None:
-    """Controls of a given-data study (design studies have none: no verdict is made)."""
+    """Controls of a given-data or Sobol study (Morris studies have none: no verdict)."""
+    if study.method == "sobol" and study.design:
+        return sobol_controls(study, seed=seed)
     if not isinstance(study.result, GivenDataResult):
         return None
     table = episode_table(study.dataset, study.runs)
@@ -138,8 +141,8 @@ def _study_html(study: Study, number: int, controls: Controls | None = None) -> 
         + (
             controls_html(controls)
             if controls is not None
-            else '<p class="meta">Controls: computed for given-data studies; none for this '
-            "design study.</p>"
+            else '<p class="meta">Controls: computed for given-data and Sobol studies; none '
+            "for this study.</p>"
         )
         + (f'<ul class="notes">{notes}</ul>' if notes else "")
         + f"<details><summary>All estimates</summary>{full}</details>"

@@ -88,7 +88,7 @@ def ranking_plot_png(study: Study, controls: Controls | None) -> str:
         err = np.vstack([np.nan_to_num(est - lo), np.nan_to_num(hi - est)])
         colors = ["tab:blue" if v == "effect" else "tab:gray" for v in rank["verdict"]]
         ax.barh(pos, np.nan_to_num(est), xerr=err, color=colors, capsize=3)
-        if controls is not None:
+        if controls is not None and controls.null_band is not None:
             low, high = controls.null_band
             ax.axvspan(low, high, color="tab:red", alpha=0.18, label="shuffled-outcome null band")
             ax.legend(loc="lower right")
@@ -105,9 +105,11 @@ def controls_html(controls: Controls) -> str:
     """The controls table and the convergence plot."""
     import matplotlib.pyplot as plt
 
-    low, high = controls.null_band
+    band = controls.null_band
     cols = ["factor", "estimate", "in_null_band", "rank", "rank_stability", "top3_stability",
             "half_width", "episodes_needed"]  # fmt: skip
+    if band is None:
+        cols.remove("in_null_band")
     table = _table(controls.factors[cols], "controls", 3)
     top = controls.factors["factor"].head(5).tolist()
 
@@ -118,15 +120,28 @@ def controls_html(controls: Controls) -> str:
             ax.errorbar(c["episodes"], c["estimate"],
                         yerr=[c["estimate"] - c["conf_low"], c["conf_high"] - c["estimate"]],
                         marker="o", capsize=3, label=name)  # fmt: skip
-        ax.axhspan(low, high, color="tab:red", alpha=0.18)
+        if band is not None:
+            ax.axhspan(*band, color="tab:red", alpha=0.18)
         ax.set_xscale("log")
-        ax.set_xlabel("episodes (nested subsamples)")
-        ax.set_ylabel("first-order index")
+        ax.set_xlabel(f"{controls.episodes_unit} (nested subsamples)")
+        ax.set_ylabel(controls.index)
         ax.set_title("convergence")
         ax.legend(fontsize=8)
         return fig
 
-    outside = controls.factors[~controls.factors["in_null_band"]]["factor"].tolist()
+    if band is None:
+        null_text = (
+            "Shuffled-outcome null: not defined for a Saltelli design (its rows come in blocks "
+            "of one base sample); its control is a factor the env never reads, which gets "
+            "exactly 0 with common random numbers."
+        )
+    else:
+        outside = controls.factors[~controls.factors["in_null_band"]]["factor"].tolist()
+        null_text = (
+            f"Shuffled-outcome null band [{band[0]:.4f}, {band[1]:.4f}] ({controls.num_shuffles} "
+            f"shuffles, family-wise {controls.conf_level:.0%}): {len(outside)} factor(s) above "
+            f"it{': ' + html.escape(', '.join(outside)) if outside else ''}."
+        )
     worst = controls.factors.dropna(subset=["episodes_needed"])
     budget = ""
     if len(worst):
@@ -138,9 +153,7 @@ def controls_html(controls: Controls) -> str:
         )
     return (
         '<div class="controls"><h3>Controls</h3>'
-        f"<p>Shuffled-outcome null band [{low:.4f}, {high:.4f}] ({controls.num_shuffles} shuffles, "
-        f"family-wise {controls.conf_level:.0%}): {len(outside)} factor(s) above it"
-        f"{': ' + html.escape(', '.join(outside)) if outside else ''}. Rank stability: share of "
+        f"<p>{null_text} Rank stability of {html.escape(controls.index)}: share of "
         f"{controls.num_resamples} bootstrap resamples in which a factor keeps its rank."
         f"{budget}</p>"
         f"{table}{_img(figure_png(draw), 'convergence of the indices', 'convergence')}</div>"
