@@ -86,7 +86,11 @@ def knn_indices(
     query rows, so ``ST_i = ev[-i] - ev[all]`` is a paired difference. Shapley
     effects need every subset (``2**D``, ``D <= 12``); the other subsets get query
     rows by Broto et al.'s allocation of ``shapley_budget`` (default ``N``) evenly
-    over subset sizes, at least 100 each.
+    over subset sizes, at least 100 each; every subset queries a prefix of one random
+    order of the rows, so nested subsets share query rows (common random numbers for
+    the Shapley increments). A batch (below) scales every count by its share of the
+    rows, so that its estimates have the variance of the full estimate times
+    ``num_batches``.
 
     Intervals: batch means. The rows are split at random into ``num_batches``
     disjoint batches and every index is estimated again in each (neighbours found
@@ -192,6 +196,7 @@ def knn_indices(
                     max(10, round(max_queries * share)),
                     max(1, round(budget * share)),
                     rng,
+                    max(10, round(_MIN_SUBSET_QUERIES * share)),
                     **options,
                 )
             )
@@ -247,12 +252,6 @@ def knn_indices(
     )
 
 
-def _query_rows(rng: np.random.Generator, N: int, n: int) -> NDArray[np.intp]:
-    if n >= N:
-        return np.arange(N, dtype=np.intp)
-    return np.sort(rng.choice(N, size=n, replace=False)).astype(np.intp)
-
-
 def _estimate(
     coords: NDArray[np.float64],
     yc: NDArray[np.float64],
@@ -261,6 +260,7 @@ def _estimate(
     max_queries: int,
     budget: int,
     rng: np.random.Generator,
+    min_queries: int = _MIN_SUBSET_QUERIES,
     *,
     shapley: bool,
     k: int,
@@ -273,16 +273,24 @@ def _estimate(
     """
     N, D = yc.size, len(cols)
     full = (1 << D) - 1
-    base_rows = _query_rows(rng, N, max_queries)
+    # Every subset queries a prefix of one random order of the rows: subsets s and
+    # s ∪ {i} share their first rows, so their difference (the Shapley increment) is
+    # estimated with common rows rather than independent ones.
+    order = rng.permutation(N).astype(np.intp)
+
+    def rows(n: int) -> NDArray[np.intp]:
+        return np.sort(order[: min(n, N)])
+
+    base_rows = rows(max_queries)
     plan: dict[int, NDArray[np.intp]] = {full: base_rows}
     for i in range(D):
         plan[1 << i] = base_rows
         if D > 1:
             plan[full & ~(1 << i)] = base_rows
     if shapley and D > 2:
-        counts = subset_query_counts(D, budget, N, _MIN_SUBSET_QUERIES)
+        counts = subset_query_counts(D, budget, N, min_queries)
         for mask in np.flatnonzero(counts):
-            plan.setdefault(int(mask), _query_rows(rng, N, int(counts[mask])))
+            plan.setdefault(int(mask), rows(int(counts[mask])))
     masks = sorted(plan)
     parallel = workers != 1 and len(masks) > 4
 
