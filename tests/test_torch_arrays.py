@@ -112,3 +112,46 @@ def test_bad_tensors_get_errors_that_name_the_tensor_the_device_and_the_fix():
         m.record_step(reward=torch.ones(2, 2))
     assert m.tracker.episode.tolist() == [0, 0, 0, 0]  # refused before anything moved
     m.close()
+
+
+def test_idle_envs_accumulate_nothing_from_tensors(tmp_path):
+    def run(arrays, out):
+        m = vr.RecorderManager(3, output=tmp_path / out, run_id="r", seed=0)
+        m.reset(None, arrays(np.array([0, 1])))  # env 2 never starts: it is idle
+        for _ in range(2):
+            m.record_step(
+                reward=arrays(np.array([1.0, 2.0, np.nan])),
+                truncated=arrays(np.array([False, False, True])),
+                success=arrays(np.array([1.0, 0.0, 1.0])),
+            )
+        m.reset(None, arrays(np.array([0, 1, 2])))
+        m.close()
+        return vr.open_dataset(tmp_path / out).episodes().to_pandas().sort_values("env_id")
+
+    with_tensors, with_numpy = run(torch.as_tensor, "torch"), run(np.asarray, "numpy")
+    cols = ["env_id", "return", "success", "truncated"]
+    assert with_tensors[cols].reset_index(drop=True).equals(with_numpy[cols].reset_index(drop=True))
+    assert with_tensors["return"].tolist() == [2.0, 4.0]
+    assert with_tensors["truncated"].tolist() == [False, False]
+
+
+def test_draws_of_a_torch_env_are_recorded_as_the_numpy_env_records_them(tmp_path):
+    """Float draws leave the device through the non-blocking path (host buffers read on the
+    writer thread); categorical ones through label codes: both equal the numpy run's."""
+
+    def run(arrays, out):
+        variations = _variations([])
+        variations.append(
+            vr.Variation("com", vr.VariationCfg(sampler=vr.NormalCfg(mean=(0, 1), std=1)))
+        )
+        with vr.RecorderManager(4, variations=variations, output=tmp_path / out, run_id="r") as m:
+            m.reset(None, arrays(np.arange(4)))
+            for _ in range(3):
+                m.record_step(reward=arrays(np.ones(4)))
+                m.reset(None, arrays(np.array([1, 3])))
+        draws = vr.open_dataset(tmp_path / out).draws().to_pandas()
+        return draws.drop(columns=["time"]).sort_values(["seq", "env_id", "component"])
+
+    with_tensors, with_numpy = run(torch.as_tensor, "torch"), run(np.asarray, "numpy")
+    assert len(with_tensors) == 4 * 4 + 3 * 2 * 4
+    assert with_tensors.reset_index(drop=True).equals(with_numpy.reset_index(drop=True))

@@ -73,9 +73,10 @@ def to_host(x: Any, name: str = "array") -> np.ndarray:
 def host_async(t: Any) -> np.ndarray:
     """A host copy of tensor ``t`` that does not wait for the device: on CUDA a
     ``non_blocking`` copy into a pinned buffer (read it only after :func:`wait` on an
-    event recorded after this call); on the CPU a plain copy (already complete)."""
+    event recorded after this call); on the CPU a plain copy (already complete), so
+    the code that reads it later runs the same way there."""
     if t.device.type == "cpu":
-        return t.numpy()
+        return t.numpy().copy()  # the caller may change its tensor before the copy is read
     torch = _torch()
     dst = torch.empty(t.shape, dtype=t.dtype, pin_memory=torch.cuda.is_available())
     dst.copy_(t, non_blocking=True)

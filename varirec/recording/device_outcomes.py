@@ -56,9 +56,8 @@ class DeviceOutcomes:
         return x
 
     def record_step(self, data: Mapping[str, Any], running: np.ndarray, everyone: bool) -> None:
-        mask = (
-            None if everyone else self.torch.as_tensor(running).to(self.device, non_blocking=True)
-        )
+        torch = self.torch
+        mask = None if everyone else torch.as_tensor(running).to(self.device, non_blocking=True)
         if (reward := data.get("reward")) is not None:
             reward = self._tensor("reward", reward)
             _check("reward", reward, self.n, floats=True)

@@ -13,9 +13,12 @@ builds the ``draws`` table; it runs on the writer's background thread.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
+from varirec.arrays import wait
 from varirec.sampling.samplers import DrawContext
 from varirec.storage.schema import DICT_STRING, PHASES, UTC_TIMESTAMP, draws_schema
 
@@ -46,7 +49,7 @@ class DrawChunk:
 
     __slots__ = (
         "_draw_seq", "_env_id", "_episode", "_label", "_sample_id", "_step", "_value",
-        "capacity", "env_rows", "events", "keys", "labels", "rows",
+        "capacity", "env_rows", "event", "events", "keys", "labels", "pending", "rows",
     )  # fmt: skip
 
     def __init__(self, capacity: int, keys: list[str], labels: list[str]) -> None:
@@ -65,6 +68,10 @@ class DrawChunk:
         self._label: np.ndarray | None = None  # allocated by the first categorical draw
         self.env_rows = 0
         self.rows = 0
+        # Values still on their way from a device: (first row, host buffer), filled in
+        # on the writer thread once `event` (recorded at the hand-over) has passed.
+        self.pending: list[tuple[int, np.ndarray]] = []
+        self.event: Any = None
 
     def __len__(self) -> int:
         return self.rows
@@ -77,11 +84,14 @@ class DrawChunk:
         env_ids: np.ndarray | None,
         time_us: int,
         label_codes: np.ndarray | None = None,
+        pending: bool = False,
     ) -> bool:
         """Copy one draw event in; False (and nothing copied) when it does not fit.
 
         ``label_codes``: for a categorical draw, each value's index in ``labels``;
-        text categories are then stored as their code in ``value``.
+        text categories are then stored as their code in ``value``. ``pending``: the
+        values are a host buffer that a non-blocking device copy is still filling; they
+        are read in :meth:`to_arrow`, after the chunk's ``event``.
         """
         n = len(values)
         size = values.size
@@ -106,6 +116,8 @@ class DrawChunk:
             self._label[r : r + size] = label_codes
             text = flat.dtype.kind in "USO"
             self._value[r : r + size] = label_codes if text else flat
+        elif pending:
+            self.pending.append((r, flat))
         else:
             self._value[r : r + size] = flat
         self.events.append(
@@ -117,6 +129,9 @@ class DrawChunk:
 
     def to_arrow(self) -> pa.Table:
         """The rows as a table with the ``draws`` schema."""
+        wait(self.event)  # the non-blocking copies of pending values are complete
+        for r, flat in self.pending:
+            self._value[r : r + len(flat)] = flat
         total, env_rows = self.rows, self.env_rows
         meta = np.array(self.events, dtype=np.int64).reshape(-1, 6)
         n_ev, k_ev = meta[:, 4], meta[:, 5]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from varirec.arrays import to_host
+from varirec.arrays import host_async, is_tensor, record_event, to_host
 from varirec.errors import RecorderStateError
 from varirec.recording.draw_chunk import DrawChunk
 from varirec.sampling.samplers import DrawContext, SampleEvent
@@ -79,22 +79,29 @@ class _Tap:
         self.record(context, values, event.env_ids, event.sampler.cfg, time.time_ns() // 1000)
 
     def record(
-        self, context: DrawContext, values: np.ndarray, env_ids: Any, cfg: Any, now: int
+        self,
+        context: DrawContext,
+        values: np.ndarray,
+        env_ids: Any,
+        cfg: Any,
+        now: int,
+        pending: bool = False,
     ) -> None:
-        """Copy one draw's rows into the recorder's chunk (a full chunk goes to storage)."""
+        """Copy one draw's rows into the recorder's chunk (a full chunk goes to storage);
+        ``pending``: ``values`` is still being filled by a non-blocking device copy."""
         rec = self.recorder
         if not len(values):
             return
         size = values.size
         codes = self._label_codes(cfg, values) if cfg.categorical else None
-        if rec._chunk.add(self.code, context, values, env_ids, now, codes):
+        if rec._chunk.add(self.code, context, values, env_ids, now, codes, pending):
             return
         rec.flush()  # the chunk is full: hand it over, start a new one
         if size <= rec.max_rows:
-            rec._chunk.add(self.code, context, values, env_ids, now, codes)
+            rec._chunk.add(self.code, context, values, env_ids, now, codes, pending)
         else:  # one draw larger than a chunk: hand it over alone (kept until accepted)
             rec._chunk = rec._new_chunk(size)
-            rec._chunk.add(self.code, context, values, env_ids, now, codes)
+            rec._chunk.add(self.code, context, values, env_ids, now, codes, pending)
             rec.flush()
 
 
@@ -127,6 +134,8 @@ class VariationRecorder:
         self._label_index: dict[str, int] = {}
         self._chunk = self._new_chunk(self.max_rows)
         self.rows_recorded = 0
+        self.device: Any = None
+        """The device that batches came from (None: the host)."""
 
     def _new_chunk(self, capacity: int) -> DrawChunk:
         return DrawChunk(capacity, self.key_list, self.labels)
@@ -185,12 +194,21 @@ class VariationRecorder:
         """Record every draw of one reset batch (one call for all its variations); the
         batch then skips this recorder when it tells each variation's listeners."""
         now = time.time_ns() // 1000
+        device = batch.world.device
+        if device is not None:
+            self.device = device
         for j, v in enumerate(batch.variations):
             entry = self._taps.get(v.key)
             if entry is None or entry[0] is not v:
                 continue
             tap = entry[1]
-            tap.record(batch.contexts[j], batch.host_values(j), batch.ids, v.sampler.cfg, now)
+            cfg = v.sampler.cfg
+            values = batch.values[j]
+            if is_tensor(values) and not cfg.categorical:
+                # No wait for the device: read on the writer thread after the chunk's event.
+                tap.record(batch.contexts[j], host_async(values), batch.ids, cfg, now, True)
+            else:  # numpy, or categories mapped to label codes here (one host copy)
+                tap.record(batch.contexts[j], batch.host_values(j), batch.ids, cfg, now)
             batch.fed.add(tap)
 
     def _attribute(self, key: str, event: SampleEvent) -> DrawContext:
@@ -211,6 +229,8 @@ class VariationRecorder:
         )
 
     def _send(self, chunk: DrawChunk) -> None:
+        if chunk.pending and chunk.event is None:
+            chunk.event = record_event(self.device)  # after every copy into the chunk
         if self.sink is not None:
             self.sink(chunk)
 
