@@ -11,6 +11,10 @@
   flags to varirec before mjlab resets the finished envs (step events run after the
   rewards and before ``record_pre_reset``), so interval draws carry their episode step.
 
+Why not mjlab's ``dr`` functions with a varirec ``dr.Distribution``: a distribution's
+``sample(lo, hi, shape, device)`` gets no env ids and no episode, so it cannot key a draw
+by ``(env, episode)``; these terms get the env ids and write the model themselves.
+
 Both take one parameter, ``recording`` (a
 :class:`~varirec.integrations.mjlab.session.MjlabRecording`);
 :func:`~varirec.integrations.mjlab.instrument` adds them to ``cfg.events``.
