@@ -109,3 +109,33 @@ def test_bad_engine_or_budget_is_refused(fake_run) -> None:
         episode_table(path, engine="spark")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"`memory_budget` must be a positive number.*got 0"):
         episode_table(path, memory_budget=0)
+
+
+def test_episode_indices_with_large_gaps_use_a_sparse_layout(tmp_path) -> None:
+    # A study fanned out on Ray gives each chunk its own range of episode indices.
+    from varirec.recording.episodes import EpisodeTracker
+
+    tracker = EpisodeTracker(2)
+    tracker.episode[:] = [10**9 - 1, -1]  # env 0 starts at episode 1e9, env 1 at 0
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
+    scene = vr.Variation("scene", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("a", "b"))))
+    with RecorderManager(
+        2, variations=[mass, scene], output=tmp_path, run_id="r", tracker=tracker, seed=2
+    ) as m:
+        for _ in range(2):
+            m.reset(None, None)
+            m.record_step(reward=np.ones(2))
+        m.record_pre_reset([0, 1])
+        scene.draw(None, np.array([0, 1]))  # both envs skip mass: they keep the last one
+        m.record_post_reset([0, 1])
+        m.record_step(reward=np.ones(2))
+        m.record_pre_reset(None)
+    table = assert_same_tables(tmp_path)
+    frame = table.frame.set_index(["env_id", "episode"]).sort_index()
+    assert frame.index.get_level_values("episode").max() == 10**9 + 2
+    draws = vr.open_dataset(tmp_path).draws(columns=["variation", "env_id", "episode", "value"])
+    draws = draws.to_pandas()
+    truth = draws[draws["variation"] == "mass"].set_index(["env_id", "episode"])["value"]
+    for env, first in ((0, 10**9), (1, 0)):
+        assert frame.loc[(env, first), "mass"] == truth[(env, first)]
+        assert frame.loc[(env, first + 2), "mass"] == truth[(env, first + 1)]

@@ -90,7 +90,10 @@ class _Dense:
 
     Episode-major (``pos = episode * num_envs + env``) when the envs ran similar numbers
     of episodes: draws of one reset batch then land side by side in memory. Env-major
-    (``pos = offset[env] + episode``) otherwise, so the layout never outgrows the data.
+    (``pos = offset[env] + episode``) otherwise. Sparse (a search over the sorted
+    ``(env, episode)`` keys of the finished episodes) where episode indices leave large
+    gaps, as a study fanned out on Ray does (each chunk has its own range of indices):
+    the layout never outgrows the data.
     """
 
     def __init__(self, e_env: np.ndarray, e_episode: np.ndarray) -> None:
@@ -103,6 +106,10 @@ class _Dense:
         self.size = (
             self.max_episodes * self.num_envs if self.episode_major else int(self.count.sum())
         )
+        self.keys: np.ndarray | None = None
+        if self.size > 4 * len(e_env) + self.num_envs:
+            self.keys = np.unique((e_env.astype(np.int64) << _SHIFT) | e_episode)
+            self.size = len(self.keys)
 
     def pos(self, env: np.ndarray, episode: np.ndarray) -> np.ndarray:
         """Positions of (env, episode) pairs that belong to the layout; -1 elsewhere.
@@ -111,6 +118,12 @@ class _Dense:
         finished episode reads them: the forward fill only looks back), so only the
         grid bounds are checked there.
         """
+        if self.keys is not None:
+            inside = (env >= 0) & (env < self.num_envs) & (episode >= 0)
+            key = (np.where(inside, env, 0).astype(np.int64) << _SHIFT) | episode
+            pos = np.minimum(np.searchsorted(self.keys, key), self.size - 1)
+            inside &= self.keys[pos] == key
+            return np.where(inside, pos, -1)
         if self.episode_major:
             inside = (env >= 0) & (env < self.num_envs) & (episode >= 0)
             inside &= episode < self.max_episodes
@@ -130,6 +143,11 @@ class _Dense:
         itself, or the latest earlier episode of the same env that has a draw (or the
         env's first episode, which then has none either)."""
         cols = has.shape[0]
+        if self.keys is not None:
+            env = self.keys >> _SHIFT
+            block_start = np.r_[True, env[1:] != env[:-1]]
+            ramp = np.arange(self.size)[None, :]
+            return np.maximum.accumulate(np.where(has | block_start[None, :], ramp, 0), axis=1)
         if self.episode_major:
             ramp = np.arange(self.max_episodes)[None, :, None]
             grid = has.reshape(cols, self.max_episodes, self.num_envs)
