@@ -163,3 +163,26 @@ def test_demo_prints_and_reports_where_it_fails(tmp_path) -> None:
     text = result.report.read_text()
     assert result.failures.rule.sentence().split(" when ")[0] in text
     assert 'id="summary"' in text
+
+
+def test_categorical_region_named_by_its_labels() -> None:
+    rng = np.random.default_rng(3)
+    scene = pd.Categorical(rng.choice(["lab", "factory", "outdoor"], size=3000),
+                           categories=["lab", "factory", "outdoor"])  # fmt: skip
+    p = np.where(scene == "outdoor", 0.15, 0.85)
+    frame = pd.DataFrame({"scene": scene, "noise": rng.uniform(size=3000)})
+    frame["success"] = rng.uniform(size=3000) < p
+    fa = failures_from_frame(frame, "success", seed=0)
+    assert [c.text() for c in fa.rule.conditions] == ["scene in {outdoor}"]
+    bars = fa.curves[fa.curves["factor"] == "scene"].set_index("label")
+    truth = frame.groupby("scene", observed=True)["success"].mean()
+    np.testing.assert_allclose(bars.loc[truth.index, "rate"], truth.to_numpy())
+
+
+def test_no_failure_region_when_nothing_fails_more_anywhere() -> None:
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"a": rng.uniform(size=2000), "b": rng.uniform(size=2000)})
+    frame["success"] = rng.uniform(size=2000) < 0.5
+    fa = failures_from_frame(frame, "success", seed=0)
+    assert fa.rule.conditions == [] and fa.rule.sentence().startswith("no failure region")
+    assert (fa.regional["p_value"] > 0.01).all()

@@ -3,10 +3,12 @@
 :func:`failure_rules` splits the episodes into a search part and a held-out part. On
 the search part a classification tree of depth 1 or 2 (scikit-learn's
 ``DecisionTreeClassifier``; depth and leaf size picked by 5-fold cross-validated log
-loss) cuts the factor space into at most four boxes. The box with the lowest success
-rate on the search part is the failure region; its rate and the rate everywhere else
-are then measured on the held-out episodes only, so the numbers in the sentence are
-not the ones the search optimized. The thresholds' uncertainty comes from refitting
+loss) cuts the factor space into at most four boxes, if it predicts success better
+than the overall rate on the same folds (else there is no region). The box with the
+lowest success rate on the search part is the failure region; its rate and the rate
+everywhere else are then measured on the held-out episodes only, so the numbers in the
+sentence are not the ones the search optimized (a region whose held-out interval
+overlaps the rest is reported as not confirmed). The thresholds' uncertainty comes from refitting
 the chosen tree on bootstrap resamples of the search part. The search uses at most
 :data:`MAX_SEARCH` episodes (a tree fit grows with N log N); any beyond are held out.
 
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from scipy import stats
 
 from varirec.analysis.failures._inputs import Factors, rate_interval
 
@@ -87,6 +90,12 @@ class FailureRule:
     first_split_share: float | None = None
 
     @property
+    def confirmed(self) -> bool:
+        """Whether the held-out episodes confirm the region: its success-rate interval
+        lies wholly below the one of the episodes outside it."""
+        return bool(self.conditions) and self.conf_inside[1] < self.conf_outside[0]
+
+    @property
     def factors(self) -> list[str]:
         """Factors the region names, in order."""
         return list(dict.fromkeys(c.factor for c in self.conditions))
@@ -102,7 +111,9 @@ class FailureRule:
         return (
             f"success falls from {_pct(self.rate_outside, self.conf_outside)} to "
             f"{_pct(self.rate_inside, self.conf_inside)} when {where} "
-            f"(held-out episodes: {self.episodes_inside} inside, {self.episodes_outside} outside)"
+            f"(held-out episodes: {self.episodes_inside} inside, {self.episodes_outside} outside"
+            + ("" if self.confirmed else "; not confirmed: the intervals overlap")
+            + ")"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +129,7 @@ class FailureRule:
             "search_rate_inside": self.search_rate_inside,
             "depth": self.depth,
             "first_split_share": self.first_split_share,
+            "confirmed": self.confirmed,
         }
 
 
@@ -166,20 +178,34 @@ def _merge(conds: list[Condition]) -> list[Condition]:
     return list(best.values())
 
 
-def _choose_tree(x: NDArray[np.float64], y: NDArray[np.bool_], seed: int) -> Any:
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+def _choose_tree(
+    x: NDArray[np.float64], y: NDArray[np.bool_], seed: int, conf_level: float
+) -> Any | None:
+    """The cross-validated tree, or None when no tree beats the overall rate.
+
+    A tree must lower the held-out log loss of the constant (overall rate) prediction
+    on the same folds, by more than the one-sided ``conf_level`` t bound of the
+    per-fold differences; otherwise a region found in noise would always be reported.
+    """
+    from sklearn.dummy import DummyClassifier
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
     from sklearn.tree import DecisionTreeClassifier
 
+    folds = 5
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     leaf = max(20, int(0.02 * len(y)))
     grid = {"max_depth": [1, 2], "min_samples_leaf": [leaf, 2 * leaf]}
     search = GridSearchCV(
-        DecisionTreeClassifier(random_state=seed),
-        grid,
-        scoring="neg_log_loss",
-        cv=StratifiedKFold(5, shuffle=True, random_state=seed),
+        DecisionTreeClassifier(random_state=seed), grid, scoring="neg_log_loss", cv=cv
     )
     search.fit(x, y)
-    return search.best_estimator_
+    best = search.best_index_
+    tree_scores = np.array([search.cv_results_[f"split{k}_test_score"][best] for k in range(folds)])
+    constant = cross_val_score(DummyClassifier(strategy="prior"), x, y, cv=cv,
+                               scoring="neg_log_loss")  # fmt: skip
+    gain = tree_scores - constant
+    bound = stats.t.ppf(conf_level, folds - 1) * gain.std(ddof=1) / np.sqrt(folds)
+    return search.best_estimator_ if gain.mean() > bound else None
 
 
 def failure_rules(
@@ -209,19 +235,16 @@ def failure_rules(
     test, search = order[:n_test], order[n_test:]
     x, y = factors.values, success
     if y[search].all() or not y[search].any():
-        rate = float(y[test].mean()) if n_test else float(y.mean())
-        k = float(y[test].sum())
-        low, high = rate_interval(k, n_test, conf_level)
-        empty = pd.DataFrame(columns=["leaf", "conditions", "episodes", "rate"])
-        return FailureRule([], np.nan, (np.nan, np.nan), 0, rate, (float(low), float(high)),
-                           n_test, np.nan, 0, conf_level, empty)  # fmt: skip
+        return _no_region(y[test], conf_level)
     if search.size > MAX_SEARCH:
         # Beyond this a split is placed within a fraction of a percent already; the rest
         # of the episodes join the held-out part, which then measures the rule better.
         test, search = np.concatenate([test, search[MAX_SEARCH:]]), search[:MAX_SEARCH]
         n_test = test.size
     seed = int(rng.integers(2**31 - 1))
-    tree = _choose_tree(x[search], y[search], seed)
+    tree = _choose_tree(x[search], y[search], seed, conf_level)
+    if tree is None:
+        return _no_region(y[test], conf_level)
     paths = _leaf_paths(tree, factors)
     leaf_search = tree.apply(x[search])
     leaf_test = tree.apply(x[test])
@@ -268,6 +291,15 @@ def failure_rules(
         leaves,
         share,
     )
+
+
+def _no_region(y_test: NDArray[np.bool_], conf_level: float) -> FailureRule:
+    """No region: the held-out success rate overall."""
+    k, n = float(y_test.sum()), int(y_test.size)
+    low, high = rate_interval(k, n, conf_level)
+    empty = pd.DataFrame(columns=["leaf", "conditions", "episodes", "rate"])
+    return FailureRule([], np.nan, (np.nan, np.nan), 0, k / n if n else np.nan,
+                       (float(low), float(high)), n, np.nan, 0, conf_level, empty)  # fmt: skip
 
 
 def _refits(tree: Any, x: NDArray[np.float64], y: NDArray[np.bool_], num: int,
