@@ -236,7 +236,7 @@ def summary_html(
                 f"record about {int(need.max()):,} episodes to resolve every index to "
                 f"±{ctl.target:g} (now {ctl.num_episodes:,})"
             )
-    if failures is not None and failures.rule.conditions:
+    if failures is not None and failures.rule.confirmed:
         todo.append(
             "make the policy robust where "
             + " and ".join(c.text() for c in failures.rule.conditions)
