@@ -20,13 +20,14 @@ them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from SALib.sample import morris as morris_sample
 from SALib.sample import sobol as sobol_sample
 
 from varirec import DesignCfg, FactorSpec, SamplerCfg, Variation, VariationSet
+from varirec.analysis.estimators.groups import salib_groups, vector_groups
 from varirec.sampling.streams import as_generator
 from varirec.studies.design import Design
 
@@ -76,12 +77,33 @@ def design_factors(
     return factors, mapping
 
 
-def _problem(factors: list[FactorSpec]) -> dict:
-    return {
+def _problem(factors: list[FactorSpec], groups: list[str] | None = None) -> dict:
+    problem = {
         "num_vars": len(factors),
         "names": [f.name for f in factors],
         "bounds": [[0.0, 1.0]] * len(factors),
     }
+    if groups is not None:
+        problem["groups"] = groups
+    return problem
+
+
+def _design_groups(
+    factors: list[FactorSpec], groups: Mapping[str, Sequence[str]] | str | None
+) -> list[str] | None:
+    """One group name per factor, or ``None`` when every factor stands alone."""
+    names = [f.name for f in factors]
+    if groups is None or groups == "none":
+        return None
+    if groups == "vectors":
+        groups = vector_groups(names)
+    elif isinstance(groups, str):
+        raise ValueError(
+            f'`groups` must be "vectors", "none", None or a mapping, got {groups!r}; '
+            'pass e.g. groups={"cam": ["cam[x]", "cam[y]", "cam[z]"]}'
+        )
+    labels = salib_groups(names, groups)
+    return None if len(set(labels)) == len(labels) else labels
 
 
 def sobol_design(
@@ -91,6 +113,7 @@ def sobol_design(
     second_order: bool = False,
     seed: int | None = 0,
     scramble: bool = True,
+    groups: Mapping[str, Sequence[str]] | str | None = None,
 ) -> Design:
     """A Saltelli design for Sobol indices: ``N * (D + 2)`` rows (``N * (2D + 2)`` with
     second order), built by :func:`SALib.sample.sobol.sample`.
@@ -101,6 +124,18 @@ def sobol_design(
         second_order: include the BA blocks for second-order indices.
         seed: the scrambling seed (0 is a seed).
         scramble: scramble the Sobol sequence (Owen scrambling).
+        groups: factors varied and analysed as one: ``"vectors"`` (the components of
+            each vector variation), ``{group: [factor names]}``, or ``None``/``"none"``
+            (every factor alone, the default). A group design has ``N * (G + 2)``
+            rows for ``G`` groups (SALib's ``problem["groups"]``): fewer runs, and
+            the indices are the groups'.
+
+    >>> import varirec as vr
+    >>> cam = vr.VariationCfg(sampler=vr.UniformCfg(low=(0.0,) * 3, high=(1.0,) * 3))
+    >>> vs = vr.VariationSet([vr.Variation("cam", cam), vr.Variation("mass", cam)])
+    >>> d = sobol_design(vs, 8, groups="vectors")
+    >>> d.num_rows, d.group_names
+    (32, ['cam', 'mass'])
     """
     if isinstance(base_size, bool) or not isinstance(base_size, int | np.integer) or base_size < 1:
         raise ValueError(f"`base_size` must be a positive int, got {base_size!r}")
@@ -111,8 +146,9 @@ def sobol_design(
             f"use {lower} or {lower * 2}"
         )
     factors, mapping = design_factors(variations)
+    labels = _design_groups(factors, groups)
     x = sobol_sample.sample(
-        _problem(factors),
+        _problem(factors, labels),
         int(base_size),
         calc_second_order=second_order,
         scramble=scramble,
@@ -126,6 +162,7 @@ def sobol_design(
         base_size=int(base_size),
         seed=seed,
         second_order=second_order,
+        groups=None if labels is None else tuple(labels),
     )
 
 

@@ -380,6 +380,8 @@ def analyze(
             raise DatasetError(f"{exc}. The episodes are damaged: {damage}") from exc
         factor_names = [f["name"] for f in design["factors"]]
         if method == "sobol":
+            if design.get("groups"):  # a group design: the indices are the groups'
+                factor_names = list(dict.fromkeys(design["groups"]))
             result: Result = sobol_indices(
                 y,
                 len(factor_names),

@@ -47,6 +47,9 @@ class Design:
         seed: the seed SALib used to build the design.
         second_order: Sobol designs with the BA blocks for second-order indices.
         num_levels: Morris grid levels.
+        groups: Sobol designs by groups: the group name of each factor (SALib's
+            ``problem["groups"]``); a base sample then has ``G + 2`` rows for ``G``
+            groups, and the indices are the groups'. ``None``: every factor alone.
     """
 
     method: str
@@ -57,6 +60,7 @@ class Design:
     seed: int | None = None
     second_order: bool = False
     num_levels: int | None = None
+    groups: tuple[str, ...] | None = None
     _originals: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,6 +70,13 @@ class Design:
         if unit.ndim != 2 or unit.shape[1] != len(self.factors):
             raise ValueError(
                 f"`unit` must have shape (rows, {len(self.factors)}), got {unit.shape}"
+            )
+        if self.groups is not None and (
+            self.method != "sobol" or len(self.groups) != len(self.factors)
+        ):
+            raise ValueError(
+                f"`groups` must name a group for each of the {len(self.factors)} factors of "
+                f"a sobol design, got {len(self.groups)} names for a {self.method} design"
             )
         if self.num_rows % self.group_size:
             raise ValueError(
@@ -88,10 +99,17 @@ class Design:
     @property
     def group_size(self) -> int:
         """Rows per base sample (Sobol) or per trajectory (Morris)."""
-        d = self.num_factors
+        d = self.num_factors if self.groups is None else len(self.group_names)
         if self.method == "morris":
             return d + 1
         return 2 * d + 2 if self.second_order else d + 2
+
+    @property
+    def group_names(self) -> list[str]:
+        """The units the indices are for: the groups in order, else the factors."""
+        if self.groups is None:
+            return self.factor_names
+        return list(dict.fromkeys(self.groups))
 
     def base_of(self, rows: np.ndarray) -> np.ndarray:
         """The base sample (or trajectory) of each design row."""
@@ -151,6 +169,7 @@ class Design:
             "second_order": self.second_order,
             "num_levels": self.num_levels,
             "group_size": self.group_size,
+            "groups": None if self.groups is None else list(self.groups),
             "factors": [f.to_dict() for f in self.factors],
             "variations": {
                 k: {"sampler": cfg.to_dict(), "columns": list(cols)}
