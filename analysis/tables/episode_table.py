@@ -205,7 +205,8 @@ def episode_table(
             ``memory`` while the largest run's draws fit ``memory_budget`` and
             ``duckdb`` above it. Both give the same table.
         memory_budget: bytes the join may use; None: half the available memory.
-            DuckDB spills to disk above it.
+            DuckDB gets half of it and spills to disk above that; the other half is
+            for the table itself.
         temp_directory: where DuckDB spills (default: DuckDB's, ``.tmp`` in the
             working directory).
 
@@ -237,13 +238,16 @@ def episode_table(
     if engine == "duckdb":
         from varirec.analysis.tables.duckdb_table import duckdb_factors
 
-        episodes = ds.episodes(run_ids)
-        if episodes.num_rows:
+        # The probe columns only while DuckDB works; the whole episodes table after.
+        probe = ds.episodes(run_ids, columns=["env_id", "start_seq"])
+        if probe.num_rows:
             got = duckdb_factors(
-                ds, run_ids, episodes, specs, memory_limit=budget, temp_directory=temp_directory
+                ds, run_ids, probe, specs, memory_limit=budget // 2, temp_directory=temp_directory
             )
+            del probe
+            episodes = ds.episodes(run_ids)
             interval_names += got.skipped
-            run_col = episodes.column("run_id").cast(pa.string()).to_numpy(zero_copy_only=False)
+            run_col = episodes.column("run_id").cast(pa.string()).to_pandas().array
             frame = episodes.drop_columns(["run_id"]).to_pandas()
             del episodes
             frame.insert(0, "run_id", run_col)
