@@ -146,7 +146,7 @@ def _variations(num_params: int) -> vr.VariationSet:
 def takes_tensors(device: torch.device) -> bool:
     """Whether the installed varirec takes torch tensors on ``device`` (ids, step arrays)."""
     try:
-        m = NullRecorderManager(2, variations=_variations(1), seed=0)
+        m = NullRecorderManager(2, variations=_variations(1), seed=0, device=device)
         env = TorchEnv(2, 1, 0, 2, device)
         m.reset(env, torch.arange(2, device=device))
         m.record_step(
@@ -168,10 +168,14 @@ def run_loop(
     clock = time.perf_counter if device.type == "cuda" else time.thread_time
     num_params = env.params.shape[1]
     m: NullRecorderManager | None = None
+    # The tensor path names the env's device: draws are made there, apply gets tensors.
+    kw: dict[str, Any] = {"device": device} if tensors else {}
     if mode == "null":
-        m = NullRecorderManager(env.num_envs, variations=_variations(num_params), seed=0)
+        m = NullRecorderManager(env.num_envs, variations=_variations(num_params), seed=0, **kw)
     elif mode == "recording":
-        m = RecorderManager(env.num_envs, variations=_variations(num_params), output=out, seed=0)
+        m = RecorderManager(
+            env.num_envs, variations=_variations(num_params), output=out, seed=0, **kw
+        )
 
     def host(x: torch.Tensor) -> Any:
         return x if tensors else x.cpu().numpy()
@@ -309,6 +313,12 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU runs)")
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument(
+        "--path",
+        choices=("auto", "tensors", "numpy"),
+        default="auto",
+        help="hand varirec torch tensors, or numpy through .cpu() glue (auto: tensors if taken)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cpu":
@@ -320,7 +330,7 @@ def main() -> None:
         args.steps = 300 if device.type == "cuda" else (100 if args.quick else 200)
     if args.repeats is None:
         args.repeats = 3 if args.quick else (7 if device.type == "cuda" else 5)
-    tensors = takes_tensors(device)
+    tensors = takes_tensors(device) if args.path == "auto" else args.path == "tensors"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     header = (
         f"device {device} ({name}), torch {torch.__version__}, varirec {vr.__version__}; "
