@@ -27,6 +27,7 @@ import pandas as pd
 from varirec import open_dataset
 from varirec.analysis.design_check import check_design_values
 from varirec.analysis.duplicate_runs import check_duplicate_runs
+from varirec.analysis.estimators.categories import category_effects
 from varirec.analysis.estimators.given_data import given_data_indices
 from varirec.analysis.estimators.groups import vector_groups
 from varirec.analysis.estimators.hsic import hsic_target_indices
@@ -84,6 +85,9 @@ class Study:
         num_episodes: episodes behind the result.
         design: the design's ``run.json`` entry, for design-driven studies.
         notes: what was dropped or is worth knowing, in words.
+        category_effects: for given-data studies with categorical factors, the
+            outcome's mean per label with its interval
+            (:func:`~varirec.analysis.estimators.categories.category_effects`).
     """
 
     dataset: str
@@ -94,6 +98,7 @@ class Study:
     num_episodes: int
     design: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    category_effects: pd.DataFrame | None = None
 
     def to_frame(self) -> pd.DataFrame:
         """The tidy result: factor, index, estimate, conf_low, conf_high (and more)."""
@@ -149,6 +154,9 @@ class Study:
             "notes": self.notes,
             "design": self.design,
             "result": self.result.to_dict(),
+            "category_effects": None
+            if self.category_effects is None
+            else self.category_effects.to_dict("records"),
         }
 
     def plot(self, ax: Any = None) -> Any:
@@ -339,6 +347,7 @@ def analyze(
     if method == "auto":
         method = ds.run(design_run).metadata["design"]["method"] if design_run else "binning"
     notes: list[str] = []
+    categories = None
     if method in DESIGN_METHODS:
         if design_run is None:
             raise DesignError(
@@ -432,19 +441,22 @@ def analyze(
         options = {"seed": seed, "conf_level": conf_level, "outcome": name}
         if method != "pawn":  # PAWN's intervals come from its slices, not a bootstrap
             options["num_resamples"] = num_resamples
+        # Categorical factors keep their labels, so these estimators match them exactly.
+        labelled = table.frame.loc[valid, factors].reset_index(drop=True)
         if method == "knn":
             # Intervals come from batch means, not from `num_resamples` resamples.
             del options["num_resamples"]
             chosen = _groups(groups, factors)
-            result = knn_indices(
-                x, y[valid], factor_names=factors, groups=chosen, shapley=True, **options
-            )
+            result = knn_indices(labelled, y[valid], groups=chosen, shapley=True, **options)
         elif method == "hsic":
             del options["num_resamples"]  # p-values come from permutations
-            result = hsic_target_indices(x, y[valid], factor_names=factors, **options)
+            result = hsic_target_indices(labelled, y[valid], **options)
         else:
             result = given_data_indices(x, y[valid], method=method, factor_names=factors, **options)
         num_episodes = int(valid.sum())
+        labels = [f for f in factors if f in table.categorical]
+        if labels:
+            categories = category_effects(labelled, y[valid], factors=labels, conf_level=conf_level)
     notes += [n for n in result.notes if n not in notes]
     for note in notes:
         log.info(note)
@@ -457,4 +469,5 @@ def analyze(
         num_episodes=num_episodes,
         design=design,
         notes=notes,
+        category_effects=categories,
     )

@@ -17,7 +17,13 @@ import varirec as vr
 from varirec.analysis import analyze
 from varirec.analysis.estimators.knn_total import knn_indices
 from varirec.analysis.estimators.shapley import shapley_weights, subset_query_counts
-from varirec.envs import drive_episodes, ishigami_indices, ishigami_variations, make_ishigami_env
+from varirec.envs import (
+    OneStepEnv,
+    drive_episodes,
+    ishigami_indices,
+    ishigami_variations,
+    make_ishigami_env,
+)
 from varirec.errors import UnknownNameError
 
 
@@ -127,3 +133,31 @@ def test_input_errors_name_the_argument() -> None:
         knn_indices(np.random.default_rng(0).random((200, 13)), Y)
     with pytest.raises(ValueError, match="in groups 'a' and 'b'"):
         knn_indices(X, Y, groups={"a": ["x1", "x2"], "b": ["x2"]})
+
+
+def test_categorical_variation_through_parquet_keeps_labels(tmp_path) -> None:
+    # Y = m(scene) + x as above, recorded: the scene is matched on its labels, and the
+    # study reports the outcome per label.
+    levels = {"lab": 0.0, "kitchen": 1.0, "garage": 2.0}
+    env = OneStepEnv(500, lambda x: x[:, 0] + x[:, 1], 2)
+    scene = vr.VariationCfg(sampler=vr.ChoiceCfg(choices=tuple(levels)))
+    x = vr.VariationCfg(sampler=vr.UniformCfg(low=0.0, high=1.0))
+    variations = vr.VariationSet(
+        [
+            vr.Variation("scene", scene, OneStepEnv.setter(0, levels)),
+            vr.Variation("x", x, OneStepEnv.setter(1)),
+        ]
+    )
+    with vr.RecorderManager(env.num_envs, variations=variations, output=tmp_path, seed=1) as m:
+        drive_episodes(env, m, num_episodes=6000)
+    study = analyze(tmp_path, outcome="return", method="knn", seed=0)
+    share = (2 / 3) / (2 / 3 + 1 / 12)
+    np.testing.assert_allclose(study.result.ST, [share, 1 - share], atol=0.03)
+    assert any("scene: matched exactly on its 3 levels" in n for n in study.notes)
+    effects = study.category_effects.set_index("category")
+    assert sorted(effects.index) == ["garage", "kitchen", "lab"]
+    for label, level in levels.items():  # mean of m + x is m + 0.5
+        row = effects.loc[label]
+        assert row["conf_low"] <= level + 0.5 <= row["conf_high"]
+    assert effects["n"].sum() == 6000
+    assert study.to_dict()["category_effects"][0]["factor"] == "scene"
