@@ -36,7 +36,13 @@ from varirec.arrays import ArrayWorld
 from varirec.errors import RecorderStateError
 from varirec.recording.episodes import EpisodeTracker
 from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
-from varirec.variations.batch import PlanCache, ResetBatch, batchable, draw_reset_batch
+from varirec.variations.batch import (
+    DrawCounters,
+    PlanCache,
+    ResetBatch,
+    batchable,
+    draw_reset_batch,
+)
 from varirec.variations.variation import Variation, VariationSet, noise_keys
 
 __all__ = ["DriverHooks", "EpisodeSchedule", "StudyDesign", "VariationDriver"]
@@ -149,6 +155,7 @@ class VariationDriver:
         self._seed_stream = CounterStream(self.seed, RESET_SEED_STREAM)
         self._built = False
         self._plans = PlanCache()
+        self._counters = DrawCounters(list(variations.values()), self.num_envs)
         self.hooks: DriverHooks | None = None
         """The recorder around this driver; None on the zero-cost path."""
 
@@ -222,7 +229,9 @@ class VariationDriver:
         if not enabled:
             return None
         together = [v for v in enabled if batchable(v)]
-        batch = draw_reset_batch(together, ids, self.tracker, self.world, self._plans)
+        batch = draw_reset_batch(
+            together, ids, self.tracker, self.world, self._plans, self._counters
+        )
         if batch is not None:
             if self.hooks is not None:
                 self.hooks.reset_drawn(batch)

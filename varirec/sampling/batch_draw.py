@@ -139,11 +139,23 @@ class ColumnPlan:
                 {k: np.array(v) for k, v in params[kind].items()},
             )
         self._on_device: dict[Any, Any] = {}
+        # Category edges (the inverse CDF of the probabilities) and values, per coded cfg.
+        self._lookup = {
+            id(c): (np.cumsum(c.probs)[:-1], np.asarray(c.categories))
+            for c in self.cfgs
+            if isinstance(c, ChoiceCfg | BernoulliCfg)
+        }
+        self._kinds = [self._kind(c) for c in self.cfgs]
+        self._bounds = [
+            (int(a), int(b)) for a, b in zip(self.starts[:-1], self.starts[1:], strict=True)
+        ]
 
     @staticmethod
     def _kind(cfg: SamplerCfg) -> str:
         if isinstance(cfg, DesignCfg):
             return "design"
+        if type(cfg) in (NormalCfg, TruncNormalCfg):
+            return "gauss"
         if type(cfg) in _CONTINUOUS or type(cfg) in _CODED:
             return "coded" if type(cfg) in _CODED else type(cfg).kind
         return "custom"  # a user's cfg: its own ppf, on the host
@@ -156,16 +168,20 @@ class ColumnPlan:
         if kind == "loguniform":
             lo, hi = (np.log(a) for a in cfg._arrays("low", "high"))
             return {"lo": lo, "span": hi - lo}
-        if kind == "normal":
+        if kind == "gauss" and isinstance(cfg, NormalCfg):
             mean, std = cfg._arrays("mean", "std")
-            return {"mean": mean, "std": std}
-        if kind == "truncnormal":
+            z, one = np.zeros_like(mean), np.ones_like(mean)
+            return {
+                "mean": mean, "std": std, "low": z, "high": z, "upper": z > 0,
+                "lo_tail": z, "hi_tail": z, "mass": one, "plain": one > 0,
+            }  # fmt: skip
+        if kind == "gauss":
             mean, std, low, high = cfg._arrays("mean", "std", "low", "high")
             lo_tail, hi_tail = cfg._tails()
             return {
                 "mean": mean, "std": std, "low": low, "high": high,
                 "upper": (low - mean) > 0, "lo_tail": lo_tail, "hi_tail": hi_tail,
-                "mass": 1.0 - lo_tail - hi_tail,
+                "mass": 1.0 - lo_tail - hi_tail, "plain": low < low,
             }  # fmt: skip
         if kind == "constant":
             return {"value": cfg._arrays("value")[0]}
@@ -225,13 +241,13 @@ class ColumnPlan:
                 y = p["low"] + p["span"] * x
             elif kind == "loguniform":
                 y = portable.exp(p["lo"] + p["span"] * x, xp)
-            elif kind == "normal":
-                y = p["mean"] + p["std"] * portable.ndtri(x, xp)
-            elif kind == "truncnormal":
+            elif kind == "gauss":  # normal and truncated normal: one quantile pass
                 q = xp.where(p["upper"], p["hi_tail"] + x * p["mass"], p["lo_tail"] + x * p["mass"])
+                q = xp.where(p["plain"], x, q)
                 z = portable.ndtri(q, xp)
                 z = xp.where(p["upper"], -z, z)
-                y = xp.minimum(xp.maximum(p["mean"] + p["std"] * z, p["low"]), p["high"])
+                y = p["mean"] + p["std"] * z
+                y = xp.where(p["plain"], y, xp.minimum(xp.maximum(y, p["low"]), p["high"]))
             elif kind == "constant":
                 y = xp.broadcast_to(p["value"], x.shape)
             else:  # coded: filled per cfg below
@@ -246,8 +262,8 @@ class ColumnPlan:
         values = []
         host_u = None
         for j, cfg in enumerate(self.cfgs):
-            s, e = int(self.starts[j]), int(self.starts[j + 1])
-            kind = self._kind(cfg)
+            s, e = self._bounds[j]
+            kind = self._kinds[j]
             if kind == "design":
                 rows = np.asarray(sample_ids if sample_ids is not None else np.zeros(len(u), int))
                 if np.any(rows >= len(cfg.values)):
@@ -274,8 +290,7 @@ class ColumnPlan:
             if xp is np:
                 return np.minimum((x * k).astype(np.int64), k - 1) + cfg.low
             return xp.clamp((x * k).to(xp.int64), max=k - 1) + cfg.low
-        edges = cfg._cached("edges", lambda: np.cumsum(cfg.probs)[:-1])
-        cats = cfg._cached("cats", lambda: np.asarray(cfg.categories))
+        edges, cats = self._lookup[id(cfg)]
         if xp is np:
             return cats[np.searchsorted(edges, x, side="right")]
         codes = (x[:, None] >= xp.as_tensor(edges, device=device)[None, :]).sum(1)

@@ -25,10 +25,11 @@ import numpy as np
 
 from varirec.arrays import ArrayWorld, to_host
 from varirec.sampling.batch_draw import ColumnPlan
+from varirec.sampling.sampler_cfgs import DesignCfg
 from varirec.sampling.samplers import DesignSampler, DrawContext, InverseCdfSampler
 from varirec.variations.variation import EpisodeClock, Variation
 
-__all__ = ["PlanCache", "ResetBatch", "draw_reset_batch"]
+__all__ = ["DrawCounters", "PlanCache", "ResetBatch", "batchable", "draw_reset_batch"]
 
 
 class ResetBatch:
@@ -100,6 +101,74 @@ class PlanCache:
         return self.plan
 
 
+class DrawCounters:
+    """The per-env draw counters (``draw_seq``) of a driver's variations, as rows of two
+    ``(variations, envs)`` matrices that each variation uses as its own arrays: a reset
+    checks and advances them for all its variations in one gather and one scatter."""
+
+    __slots__ = ("count", "episode", "rows", "views")
+
+    def __init__(self, variations: Sequence[Variation], num_envs: int) -> None:
+        vs = list(variations)
+        self.count = np.zeros((len(vs), num_envs), np.int64)
+        self.episode = np.full((len(vs), num_envs), -1, np.int64)
+        self.views: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for j, v in enumerate(vs):
+            count, episode = self.count[j], self.episode[j]
+            count[:] = v._draw_count
+            episode[:] = v._count_episode
+            v._draw_count, v._count_episode = count, episode
+            self.views[v.key] = (count, episode)
+        self.rows: dict[tuple[str, ...], np.ndarray] = {}
+
+    def rows_of(self, variations: Sequence[Variation]) -> np.ndarray | None:
+        """The matrix rows of ``variations``, or None if one does not use its row (it
+        was bound again, or is not this driver's)."""
+        for v in variations:
+            view = self.views.get(v.key)
+            if view is None or v._count_episode is not view[1] or v._draw_count is not view[0]:
+                return None
+        keys = tuple(v.key for v in variations)
+        rows = self.rows.get(keys)
+        if rows is None:
+            order = list(self.views)
+            rows = self.rows[keys] = np.array([order.index(k) for k in keys], np.int64)
+        return rows
+
+
+def _first_draw_contexts(
+    vs: list[Variation],
+    counters: DrawCounters | None,
+    ids: np.ndarray,
+    episodes: np.ndarray,
+    rows: np.ndarray,
+    in_design: bool,
+    tracker: EpisodeClock,
+) -> list[DrawContext] | None:
+    """The contexts when every env draws each variation for the first time in its
+    episode (the usual reset), with the counters advanced in one go; else None."""
+    at = None if counters is None else counters.rows_of(vs)
+    if at is None:
+        return None
+    cell = (at[:, None], ids[None, :])
+    if (counters.episode[cell] == episodes).any():
+        return None  # some env draws again in the same episode: count per variation
+    counters.count[cell] = 1
+    counters.episode[cell] = episodes
+    return [
+        DrawContext(
+            v.key,
+            v.mode,
+            tracker.next_seq(),
+            episodes,
+            0,
+            0,
+            rows if in_design or isinstance(v.cfg.sampler, DesignCfg) else None,
+        )
+        for v in vs
+    ]
+
+
 def batchable(v: Variation) -> bool:
     """Drawn by a built-in sampler, keyed by a stream and bound to a tracker."""
     return (
@@ -115,6 +184,7 @@ def draw_reset_batch(
     tracker: EpisodeClock,
     world: ArrayWorld | None = None,
     cache: PlanCache | None = None,
+    counters: DrawCounters | None = None,
 ) -> ResetBatch | None:
     """Draw every variation (enabled, reset mode, :func:`batchable`) for ``ids`` at once.
 
@@ -130,7 +200,11 @@ def draw_reset_batch(
     episodes = tracker.episode[ids]
     rows = tracker.sample_id[ids]
     in_design = bool((rows >= 0).any())
-    contexts = [v._episode_context(ids, episodes, rows, in_design, tracker.next_seq()) for v in vs]
+    contexts = _first_draw_contexts(vs, counters, ids, episodes, rows, in_design, tracker)
+    if contexts is None:
+        contexts = [
+            v._episode_context(ids, episodes, rows, in_design, tracker.next_seq()) for v in vs
+        ]
     n = len(ids)
     for v, context in zip(vs, contexts, strict=True):
         v.sampler.notify_before(n, ids, context)
