@@ -75,20 +75,40 @@ def test_record_step_with_tensors_accumulates_on_the_device_and_records_the_same
     assert len(steps) == 12
 
 
-def test_dlpack_arrays_are_accepted_as_env_ids():
-    class Capsule:  # a producer that speaks only DLPack (as JAX and CuPy arrays do)
-        def __init__(self, a):
-            self._a = a
+class Capsule:  # a producer that speaks only DLPack (as JAX and CuPy arrays do)
+    def __init__(self, a):
+        self._a = a
 
-        def __dlpack__(self, **kwargs):
-            return self._a.__dlpack__(**kwargs)
+    def __dlpack__(self, **kwargs):
+        return self._a.__dlpack__(**kwargs)
 
-        def __dlpack_device__(self):
-            return self._a.__dlpack_device__()
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
 
-    m = vr.NullRecorderManager(4, seed=0)
+
+def test_dlpack_arrays_are_accepted_as_env_ids_and_step_arrays(tmp_path):
+    m = vr.RecorderManager(4, output=tmp_path, run_id="r", seed=0)
     m.reset(None, Capsule(np.array([1, 2])))
     assert m.tracker.started.tolist() == [False, True, True, False]
+    m.record_step(reward=Capsule(np.array([0.0, 1.5, 2.5, 0.0])))
+    m.reset(None, Capsule(np.array([2])))
+    m.close()
+    assert vr.open_dataset(tmp_path).episodes().to_pandas()["return"].tolist() == [2.5]
+
+
+def test_interval_draws_reach_a_torch_env_as_tensors():
+    applied: list = []
+    gust = vr.Variation(
+        "gust",
+        vr.VariationCfg(sampler=vr.NormalCfg(), mode="interval", interval_steps=(1, 1)),
+        lambda env, ids, values: applied.append((ids, values)),
+    )
+    m = vr.NullRecorderManager(3, variations=[gust], seed=0)
+    m.reset(None, torch.arange(3))
+    m.record_step()
+    m.draw_interval(None)
+    ids, values = applied[0]
+    assert ids.tolist() == [0, 1, 2] and values.dtype == torch.float32
 
 
 def test_bad_tensors_get_errors_that_name_the_tensor_the_device_and_the_fix():

@@ -215,7 +215,9 @@ class VariationDriver:
         self._built = True
         values = {}
         for v in self.variations.enabled("build"):
-            values[v.key] = v.draw(env, apply=apply)
+            values[v.key] = v.draw(env, apply=False)
+            if apply and v.apply is not None:
+                v.apply(env, None, self.world.values(values[v.key]))
         return values
 
     def draw_reset(self, env: Any, env_ids: Any) -> ResetBatch | None:
@@ -289,7 +291,9 @@ class VariationDriver:
                 continue
             due = np.flatnonzero(t.started & (t.step >= nxt))
             if due.size:
-                v.draw(env, due)
+                values = v.draw(env, due, apply=False)
+                if v.apply is not None:  # as the env takes them (tensors on its device)
+                    v.apply(env, self.world.env_ids(due), self.world.values(values))
                 nxt[due] = t.step[due] + self._interval_steps(v, due)
 
     def _interval_steps(self, v: Variation, ids: np.ndarray) -> np.ndarray:

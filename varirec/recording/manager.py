@@ -331,6 +331,10 @@ class RecorderManager:
         if time.monotonic() >= self._handover_due:  # once per hook call, not per draw
             self._hand_over_buffers()
         self.driver.tracker.advance_steps()
+        world = self.driver.world
+        for key, x in data.items():
+            if not isinstance(x, np.ndarray):  # tensors are checked; DLPack arrays taken
+                data[key] = world.per_env(x, key)
         for term in self.terms.values():
             term.record_step(data)
 
