@@ -1,9 +1,9 @@
 """Validation of the nearest-neighbour total indices and Shapley effects against truth.
 
-Run ``python benchmarks/validate_knn.py [--seeds 20] [--episodes 20000]``. For each
-seed, Ishigami and Borehole one-step episodes with plain random draws are recorded
-through :class:`varirec.RecorderManager` to Parquet, read back and analysed with
-``analyze(..., method="knn")``. Printed per function and index: the largest error
+Run ``python benchmarks/validate_knn.py [--seeds 20] [--episodes 20000] [--only NAME]``.
+For each seed, Ishigami and Borehole one-step episodes with plain random draws are
+recorded through :class:`varirec.RecorderManager` to Parquet, read back and analysed
+with ``analyze(..., method="knn")``. Printed per function and index: the largest error
 over factors and seeds, and the share of (seed, factor) intervals that cover the
 truth, per factor and overall. Goals: errors within 0.05 at 20,000 episodes,
 coverage at least 90 %.
@@ -68,8 +68,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--episodes", type=int, default=20_000)
+    parser.add_argument("--only", choices=tuple(CASES), help="run one function only")
     args = parser.parse_args()
     for name, (_, _, truth_fn) in CASES.items():
+        if args.only and name != args.only:
+            continue
         truth = truth_fn()
         errors = {k: [] for k in truth}
         covered = {k: [] for k in truth}

@@ -86,11 +86,9 @@ def knn_indices(
     query rows, so ``ST_i = ev[-i] - ev[all]`` is a paired difference. Shapley
     effects need every subset (``2**D``, ``D <= 12``); the other subsets get query
     rows by Broto et al.'s allocation of ``shapley_budget`` (default ``N``) evenly
-    over subset sizes, at least 100 each; every subset queries a prefix of one random
-    order of the rows, so nested subsets share query rows (common random numbers for
-    the Shapley increments). A batch (below) scales every count by its share of the
-    rows, so that its estimates have the variance of the full estimate times
-    ``num_batches``.
+    over subset sizes, at least 100 each, drawn at random per subset. A batch (below)
+    scales every count by its share of the rows, so that its estimates have the
+    variance of the full estimate times ``num_batches``.
 
     Intervals: batch means. The rows are split at random into ``num_batches``
     disjoint batches and every index is estimated again in each (neighbours found
@@ -273,13 +271,15 @@ def _estimate(
     """
     N, D = yc.size, len(cols)
     full = (1 << D) - 1
-    # Every subset queries a prefix of one random order of the rows: subsets s and
-    # s ∪ {i} share their first rows, so their difference (the Shapley increment) is
-    # estimated with common rows rather than independent ones.
-    order = rng.permutation(N).astype(np.intp)
 
+    # Each Shapley subset draws its own query rows: errors then average out over the
+    # many subsets of one size. (Prefixes of one order, shared by nested subsets, made
+    # the errors of all subsets alike: Borehole's largest Shapley error went from
+    # 0.037 to 0.073 over 20 seeds.)
     def rows(n: int) -> NDArray[np.intp]:
-        return np.sort(order[: min(n, N)])
+        if n >= N:
+            return np.arange(N, dtype=np.intp)
+        return np.sort(rng.choice(N, size=n, replace=False)).astype(np.intp)
 
     base_rows = rows(max_queries)
     plan: dict[int, NDArray[np.intp]] = {full: base_rows}
