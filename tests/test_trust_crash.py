@@ -102,18 +102,31 @@ def read_log(path: Path) -> list[tuple[int, float]]:
     return out
 
 
-def start(tmp_path: Path, i: int, shape: str, pause: float) -> tuple[subprocess.Popen, Path]:
+@pytest.fixture
+def children():
+    """The child processes a test starts; at teardown, those still running are killed
+    and every one is waited for (a failed assertion leaves no process behind)."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def start(
+    children: list[subprocess.Popen], tmp_path: Path, i: int, shape: str, pause: float
+) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / f"log{i}"
     log.touch()
     env = {**os.environ, "PYTHONPATH": str(Path(vr.__file__).parents[1])}
-    stderr = open(tmp_path / f"stderr{i}", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [sys.executable, str(CHILD), str(tmp_path / "data"), f"r{i}", shape, str(log), str(pause)],
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-        env=env,
-    )
-    stderr.close()
+    with open(tmp_path / f"stderr{i}", "w") as stderr:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, str(CHILD), str(tmp_path / "data"), f"r{i}", shape, str(log),
+             str(pause)],
+            stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+        )  # fmt: skip
+    children.append(proc)
     return proc, log
 
 
@@ -131,7 +144,9 @@ RUNS = 6
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=str)
-def test_signals_at_random_moments_lose_nothing_handed_over_and_write_nothing_twice(tmp_path, sig):
+def test_signals_at_random_moments_lose_nothing_handed_over_and_write_nothing_twice(
+    tmp_path, sig, children
+):
     rng = random.Random(int(sig))  # reproducible moments, different per signal
     shapes = ["with", "bare"] * (RUNS // 2)
     pauses = [rng.choice([0.0, 0.002, 0.01]) for _ in range(RUNS)]
@@ -139,16 +154,16 @@ def test_signals_at_random_moments_lose_nothing_handed_over_and_write_nothing_tw
         delays = [rng.uniform(KILL_WINDOW + 0.5, KILL_WINDOW + 2.0) for _ in range(RUNS)]
     else:
         delays = [rng.uniform(0.05, 1.5) for _ in range(RUNS)]
-    children = [start(tmp_path, i, shapes[i], pauses[i]) for i in range(RUNS)]
-    ready = [wait_for_steps(proc, log, tmp_path, i) for i, (proc, log) in enumerate(children)]
+    runs = [start(children, tmp_path, i, shapes[i], pauses[i]) for i in range(RUNS)]
+    ready = [wait_for_steps(proc, log, tmp_path, i) for i, (proc, log) in enumerate(runs)]
     order = sorted(range(RUNS), key=lambda i: ready[i] + delays[i])
     killed_at = {}
     for i in order:
         time.sleep(max(0.0, ready[i] + delays[i] - time.monotonic()))
         killed_at[i] = time.time()
-        children[i][0].send_signal(sig)
+        runs[i][0].send_signal(sig)
     root = tmp_path / "data"
-    for i, (proc, log) in enumerate(children):
+    for i, (proc, log) in enumerate(runs):
         proc.wait(timeout=60)
         stderr = (tmp_path / f"stderr{i}").read_text()
         steps = read_log(log)
@@ -172,8 +187,8 @@ def test_signals_at_random_moments_lose_nothing_handed_over_and_write_nothing_tw
 
 
 @pytest.mark.slow
-def test_an_uncaught_exception_without_a_with_block_writes_every_buffered_row(tmp_path):
-    proc, log = start(tmp_path, 0, "raise", 0.0)
+def test_an_uncaught_exception_without_a_with_block_writes_every_buffered_row(tmp_path, children):
+    proc, log = start(children, tmp_path, 0, "raise", 0.0)
     proc.wait(timeout=60)
     assert proc.returncode == 1
     steps = read_log(log)
@@ -185,6 +200,52 @@ def test_an_uncaught_exception_without_a_with_block_writes_every_buffered_row(tm
     assert doc["error"] == {"type": "RuntimeError", "message": "simulated crash after 20 steps"}
     assert doc["counts"] == rows == {"steps": 20 * NUM_ENVS, "episodes": 20 * NUM_ENVS,
                                      "draws": 21 * 4 * NUM_ENVS}  # fmt: skip
+
+
+LATE_CHILD = """
+import atexit, os, signal, sys, threading
+import numpy as np, pyarrow as pa
+from varirec.storage import RunWriter
+
+class Held:  # a batch whose conversion waits until the interpreter is shutting down
+    def __init__(self, gate, start):
+        self.gate, self.start = gate, start
+    def __len__(self):
+        return 5
+    def to_arrow(self):
+        self.gate.wait(60)
+        return pa.table({"seq": pa.array(np.arange(self.start, self.start + 5))})
+
+gate = threading.Event()
+writer = RunWriter(sys.argv[1], "r1")
+atexit.register(gate.set)  # registered after the writer's exit hook: runs before it
+writer.append("steps", Held(gate, 0))
+writer.append("steps", Held(gate, 5))
+if sys.argv[2] == "int":
+    raise KeyboardInterrupt  # uncaught, no close: the exit hook writes both batches
+os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+@pytest.mark.parametrize("how", ["int", "term"])
+def test_batches_first_converted_while_the_interpreter_exits_are_written_and_the_exit_is_kept(
+    tmp_path, how
+):
+    # pyarrow imports pandas at its first conversion; during the shutdown that import
+    # failed (the batch was lost) and cleared CPython's "exit by SIGINT" (status 1).
+    env = {**os.environ, "PYTHONPATH": str(Path(vr.__file__).parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", LATE_CHILD, str(tmp_path), how],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    expected = -signal.SIGINT if how == "int" else 128 + signal.SIGTERM
+    assert proc.returncode == expected, proc.stderr
+    assert "can't register atexit" not in proc.stderr
+    doc = run_json(tmp_path, "r1")
+    assert doc["error"]["type"] == ("KeyboardInterrupt" if how == "int" else "SIGTERM")
+    assert "rows_lost" not in doc and doc["counts"] == {"steps": 10}
+    steps = read_table(tmp_path, "r1", "steps")
+    assert sorted(steps.column("seq").to_pylist()) == list(range(10))
 
 
 GYM_CHILD = """

@@ -2,6 +2,14 @@
 
 The simulation loop only enqueues; the thread converts (``to_arrow()``), validates,
 compresses and writes, and closes parts that grew old while no batch arrived.
+
+pyarrow imports pandas (when installed) the first time it converts an array. A sink
+has that import done on the thread that opens it, before any row is taken: on the
+writer thread it could come during the interpreter's shutdown (a SIGTERM or Ctrl-C
+soon after the run began), where it fails ("can't register atexit after shutdown")
+and takes the batch with it, and where the code strings it executes (namedtuples,
+dataclasses) make CPython forget that an uncaught KeyboardInterrupt must end the
+process by SIGINT (the exit status turns into 1).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from varirec.errors import RecorderStateError
@@ -100,6 +109,7 @@ class TableSink:
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        pa.array(np.empty(0, np.int64))  # pyarrow's lazy pandas import, now (see above)
         if background:
             self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=max_queue)
             self._thread = threading.Thread(
