@@ -314,6 +314,11 @@ def _fan_out(
             try:
                 got_episodes, got_steps = ray.get(ready[0])
             except ray.exceptions.RayActorError as exc:
+                if exc.actor_init_failed:  # make_env raised: another actor would too
+                    raise RuntimeError(
+                        f"a Ray actor could not be built (make_env({num_envs}) or unpickling "
+                        f"the study failed): {exc}"
+                    ) from exc
                 failures += 1
                 if failures > max_actor_failures:
                     raise RuntimeError(

@@ -129,3 +129,21 @@ def test_a_dead_actor_s_rows_are_handed_to_another(local_ray, tmp_path) -> None:
     got, want = by_pair(tmp_path / "ray"), single_process(tmp_path)
     assert study.stats.complete
     pd.testing.assert_frame_equal(got, want)  # every pair once, with the same values
+
+
+def test_a_factory_that_fails_is_reported_not_retried(local_ray, tmp_path) -> None:
+    from varirec.analysis.ray_study import run_study_on_ray
+
+    def make_env(num_envs: int):
+        raise OSError("no simulator licence")
+
+    with pytest.raises(RuntimeError, match=r"(?s)could not be built.*no simulator licence"):
+        run_study_on_ray(
+            make_env,
+            ishigami_variations(),
+            n=4,
+            num_envs=4,
+            output=tmp_path,
+            run_id="r",
+            progress=False,
+        )
