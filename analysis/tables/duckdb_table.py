@@ -70,7 +70,13 @@ class DuckDBFactors:
 
 
 def _connect(memory_limit: int | None, temp_directory: str | None) -> Any:
-    import duckdb
+    try:
+        import duckdb
+    except ImportError as exc:
+        raise ImportError(
+            "the out-of-core episode table needs DuckDB: pip install 'varirec[duckdb]' (or "
+            "pass engine='memory' with a larger memory_budget)"
+        ) from exc
 
     con = duckdb.connect(config={"preserve_insertion_order": False})
     con.execute("SET TimeZone = 'UTC'")
