@@ -3,6 +3,7 @@ mechanisms, the intervals, the CLI, Study.failures() and the demo."""
 
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
@@ -155,14 +156,16 @@ def test_study_failures_and_cli(reach, tmp_path, capsys) -> None:
     assert f"Where it fails:\n{fa.summary()}" in capsys.readouterr().out
 
 
-def test_demo_prints_and_reports_where_it_fails(tmp_path) -> None:
-    from varirec.cli.demo import run_demo
-
-    result = run_demo(tmp_path / "demo", size="tiny", seed=0, resamples=50, echo=lambda *a: None)
-    assert result.failures is not None
-    text = result.report.read_text()
-    assert result.failures.rule.sentence().split(" when ")[0] in text
-    assert 'id="summary"' in text
+def test_demo_prints_and_reports_where_it_fails(tmp_path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--size", "tiny", "--out", str(out), "--resamples", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "Where it fails (plain random draws):" in printed
+    region = next(line for line in printed.splitlines() if line.startswith("Failure region: "))
+    sentence = region.removeprefix("Failure region: ").rstrip(".")
+    (report,) = out.glob("report_*.html")
+    text = report.read_text()
+    assert html.escape(sentence) in text and 'id="summary"' in text and 'id="failures"' in text
 
 
 def test_categorical_region_named_by_its_labels() -> None:
