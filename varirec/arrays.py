@@ -122,7 +122,9 @@ class ArrayWorld:
 
     def adopt(self, x: Any, name: str) -> None:
         """Take the device of tensor ``x`` if none is set; refuse one on another device."""
-        if self.device is None:
+        if self.device is None or (
+            self.device.index is None and x.device.type == self.device.type
+        ):  # "cuda" names whichever CUDA device the env's tensors are on
             self.device = x.device
             return
         if x.device != self.device:
