@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,11 @@ def test_demo_command_prints_ranking_and_paths(tmp_path) -> None:
     )
     assert "'success' by sobol" in out.stdout and "'success' by binning" in out.stdout
     assert "report:" in out.stdout and (tmp_path / "d").is_dir()
+    # where it fails (issue 11): printed, and the same sentence in the report
+    region = next(line for line in out.stdout.splitlines() if line.startswith("Failure region: "))
+    (report,) = (tmp_path / "d").glob("report_*.html")
+    sentence = region.removeprefix("Failure region: ").rstrip(".")
+    assert html.escape(sentence) in report.read_text()
     again = subprocess.run(
         [SCRIPT, "demo", "--size", "nope", "--out", str(tmp_path / "e")],
         capture_output=True,
