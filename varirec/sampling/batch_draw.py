@@ -146,6 +146,7 @@ class ColumnPlan:
             if isinstance(c, ChoiceCfg | BernoulliCfg)
         }
         self._kinds = [self._kind(c) for c in self.cfgs]
+        self._vector = [bool(c.shape) for c in self.cfgs]
         self._bounds = [
             (int(a), int(b)) for a, b in zip(self.starts[:-1], self.starts[1:], strict=True)
         ]
@@ -280,8 +281,7 @@ class ColumnPlan:
             elif kind == "coded":
                 values.append(self._coded(cfg, u[:, s], xp, device))
             else:
-                block = out[:, s:e]
-                values.append(block if cfg.shape else block.reshape(len(u)))
+                values.append(out[:, s:e] if self._vector[j] else out[:, s])
         return values
 
     def _coded(self, cfg: Any, x: Any, xp: Any, device: Any) -> Any:
