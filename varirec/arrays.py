@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 __all__ = [
@@ -35,17 +36,20 @@ __all__ = [
 
 
 def is_tensor(x: Any) -> bool:
-    """Whether ``x`` is a torch tensor (checked by type, so torch need not be imported)."""
-    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+    """Whether ``x`` is a torch tensor (array-api-compat checks without importing torch)."""
+    return not isinstance(x, np.ndarray) and array_api_compat.is_torch_array(x)
 
 
 def namespace(x: Any) -> Any:
     """The array-API namespace of ``x`` (numpy for lists and scalars)."""
-    if isinstance(x, np.ndarray) or (not hasattr(x, "__array_namespace__") and not is_tensor(x)):
+    if isinstance(x, np.ndarray) or not array_api_compat.is_array_api_obj(x):
         return np
-    import array_api_compat
-
     return array_api_compat.array_namespace(x)
+
+
+def _foreign(x: Any) -> bool:
+    """An array of another library (JAX, CuPy, any DLPack producer), not numpy's."""
+    return array_api_compat.is_array_api_obj(x) or hasattr(x, "__dlpack__")
 
 
 def _describe(x: Any) -> str:
@@ -65,7 +69,11 @@ def to_host(x: Any, name: str = "array") -> np.ndarray:
                 f"values, not graphs: pass {name}.detach()"
             )
         return x.numpy() if x.device.type == "cpu" else x.cpu().numpy()
-    if hasattr(x, "__dlpack__") and not hasattr(x, "__array__"):
+    if array_api_compat.is_cupy_array(x):  # on a GPU: DLPack cannot bring it to numpy
+        return x.get()
+    if array_api_compat.is_jax_array(x) or (
+        hasattr(x, "__dlpack__") and not hasattr(x, "__array__")
+    ):
         return np.from_dlpack(x)
     return np.asarray(x)
 
@@ -162,8 +170,8 @@ class ArrayWorld:
                 )
             # The ids key the host-side episode counters: one copy to the host per reset.
             return to_host(env_ids, name)
-        if not isinstance(env_ids, np.ndarray) and hasattr(env_ids, "__dlpack__"):
-            return to_host(env_ids, name)
+        if not isinstance(env_ids, np.ndarray) and _foreign(env_ids):
+            return to_host(env_ids, name)  # JAX, CuPy, any DLPack producer
         return np.asarray(env_ids)
 
     def per_env(self, x: Any, name: str) -> Any:
@@ -173,8 +181,8 @@ class ArrayWorld:
             return x
         if isinstance(x, np.ndarray):
             return x
-        if hasattr(x, "__dlpack__") and not hasattr(x, "__array__"):
-            return np.from_dlpack(x)
+        if _foreign(x):
+            return to_host(x, name)  # JAX, CuPy, any DLPack producer
         return x
 
     def env_ids(self, ids: np.ndarray) -> Any:
