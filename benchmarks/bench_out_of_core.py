@@ -10,7 +10,8 @@ every env reset together (one episode = 20 draw rows), plus one build-mode varia
 drawn once (an all-env draw), so the as-of join sees both kinds of draws.
 
 ``measure`` runs each case in its own subprocess and reports wall time and peak
-resident memory (``ru_maxrss`` of the child):
+resident memory (``ru_maxrss`` of the child) and CPU time (user + system, every thread;
+on a shared machine the fairer figure):
 
 - ``episode_table(engine="duckdb")``: the out-of-core path of varirec.
 - ``hand-written ASOF JOIN``: DuckDB's own ``ASOF LEFT JOIN`` of episodes to draws per
@@ -109,8 +110,12 @@ def _case(case: str, root: str, budget: int, out: str) -> None:
         table = con.sql(_hand_asof_sql(files, episodes, factors)).to_arrow_table()
         result = f"{table.num_rows:,} episodes x {table.num_columns - 2} factors"
     elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    Path(out).write_text(json.dumps({"time_s": elapsed, "peak_bytes": peak, "result": result}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = usage.ru_maxrss * 1024
+    cpu = usage.ru_utime + usage.ru_stime  # all threads; fairer than wall on a shared host
+    Path(out).write_text(
+        json.dumps({"time_s": elapsed, "cpu_s": cpu, "peak_bytes": peak, "result": result})
+    )
 
 
 CASES = {
@@ -125,7 +130,7 @@ def measure(root: Path, cases: list[str], budget: int) -> None:
     """Run each case in a subprocess; print a table of wall time and peak RSS."""
     import tempfile
 
-    print(f"{'case':<44} {'time [s]':>9} {'peak RSS [GB]':>14}  result")
+    print(f"{'case':<44} {'time [s]':>9} {'CPU [s]':>8} {'peak RSS [GiB]':>15}  result")
     for case in cases:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             done = subprocess.run(
@@ -137,7 +142,8 @@ def measure(root: Path, cases: list[str], budget: int) -> None:
                 continue
             got = json.loads(Path(out.name).read_text())
         print(
-            f"{CASES[case]:<44} {got['time_s']:9.1f} {got['peak_bytes'] / 1e9:14.2f}  "
+            f"{CASES[case]:<44} {got['time_s']:9.1f} {got['cpu_s']:8.0f} "
+            f"{got['peak_bytes'] / 2**30:15.2f}  "
             f"{got['result']}",
             flush=True,
         )
