@@ -346,6 +346,11 @@ def analyze(
     design_run = _design_run(ds, run_ids)
     if method == "auto":
         method = ds.run(design_run).metadata["design"]["method"] if design_run else "binning"
+    if method != "knn" and (isinstance(groups, Mapping) or groups not in ("vectors", "none")):
+        raise ValueError(
+            f"`groups` applies to method='knn', got groups={groups!r} with method={method!r}; "
+            "pass method='knn', or for a Sobol design pass groups to sobol_design(...)"
+        )
     notes: list[str] = []
     categories = None
     if method in DESIGN_METHODS:

@@ -144,3 +144,13 @@ def test_group_sobol_design_through_parquet_equals_salib(tmp_path) -> None:
     ref = salib_sobol.analyze(problem, y, calc_second_order=False, seed=1)
     np.testing.assert_allclose(res.S1, ref["S1"], atol=1e-9)
     np.testing.assert_allclose(res.ST, ref["ST"], atol=1e-9)
+
+
+def test_groups_refused_for_methods_that_ignore_them(tmp_path) -> None:
+    env = OneStepEnv(100, _norm_model, 4)
+    cfg = vr.VariationCfg(sampler=vr.UniformCfg(low=-1.0, high=1.0))
+    variations = vr.VariationSet(vr.Variation(f"v{j}", cfg, OneStepEnv.setter(j)) for j in range(4))
+    with vr.RecorderManager(env.num_envs, variations=variations, output=tmp_path, seed=0) as m:
+        drive_episodes(env, m, num_episodes=200)
+    with pytest.raises(ValueError, match="`groups` applies to method='knn'"):
+        analyze(tmp_path, outcome="return", method="binning", groups={"g": ["v0", "v1"]})
