@@ -13,6 +13,7 @@ handed over.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -69,4 +70,7 @@ def main(root: str, run_id: str, shape: str, log: str, pause: float) -> None:
 
 
 if __name__ == "__main__":
+    # Python keeps SIGINT ignored if it was ignored when it started (a background job of
+    # a shell script); the test sends a Ctrl-C, so it needs Python's own handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))

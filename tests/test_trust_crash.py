@@ -298,12 +298,16 @@ def test_the_gymnasium_quickstart_without_close_keeps_every_episode(tmp_path, ho
 # ------------------------------------------------------------ in-process, deterministic
 @pytest.fixture
 def own_signals(monkeypatch):
-    """The storage SIGTERM handler as the process's only one, with fresh process state."""
+    """The storage SIGTERM handler as the process's only one, with fresh process state,
+    and Python's Ctrl-C handler (pytest started with SIGINT ignored has none)."""
     monkeypatch.setattr(shutdown, "_OPEN", {})
     monkeypatch.setattr(shutdown, "_SIGNALLED", set())
     monkeypatch.setitem(shutdown._STATE, "previous", None)
     monkeypatch.setitem(shutdown._STATE, "signal", None)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert before in (signal.default_int_handler, signal.SIG_IGN)  # no handler left behind
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 class Gate:
