@@ -186,6 +186,7 @@ class BusyEnv:
         rng = np.random.default_rng(0)
         self.state = rng.standard_normal((num_envs, 16))
         self.vel = np.zeros((num_envs, 16))
+        self.filler = np.empty((256, 16))
         self.reps = reps
         self.params = np.ones((NUM_VARIATIONS, num_envs))
         self.length = rng.integers(MIN_LEN, MAX_LEN + 1, num_envs)
@@ -194,21 +195,27 @@ class BusyEnv:
 
     def physics(self) -> None:
         gain = self.params[0][:, None]
-        for _ in range(self.reps):
-            self.vel += 0.01 * (np.sin(self.state) * gain - 0.1 * self.vel)
-            self.state += 0.01 * self.vel
+        self.vel += 0.01 * (np.sin(self.state) * gain - 0.1 * self.vel)
+        self.state += 0.01 * self.vel
+        for _ in range(self.reps):  # filler work in small pieces: a fine calibration
+            np.sin(self.state[:256], out=self.filler)
         self.t += 1
 
 
 def _calibrate() -> int:
-    """Repetitions that make one step take 2 ms of the main thread's CPU time (wall
-    time on a shared machine would count the neighbours' work too)."""
-    env = BusyEnv(1)
-    t0 = time.thread_time()
-    for _ in range(50):
-        env.physics()
-    per = (time.thread_time() - t0) / 50
-    return max(1, round(0.002 / per))
+    """Filler repetitions that make one step take 2 ms of the main thread's CPU time
+    (wall time on a shared machine would count the neighbours' work too)."""
+
+    def per_step(reps: int) -> float:
+        env = BusyEnv(reps)
+        t0 = time.thread_time()
+        for _ in range(30):
+            env.physics()
+        return (time.thread_time() - t0) / 30
+
+    base = per_step(0)
+    one = max(per_step(200) - base, 1e-9) / 200
+    return max(0, round((0.002 - base) / one))
 
 
 LOOP_MODES = ("plain", "plain20", "null", "recording")
