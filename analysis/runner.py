@@ -21,7 +21,7 @@ new writer of the same run (:func:`~varirec.studies.resume.resume_point`,
 >>> out = tempfile.mkdtemp()
 >>> study = run_study(make_ishigami_env, ishigami_variations(), method="sobol", n=16,
 ...                   num_envs=32, output=out, progress=False)
->>> study.stats.episodes, study.run_id in study.dataset.run_ids
+>>> study.stats.episodes, study.run_id in study.dataset.run_ids()
 (80, True)
 >>> sorted(study.analyze(outcome="return").ranking()["factor"])
 ['x1', 'x2', 'x3']

@@ -24,7 +24,7 @@ def test_demo_finds_the_real_factors_and_not_the_control(tmp_path) -> None:
     color = sobol.ranking().set_index("factor").loc["object.color"]
     assert color["estimate"] == 0.0  # common random numbers: a null factor gets exactly 0
     ds = vr.open_dataset(result.dataset)
-    assert sorted(ds.run_ids) == sorted([result.sobol_run, result.random_run])
+    assert sorted(ds.run_ids()) == sorted([result.sobol_run, result.random_run])
     assert ds.run(result.sobol_run).metadata["design"]["common_random_numbers"] is True
     assert "data:image/png;base64," in result.report.read_text()
 

@@ -384,7 +384,7 @@ def test_one_recording_per_env(tmp_path) -> None:
     with pytest.raises(vr.RecorderStateError, match="already records another mjlab env"):
         ManagerBasedRlEnv(twin, device="cpu")
     env.close()
-    assert vr.open_dataset(tmp_path).run_ids == ["one"]
+    assert vr.open_dataset(tmp_path).run_ids() == ["one"]
 
 
 def test_instrument_refuses_a_schedule(tmp_path) -> None:

@@ -181,6 +181,9 @@ run_study(slow, ishigami_variations(), output={root!r}, run_id="s", progress=Fal
 
 
 @pytest.mark.slow
+# A SIGKILL while a part is open leaves it unfinished (a .tmp the reader skips with a
+# warning); its pairs have no finished episode, so the resume runs them again.
+@pytest.mark.filterwarnings("ignore:skipping .*an unfinished part:varirec.storage.DatasetWarning")
 def test_a_study_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted):
     root, log = tmp_path / "data", tmp_path / "log"
     code = CHILD.format(tests=str(Path(__file__).parent), log=str(log), root=str(root))

@@ -103,9 +103,9 @@ def test_a_run_recorded_to_a_bucket_reads_back_as_the_same_run_on_disk(bucket, t
     record(f"s3://{bucket}/data")
     record(tmp_path)
     remote, local = open_dataset(f"s3://{bucket}/data"), open_dataset(tmp_path)
-    assert remote.runs[0].status == "complete"
-    assert remote.runs[0].counts == local.runs[0].counts
-    assert remote.runs[0].metadata["seed"] == 3
+    assert remote.runs()[0].status == "complete"
+    assert remote.runs()[0].counts == local.runs()[0].counts
+    assert remote.runs()[0].metadata["seed"] == 3
     assert sort_draws(remote.draws()).to_pylist() == sort_draws(local.draws()).to_pylist()
     eps = ["env_id", "episode", "length", "return", "terminated"]
     assert remote.episodes(columns=eps).sort_by(
@@ -171,9 +171,9 @@ def test_pandas_and_duckdb_read_the_bucket_while_the_run_continues(bucket, reque
     con.register("draws", pads.dataset(f"{uri}/run_id=r1/draws", format="parquet"))
     n = con.sql("SELECT count(*) AS n, count(DISTINCT episode) AS e FROM draws").fetchall()
     assert n == [(4 * 4 * 3, 4)]  # 4 resets x 4 envs x 3 values (mass, com[x], com[y])
-    assert open_dataset(uri).runs[0].status == "running"
+    assert open_dataset(uri).runs()[0].status == "running"
     manager.close()
-    assert open_dataset(uri).runs[0].status == "complete"
+    assert open_dataset(uri).runs()[0].status == "complete"
 
 
 def test_no_credential_reaches_the_bucket_or_the_logs(bucket, caplog):
@@ -263,7 +263,7 @@ def test_an_fsspec_filesystem_records_and_reads_like_a_directory(tmp_path):
     record(uri)
     record(tmp_path)
     remote, local = open_dataset(uri), open_dataset(tmp_path)
-    assert remote.runs[0].status == "complete"
+    assert remote.runs()[0].status == "complete"
     assert sort_draws(remote.draws()).to_pylist() == sort_draws(local.draws()).to_pylist()
     names = fsspec.filesystem("memory").find(uri)
     assert names and not [n for n in names if n.endswith(".tmp")]

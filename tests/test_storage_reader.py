@@ -31,7 +31,7 @@ def root(tmp_path):
 
 def test_runs_describe_run_json_and_writers(root):
     data = open_dataset(root)
-    assert data.run_ids == ["r1", "r2"]
+    assert data.run_ids() == ["r1", "r2"]
     r1 = data.run("r1")
     assert r1.status == "complete" and r1.metadata == {"seed": 1}
     assert r1.counts == {"draws": 100, "episodes": 4, "steps": 2}

@@ -93,3 +93,22 @@ def test_generator_source_and_seed_zero_is_a_seed() -> None:
 def test_keyed_source_checks_row_count() -> None:
     with pytest.raises(ValueError, match="len\\(env_ids\\)"):
         CounterStream(0, "k").keyed(np.arange(3), np.zeros(3, int)).uniforms(4, 1)
+
+
+def test_the_largest_hash_gives_a_uniform_below_one() -> None:
+    """(2**53 - 1 + 0.5) * 2**-53 rounds to 1.0, where a normal quantile is +inf."""
+    from varirec.sampling.streams import _BELOW_ONE, _to_unit
+
+    u = _to_unit(np.array([2**64 - 1, 0], dtype=np.uint64))
+    assert u[0] == _BELOW_ONE < 1.0
+    assert u[1] == 0.5 * 2.0**-53  # the rest is untouched
+    assert np.isfinite(NormalCfg(mean=0, std=1).ppf(u.reshape(-1, 1))).all()
+
+
+def test_a_generator_at_its_largest_draw_stays_below_one() -> None:
+    class Top(np.random.Generator):
+        def random(self, size=None):  # the largest value numpy's random() can return
+            return np.full(size, 1.0 - 2.0**-53)
+
+    source = GeneratorSource(Top(np.random.PCG64(0)))
+    assert source.uniforms(2, 1).max() < 1.0

@@ -116,7 +116,7 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys) -> N
         exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
     # The quickstart's ranking: what the README says it shows.
     ds = vr.open_dataset("runs/")
-    gym_run = [r for r in ds.run_ids if "pole_length" in str(ds.run(r).metadata)]
+    gym_run = [r for r in ds.run_ids() if "pole_length" in str(ds.run(r).metadata)]
     assert len(gym_run) == 1
     ranking = analyze("runs/", runs=gym_run, outcome="return").ranking()
     verdicts = dict(zip(ranking["factor"], ranking["verdict"], strict=True))

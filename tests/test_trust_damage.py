@@ -215,7 +215,7 @@ def test_run_json_field_of_the_wrong_type_is_named_and_the_rest_reads(dataset, f
     before = snapshot(dataset)
     with pytest.warns(DatasetWarning, match=rf"run_id=r/run\.json: {re.escape(text)}"):
         data = open_dataset(dataset)  # before: TypeError for "writers": 5
-    assert data.run_ids == ["other", "r"]
+    assert data.run_ids() == ["other", "r"]
     assert data.draws("r").num_rows == 248 and data.episodes("other").num_rows == 240
     assert snapshot(dataset) == before
 

@@ -153,7 +153,7 @@ def _runs_html(dataset: Dataset | None) -> str:
     if dataset is None:
         return ""
     rows = []
-    for run in dataset.runs:
+    for run in dataset.runs():
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(run.counts.items()))
         variations = ", ".join(v["key"] for v in run.metadata.get("variations", []))
         rows.append(

@@ -88,7 +88,7 @@ def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
         warnings.simplefilter("always", DatasetWarning)
         ds = open_dataset(path)
         runs = []
-        for run in ds.runs:
+        for run in ds.runs():
             episodes = ds.episodes(run.run_id, columns=["env_id", "sample_id"])
             rows, lost, uncounted = _table_rows(ds, run.run_id)
             design = run.metadata.get("design")

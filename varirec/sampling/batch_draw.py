@@ -40,7 +40,7 @@ from varirec.sampling.sampler_cfgs import (
     TruncNormalCfg,
     UniformCfg,
 )
-from varirec.sampling.streams import _GOLDEN, _M1, _M2, _SECOND, _mix, _to_unit
+from varirec.sampling.streams import _BELOW_ONE, _GOLDEN, _M1, _M2, _SECOND, _mix, _to_unit
 
 __all__ = ["ColumnPlan", "keyed_uniforms"]
 
@@ -96,7 +96,7 @@ def keyed_uniforms(
     h2 = _mix_t(h ^ (extra * _s64(_SECOND)))
     h = xp.where(extra == 0, h, h2)
     u = _srl(h, 11).to(xp.float64)
-    return (u + 0.5) * 2.0**-53
+    return xp.clamp((u + 0.5) * 2.0**-53, max=_BELOW_ONE)  # as streams._to_unit
 
 
 _CONTINUOUS = (UniformCfg, LogUniformCfg, NormalCfg, TruncNormalCfg, ConstantCfg)

@@ -46,6 +46,8 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _S11, _S16, _S27, _S30, _S31, _S32 = (np.uint64(s) for s in (11, 16, 27, 30, 31, 32))
 _LOW32 = np.uint64(0xFFFFFFFF)
 _TO_UNIT = 2.0**-53
+_BELOW_ONE = 1.0 - 2.0**-53
+"""The largest float64 below 1: every source's uniforms are at most this."""
 
 
 class UniformSource(Protocol):
@@ -78,6 +80,7 @@ class GeneratorSource:
     def uniforms(self, n: int, k: int) -> np.ndarray:
         u = self.rng.random((n, k))
         u += 2.0**-54  # [0, 1) -> (0, 1): no -inf from an inverse CDF
+        np.minimum(u, _BELOW_ONE, out=u)  # (1 - 2**-53) + 2**-54 rounds to 1.0: no +inf
         return u
 
 
@@ -103,6 +106,8 @@ def _to_unit(h: np.ndarray) -> np.ndarray:
     u = h.astype(np.float64)
     u += 0.5
     u *= _TO_UNIT
+    # (2**53 - 1 + 0.5) * 2**-53 rounds to 1.0, where an inverse CDF is infinite.
+    np.minimum(u, _BELOW_ONE, out=u)
     return u
 
 

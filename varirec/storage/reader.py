@@ -85,7 +85,7 @@ def open_dataset(path: str | os.PathLike[str] | StorePath) -> Dataset:
         >>> with RunWriter(root, "r0", background=False) as w:
         ...     w.append("steps", pa.table({"reward": [1.0, 2.0]}))
         >>> data = open_dataset(root)
-        >>> data.run_ids, data.runs[0].status
+        >>> data.run_ids(), data.runs()[0].status
         (['r0'], 'complete')
         >>> data.steps(columns=["reward"]).column("reward").to_pylist()
         [1.0, 2.0]
@@ -150,12 +150,11 @@ class Dataset:
     def _is_run_dir(self) -> bool:
         return os.path.basename(self.root.rstrip("/")).startswith(RUN_PREFIX)
 
-    @property
     def runs(self) -> list[RunInfo]:
-        """Every run, sorted by run id."""
+        """Every run, sorted by run id (reads of the dataset are methods, like :meth:`run`
+        and :meth:`draws`; what was listed at open or :meth:`refresh`)."""
         return list(self._runs.values())
 
-    @property
     def run_ids(self) -> list[str]:
         """Every run id, sorted."""
         return list(self._runs)
@@ -176,16 +175,16 @@ class Dataset:
 
     def _select(self, runs: Runs) -> list[str]:
         if runs is None:
-            return self.run_ids
+            return self.run_ids()
         if isinstance(runs, (str, RunInfo)):
             runs = [runs]
         wanted = [r.run_id if isinstance(r, RunInfo) else r for r in runs]
         unknown = [r for r in wanted if r not in self._runs]
         if unknown:
-            near = difflib.get_close_matches(str(unknown[0]), self.run_ids, n=3)
+            near = difflib.get_close_matches(str(unknown[0]), self.run_ids(), n=3)
             hint = f"; did you mean {near}?" if near else ""
             raise UnknownNameError(
-                f"unknown run id(s) {unknown} in {self.path}{hint} Known run ids: {self.run_ids}"
+                f"unknown run id(s) {unknown} in {self.path}{hint} Known run ids: {self.run_ids()}"
             )
         return list(dict.fromkeys(wanted))
 
