@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FakeEnv, run_fake_env
 
 import varirec as vr
+from conftest import FakeEnv, run_fake_env
 from varirec.recording.manager import NullRecorderManager, RecorderManager
 from varirec.storage import open_dataset
 
