@@ -31,14 +31,10 @@ from varirec.analysis.estimators.categories import category_effects
 from varirec.analysis.estimators.given_data import given_data_indices
 from varirec.analysis.estimators.groups import vector_groups
 from varirec.analysis.estimators.hsic import hsic_target_indices
+from varirec.analysis.estimators.knn_result import KnnResult
 from varirec.analysis.estimators.knn_total import knn_indices
 from varirec.analysis.estimators.morris import morris_indices
-from varirec.analysis.estimators.results import (
-    GivenDataResult,
-    KnnResult,
-    MorrisResult,
-    SobolResult,
-)
+from varirec.analysis.estimators.results import GivenDataResult, MorrisResult, SobolResult
 from varirec.analysis.estimators.sobol import sobol_indices
 from varirec.analysis.failures import FailureAnalysis, failures
 from varirec.analysis.tables.episode_table import EpisodeTable, episode_table

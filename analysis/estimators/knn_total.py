@@ -38,7 +38,7 @@ from varirec.analysis.estimators._knn import _knn_coordinates, _subset_terms
 from varirec.analysis.estimators._rng import Seed, _generator
 from varirec.analysis.estimators.binning import _standardized, default_num_bins
 from varirec.analysis.estimators.groups import resolve_groups
-from varirec.analysis.estimators.results import KnnResult
+from varirec.analysis.estimators.knn_result import KnnResult
 from varirec.analysis.estimators.shapley import (
     MAX_SHAPLEY_FACTORS,
     shapley_weights,
@@ -120,7 +120,7 @@ def knn_indices(
         outcome: name of the outcome, recorded in the result.
 
     Returns:
-        A :class:`~varirec.analysis.estimators.results.KnnResult`.
+        A :class:`~varirec.analysis.estimators.knn_result.KnnResult`.
 
     References:
         Broto, B., Bachoc, F., Depecker, M. (2020). Variance reduction for estimation
