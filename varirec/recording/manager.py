@@ -36,18 +36,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from varirec._version import __version__
 from varirec.arrays import ArrayWorld, record_event
 from varirec.recording.driver import EpisodeSchedule, StudyDesign, VariationDriver
 from varirec.recording.episode_chunk import EpisodeChunk
 from varirec.recording.episodes import EpisodeTracker
+from varirec.recording.term_set import build_terms, builtin_term_cfgs
 from varirec.recording.terms import (
-    OutcomeTerm,
     RecorderTerm,
     RecorderTermCfg,
-    StepsTerm,
     VariationsTerm,
 )
 from varirec.storage import RunWriter
@@ -151,49 +149,23 @@ class RecorderManager:
             dtype=dtype,
         )
         self.max_rows = int(max_rows)
-        if isinstance(step_keys, str):
-            raise TypeError(
-                f"`step_keys` must be a sequence of names, got the string {step_keys!r}; "
-                f"pass e.g. step_keys=({step_keys!r},)"
-            )
-        builtin = {
-            "outcome": RecorderTermCfg(term=OutcomeTerm),
-            "variations": RecorderTermCfg(term=VariationsTerm, params={"max_rows": max_rows}),
-        }
-        if step_keys is not None:
-            builtin["steps"] = RecorderTermCfg(
-                term=StepsTerm, params={"keys": tuple(step_keys), "max_rows": max_rows}
-            )
-        user = dict(terms or {})
-        clash = set(user) & set(builtin)
-        if clash:
-            raise ValueError(f"term names {sorted(clash)} are taken by built-in terms; rename them")
+        builtin = builtin_term_cfgs(max_rows=max_rows, step_keys=step_keys)
         self.writer: RunWriter | None = None
         self._episode_parts: list[dict[str, Any]] = []
         self._episode_rows = 0
         self.terms: dict[str, RecorderTerm] = {}
-        # Core episode columns not recorded by the outcome term come from the tracker.
-        outcome = set(OutcomeTerm.COLUMNS)
-        self._columns = {c: "tracker" for c in episodes_schema().names if c not in outcome}
         # Every input (term cfgs, column clashes, variations that drew) is checked before
         # the run directory exists: a refused manager leaves nothing in the dataset.
         try:
-            for name, cfg in {**builtin, **user}.items():
-                self._add_term(name, cfg)
-            core = set(episodes_schema().names)
-            extra = [
-                pa.field(c, t)
-                for term in self.terms.values()
-                for c, t in term.columns().items()
-                if c not in core
-            ]
-            self.episodes_schema = episodes_schema(extra)
+            self.episodes_schema = build_terms(builtin, terms, self, into=self.terms)
             self.writer = self._open_writer(output, run_id, metadata, writer_options)
         except BaseException as exc:
             self.close(error=exc)  # detaches the terms; closes a writer only if opened
             raise
         if self.writer is not None and self.writer.created:
-            self.writer.update_metadata(episode_columns=[f.name for f in extra])
+            core = set(episodes_schema().names)
+            added = [n for n in self.episodes_schema.names if n not in core]
+            self.writer.update_metadata(episode_columns=added)
         self.driver.hooks = self  # recording starts once every term and the writer exist
         if self.writer is not None:
             register(self)  # on SIGTERM and at exit: hand the buffers over, then close
@@ -233,20 +205,6 @@ class RecorderManager:
         if self.schedule is not None:
             writer.append("design", self.schedule.design.to_table())
         return writer
-
-    def _add_term(self, name: str, cfg: RecorderTermCfg) -> None:
-        if not isinstance(cfg, RecorderTermCfg):
-            raise TypeError(f"term {name!r} must be given as a RecorderTermCfg, got {cfg!r}")
-        term = cfg.term(cfg, self)
-        for column in term.columns():
-            owner = self._columns.get(column)
-            if owner is not None:
-                raise ValueError(
-                    f"term {name!r} adds episode column {column!r}, which {owner!r} already "
-                    "records; rename the column"
-                )
-            self._columns[column] = name
-        self.terms[name] = term
 
     @property
     def counts(self) -> dict[str, int]:

@@ -1,0 +1,90 @@
+"""Assemble a manager's recorder terms: the built-in ones, the user's, their columns.
+
+The built-in terms come first (``outcome``, ``variations``, ``steps`` when step keys
+are given), then the user's in the order given. A term name taken by a built-in
+term, or an episode column that another term (or the tracker) already records, is an
+error before anything is written.
+
+>>> from varirec.recording.term_set import builtin_term_cfgs
+>>> list(builtin_term_cfgs(max_rows=1024, step_keys=("obs",)))
+['outcome', 'variations', 'steps']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from varirec.recording.terms import (
+    OutcomeTerm,
+    RecorderTerm,
+    RecorderTermCfg,
+    StepsTerm,
+    TermHost,
+    VariationsTerm,
+)
+from varirec.storage.schema import episodes_schema
+
+__all__ = ["build_terms", "builtin_term_cfgs"]
+
+
+def builtin_term_cfgs(
+    *, max_rows: int, step_keys: Iterable[str] | None
+) -> dict[str, RecorderTermCfg]:
+    """The built-in terms' cfgs: outcome, variations, and steps for ``step_keys``."""
+    if isinstance(step_keys, str):
+        raise TypeError(
+            f"`step_keys` must be a sequence of names, got the string {step_keys!r}; "
+            f"pass e.g. step_keys=({step_keys!r},)"
+        )
+    cfgs = {
+        "outcome": RecorderTermCfg(term=OutcomeTerm),
+        "variations": RecorderTermCfg(term=VariationsTerm, params={"max_rows": max_rows}),
+    }
+    if step_keys is not None:
+        cfgs["steps"] = RecorderTermCfg(
+            term=StepsTerm, params={"keys": tuple(step_keys), "max_rows": max_rows}
+        )
+    return cfgs
+
+
+def build_terms(
+    builtin: Mapping[str, RecorderTermCfg],
+    user: Mapping[str, RecorderTermCfg] | None,
+    host: TermHost,
+    into: dict[str, RecorderTerm],
+) -> pa.Schema:
+    """Build every term into ``into`` (filled as they are built, so a caller can detach
+    the ones already built when a later one is refused); returns the episodes schema
+    with the columns the terms add."""
+    user = dict(user or {})
+    clash = set(user) & set(builtin)
+    if clash:
+        raise ValueError(f"term names {sorted(clash)} are taken by built-in terms; rename them")
+    # Core episode columns not recorded by the outcome term come from the tracker.
+    outcome = set(OutcomeTerm.COLUMNS)
+    owners: dict[str, str] = {c: "tracker" for c in episodes_schema().names if c not in outcome}
+    for name, cfg in {**builtin, **user}.items():
+        into[name] = _build_term(name, cfg, host, owners)
+    core = set(episodes_schema().names)
+    extra = [
+        pa.field(c, t) for term in into.values() for c, t in term.columns().items() if c not in core
+    ]
+    return episodes_schema(extra)
+
+
+def _build_term(name: str, cfg: Any, host: TermHost, owners: dict[str, str]) -> RecorderTerm:
+    if not isinstance(cfg, RecorderTermCfg):
+        raise TypeError(f"term {name!r} must be given as a RecorderTermCfg, got {cfg!r}")
+    term = cfg.term(cfg, host)
+    for column in term.columns():
+        owner = owners.get(column)
+        if owner is not None:
+            raise ValueError(
+                f"term {name!r} adds episode column {column!r}, which {owner!r} already "
+                "records; rename the column"
+            )
+        owners[column] = name
+    return term
