@@ -69,7 +69,7 @@ def test_report_onto_a_directory_is_refused_and_leaves_nothing(tmp_path, capsys)
     assert code == 2
     assert (
         f"varirec analyze: error: `--report` must be a file path, got the directory "
-        f"'{target}'; give a file name, e.g. '{target / 'report.html'}'" in err.err
+        f"'{target}'; give a file name inside it, e.g. '{target / 'report.html'}'" in err.err
     )
     assert err.out == ""  # refused before the analysis ran
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "reports"]  # no .reports.tmp

@@ -40,6 +40,7 @@ from varirec.analysis.reports.sections import (
 )
 from varirec.analysis.study import Study
 from varirec.analysis.tables.episode_table import episode_table
+from varirec.paths import check_output_file
 from varirec.storage import Dataset
 
 __all__ = ["check_report_path", "render_report", "write_report"]
@@ -245,17 +246,4 @@ def write_report(
 def check_report_path(path: str | os.PathLike[str], name: str = "path") -> None:
     """Refuse a report path that cannot be a file, before any work is done (``name``:
     the argument, as the message calls it)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(
-            f"`{name}` must be a file path, got the directory {str(path)!r}; "
-            f"give a file name, e.g. {str(path / 'report.html')!r}"
-        )
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(
-                    f"`{name}` {str(path)!r} cannot be written: {str(parent)!r} is a file, "
-                    "not a folder; pick another path"
-                )
-            break
+    check_output_file(path, name, example="report.html")

@@ -20,28 +20,11 @@ from varirec._version import __version__
 from varirec.cli.args import count_arg, level_arg, seed_arg
 from varirec.cli.formatting import format_ranking
 from varirec.errors import VarirecError
+from varirec.paths import check_output_file
 
 __all__ = ["build_parser", "main"]
 
 EXIT_ERROR = 2
-
-
-def check_output_file(path: str, name: str) -> None:
-    """Refuse an output file path that cannot be written, before any work is done."""
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(
-            f"`{name}` must be a file path, got the directory {path!r}; give a file name "
-            f"inside it, e.g. {str(target / 'out.txt')!r}"
-        )
-    for parent in target.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(
-                    f"`{name}` {path!r} cannot be written: {str(parent)!r} is a file, not a "
-                    "folder; pick another path"
-                )
-            break
 
 
 _FIXES = {

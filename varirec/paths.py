@@ -1,0 +1,36 @@
+"""Checks of the files a command or a report writes, before any work is done.
+
+>>> check_output_file("/tmp", "--output")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+ValueError: `--output` must be a file path, got the directory '/tmp'; ...
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["check_output_file"]
+
+
+def check_output_file(
+    path: str | os.PathLike[str], name: str = "path", *, example: str = "out.txt"
+) -> None:
+    """Refuse a file path that cannot be written: a directory, or one under a file
+    (``name``: the argument, as the message calls it; ``example``: a file name to
+    suggest)."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(
+            f"`{name}` must be a file path, got the directory {str(target)!r}; give a file "
+            f"name inside it, e.g. {str(target / example)!r}"
+        )
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"`{name}` {str(target)!r} cannot be written: {str(parent)!r} is a file, "
+                    "not a folder; pick another path"
+                )
+            break
