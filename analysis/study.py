@@ -29,7 +29,6 @@ from varirec.analysis.design_check import check_design_values
 from varirec.analysis.duplicate_runs import check_duplicate_runs
 from varirec.analysis.estimators.categories import category_effects
 from varirec.analysis.estimators.given_data import given_data_indices
-from varirec.analysis.estimators.groups import vector_groups
 from varirec.analysis.estimators.hsic import hsic_target_indices
 from varirec.analysis.estimators.knn_result import KnnResult
 from varirec.analysis.estimators.knn_total import knn_indices
@@ -37,7 +36,15 @@ from varirec.analysis.estimators.morris import morris_indices
 from varirec.analysis.estimators.results import GivenDataResult, MorrisResult, SobolResult
 from varirec.analysis.estimators.sobol import sobol_indices
 from varirec.analysis.failures import FailureAnalysis, failures
-from varirec.analysis.tables.episode_table import EpisodeTable, episode_table
+from varirec.analysis.study_inputs import (
+    check_outcome_values,
+    complete_factors,
+    design_run,
+    per_row_outputs,
+    pick_outcome,
+    study_groups,
+)
+from varirec.analysis.tables.episode_table import episode_table
 from varirec.errors import DatasetError, DesignError, UnknownNameError
 from varirec.storage import Dataset
 from varirec.variations.overrides import nearest_names
@@ -64,8 +71,6 @@ NEGLIGIBLE = 0.005
 below it no effect; an interval across it is uncertain (given-data studies use their
 dummy-factor threshold instead)."""
 Result = SobolResult | MorrisResult | GivenDataResult | KnnResult
-_MIN_EPISODES = 10
-"""Fewest episodes with a finite outcome that a given-data study accepts."""
 
 
 @dataclass
@@ -166,129 +171,6 @@ class Study:
         return failures(self.dataset, runs=self.runs, outcome=self.outcome, **options)
 
 
-def _pick_outcome(table: EpisodeTable, outcome: str | None) -> str:
-    if outcome is not None:
-        if outcome not in table.outcomes:
-            raise UnknownNameError(
-                f"no outcome {outcome!r} in the dataset; {nearest_names(outcome, table.outcomes)}"
-            )
-        return outcome
-    for name in ("success", *table.outcomes):
-        if name in table.outcomes and table.outcome(name)[1].any():
-            return name
-    raise ValueError(
-        f"no outcome ({', '.join(table.outcomes)}) has a finite value in any of the "
-        f"{len(table)} episode(s); record outcomes with manager.record_step(reward=..., "
-        "success=...) before the episodes finish"
-    )
-
-
-def _check_outcome_values(table: EpisodeTable, name: str, runs: list[str], design: bool) -> None:
-    """Refuse degenerate outcome data with its real cause, before any estimator runs."""
-    y, valid = table.outcome(name)
-    where = f"run(s) {runs}"
-    if not valid.any():
-        with_values = [o for o in table.outcomes if o != name and table.outcome(o)[1].any()]
-        other = f"; outcomes with values: {', '.join(with_values)}" if with_values else ""
-        raise ValueError(
-            f"outcome {name!r} has no finite value in any of the {len(table)} episode(s) of "
-            f"{where} (missing or NaN): record it with manager.record_step({name}=...), or "
-            f"pick another outcome (--outcome){other}"
-        )
-    values = y[valid]
-    if values.size < (2 if design else _MIN_EPISODES):
-        raise ValueError(
-            f"only {values.size} episode(s) of {where} have a finite {name!r}; a study needs "
-            f"at least {_MIN_EPISODES} (hundreds for useful intervals): record more episodes"
-        )
-    if values.min() == values.max():
-        raise ValueError(
-            f"outcome {name!r} is {float(values[0]):g} in all {values.size} episode(s) of "
-            f"{where}: a constant outcome has nothing to explain, so no factor can have an "
-            "effect; widen the variations' ranges so that the outcome changes, or pick "
-            "another outcome (--outcome)"
-        )
-
-
-def _design_run(ds: Dataset, run_ids: list[str]) -> str | None:
-    with_design = [r for r in run_ids if ds.run(r).metadata.get("design")]
-    if len(with_design) > 1:
-        raise DesignError(
-            f"runs {with_design} each hold a design; analyse one at a time (--runs RUN_ID)"
-        )
-    return with_design[0] if with_design else None
-
-
-def _per_row_outputs(
-    table: EpisodeTable, outcome: str, design: dict[str, Any], notes: list[str]
-) -> np.ndarray:
-    """The outcome per design row: the mean over its finished, valid episodes."""
-    y, valid = table.outcome(outcome)
-    sample_id = pd.to_numeric(table.frame["sample_id"], errors="coerce").to_numpy(float)
-    in_design = np.isfinite(sample_id) & (sample_id >= 0)
-    if (~in_design).any():
-        notes.append(f"{int((~in_design).sum())} episode(s) outside the design were left out")
-    bad = in_design & ~valid
-    if bad.any():
-        notes.append(f"{int(bad.sum())} design episode(s) with no finite {outcome!r} were left out")
-    use = in_design & valid
-    rows = sample_id[use].astype(np.int64)
-    num_rows = int(design["num_rows"])
-    counts = np.bincount(rows, minlength=num_rows)[:num_rows]
-    sums = np.bincount(rows, weights=y[use], minlength=num_rows)[:num_rows]
-    missing = np.flatnonzero(counts == 0)
-    if missing.size:
-        ids = missing[:10].tolist()
-        more = "..." if missing.size > 10 else ""
-        raise DesignError(
-            f"{missing.size} of {num_rows} design rows have no finished episode with a finite "
-            f"{outcome!r} (sample ids {ids}{more}); "
-            "run the study longer, or use a given-data method (--method binning)"
-        )
-    replicates = design.get("replicates", 1)
-    if counts.min() < replicates:
-        notes.append(
-            f"some design rows have fewer than {replicates} replicates (min {counts.min()})"
-        )
-    return sums / counts
-
-
-def _complete_factors(table: EpisodeTable, valid: np.ndarray, notes: list[str]) -> list[str]:
-    """Factors to analyse: one with no value in over 5 % of the episodes is left out
-    (e.g. an interval-mode variation that rarely fired); rarer gaps drop the episodes."""
-    keep = []
-    for name in table.factors:
-        missing = int(table.frame.loc[valid, name].isna().sum())
-        if missing > 0.05 * valid.sum():
-            notes.append(f"factor {name!r} has no value in {missing} episode(s): left out")
-        else:
-            if missing:
-                notes.append(f"{missing} episode(s) with no value of {name!r} were left out")
-            keep.append(name)
-    if not keep:
-        raise DesignError(
-            "no factor has a value in enough episodes to analyse; record the variations "
-            "(VariationRecorder / RecorderManager(variations=...)) and finish episodes"
-        )
-    return keep
-
-
-def _groups(
-    groups: Mapping[str, Sequence[str]] | str, factors: list[str]
-) -> Mapping[str, Sequence[str]] | None:
-    """The factor groups of a given-data study (see :func:`analyze`)."""
-    if groups == "vectors":
-        return vector_groups(factors)
-    if groups == "none":
-        return None
-    if isinstance(groups, str):
-        raise ValueError(
-            f'`groups` must be "vectors", "none" or a mapping, got {groups!r}; '
-            'pass e.g. groups={"cam": ["cam[x]", "cam[y]"]}'
-        )
-    return groups
-
-
 def analyze(
     dataset: str | os.PathLike[str] | Dataset,
     *,
@@ -339,9 +221,9 @@ def analyze(
         ds.run(r)  # unknown run ids fail here, with the known ones listed
     if not allow_duplicate_runs:
         check_duplicate_runs(ds, run_ids)
-    design_run = _design_run(ds, run_ids)
+    design_id = design_run(ds, run_ids)
     if method == "auto":
-        method = ds.run(design_run).metadata["design"]["method"] if design_run else "binning"
+        method = ds.run(design_id).metadata["design"]["method"] if design_id else "binning"
     if method != "knn" and (isinstance(groups, Mapping) or groups not in ("vectors", "none")):
         raise ValueError(
             f"`groups` applies to method='knn', got groups={groups!r} with method={method!r}; "
@@ -350,25 +232,25 @@ def analyze(
     notes: list[str] = []
     categories = None
     if method in DESIGN_METHODS:
-        if design_run is None:
+        if design_id is None:
             raise DesignError(
                 f"method {method!r} needs a run recorded with a {method} design; these runs hold "
                 "plain random draws: use --method binning (or auto)"
             )
-        design = ds.run(design_run).metadata["design"]
+        design = ds.run(design_id).metadata["design"]
         if design["method"] != method:
             raise DesignError(
-                f"run {design_run!r} holds a {design['method']} design, not {method}; "
+                f"run {design_id!r} holds a {design['method']} design, not {method}; "
                 f"use --method {design['method']} (or auto)"
             )
-        run_ids = [design_run]
-        check_design_values(ds, design_run, design)
+        run_ids = [design_id]
+        check_design_values(ds, design_id, design)
     step("reading episodes")
     table = episode_table(ds, run_ids)
     # The study says itself what it does about factors with missing values.
     notes += [n for n in table.notes if "has no value in" not in n]
-    name = _pick_outcome(table, outcome)
-    _check_outcome_values(table, name, run_ids, method in DESIGN_METHODS)
+    name = pick_outcome(table, outcome)
+    check_outcome_values(table, name, run_ids, method in DESIGN_METHODS)
     if not table.factors:
         damage = ds.damage_note("draws", run_ids)
         if damage is not None:
@@ -382,7 +264,7 @@ def analyze(
     step(f"estimating {method} indices of {name!r}")
     if method in DESIGN_METHODS:
         try:
-            y = _per_row_outputs(table, name, design, notes)
+            y = per_row_outputs(table, name, design, notes)
         except DesignError as exc:
             damage = ds.damage_note("episodes", run_ids)
             if damage is None:
@@ -403,7 +285,7 @@ def analyze(
                 outcome=name,
             )
         else:
-            unit = ds.read("design", design_run).to_pandas().sort_values("sample_id")
+            unit = ds.read("design", design_id).to_pandas().sort_values("sample_id")
             levels = int(design["num_levels"])
             grid = (unit[factor_names].to_numpy() * levels - 0.5) / (levels - 1)
             result = morris_indices(
@@ -425,10 +307,10 @@ def analyze(
         y, valid = table.outcome(name)
         if (~valid).any():
             notes.append(f"{int((~valid).sum())} episode(s) with no finite {name!r} were left out")
-        if design_run is not None:
+        if design_id is not None:
             notes.append("a design run analysed as given data: its rows are not independent draws")
         try:
-            factors = _complete_factors(table, valid, notes)
+            factors = complete_factors(table, valid, notes)
         except DesignError as exc:
             damage = ds.damage_note("draws", run_ids)
             if damage is None:
@@ -447,7 +329,7 @@ def analyze(
         if method == "knn":
             # Intervals come from batch means, not from `num_resamples` resamples.
             del options["num_resamples"]
-            chosen = _groups(groups, factors)
+            chosen = study_groups(groups, factors)
             result = knn_indices(labelled, y[valid], groups=chosen, shapley=True, **options)
         elif method == "hsic":
             del options["num_resamples"]  # p-values come from permutations

@@ -1,0 +1,159 @@
+"""What a study reads and checks before any estimator runs.
+
+- :func:`pick_outcome`, :func:`check_outcome_values`: the outcome column, refused
+  with its real cause when it cannot be analysed (missing, too few, constant).
+- :func:`design_run`, :func:`per_row_outputs`: the run holding a design, and the
+  outcome per design row (replicates averaged; rows that did not run are an error).
+- :func:`complete_factors`: factors with values in enough episodes.
+- :func:`study_groups`: the factor groups of a given-data study.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from varirec.analysis.estimators.groups import vector_groups
+from varirec.analysis.tables.episode_table import EpisodeTable
+from varirec.errors import DesignError, UnknownNameError
+from varirec.storage import Dataset
+from varirec.variations.overrides import nearest_names
+
+__all__ = [
+    "MIN_EPISODES",
+    "check_outcome_values",
+    "complete_factors",
+    "design_run",
+    "per_row_outputs",
+    "pick_outcome",
+    "study_groups",
+]
+
+MIN_EPISODES = 10
+"""Fewest episodes with a finite outcome that a given-data study accepts."""
+
+
+def pick_outcome(table: EpisodeTable, outcome: str | None) -> str:
+    if outcome is not None:
+        if outcome not in table.outcomes:
+            raise UnknownNameError(
+                f"no outcome {outcome!r} in the dataset; {nearest_names(outcome, table.outcomes)}"
+            )
+        return outcome
+    for name in ("success", *table.outcomes):
+        if name in table.outcomes and table.outcome(name)[1].any():
+            return name
+    raise ValueError(
+        f"no outcome ({', '.join(table.outcomes)}) has a finite value in any of the "
+        f"{len(table)} episode(s); record outcomes with manager.record_step(reward=..., "
+        "success=...) before the episodes finish"
+    )
+
+
+def check_outcome_values(table: EpisodeTable, name: str, runs: list[str], design: bool) -> None:
+    """Refuse degenerate outcome data with its real cause, before any estimator runs."""
+    y, valid = table.outcome(name)
+    where = f"run(s) {runs}"
+    if not valid.any():
+        with_values = [o for o in table.outcomes if o != name and table.outcome(o)[1].any()]
+        other = f"; outcomes with values: {', '.join(with_values)}" if with_values else ""
+        raise ValueError(
+            f"outcome {name!r} has no finite value in any of the {len(table)} episode(s) of "
+            f"{where} (missing or NaN): record it with manager.record_step({name}=...), or "
+            f"pick another outcome (--outcome){other}"
+        )
+    values = y[valid]
+    if values.size < (2 if design else MIN_EPISODES):
+        raise ValueError(
+            f"only {values.size} episode(s) of {where} have a finite {name!r}; a study needs "
+            f"at least {MIN_EPISODES} (hundreds for useful intervals): record more episodes"
+        )
+    if values.min() == values.max():
+        raise ValueError(
+            f"outcome {name!r} is {float(values[0]):g} in all {values.size} episode(s) of "
+            f"{where}: a constant outcome has nothing to explain, so no factor can have an "
+            "effect; widen the variations' ranges so that the outcome changes, or pick "
+            "another outcome (--outcome)"
+        )
+
+
+def design_run(ds: Dataset, run_ids: list[str]) -> str | None:
+    with_design = [r for r in run_ids if ds.run(r).metadata.get("design")]
+    if len(with_design) > 1:
+        raise DesignError(
+            f"runs {with_design} each hold a design; analyse one at a time (--runs RUN_ID)"
+        )
+    return with_design[0] if with_design else None
+
+
+def per_row_outputs(
+    table: EpisodeTable, outcome: str, design: dict[str, Any], notes: list[str]
+) -> np.ndarray:
+    """The outcome per design row: the mean over its finished, valid episodes."""
+    y, valid = table.outcome(outcome)
+    sample_id = pd.to_numeric(table.frame["sample_id"], errors="coerce").to_numpy(float)
+    in_design = np.isfinite(sample_id) & (sample_id >= 0)
+    if (~in_design).any():
+        notes.append(f"{int((~in_design).sum())} episode(s) outside the design were left out")
+    bad = in_design & ~valid
+    if bad.any():
+        notes.append(f"{int(bad.sum())} design episode(s) with no finite {outcome!r} were left out")
+    use = in_design & valid
+    rows = sample_id[use].astype(np.int64)
+    num_rows = int(design["num_rows"])
+    counts = np.bincount(rows, minlength=num_rows)[:num_rows]
+    sums = np.bincount(rows, weights=y[use], minlength=num_rows)[:num_rows]
+    missing = np.flatnonzero(counts == 0)
+    if missing.size:
+        ids = missing[:10].tolist()
+        more = "..." if missing.size > 10 else ""
+        raise DesignError(
+            f"{missing.size} of {num_rows} design rows have no finished episode with a finite "
+            f"{outcome!r} (sample ids {ids}{more}); "
+            "run the study longer, or use a given-data method (--method binning)"
+        )
+    replicates = design.get("replicates", 1)
+    if counts.min() < replicates:
+        notes.append(
+            f"some design rows have fewer than {replicates} replicates (min {counts.min()})"
+        )
+    return sums / counts
+
+
+def complete_factors(table: EpisodeTable, valid: np.ndarray, notes: list[str]) -> list[str]:
+    """Factors to analyse: one with no value in over 5 % of the episodes is left out
+    (e.g. an interval-mode variation that rarely fired); rarer gaps drop the episodes."""
+    keep = []
+    for name in table.factors:
+        missing = int(table.frame.loc[valid, name].isna().sum())
+        if missing > 0.05 * valid.sum():
+            notes.append(f"factor {name!r} has no value in {missing} episode(s): left out")
+        else:
+            if missing:
+                notes.append(f"{missing} episode(s) with no value of {name!r} were left out")
+            keep.append(name)
+    if not keep:
+        raise DesignError(
+            "no factor has a value in enough episodes to analyse; record the variations "
+            "(VariationRecorder / RecorderManager(variations=...)) and finish episodes"
+        )
+    return keep
+
+
+def study_groups(
+    groups: Mapping[str, Sequence[str]] | str, factors: list[str]
+) -> Mapping[str, Sequence[str]] | None:
+    """The factor groups of a given-data study (see :func:`analyze`)."""
+    if groups == "vectors":
+        return vector_groups(factors)
+    if groups == "none":
+        return None
+    if isinstance(groups, str):
+        raise ValueError(
+            f'`groups` must be "vectors", "none" or a mapping, got {groups!r}; '
+            'pass e.g. groups={"cam": ["cam[x]", "cam[y]"]}'
+        )
+    return groups
