@@ -45,6 +45,7 @@ from varirec.integrations.builder import (
     check_not_drawn,
     expose,
 )
+from varirec.integrations.gym_replay import ReplayWrapper, reset_to_episode, unwrapped_target
 from varirec.integrations.gym_variations import (
     SetAttribute,
     cartpole_variations,
@@ -57,7 +58,6 @@ from varirec.recording.manager import (
 )
 from varirec.sampling.streams import RESET_SEED_STREAM, CounterStream
 from varirec.storage import RunWriter
-from varirec.studies.replay import EpisodeReplay
 from varirec.variations.variation import Variation, VariationSet
 
 __all__ = [
@@ -84,10 +84,6 @@ def reset_seed(run_seed: int, env_id: int, episode: int) -> int:
     """
     stream = CounterStream(run_seed, RESET_SEED_STREAM)
     return int(stream.seeds(np.array([env_id]), np.array([episode]))[0])
-
-
-def _target(env: gym.Env) -> Any:
-    return env.unwrapped
 
 
 def check_env_attributes(target: Any, variations: Iterable[Any], where: str) -> None:
@@ -182,7 +178,7 @@ class VariationWrapper(gym.Wrapper):
         self.env_id = int(env_id)
         self.success_fn = success_fn
         self.success_key = success_key
-        self.apply_to = apply_to or _target
+        self.apply_to = apply_to or unwrapped_target
         self._ids = np.array([self.env_id], dtype=np.int64)
         self._factory: ManagerFactory | None = None
         self._manager: NullRecorderManager | None = None
@@ -373,84 +369,9 @@ def _premade_env(
         return None
     env = gym.make(env_fn)
     try:
-        target = (apply_to if callable(apply_to) else _target)(env)
+        target = (apply_to if callable(apply_to) else unwrapped_target)(env)
         check_env_attributes(target, builder.variations.values(), where)
     except BaseException:
         env.close()
         raise
     return env
-
-
-def reset_to_episode(
-    env: gym.Env,
-    replay: EpisodeReplay,
-    variations: VariationSet | Iterable[Variation],
-    *,
-    options: dict[str, Any] | None = None,
-    apply_to: Callable[[gym.Env], Any] | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """Apply a recorded episode's values to ``apply_to(env)`` (default ``env.unwrapped``)
-    and reset with its seed; returns ``env.reset(...)``'s ``(obs, info)``.
-
-    Use a plain env (no :class:`VariationWrapper`: it would draw new values). For
-    interval-mode variations use :class:`ReplayWrapper`, which also re-applies them
-    at their steps.
-
-    >>> from varirec.studies.replay import EpisodeReplay
-    >>> env = gym.make("CartPole-v1")
-    >>> replay = EpisodeReplay("r", 0, 0, seed=5, values={"gravity": 11.0, "masspole": 0.2})
-    >>> obs, info = reset_to_episode(env, replay, cartpole_variations())
-    >>> env.unwrapped.gravity, round(env.unwrapped.total_mass, 6)
-    (11.0, 1.2)
-    """
-    replay.apply((apply_to or _target)(env), as_variation_set(variations, "variations"))
-    return env.reset(seed=replay.seed, options=options)
-
-
-class ReplayWrapper(gym.Wrapper):
-    """Replays one recorded episode: :meth:`reset` puts the env into it (values, seed),
-    and :meth:`step` re-applies the interval-mode draws after the step they followed.
-
-    >>> from varirec.studies.replay import EpisodeReplay, IntervalDraw
-    >>> replay = EpisodeReplay("r", 0, 4, seed=3, values={"g": 9.0},
-    ...                        interval=(IntervalDraw(step=1, key="m", value=1.2),))
-    >>> env = ReplayWrapper(gym.make("Pendulum-v1"), replay, pendulum_variations())
-    >>> _ = env.reset()
-    >>> env.unwrapped.g, env.unwrapped.m
-    (9.0, 1.0)
-    >>> _ = env.step(np.zeros(1, dtype=np.float32)); env.unwrapped.m
-    1.2
-    """
-
-    def __init__(
-        self,
-        env: gym.Env,
-        replay: EpisodeReplay,
-        variations: VariationSet | Iterable[Variation],
-        *,
-        apply_to: Callable[[gym.Env], Any] | None = None,
-    ) -> None:
-        super().__init__(env)
-        self.replay = replay
-        self.variations = as_variation_set(variations, "variations")
-        self.apply_to = apply_to or _target
-        self._steps = 0
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
-        if seed is not None and seed != self.replay.seed:
-            raise ValueError(
-                f"ReplayWrapper resets with the recorded seed {self.replay.seed}, got "
-                f"seed={seed}; call reset() without a seed"
-            )
-        self._steps = 0
-        return reset_to_episode(
-            self.env, self.replay, self.variations, options=options, apply_to=self.apply_to
-        )
-
-    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        out = self.env.step(action)
-        self._steps += 1
-        self.replay.apply_interval(self.apply_to(self.env), self.variations, self._steps)
-        return out
