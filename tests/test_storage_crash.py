@@ -172,12 +172,16 @@ def test_four_processes_write_one_run_without_collisions(tmp_path):
     root = tmp_path / "data"
     creator = RunWriter(root, "shared", writer_id="creator", background=False)
     procs = [start(tmp_path, "shared", "join", str(worker)) for worker in range(4)]
+    stderrs = []
     for proc in procs:
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr
+        stderrs.append(stderr)
     creator.close()
     doc = json.loads((root / "run_id=shared" / "run.json").read_text())
-    assert doc["status"] == "complete" and doc["counts"] == {"steps": 12_000}
+    sidecars = {p.name: p.read_text() for p in (root / "run_id=shared" / "writers").iterdir()}
+    why = f"run.json {doc}\nsidecars {sidecars}\nworkers' stderr {stderrs}"
+    assert doc["status"] == "complete" and doc["counts"] == {"steps": 12_000}, why
     assert len(doc["writers"]) == 5 and "creator" in doc["writers"]
     names = [p.name for p in (root / "run_id=shared" / "steps").iterdir()]
     assert len(names) == 8 and len({n.split("-")[1] for n in names}) == 4  # 2 parts per writer
