@@ -4,7 +4,7 @@ Contents:
     create_run: make the run exclusively (a directory, or a conditional PUT of ``run.json``).
     adopt_run: the ``run.json`` document a resuming writer takes over.
     create_sidecar: write a writer's sidecar only if that writer id is new to the run.
-    read_sidecars: every readable sidecar of a run.
+    read_sidecars: every readable sidecar of a run; sidecar_doc: the head of a new one.
     write_json_atomic, to_json: whole-file JSON writes (temp + rename, or one object).
     utc_now, default_run_id, default_writer_id: times and ids as the writer makes them.
 """
@@ -36,6 +36,7 @@ __all__ = [
     "default_run_id",
     "default_writer_id",
     "read_sidecars",
+    "sidecar_doc",
     "to_json",
     "utc_now",
     "write_json_atomic",
@@ -196,6 +197,15 @@ def create_sidecar(path: Path | StorePath, writer_id: str, run_id: str, text: st
             f"writer id {writer_id!r} already wrote to run {run_id!r} ({sidecar} "
             "exists); pass a new writer_id (or none, for a unique default)"
         ) from None
+
+
+def sidecar_doc(
+    writer_id: str, pid: int, created: str, ended: str | None, status: str
+) -> dict[str, Any]:
+    """The head of a writer's sidecar: who wrote (id, pid, host), when, and its status."""
+    doc = {"writer_id": writer_id, "pid": pid, "host": socket.gethostname()}
+    doc.update(created_utc=created, ended_utc=ended, status=status)
+    return doc
 
 
 def read_sidecars(path: Path | StorePath) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -41,6 +40,7 @@ from .run_files import (
     default_run_id,
     default_writer_id,
     read_sidecars,
+    sidecar_doc,
     to_json,
     utc_now,
     write_json_atomic,
@@ -71,7 +71,6 @@ class ArrowConvertible(Protocol):
 TableLike = pa.Table | pa.RecordBatch | ArrowConvertible
 
 
-# ---------------------------------------------------------------- small helpers
 class RunWriter:
     """One process's writer of one run: appends tables as crash-safe Parquet parts.
 
@@ -274,13 +273,10 @@ class RunWriter:
         lost: dict[str, int] | None = None,
         closed_by: str | None = None,
     ) -> None:
-        doc = {"writer_id": self.writer_id, "pid": self._pid, "host": socket.gethostname()}
-        doc.update(created_utc=self._started, ended_utc=ended, status=self.status)
+        doc = sidecar_doc(self.writer_id, self._pid, self._started, ended, self.status)
         doc.update(counts=dict(self._counts), error=error)
-        if lost:
-            doc["rows_lost"] = lost
-        if closed_by is not None:
-            doc["closed_by"] = closed_by
+        doc.update({"rows_lost": lost} if lost else {})
+        doc.update({"closed_by": closed_by} if closed_by is not None else {})
         text = to_json(doc, "sidecar")
         if new:
             create_sidecar(self.path, self.writer_id, self.run_id, text)
