@@ -38,6 +38,7 @@ from varirec.analysis.estimators.sobol import sobol_indices
 from varirec.analysis.failures import FailureAnalysis, failures
 from varirec.analysis.study_inputs import (
     check_outcome_values,
+    checked_groups,
     complete_factors,
     design_run,
     per_row_outputs,
@@ -114,6 +115,18 @@ class Study:
         return rows[keep].reset_index(drop=True)
 
     @property
+    def groups(self) -> dict[str, list[str]]:
+        """Factors that are groups of columns, with their columns: the groups of a
+        ``knn`` study, or of a Sobol group design (empty when every factor is one column)."""
+        found: dict[str, list[str]] = {
+            g: list(m) for g, m in (getattr(self.result, "groups", None) or {}).items()
+        }
+        if not found and self.design and self.design.get("groups"):
+            for group, factor in zip(self.design["groups"], self.design["factors"], strict=True):
+                found.setdefault(group, []).append(factor["name"])
+        return {g: m for g, m in found.items() if m != [g]}
+
+    @property
     def has_intervals(self) -> bool:
         """Whether any index of the main ranking has a confidence interval."""
         frame = self.ranking_frame()
@@ -154,6 +167,7 @@ class Study:
             "num_episodes": self.num_episodes,
             "notes": self.notes,
             "design": self.design,
+            "groups": self.groups,
             "result": self.result.to_dict(),
             "category_effects": None
             if self.category_effects is None
@@ -202,10 +216,17 @@ def analyze(
             variations and episode keys, e.g. a script run twice); refused by default.
         groups: factors analysed as one, for ``knn``: ``"vectors"`` (default: the
             components of a vector variation form one factor), ``"none"`` (every
-            column its own factor) or ``{group: [factor columns]}``.
+            column its own factor) or ``{group: [variations or factor columns]}``
+            (a vector variation's name stands for all its components; components
+            outside every group are factors of their own). Groups are checked
+            against the runs' variations before anything is read; with ``method=
+            "auto"`` and no design, a mapping means ``knn``.
 
     Raises:
-        UnknownNameError: an unknown run, outcome or method.
+        UnknownNameError: an unknown run, outcome or method, or a group member that
+            is no variation of the runs.
+        ValueError: an empty group, a variation in two groups, or groups with a
+            method that does not take them.
         DuplicateRunsError: runs that repeat each other's draws, unless
             ``allow_duplicate_runs``.
         DesignError: a design whose rows did not all run, draws that are not the
@@ -222,6 +243,12 @@ def analyze(
     if not allow_duplicate_runs:
         check_duplicate_runs(ds, run_ids)
     design_id = design_run(ds, run_ids)
+    notes: list[str] = []
+    if isinstance(groups, Mapping):
+        groups = checked_groups(ds, run_ids, groups)  # refused here, before anything is read
+        if method == "auto" and design_id is None:
+            method = "knn"
+            notes.append("groups declared: analysed by knn, the given-data method that groups")
     if method == "auto":
         method = ds.run(design_id).metadata["design"]["method"] if design_id else "binning"
     if method != "knn" and (isinstance(groups, Mapping) or groups not in ("vectors", "none")):
@@ -229,7 +256,6 @@ def analyze(
             f"`groups` applies to method='knn', got groups={groups!r} with method={method!r}; "
             "pass method='knn', or for a Sobol design pass groups to sobol_design(...)"
         )
-    notes: list[str] = []
     categories = None
     if method in DESIGN_METHODS:
         if design_id is None:
@@ -329,7 +355,7 @@ def analyze(
         if method == "knn":
             # Intervals come from batch means, not from `num_resamples` resamples.
             del options["num_resamples"]
-            chosen = study_groups(groups, factors)
+            chosen = study_groups(groups, factors, notes)
             result = knn_indices(labelled, y[valid], groups=chosen, shapley=True, **options)
         elif method == "hsic":
             del options["num_resamples"]  # p-values come from permutations

@@ -5,7 +5,8 @@
 - :func:`design_run`, :func:`per_row_outputs`: the run holding a design, and the
   outcome per design row (replicates averaged; rows that did not run are an error).
 - :func:`complete_factors`: factors with values in enough episodes.
-- :func:`study_groups`: the factor groups of a given-data study.
+- :func:`checked_groups`, :func:`study_groups`: a user's factor groups, checked
+  against the runs' variations before anything is read; the groups of a given-data study.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from varirec.analysis.estimators.groups import vector_groups
+from varirec.analysis.estimators.groups import declared_groups, vector_groups
 from varirec.analysis.tables.episode_table import EpisodeTable
 from varirec.errors import DesignError, UnknownNameError
 from varirec.storage import Dataset
@@ -25,11 +26,13 @@ from varirec.variations.overrides import nearest_names
 __all__ = [
     "MIN_EPISODES",
     "check_outcome_values",
+    "checked_groups",
     "complete_factors",
     "design_run",
     "per_row_outputs",
     "pick_outcome",
     "study_groups",
+    "variation_columns",
 ]
 
 MIN_EPISODES = 10
@@ -143,10 +146,64 @@ def complete_factors(table: EpisodeTable, valid: np.ndarray, notes: list[str]) -
     return keep
 
 
+def variation_columns(
+    ds: Dataset, run_ids: Sequence[str]
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The factor columns of each variation of the runs (from ``run.json``), and the
+    variations that are no factor, with the reason (interval mode, disabled)."""
+    columns: dict[str, list[str]] = {}
+    not_factors: dict[str, str] = {}
+    for run_id in run_ids:
+        for spec in ds.run(run_id).metadata.get("variations", []):
+            key = spec["key"]
+            if spec.get("mode") == "interval":
+                not_factors.setdefault(key, "an interval-mode variation (episode noise)")
+            elif not spec.get("enabled", True):
+                not_factors.setdefault(key, "a disabled variation (it drew nothing)")
+            else:
+                names = [f["name"] for f in spec.get("factors") or []] or [key]
+                columns.setdefault(key, names)
+    return columns, not_factors
+
+
+def checked_groups(
+    ds: Dataset,
+    run_ids: Sequence[str],
+    groups: Mapping[str, Sequence[str]],
+    *,
+    vectors: bool = False,
+) -> dict[str, list[str]]:
+    """``groups`` checked against the runs' variations before anything is read, in
+    factor columns (:func:`~varirec.analysis.estimators.groups.declared_groups`).
+
+    Raises:
+        ValueError: a member that is no factor (interval mode, disabled), an empty
+            group, a column in two groups.
+        UnknownNameError: a member that is no variation of the runs.
+    """
+    if not isinstance(groups, Mapping):
+        raise TypeError(
+            f"`groups` must be a mapping of group name to variations, got "
+            f"{type(groups).__name__}; e.g. {{'grip': ['gripper.force', 'gripper.width']}}"
+        )
+    columns, not_factors = variation_columns(ds, run_ids)
+    for group, members in groups.items():
+        for member in [] if isinstance(members, str) else members:
+            if member in not_factors and member not in columns:
+                raise ValueError(
+                    f"group {group!r} names {member!r}, {not_factors[member]}: it is not a "
+                    "factor of the episode table; leave it out of the group"
+                )
+    if not columns:  # runs without variation specs: the episode table checks the names
+        return {str(g): list(m) for g, m in groups.items()}
+    return declared_groups(groups, columns, vectors=vectors)
+
+
 def study_groups(
-    groups: Mapping[str, Sequence[str]] | str, factors: list[str]
+    groups: Mapping[str, Sequence[str]] | str, factors: list[str], notes: list[str]
 ) -> Mapping[str, Sequence[str]] | None:
-    """The factor groups of a given-data study (see :func:`analyze`)."""
+    """The factor groups of a given-data study (see :func:`analyze`); members the
+    episode table dropped (constant, or too often missing) are left out with a note."""
     if groups == "vectors":
         return vector_groups(factors)
     if groups == "none":
@@ -156,4 +213,14 @@ def study_groups(
             f'`groups` must be "vectors", "none" or a mapping, got {groups!r}; '
             'pass e.g. groups={"cam": ["cam[x]", "cam[y]"]}'
         )
-    return groups
+    out: dict[str, list[str]] = {}
+    for group, members in groups.items():
+        kept = [m for m in members if m in factors]
+        gone = [m for m in members if m not in factors]
+        if gone and kept:
+            notes.append(f"group {group!r}: {', '.join(gone)} left out (no factor here)")
+        elif gone:
+            notes.append(f"group {group!r} left out: none of its variations is a factor here")
+        if kept or not gone:
+            out[group] = kept
+    return out

@@ -52,7 +52,9 @@ def category_effects(
 
     Returns:
         A frame with the columns of :data:`CATEGORY_COLUMNS`, categories in the order
-        of a ``Categorical``'s categories (else sorted).
+        of a ``Categorical``'s categories (else sorted). ``frame.attrs`` says how the
+        intervals were made: ``binary`` (a 0/1 outcome: means are success rates) and
+        ``interval`` (``"Wilson"`` or ``"Student t"``).
 
     Example:
         >>> import pandas as pd
@@ -106,7 +108,10 @@ def category_effects(
                     "difference": float(mean[j] - overall),
                 }
             )
-    return pd.DataFrame(rows, columns=list(CATEGORY_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(CATEGORY_COLUMNS))
+    # How the intervals were made, for whoever shows them (reports, the CLI).
+    frame.attrs.update(binary=bool(binary), interval="Wilson" if binary else "Student t")
+    return frame
 
 
 def _wilson(p: np.ndarray, n: np.ndarray, conf_level: float) -> tuple[np.ndarray, np.ndarray]:

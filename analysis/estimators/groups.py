@@ -5,6 +5,9 @@
 - :func:`resolve_groups`: group names and member columns for a factor list, with
   the user's groups checked (unknown or repeated columns are refused).
 - :func:`salib_groups`: the ``problem["groups"]`` list SALib expects.
+- :func:`declared_groups`: groups a user declared by variation name (``grip =
+  gripper.force, gripper.width``; a vector variation's name stands for all its
+  components), checked and spelled out in factor columns.
 
 A group index is the index of the group's factors taken jointly: for a camera
 position ``(x, y, z)`` whose effect goes through its distance to the target, the
@@ -20,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from varirec.errors import UnknownNameError
 from varirec.variations.overrides import nearest_names
 
-__all__ = ["resolve_groups", "salib_groups", "vector_groups"]
+__all__ = ["declared_groups", "resolve_groups", "salib_groups", "vector_groups"]
 
 _COMPONENT = re.compile(r"^(?P<key>.+)\[(?P<component>[^\[\]]+)\]$")
 
@@ -111,4 +114,72 @@ def salib_groups(
     for name, cols in zip(names, members, strict=True):
         for j in cols:
             out[j] = name
+    return out
+
+
+def declared_groups(
+    groups: Mapping[str, Sequence[str]],
+    columns: Mapping[str, Sequence[str]],
+    *,
+    vectors: bool = True,
+) -> dict[str, list[str]]:
+    """A user's groups in factor columns, checked; with ``vectors``, every vector
+    variation that no group touches is a group of its own as well.
+
+    Args:
+        groups: group name -> members; a member is a variation (a vector variation
+            stands for all its components) or one component column (``cam[x]``).
+        columns: the factor columns of each variation, by variation name.
+        vectors: also group the components of each vector variation left untouched.
+
+    Raises:
+        ValueError: an empty group, a column in two groups, or a group named after a
+            variation it does not hold.
+        UnknownNameError: a member that is neither a variation nor a factor column.
+
+    Example:
+        >>> cols = {"gripper.force": ["gripper.force"], "gripper.width": ["gripper.width"],
+        ...         "cam": ["cam[x]", "cam[y]"]}
+        >>> declared_groups({"grip": ["gripper.force", "gripper.width"]}, cols)
+        {'grip': ['gripper.force', 'gripper.width'], 'cam': ['cam[x]', 'cam[y]']}
+    """
+    owner_of = {c: key for key, cols in columns.items() for c in cols}
+    known = sorted({*columns, *owner_of})
+    out: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    for group, members in groups.items():
+        if isinstance(members, str) or len(members) == 0 or not str(group).strip():
+            raise ValueError(
+                f"group {group!r} must name at least one variation, got {members!r}; "
+                "e.g. grip=gripper.force,gripper.width"
+            )
+        cols: list[str] = []
+        for member in members:
+            if member in columns:
+                cols += [c for c in columns[member] if c not in cols]
+            elif member in owner_of:
+                cols += [member] if member not in cols else []
+            else:
+                raise UnknownNameError(
+                    f"group {group!r} names {member!r}, which is no variation of the dataset; "
+                    f"{nearest_names(member, known)}"
+                )
+        for col in cols:
+            if col in owner:
+                raise ValueError(
+                    f"{col!r} is in groups {owner[col]!r} and {group!r}; a variation belongs to "
+                    "one group at most: remove it from one of them"
+                )
+            owner[col] = group
+        clash = columns.get(group, [group] if group in owner_of else [])
+        if clash and not set(clash) <= set(cols):
+            raise ValueError(
+                f"group {group!r} has the name of a variation it does not hold; "
+                f"name the group otherwise (e.g. {group}_group)"
+            )
+        out[group] = cols
+    if vectors:
+        for key, cols in columns.items():
+            if len(cols) > 1 and not any(c in owner for c in cols) and key not in out:
+                out[key] = list(cols)
     return out

@@ -3,9 +3,11 @@
 :func:`write_report` takes the :class:`~varirec.analysis.study.Study` objects of
 :func:`varirec.analysis.study.analyze` (and, optionally, a failure analysis and policy
 comparisons) and writes one HTML file that needs nothing else to open: a summary in
-plain words at the top; per study the ranked factors with intervals and verdicts, the
-plot in the table's order, the controls (shuffled-outcome null band, rank stability,
-convergence and an episode budget; given-data studies), the notes and all estimates;
+plain words at the top; per study the ranked factors with intervals and verdicts (a
+group's row lists its columns), the plot in the table's order, the controls
+(shuffled-outcome null band, rank stability, convergence and an episode budget;
+given-data studies), per categorical factor its success rate (or mean) per label with
+intervals, as a table and a bar plot, the notes and all estimates;
 where it fails; how policies differ; then the dataset's runs.
 
 A few lines of inline script record, once the page has loaded, how many of its images
@@ -31,6 +33,7 @@ from varirec.analysis.controls import Controls, study_controls
 from varirec.analysis.design_controls import sobol_controls
 from varirec.analysis.estimators.results import GivenDataResult
 from varirec.analysis.failures import FailureAnalysis
+from varirec.analysis.reports.categories import categories_html
 from varirec.analysis.reports.sections import (
     comparison_html,
     controls_html,
@@ -75,6 +78,7 @@ window.addEventListener("load", function () {
 def _ranking_html(study: Study) -> str:
     frame = study.ranking()
     numbers = ("estimate", "conf_low", "conf_high") if study.has_intervals else ("estimate",)
+    groups = study.groups  # a group's row lists its columns
     rows = []
     for _, r in frame.iterrows():
         verdict = html.escape(str(r["verdict"]))
@@ -84,13 +88,17 @@ def _ranking_html(study: Study) -> str:
             html.escape(str(r["index"])),
             *(f"{r[c]:.3f}" if pd.notna(r[c]) else "not estimated" for c in numbers),
         ]
+        members = groups.get(str(r["factor"]), [])
         rows.append(
             "<tr>"
             + "".join(f"<td>{c}</td>" for c in cells)
-            + f'<td class="{cls}">{verdict}</td></tr>'
+            + f'<td class="{cls}">{verdict}</td>'
+            + (f'<td class="members">{html.escape(", ".join(members))}</td>' if groups else "")
+            + "</tr>"
         )
     names = [c.replace("_", " ") for c in numbers]
-    head = "".join(f"<th>{h}</th>" for h in ("factor", "index", *names, "verdict"))
+    extra = ("members",) if groups else ()
+    head = "".join(f"<th>{h}</th>" for h in ("factor", "index", *names, "verdict", *extra))
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -145,6 +153,7 @@ def _study_html(study: Study, number: int, controls: Controls | None = None) -> 
             else '<p class="meta">Controls: computed for given-data and Sobol studies; none '
             "for this study.</p>"
         )
+        + categories_html(study)
         + (f'<ul class="notes">{notes}</ul>' if notes else "")
         + f"<details><summary>All estimates</summary>{full}</details>"
     )

@@ -25,6 +25,7 @@ __all__ = [
     "figure_png",
     "ranking_plot_png",
     "summary_html",
+    "table_html",
 ]
 
 
@@ -51,7 +52,10 @@ def _img(png: str, alt: str, kind: str) -> str:
     return f'<img class="plot" data-plot="{kind}" alt="{html.escape(alt)}" src="{src}">'
 
 
-def _table(frame: pd.DataFrame, cls: str, digits: int = 3) -> str:
+def table_html(frame: pd.DataFrame, cls: str, digits: int = 3) -> str:
+    """``frame`` as an HTML table of class ``cls``: numbers to ``digits`` places,
+    text (labels) escaped, booleans as yes/no."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, bool | np.bool_):
             return "yes" if v else "no"
@@ -110,7 +114,7 @@ def controls_html(controls: Controls) -> str:
             "half_width", "episodes_needed"]  # fmt: skip
     if band is None:
         cols.remove("in_null_band")
-    table = _table(controls.factors[cols], "controls", 3)
+    table = table_html(controls.factors[cols], "controls", 3)
     top = controls.factors["factor"].head(5).tolist()
 
     def draw() -> Any:
@@ -178,14 +182,14 @@ def failures_html(fa: FailureAnalysis) -> str:
         + "</p>",
     ]
     if len(rule.leaves):
-        parts.append(_table(rule.leaves.drop(columns=["leaf"]), "leaves", 3))
+        parts.append(table_html(rule.leaves.drop(columns=["leaf"]), "leaves", 3))
     parts.append("<h3>Regional sensitivity (failures vs successes)</h3>")
-    parts.append(_table(regional, "regional", 3))
+    parts.append(table_html(regional, "regional", 3))
     parts.append("<h3>Success rate along each factor</h3><p class='meta'>in the order of the "
                  "table above</p>" + curves)  # fmt: skip
     if fa.map_pair is not None:
         parts.append("<h3>Strongest interaction</h3>")
-        parts.append(_table(fa.interactions.head(5), "interactions", 3))
+        parts.append(table_html(fa.interactions.head(5), "interactions", 3))
         parts.append(_img(figure_png(fa.plot_map), "2-D success map", "map"))
     parts.append("</section>")
     return "".join(parts)
@@ -200,7 +204,7 @@ def comparison_html(c: Comparison) -> str:
     lines = "".join(f"<li>{html.escape(s)}</li>" for s in c.summary().splitlines())
     return (
         f'<section class="comparison"><h2>{html.escape(b)} vs {html.escape(a)}</h2>'
-        f"<ul>{lines}</ul>{_table(explaining, 'explaining', 3)}{plot}</section>"
+        f"<ul>{lines}</ul>{table_html(explaining, 'explaining', 3)}{plot}</section>"
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from varirec._version import __version__
 from varirec.cli.args import count_arg, level_arg, seed_arg
 from varirec.cli.formatting import format_ranking
+from varirec.cli.groups import add_group_arguments, groups_for_analyze
 from varirec.errors import VarirecError
 from varirec.paths import check_output_file
 
@@ -98,7 +99,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--conf-level", type=level_arg, default=0.95, help="interval level (default 0.95)"
     )
-    p.set_defaults(run=_cmd_analyze)
+    add_group_arguments(p)
+    p.set_defaults(run=_cmd_analyze, parser=p)
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
@@ -168,6 +170,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         check_output_file(args.output, "--output")
     if args.report is not None:
         check_report_path(args.report, "--report")
+    groups = groups_for_analyze(args, args.runs)  # names checked before any work
     step, bar = _stage_bar(2, "analyzing")
     try:
         study = analyze(
@@ -180,6 +183,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             conf_level=args.conf_level,
             progress=step,
             allow_duplicate_runs=args.allow_duplicate_runs,
+            groups=groups,
         )
     finally:
         bar.close()

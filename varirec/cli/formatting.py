@@ -8,20 +8,46 @@ __all__ = ["format_ranking"]
 
 
 def format_ranking(study: Any) -> str:
-    """The ranked factors of a study as aligned text, with its notes."""
+    """The ranked factors of a study as aligned text, with its notes; a group's row
+    lists its columns under ``members``."""
     frame = study.ranking()
     if study.has_intervals:
         kind = f"{study.result.conf_level:.0%} intervals"
     else:  # e.g. PAWN, or no resamples: no interval columns, and no claim of any
         kind = "no confidence intervals"
         frame = frame.drop(columns=["conf_low", "conf_high"])
+    groups = getattr(study, "groups", {})
+    if groups:  # a group's row says which columns it holds
+        frame["members"] = [", ".join(groups.get(f, [])) for f in frame["factor"]]
     lines = [
         f"{study.outcome!r} by {study.method} over {study.num_episodes} episodes "
         f"(runs: {', '.join(study.runs)}; {kind})",
-        frame.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"),
+        *(
+            line.rstrip()
+            for line in frame.to_string(
+                index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"
+            ).splitlines()
+        ),
     ]
     noise = getattr(study.result, "noise_share", None)
     if noise is not None:
         lines.append(f"noise share: {noise:.2f} of the outcome variance no factor explains")
+    lines += _category_lines(study)
     lines += [f"note: {n}" for n in study.notes]
     return "\n".join(lines)
+
+
+def _category_lines(study: Any) -> list[str]:
+    """Per categorical factor: the outcome's mean per label, with its interval."""
+    effects = getattr(study, "category_effects", None)
+    if effects is None or not len(effects):
+        return []
+    lines = []
+    for factor, rows in effects.groupby("factor", sort=False):
+        lines.append(
+            f"{study.outcome!r} per category of {factor} ({study.result.conf_level:.0%} intervals):"
+        )
+        shown = rows.drop(columns=["factor"])
+        text = shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+        lines += ["  " + line.rstrip() for line in text.splitlines()]
+    return lines
