@@ -49,7 +49,7 @@ class DrawChunk:
 
     __slots__ = (
         "_draw_seq", "_env_id", "_episode", "_label", "_sample_id", "_step", "_value",
-        "capacity", "env_rows", "event", "events", "keys", "labels", "pending", "rows",
+        "_written", "capacity", "env_rows", "event", "events", "keys", "labels", "pending", "rows",
     )  # fmt: skip
 
     def __init__(self, capacity: int, keys: list[str], labels: list[str]) -> None:
@@ -60,9 +60,12 @@ class DrawChunk:
         self.events: list[tuple[int, int, int, int, int, int]] = []
         self._env_id = np.empty(capacity, np.int32)
         self._episode = np.empty(capacity, np.int64)
-        # Zeros (untouched pages cost nothing): most draws are at step 0, draw_seq 0.
-        self._step = np.zeros(capacity, np.int64)
-        self._draw_seq = np.zeros(capacity, np.int32)
+        # Most draws are at step 0, draw_seq 0: only the env rows written with others are
+        # kept (and listed in `_written`); the zeros are filled in on the writer thread.
+        # (np.zeros here would clear memory that malloc reused, ~2 ms per chunk.)
+        self._step = np.empty(capacity, np.int64)
+        self._draw_seq = np.empty(capacity, np.int32)
+        self._written: list[tuple[int, int]] = []
         self._value = np.empty(capacity, np.float64)
         self._sample_id: np.ndarray | None = None  # allocated by the first design draw
         self._label: np.ndarray | None = None  # allocated by the first categorical draw
@@ -101,10 +104,10 @@ class DrawChunk:
         self._env_id[s : s + n] = -1 if env_ids is None else env_ids
         self._episode[s : s + n] = -1 if context.episodes is None else context.episodes
         steps, draw_seq = context.steps, context.draw_seq
-        if type(steps) is not int or steps:
+        if type(steps) is not int or steps or type(draw_seq) is not int or draw_seq:
             self._step[s : s + n] = steps
-        if type(draw_seq) is not int or draw_seq:
             self._draw_seq[s : s + n] = draw_seq
+            self._written.append((s, n))
         if context.sample_ids is not None:
             if self._sample_id is None:
                 self._sample_id = np.full(self.capacity, -1, np.int64)
@@ -124,6 +127,48 @@ class DrawChunk:
             (key_code, PHASE_CODE[context.phase], context.seq, time_us, n, size // n if n else 1)
         )
         self.env_rows = s + n
+        self.rows = r + size
+        return True
+
+    def add_block(
+        self,
+        events: list[tuple[int, int]],
+        seq0: int,
+        columns: Any,
+        env_ids: np.ndarray,
+        episodes: np.ndarray,
+        sample_ids: np.ndarray | None,
+        time_us: int,
+        pending: bool = False,
+    ) -> bool:
+        """Copy the first draws of ``V`` scalar variations for the same ``k`` envs in one
+        go (as ``V`` calls of :meth:`add` would, at step 0 and draw_seq 0); False (and
+        nothing copied) when they do not fit.
+
+        ``events``: ``(key code, phase code)`` per variation; their ``seq`` run from
+        ``seq0``. ``columns``: the values, shape ``(k, V)``; or, with ``pending``, a
+        flat host buffer of ``V * k`` values (variation-major) that a non-blocking device
+        copy is still filling.
+        """
+        k, nv = len(env_ids), len(events)
+        size = k * nv
+        s, r = self.env_rows, self.rows
+        if r + size > self.capacity or s + size > self.capacity:
+            return False
+        self._env_id[s : s + size].reshape(nv, k)[:] = env_ids
+        self._episode[s : s + size].reshape(nv, k)[:] = episodes
+        if sample_ids is not None:
+            if self._sample_id is None:
+                self._sample_id = np.full(self.capacity, -1, np.int64)
+            self._sample_id[s : s + size].reshape(nv, k)[:] = sample_ids
+        if pending:
+            self.pending.append((r, columns))
+        else:
+            self._value[r : r + size].reshape(nv, k)[:] = columns.T
+        self.events.extend(
+            (code, phase, seq0 + j, time_us, k, 1) for j, (code, phase) in enumerate(events)
+        )
+        self.env_rows = s + size
         self.rows = r + size
         return True
 
@@ -147,6 +192,12 @@ class DrawChunk:
         def per_row(column: np.ndarray) -> np.ndarray:
             return column[:env_rows] if src is None else column[:env_rows][src]
 
+        step = np.zeros(env_rows, np.int64)
+        draw_seq = np.zeros(env_rows, np.int32)
+        for s, n in self._written:
+            step[s : s + n] = self._step[s : s + n]
+            draw_seq[s : s + n] = self._draw_seq[s : s + n]
+
         def per_event(j: int) -> np.ndarray:
             return np.take(np.ascontiguousarray(meta[:, j]), event_of_row)
 
@@ -161,11 +212,11 @@ class DrawChunk:
                 pa.array(component),
                 pa.array(per_row(self._env_id)),
                 pa.array(per_row(self._episode)),
-                pa.array(per_row(self._step)),
+                pa.array(per_row(step)),
                 pa.DictionaryArray.from_arrays(
                     pa.array(per_event(1).astype(np.int32)), pa.array(list(PHASES), pa.string())
                 ),
-                pa.array(per_row(self._draw_seq)),
+                pa.array(per_row(draw_seq)),
                 pa.array(self._value[:total]),
                 pa.nulls(total, DICT_STRING)
                 if label is None

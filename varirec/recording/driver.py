@@ -40,10 +40,10 @@ from varirec.variations.batch import (
     DrawCounters,
     PlanCache,
     ResetBatch,
-    batchable,
+    ResetGroup,
     draw_reset_batch,
 )
-from varirec.variations.variation import Variation, VariationSet, noise_keys
+from varirec.variations.variation import Variation, VariationSet, epoch, noise_keys
 
 __all__ = ["DriverHooks", "EpisodeSchedule", "StudyDesign", "VariationDriver"]
 
@@ -156,6 +156,7 @@ class VariationDriver:
         self._built = False
         self._plans = PlanCache()
         self._counters = DrawCounters(list(variations.values()), self.num_envs)
+        self._group: ResetGroup | None = None  # rebuilt when a variation changes
         self.hooks: DriverHooks | None = None
         """The recorder around this driver; None on the zero-cost path."""
 
@@ -182,7 +183,7 @@ class VariationDriver:
         t = self.tracker
         hooks = self.hooks
         if hooks is None:
-            t.finish(ids)
+            t.finish(ids, columns=False)
         else:
             done = ids[t.started[ids]]
             if done.size:  # the first reset after build finishes nothing: no phantom
@@ -227,21 +228,25 @@ class VariationDriver:
     def _draw_reset(self, env: Any, ids: np.ndarray) -> ResetBatch | None:
         """All enabled reset-mode variations in one batched draw (those with a sampler of
         their own draw alone, after it); a recorder takes the batch in one piece."""
-        enabled = self.variations.enabled("reset")
-        if not enabled:
+        g = self._group
+        if g is None or g.epoch != epoch():
+            vs = self.variations
+            g = self._group = ResetGroup(
+                vs.enabled("reset"), vs.apply_batch, self._plans, self._counters
+            )
+        if not g.enabled:
             return None
-        together = [v for v in enabled if batchable(v)]
-        batch = draw_reset_batch(
-            together, ids, self.tracker, self.world, self._plans, self._counters
-        )
-        if batch is not None:
-            if self.hooks is not None:
-                self.hooks.reset_drawn(batch)
-            batch.notify_and_apply(env, self.world.env_ids(ids))
-        if len(together) < len(enabled):
-            for v in enabled:
-                if not batchable(v):
-                    v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
+        batch = None
+        if g.together:
+            batch = draw_reset_batch(
+                g.together, ids, self.tracker, self.world, counters=self._counters, group=g
+            )
+            if batch is not None:
+                if self.hooks is not None:
+                    self.hooks.reset_drawn(batch)
+                batch.notify_and_apply(env, self.world.env_ids(ids))
+        for v in g.alone:
+            v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
         return batch
 
     def episode_seeds(self, env_ids: Any) -> np.ndarray:

@@ -112,6 +112,12 @@ class EpisodeTracker:
         self.seq += 1
         return self.seq
 
+    def take_seqs(self, n: int) -> int:
+        """Take ``n`` consecutive sequence numbers; returns the first."""
+        first = self.seq + 1
+        self.seq += n
+        return first
+
     def begin(self, env_ids: np.ndarray) -> np.ndarray:
         """Reserve the next episode index for ``env_ids``; returns the new indices.
 
@@ -150,8 +156,9 @@ class EpisodeTracker:
         else:
             self.step[env_ids] += self.started[env_ids]
 
-    def finish(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
-        """End the started episodes among ``env_ids``; returns their episode columns.
+    def finish(self, env_ids: np.ndarray, *, columns: bool = True) -> dict[str, np.ndarray]:
+        """End the started episodes among ``env_ids``; returns their episode columns
+        (none with ``columns=False``: nothing records them).
 
         Envs whose episode never started (the first reset after build, or a retried
         reset) are skipped: they finished nothing.
@@ -160,6 +167,8 @@ class EpisodeTracker:
         end_seq = self.next_seq()
         self.started[done] = False
         self.episodes_finished += len(done)
+        if not columns:
+            return {}
         return {
             "env_id": done.astype(np.int32),
             "episode": self.episode[done],

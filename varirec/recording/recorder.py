@@ -31,7 +31,7 @@ import numpy as np
 
 from varirec.arrays import host_async, is_tensor, record_event, to_host
 from varirec.errors import RecorderStateError
-from varirec.recording.draw_chunk import DrawChunk
+from varirec.recording.draw_chunk import PHASE_CODE, DrawChunk
 from varirec.sampling.samplers import DrawContext, SampleEvent
 from varirec.storage.schema import episodes_schema
 from varirec.storage.shutdown import hand_over
@@ -136,6 +136,7 @@ class VariationRecorder:
         self.rows_recorded = 0
         self.device: Any = None
         """The device that batches came from (None: the host)."""
+        self._block: tuple[Any, list[Any], list[tuple[int, int]]] | None = None
 
     def _new_chunk(self, capacity: int) -> DrawChunk:
         return DrawChunk(capacity, self.key_list, self.labels)
@@ -197,6 +198,8 @@ class VariationRecorder:
         device = batch.world.device
         if device is not None:
             self.device = device
+        if self._record_block(batch, now):
+            return
         for j, v in enumerate(batch.variations):
             entry = self._taps.get(v.key)
             if entry is None or entry[0] is not v:
@@ -210,6 +213,51 @@ class VariationRecorder:
             else:  # numpy, or categories mapped to label codes here (one host copy)
                 tap.record(batch.contexts[j], batch.host_values(j), batch.ids, cfg, now)
             batch.fed.add(tap)
+
+    def _block_taps(self, batch: ResetBatch) -> tuple[list[Any], list[tuple[int, int]]] | None:
+        """This recorder's taps of a driver's batch, and each one's (key code, phase
+        code), when it records every variation; kept per reset group (a new group
+        comes with any change to the variations, attaching a recorder included)."""
+        group = batch.group
+        cached = self._block
+        if cached is not None and cached[0] is group:
+            return None if not cached[1] else (cached[1], cached[2])
+        taps, events = [], []
+        for v in batch.variations:
+            entry = self._taps.get(v.key)
+            if entry is None or entry[0] is not v:
+                taps, events = [], []
+                break
+            taps.append(entry[1])
+            events.append((entry[1].code, PHASE_CODE[v.mode]))
+        self._block = (group, taps, events)
+        return (taps, events) if taps else None
+
+    def _record_block(self, batch: ResetBatch, now: int) -> bool:
+        """The usual reset, in one copy: the first draws of scalar float variations
+        (their values side by side in the batch's matrix) all recorded here."""
+        lazy, matrix = batch._lazy, batch._matrix
+        if lazy is None or matrix is None or batch.group is None:
+            return False
+        if matrix.shape[1] != len(batch.variations):  # a vector variation
+            return False
+        found = self._block_taps(batch)
+        if found is None:
+            return False
+        taps, events = found
+        seq0, episodes, rows, in_design = lazy
+        pending = is_tensor(matrix)
+        # No wait for the device: read on the writer thread after the chunk's event.
+        columns = host_async(matrix.T.contiguous()).reshape(-1) if pending else matrix
+        args = (events, seq0, columns, batch.ids, episodes, rows if in_design else None, now)
+        if not self._chunk.add_block(*args, pending):
+            if len(matrix) * len(events) > self.max_rows:
+                return False  # larger than a chunk: one draw at a time
+            self.flush()
+            if not self._chunk.add_block(*args, pending):
+                return False
+        batch.fed.update(taps)
+        return True
 
     def _attribute(self, key: str, event: SampleEvent) -> DrawContext:
         """A context for a draw made outside Variation.draw, from the tracker if any."""

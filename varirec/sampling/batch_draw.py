@@ -138,6 +138,18 @@ class ColumnPlan:
                 np.array(c, np.int64),
                 {k: np.array(v) for k, v in params[kind].items()},
             )
+        # A kind's columns as a slice where they are adjacent (the usual case): a view,
+        # not a gather and a scatter per kind.
+        self._where = {
+            kind: slice(c[0], c[-1] + 1) if c == list(range(c[0], c[-1] + 1)) else c_arr
+            for kind, (c_arr, _) in self.groups.items()
+            for c in [c_arr.tolist()]
+        }
+        # Coded and custom columns read the uniforms after the inverse CDFs ran: only
+        # then are they kept in a copy; else the uniforms become the values in place.
+        self._keep_u = bool({"coded", "custom"} & set(self.groups))
+        self.continuous = set(self.groups) <= {"uniform", "loguniform", "gauss", "constant"}
+        """Every column is a float value: the matrix of :meth:`draw_matrix` holds them all."""
         self._on_device: dict[Any, Any] = {}
         # Category edges (the inverse CDF of the probabilities) and values, per coded cfg.
         self._lookup = {
@@ -207,10 +219,16 @@ class ColumnPlan:
         return self._on_device[key]
 
     def uniforms(
-        self, env_ids: Any, episodes: Any, draw_seq: Sequence[Any], xp: Any, device: Any = None
+        self,
+        env_ids: Any,
+        episodes: Any,
+        draw_seq: Sequence[Any] | None,
+        xp: Any,
+        device: Any = None,
     ) -> Any:
-        """The ``(k, C)`` keyed uniforms; ``draw_seq`` holds one entry per cfg (0 or k)."""
-        zero = all(type(d) is int and d == 0 for d in draw_seq)
+        """The ``(k, C)`` keyed uniforms; ``draw_seq`` holds one entry per cfg (0 or k),
+        or is None (every cfg's first draw of the episode)."""
+        zero = draw_seq is None or all(type(d) is int and d == 0 for d in draw_seq)
         if xp is np:
             ds = None
             if not zero:
@@ -233,7 +251,9 @@ class ColumnPlan:
     def columns(self, u: Any, xp: Any, device: Any = None) -> Any:
         """Every continuous column through its inverse CDF, and every coded column
         (integer, choice, bernoulli) as its category code (float); others untouched."""
-        out = u.clone() if xp is not np else u.copy()
+        if xp is np:
+            return self._columns_np(u)
+        out = u.clone()
         for kind, (cols, p) in self._device_params(xp, device).items():
             if kind in ("design", "custom", "#keys"):
                 continue
@@ -254,6 +274,36 @@ class ColumnPlan:
             else:  # coded: filled per cfg below
                 continue
             out[:, cols] = y
+        return out
+
+    def _columns_np(self, u: np.ndarray) -> np.ndarray:
+        """:meth:`columns` in numpy: adjacent columns as views, the affine kinds in
+        place (``low + span * x`` and ``x * span + low`` round alike)."""
+        out = u.copy() if self._keep_u else u
+        for kind, (_, p) in self.groups.items():
+            if kind in ("design", "custom", "coded"):
+                continue
+            where = self._where[kind]
+            view = isinstance(where, slice)
+            x = out[:, where]
+            if kind == "uniform" and view:
+                x *= p["span"]
+                x += p["low"]
+                continue
+            if kind == "uniform":
+                y = p["low"] + p["span"] * x
+            elif kind == "loguniform":
+                y = portable.exp(p["lo"] + p["span"] * x, np)
+            elif kind == "gauss":  # normal and truncated normal: one quantile pass
+                q = np.where(p["upper"], p["hi_tail"] + x * p["mass"], p["lo_tail"] + x * p["mass"])
+                q = np.where(p["plain"], x, q)
+                z = portable.ndtri(q, np)
+                z = np.where(p["upper"], -z, z)
+                y = p["mean"] + p["std"] * z
+                y = np.where(p["plain"], y, np.minimum(np.maximum(y, p["low"]), p["high"]))
+            else:  # constant
+                y = np.broadcast_to(p["value"], x.shape)
+            out[:, where] = y
         return out
 
     def split(
@@ -308,5 +358,25 @@ class ColumnPlan:
         device: Any = None,
     ) -> list[Any]:
         """Every cfg's values for these keys (numpy, or torch tensors on ``device``)."""
+        u, out = self.draw_columns(env_ids, episodes, draw_seq, xp, device)
+        return self.split(u, out, xp, sample_ids, device)
+
+    def draw_columns(
+        self,
+        env_ids: Any,
+        episodes: Any,
+        draw_seq: Sequence[Any] | None,
+        xp: Any,
+        device: Any = None,
+    ) -> tuple[Any, Any]:
+        """The keyed uniforms and :meth:`columns` of them, from which :meth:`split` takes
+        each cfg's values (views). When :attr:`continuous`, the columns are the values
+        of every cfg side by side (and may be the uniforms' own array)."""
         u = self.uniforms(env_ids, episodes, draw_seq, xp, device)
-        return self.split(u, self.columns(u, xp, device), xp, sample_ids, device)
+        return u, self.columns(u, xp, device)
+
+    @property
+    def eager(self) -> bool:
+        """Whether :meth:`split` can refuse (design rows out of range) or run a user's
+        code (a custom cfg's ppf): then it should run where the draw is made."""
+        return bool({"design", "custom"} & set(self.groups))

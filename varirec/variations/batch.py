@@ -27,9 +27,16 @@ from varirec.arrays import ArrayWorld, to_host
 from varirec.sampling.batch_draw import ColumnPlan
 from varirec.sampling.sampler_cfgs import DesignCfg
 from varirec.sampling.samplers import DesignSampler, DrawContext, InverseCdfSampler
-from varirec.variations.variation import EpisodeClock, Variation
+from varirec.variations.variation import EpisodeClock, Variation, epoch
 
-__all__ = ["DrawCounters", "PlanCache", "ResetBatch", "batchable", "draw_reset_batch"]
+__all__ = [
+    "DrawCounters",
+    "PlanCache",
+    "ResetBatch",
+    "ResetGroup",
+    "batchable",
+    "draw_reset_batch",
+]
 
 
 class ResetBatch:
@@ -38,46 +45,209 @@ class ResetBatch:
     Attributes:
         variations: the variations that drew, in order.
         ids: the resetting envs (host int64).
-        contexts: one :class:`~varirec.sampling.samplers.DrawContext` per variation.
+        contexts: one :class:`~varirec.sampling.samplers.DrawContext` per variation
+            (built when first read).
         values: one array per variation, shape ``(k, *shape)``: numpy, or torch on the
             env's device.
+        host: the same values as numpy arrays where they were drawn on the host
+            (numpy, or a torch env on the CPU), else None.
         fed: listeners that took the whole batch (a recorder): the per-variation
             events skip them.
     """
 
-    __slots__ = ("contexts", "fed", "ids", "values", "variations", "world")
+    __slots__ = (
+        "_contexts", "_host", "_lazy", "_matrix", "_parts", "_values", "fed", "group", "ids",
+        "variations", "world",
+    )  # fmt: skip
 
     def __init__(
         self,
         variations: list[Variation],
         ids: np.ndarray,
-        contexts: list[DrawContext],
-        values: list[Any],
+        contexts: list[DrawContext] | None,
+        values: list[Any] | None,
         world: ArrayWorld,
+        *,
+        host: list[np.ndarray] | None = None,
+        matrix: Any = None,
+        parts: tuple[Any, ...] | None = None,
+        lazy: tuple[int, np.ndarray, np.ndarray, bool] | None = None,
+        group: ResetGroup | None = None,
     ) -> None:
         self.variations = variations
         self.ids = ids
-        self.contexts = contexts
-        self.values = values
+        self._contexts = contexts
+        self._values = values
+        self._host = host
         self.world = world
+        self._matrix = matrix
+        self._parts = parts  # (plan, uniforms, columns, xp, design rows, device): split on demand
+        self._lazy = lazy  # (first seq, episodes, design rows, in a design) of first draws
+        self.group = group
         self.fed: set[Any] = set()
 
     def __len__(self) -> int:
         return len(self.variations)
 
+    @property
+    def keys(self) -> list[str]:
+        """The variations' keys, in order."""
+        return [v.key for v in self.variations]
+
+    @property
+    def contexts(self) -> list[DrawContext]:
+        if self._contexts is None:
+            seq0, episodes, rows, in_design = self._lazy  # type: ignore[misc]
+            self._contexts = [
+                DrawContext(
+                    v.key,
+                    v.mode,
+                    seq0 + j,
+                    episodes,
+                    0,
+                    0,
+                    rows if in_design or isinstance(v.cfg.sampler, DesignCfg) else None,
+                )
+                for j, v in enumerate(self.variations)
+            ]
+        return self._contexts
+
+    @property
+    def host(self) -> list[np.ndarray] | None:
+        """The values as numpy arrays where they were drawn on the host (numpy, or a
+        torch env on the CPU), else None."""
+        if self._host is None and self._parts is not None and self._parts[3] is np:
+            plan, u, out, xp, rows, dev = self._parts
+            self._host = plan.split(u, out, xp, rows, dev)
+        return self._host
+
+    @property
+    def values(self) -> list[Any]:
+        if self._values is None:
+            host = self.host
+            if host is None:  # drawn on a device
+                plan, u, out, xp, rows, dev = self._parts  # type: ignore[misc]
+                self._values = plan.split(u, out, xp, rows, dev)
+            elif self.world.device is None:
+                self._values = host
+            else:  # a torch env on the CPU: the host values, not copied
+                torch = _torch()
+                self._values = [x if x.dtype.kind in "USO" else torch.from_numpy(x) for x in host]
+        return self._values
+
+    def value(self, key: str) -> Any:
+        """The values of variation ``key`` as the env takes them (see ``matrix``)."""
+        for v, x in zip(self.variations, self.values, strict=True):
+            if v.key == key:
+                return self.world.values(x)
+        raise KeyError(f"no variation {key!r} in this reset batch; it has {self.keys}")
+
+    @property
+    def matrix(self) -> Any:
+        """Every variation's values side by side, shape ``(k, C)`` (a ``w``-component
+        variation takes ``w`` adjacent columns, in the order of ``variations``), as the
+        env takes them: numpy float64, or a torch tensor on the env's device (float32
+        unless the manager's ``dtype`` says otherwise). Text categories have no column:
+        they raise TypeError (use :meth:`value`)."""
+        m = self._matrix
+        if m is None:
+            cols = []
+            for v, x in zip(self.variations, self.host or self.values, strict=True):
+                x = to_host(x, v.key)
+                if x.dtype.kind in "USO":
+                    raise TypeError(
+                        f"variation {v.key!r} draws text categories, which have no column in "
+                        f"`batch.matrix`; read them with batch.value({v.key!r})"
+                    )
+                cols.append(x.reshape(len(self.ids), -1).astype(np.float64, copy=False))
+            m = np.concatenate(cols, axis=1) if cols else np.zeros((len(self.ids), 0))
+            self._matrix = m
+        return self.world.values(m)
+
     def host_values(self, j: int) -> np.ndarray:
         """The values of variation ``j`` on the host (numpy)."""
+        if self.host is not None:
+            return self.host[j]
         return to_host(self.values[j], self.variations[j].key)
 
     def notify_and_apply(self, env: Any, env_ids: Any = None) -> None:
         """Each variation's listeners (but ``fed``) see its draw; then it is applied
-        (values as the env takes them: tensors on its device for a torch env)."""
+        (values as the env takes them: tensors on its device for a torch env), by its
+        own ``apply`` or, with the others, by the set's ``apply_batch``."""
         ids = self.ids if env_ids is None else env_ids
-        for v, context, values in zip(self.variations, self.contexts, self.values, strict=True):
-            v.sampler.notify(values, self.ids, context, self.fed)
+        vs = self.variations
+        g = self.group
+        fed = self.fed
+        # Listeners that the batch did not already feed (a recorder takes it whole).
+        samplers = g.samplers if g is not None else [v.sampler for v in vs]
+        listened = [
+            j
+            for j, s in enumerate(samplers)
+            if (calls := s._after) and not (fed and fed.issuperset(calls))
+        ]
+        appliers = (
+            g.appliers
+            if g is not None
+            else [(j, v.apply) for j, v in enumerate(vs) if v.apply is not None]
+        )
+        for v in vs:
             v.num_draws += 1
-            if v.apply is not None:
-                v.apply(env, ids, self.world.values(values))
+        to_env = self.world.values
+        if listened:
+            values, contexts = self.values, self.contexts
+            applied = dict(appliers)
+            for j, v in enumerate(vs):  # in order: variation j's listeners, then its apply
+                if j in listened:
+                    v.sampler.notify(values[j], self.ids, contexts[j], fed)
+                fn = applied.get(j)
+                if fn is not None:
+                    fn(env, ids, to_env(values[j]))
+        elif appliers:
+            values = self.values
+            for j, fn in appliers:
+                fn(env, ids, to_env(values[j]))
+        if g is not None and g.apply_batch is not None:
+            g.apply_batch(env, ids, self)
+
+
+class ResetGroup:
+    """What a driver's reset draws need from its variations, worked out once and kept
+    until a variation or the set changes (:func:`~varirec.variations.variation.epoch`):
+    the enabled reset-mode variations, those drawn in one batch, the column plan,
+    their rows of the draw counters, the ``apply`` callables."""
+
+    __slots__ = (
+        "all_rows", "alone", "appliers", "apply_batch", "enabled", "epoch", "plan", "rows",
+        "samplers", "together",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        enabled: Sequence[Variation],
+        apply_batch: Any = None,
+        cache: PlanCache | None = None,
+        counters: DrawCounters | None = None,
+    ) -> None:
+        self.epoch = epoch()
+        self.enabled = list(enabled)
+        self.together = [v for v in self.enabled if batchable(v)]
+        self.alone = [v for v in self.enabled if not batchable(v)]
+        self.appliers = [(j, v.apply) for j, v in enumerate(self.together) if v.apply is not None]
+        unapplied = len(self.appliers) < len(self.together)
+        self.apply_batch = apply_batch if unapplied else None
+        self.plan = (cache or PlanCache()).get(self.together) if self.together else None
+        self.rows = None if counters is None else counters.rows_of(self.together)
+        self.all_rows = self.rows is not None and np.array_equal(
+            self.rows,
+            np.arange(counters.count.shape[1]),  # type: ignore[union-attr]
+        )
+        self.samplers = [v.sampler for v in self.together]
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
 
 
 class PlanCache:
@@ -102,19 +272,20 @@ class PlanCache:
 
 
 class DrawCounters:
-    """The per-env draw counters (``draw_seq``) of a driver's variations, as rows of two
-    ``(variations, envs)`` matrices that each variation uses as its own arrays: a reset
-    checks and advances them for all its variations in one gather and one scatter."""
+    """The per-env draw counters (``draw_seq``) of a driver's variations, as columns of
+    two ``(envs, variations)`` matrices that each variation uses as its own arrays: a
+    reset checks and advances them for all its variations in one gather and one
+    scatter of the resetting envs' rows."""
 
     __slots__ = ("count", "episode", "rows", "views")
 
     def __init__(self, variations: Sequence[Variation], num_envs: int) -> None:
         vs = list(variations)
-        self.count = np.zeros((len(vs), num_envs), np.int64)
-        self.episode = np.full((len(vs), num_envs), -1, np.int64)
+        self.count = np.zeros((num_envs, len(vs)), np.int64)
+        self.episode = np.full((num_envs, len(vs)), -1, np.int64)
         self.views: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for j, v in enumerate(vs):
-            count, episode = self.count[j], self.episode[j]
+            count, episode = self.count[:, j], self.episode[:, j]
             count[:] = v._draw_count
             episode[:] = v._count_episode
             v._draw_count, v._count_episode = count, episode
@@ -122,8 +293,8 @@ class DrawCounters:
         self.rows: dict[tuple[str, ...], np.ndarray] = {}
 
     def rows_of(self, variations: Sequence[Variation]) -> np.ndarray | None:
-        """The matrix rows of ``variations``, or None if one does not use its row (it
-        was bound again, or is not this driver's)."""
+        """The matrix columns of ``variations``, or None if one does not use its column
+        (it was bound again, or is not this driver's)."""
         for v in variations:
             view = self.views.get(v.key)
             if view is None or v._count_episode is not view[1] or v._draw_count is not view[0]:
@@ -136,37 +307,36 @@ class DrawCounters:
         return rows
 
 
-def _first_draw_contexts(
-    vs: list[Variation],
-    counters: DrawCounters | None,
-    ids: np.ndarray,
-    episodes: np.ndarray,
-    rows: np.ndarray,
-    in_design: bool,
-    tracker: EpisodeClock,
-) -> list[DrawContext] | None:
-    """The contexts when every env draws each variation for the first time in its
-    episode (the usual reset), with the counters advanced in one go; else None."""
-    at = None if counters is None else counters.rows_of(vs)
-    if at is None:
-        return None
-    cell = (at[:, None], ids[None, :])
-    if (counters.episode[cell] == episodes).any():
-        return None  # some env draws again in the same episode: count per variation
+def _first_draws(
+    group: ResetGroup, counters: DrawCounters | None, ids: np.ndarray, episodes: np.ndarray
+) -> bool:
+    """Whether every env draws each variation for the first time in its episode (the
+    usual reset); if so the counters are advanced here, in one go."""
+    at = group.rows
+    if at is None or counters is None:
+        return False
+    if group.all_rows:  # every column: whole rows, one take
+        seen = counters.episode.take(ids, axis=0)
+        cell: Any = ids
+    else:
+        cell = (ids[:, None], at[None, :])
+        seen = counters.episode[cell]
+    if (seen == episodes[:, None]).any():
+        return False  # some env draws again in the same episode: count per variation
     counters.count[cell] = 1
-    counters.episode[cell] = episodes
-    return [
-        DrawContext(
-            v.key,
-            v.mode,
-            tracker.next_seq(),
-            episodes,
-            0,
-            0,
-            rows if in_design or isinstance(v.cfg.sampler, DesignCfg) else None,
-        )
-        for v in vs
-    ]
+    counters.episode[cell] = episodes[:, None]
+    return True
+
+
+def _take_seqs(tracker: EpisodeClock, n: int) -> int:
+    """The first of ``n`` consecutive event numbers taken from ``tracker``."""
+    take = getattr(tracker, "take_seqs", None)
+    if take is not None:
+        return int(take(n))
+    first = tracker.next_seq()
+    for _ in range(n - 1):
+        tracker.next_seq()
+    return first
 
 
 def batchable(v: Variation) -> bool:
@@ -185,14 +355,19 @@ def draw_reset_batch(
     world: ArrayWorld | None = None,
     cache: PlanCache | None = None,
     counters: DrawCounters | None = None,
+    *,
+    group: ResetGroup | None = None,
 ) -> ResetBatch | None:
     """Draw every variation (enabled, reset mode, :func:`batchable`) for ``ids`` at once.
 
     The tracker's episodes of ``ids`` must be reserved (envs that never began one begin
     episode 0 here). Listeners' ``before_sample`` hooks run before the draw; their
-    after-draw events come with :meth:`ResetBatch.notify_and_apply`.
+    after-draw events come with :meth:`ResetBatch.notify_and_apply`. ``group``: the
+    driver's cached :class:`ResetGroup` of these variations.
     """
-    vs = list(variations)
+    if group is None:
+        group = ResetGroup(list(variations), cache=cache, counters=counters)
+    vs = group.together
     if not vs:
         return None
     world = world or ArrayWorld()
@@ -200,22 +375,37 @@ def draw_reset_batch(
     episodes = tracker.episode[ids]
     rows = tracker.sample_id[ids]
     in_design = bool((rows >= 0).any())
-    contexts = _first_draw_contexts(vs, counters, ids, episodes, rows, in_design, tracker)
-    if contexts is None:
+    contexts: list[DrawContext] | None = None
+    draw_seq: list[Any] | None = None
+    lazy = None
+    if _first_draws(group, counters, ids, episodes):
+        lazy = (_take_seqs(tracker, len(vs)), episodes, rows, in_design)
+    else:
         contexts = [
             v._episode_context(ids, episodes, rows, in_design, tracker.next_seq()) for v in vs
         ]
+        draw_seq = [c.draw_seq for c in contexts]
     n = len(ids)
-    for v, context in zip(vs, contexts, strict=True):
-        v.sampler.notify_before(n, ids, context)
-    plan = (cache or PlanCache()).get(vs)
-    draw_seq = [c.draw_seq for c in contexts]
-    if world.is_torch:
+    batch = ResetBatch(vs, ids, contexts, None, world, lazy=lazy, group=group)
+    hooked = [j for j, s in enumerate(group.samplers) if s._before]  # before_sample hooks
+    if hooked:
+        contexts = batch.contexts
+        for j in hooked:
+            vs[j].sampler.notify_before(n, ids, contexts[j])
+    plan = group.plan
+    assert plan is not None
+    dev = world.device
+    if dev is not None and dev.type != "cpu":
         import torch
 
-        dev = world.device
         keys = torch.as_tensor(ids, device=dev), torch.as_tensor(episodes, device=dev)
-        values = plan.draw(*keys, draw_seq, torch, rows, dev)
-    else:
-        values = plan.draw(ids, episodes, draw_seq, np, rows)
-    return ResetBatch(vs, ids, contexts, values, world)
+        u, out = plan.draw_columns(*keys, draw_seq, torch, dev)
+        batch._parts = (plan, u, out, torch, rows, dev)
+    else:  # numpy, and torch on the CPU (a torch op there costs more than a numpy one)
+        u, out = plan.draw_columns(ids, episodes, draw_seq, np)
+        batch._parts = (plan, u, out, np, rows, None)
+    if plan.continuous:
+        batch._matrix = out
+    if plan.eager:  # design rows are checked, a custom ppf runs, here
+        _ = batch.values
+    return batch

@@ -22,7 +22,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
@@ -30,9 +30,19 @@ from varirec.errors import ListenerError, RecorderStateError, UnknownNameError
 from varirec.sampling.sampler_cfgs import DesignCfg, SamplerCfg
 from varirec.sampling.samplers import DrawContext, SampleListener, Sampler
 from varirec.sampling.streams import CounterStream
+from varirec.variations.clock import EpisodeClock, _changed, epoch, noise_keys
 from varirec.variations.overrides import apply_override, nearest_names, split_override
 
-__all__ = ["ApplyFn", "Mode", "Variation", "VariationCfg", "VariationSet"]
+__all__ = [
+    "ApplyFn",
+    "EpisodeClock",
+    "Mode",
+    "Variation",
+    "VariationCfg",
+    "VariationSet",
+    "epoch",
+    "noise_keys",
+]
 
 Mode = Literal["build", "reset", "interval"]
 MODES: tuple[Mode, ...] = ("build", "reset", "interval")
@@ -42,40 +52,6 @@ None for a build draw (one row of ``values`` that applies to every env)."""
 
 _KEY = re.compile(r"^[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*$")
 _ALL_ENVS = np.array([-1], dtype=np.int64)
-
-
-_SEEDED = np.int64(-2)  # the env-key of draws keyed by an episode seed
-
-
-class EpisodeClock(Protocol):
-    """What a bound variation reads to attribute its draws: the per-env episode state
-    and the run's event clock (the recording stage's
-    :class:`~varirec.recording.episodes.EpisodeTracker` is one)."""
-
-    num_envs: int
-    episode: np.ndarray
-    step: np.ndarray
-    sample_id: np.ndarray
-    seed: np.ndarray
-
-    def next_seq(self) -> int: ...
-
-    def begin_unbegun(self, env_ids: np.ndarray) -> None: ...
-
-
-def noise_keys(
-    ids: np.ndarray, episodes: np.ndarray, seeds: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Keys of interval draws: the episode seed where one is set, else (env, episode).
-
-    Interval draws are episode noise (a gust). Keyed by the episode seed, every
-    episode that shares a seed (common random numbers: the rows of one base sample)
-    sees the same noise, so the noise does not masquerade as sensitivity.
-    """
-    seeded = seeds >= 0
-    if not seeded.any():
-        return ids, episodes
-    return np.where(seeded, _SEEDED, ids), np.where(seeded, seeds, episodes)
 
 
 def _draw_ids(env_ids: Any) -> np.ndarray:
@@ -148,7 +124,7 @@ class Variation:
         if apply is not None and not callable(apply):
             raise TypeError(f"`apply` must be callable(env, env_ids, values), got {apply!r}")
         self.key = key
-        self.apply = apply
+        self._apply = apply
         self._cfg = cfg
         self._sampler = cfg.sampler.build()
         self._listeners: list[SampleListener] = []
@@ -163,6 +139,19 @@ class Variation:
     @property
     def cfg(self) -> VariationCfg:
         return self._cfg
+
+    @property
+    def apply(self) -> ApplyFn | None:
+        """``apply(env, env_ids, values)``, or None: the set's ``apply_batch`` (if
+        any) applies this variation's reset draws with the others'."""
+        return self._apply
+
+    @apply.setter
+    def apply(self, apply: ApplyFn | None) -> None:
+        if apply is not None and not callable(apply):
+            raise TypeError(f"`apply` must be callable(env, env_ids, values), got {apply!r}")
+        self._apply = apply
+        _changed()
 
     @property
     def sampler(self) -> Sampler:
@@ -184,6 +173,7 @@ class Variation:
     def seed(self, seed: int) -> None:
         """Make draws reproducible: key them by ``(seed, key, env_id, episode, draw_seq)``."""
         self._stream = CounterStream(seed, self.key)
+        _changed()
 
     def bind(self, tracker: EpisodeClock | None) -> None:
         """Attribute draws to ``tracker``'s episodes (None unbinds).
@@ -197,6 +187,7 @@ class Variation:
         if tracker is not None:
             self._draw_count = np.zeros(tracker.num_envs, dtype=np.int64)
             self._count_episode = np.full(tracker.num_envs, -1, dtype=np.int64)
+        _changed()
 
     def _bound_context(self, ids: np.ndarray | None) -> DrawContext:
         t = self._tracker
@@ -239,6 +230,7 @@ class Variation:
         """Attach ``listener`` to this variation's sampler, now and after every cfg swap."""
         self._sampler.add_listener(listener)
         self._listeners.append(listener)
+        _changed()
         return listener
 
     def remove_sample_listener(self, listener: SampleListener) -> None:
@@ -250,6 +242,7 @@ class Variation:
             )
         self._sampler.remove_listener(listener)
         self._listeners = [x for x in self._listeners if x is not listener]
+        _changed()
 
     def apply_cfg(self, cfg: VariationCfg) -> None:
         """Swap the cfg: rebuild the sampler and move every listener onto it."""
@@ -261,12 +254,15 @@ class Variation:
             old.remove_listener(listener)
             new.add_listener(listener)
         self._sampler, self._cfg = new, cfg
+        _changed()
 
     def enable(self) -> None:
         self._cfg = dataclasses.replace(self._cfg, enabled=True)
+        _changed()
 
     def disable(self) -> None:
         self._cfg = dataclasses.replace(self._cfg, enabled=False)
+        _changed()
 
     def draw(
         self,
@@ -340,12 +336,53 @@ class VariationSet(Mapping[str, Variation]):
 
     Duplicate keys are refused; an unknown key raises :class:`UnknownNameError` naming
     the nearest known keys.
+
+    Args:
+        variations: the variations.
+        apply_batch: ``apply_batch(env, env_ids, batch)``, called once per reset with
+            the :class:`~varirec.variations.batch.ResetBatch` of every reset-mode
+            variation that drew (``batch.matrix``: their values side by side;
+            ``batch.value(key)``: one). Only the draws of variations whose own
+            ``apply`` is None are its to apply; the others' ``apply`` runs as usual.
+            Build and interval draws use each variation's ``apply``.
+
+    >>> import numpy as np
+    >>> from varirec.sampling.sampler_cfgs import UniformCfg
+    >>> params = np.zeros((2, 4))
+    >>> def apply_all(env, ids, batch):
+    ...     params[:, ids] = batch.matrix.T   # one scatter for every variation
+    >>> vs = VariationSet(
+    ...     [Variation(k, VariationCfg(sampler=UniformCfg(low=1, high=2))) for k in "ab"],
+    ...     apply_batch=apply_all,
+    ... )
+    >>> callable(vs.apply_batch)
+    True
     """
 
-    def __init__(self, variations: Iterable[Variation] = ()) -> None:
+    def __init__(
+        self,
+        variations: Iterable[Variation] = (),
+        *,
+        apply_batch: Callable[[Any, Any, Any], None] | None = None,
+    ) -> None:
         self._items: dict[str, Variation] = {}
+        self.apply_batch = apply_batch
         for v in variations:
             self.add(v)
+
+    @property
+    def apply_batch(self) -> Callable[[Any, Any, Any], None] | None:
+        """Applies a whole reset batch at once (see the class docstring), or None."""
+        return self._apply_batch
+
+    @apply_batch.setter
+    def apply_batch(self, fn: Callable[[Any, Any, Any], None] | None) -> None:
+        if fn is not None and not callable(fn):
+            raise TypeError(
+                f"`apply_batch` must be callable(env, env_ids, batch) or None, got {fn!r}"
+            )
+        self._apply_batch = fn
+        _changed()
 
     def add(self, variation: Variation) -> Variation:
         if not isinstance(variation, Variation):
@@ -355,6 +392,7 @@ class VariationSet(Mapping[str, Variation]):
                 f"a variation with key {variation.key!r} already exists; keys must be unique"
             )
         self._items[variation.key] = variation
+        _changed()
         return variation
 
     def __getitem__(self, key: str) -> Variation:
