@@ -1,0 +1,205 @@
+"""The reset batch as a whole: ``VariationSet(apply_batch=)`` gets exactly what each
+variation's ``apply`` would, the driver's cached reset plan follows every change, and
+the recorder's one-block copy of a reset writes the rows the per-variation copy wrote.
+
+The truth is each variation's own counter stream: ``cfg.ppf(CounterStream(seed,
+key).uniforms(env_ids, episodes, width))``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import varirec as vr
+from varirec.recording.draw_chunk import DrawChunk
+from varirec.recording.recorder import VariationRecorder
+from varirec.sampling.streams import CounterStream
+
+CFGS = [
+    vr.UniformCfg(low=0.5, high=2.0),
+    vr.NormalCfg(mean=1, std=2),
+    vr.UniformCfg(low=(0, -1), high=(1, 1)),
+    vr.LogUniformCfg(low=0.1, high=10),
+    vr.IntegerCfg(low=-2, high=5),
+    vr.ChoiceCfg(choices=(1.5, 2.5)),
+]
+SCALAR = [CFGS[0], CFGS[1], CFGS[3], vr.TruncNormalCfg(mean=0, std=1, low=-1, high=2)]
+
+
+def _set(cfgs, apply=None) -> vr.VariationSet:
+    return vr.VariationSet(
+        vr.Variation(f"v{i}", vr.VariationCfg(sampler=c), apply) for i, c in enumerate(cfgs)
+    )
+
+
+def _truth(seed: int, key: str, cfg, ids, episodes) -> np.ndarray:
+    return cfg.ppf(
+        CounterStream(seed, key).uniforms(np.asarray(ids), np.asarray(episodes), cfg.width)
+    )
+
+
+def _resets(driver, steps: int = 5, n: int = 16):
+    rng = np.random.default_rng(4)
+    for step in range(steps):
+        ids = np.arange(n) if step == 0 else np.flatnonzero(rng.random(n) < 0.4)
+        driver.record_step()
+        driver.reset(None, ids)
+        yield ids
+
+
+@pytest.mark.parametrize("cfgs", [SCALAR, CFGS], ids=["scalar", "mixed"])
+def test_apply_batch_gets_the_values_each_apply_gets(cfgs):
+    per_var: list[tuple[str, np.ndarray, np.ndarray]] = []
+    one = _set(cfgs)
+    for v in one.values():
+        v.apply = lambda env, ids, x, key=v.key: per_var.append((key, ids.copy(), x.copy()))
+    batches: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
+
+    def apply_all(env, ids, batch):
+        values = {k: batch.value(k).copy() for k in batch.keys}
+        batches.append((ids.copy(), batch.matrix.copy(), values))
+
+    d1 = vr.NullRecorderManager(16, variations=one, seed=5)
+    d2 = vr.NullRecorderManager(16, variations=_set(cfgs), seed=5)
+    d2.variations.apply_batch = apply_all
+    episodes = []
+    for ids in _resets(d1):
+        episodes.append((ids, d1.tracker.episode[ids].copy()))
+    list(_resets(d2))
+    assert len(batches) == len(episodes) == 5 and len(per_var) == 5 * len(cfgs)
+    for r, ((ids, eps), (bids, matrix, values)) in enumerate(zip(episodes, batches, strict=True)):
+        assert np.array_equal(bids, ids)
+        col = 0
+        for j, cfg in enumerate(cfgs):
+            key, pids, x = per_var[r * len(cfgs) + j]
+            expect = _truth(5, key, cfg, ids, eps)
+            assert key == f"v{j}" and np.array_equal(pids, ids)
+            assert np.array_equal(x, expect) and np.array_equal(values[key], expect)
+            w = cfg.width
+            block = matrix[:, col : col + w].reshape(expect.shape)
+            assert np.array_equal(block, expect.astype(np.float64)), key
+            col += w
+        assert matrix.shape == (len(ids), col)
+
+
+def test_apply_batch_applies_only_variations_without_their_own_apply():
+    own: list[str] = []
+    calls: list[list[str]] = []
+    vs = _set(SCALAR)
+    vs["v1"].apply = lambda env, ids, x: own.append("v1")
+    vs.apply_batch = lambda env, ids, batch: calls.append(batch.keys)
+    d = vr.NullRecorderManager(4, variations=vs, seed=0)
+    d.reset(None, [0, 1])
+    assert own == ["v1"] and calls == [["v0", "v1", "v2", "v3"]]
+    for v in vs.values():  # every variation applies itself: nothing left for the batch
+        v.apply = lambda env, ids, x: own.append("x")
+    d.record_pre_reset([0])
+    d.reset(None, [0])
+    assert len(calls) == 1 and own.count("x") == 4
+    with pytest.raises(TypeError, match="apply_batch"):
+        vs.apply_batch = 3  # type: ignore[assignment]
+
+
+def test_the_cached_reset_plan_follows_every_change():
+    vs = _set(SCALAR)
+    d = vr.NullRecorderManager(8, variations=vs, seed=2)
+    seen: list[tuple[str, np.ndarray]] = []
+    d.reset(None, np.arange(8))
+    vs["v1"].disable()
+    d.reset(None, [3])  # a retried reset: episode 1 of env 3
+    assert vs["v1"].num_draws == 1 and vs["v0"].num_draws == 2
+    vs["v1"].enable()
+    vs.override("v0.sampler.high=9.0")
+    vs["v2"].apply = lambda env, ids, x: seen.append(("apply", x.copy()))
+    vs["v3"].add_sample_listener(lambda e: seen.append(("listener", e.values.copy())))
+    vs.apply_batch = lambda env, ids, batch: seen.append(("batch", batch.matrix.copy()))
+    d.reset(None, [5])
+    ep = d.tracker.episode[[5]]
+    assert vs["v1"].num_draws == 2 and ep.tolist() == [1]
+    kinds = [k for k, _ in seen]
+    assert kinds == ["apply", "listener", "batch"]
+    high9 = vr.UniformCfg(low=0.5, high=9.0)
+    assert np.array_equal(seen[0][1], _truth(2, "v2", SCALAR[2], [5], ep))
+    assert np.array_equal(seen[1][1], _truth(2, "v3", SCALAR[3], [5], ep))
+    assert np.array_equal(seen[2][1][:, 0], _truth(2, "v0", high9, [5], ep))
+
+
+def test_a_listener_sees_consecutive_seqs_and_first_draw_contexts():
+    vs = _set(SCALAR)
+    contexts = []
+    for v in vs.values():
+        v.add_sample_listener(lambda e: contexts.append(e.context))
+    d = vr.NullRecorderManager(4, variations=vs, seed=0)
+    d.reset(None, [0, 2])
+    d.draw_reset(None, [2])  # a second draw in the same episode: draw_seq 1
+    first, again = contexts[:4], contexts[4:]
+    # seq 1 ends the (never started) episodes, seq 6 starts the new ones
+    assert [c.seq for c in first] == [2, 3, 4, 5] and [c.seq for c in again] == [7, 8, 9, 10]
+    assert all(c.draw_seq == 0 and c.steps == 0 and c.phase == "reset" for c in first)
+    assert all(c.episodes.tolist() == [0, 0] for c in first)
+    assert all(np.asarray(c.draw_seq).tolist() == [1] for c in again)
+
+
+def test_torch_cpu_batch_hands_float32_tensors_of_the_numpy_values():
+    torch = pytest.importorskip("torch")
+    got = {}
+    vs = _set(CFGS)
+    vs.apply_batch = lambda env, ids, batch: got.update(
+        ids=ids, matrix=batch.matrix, v4=batch.value("v4"), values=batch.values
+    )
+    d = vr.NullRecorderManager(8, variations=vs, seed=1, device="cpu")
+    d.reset(None, torch.tensor([1, 6]))
+    ref = _set(CFGS)
+    dn = vr.NullRecorderManager(8, variations=ref, seed=1)
+    host = {}
+    ref.apply_batch = lambda env, ids, batch: host.update(matrix=batch.matrix, values=batch.values)
+    dn.reset(None, np.array([1, 6]))
+    assert isinstance(got["ids"], torch.Tensor) and got["ids"].tolist() == [1, 6]
+    assert got["matrix"].dtype == torch.float32
+    assert np.array_equal(got["matrix"].numpy(), host["matrix"].astype(np.float32))
+    assert got["v4"].dtype == torch.int64 and got["v4"].tolist() == host["values"][4].tolist()
+    for t, x in zip(got["values"], host["values"], strict=True):
+        assert isinstance(t, torch.Tensor) and np.array_equal(t.numpy(), x)
+
+
+def _draw_rows(path, per_variation: bool, monkeypatch, max_rows: int):
+    blocks = []
+    if per_variation:  # the copy of each variation's draw on its own, as before
+        monkeypatch.setattr(VariationRecorder, "_record_block", lambda self, b, now: False)
+    else:
+        real = DrawChunk.add_block
+        monkeypatch.setattr(
+            DrawChunk, "add_block", lambda self, *a: blocks.append(real(self, *a)) or blocks[-1]
+        )
+    vs = _set([*SCALAR, vr.UniformCfg(low=-1, high=0)])
+    with vr.RecorderManager(
+        16, variations=vs, output=path, run_id="r", seed=3, max_rows=max_rows
+    ) as m:
+        rng = np.random.default_rng(0)
+        for step in range(12):
+            ids = np.arange(16) if step in (0, 7) else np.flatnonzero(rng.random(16) < 0.3)
+            m.record_step(reward=np.ones(16), terminated=np.zeros(16, bool))
+            m.reset(None, ids)
+            if step == 4:
+                m.draw_reset(None, ids)  # a second draw in the episode: draw_seq 1
+    monkeypatch.undo()
+    d = vr.open_dataset(path).draws().to_pandas().drop(columns="time")
+    return d.sort_values(["seq", "env_id"]).reset_index(drop=True), blocks
+
+
+@pytest.mark.parametrize("max_rows", [50, 10_000])
+def test_block_copy_records_the_rows_the_per_variation_copy_did(tmp_path, monkeypatch, max_rows):
+    block, blocks = _draw_rows(tmp_path / "block", False, monkeypatch, max_rows)
+    alone, none = _draw_rows(tmp_path / "alone", True, monkeypatch, max_rows)
+    assert block.equals(alone) and none == []
+    assert blocks.count(True) >= 8 and (False in blocks) == (max_rows == 50)  # full chunks
+    cfgs = {f"v{i}": c for i, c in enumerate([*SCALAR, vr.UniformCfg(low=-1, high=0)])}
+    first = block[block.draw_seq == 0]
+    for key, rows in first.groupby("variation", observed=True):
+        expect = _truth(3, key, cfgs[key], rows.env_id, rows.episode)
+        assert np.array_equal(rows.value.to_numpy(), expect), key
+    assert (block.draw_seq == 1).sum() > 0 and (block.step == 0).all()
+    # each reset's variations take consecutive seqs, in the set's order
+    per_seq = block.groupby("seq").variation.first().astype(str).tolist()
+    assert per_seq[:5] == ["v0", "v1", "v2", "v3", "v4"]
