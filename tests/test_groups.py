@@ -13,7 +13,12 @@ import pytest
 
 import varirec as vr
 from varirec.analysis import analyze
-from varirec.analysis.estimators.groups import resolve_groups, salib_groups, vector_groups
+from varirec.analysis.estimators.groups import (
+    declared_groups,
+    resolve_groups,
+    salib_groups,
+    vector_groups,
+)
 from varirec.analysis.estimators.knn_total import knn_indices
 from varirec.envs import OneStepEnv, drive_episodes
 from varirec.errors import UnknownNameError
@@ -51,6 +56,25 @@ def test_group_errors_name_the_problem() -> None:
         resolve_groups(["mass"], {"g": []})
     with pytest.raises(ValueError, match="non-empty list"):
         resolve_groups(["mass"], {"g": "mass"})
+
+
+def test_declared_groups_expand_variations_and_keep_other_vectors() -> None:
+    cols = {"cam": ["cam[x]", "cam[y]", "cam[z]"], "g": ["g[0]", "g[1]"], "m": ["m"]}
+    assert declared_groups({"pose": ["cam", "m"]}, cols) == {
+        "pose": ["cam[x]", "cam[y]", "cam[z]", "m"],
+        "g": ["g[0]", "g[1]"],
+    }
+    # A component in a group leaves the rest of its vector to stand alone.
+    assert declared_groups({"p": ["cam[x]", "m"]}, cols) == {"p": ["cam[x]", "m"], "g": cols["g"]}
+    assert declared_groups({"p": ["m", "m"]}, cols, vectors=False) == {"p": ["m"]}
+    with pytest.raises(UnknownNameError, match="did you mean 'cam'"):
+        declared_groups({"p": ["cma"]}, cols)
+    with pytest.raises(ValueError, match="'cam\\[y\\]' is in groups 'a' and 'b'"):
+        declared_groups({"a": ["cam"], "b": ["cam[y]"]}, cols)
+    with pytest.raises(ValueError, match="must name at least one variation"):
+        declared_groups({"a": []}, cols)
+    with pytest.raises(ValueError, match="name the group otherwise"):
+        declared_groups({"m": ["cam"]}, cols)
 
 
 def test_norm_effect_group_index_vs_components() -> None:
@@ -99,11 +123,22 @@ def test_vector_variation_is_one_factor_through_parquet(tmp_path) -> None:
         tmp_path, outcome="return", method="knn", seed=0, groups={"pair": ["cam[0]", "w"]}
     )
     assert custom.result.factor_names == ("pair", "cam[1]", "cam[2]")
+    # A vector variation's name stands for its components; with method auto and plain
+    # draws, groups mean knn; the numbers are those of the spelled-out groups.
+    by_name = analyze(tmp_path, outcome="return", seed=0, groups={"all": ["cam", "w"]})
+    spelled = analyze(tmp_path, outcome="return", method="knn", seed=0,
+                      groups={"all": ["cam[0]", "cam[1]", "cam[2]", "w"]})  # fmt: skip
+    assert by_name.method == "knn" and by_name.groups == {
+        "all": ["cam[0]", "cam[1]", "cam[2]", "w"]
+    }
+    np.testing.assert_array_equal(by_name.result.ST, spelled.result.ST)
+    with pytest.raises(UnknownNameError, match="did you mean 'cam'"):
+        analyze(tmp_path, outcome="return", method="knn", groups={"g": ["camm"]})
     with pytest.raises(ValueError, match="`groups` must be"):
         analyze(tmp_path, outcome="return", method="knn", groups="vector")
 
 
-def test_group_sobol_design_through_parquet_equals_salib(tmp_path) -> None:
+def test_group_sobol_design_through_parquet_equals_salib(tmp_path, capsys) -> None:
     from SALib.analyze import sobol as salib_sobol
 
     from varirec.analysis.designs import sobol_design
@@ -129,6 +164,14 @@ def test_group_sobol_design_through_parquet_equals_salib(tmp_path) -> None:
         drive_episodes(env, manager)
     study = analyze(tmp_path, outcome="return", seed=0)
     res = study.result
+    assert study.groups == {"cam": ["cam[0]", "cam[1]", "cam[2]"]}  # w is a factor alone
+    # A design's groups are fixed when it is built: --group on it names the way out.
+    from varirec.cli.commands import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", str(tmp_path), "--outcome", "return", "--group", "g=cam,w"])
+    assert exc.value.code == 2
+    assert "holds a design, whose groups are fixed when it is built" in capsys.readouterr().err
     group_truth, _ = _truth()
     assert study.method == "sobol" and res.factor_names == ("cam", "w")
     assert res.S1[0] == pytest.approx(group_truth, abs=0.03)
