@@ -32,7 +32,7 @@ SCENES = ("kitchen", "garage", "lab")
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """Success needs force and width both high, and is likelier in the lab; a 3-vector
-    camera pose and the scene choice are recorded too."""
+    camera pose, the scene choice and an interval-mode gust are recorded too."""
     path = tmp_path_factory.mktemp("groups")
     n = 300
     state: dict[str, np.ndarray] = {
@@ -56,6 +56,9 @@ def dataset(tmp_path_factory) -> Path:
         ),
         vr.Variation(
             "scene", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=SCENES)), setter("scene")
+        ),
+        vr.Variation(
+            "gust", vr.VariationCfg(sampler=vr.UniformCfg(), mode="interval", interval_steps=(1, 1))
         ),
     ]
     rng = np.random.default_rng(0)
@@ -133,6 +136,7 @@ def test_groups_file_json_and_toml_and_split_vectors(dataset, tmp_path, capsys) 
         (["--group", "grip=a,,b"], "empty name"),
         (["--group", "g=scene", "--group", "g=cam"], "group 'g' is declared twice"),
         (["--group", "cam=scene"], "name the group otherwise"),
+        (["--group", "g=scene,gust"], "'gust', an interval-mode variation"),
         (["--group", "g=cam", "--method", "binning"], "--method binning takes one column"),
         (["--groups-file", "{tmp}/g.yaml"], "must be a .json or .toml file"),
         (["--groups-file", "{tmp}/bad.json"], "must be a list of variation names"),
