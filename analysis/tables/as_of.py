@@ -24,6 +24,8 @@ __all__ = [
     "as_of",
     "column_name",
     "dictionary_codes",
+    "fill_and_pick",
+    "keep_text_labels",
     "run_factors",
 ]
 
@@ -160,6 +162,41 @@ class _Dense:
         return np.maximum.accumulate(np.where(has | block_start[None, :], ramp, 0), axis=1)
 
 
+def fill_and_pick(
+    dense: _Dense,
+    value: np.ndarray,
+    label: np.ndarray | None,
+    pos_e: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray | None:
+    """One column's value per episode into ``out``, from its ``dense.size`` scatter, and
+    its label codes per episode (None without ``label``).
+
+    Episodes whose reset skipped the variation take the env's previous draw (a forward
+    fill, only for a column with such gaps).
+    """
+    np.take(value, pos_e, out=out, mode="clip")  # clip: no buffered copy; pos_e is valid
+    if np.isnan(out).any():
+        src = dense.forward_fill(~np.isnan(value)[None, :])[0]
+        np.take(value[src], pos_e, out=out, mode="clip")
+        if label is not None:
+            label = label[src]
+    return None if label is None else label[pos_e]
+
+
+def keep_text_labels(
+    label_out: dict[str, tuple[np.ndarray, list[str]]], specs: dict[str, dict[str, Any]]
+) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """The factors that keep their labels: those whose labels are not numbers."""
+    kept = {}
+    for name, (codes, labs) in label_out.items():
+        spec_labels = specs.get(name.split("[")[0], {}).get("labels") or []
+        used = [labs[x] for x in np.unique(codes) if x >= 0]
+        if used and not all_numeric(spec_labels or used):
+            kept[name] = (codes, labs)
+    return kept
+
+
 def _numpy(draws: pa.Table, name: str) -> np.ndarray:
     column = draws.column(name)
     return column.to_numpy() if column.num_chunks != 1 else column.chunk(0).to_numpy()
@@ -275,21 +312,16 @@ def run_factors(
             dense_label[flat] = label_codes if rows is None else label_codes[rows]
             dense_label = dense_label.reshape(len(names), size)
         del flat
-        picked = dense_value[:, pos_e]
-        # Episodes whose reset skipped a variation take the env's previous draw.
-        gaps = np.flatnonzero(fast & np.isnan(picked).any(axis=1))
-        if gaps.size:
-            src = dense.forward_fill(~np.isnan(dense_value[gaps]))
-            picked[gaps] = np.take_along_axis(dense_value[gaps], src, axis=1)[:, pos_e]
-            if dense_label is not None:
-                dense_label[gaps] = np.take_along_axis(dense_label[gaps], src, axis=1)
-        if fast.all():
-            out = picked
-        else:
-            out[fast] = picked[fast]
-        if dense_label is not None:
-            for c in np.flatnonzero(fast):
-                label_out[names[c]] = (dense_label[c, pos_e], label_names)
+        for c in np.flatnonzero(fast):
+            lab = fill_and_pick(
+                dense,
+                dense_value[c],
+                None if dense_label is None else dense_label[c],
+                pos_e,
+                out[c],
+            )
+            if lab is not None:
+                label_out[names[c]] = (lab, label_names)
 
     # Build-mode columns and the rare ones: a search over (env, seq) per column.
     for c in np.flatnonzero((n_build > 0) & ~fast & ~is_interval | slow):
@@ -303,13 +335,7 @@ def run_factors(
                 label_names,
             )
 
-    # Categorical factors keep their labels when the labels are not numbers.
-    for name in list(label_out):
-        codes, labs = label_out[name]
-        spec_labels = specs.get(name.split("[")[0], {}).get("labels") or []
-        used = [labs[x] for x in np.unique(codes) if x >= 0]
-        if not used or all_numeric(spec_labels or used):
-            del label_out[name]
+    label_out = keep_text_labels(label_out, specs)
     if is_interval.any():
         if skipped is not None:
             skipped += [n for n, i in zip(names, is_interval, strict=True) if i]

@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from varirec import open_dataset
 from varirec.analysis.tables.as_of import DRAW_COLUMNS, run_factors
+from varirec.analysis.tables.stream import stream_factors
 from varirec.errors import DatasetError, UnknownNameError
 from varirec.storage import Dataset, DatasetWarning
 from varirec.variations.overrides import nearest_names
@@ -258,9 +259,14 @@ def episode_table(
         episodes = ds.episodes(run_id)
         if episodes.num_rows == 0:
             continue
-        draws = ds.draws(run_id, columns=list(DRAW_COLUMNS))
-        names, values, label_cols = run_factors(draws, episodes, specs, interval_names)
-        del draws
+        streamed = stream_factors(ds, run_id, episodes, specs)
+        if streamed is not None:  # the common case, joined while the parts decode
+            (names, values, label_cols), skipped = streamed
+            interval_names += skipped
+        else:
+            draws = ds.draws(run_id, columns=list(DRAW_COLUMNS))
+            names, values, label_cols = run_factors(draws, episodes, specs, interval_names)
+            del draws
         frame = episodes.drop_columns(["run_id"]).to_pandas()
         frame.insert(0, "run_id", run_id)
         outcome_names += [
