@@ -132,6 +132,21 @@ def test_counter_uniforms_and_seeds_are_pinned() -> None:
     assert _digest(CounterStream(3, RESET_SEED_STREAM).seeds(IDS, EPISODES)) == ("ad3125bc15b21c16")
 
 
+def test_a_batch_larger_than_one_hash_block_is_pinned() -> None:
+    """Past 8192 values the hash runs block by block, in place; the values do not change."""
+    from varirec.sampling.streams import _mix, _to_unit
+
+    n = 20000
+    ids, episodes = np.arange(n) * 3 + 1, np.arange(n) % 7
+    stream = CounterStream(5, "big")
+    assert _digest(stream.uniforms(ids, episodes)) == "6e3196cb20e94a94"
+    u = stream.uniforms(ids, episodes, k=3, draw_seq=np.arange(n) % 2)
+    assert _digest(u) == "accfdf3554604e57"
+    h = (np.arange(3 * n, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)).reshape(n, 3)
+    assert _digest(_to_unit(_mix(h.copy()))) == "956d353e14ddfc97"
+    assert _digest(_to_unit(_mix(h.copy()[:, ::2]))) == "a9fb146afed56e7d"  # a strided view
+
+
 def test_portable_functions_are_pinned_on_their_branches_and_edges() -> None:
     p = _edge_probabilities()
     z = portable.ndtri(p.copy(), np)

@@ -141,21 +141,24 @@ class SamplerCfg:
     def _columns(self, key: str) -> list[str]:
         return [key] if not self.shape else [f"{key}[{c}]" for c in self.component_names]
 
-    def _cached(self, name: str, make: Any) -> Any:
+    def _cached(self, name: Any, make: Any) -> Any:
         """A value derived from the (frozen) fields, computed once: draws stay cheap."""
-        cache = self.__dict__.setdefault("_derived", {})
-        if name not in cache:
-            cache[name] = make()
-        return cache[name]
+        try:
+            return self.__dict__["_derived"][name]
+        except KeyError:
+            cache = self.__dict__.setdefault("_derived", {})
+            value = cache[name] = make()
+            return value
 
     def _arrays(self, *keys: str) -> list[np.ndarray]:
         """Parameters as arrays broadcast to the component count (cached)."""
-        return [
-            self._cached(
-                k, lambda k=k: np.broadcast_to(np.asarray(getattr(self, k), float), (self.width,))
-            )
-            for k in keys
-        ]
+        try:
+            return self.__dict__["_derived"][keys]
+        except KeyError:
+            arrays = [
+                np.broadcast_to(np.asarray(getattr(self, k), float), (self.width,)) for k in keys
+            ]
+            return self._cached(keys, lambda: arrays)
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
         """Values for uniforms ``u`` of shape ``(n, width)``; shape ``(n, *self.shape)``."""
@@ -178,7 +181,7 @@ class SamplerCfg:
         return out
 
     def _shape_out(self, values: np.ndarray) -> np.ndarray:
-        return values if self.shape else values.reshape(len(values))
+        return values if self._cached("shape", self._shape) else values.reshape(len(values))
 
 
 def cfg_from_dict(data: dict[str, Any]) -> SamplerCfg:

@@ -69,8 +69,14 @@ class UniformCfg(SamplerCfg):
             raise _bad(type(self).__name__, "low", self.low, f"<= high ({self.high}); swap them")
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
+        low, span = self._cached("affine", self._affine)
+        out = u * span
+        out += low  # low + (high - low) * u, in the same rounding
+        return self._shape_out(out)
+
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
         low, high = self._arrays("low", "high")
-        return self._shape_out(low + (high - low) * u)
+        return low, high - low
 
     def factor_specs(self, key: str) -> list[FactorSpec]:
         low, high = self._arrays("low", "high")
@@ -129,7 +135,10 @@ class NormalCfg(SamplerCfg):
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
         mean, std = self._arrays("mean", "std")
-        return self._shape_out(mean + std * portable.ndtri(u, np))
+        out = portable.ndtri(u, np)
+        out *= std
+        out += mean  # mean + std * z, in the same rounding
+        return self._shape_out(out)
 
     def factor_specs(self, key: str) -> list[FactorSpec]:
         mean, std = self._arrays("mean", "std")

@@ -84,31 +84,78 @@ class GeneratorSource:
         return u
 
 
+_CHUNK = 8192
+"""Elements per pass over a large hash array: a block and its scratch stay in cache, and
+the scratch (64 KiB) stays below malloc's mmap threshold (a fresh mapping costs a page
+fault per 4 KiB, more than the arithmetic)."""
+_I64 = np.dtype(np.int64)
+
+
+def _mix_block(z: np.ndarray, tmp: np.ndarray | None) -> None:
+    if tmp is None:
+        z ^= z >> _S30
+        z *= _M1
+        z ^= z >> _S27
+        z *= _M2
+        z ^= z >> _S31
+        return
+    np.right_shift(z, _S30, out=tmp)
+    z ^= tmp
+    z *= _M1
+    np.right_shift(z, _S27, out=tmp)
+    z ^= tmp
+    z *= _M2
+    np.right_shift(z, _S31, out=tmp)
+    z ^= tmp
+
+
+def _unit_block(h: np.ndarray) -> None:
+    """1-D ``h`` to uniforms in place: its memory then holds float64 (see :func:`_to_unit`)."""
+    h >>= _S11
+    u = h.view(np.float64)
+    np.copyto(u, h.view(np.int64), casting="unsafe")  # exact: h < 2**53; same element
+    u += 0.5
+    u *= _TO_UNIT
+    # (2**53 - 1 + 0.5) * 2**-53 rounds to 1.0, where an inverse CDF is infinite.
+    np.minimum(u, _BELOW_ONE, out=u)
+
+
 def _mix(z: np.ndarray) -> np.ndarray:
     """The SplitMix64 finalizer, in place on a uint64 array (wrapping arithmetic)."""
-    z ^= z >> _S30
-    z *= _M1
-    z ^= z >> _S27
-    z *= _M2
-    z ^= z >> _S31
+    if z.size <= _CHUNK or not z.flags.c_contiguous:
+        _mix_block(z, None)
+        return z
+    flat = z.reshape(-1)
+    tmp = np.empty(_CHUNK, np.uint64)
+    for i in range(0, flat.size, _CHUNK):
+        block = flat[i : i + _CHUNK]
+        _mix_block(block, tmp[: block.size])
     return z
 
 
 def _as_u64(a: np.ndarray | int, n: int) -> np.ndarray:
     """``a`` (an int, or ``n`` ints) as a fresh or viewed uint64 array of length ``n``."""
-    if isinstance(a, np.ndarray) and a.dtype == np.int64 and a.shape == (n,):
+    if isinstance(a, np.ndarray) and a.dtype == _I64 and a.shape == (n,):
         return a.view(np.uint64)
     return np.broadcast_to(np.asarray(a, dtype=np.int64), (n,)).astype(np.uint64)
 
 
 def _to_unit(h: np.ndarray) -> np.ndarray:
-    h >>= _S11
-    u = h.astype(np.float64)
-    u += 0.5
-    u *= _TO_UNIT
-    # (2**53 - 1 + 0.5) * 2**-53 rounds to 1.0, where an inverse CDF is infinite.
-    np.minimum(u, _BELOW_ONE, out=u)
-    return u
+    """Uniforms in (0, 1) from the top 53 bits of uint64 hashes ``h`` (consumed): in
+    place where ``h`` is contiguous (the result is its memory, read as float64)."""
+    if h.size <= _CHUNK:  # few elements: the fewest numpy calls
+        h >>= _S11
+        u = h.astype(np.float64)
+        u += 0.5
+        u *= _TO_UNIT
+        np.minimum(u, _BELOW_ONE, out=u)  # as in _unit_block
+        return u
+    if not h.flags.c_contiguous:
+        h = np.ascontiguousarray(h)
+    flat = h.reshape(-1)
+    for i in range(0, flat.size, _CHUNK):
+        _unit_block(flat[i : i + _CHUNK])
+    return h.view(np.float64)
 
 
 class CounterStream:
@@ -201,7 +248,7 @@ class KeyedUniforms:
         word ^= self.base
         h = _mix(word)
         seq = self.draw_seq
-        if k == 1 and (seq == 0 if isinstance(seq, int) else not seq.any()):
+        if k == 1 and (seq == 0 if type(seq) is int else not seq.any()):
             return _to_unit(h).reshape(n, 1)
         # A second round for draw_seq / component, applied only where either is
         # non-zero, so a value never depends on what else is in the batch.
