@@ -1,4 +1,4 @@
-"""Outcome accumulators on the env's device (torch), for the outcome term.
+"""Outcome accumulators for the outcome term: numpy on the host, torch on a device.
 
 Return, termination flags and success stay where the env computes them: a step adds
 to them with device ops, and a pre-reset gathers the finished episodes' entries and
@@ -10,7 +10,6 @@ reads them (:class:`~varirec.recording.episode_chunk.EpisodeChunk`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -36,56 +35,93 @@ def _check(name: str, x: Any, n: int, floats: bool) -> None:
         )
 
 
+_FILL = (0.0, float("nan"), 0.0, 0.0)  # a new episode: return 0, success unknown, no flags
+ROWS = ("return", "success", "terminated", "truncated")
+"""The accumulator's rows; the flags are 0.0/1.0 (the episode table stores them as bools)."""
+
+
 class DeviceOutcomes:
-    """Per-env return, flags and success as torch tensors on ``device``."""
+    """Per-env return, success and termination flags in one ``(4, num_envs)`` float64
+    accumulator (rows :data:`ROWS`): numpy on the host (numpy envs, and torch envs on
+    the CPU, whose tensors are read as numpy without a copy: a torch op on the CPU costs
+    several numpy ones), a tensor on a CUDA device. A pre-reset gathers the finished
+    episodes' columns in one gather and resets them in one scatter.
 
-    def __init__(self, num_envs: int, device: Any) -> None:
-        import torch
+    Args:
+        num_envs: envs in the batch.
+        device: the env's device (None: numpy).
+        start: values accumulated so far (``(4, num_envs)``, numpy), carried over.
+    """
 
-        self.torch = torch
+    def __init__(self, num_envs: int, device: Any = None, start: np.ndarray | None = None) -> None:
         self.n = num_envs
         self.device = device
-        self.ret = torch.zeros(num_envs, dtype=torch.float64, device=device)
-        self.terminated = torch.zeros(num_envs, dtype=torch.bool, device=device)
-        self.truncated = torch.zeros(num_envs, dtype=torch.bool, device=device)
-        self.success = torch.full((num_envs,), float("nan"), dtype=torch.float64, device=device)
+        self.torch: Any = None
+        acc = np.zeros((4, num_envs))
+        acc[1] = np.nan
+        if start is not None:
+            acc[:] = start
+        if device is not None and getattr(device, "type", "cpu") != "cpu":
+            import torch
 
-    def _tensor(self, name: str, x: Any) -> Any:
-        if not hasattr(x, "device"):
+            self.torch = torch
+            self.acc: Any = torch.as_tensor(acc, device=device)
+            self._fill: Any = torch.tensor(_FILL, dtype=torch.float64, device=device)[:, None]
+        else:
+            self.acc = acc
+            self._fill = np.array(_FILL)[:, None]
+
+    def local(self, name: str, x: Any, floats: bool) -> Any:
+        """A tensor handed in (checked), or a host array (checked by the caller), as the
+        accumulator takes it: numpy on the host, a tensor on the device."""
+        if hasattr(x, "device") and hasattr(x, "numel"):  # a torch tensor
+            _check(name, x, self.n, floats)
+            return x if self.torch is not None else x.numpy()
+        if self.torch is not None:
             x = self.torch.as_tensor(np.asarray(x), device=self.device)
+            _check(name, x, self.n, floats)
         return x
 
-    def record_step(self, data: Mapping[str, Any], running: np.ndarray, everyone: bool) -> None:
-        torch = self.torch
+    def record_step(
+        self, reward: Any, terminated: Any, truncated: Any, success: Any, running: np.ndarray,
+        everyone: bool,
+    ) -> None:  # fmt: skip
+        """Add ``reward`` to the running episodes' return; keep their latest flags and
+        success (None: not given this step)."""
+        acc, torch = self.acc, self.torch
+        if torch is None:
+            where = True if everyone else running
+            if reward is not None:
+                if everyone:
+                    acc[0] += reward
+                else:
+                    np.add(acc[0], reward, out=acc[0], where=running)
+            for row, flags in ((2, terminated), (3, truncated)):
+                if flags is not None:  # nonzero is True (as a bool buffer took it)
+                    flags = flags if flags.dtype == np.bool_ else flags != 0
+                    np.copyto(acc[row], flags, where=where, casting="unsafe")
+            if success is not None:
+                np.copyto(acc[1], success, where=where, casting="unsafe")
+            return
         mask = None if everyone else torch.as_tensor(running).to(self.device, non_blocking=True)
-        if (reward := data.get("reward")) is not None:
-            reward = self._tensor("reward", reward)
-            _check("reward", reward, self.n, floats=True)
-            self.ret += reward if mask is None else torch.where(mask, reward, 0.0)
-        for name, buf in (("terminated", self.terminated), ("truncated", self.truncated)):
-            if (flags := data.get(name)) is not None:
-                flags = self._tensor(name, flags)
-                _check(name, flags, self.n, floats=False)
-                flags = flags.to(self.torch.bool)
-                buf.copy_(flags if mask is None else self.torch.where(mask, flags, buf))
-        if (success := data.get("success")) is not None:
-            success = self._tensor("success", success)
-            _check("success", success, self.n, floats=True)
-            success = success.to(self.torch.float64)
-            self.success.copy_(
-                success if mask is None else self.torch.where(mask, success, self.success)
-            )
+        if reward is not None:
+            acc[0] += reward if mask is None else torch.where(mask, reward, 0.0)
+        for row, flags in ((2, terminated), (3, truncated)):
+            if flags is not None:
+                flags = flags.to(torch.bool)
+                acc[row].copy_(flags if mask is None else torch.where(mask, flags, acc[row] > 0.5))
+        if success is not None:
+            success = success.to(torch.float64)
+            acc[1].copy_(success if mask is None else torch.where(mask, success, acc[1]))
 
     def record_pre_reset(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
-        idx = self.torch.as_tensor(env_ids).to(self.device, non_blocking=True)
-        out = {
-            "return": host_async(self.ret[idx]),
-            "success": host_async(self.success[idx]),
-            "terminated": host_async(self.terminated[idx]),
-            "truncated": host_async(self.truncated[idx]),
-        }
-        self.ret[idx] = 0.0
-        self.terminated[idx] = False
-        self.truncated[idx] = False
-        self.success[idx] = float("nan")
-        return out
+        """The finished episodes' columns (host numpy; from a device, arriving
+        asynchronously), and their accumulators reset for the next episode."""
+        if self.torch is None:
+            block = self.acc[:, env_ids]
+            self.acc[:, env_ids] = self._fill
+        else:
+            idx = self.torch.as_tensor(env_ids).to(self.device, non_blocking=True)
+            block = host_async(self.acc[:, idx])  # one copy for the four columns
+            self.acc[:, idx] = self._fill
+        return dict(zip(ROWS, block, strict=True))

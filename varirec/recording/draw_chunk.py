@@ -13,6 +13,7 @@ builds the ``draws`` table; it runs on the writer's background thread.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -48,25 +49,44 @@ class DrawChunk:
     """
 
     __slots__ = (
-        "_draw_seq", "_env_id", "_episode", "_label", "_sample_id", "_step", "_value",
+        "_draw_seq", "_env_id", "_episode", "_label", "_pool", "_sample_id", "_step", "_value",
         "_written", "capacity", "env_rows", "event", "events", "keys", "labels", "pending", "rows",
     )  # fmt: skip
 
-    def __init__(self, capacity: int, keys: list[str], labels: list[str]) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        keys: list[str],
+        labels: list[str],
+        pool: deque[tuple[np.ndarray, ...]] | None = None,
+    ) -> None:
         self.capacity = capacity
         self.keys = keys
         self.labels = labels
         # One tuple per draw event: (key code, phase code, seq, time us, n, k).
         self.events: list[tuple[int, int, int, int, int, int]] = []
-        self._env_id = np.empty(capacity, np.int32)
-        self._episode = np.empty(capacity, np.int64)
+        # Buffers come back from converted chunks through `pool` (the writer thread
+        # copies what it converts): fresh pages cost a fault each on the hot path.
+        self._pool = pool
+        buffers = None
+        if pool:
+            try:
+                buffers = pool.pop()
+            except IndexError:  # another thread took the last one
+                buffers = None
+        if buffers is None or len(buffers[0]) != capacity:
+            buffers = (
+                np.empty(capacity, np.int32),
+                np.empty(capacity, np.int64),
+                np.empty(capacity, np.int64),
+                np.empty(capacity, np.int32),
+                np.empty(capacity, np.float64),
+            )
         # Most draws are at step 0, draw_seq 0: only the env rows written with others are
         # kept (and listed in `_written`); the zeros are filled in on the writer thread.
         # (np.zeros here would clear memory that malloc reused, ~2 ms per chunk.)
-        self._step = np.empty(capacity, np.int64)
-        self._draw_seq = np.empty(capacity, np.int32)
+        self._env_id, self._episode, self._step, self._draw_seq, self._value = buffers
         self._written: list[tuple[int, int]] = []
-        self._value = np.empty(capacity, np.float64)
         self._sample_id: np.ndarray | None = None  # allocated by the first design draw
         self._label: np.ndarray | None = None  # allocated by the first categorical draw
         self.env_rows = 0
@@ -203,21 +223,26 @@ class DrawChunk:
 
         label = self._label
         sample_id = self._sample_id
-        return pa.Table.from_arrays(
+        pooled = self._pool is not None
+        env_id, episode, value = self._env_id, self._episode, self._value
+        if pooled:  # the buffers go back to the pool: Arrow must not share their memory
+            env_id, episode = env_id[:env_rows].copy(), episode[:env_rows].copy()
+            value = value[:total].copy()
+        table = pa.Table.from_arrays(
             [
                 pa.array(per_event(2)),
                 pa.DictionaryArray.from_arrays(
                     pa.array(per_event(0).astype(np.int32)), pa.array(list(self.keys), pa.string())
                 ),
                 pa.array(component),
-                pa.array(per_row(self._env_id)),
-                pa.array(per_row(self._episode)),
+                pa.array(per_row(env_id)),
+                pa.array(per_row(episode)),
                 pa.array(per_row(step)),
                 pa.DictionaryArray.from_arrays(
                     pa.array(per_event(1).astype(np.int32)), pa.array(list(PHASES), pa.string())
                 ),
                 pa.array(per_row(draw_seq)),
-                pa.array(self._value[:total]),
+                pa.array(value[:total]),
                 pa.nulls(total, DICT_STRING)
                 if label is None
                 else pa.DictionaryArray.from_arrays(
@@ -231,3 +256,10 @@ class DrawChunk:
             ],
             schema=draws_schema(),
         )
+        if pooled:  # converted once: this chunk's buffers are free for the next chunk
+            self._pool.append(  # type: ignore[union-attr]
+                (self._env_id, self._episode, self._step, self._draw_seq, self._value)
+            )
+            self._pool = None
+            self.capacity = 0  # nothing more is copied in
+        return table

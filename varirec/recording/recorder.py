@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +133,8 @@ class VariationRecorder:
         self.key_list: list[str] = []  # append-only: chunks index it by code
         self.labels: list[str] = []  # append-only: chunks index it by label code
         self._label_index: dict[str, int] = {}
+        # Buffers of converted chunks, reused (at most two sets: a few MB each).
+        self._pool: deque[tuple[np.ndarray, ...]] = deque(maxlen=2)
         self._chunk = self._new_chunk(self.max_rows)
         self.rows_recorded = 0
         self.device: Any = None
@@ -139,7 +142,9 @@ class VariationRecorder:
         self._block: tuple[Any, list[Any], list[tuple[int, int]]] | None = None
 
     def _new_chunk(self, capacity: int) -> DrawChunk:
-        return DrawChunk(capacity, self.key_list, self.labels)
+        if capacity != self.max_rows:  # a one-off oversized chunk
+            return DrawChunk(capacity, self.key_list, self.labels)
+        return DrawChunk(capacity, self.key_list, self.labels, self._pool)
 
     @property
     def keys(self) -> list[str]:

@@ -119,12 +119,8 @@ class OutcomeTerm(RecorderTerm):
 
     def __init__(self, cfg: RecorderTermCfg, manager: TermHost) -> None:
         super().__init__(cfg, manager)
-        n = manager.num_envs
-        self._return = np.zeros(n)
-        self._terminated = np.zeros(n, dtype=bool)
-        self._truncated = np.zeros(n, dtype=bool)
-        self._success = np.full(n, np.nan)
-        self._device: DeviceOutcomes | None = None
+        self._acc = DeviceOutcomes(manager.num_envs)  # numpy until a tensor comes
+        self._device: Any = None
 
     COLUMNS: ClassVar[Mapping[str, pa.DataType]] = {
         "return": pa.float64(),
@@ -160,56 +156,46 @@ class OutcomeTerm(RecorderTerm):
 
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
         running = self.manager.tracker.started
-        everyone = running.all()  # the usual case: no mask needed
+        everyone = bool(running.all())  # the usual case: no mask needed
+        acc = self._acc
         if self._device is None and any(is_tensor(x) for x in data.values()):
             world = getattr(self.manager, "world", None) or ArrayWorld()
             for name, x in data.items():
                 if is_tensor(x):
                     world.check(x, name)
-            # The env computes on a device: accumulate there from now on.
-            self._device = DeviceOutcomes(self.manager.num_envs, world.device)
-        if self._device is not None:
-            self._device.record_step(data, running, bool(everyone))
-            return
-        if (reward := data.get("reward")) is not None:
-            reward = self._array(
-                "reward", reward, "buif", "numbers", "pass it as floats (.astype(float))"
-            )
-            if everyone:
-                self._return += reward
-            else:
-                np.add(self._return, reward, out=self._return, where=running)
-        for name, buf in (("terminated", self._terminated), ("truncated", self._truncated)):
-            if (flags := data.get(name)) is not None:
-                flags = self._array(
-                    name, flags, "bui", "bools (or 0/1 integers)", "pass it as bools"
-                )
-                np.copyto(buf, flags, where=True if everyone else running, casting="unsafe")
-        if (success := data.get("success")) is not None:
+            # The env computes on a device: accumulate there from now on (on the CPU,
+            # in numpy over the tensors' memory).
+            self._device = world.device
+            self._acc = acc = DeviceOutcomes(self.manager.num_envs, world.device, acc.acc)
+        on_device = acc.torch is not None
+
+        def take(name: str, kinds: str, want: str, fix: str, floats: bool) -> Any:
+            x = data.get(name)
+            if x is None:
+                return None
+            if on_device or is_tensor(x):
+                return acc.local(name, x, floats)
+            return self._array(name, x, kinds, want, fix)
+
+        acc.record_step(
+            take("reward", "buif", "numbers", "pass it as floats (.astype(float))", True),
+            take("terminated", "bui", "bools (or 0/1 integers)", "pass it as bools", False),
+            take("truncated", "bui", "bools (or 0/1 integers)", "pass it as bools", False),
             # NaN (float) is unknown; bool and 0/1 numbers are the outcome.
-            success = self._array(
+            take(
                 "success",
-                success,
                 "buif",
                 "bools or numbers",
                 "pass bools (True: success), or floats with NaN where unknown",
-            )
-            np.copyto(self._success, success, where=True if everyone else running, casting="unsafe")
+                True,
+            ),
+            running,
+            everyone,
+        )
 
     def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray]:
-        if self._device is not None:
-            return self._device.record_pre_reset(env_ids)
-        out = {  # plain numpy: the writer thread turns NaN success into nulls
-            "return": self._return[env_ids],
-            "success": self._success[env_ids],
-            "terminated": self._terminated[env_ids],
-            "truncated": self._truncated[env_ids],
-        }
-        self._return[env_ids] = 0.0
-        self._terminated[env_ids] = False
-        self._truncated[env_ids] = False
-        self._success[env_ids] = np.nan
-        return out
+        # plain numpy (flags as 0/1): the writer thread makes bools and NaN nulls
+        return self._acc.record_pre_reset(env_ids)
 
 
 class VariationsTerm(RecorderTerm):
