@@ -219,25 +219,40 @@ def ndtri(p: Any, xp: Any) -> Any:
 # batch evaluates its four polynomials as one Horner pass over their arguments laid
 # end to end, each element with its own polynomial's coefficients.
 
-_ABCD = np.array([_A, _B, _C, _D]).T[::-1].copy()  # row i: the x**(7 - i) coefficients
 _MERGED_MAX = 2048
-"""Up to this many arguments in all, the polynomials share one pass; above it each has its
-own (the calls no longer matter, and the coefficient rows would cost memory)."""
+"""Up to this many arguments in all, polynomials share one Horner pass; above it each has
+its own (the calls no longer matter, and the coefficient rows would cost memory)."""
 
 
-def _four_polys(r: np.ndarray, near: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``_poly(_A, r), _poly(_B, r), _poly(_C, near), _poly(_D, near)``."""
-    n, m = r.size, near.size
-    if 2 * (n + m) > _MERGED_MAX:
-        return _poly(_A, r), _poly(_B, r), _poly(_C, near), _poly(_D, near)
-    x = np.concatenate((r, r, near, near))
-    c = np.repeat(_ABCD, (n, n, m, m), axis=1)
+def _pack(*polys: tuple[float, ...]) -> tuple[tuple[tuple[float, ...], ...], np.ndarray]:
+    """The polynomials, and their coefficients as rows (row i: the x**(7 - i) terms)."""
+    return polys, np.array(polys).T[::-1].copy()
+
+
+_ABCD, _AB, _CD = _pack(_A, _B, _C, _D), _pack(_A, _B), _pack(_C, _D)
+
+
+def _polys(
+    pack: tuple[tuple[tuple[float, ...], ...], np.ndarray], *xs: np.ndarray
+) -> list[np.ndarray]:
+    """``[_poly(c, x) for c, x in zip(polys, xs)]``: one pass over the arguments laid end
+    to end, each with its own polynomial's coefficients, when they are few."""
+    polys, rows = pack
+    sizes = [x.size for x in xs]
+    if sum(sizes) > _MERGED_MAX:
+        return [_poly(c, x) for c, x in zip(polys, xs, strict=True)]
+    x = np.concatenate(xs)
+    c = np.repeat(rows, sizes, axis=1)
     out = c[0] * x
     out += c[1]
     for row in c[2:]:
         out *= x
         out += row
-    return out[:n], out[n : 2 * n], out[2 * n : 2 * n + m], out[2 * n + m :]
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(out[start : start + size])
+        start += size
+    return parts
 
 
 def _log_np(x: np.ndarray) -> np.ndarray:
@@ -289,7 +304,10 @@ def _ndtri_np(p: np.ndarray) -> np.ndarray:
         # where(q < 0, p, 1 - p) is the smaller of the two
         s = np.sqrt(np.negative(_log_np(np.minimum(pt, 1.0 - pt))))
         near = s - 1.6
-    a, b, c, d = _four_polys(r, near)
+    if 2 * (r.size + near.size) <= _MERGED_MAX:
+        a, b, c, d = _polys(_ABCD, r, r, near, near)
+    else:
+        (a, b), (c, d) = _polys(_AB, r, r), _polys(_CD, near, near)
     out = q * a
     out /= b
     if tails.size:
