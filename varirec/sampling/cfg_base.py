@@ -181,7 +181,7 @@ class SamplerCfg:
         return out
 
     def _shape_out(self, values: np.ndarray) -> np.ndarray:
-        return values if self._cached("shape", self._shape) else values.reshape(len(values))
+        return values if self.shape else values.reshape(len(values))
 
 
 def cfg_from_dict(data: dict[str, Any]) -> SamplerCfg:
