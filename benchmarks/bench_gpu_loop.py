@@ -6,7 +6,8 @@ Three loops over the same batched torch env, on CUDA where present, else on the 
   the resetting envs, all 20 parameters at once (the cheapest baseline: Isaac Lab's
   reset event terms launch one draw per parameter);
 - ``null``: varirec's null manager (episode tracking and keyed draws, nothing written)
-  draws the 20 reset-mode variations and applies them to the same parameter tensor;
+  draws the 20 reset-mode variations and applies them to the same parameter tensor, in
+  one scatter of the reset batch (``VariationSet(apply_batch=...)``);
 - ``recording``: a :class:`~varirec.recording.manager.RecorderManager` that also records
   outcomes and draws to a Parquet dataset in a temporary directory.
 
@@ -23,8 +24,8 @@ Goals on an H100/H200: null <= 2 %, recording <= 5 % at every size. On the CPU t
 device *is* the host, so every microsecond varirec spends is on the critical path.
 
 If the installed varirec refuses torch tensors, the loop uses the glue a user would
-write (``.cpu().numpy()`` for ids and step arrays; ``apply`` copies each variation's
-values to the device) and says so in the table header.
+write (``.cpu().numpy()`` for ids and step arrays; the batch's values are copied to
+the device) and says so in the table header.
 
 Run: ``python benchmarks/bench_gpu_loop.py`` (CUDA: ~1 min; CPU: ~3 min with the
 defaults; ``--quick`` ~1 min on the CPU).
@@ -38,7 +39,6 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,22 +124,23 @@ def _calibrate(num_envs: int, num_params: int, mat: int, step_ms: float, device:
     return reps, per_step(reps)
 
 
+def _apply_all(env: TorchEnv, ids: Any, batch: Any) -> None:
+    """All 20 parameters of the resetting rows in one scatter (the bare loop's one
+    scatter): ``batch.matrix`` is ``(k, 20)``, float32 on the env's device on the tensor
+    path; numpy values and ids (the glue path) are copied there."""
+    ids = torch.as_tensor(ids, device=env.device)
+    env.params[ids] = torch.as_tensor(batch.matrix, device=env.device, dtype=torch.float32)
+
+
 def _variations(num_params: int) -> vr.VariationSet:
-    def make_apply(j: int) -> Callable[[Any, Any, Any], None]:
-        def apply(env: TorchEnv, ids: Any, values: Any) -> None:
-            # Tensors on the env's device pass through; numpy values are copied there.
-            ids = torch.as_tensor(ids, device=env.device)
-            env.params[ids, j] = torch.as_tensor(values, device=env.device, dtype=torch.float32)
-
-        return apply
-
     return vr.VariationSet(
-        vr.Variation(
-            f"object{j}.param",
-            vr.VariationCfg(sampler=vr.UniformCfg(low=LOW, high=HIGH)),
-            apply=make_apply(j),
-        )
-        for j in range(num_params)
+        (
+            vr.Variation(
+                f"object{j}.param", vr.VariationCfg(sampler=vr.UniformCfg(low=LOW, high=HIGH))
+            )
+            for j in range(num_params)
+        ),
+        apply_batch=_apply_all,
     )
 
 

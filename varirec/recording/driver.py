@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from varirec.arrays import ArrayWorld
+from varirec.arrays import ArrayWorld, is_tensor
 from varirec.errors import RecorderStateError
 from varirec.recording.episodes import EpisodeTracker
 from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
@@ -46,6 +46,12 @@ from varirec.variations.batch import (
 from varirec.variations.variation import Variation, VariationSet, epoch, noise_keys
 
 __all__ = ["DriverHooks", "EpisodeSchedule", "StudyDesign", "VariationDriver"]
+
+
+def _torch_int64() -> Any:
+    import torch  # only reached with a tensor in hand
+
+    return torch.int64
 
 
 class StudyDesign(Protocol):
@@ -223,9 +229,9 @@ class VariationDriver:
 
     def draw_reset(self, env: Any, env_ids: Any) -> ResetBatch | None:
         """Draw the reset-mode variations for ``env_ids`` and apply them to ``env``."""
-        return self._draw_reset(env, self._ids(env_ids))
+        return self._draw_reset(env, self._ids(env_ids), env_ids)
 
-    def _draw_reset(self, env: Any, ids: np.ndarray) -> ResetBatch | None:
+    def _draw_reset(self, env: Any, ids: np.ndarray, given: Any = None) -> ResetBatch | None:
         """All enabled reset-mode variations in one batched draw (those with a sampler of
         their own draw alone, after it); a recorder takes the batch in one piece."""
         g = self._group
@@ -244,10 +250,23 @@ class VariationDriver:
             if batch is not None:
                 if self.hooks is not None:
                     self.hooks.reset_drawn(batch)
-                batch.notify_and_apply(env, self.world.env_ids(ids))
+                batch.notify_and_apply(env, self._env_ids(ids, given))
         for v in g.alone:
             v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
         return batch
+
+    def _env_ids(self, ids: np.ndarray, given: Any) -> Any:
+        """The ids as ``apply`` takes them: the env's own int64 id tensor where it handed
+        one in (checked, on its device), else ``ids`` moved to the env's world."""
+        if (
+            given is not None
+            and self.world.device is not None
+            and is_tensor(given)
+            and given.dtype == _torch_int64()
+            and given.ndim == 1
+        ):
+            return given
+        return self.world.env_ids(ids)
 
     def episode_seeds(self, env_ids: Any) -> np.ndarray:
         """Reset seeds of the current episodes of ``env_ids``, stored on the tracker: the
@@ -282,7 +301,7 @@ class VariationDriver:
         if self.schedule is not None:
             self.schedule.assign(self.tracker, ids)
         seeds = None if reset_fn is None else self.episode_seeds(ids)
-        self._draw_reset(env, ids)
+        self._draw_reset(env, ids, env_ids)
         if reset_fn is not None:
             reset_fn(ids, seeds)
         self._post_reset(ids)

@@ -162,7 +162,7 @@ class ResetBatch:
                 cols.append(x.reshape(len(self.ids), -1).astype(np.float64, copy=False))
             m = np.concatenate(cols, axis=1) if cols else np.zeros((len(self.ids), 0))
             self._matrix = m
-        return self.world.values(m)
+        return _to_env(self.world, m)
 
     def host_values(self, j: int) -> np.ndarray:
         """The values of variation ``j`` on the host (numpy)."""
@@ -248,6 +248,19 @@ def _torch() -> Any:
     import torch
 
     return torch
+
+
+def _to_env(world: ArrayWorld, x: Any) -> Any:
+    """``world.values(x)``; for host float64 values on a CPU torch env, cast by numpy
+    (the same IEEE rounding, a few torch ops less) and shared with torch."""
+    dev = world.device
+    on_cpu = dev is not None and dev.type == "cpu"
+    if on_cpu and isinstance(x, np.ndarray) and x.dtype == np.float64:
+        torch = _torch()
+        want = world.dtype or torch.float32
+        if want in (torch.float32, torch.float64):
+            return torch.from_numpy(x.astype(np.float32 if want == torch.float32 else np.float64))
+    return world.values(x)
 
 
 class PlanCache:
