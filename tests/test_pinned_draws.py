@@ -132,6 +132,24 @@ def test_counter_uniforms_and_seeds_are_pinned() -> None:
     assert _digest(CounterStream(3, RESET_SEED_STREAM).seeds(IDS, EPISODES)) == ("ad3125bc15b21c16")
 
 
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda a: a,
+        lambda a: a.astype(np.int32),  # only the low 32 bits of each key enter the hash
+        lambda a: a.view(np.uint64),
+        lambda a: a.tolist(),
+    ],
+)
+def test_negative_and_wide_keys_of_any_integer_kind_are_pinned(convert) -> None:
+    ids = np.array([-5, 2**40 + 3, 3, -(2**40), 2**31, -1])
+    episodes = np.array([-1, 2**33 + 5, -(2**35), 7, 2**32 - 1, 0])
+    stream = CounterStream(2, "neg")
+    u = stream.uniforms(convert(ids), episodes)
+    assert _digest(u) == "1f7b0dc7d8831de2"
+    assert _digest(stream.uniforms(ids, np.full(6, 5))) == "3c985d1f79be2fe4"
+
+
 def test_a_batch_larger_than_one_hash_block_is_pinned() -> None:
     """Past 8192 values the hash runs block by block, in place; the values do not change."""
     from varirec.sampling.streams import _mix, _to_unit

@@ -14,6 +14,7 @@ never return infinities.
 from __future__ import annotations
 
 import hashlib
+import sys
 from typing import Protocol
 
 import numpy as np
@@ -140,6 +141,27 @@ def _as_u64(a: np.ndarray | int, n: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(a, dtype=np.int64), (n,)).astype(np.uint64)
 
 
+# Where the low and the high 32 bits of a uint64 lie, seen as two uint32.
+_LO, _HI = (0, 1) if sys.byteorder == "little" else (1, 0)
+
+
+def _key_words(env_ids: np.ndarray, episodes: np.ndarray | int, n: int) -> np.ndarray:
+    """``(env_ids << 32) | (episodes & 0xFFFFFFFF)`` as a fresh uint64 array."""
+    if (
+        type(episodes) is np.ndarray
+        and env_ids.shape == episodes.shape == (n,)
+        and env_ids.dtype.kind in "iu"
+        and episodes.dtype.kind in "iu"
+    ):  # two casting copies into the halves: the cast keeps the low 32 bits
+        w = np.empty((n, 2), np.uint32)
+        w[:, _LO] = episodes
+        w[:, _HI] = env_ids
+        return w.view(np.uint64).reshape(n)
+    word = _as_u64(env_ids, n) << _S32
+    word |= _as_u64(episodes, n) & _LOW32
+    return word
+
+
 def _to_unit(h: np.ndarray) -> np.ndarray:
     """Uniforms in (0, 1) from the top 53 bits of uint64 hashes ``h`` (consumed): in
     place where ``h`` is contiguous (the result is its memory, read as float64)."""
@@ -242,8 +264,7 @@ class KeyedUniforms:
     def uniforms(self, n: int, k: int) -> np.ndarray:
         if len(self.env_ids) != n:
             raise ValueError(f"`n` must equal len(env_ids) = {len(self.env_ids)}, got {n}")
-        word = _as_u64(self.env_ids, n) << _S32
-        word |= _as_u64(self.episodes, n) & _LOW32
+        word = _key_words(np.asarray(self.env_ids), self.episodes, n)
         word *= _GOLDEN
         word ^= self.base
         h = _mix(word)
