@@ -85,7 +85,8 @@ def _digest(a: np.ndarray) -> str:
     a = np.ascontiguousarray(a)
     if a.dtype.kind in "USO":
         return hashlib.sha256("\x1f".join(str(x) for x in a.ravel()).encode()).hexdigest()[:16]
-    return hashlib.sha256(a.tobytes()).hexdigest()[:16]
+    little = a.astype(a.dtype.newbyteorder("<"))  # the same digest on any machine
+    return hashlib.sha256(little.tobytes()).hexdigest()[:16]
 
 
 def _edge_probabilities() -> np.ndarray:
