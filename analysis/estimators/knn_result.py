@@ -28,9 +28,9 @@ class KnnResult(_ResultBase):
     neighbours (see :func:`varirec.analysis.estimators.knn_total.knn_indices`).
 
     ``num_samples`` is the number of rows. Factors may be groups of columns
-    (``groups``). Arrays are ``(D,)``; intervals are bootstrap percentile bounds and
-    ``*_conf`` is ``Z × SD``. ``significant[i]``: the lower bound of ``ST`` is above
-    0. Shapley effects sum to ``1 - noise_share``.
+    (``groups``). Arrays are ``(D,)``; intervals are the estimate ± ``*_conf``, the
+    normal quantile times a linearized standard error. ``significant[i]``: the lower
+    bound of ``ST`` is above 0. Shapley effects sum to ``1 - noise_share``.
     """
 
     index: str = "ST"
