@@ -166,22 +166,33 @@ def fill_and_pick(
     dense: _Dense,
     value: np.ndarray,
     label: np.ndarray | None,
-    pos_e: np.ndarray,
-    out: np.ndarray,
-) -> np.ndarray | None:
-    """One column's value per episode into ``out``, from its ``dense.size`` scatter, and
-    its label codes per episode (None without ``label``).
+    pos_e: np.ndarray | slice,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One column's value per episode, from its ``dense.size`` scatter, and its label
+    codes per episode (None without ``label``).
 
-    Episodes whose reset skipped the variation take the env's previous draw (a forward
-    fill, only for a column with such gaps).
+    ``pos_e``: the episodes' dense positions, or a slice where they are ``0..n-1`` (then,
+    without ``out``, the values are a view of ``value``). Episodes whose reset skipped
+    the variation take the env's previous draw (a forward fill, only for a column with
+    such gaps).
     """
-    np.take(value, pos_e, out=out, mode="clip")  # clip: no buffered copy; pos_e is valid
-    if np.isnan(out).any():
+    picked = _pick(value, pos_e, out)
+    if np.isnan(picked).any():
         src = dense.forward_fill(~np.isnan(value)[None, :])[0]
-        np.take(value[src], pos_e, out=out, mode="clip")
+        picked = _pick(value[src], pos_e, out)
         if label is not None:
             label = label[src]
-    return None if label is None else label[pos_e]
+    return picked, None if label is None else _pick(label, pos_e, None)
+
+
+def _pick(a: np.ndarray, where: np.ndarray | slice, out: np.ndarray | None) -> np.ndarray:
+    if isinstance(where, slice):
+        if out is None:
+            return a[where]
+        out[:] = a[where]
+        return out
+    return np.take(a, where, out=out, mode="clip")  # clip: no buffered copy; all valid
 
 
 def keep_text_labels(
@@ -313,13 +324,8 @@ def run_factors(
             dense_label = dense_label.reshape(len(names), size)
         del flat
         for c in np.flatnonzero(fast):
-            lab = fill_and_pick(
-                dense,
-                dense_value[c],
-                None if dense_label is None else dense_label[c],
-                pos_e,
-                out[c],
-            )
+            own_label = None if dense_label is None else dense_label[c]
+            _, lab = fill_and_pick(dense, dense_value[c], own_label, pos_e, out[c])
             if lab is not None:
                 label_out[names[c]] = (lab, label_names)
 

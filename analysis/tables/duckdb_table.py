@@ -101,6 +101,13 @@ def _draws_sql(ds: Dataset, run_ids: Sequence[str]) -> str | None:
     return " UNION ALL ".join(selects) if selects else None
 
 
+def _code(known: list[str], label: str) -> int:
+    """The index of ``label`` in ``known``, appended if new."""
+    if label not in known:
+        known.append(label)
+    return known.index(label)
+
+
 def duckdb_factors(
     ds: Dataset,
     run_ids: Sequence[str],
@@ -176,13 +183,6 @@ def _query(
     n = episodes.num_rows
     if not keep:
         return DuckDBFactors([], np.empty((0, n)), {}, skipped)
-    cols = pa.table(
-        {
-            "variation": [k[0] for k in keep],
-            "component": pa.array([k[1] for k in keep], pa.int16()),
-            "k": pa.array(range(len(keep)), pa.int32()),
-        }
-    )
     run_index = {r: i for i, r in enumerate(run_ids)}
     run_col = episodes.column("run_id").combine_chunks()
     if pa.types.is_dictionary(run_col.type):
@@ -197,96 +197,58 @@ def _query(
             "start_seq": episodes.column("start_seq").cast(pa.int64()),
         }
     )
-    con.register("cols", cols)
     con.register("episodes_probe", probe)
-    any_label = any(k[3] for k in keep)
-    label_sel = ", d.label" if any_label else ""
-    con.execute(
-        "CREATE TEMP VIEW d AS SELECT d.run, d.env_id, d.seq, c.k, d.value"
-        f"{label_sel} FROM draws d JOIN cols c USING (variation, component)"
-    )
-    # One ASOF JOIN per kind of column, no pivot: rows come back as (k, row, value) in
-    # batches and are scattered into the matrix (a GROUP BY pivot cost 3x the join).
-    own_ks = [i for i, k in enumerate(keep) if k[4] and not k[2]]
-    build_ks = [i for i, k in enumerate(keep) if k[2] and not k[4]]
-    mixed_ks = [i for i, k in enumerate(keep) if k[2] and k[4]]
-    lab = ", d.label" if any_label else ""
-
-    def probe_of(ks: list[int]) -> str:
-        return (
-            "(SELECT e.row, e.run, e.env_id, e.start_seq, c.k FROM episodes_probe e "
-            f"CROSS JOIN (SELECT k FROM cols WHERE k IN ({', '.join(map(str, ks))})) c)"
-        )
-
-    selects = []
-    if own_ks:
-        selects.append(
-            f"SELECT p.k, p.row, d.value{lab} FROM {probe_of(own_ks)} p "
-            "ASOF JOIN (SELECT * FROM d WHERE env_id >= 0) d "
-            "ON p.run = d.run AND p.env_id = d.env_id AND p.k = d.k AND p.start_seq >= d.seq"
-        )
-    if build_ks:
-        selects.append(
-            f"SELECT p.k, p.row, d.value{lab} FROM {probe_of(build_ks)} p "
-            "ASOF JOIN (SELECT * FROM d WHERE env_id < 0) d "
-            "ON p.run = d.run AND p.k = d.k AND p.start_seq >= d.seq"
-        )
-    if mixed_ks:
-        # A build draw later than the env's own draw wins (the as-of rule).
-        wins = "(b.seq IS NOT NULL AND (o.seq IS NULL OR b.seq > o.seq))"
-        mixed_lab = f", CASE WHEN {wins} THEN b.label ELSE o.label END AS label" if lab else ""
-        selects.append(
-            f"SELECT p.k, p.row, CASE WHEN {wins} THEN b.value ELSE o.value END AS value"
-            f"{mixed_lab} FROM {probe_of(mixed_ks)} p "
-            "ASOF LEFT JOIN (SELECT * FROM d WHERE env_id >= 0) o "
-            "ON p.run = o.run AND p.env_id = o.env_id AND p.k = o.k AND p.start_seq >= o.seq "
-            "ASOF LEFT JOIN (SELECT * FROM d WHERE env_id < 0) b "
-            "ON p.run = b.run AND p.k = b.k AND p.start_seq >= b.seq"
-        )
-    query = " UNION ALL ".join(selects)
-    label_lists: dict[int, list[str]] = {}
-    if any_label:
-        rows = con.execute(
-            "SELECT k, list(DISTINCT label ORDER BY label) FROM d WHERE label IS NOT NULL "
-            "GROUP BY k"
-        ).fetchall()
-        label_lists = {int(k): list(v) for k, v in rows}
-        con.register(
-            "label_codes",
-            pa.table(
-                {
-                    "k": pa.array([k for k, v in label_lists.items() for _ in v], pa.int32()),
-                    "label": [x for v in label_lists.values() for x in v],
-                    "code": pa.array(
-                        [i for v in label_lists.values() for i in range(len(v))], pa.int32()
-                    ),
-                }
-            ),
-        )
-        query = (
-            f"SELECT q.k, q.row, q.value, coalesce(l.code, -1) AS code FROM ({query}) q "
-            "LEFT JOIN label_codes l ON q.k = l.k AND q.label = l.label"
-        )
+    # One ASOF JOIN per factor, each over that factor's draws only: DuckDB sorts n
+    # episodes and that factor's draws, within its memory limit. (One join over every
+    # factor at once, episodes x factors probe rows partitioned by factor, sorted 20x
+    # more rows at once and spilled: 3.5x the hand-written joins at 200 M rows.)
     values = np.full((len(keep), n), np.nan)
-    codes = np.full((len(label_lists), n), -1, np.int32) if label_lists else None
-    code_row = {k: i for i, k in enumerate(label_lists)}
-    code_row_of_k = np.full(len(keep), -1, np.int64)
-    for k, i in code_row.items():
-        code_row_of_k[k] = i
-    for batch in con.sql(query).to_arrow_reader(batch_size=1 << 20):
-        k = batch.column(0).to_numpy()
-        row = batch.column(1).to_numpy()
-        values[k, row] = batch.column(2).to_numpy(zero_copy_only=False)
-        if codes is not None:
-            has = code_row_of_k[k] >= 0
-            codes[code_row_of_k[k[has]], row[has]] = batch.column(3).to_numpy()[has]
     labels: dict[str, tuple[np.ndarray, list[str]]] = {}
-    for k, i in code_row.items():
-        variation, drawn = keep[k][0], label_lists[k]
-        used = [drawn[c] for c in np.unique(codes[i]) if c >= 0]
+    for k, (variation, component, has_build, has_label, has_own) in enumerate(keep):
+        lab = ", d.label" if has_label else ""
+        draws_of = (
+            "(SELECT run, env_id, seq, value, label FROM draws "
+            "WHERE variation = $v AND component = $c AND env_id {} 0) "
+        )
+        if not has_build:
+            sql = (
+                f"SELECT p.row, d.value{lab} FROM episodes_probe p "
+                f"ASOF JOIN {draws_of.format('>=')}d "
+                "ON p.run = d.run AND p.env_id = d.env_id AND p.start_seq >= d.seq"
+            )
+        elif not has_own:
+            sql = (
+                f"SELECT p.row, d.value{lab} FROM episodes_probe p ASOF JOIN {draws_of.format('<')}"
+                "d ON p.run = d.run AND p.start_seq >= d.seq"
+            )
+        else:  # a build draw later than the env's own draw wins (the as-of rule)
+            wins = "(b.seq IS NOT NULL AND (o.seq IS NULL OR b.seq > o.seq))"
+            mixed_lab = f", CASE WHEN {wins} THEN b.label ELSE o.label END" if has_label else ""
+            sql = (
+                f"SELECT p.row, CASE WHEN {wins} THEN b.value ELSE o.value END{mixed_lab} "
+                f"FROM episodes_probe p ASOF LEFT JOIN {draws_of.format('>=')}o "
+                "ON p.run = o.run AND p.env_id = o.env_id AND p.start_seq >= o.seq "
+                f"ASOF LEFT JOIN {draws_of.format('<')}b ON p.run = b.run AND p.start_seq >= b.seq"
+            )
+        codes = np.full(n, -1, np.int32) if has_label else None
+        drawn: list[str] = []
+        params = {"v": variation, "c": component}
+        rows = con.sql(sql, params=params).to_arrow_reader(1 << 20)
+        for batch in rows:
+            row = batch.column(0).to_numpy()
+            values[k, row] = batch.column(1).to_numpy(zero_copy_only=False)
+            if codes is not None:
+                # Labels as codes into one list per factor, never as per-row strings.
+                encoded = pc.dictionary_encode(batch.column(2))
+                lut = np.array([_code(drawn, x) for x in encoded.dictionary.to_pylist()] + [-1])
+                indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+                codes[row] = lut[indices]
+        if codes is None:
+            continue
+        used = [drawn[c] for c in np.unique(codes) if c >= 0]
         spec_labels = (specs.get(variation) or {}).get("labels") or []
         if used and not all_numeric(spec_labels or used):
             order = [*spec_labels, *sorted(x for x in used if x not in spec_labels)]
-            remap = np.array([order.index(x) for x in drawn] + [-1], np.int32)
-            labels[names[k]] = (remap[codes[i]], order)
+            remap = np.array([order.index(x) if x in order else -1 for x in drawn] + [-1])
+            labels[names[k]] = (remap[codes].astype(np.int32), order)
     return DuckDBFactors(names, values, labels, skipped)

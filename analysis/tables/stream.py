@@ -37,7 +37,7 @@ __all__ = ["stream_factors"]
 
 _COLUMNS = ["seq", "variation", "component", "env_id", "episode", "value"]
 _NEVER = np.iinfo(np.int64).max  # start of a cell with no finished episode: no draw is late
-Factors = tuple[list[str], np.ndarray, dict[str, tuple[np.ndarray, list[str]]]]
+Factors = tuple[list[str], list[np.ndarray], dict[str, tuple[np.ndarray, list[str]]]]
 
 
 class _Unsupported(Exception):
@@ -199,8 +199,11 @@ class _Join:
         n_build = np.bincount(b_col, minlength=n_cols)
         if ((self.n_own > 0) & (n_build > 0)).any():
             raise _Unsupported("a variation drawn per env and for all envs")
-        order = [vc for vc in sorted(self.cols) if not interval[self.cols[vc]]]
-        values = np.empty((len(order), len(self.e_env)))
+        n = len(self.e_env)
+        # Episodes stored in layout order (episode-major, every cell): views, no gather.
+        in_order = n <= self.dense.size and np.array_equal(self.pos_e, np.arange(n))
+        pos_e = slice(0, n) if in_order else self.pos_e
+        values: list[np.ndarray] = []
         names: list[str] = []
         labels: dict[str, tuple[np.ndarray, list[str]]] = {}
         for var, comp in sorted(self.cols):  # (variation, component): run_factors' order
@@ -209,21 +212,21 @@ class _Join:
             if interval[c]:
                 skipped.append(name)
                 continue
-            out = values[len(names)]
             names.append(name)
             lab: np.ndarray | None = None
             if self.n_own[c] > 0:
                 own_label = None if self.label is None else self.label[c]
-                lab = fill_and_pick(self.dense, self.value[c], own_label, self.pos_e, out)
+                out, lab = fill_and_pick(self.dense, self.value[c], own_label, pos_e)
             elif n_build[c] == 0:  # only draws of unfinished episodes
-                out[:] = np.nan
+                out = np.full(n, np.nan)
             else:
                 rc = np.flatnonzero(b_col == c)
                 idx = as_of(np.full(len(rc), -1, np.int64), b_seq[rc], self.e_env, self.e_start)
                 got = idx >= 0
-                out[:] = np.where(got, b_value[rc][np.maximum(idx, 0)], np.nan)
+                out = np.where(got, b_value[rc][np.maximum(idx, 0)], np.nan)
                 if self.label is not None:
                     lab = np.where(got, b_label[rc][np.maximum(idx, 0)], -1)
+            values.append(out)
             if lab is not None:
                 labels[name] = (lab, self.labels.names)
         return names, values, keep_text_labels(labels, self.specs)
@@ -237,8 +240,8 @@ def stream_factors(
     *,
     batch_size: int = 1 << 20,
 ) -> tuple[Factors, list[str]] | None:
-    """Factor values of run ``run_id``'s ``episodes`` (names, ``(factors, episodes)``
-    values, text labels) and the interval-mode column names; None where the stream does
+    """Factor values of run ``run_id``'s ``episodes`` (names, one values array per
+    factor, text labels) and the interval-mode column names; None where the stream does
     not cover the run (then use :func:`~varirec.analysis.tables.as_of.run_factors`).
     ``batch_size``: the most rows joined at once.
 
@@ -250,8 +253,8 @@ def stream_factors(
     >>> ds = vr.open_dataset(root)
     >>> spec = {s["key"]: s for s in ds.run("r").metadata["variations"]}
     >>> (names, values, labels), skipped = stream_factors(ds, "r", ds.episodes("r"), spec)
-    >>> names, values.shape, skipped
-    (['mass'], (1, 2), [])
+    >>> names, len(values), values[0].shape, skipped
+    (['mass'], 1, (2,), [])
     """
     if any(h.skipped or h.damaged for h in ds.health("draws", run_id)):
         return None  # the reader warns about them and reads the rest
