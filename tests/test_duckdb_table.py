@@ -139,3 +139,34 @@ def test_episode_indices_with_large_gaps_use_a_sparse_layout(tmp_path) -> None:
     for env, first in ((0, 10**9), (1, 0)):
         assert frame.loc[(env, first), "mass"] == truth[(env, first)]
         assert frame.loc[(env, first + 2), "mass"] == truth[(env, first + 1)]
+
+
+def test_text_labels_drawn_per_env_and_for_all_envs(tmp_path) -> None:
+    # One ASOF JOIN per factor: a labelled factor with both kinds of draws takes the
+    # later one's label, as the in-memory path does.
+    scene = vr.Variation(
+        "scene", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("kitchen", "garage", "lab")))
+    )
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
+    with RecorderManager(4, variations=[scene, mass], output=tmp_path, run_id="r", seed=7) as m:
+        m.reset(None, None)
+        m.record_step(reward=np.ones(4))
+        m.record_pre_reset(None)
+        scene.draw(None, None)  # one label for every env, later than their own draws
+        mass.draw(None, np.arange(4))
+        m.record_post_reset(None)
+        m.record_step(reward=np.ones(4))
+        m.record_pre_reset([0, 1])
+        scene.draw(None, np.array([0]))  # env 0's own draw is later again
+        mass.draw(None, np.array([0, 1]))
+        m.record_post_reset([0, 1])
+        m.record_step(reward=np.ones(4))
+        m.record_pre_reset([0, 1])
+    table = assert_same_tables(tmp_path, drop_constant=False)
+    draws = vr.open_dataset(tmp_path).draws(columns=["variation", "env_id", "seq", "label"])
+    scene_draws = draws.to_pandas().query("variation == 'scene'").sort_values("seq")
+    everyone, own0 = scene_draws.iloc[4]["label"], scene_draws.iloc[5]["label"]
+    frame = table.frame.set_index(["env_id", "episode"])
+    assert frame.loc[(0, 2), "scene"] == own0
+    assert frame.loc[(1, 2), "scene"] == frame.loc[(1, 1), "scene"] == everyone
+    assert table.categorical == ["scene"]
