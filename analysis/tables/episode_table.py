@@ -153,6 +153,14 @@ def _choose_engine(
     return ("memory" if largest * BYTES_PER_DRAW_ROW <= budget else "duckdb"), budget
 
 
+def _to_pandas(episodes: pa.Table) -> pd.DataFrame:
+    """``episodes`` less ``run_id`` as a frame; each Arrow column is freed once converted
+    (``self_destruct``), so the table and the frame are not both held at 10 M episodes."""
+    rest = episodes.drop_columns(["run_id"])
+    del episodes  # the caller's reference remains until it drops it too
+    return rest.to_pandas(self_destruct=True, split_blocks=True)
+
+
 def _add_factors(
     frame: pd.DataFrame,
     names: list[str],
@@ -245,7 +253,7 @@ def episode_table(
             episodes = ds.episodes(run_ids)
             interval_names += got.skipped
             run_col = episodes.column("run_id").cast(pa.string()).to_pandas().array
-            frame = episodes.drop_columns(["run_id"]).to_pandas()
+            frame = _to_pandas(episodes)
             del episodes
             frame.insert(0, "run_id", run_col)
             outcome_names += [c for c in frame.columns if c not in _NOT_OUTCOMES]
@@ -263,7 +271,8 @@ def episode_table(
             draws = ds.draws(run_id, columns=list(DRAW_COLUMNS))
             names, values, label_cols = run_factors(draws, episodes, specs, interval_names)
             del draws
-        frame = episodes.drop_columns(["run_id"]).to_pandas()
+        frame = _to_pandas(episodes)
+        del episodes
         frame.insert(0, "run_id", run_id)
         outcome_names += [
             c for c in frame.columns if c not in _NOT_OUTCOMES and c not in outcome_names
