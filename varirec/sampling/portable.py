@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -291,8 +292,49 @@ def _log_np(x: np.ndarray) -> np.ndarray:
     return k
 
 
+_SCALAR_MAX = 24
+"""Up to this many values, Python floats (the same operations, one value at a time) beat
+the ~70 numpy calls of a batch."""
+
+
+def _log_one(x: float) -> float:
+    """:func:`_log_np` of one Python float."""
+    m, e = math.frexp(x)
+    k = float(e)
+    if m < _SQRT_HALF:
+        m *= 2.0
+        k -= 1.0
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    g1, g2, g3, g4, g5, g6, g7 = _LG
+    t1 = (((w * g6 + g4) * w) + g2) * w
+    r = (((w * g7 + g5) * w + g3) * w + g1) * z
+    r += t1
+    hfsq = 0.5 * f * f
+    r = (r + hfsq) * s + k * _LN2_LO
+    return k * _LN2_HI - ((hfsq - r) - f)
+
+
+def _ndtri_one(p: float) -> float:
+    """:func:`_ndtri_np` of one Python float."""
+    q = p - 0.5
+    if not abs(q) > 0.425:
+        r = 0.180625 - q * q
+        return q * _poly(_A, r) / _poly(_B, r)
+    s = math.sqrt(-_log_one(min(p, 1.0 - p)))
+    if s > 5.0:
+        tail = _poly(_E, s - 5.0) / _poly(_F, s - 5.0)
+    else:
+        tail = _poly(_C, s - 1.6) / _poly(_D, s - 1.6)
+    return math.copysign(tail, q)
+
+
 def _ndtri_np(p: np.ndarray) -> np.ndarray:
     shape = p.shape
+    if p.size <= _SCALAR_MAX:
+        return np.array([_ndtri_one(x) for x in p.ravel().tolist()]).reshape(shape)
     p = p.ravel()
     q = p - 0.5
     r = q * q

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -141,6 +141,47 @@ def _as_u64(a: np.ndarray | int, n: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(a, dtype=np.int64), (n,)).astype(np.uint64)
 
 
+_SCALAR_MAX = 4
+"""Up to this many uniforms, Python integers hash faster than numpy calls (each numpy
+call costs about a microsecond on one element; the whole hash of one key, two)."""
+_MASK = (1 << 64) - 1
+_GOLDEN_I, _SECOND_I, _M1_I, _M2_I = (int(c) for c in (_GOLDEN, _SECOND, _M1, _M2))
+
+
+def _mix_int(z: int) -> int:
+    """:func:`_mix` on one Python int (wrapping made explicit by the mask)."""
+    z ^= z >> 30
+    z = (z * _M1_I) & _MASK
+    z ^= z >> 27
+    z = (z * _M2_I) & _MASK
+    return z ^ (z >> 31)
+
+
+def _listed(a: Any, n: int) -> list[Any]:
+    """``n`` keys as a list: one per row, or one for every row."""
+    if isinstance(a, np.ndarray):
+        return a.tolist() if a.ndim else [a.item()] * n
+    return list(a) if isinstance(a, list | tuple) else [a] * n
+
+
+def _scalar_uniforms(
+    base: int, env_ids: Any, episodes: Any, draw_seq: Any, n: int, k: int
+) -> np.ndarray:
+    """The ``(n, k)`` keyed uniforms of :meth:`KeyedUniforms.uniforms`, key by key in
+    Python ints and floats: the same integer hash, and the same IEEE-754 operations
+    (the float of ``h >> 11`` is exact, then ``+ 0.5``, ``* 2**-53``, the clamp)."""
+    out = []
+    keys = (_listed(a, n) for a in (env_ids, episodes, draw_seq))
+    for env, episode, seq in zip(*keys, strict=True):
+        word = ((int(env) & 0xFFFFFFFF) << 32) | (int(episode) & 0xFFFFFFFF)
+        h = _mix_int(((word * _GOLDEN_I) & _MASK) ^ base)
+        for c in range(k):
+            extra = (((int(seq) & _MASK) << 16) & _MASK) | c
+            hc = h if extra == 0 else _mix_int(h ^ ((extra * _SECOND_I) & _MASK))
+            out.append(min((float(hc >> 11) + 0.5) * _TO_UNIT, _BELOW_ONE))
+    return np.array(out).reshape(n, k)
+
+
 # Where the low and the high 32 bits of a uint64 lie, seen as two uint32.
 _LO, _HI = (0, 1) if sys.byteorder == "little" else (1, 0)
 
@@ -264,6 +305,10 @@ class KeyedUniforms:
     def uniforms(self, n: int, k: int) -> np.ndarray:
         if len(self.env_ids) != n:
             raise ValueError(f"`n` must equal len(env_ids) = {len(self.env_ids)}, got {n}")
+        if n * k <= _SCALAR_MAX:
+            return _scalar_uniforms(
+                int(self.base), self.env_ids, self.episodes, self.draw_seq, n, k
+            )
         word = _key_words(np.asarray(self.env_ids), self.episodes, n)
         word *= _GOLDEN
         word ^= self.base
