@@ -111,8 +111,10 @@ def _is_constant(column: pd.Series) -> bool:
     if column.dtype == object:
         return column.nunique(dropna=True) <= 1
     values = column.to_numpy(dtype=float, na_value=np.nan)
-    values = values[~np.isnan(values)]
-    return values.size == 0 or values.min() == values.max()
+    if values.size == 0:
+        return True
+    low, high = np.fmin.reduce(values), np.fmax.reduce(values)  # NaN only if all are
+    return bool(np.isnan(low) or low == high)
 
 
 Engine = Literal["auto", "memory", "duckdb"]
