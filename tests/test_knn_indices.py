@@ -120,7 +120,8 @@ def test_binary_logistic_case_reveals_interaction_and_not_nulls() -> None:
 
 def test_standard_errors_match_the_spread_over_data_sets() -> None:
     # 40 independent data sets of a noisy model with an interaction: the mean standard
-    # error behind the intervals equals the standard deviation of the estimates.
+    # error behind the intervals is at least the standard deviation of the estimates,
+    # and not much more (the extrapolation gap makes it conservative, not too narrow).
     estimates, errors = [], []
     for seed in range(40):
         rng = np.random.default_rng(seed)
@@ -130,7 +131,7 @@ def test_standard_errors_match_the_spread_over_data_sets() -> None:
         estimates.append(np.r_[res.ST, res.shapley])
         errors.append(np.r_[res.ST_conf, res.shapley_conf] / 1.959964)
     ratio = np.mean(errors, axis=0) / np.std(estimates, axis=0, ddof=1)
-    assert np.all((ratio > 0.75) & (ratio < 1.5)), ratio
+    assert np.all((ratio > 0.9) & (ratio < 2.0)), ratio
 
 
 def test_slope_scaling_removes_the_neighbour_bias_in_many_dimensions() -> None:

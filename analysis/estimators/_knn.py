@@ -65,7 +65,7 @@ def _subset_pairs(
     rows: NDArray[np.intp],
     num_neighbours: int,
     workers: int,
-) -> tuple[float, NDArray[np.intp], NDArray[np.float64]]:
+) -> tuple[float, NDArray[np.intp], NDArray[np.float64], float]:
     """``E[Var(Y | X_s)]`` from the query rows ``rows`` (``s = columns``), and its pairs.
 
     ``(y_i - y_k(i))² / 2`` over the ``k``-th nearest neighbours in the coordinates
@@ -77,10 +77,11 @@ def _subset_pairs(
 
     Returns:
         The estimate ``Σ_k w_k mean_i (y_i - y_k(i))² / 2``; the ``(n, k)``
-        neighbour rows; and each pair's share of the estimate's error,
+        neighbour rows; each pair's share of the estimate's error,
         ``w_k ((y_i - y_k(i))² / 2 - mean_i) / n`` (their sum is 0), from which
         :func:`varirec.analysis.estimators._knn_variance.linearized_variance`
-        computes the standard errors.
+        computes the standard errors; and the *gap*: how far the intercept moves
+        when only the nearer half of the neighbours is used.
     """
     N = y.size
     points = coords[:, columns]
@@ -97,13 +98,23 @@ def _subset_pairs(
     nbr = idx[keep].reshape(n, k)
     d2 = (dist[keep].reshape(n, k) ** 2).mean(axis=0)
     semi = 0.5 * (y[rows, np.newaxis] - y[nbr]) ** 2
+    means = semi.mean(axis=0)
+    weights = _gamma_weights(d2)
+    gap_weights = -weights
+    half = max(2, (k + 1) // 2)
+    gap_weights[:half] += _gamma_weights(d2[:half])
+    shares = (semi - means) * (weights / n)
+    return float(means @ weights), nbr, shares, float(means @ gap_weights)
+
+
+def _gamma_weights(d2: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Weights ``w`` such that ``w @ means`` is the intercept of ``means`` on ``d2``."""
+    k = d2.size
     weights = np.full(k, 1.0 / k)
     spread = d2 - d2.mean()
     if k > 1 and np.sum(spread**2) > 1e-12 * max(float(d2.mean()) ** 2, 1e-300):
         weights -= d2.mean() * spread / np.sum(spread**2)
-    means = semi.mean(axis=0)
-    shares = (semi - means) * (weights / n)
-    return float(means @ weights), nbr, shares
+    return weights
 
 
 def _scaled_by_slopes(
