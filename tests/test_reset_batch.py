@@ -94,7 +94,6 @@ def test_apply_batch_applies_only_variations_without_their_own_apply():
     assert own == ["v1"] and calls == [["v0", "v1", "v2", "v3"]]
     for v in vs.values():  # every variation applies itself: nothing left for the batch
         v.apply = lambda env, ids, x: own.append("x")
-    d.record_pre_reset([0])
     d.reset(None, [0])
     assert len(calls) == 1 and own.count("x") == 4
     with pytest.raises(TypeError, match="apply_batch"):
@@ -203,3 +202,17 @@ def test_block_copy_records_the_rows_the_per_variation_copy_did(tmp_path, monkey
     # each reset's variations take consecutive seqs, in the set's order
     per_seq = block.groupby("seq").variation.first().astype(str).tolist()
     assert per_seq[:5] == ["v0", "v1", "v2", "v3", "v4"]
+
+
+def test_a_variation_seeded_again_draws_from_its_new_stream():
+    vs = _set(SCALAR)
+    got = []
+    vs.apply_batch = lambda env, ids, batch: got.append(batch.matrix.copy())
+    d = vr.NullRecorderManager(4, variations=vs, seed=0)
+    d.reset(None, [1])
+    vs["v2"].seed(99)
+    d.reset(None, [1])  # episode 1
+    assert d.tracker.episode[1] == 1
+    assert np.array_equal(got[0][:, 2], _truth(0, "v2", SCALAR[2], [1], [0]))
+    assert np.array_equal(got[1][:, 2], _truth(99, "v2", SCALAR[2], [1], [1]))
+    assert np.array_equal(got[1][:, 0], _truth(0, "v0", SCALAR[0], [1], [1]))

@@ -35,40 +35,43 @@ def _check(name: str, x: Any, n: int, floats: bool) -> None:
         )
 
 
-_FILL = (0.0, float("nan"), 0.0, 0.0)  # a new episode: return 0, success unknown, no flags
-ROWS = ("return", "success", "terminated", "truncated")
-"""The accumulator's rows; the flags are 0.0/1.0 (the episode table stores them as bools)."""
+_FILL = (0.0, float("nan"))  # a new episode: return 0, success unknown (and no flags)
 
 
 class DeviceOutcomes:
-    """Per-env return, success and termination flags in one ``(4, num_envs)`` float64
-    accumulator (rows :data:`ROWS`): numpy on the host (numpy envs, and torch envs on
-    the CPU, whose tensors are read as numpy without a copy: a torch op on the CPU costs
-    several numpy ones), a tensor on a CUDA device. A pre-reset gathers the finished
-    episodes' columns in one gather and resets them in one scatter.
+    """Per-env return and success in one ``(2, num_envs)`` float64 accumulator, the
+    termination flags in one ``(2, num_envs)`` bool array: numpy on the host (numpy
+    envs, and torch envs on the CPU, whose tensors are read as numpy without a copy: a
+    torch op on the CPU costs several numpy ones), tensors on a CUDA device. A
+    pre-reset gathers the finished episodes' columns in two gathers and resets them in
+    two scatters.
 
     Args:
         num_envs: envs in the batch.
         device: the env's device (None: numpy).
-        start: values accumulated so far (``(4, num_envs)``, numpy), carried over.
+        start: ``(acc, flags)`` accumulated so far (numpy), carried over.
     """
 
-    def __init__(self, num_envs: int, device: Any = None, start: np.ndarray | None = None) -> None:
+    def __init__(
+        self, num_envs: int, device: Any = None, start: tuple[Any, Any] | None = None
+    ) -> None:
         self.n = num_envs
         self.device = device
         self.torch: Any = None
-        acc = np.zeros((4, num_envs))
+        acc = np.zeros((2, num_envs))
         acc[1] = np.nan
+        flags = np.zeros((2, num_envs), bool)
         if start is not None:
-            acc[:] = start
+            acc[:], flags[:] = start
         if device is not None and getattr(device, "type", "cpu") != "cpu":
             import torch
 
             self.torch = torch
             self.acc: Any = torch.as_tensor(acc, device=device)
+            self.flags: Any = torch.as_tensor(flags, device=device)
             self._fill: Any = torch.tensor(_FILL, dtype=torch.float64, device=device)[:, None]
         else:
-            self.acc = acc
+            self.acc, self.flags = acc, flags
             self._fill = np.array(_FILL)[:, None]
 
     def local(self, name: str, x: Any, floats: bool) -> Any:
@@ -88,7 +91,7 @@ class DeviceOutcomes:
     ) -> None:  # fmt: skip
         """Add ``reward`` to the running episodes' return; keep their latest flags and
         success (None: not given this step)."""
-        acc, torch = self.acc, self.torch
+        acc, torch, flag_rows = self.acc, self.torch, self.flags
         if torch is None:
             where = True if everyone else running
             if reward is not None:
@@ -96,20 +99,20 @@ class DeviceOutcomes:
                     acc[0] += reward
                 else:
                     np.add(acc[0], reward, out=acc[0], where=running)
-            for row, flags in ((2, terminated), (3, truncated)):
-                if flags is not None:  # nonzero is True (as a bool buffer took it)
-                    flags = flags if flags.dtype == np.bool_ else flags != 0
-                    np.copyto(acc[row], flags, where=where, casting="unsafe")
+            for row, flags in ((0, terminated), (1, truncated)):
+                if flags is not None:
+                    np.copyto(flag_rows[row], flags, where=where, casting="unsafe")
             if success is not None:
                 np.copyto(acc[1], success, where=where, casting="unsafe")
             return
         mask = None if everyone else torch.as_tensor(running).to(self.device, non_blocking=True)
         if reward is not None:
             acc[0] += reward if mask is None else torch.where(mask, reward, 0.0)
-        for row, flags in ((2, terminated), (3, truncated)):
+        for row, flags in ((0, terminated), (1, truncated)):
             if flags is not None:
+                buf = flag_rows[row]
                 flags = flags.to(torch.bool)
-                acc[row].copy_(flags if mask is None else torch.where(mask, flags, acc[row] > 0.5))
+                buf.copy_(flags if mask is None else torch.where(mask, flags, buf))
         if success is not None:
             success = success.to(torch.float64)
             acc[1].copy_(success if mask is None else torch.where(mask, success, acc[1]))
@@ -118,10 +121,18 @@ class DeviceOutcomes:
         """The finished episodes' columns (host numpy; from a device, arriving
         asynchronously), and their accumulators reset for the next episode."""
         if self.torch is None:
-            block = self.acc[:, env_ids]
+            values, flags = self.acc[:, env_ids], self.flags[:, env_ids]
             self.acc[:, env_ids] = self._fill
+            self.flags[:, env_ids] = False
         else:
             idx = self.torch.as_tensor(env_ids).to(self.device, non_blocking=True)
-            block = host_async(self.acc[:, idx])  # one copy for the four columns
+            values = host_async(self.acc[:, idx])  # one copy for return and success
+            flags = host_async(self.flags[:, idx])
             self.acc[:, idx] = self._fill
-        return dict(zip(ROWS, block, strict=True))
+            self.flags[:, idx] = False
+        return {
+            "return": values[0],
+            "success": values[1],
+            "terminated": flags[0],
+            "truncated": flags[1],
+        }

@@ -166,7 +166,9 @@ class OutcomeTerm(RecorderTerm):
             # The env computes on a device: accumulate there from now on (on the CPU,
             # in numpy over the tensors' memory).
             self._device = world.device
-            self._acc = acc = DeviceOutcomes(self.manager.num_envs, world.device, acc.acc)
+            self._acc = acc = DeviceOutcomes(
+                self.manager.num_envs, world.device, (acc.acc, acc.flags)
+            )
         on_device = acc.torch is not None
 
         def take(name: str, kinds: str, want: str, fix: str, floats: bool) -> Any:
@@ -194,7 +196,7 @@ class OutcomeTerm(RecorderTerm):
         )
 
     def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray]:
-        # plain numpy (flags as 0/1): the writer thread makes bools and NaN nulls
+        # plain numpy: the writer thread turns NaN success into nulls
         return self._acc.record_pre_reset(env_ids)
 
 

@@ -264,23 +264,27 @@ def _to_env(world: ArrayWorld, x: Any) -> Any:
 
 
 class PlanCache:
-    """The column plan of the last set of cfgs (rebuilt when a cfg is swapped)."""
+    """The column plan of the last set of cfgs and stream bases (rebuilt when a cfg is
+    swapped or a variation is seeded again)."""
 
-    __slots__ = ("cfgs", "plan")
+    __slots__ = ("bases", "cfgs", "plan")
 
     def __init__(self) -> None:
         self.cfgs: tuple[Any, ...] = ()
+        self.bases: list[Any] = []
         self.plan: ColumnPlan | None = None
 
     def get(self, variations: Sequence[Variation]) -> ColumnPlan:
         cfgs = tuple(v.cfg.sampler for v in variations)
+        bases = [v.stream.base for v in variations]  # type: ignore[union-attr]
         if (
             self.plan is None
             or len(cfgs) != len(self.cfgs)
             or any(a is not b for a, b in zip(cfgs, self.cfgs, strict=True))
+            or bases != self.bases
         ):
-            self.plan = ColumnPlan(cfgs, [v.stream.base for v in variations])
-            self.cfgs = cfgs
+            self.plan = ColumnPlan(cfgs, bases)
+            self.cfgs, self.bases = cfgs, bases
         return self.plan
 
 
