@@ -191,3 +191,13 @@ def test_portable_normal_quantile_is_the_same_in_torch_on_its_edges() -> None:
     z = portable.ndtri(p.copy(), np)
     zt = portable.ndtri(torch.from_numpy(p.copy()), torch).numpy()
     np.testing.assert_array_equal(zt.view(np.int64), z.view(np.int64))
+
+
+def test_a_float32_quantile_keeps_its_precision_as_before() -> None:
+    """Only float64 takes the numpy fast path; float32 computes in float32, as it did."""
+    p = _edge_probabilities().astype(np.float32)
+    p = p[(p > 0) & (p < 1)]
+    z = portable.ndtri(p, np)
+    assert z.dtype == np.float32
+    assert _digest(z) == "dc56e12e8f31ec9c"
+    assert _digest(portable.ndtri(p[:3], np)) == "862951973b1655f4"

@@ -79,7 +79,9 @@ def exp(x: Any, xp: Any) -> Any:
 def log(x: Any, xp: Any) -> Any:
     """Natural log of positive, normal float64 ``x``."""
     if xp is np:
-        return _log_np(np.asarray(x))
+        x = np.asarray(x)
+        if x.dtype == np.float64:  # other dtypes keep their own precision below
+            return _log_np(x)
     m, e = _frexp(x, xp)  # x = m * 2**e, m in [0.5, 1)
     small = m < _SQRT_HALF
     m = xp.where(small, m * 2.0, m)  # m in [sqrt(1/2), sqrt(2))
@@ -198,7 +200,9 @@ def sqrt(x: Any, xp: Any) -> Any:
 def ndtri(p: Any, xp: Any) -> Any:
     """The standard normal quantile of ``p`` in (0, 1)."""
     if xp is np:
-        return _ndtri_np(np.asarray(p))
+        p = np.asarray(p)
+        if p.dtype == np.float64:  # other dtypes keep their own precision below
+            return _ndtri_np(p)
     q = p - 0.5
     r = 0.180625 - q * q
     central = q * _poly(_A, r) / _poly(_B, r)
