@@ -142,8 +142,8 @@ def _as_u64(a: np.ndarray | int, n: int) -> np.ndarray:
 
 
 _SCALAR_MAX = 4
-"""Up to this many uniforms, Python integers hash faster than numpy calls (each numpy
-call costs about a microsecond on one element; the whole hash of one key, two)."""
+"""Up to this many uniforms, Python integers hash faster than numpy's 18 calls (about
+half a microsecond each, whatever the size; a key's hash in Python ints costs one or two)."""
 _MASK = (1 << 64) - 1
 _GOLDEN_I, _SECOND_I, _M1_I, _M2_I = (int(c) for c in (_GOLDEN, _SECOND, _M1, _M2))
 
@@ -314,7 +314,7 @@ class KeyedUniforms:
         word ^= self.base
         h = _mix(word)
         seq = self.draw_seq
-        if k == 1 and (seq == 0 if type(seq) is int else not seq.any()):
+        if k == 1 and (seq == 0 if isinstance(seq, int) else not seq.any()):
             return _to_unit(h).reshape(n, 1)
         # A second round for draw_seq / component, applied only where either is
         # non-zero, so a value never depends on what else is in the batch.
