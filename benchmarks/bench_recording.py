@@ -9,7 +9,9 @@
     per step). The baseline draws with plain numpy, a Generator drawing the 20
     parameters of the resetting envs in one call (what the loop did before varirec,
     at its cheapest; one call per parameter is a reference row); against it
-    the null manager (goal <= 1 % more) and recording (goal <= 3 % more). Repeats are
+    the null manager (goal <= 1 % more) and recording (goal <= 3 % more), which apply
+    the reset batch with one scatter (``VariationSet(apply_batch=...)``), as the
+    baseline writes its draw. Repeats are
     interleaved; each figure is the median over repeats of ``mode / baseline - 1`` in
     the same repeat, with its spread, in the main thread's CPU time (steady on a
     shared machine; the writer thread is not counted) and in wall time. A separate
