@@ -353,7 +353,7 @@ def analyze(
         # Categorical factors keep their labels, so these estimators match them exactly.
         labelled = table.frame.loc[valid, factors].reset_index(drop=True)
         if method == "knn":
-            # Intervals come from batch means, not from `num_resamples` resamples.
+            # Intervals come from linearized standard errors, not from resamples.
             del options["num_resamples"]
             chosen = study_groups(groups, factors, notes)
             result = knn_indices(labelled, y[valid], groups=chosen, shapley=True, **options)
