@@ -216,3 +216,32 @@ def test_a_variation_seeded_again_draws_from_its_new_stream():
     assert np.array_equal(got[0][:, 2], _truth(0, "v2", SCALAR[2], [1], [0]))
     assert np.array_equal(got[1][:, 2], _truth(99, "v2", SCALAR[2], [1], [1]))
     assert np.array_equal(got[1][:, 0], _truth(0, "v0", SCALAR[0], [1], [1]))
+
+
+def test_outcomes_in_torch_ops_give_the_numpy_columns():
+    """The accumulator's torch code (what runs on CUDA), run here on CPU tensors."""
+    torch = pytest.importorskip("torch")
+    from varirec.recording.device_outcomes import DeviceOutcomes
+
+    rng = np.random.default_rng(2)
+    host, dev = DeviceOutcomes(6), DeviceOutcomes(6, torch.device("cpu"), in_torch=True)
+    running = np.array([True, True, False, True, True, True])
+    out = {"host": [], "dev": []}
+    for step in range(5):
+        reward = rng.normal(size=6)
+        flags = rng.random((2, 6)) < 0.3
+        success = np.where(rng.random(6) < 0.5, np.nan, 1.0)
+        everyone = step % 2 == 0
+        run = np.ones(6, bool) if everyone else running
+        host.record_step(reward, flags[0], flags[1], success, run, everyone)
+        t = [torch.as_tensor(x) for x in (reward, flags[0], flags[1], success)]
+        dev.record_step(*t, run, everyone)
+        if step in (2, 4):
+            ids = np.array([0, 2, 5])
+            out["host"].append(host.record_pre_reset(ids))
+            out["dev"].append(dev.record_pre_reset(ids))
+    for a, b in zip(out["host"], out["dev"], strict=True):
+        for key in ("return", "success", "terminated", "truncated"):
+            assert np.array_equal(a[key], np.asarray(b[key]), equal_nan=True), key
+    assert out["host"][1]["terminated"].dtype == np.bool_
+    assert np.array_equal(host.acc, dev.acc.numpy(), equal_nan=True)

@@ -50,10 +50,16 @@ class DeviceOutcomes:
         num_envs: envs in the batch.
         device: the env's device (None: numpy).
         start: ``(acc, flags)`` accumulated so far (numpy), carried over.
+        in_torch: accumulate with torch ops (default: on a device other than the CPU).
     """
 
     def __init__(
-        self, num_envs: int, device: Any = None, start: tuple[Any, Any] | None = None
+        self,
+        num_envs: int,
+        device: Any = None,
+        start: tuple[Any, Any] | None = None,
+        *,
+        in_torch: bool | None = None,
     ) -> None:
         self.n = num_envs
         self.device = device
@@ -63,7 +69,9 @@ class DeviceOutcomes:
         flags = np.zeros((2, num_envs), bool)
         if start is not None:
             acc[:], flags[:] = start
-        if device is not None and getattr(device, "type", "cpu") != "cpu":
+        if in_torch is None:
+            in_torch = device is not None and getattr(device, "type", "cpu") != "cpu"
+        if in_torch:
             import torch
 
             self.torch = torch
