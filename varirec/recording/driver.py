@@ -198,8 +198,8 @@ class VariationDriver:
                 hooks.finished(row)
         t.begin(ids)
 
-    def _post_reset(self, ids: np.ndarray) -> None:
-        self.tracker.start(ids)
+    def _post_reset(self, ids: np.ndarray, begun: bool = False) -> None:
+        self.tracker.start(ids, begun=begun)
         self._arm_interval_timers(ids)
         if self.hooks is not None:
             self.hooks.started(ids)
@@ -231,7 +231,9 @@ class VariationDriver:
         """Draw the reset-mode variations for ``env_ids`` and apply them to ``env``."""
         return self._draw_reset(env, self._ids(env_ids), env_ids)
 
-    def _draw_reset(self, env: Any, ids: np.ndarray, given: Any = None) -> ResetBatch | None:
+    def _draw_reset(
+        self, env: Any, ids: np.ndarray, given: Any = None, begun: bool = False
+    ) -> ResetBatch | None:
         """All enabled reset-mode variations in one batched draw (those with a sampler of
         their own draw alone, after it); a recorder takes the batch in one piece."""
         g = self._group
@@ -245,7 +247,13 @@ class VariationDriver:
         batch = None
         if g.together:
             batch = draw_reset_batch(
-                g.together, ids, self.tracker, self.world, counters=self._counters, group=g
+                g.together,
+                ids,
+                self.tracker,
+                self.world,
+                counters=self._counters,
+                group=g,
+                begun=begun,
             )
             if batch is not None:
                 if self.hooks is not None:
@@ -301,10 +309,10 @@ class VariationDriver:
         if self.schedule is not None:
             self.schedule.assign(self.tracker, ids)
         seeds = None if reset_fn is None else self.episode_seeds(ids)
-        self._draw_reset(env, ids, env_ids)
+        self._draw_reset(env, ids, env_ids, begun=True)  # _pre_reset began every env
         if reset_fn is not None:
             reset_fn(ids, seeds)
-        self._post_reset(ids)
+        self._post_reset(ids, begun=True)
 
     def draw_interval(self, env: Any = None) -> None:
         """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""

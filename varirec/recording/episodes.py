@@ -102,7 +102,8 @@ class EpisodeTracker:
                 f"bool mask of shape ({self.num_envs},)"
             )
         ids = ids.astype(np.int64, copy=False).reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs):
+        # One pass: a negative id read as uint64 is past every env.
+        if ids.size and ids.view(np.uint64).max() >= self.num_envs:
             bad = ids[(ids < 0) | (ids >= self.num_envs)][:5].tolist()
             raise ValueError(f"`env_ids` must be in [0, {self.num_envs}), got {bad}")
         return ids
@@ -136,9 +137,11 @@ class EpisodeTracker:
         if fresh.size:
             self.begin(fresh)
 
-    def start(self, env_ids: np.ndarray) -> None:
-        """Stamp the start of the reserved episodes of ``env_ids`` (after the reset draws)."""
-        self.begin_unbegun(env_ids)
+    def start(self, env_ids: np.ndarray, *, begun: bool = False) -> None:
+        """Stamp the start of the reserved episodes of ``env_ids`` (after the reset draws);
+        ``begun``: every env of ``env_ids`` began an episode (no env is still at -1)."""
+        if not begun:
+            self.begin_unbegun(env_ids)
         again = env_ids[self.started[env_ids]]
         if again.size:
             raise RecorderStateError(

@@ -374,13 +374,15 @@ def draw_reset_batch(
     counters: DrawCounters | None = None,
     *,
     group: ResetGroup | None = None,
+    begun: bool = False,
 ) -> ResetBatch | None:
     """Draw every variation (enabled, reset mode, :func:`batchable`) for ``ids`` at once.
 
     The tracker's episodes of ``ids`` must be reserved (envs that never began one begin
     episode 0 here). Listeners' ``before_sample`` hooks run before the draw; their
     after-draw events come with :meth:`ResetBatch.notify_and_apply`. ``group``: the
-    driver's cached :class:`ResetGroup` of these variations.
+    driver's cached :class:`ResetGroup` of these variations; ``begun``: every env of
+    ``ids`` began an episode already.
     """
     if group is None:
         group = ResetGroup(list(variations), cache=cache, counters=counters)
@@ -388,7 +390,8 @@ def draw_reset_batch(
     if not vs:
         return None
     world = world or ArrayWorld()
-    tracker.begin_unbegun(ids)
+    if not begun:
+        tracker.begin_unbegun(ids)
     episodes = tracker.episode[ids]
     rows = tracker.sample_id[ids]
     in_design = bool((rows >= 0).any())
