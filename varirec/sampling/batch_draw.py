@@ -67,10 +67,17 @@ def _mix_t(z: Any) -> Any:
 
 
 def keyed_uniforms(
-    bases: Any, comps: Any, env_ids: Any, episodes: Any, draw_seq: Any, xp: Any
+    bases: Any,
+    comps: Any,
+    env_ids: Any,
+    episodes: Any,
+    draw_seq: Any,
+    xp: Any,
+    vec: np.ndarray | None = None,
 ) -> Any:
     """Uniforms of shape ``(k, C)``: row i, column c keyed by ``(bases[c], env_ids[i],
-    episodes[i], draw_seq[i, c], comps[c])``; ``draw_seq`` None means all zero.
+    episodes[i], draw_seq[i, c], comps[c])``; ``draw_seq`` None means all zero
+    (``vec``: the columns whose ``comps`` are not 0, if known).
 
     ``xp`` is numpy (arrays of uint64 bases, int64 keys) or torch (int64 tensors on
     the device, the bases as int64 with the same bits).
@@ -81,7 +88,8 @@ def keyed_uniforms(
         word *= _GOLDEN
         h = _mix(word[:, None] ^ bases[None, :])
         if draw_seq is None:
-            vec = np.flatnonzero(comps)
+            if vec is None:
+                vec = np.flatnonzero(comps)
             if vec.size:
                 h[:, vec] = _mix(h[:, vec] ^ (comps[vec] * _SECOND))
         else:
@@ -123,6 +131,7 @@ class ColumnPlan:
         self.comps = np.concatenate([np.arange(w, dtype=np.uint64) for w in widths] or [[]])
         self.comps = self.comps.astype(np.uint64)
         self.bases = np.repeat(np.array(bases, dtype=np.uint64), widths)
+        self._vec = np.flatnonzero(self.comps)  # components past the first
         self.groups: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
         cols: dict[str, list[int]] = {}
         params: dict[str, dict[str, list[float]]] = {}
@@ -236,7 +245,7 @@ class ColumnPlan:
                     [np.broadcast_to(np.asarray(d, np.int64), (len(env_ids),)) for d in draw_seq],
                     axis=1,
                 )[:, self.var_of_col]
-            return keyed_uniforms(self.bases, self.comps, env_ids, episodes, ds, np)
+            return keyed_uniforms(self.bases, self.comps, env_ids, episodes, ds, np, self._vec)
         on = self._device_params(xp, device)
         bases, comps = on["#keys"][0], on["#keys"][1]["comps"]
         ds = None
