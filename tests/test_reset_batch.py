@@ -245,3 +245,41 @@ def test_outcomes_in_torch_ops_give_the_numpy_columns():
             assert np.array_equal(a[key], np.asarray(b[key]), equal_nan=True), key
     assert out["host"][1]["terminated"].dtype == np.bool_
     assert np.array_equal(host.acc, dev.acc.numpy(), equal_nan=True)
+
+
+def test_batch_and_solo_draws_interleaved_count_draw_seq_exactly():
+    """Batched first draws are noted, not written; every later read of a counter
+    (a solo draw, a second batch in the episode, a changed batch) sees them."""
+    vs = _set(SCALAR)
+    seen: dict[str, list] = {k: [] for k in vs}
+    for v in vs.values():
+        v.add_sample_listener(lambda e, k=v.key: seen[k].append(e))
+    d = vr.NullRecorderManager(6, variations=vs, seed=1)
+    calls = [
+        (lambda: d.reset(None, np.arange(6)), None, {k: [0] * 6 for k in vs}),
+        (lambda: vs["v1"].draw(None, [2, 3]), None, {"v1": [1, 1]}),
+        (lambda: d.draw_reset(None, [3, 4]), None,
+         {"v0": [1, 1], "v1": [2, 1], "v2": [1, 1], "v3": [1, 1]}),
+        (lambda: d.draw_reset(None, [4, 5]), "v2",
+         {"v0": [2, 1], "v1": [2, 1], "v3": [2, 1]}),
+        (lambda: d.reset(None, [4]), None, {k: [0] for k in vs}),
+        (lambda: vs["v2"].draw(None, [4]), None, {"v2": [1]}),
+        (lambda: d.draw_reset(None, [4, 0]), None,
+         {"v0": [1, 1], "v1": [1, 1], "v2": [2, 1], "v3": [1, 1]}),
+    ]  # fmt: skip
+    for call, disabled, expect in calls:
+        if disabled:
+            vs[disabled].disable()
+        before = {k: len(x) for k, x in seen.items()}
+        call()
+        if disabled:
+            vs[disabled].enable()
+        assert {k for k in seen if len(seen[k]) > before[k]} == set(expect)
+        for key, draw_seq in expect.items():
+            e = seen[key][-1]
+            ds = np.broadcast_to(np.asarray(e.context.draw_seq), len(e.env_ids))
+            assert ds.tolist() == draw_seq, (key, ds)
+            cfg = vs[key].cfg.sampler
+            stream = CounterStream(1, key)
+            truth = cfg.ppf(stream.uniforms(e.env_ids, e.context.episodes, 1, ds))
+            assert np.array_equal(e.values, truth), key

@@ -27,6 +27,7 @@ from varirec.arrays import ArrayWorld, to_host
 from varirec.sampling.batch_draw import ColumnPlan
 from varirec.sampling.sampler_cfgs import DesignCfg
 from varirec.sampling.samplers import DesignSampler, DrawContext, InverseCdfSampler
+from varirec.variations.counters import DrawCounters, first_draws
 from varirec.variations.variation import EpisodeClock, Variation, epoch
 
 __all__ = [
@@ -237,6 +238,8 @@ class ResetGroup:
         self.apply_batch = apply_batch if unapplied else None
         self.plan = (cache or PlanCache()).get(self.together) if self.together else None
         self.rows = None if counters is None else counters.rows_of(self.together)
+        if counters is not None:  # the counters now follow this group's batch draws
+            counters.track(self.together, self.rows)
         self.all_rows = self.rows is not None and np.array_equal(
             self.rows,
             np.arange(counters.count.shape[1]),  # type: ignore[union-attr]
@@ -286,63 +289,6 @@ class PlanCache:
             self.plan = ColumnPlan(cfgs, bases)
             self.cfgs, self.bases = cfgs, bases
         return self.plan
-
-
-class DrawCounters:
-    """The per-env draw counters (``draw_seq``) of a driver's variations, as columns of
-    two ``(envs, variations)`` matrices that each variation uses as its own arrays: a
-    reset checks and advances them for all its variations in one gather and one
-    scatter of the resetting envs' rows."""
-
-    __slots__ = ("count", "episode", "rows", "views")
-
-    def __init__(self, variations: Sequence[Variation], num_envs: int) -> None:
-        vs = list(variations)
-        self.count = np.zeros((num_envs, len(vs)), np.int64)
-        self.episode = np.full((num_envs, len(vs)), -1, np.int64)
-        self.views: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for j, v in enumerate(vs):
-            count, episode = self.count[:, j], self.episode[:, j]
-            count[:] = v._draw_count
-            episode[:] = v._count_episode
-            v._draw_count, v._count_episode = count, episode
-            self.views[v.key] = (count, episode)
-        self.rows: dict[tuple[str, ...], np.ndarray] = {}
-
-    def rows_of(self, variations: Sequence[Variation]) -> np.ndarray | None:
-        """The matrix columns of ``variations``, or None if one does not use its column
-        (it was bound again, or is not this driver's)."""
-        for v in variations:
-            view = self.views.get(v.key)
-            if view is None or v._count_episode is not view[1] or v._draw_count is not view[0]:
-                return None
-        keys = tuple(v.key for v in variations)
-        rows = self.rows.get(keys)
-        if rows is None:
-            order = list(self.views)
-            rows = self.rows[keys] = np.array([order.index(k) for k in keys], np.int64)
-        return rows
-
-
-def _first_draws(
-    group: ResetGroup, counters: DrawCounters | None, ids: np.ndarray, episodes: np.ndarray
-) -> bool:
-    """Whether every env draws each variation for the first time in its episode (the
-    usual reset); if so the counters are advanced here, in one go."""
-    at = group.rows
-    if at is None or counters is None:
-        return False
-    if group.all_rows:  # every column: whole rows, one take
-        seen = counters.episode.take(ids, axis=0)
-        cell: Any = ids
-    else:
-        cell = (ids[:, None], at[None, :])
-        seen = counters.episode[cell]
-    if (seen == episodes[:, None]).any():
-        return False  # some env draws again in the same episode: count per variation
-    counters.count[cell] = 1
-    counters.episode[cell] = episodes[:, None]
-    return True
 
 
 def _take_seqs(tracker: EpisodeClock, n: int) -> int:
@@ -398,7 +344,7 @@ def draw_reset_batch(
     contexts: list[DrawContext] | None = None
     draw_seq: list[Any] | None = None
     lazy = None
-    if _first_draws(group, counters, ids, episodes):
+    if first_draws(group.rows, counters, ids, episodes):
         lazy = (_take_seqs(tracker, len(vs)), episodes, rows, in_design)
     else:
         contexts = [

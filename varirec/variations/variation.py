@@ -132,6 +132,8 @@ class Variation:
         self._tracker: EpisodeClock | None = None
         self._draw_count = np.zeros(0, dtype=np.int64)
         self._count_episode = np.zeros(0, dtype=np.int64)
+        # Set by a driver's draw counters: brings these arrays up to date before a read.
+        self._counter_sync: Callable[[np.ndarray, np.ndarray], None] | None = None
         self._build_draws = 0
         self.num_draws = 0
         """Draws made so far (a recorder attached later would have missed them)."""
@@ -184,6 +186,7 @@ class Variation:
         episode 0 here, so the first reset after build needs no pre-reset call.
         """
         self._tracker = tracker
+        self._counter_sync = None
         if tracker is not None:
             self._draw_count = np.zeros(tracker.num_envs, dtype=np.int64)
             self._count_episode = np.full(tracker.num_envs, -1, dtype=np.int64)
@@ -206,6 +209,8 @@ class Variation:
     ) -> DrawContext:
         """The context of a draw for ``ids`` in their current ``episodes``: counts this
         variation's draws per env and episode (``draw_seq``)."""
+        if self._counter_sync is not None:
+            self._counter_sync(ids, episodes)
         same = self._count_episode[ids] == episodes
         if same.any():  # some env draws again in the same episode
             draw_seq: np.ndarray | int = np.where(same, self._draw_count[ids], 0)
