@@ -219,3 +219,13 @@ def test_report_group_rows_list_their_members(dataset, tmp_path) -> None:
     assert "<th>members</th>" in text
     assert re.search(r"<td>grip</td>.*?<td class=\"members\">gripper.force, gripper.width</td>",
                      text)  # fmt: skip
+
+
+def test_knn_report_says_how_its_intervals_were_made(dataset, tmp_path) -> None:
+    """knn intervals are linearized standard errors, not bootstrap resamples."""
+    report = tmp_path / "r.html"
+    argv = ["analyze", str(dataset), "--method", "knn", "--report", str(report)]
+    assert main(argv) == 0
+    text = report.read_text()
+    assert "standard errors linearized over the neighbour pairs" in text
+    assert "0 bootstrap resamples" not in text

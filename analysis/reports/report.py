@@ -113,6 +113,19 @@ def _controls_for(study: Study, seed: int) -> Controls | None:
     return study_controls(table.frame, study.outcome, factors, seed=seed)
 
 
+def _interval_fact(study: Study) -> str:
+    """How the study's intervals were made, as the report states it."""
+    result = study.result
+    if not study.has_intervals:
+        return "no confidence intervals"
+    intervals = f"{result.conf_level:.0%} intervals"
+    if result.num_resamples:
+        return f"{result.num_resamples} bootstrap resamples, {intervals}"
+    if study.method == "knn":  # linearized over the neighbour pairs, not resampled
+        return f"{intervals} from standard errors linearized over the neighbour pairs"
+    return intervals
+
+
 def _study_html(study: Study, number: int, controls: Controls | None = None) -> str:
     result = study.result
     facts = [
@@ -120,11 +133,7 @@ def _study_html(study: Study, number: int, controls: Controls | None = None) -> 
         f"method <b>{html.escape(study.method)}</b>",
         f"{study.num_episodes} episodes",
         f"runs {html.escape(', '.join(study.runs))}",
-        (
-            f"{result.num_resamples} bootstrap resamples, {result.conf_level:.0%} intervals"
-            if study.has_intervals
-            else "no confidence intervals"
-        ),
+        _interval_fact(study),
     ]
     if study.design:
         d = study.design
