@@ -155,12 +155,31 @@ def _choose_engine(
     return ("memory" if largest * BYTES_PER_DRAW_ROW <= budget else "duckdb"), budget
 
 
-def _to_pandas(episodes: pa.Table) -> pd.DataFrame:
-    """``episodes`` less ``run_id`` as a frame; each Arrow column is freed once converted
-    (``self_destruct``), so the table and the frame are not both held at 10 M episodes."""
+def _table_bytes(episodes: int, specs: dict[str, dict[str, Any]]) -> int:
+    """What the episode table holds: a float per factor and about 80 bytes of ids and
+    outcomes per episode (at 10 M episodes x 20 factors, 2.4 GB)."""
+    factors = sum(
+        int(np.prod(spec.get("shape") or [1]))
+        for spec in specs.values()
+        if spec.get("mode") != "interval"
+    )
+    return episodes * (8 * factors + 80)
+
+
+def _to_pandas(episodes: pa.Table, run_id: str | None) -> pd.DataFrame:
+    """``episodes`` as a frame, ``run_id`` first (that run's, or each row's if None).
+
+    Each Arrow column is freed once converted (``self_destruct``), so the table and the
+    frame are not both held at 10 M episodes; pass a table nothing else refers to.
+    """
+    run_col = None if run_id is not None else episodes.column("run_id").cast(pa.string())
     rest = episodes.drop_columns(["run_id"])
-    del episodes  # the caller's reference remains until it drops it too
-    return rest.to_pandas(self_destruct=True, split_blocks=True)
+    del episodes
+    frame = rest.to_pandas(self_destruct=True, split_blocks=True)
+    del rest
+    pa.default_memory_pool().release_unused()
+    frame.insert(0, "run_id", run_id if run_col is None else run_col.to_pandas().array)
+    return frame
 
 
 def _add_factors(
@@ -212,8 +231,8 @@ def episode_table(
             ``memory`` while the largest run's draws fit ``memory_budget`` and
             ``duckdb`` above it. Both give the same table.
         memory_budget: bytes the join may use; None: half the available memory.
-            DuckDB gets half of it and spills to disk above that; the other half is
-            for the table itself.
+            DuckDB gets what the table itself (:func:`_table_bytes`) leaves of it, and
+            at least a quarter of it, and spills to disk above that.
         temp_directory: where DuckDB spills (default: DuckDB's, ``.tmp`` in the
             working directory).
 
@@ -249,33 +268,34 @@ def episode_table(
         probe = ds.episodes(run_ids, columns=["env_id", "start_seq"])
         if probe.num_rows:
             got = duckdb_factors(
-                ds, run_ids, probe, specs, memory_limit=budget // 2, temp_directory=temp_directory
+                ds,
+                run_ids,
+                probe,
+                specs,
+                memory_limit=max(budget // 4, budget - _table_bytes(probe.num_rows, specs)),
+                temp_directory=temp_directory,
             )
             del probe
-            episodes = ds.episodes(run_ids)
             interval_names += got.skipped
-            run_col = episodes.column("run_id").cast(pa.string()).to_pandas().array
-            frame = _to_pandas(episodes)
-            del episodes
-            frame.insert(0, "run_id", run_col)
+            frame = _to_pandas(ds.episodes(run_ids), None)
             outcome_names += [c for c in frame.columns if c not in _NOT_OUTCOMES]
             factor_names += got.names
             frames.append(_add_factors(frame, got.names, got.values, got.labels, label_sets))
     for run_id in run_ids if engine == "memory" else []:
-        episodes = ds.episodes(run_id)
-        if episodes.num_rows == 0:
+        # The join's columns while it runs; the whole episodes table after it.
+        keys = ds.episodes(run_id, columns=["env_id", "episode", "start_seq"])
+        if keys.num_rows == 0:
             continue
-        streamed = stream_factors(ds, run_id, episodes, specs)
+        streamed = stream_factors(ds, run_id, keys, specs)
         if streamed is not None:  # the common case, joined while the parts decode
             (names, values, label_cols), skipped = streamed
             interval_names += skipped
         else:
             draws = ds.draws(run_id, columns=list(DRAW_COLUMNS))
-            names, values, label_cols = run_factors(draws, episodes, specs, interval_names)
+            names, values, label_cols = run_factors(draws, keys, specs, interval_names)
             del draws
-        frame = _to_pandas(episodes)
-        del episodes
-        frame.insert(0, "run_id", run_id)
+        del keys
+        frame = _to_pandas(ds.episodes(run_id), run_id)
         outcome_names += [
             c for c in frame.columns if c not in _NOT_OUTCOMES and c not in outcome_names
         ]

@@ -55,7 +55,14 @@ def _batches(
         )
     )
     dataset = pads.dataset(files, format=fmt, filesystem=ds.filesystem)
-    yield from dataset.to_batches(columns=columns, batch_size=batch_size, use_threads=True)
+    # A short read-ahead: decoded batches wait for the join, not for memory to run out.
+    yield from dataset.to_batches(
+        columns=columns,
+        batch_size=batch_size,
+        batch_readahead=4,
+        fragment_readahead=2,
+        use_threads=True,
+    )
 
 
 def _indices(column: pa.Array) -> np.ndarray:
