@@ -163,6 +163,7 @@ def measure(root: Path, cases: list[str], budget: int, repeat: int = 1) -> None:
             got = _run_case(case, root, budget)
             if got is not None:
                 runs[case].append(got)
+                print(f"  {case}: {got}", flush=True)  # survives an interrupted run
     med: dict[str, dict | None] = {}
     for case, got in runs.items():
         med[case] = None
