@@ -67,7 +67,10 @@ pytestmark = pytest.mark.slow
 
 def start(tmp_path: Path, run_id: str, mode: str, *extra: str) -> subprocess.Popen[str]:
     script = tmp_path / "child.py"
-    script.write_text(CHILD)
+    if not script.exists():  # rewriting it could truncate it under a child still reading it
+        tmp = tmp_path / f".child.{os.getpid()}.py"
+        tmp.write_text(CHILD)
+        tmp.replace(script)
     env = {**os.environ, "PYTHONPATH": str(Path(varirec.__file__).parents[1])}
     return subprocess.Popen(
         [sys.executable, str(script), str(tmp_path / "data"), run_id, mode, *extra],
@@ -174,8 +177,8 @@ def test_four_processes_write_one_run_without_collisions(tmp_path):
     procs = [start(tmp_path, "shared", "join", str(worker)) for worker in range(4)]
     stderrs = []
     for proc in procs:
-        _, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 0, stderr
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and last_count(stdout) == 3000, (stdout[-200:], stderr)
         stderrs.append(stderr)
     creator.close()
     doc = json.loads((root / "run_id=shared" / "run.json").read_text())
