@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from varirec import open_dataset
 from varirec.analysis.tables.as_of import DRAW_COLUMNS, run_factors
@@ -166,19 +167,21 @@ def _table_bytes(episodes: int, specs: dict[str, dict[str, Any]]) -> int:
     return episodes * (8 * factors + 80)
 
 
-def _to_pandas(episodes: pa.Table, run_id: str | None) -> pd.DataFrame:
-    """``episodes`` as a frame, ``run_id`` first (that run's, or each row's if None).
-
-    Each Arrow column is freed once converted (``self_destruct``), so the table and the
-    frame are not both held at 10 M episodes; pass a table nothing else refers to.
-    """
-    run_col = None if run_id is not None else episodes.column("run_id").cast(pa.string())
-    rest = episodes.drop_columns(["run_id"])
-    del episodes
-    frame = rest.to_pandas(self_destruct=True, split_blocks=True)
-    del rest
-    pa.default_memory_pool().release_unused()
-    frame.insert(0, "run_id", run_id if run_col is None else run_col.to_pandas().array)
+def _episodes_frame(ds: Dataset, runs: str | list[str], run_id: str | None) -> pd.DataFrame:
+    """The episodes of ``runs`` as a frame, ``run_id`` first (``run_id``, or each row's if
+    None), read one column at a time: the Arrow table and the frame are never both held
+    (at 10 M episodes each is about 1 GB)."""
+    empty = ds.episodes(runs, filter=pc.field("env_id") < -1)  # the schema, no rows
+    names = [name for name in empty.column_names if name != "run_id"]
+    frame = pd.DataFrame(
+        {name: ds.episodes(runs, columns=[name]).column(name).to_pandas() for name in names},
+        copy=False,
+    )
+    if run_id is None:
+        run_col = ds.episodes(runs, columns=[]).column("run_id").cast(pa.string())
+        frame.insert(0, "run_id", run_col.to_pandas().array)
+    else:
+        frame.insert(0, "run_id", run_id)
     return frame
 
 
@@ -277,7 +280,7 @@ def episode_table(
             )
             del probe
             interval_names += got.skipped
-            frame = _to_pandas(ds.episodes(run_ids), None)
+            frame = _episodes_frame(ds, run_ids, None)
             outcome_names += [c for c in frame.columns if c not in _NOT_OUTCOMES]
             factor_names += got.names
             frames.append(_add_factors(frame, got.names, got.values, got.labels, label_sets))
@@ -295,7 +298,7 @@ def episode_table(
             names, values, label_cols = run_factors(draws, keys, specs, interval_names)
             del draws
         del keys
-        frame = _to_pandas(ds.episodes(run_id), run_id)
+        frame = _episodes_frame(ds, run_id, run_id)
         outcome_names += [
             c for c in frame.columns if c not in _NOT_OUTCOMES and c not in outcome_names
         ]
