@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from varirec.sampling import portable
+from varirec.sampling.accel import kernels
 from varirec.sampling.cfg_base import SamplerCfg
 from varirec.sampling.discrete_cfgs import BernoulliCfg, ChoiceCfg, IntegerCfg
 from varirec.sampling.sampler_cfgs import (
@@ -83,6 +84,14 @@ def keyed_uniforms(
     the device, the bases as int64 with the same bits).
     """
     if xp is np:
+        kern = kernels()
+        if kern is not None:
+            out = np.empty((len(env_ids), len(bases)))
+            env, ep = (a.astype(np.int64, copy=False) for a in (env_ids, episodes))
+            with_seq = draw_seq is not None
+            seq = draw_seq.astype(np.int64, copy=False) if with_seq else _NO_SEQ
+            kern.keyed_columns(bases, comps, env, ep, seq, with_seq, out)
+            return out
         word = env_ids.astype(np.int64, copy=False).view(np.uint64) << np.uint64(32)
         word |= episodes.astype(np.int64, copy=False).view(np.uint64) & np.uint64(0xFFFFFFFF)
         word *= _GOLDEN
@@ -107,6 +116,7 @@ def keyed_uniforms(
     return xp.clamp((u + 0.5) * 2.0**-53, max=_BELOW_ONE)  # as streams._to_unit
 
 
+_NO_SEQ = np.zeros((1, 1), np.int64)
 _CONTINUOUS = (UniformCfg, LogUniformCfg, NormalCfg, TruncNormalCfg, ConstantCfg)
 _CODED = (IntegerCfg, ChoiceCfg, BernoulliCfg)
 
@@ -289,12 +299,18 @@ class ColumnPlan:
         """:meth:`columns` in numpy: adjacent columns as views, the affine kinds in
         place (``low + span * x`` and ``x * span + low`` round alike)."""
         out = u.copy() if self._keep_u else u
+        kern = kernels()
         for kind, (_, p) in self.groups.items():
             if kind in ("design", "custom", "coded"):
                 continue
             where = self._where[kind]
             view = isinstance(where, slice)
             x = out[:, where]
+            if kern is not None and kind != "constant":
+                self._compiled_kind(kern, kind, x, p)
+                if not view:
+                    out[:, where] = x
+                continue
             if kind == "uniform" and view:
                 x *= p["span"]
                 x += p["low"]
@@ -314,6 +330,17 @@ class ColumnPlan:
                 y = np.broadcast_to(p["value"], x.shape)
             out[:, where] = y
         return out
+
+    @staticmethod
+    def _compiled_kind(kern: Any, kind: str, x: np.ndarray, p: dict[str, np.ndarray]) -> None:
+        """:meth:`_columns_np` of one kind, in place in ``x``, by a compiled kernel."""
+        if kind == "uniform":
+            kern.affine_columns(x, p["low"], p["span"])
+        elif kind == "loguniform":
+            kern.exp_columns(x, p["lo"], p["span"])
+        else:
+            names = ("mean", "std", "low", "high", "upper", "lo_tail", "hi_tail", "mass", "plain")
+            kern.gauss_columns(x, *(p[n] for n in names))
 
     def split(
         self, u: Any, out: Any, xp: Any, sample_ids: Any = None, device: Any = None

@@ -28,28 +28,28 @@ from typing import Any
 
 import numpy as np
 
+from varirec.sampling.accel import kernels
+from varirec.sampling.constants import EXP_P as _EXP_P
+from varirec.sampling.constants import INV_LN2 as _INV_LN2
+from varirec.sampling.constants import LG as _LG
+from varirec.sampling.constants import LN2_HI as _LN2_HI
+from varirec.sampling.constants import LN2_LO as _LN2_LO
+from varirec.sampling.constants import SQRT_HALF as _SQRT_HALF
+from varirec.sampling.constants import A as _A
+from varirec.sampling.constants import B as _B
+from varirec.sampling.constants import C as _C
+from varirec.sampling.constants import D as _D
+from varirec.sampling.constants import E as _E
+from varirec.sampling.constants import F as _F
+
 __all__ = ["exp", "log", "ndtri", "sqrt"]
 
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-_INV_LN2 = 1.44269504088896338700e00
-_EXP_P = (
-    1.66666666666666019037e-01,
-    -2.77777777770155933842e-03,
-    6.61375632143793436117e-05,
-    -1.65339022054652515390e-06,
-    4.13813679705723846039e-08,
-)
-_LG = (
-    6.666666666666735130e-01,
-    3.999999999940941908e-01,
-    2.857142874366239149e-01,
-    2.222219843214978396e-01,
-    1.818357216161805012e-01,
-    1.531383769920937332e-01,
-    1.479819860511658591e-01,
-)
-_SQRT_HALF = 0.70710678118654752440
+
+def _compiled(kernel: Any, x: np.ndarray) -> np.ndarray:
+    """``kernel`` (:mod:`varirec.sampling.compiled`) element by element, shaped as ``x``."""
+    out = np.empty(x.shape)
+    kernel(x.reshape(-1), out.reshape(-1))
+    return out
 
 
 def _frexp(x: Any, xp: Any) -> tuple[Any, Any]:
@@ -65,6 +65,11 @@ def _ldexp(y: Any, k: Any, xp: Any) -> Any:
 
 def exp(x: Any, xp: Any) -> Any:
     """``e**x`` for float64 ``x`` with results in the normal range."""
+    if xp is np:
+        x = np.asarray(x)
+        kern = kernels() if x.dtype == np.float64 else None
+        if kern is not None:
+            return _compiled(kern.exp, x)
     k = xp.floor(x * _INV_LN2 + 0.5)
     hi = x - k * _LN2_HI  # exact: _LN2_HI has trailing zero bits
     lo = k * _LN2_LO
@@ -81,7 +86,8 @@ def log(x: Any, xp: Any) -> Any:
     if xp is np:
         x = np.asarray(x)
         if x.dtype == np.float64:  # other dtypes keep their own precision below
-            return _log_np(x)
+            kern = kernels()
+            return _log_np(x) if kern is None else _compiled(kern.log, x)
     m, e = _frexp(x, xp)  # x = m * 2**e, m in [0.5, 1)
     small = m < _SQRT_HALF
     m = xp.where(small, m * 2.0, m)  # m in [sqrt(1/2), sqrt(2))
@@ -96,68 +102,6 @@ def log(x: Any, xp: Any) -> Any:
     big_r = t2 + t1
     hfsq = 0.5 * f * f
     return k * _LN2_HI - ((hfsq - (s * (hfsq + big_r) + k * _LN2_LO)) - f)
-
-
-_A = (
-    3.3871328727963666080e0,
-    1.3314166789178437745e2,
-    1.9715909503065514427e3,
-    1.3731693765509461125e4,
-    4.5921953931549871457e4,
-    6.7265770927008700853e4,
-    3.3430575583588128105e4,
-    2.5090809287301226727e3,
-)
-_B = (
-    1.0,
-    4.2313330701600911252e1,
-    6.8718700749205790830e2,
-    5.3941960214247511077e3,
-    2.1213794301586595867e4,
-    3.9307895800092710610e4,
-    2.8729085735721942674e4,
-    5.2264952788528545610e3,
-)
-_C = (
-    1.42343711074968357734e0,
-    4.63033784615654529590e0,
-    5.76949722146069140550e0,
-    3.64784832476320460504e0,
-    1.27045825245236838258e0,
-    2.41780725177450611770e-1,
-    2.27238449892691845833e-2,
-    7.74545014278341407640e-4,
-)
-_D = (
-    1.0,
-    2.05319162663775882187e0,
-    1.67638483018380384940e0,
-    6.89767334985100004550e-1,
-    1.48103976427480074590e-1,
-    1.51986665636164571966e-2,
-    5.47593808499534494600e-4,
-    1.05075007164441684324e-9,
-)
-_E = (
-    6.65790464350110377720e0,
-    5.46378491116411436990e0,
-    1.78482653991729133580e0,
-    2.96560571828504891230e-1,
-    2.65321895265761230930e-2,
-    1.24266094738807843860e-3,
-    2.71155556874348757815e-5,
-    2.01033439929228813265e-7,
-)
-_F = (
-    1.0,
-    5.99832206555887937690e-1,
-    1.36929880922735805310e-1,
-    1.48753612908506148525e-2,
-    7.86869131145613259100e-4,
-    1.84631831751005468180e-5,
-    1.42151175831644588870e-7,
-    2.04426310338993978564e-15,
-)
 
 
 def _poly(c: tuple[float, ...], x: Any) -> Any:
@@ -202,7 +146,8 @@ def ndtri(p: Any, xp: Any) -> Any:
     if xp is np:
         p = np.asarray(p)
         if p.dtype == np.float64:  # other dtypes keep their own precision below
-            return _ndtri_np(p)
+            kern = kernels()
+            return _ndtri_np(p) if kern is None else _compiled(kern.ndtri, p)
     q = p - 0.5
     r = 0.180625 - q * q
     central = q * _poly(_A, r) / _poly(_B, r)

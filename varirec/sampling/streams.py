@@ -19,6 +19,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from varirec.sampling.accel import kernels
+from varirec.sampling.constants import BELOW_ONE, GOLDEN, M1, M2, SECOND, TO_UNIT
+
 __all__ = [
     "DESIGN_SEED_STREAM",
     "INTERVAL_TIMER_STREAM",
@@ -40,15 +43,11 @@ INTERVAL_TIMER_STREAM = "#interval_timer"
 """Steps between interval-mode draws."""
 
 # SplitMix64 constants (Steele, Lea & Flood 2014, doi:10.1145/2660193.2660195).
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_SECOND = np.uint64(0xD1B54A32D192ED03)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN, _SECOND, _M1, _M2 = (np.uint64(c) for c in (GOLDEN, SECOND, M1, M2))
 _S11, _S16, _S27, _S30, _S31, _S32 = (np.uint64(s) for s in (11, 16, 27, 30, 31, 32))
 _LOW32 = np.uint64(0xFFFFFFFF)
-_TO_UNIT = 2.0**-53
-_BELOW_ONE = 1.0 - 2.0**-53
-"""The largest float64 below 1: every source's uniforms are at most this."""
+_TO_UNIT = TO_UNIT
+_BELOW_ONE = BELOW_ONE
 
 
 class UniformSource(Protocol):
@@ -221,6 +220,34 @@ def _to_unit(h: np.ndarray) -> np.ndarray:
     return h.view(np.float64)
 
 
+def _int64_keys(a: Any, n: int) -> tuple[np.ndarray, int] | None:
+    """``a`` (one key, or ``n``) as int64 and the step between rows (0: one for all);
+    None for what the numpy path should judge (floats, a wrong length)."""
+    if type(a) is int:
+        return (np.array([a], np.int64), 0) if -(2**63) <= a < 2**63 else None
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        return None
+    if a.dtype != _I64:
+        a = a.astype(np.int64)  # keeps the low 64 bits: the bits the hash reads
+    if a.shape == (n,):
+        return a, 1
+    return (a.reshape(1), 0) if a.size == 1 and a.ndim <= 1 else None
+
+
+def _compiled_uniforms(
+    kern: Any, base: np.uint64, env_ids: Any, episodes: Any, draw_seq: Any, n: int, k: int
+) -> np.ndarray | None:
+    """:meth:`KeyedUniforms.uniforms` in one compiled call, or None (then numpy)."""
+    keys = [_int64_keys(a, n) for a in (env_ids, episodes, draw_seq)]
+    if keys[0] is None or keys[0][1] != 1 or keys[1] is None or keys[2] is None:
+        return None
+    out = np.empty((n, k))
+    (env, _), (ep, ep_step), (seq, seq_step) = keys
+    kern.keyed_uniforms(base, env, ep, ep_step, seq, seq_step, out)
+    return out
+
+
 class CounterStream:
     """The reproducible uniforms of one variation in one run.
 
@@ -305,6 +332,13 @@ class KeyedUniforms:
     def uniforms(self, n: int, k: int) -> np.ndarray:
         if len(self.env_ids) != n:
             raise ValueError(f"`n` must equal len(env_ids) = {len(self.env_ids)}, got {n}")
+        kern = kernels()
+        if kern is not None:
+            out = _compiled_uniforms(
+                kern, self.base, self.env_ids, self.episodes, self.draw_seq, n, k
+            )
+            if out is not None:
+                return out
         if n * k <= _SCALAR_MAX:
             return _scalar_uniforms(
                 int(self.base), self.env_ids, self.episodes, self.draw_seq, n, k
