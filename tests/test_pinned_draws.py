@@ -1,5 +1,8 @@
 """Drawn values pinned bit for bit: a faster hash or inverse CDF must not change one value.
 
+Each test runs twice: drawn with numpy only, and through the compiled kernels (numba,
+the ``fast`` extra; skipped without it).
+
 The digests were computed with varirec before the keyed draw was optimized (the values
 of every run recorded so far); a change here breaks "replay episode 1234 of env 7" for
 every existing dataset.
@@ -8,12 +11,14 @@ every existing dataset.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 import varirec as vr
 from varirec.sampling import portable
+from varirec.sampling.accel import compiled_draws
 from varirec.sampling.streams import RESET_SEED_STREAM, CounterStream, GeneratorSource
 
 N = 3000
@@ -79,6 +84,15 @@ PINNED = {
         [True, False],
     ),
 }
+
+
+@pytest.fixture(autouse=True, params=["numpy", "compiled"])
+def _path(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every pinned value, drawn with numpy only and through the compiled kernels."""
+    with compiled_draws(request.param == "compiled") as kern:
+        if request.param == "compiled" and kern is None:
+            pytest.skip("numba is not installed (the `fast` extra), or VARIREC_NO_COMPILE is set")
+        yield
 
 
 def _digest(a: np.ndarray) -> str:
