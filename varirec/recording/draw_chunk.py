@@ -39,6 +39,29 @@ def _segment_ids(counts: np.ndarray, total: int) -> np.ndarray:
     return np.cumsum(marks)
 
 
+def _event_meta(events: list[tuple[Any, ...]]) -> np.ndarray:
+    """The ``(n_events, 6)`` int64 event table of :attr:`DrawChunk.events`, in order,
+    with each reset block expanded to its ``V`` events."""
+    parts: list[np.ndarray] = []
+    singles: list[tuple[Any, ...]] = []
+    for event in events:
+        if len(event) == 6:
+            singles.append(event)
+            continue
+        if singles:
+            parts.append(np.array(singles, dtype=np.int64))
+            singles = []
+        codes, seq0, time_us, k = event
+        block = np.empty((len(codes), 6), np.int64)
+        block[:, :2] = codes
+        block[:, 2] = np.arange(seq0, seq0 + len(codes))
+        block[:, 3:] = (time_us, k, 1)
+        parts.append(block)
+    if singles:
+        parts.append(np.array(singles, dtype=np.int64))
+    return np.concatenate(parts) if parts else np.zeros((0, 6), np.int64)
+
+
 class DrawChunk:
     """Up to ``capacity`` draw rows of one recorder, in preallocated columns.
 
@@ -64,8 +87,9 @@ class DrawChunk:
         self.capacity = capacity
         self.keys = keys
         self.labels = labels
-        # One tuple per draw event: (key code, phase code, seq, time us, n, k).
-        self.events: list[tuple[int, int, int, int, int, int]] = []
+        # One tuple per draw event: (key code, phase code, seq, time us, n, k); a reset
+        # block's V events as one (codes, seq0, time us, k) entry, expanded in to_arrow.
+        self.events: list[tuple[Any, ...]] = []
         # Buffers come back from converted chunks through `pool` (the writer thread
         # copies what it converts): fresh pages cost a fault each on the hot path.
         self._pool = pool
@@ -156,7 +180,7 @@ class DrawChunk:
 
     def add_block(
         self,
-        events: list[tuple[int, int]],
+        events: np.ndarray,
         seq0: int,
         columns: Any,
         env_ids: np.ndarray,
@@ -169,10 +193,11 @@ class DrawChunk:
         go (the rows of ``V`` calls of :meth:`add`, at step 0 and draw_seq 0, laid out
         by :meth:`to_arrow`); False (and nothing copied) when they do not fit.
 
-        ``events``: ``(key code, phase code)`` per variation; their ``seq`` run from
-        ``seq0``. ``columns``: the values, shape ``(k, V)``; or, with ``pending``, a
-        flat host buffer of ``V * k`` values (variation-major) that a non-blocking device
-        copy is still filling.
+        ``events``: ``(key code, phase code)`` per variation, shape ``(V, 2)`` (kept,
+        not copied: the caller never changes it); their ``seq`` run from ``seq0``.
+        ``columns``: the values, shape ``(k, V)``; or, with ``pending``, a flat host
+        buffer of ``V * k`` values (variation-major) that a non-blocking device copy is
+        still filling.
         """
         k, nv = len(env_ids), len(events)
         size = k * nv
@@ -184,9 +209,7 @@ class DrawChunk:
         values = None if pending else columns.copy()
         rows = None if sample_ids is None else sample_ids.copy()
         self._blocks.append((s, r, nv, env_ids.copy(), episodes.copy(), values, rows))
-        self.events.extend(
-            (code, phase, seq0 + j, time_us, k, 1) for j, (code, phase) in enumerate(events)
-        )
+        self.events.append((events, seq0, time_us, k))
         self.env_rows = s + size
         self.rows = r + size
         return True
@@ -207,7 +230,7 @@ class DrawChunk:
             if values is not None:
                 self._value[r : r + size].reshape(nv, -1)[:] = values.T
         total, env_rows = self.rows, self.env_rows
-        meta = np.array(self.events, dtype=np.int64).reshape(-1, 6)
+        meta = _event_meta(self.events)
         n_ev, k_ev = meta[:, 4], meta[:, 5]
         event_of_row = _segment_ids(n_ev * k_ev, total)
         if np.all(k_ev == 1):  # scalar variations: one row per env

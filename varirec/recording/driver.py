@@ -194,7 +194,7 @@ class VariationDriver:
             done = ids[t.started[ids]]
             if done.size:  # the first reset after build finishes nothing: no phantom
                 row = hooks.finishing(done)
-                row.update(t.finish(done))
+                row.update(t.finish(done, started=True))
                 hooks.finished(row)
         t.begin(ids)
 

@@ -54,6 +54,17 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+_INT_ROWS = {
+    "episode": -1,
+    "step": 0,
+    "start_seq": -1,
+    "start_time": 0,
+    "sample_id": -1,
+    "seed": -1,
+}
+"""The tracker's int64 counters (rows of one block, in this order) and their start value."""
+
+
 class EpisodeTracker:
     """Per-env episode counters for a batch of ``num_envs`` envs.
 
@@ -69,13 +80,14 @@ class EpisodeTracker:
     def __init__(self, num_envs: int) -> None:
         check_num_envs(num_envs)
         self.num_envs = int(num_envs)
-        self.episode = np.full(num_envs, -1, dtype=np.int64)
+        # The int64 counters are rows of one block: a finished batch's six columns come
+        # out of one gather (rows, not columns: a step's full-row ops stay contiguous).
+        self._ints = np.empty((len(_INT_ROWS), num_envs), dtype=np.int64)
+        self._ints[:] = np.array(list(_INT_ROWS.values()))[:, None]
+        self.episode, self.step, self.start_seq, self.start_time, self.sample_id, self.seed = (
+            self._ints
+        )
         self.started = np.zeros(num_envs, dtype=bool)
-        self.step = np.zeros(num_envs, dtype=np.int64)
-        self.start_seq = np.full(num_envs, -1, dtype=np.int64)
-        self.start_time = np.zeros(num_envs, dtype=np.int64)
-        self.sample_id = np.full(num_envs, -1, dtype=np.int64)
-        self.seed = np.full(num_envs, -1, dtype=np.int64)
         self.seq = 0
         self.episodes_finished = 0
 
@@ -159,27 +171,31 @@ class EpisodeTracker:
         else:
             self.step[env_ids] += self.started[env_ids]
 
-    def finish(self, env_ids: np.ndarray, *, columns: bool = True) -> dict[str, np.ndarray]:
+    def finish(
+        self, env_ids: np.ndarray, *, columns: bool = True, started: bool = False
+    ) -> dict[str, np.ndarray]:
         """End the started episodes among ``env_ids``; returns their episode columns
         (none with ``columns=False``: nothing records them).
 
         Envs whose episode never started (the first reset after build, or a retried
-        reset) are skipped: they finished nothing.
+        reset) are skipped: they finished nothing. ``started``: the caller picked
+        ``env_ids`` among the started envs (no need to look again).
         """
-        done = env_ids[self.started[env_ids]]
+        done = env_ids if started else env_ids[self.started[env_ids]]
         end_seq = self.next_seq()
         self.started[done] = False
         self.episodes_finished += len(done)
         if not columns:
             return {}
+        episode, length, start_seq, time_start, sample_id, seed = self._ints.take(done, axis=1)
         return {
             "env_id": done.astype(np.int32),
-            "episode": self.episode[done],
-            "start_seq": self.start_seq[done],
+            "episode": episode,
+            "start_seq": start_seq,
             "end_seq": np.full(len(done), end_seq, dtype=np.int64),
-            "length": self.step[done],
-            "sample_id": self.sample_id[done],
-            "seed": self.seed[done],
-            "time_start": self.start_time[done],
+            "length": length,
+            "sample_id": sample_id,
+            "seed": seed,
+            "time_start": time_start,
             "time_end": np.full(len(done), now_us(), dtype=np.int64),
         }

@@ -42,11 +42,10 @@ from varirec.arrays import ArrayWorld, record_event
 from varirec.recording.driver import EpisodeSchedule, StudyDesign, VariationDriver
 from varirec.recording.episode_chunk import EpisodeChunk
 from varirec.recording.episodes import EpisodeTracker
-from varirec.recording.term_set import build_terms, builtin_term_cfgs
+from varirec.recording.term_set import TermHooks, build_terms, builtin_term_cfgs
 from varirec.recording.terms import (
     RecorderTerm,
     RecorderTermCfg,
-    VariationsTerm,
 )
 from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
@@ -154,6 +153,7 @@ class RecorderManager:
         self._episode_parts: list[dict[str, Any]] = []
         self._episode_rows = 0
         self.terms: dict[str, RecorderTerm] = {}
+        self._hooks = TermHooks(self.terms)  # the terms that implement each hook
         # Every input (term cfgs, column clashes, variations that drew) is checked before
         # the run directory exists: a refused manager leaves nothing in the dataset.
         try:
@@ -293,7 +293,7 @@ class RecorderManager:
         for key, x in data.items():
             if not isinstance(x, np.ndarray):  # tensors are checked; DLPack arrays taken
                 data[key] = world.per_env(x, key)
-        for term in self.terms.values():
+        for term in self._hooks("record_step"):
             term.record_step(data)
 
     def record_pre_reset(self, env_ids: Any) -> None:
@@ -308,7 +308,7 @@ class RecorderManager:
     # -- what the driver calls (DriverHooks) -----------------------------------------
     def finishing(self, done: np.ndarray) -> dict[str, Any]:
         row: dict[str, Any] = {}
-        for term in self.terms.values():
+        for term in self._hooks("record_pre_reset"):
             row.update(term.record_pre_reset(done) or {})
         return row
 
@@ -319,16 +319,15 @@ class RecorderManager:
             self._flush_episodes()
 
     def reset_drawn(self, batch: ResetBatch) -> None:
-        for term in self.terms.values():
-            if isinstance(term, VariationsTerm):
-                term.recorder.record_batch(batch)
+        for term in self._hooks("batch"):
+            term.recorder.record_batch(batch)
 
     def started(self, ids: np.ndarray) -> None:
-        for term in self.terms.values():
+        for term in self._hooks("record_post_reset"):
             term.record_post_reset(ids)
 
     def record_post_step(self) -> None:
-        for term in self.terms.values():
+        for term in self._hooks("record_post_step"):
             term.record_post_step()
         if time.monotonic() >= self._handover_due:
             self._hand_over_buffers()

@@ -139,7 +139,7 @@ class VariationRecorder:
         self.rows_recorded = 0
         self.device: Any = None
         """The device that batches came from (None: the host)."""
-        self._block: tuple[Any, list[Any], list[tuple[int, int]]] | None = None
+        self._block: tuple[Any, list[Any], np.ndarray] | None = None
 
     def _new_chunk(self, capacity: int) -> DrawChunk:
         if capacity != self.max_rows:  # a one-off oversized chunk
@@ -219,7 +219,7 @@ class VariationRecorder:
                 tap.record(batch.contexts[j], batch.host_values(j), batch.ids, cfg, now)
             batch.fed.add(tap)
 
-    def _block_taps(self, batch: ResetBatch) -> tuple[list[Any], list[tuple[int, int]]] | None:
+    def _block_taps(self, batch: ResetBatch) -> tuple[list[Any], np.ndarray] | None:
         """This recorder's taps of a driver's batch, and each one's (key code, phase
         code), when it records every variation; kept per reset group (a new group
         comes with any change to the variations, attaching a recorder included)."""
@@ -235,8 +235,10 @@ class VariationRecorder:
                 break
             taps.append(entry[1])
             events.append((entry[1].code, PHASE_CODE[v.mode]))
-        self._block = (group, taps, events)
-        return (taps, events) if taps else None
+        codes = np.array(events, dtype=np.int64).reshape(-1, 2)  # shared by the chunks
+        codes.flags.writeable = False
+        self._block = (group, taps, codes)
+        return (taps, codes) if taps else None
 
     def _record_block(self, batch: ResetBatch, now: int) -> bool:
         """The usual reset, in one copy: the first draws of scalar float variations

@@ -27,7 +27,42 @@ from varirec.recording.terms import (
 )
 from varirec.storage.schema import episodes_schema
 
-__all__ = ["build_terms", "builtin_term_cfgs"]
+__all__ = ["TermHooks", "build_terms", "builtin_term_cfgs"]
+
+_HOOKS = ("record_step", "record_pre_reset", "record_post_reset", "record_post_step")
+
+
+def _implements(term: RecorderTerm, hook: str) -> bool:
+    """Whether ``term`` does something at ``hook`` (the base class's hooks do nothing)."""
+    return getattr(type(term), hook) is not getattr(RecorderTerm, hook) or hook in getattr(
+        term, "__dict__", ()
+    )
+
+
+class TermHooks:
+    """Per lifecycle hook, the terms that implement it, in order: a step calls only
+    those (the base's hooks do nothing). Worked out again whenever the terms change.
+
+    >>> terms = {"outcome": RecorderTerm(RecorderTermCfg(term=OutcomeTerm), None)}
+    >>> TermHooks(terms)("record_step")
+    []
+    """
+
+    __slots__ = ("_by_hook", "_source", "_terms")
+
+    def __init__(self, terms: Mapping[str, RecorderTerm]) -> None:
+        self._source = terms
+        self._terms: tuple[RecorderTerm, ...] | None = None
+        self._by_hook: dict[str, list[Any]] = {}
+
+    def __call__(self, hook: str) -> list[Any]:
+        """The terms that implement ``hook``; ``"batch"``: the variations terms."""
+        terms = tuple(self._source.values())
+        if terms != self._terms:  # identity per term: RecorderTerm defines no __eq__
+            self._terms = terms
+            self._by_hook = {h: [t for t in terms if _implements(t, h)] for h in _HOOKS}
+            self._by_hook["batch"] = [t for t in terms if isinstance(t, VariationsTerm)]
+        return self._by_hook[hook]
 
 
 def builtin_term_cfgs(

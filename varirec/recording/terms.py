@@ -110,6 +110,10 @@ class RecorderTerm:
         """The run ends: flush and release resources."""
 
 
+_HOST_KINDS = (("reward", "buif"), ("terminated", "bui"), ("truncated", "bui"), ("success", "buif"))
+"""The outcomes and the dtype kinds each takes (as :meth:`OutcomeTerm._array` checks them)."""
+
+
 class OutcomeTerm(RecorderTerm):
     """Return, success, terminated and truncated of every finished episode.
 
@@ -155,6 +159,8 @@ class OutcomeTerm(RecorderTerm):
         )
 
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
+        if self._device is None and self._host_step(data):
+            return
         running = self.manager.tracker.started
         everyone = bool(running.all())  # the usual case: no mask needed
         acc = self._acc
@@ -194,6 +200,23 @@ class OutcomeTerm(RecorderTerm):
             running,
             everyone,
         )
+
+    def _host_step(self, data: Mapping[str, Any]) -> bool:
+        """The usual step, in a few Python calls: every outcome given is a numpy array of
+        shape ``(num_envs,)`` and an accepted kind; False (nothing done) for anything
+        else, which takes the checked path (it converts, or names the problem)."""
+        n = self.manager.num_envs
+        given = []
+        for name, kinds in _HOST_KINDS:
+            x = data.get(name)
+            if x is not None and not (
+                type(x) is np.ndarray and x.shape == (n,) and x.dtype.kind in kinds
+            ):
+                return False
+            given.append(x)
+        running = self.manager.tracker.started
+        self._acc.record_step(*given, running, bool(running.all()))
+        return True
 
     def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray]:
         # plain numpy: the writer thread turns NaN success into nulls
