@@ -1,0 +1,154 @@
+"""The recording hot path's shortcuts record exactly what the checked paths recorded.
+
+Each shortcut (the outcome term's unchecked numpy step, the tracker's one-take
+columns, a reset block's events kept as one entry, the per-hook term lists) is run
+against the path it short-cuts, or against values worked out here by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import varirec as vr
+from varirec.recording.draw_chunk import DrawChunk
+from varirec.recording.episodes import EpisodeTracker
+from varirec.recording.terms import OutcomeTerm, RecorderTerm, RecorderTermCfg
+from varirec.sampling.samplers import DrawContext
+
+
+def _run(path, monkeypatch, checked: bool):
+    """A loop whose steps hand every kind the outcome term takes (ints, bools, NaN
+    success, missing keys), with envs that start late: the episodes table."""
+    if checked:  # the path every step took before the shortcut
+        monkeypatch.setattr(OutcomeTerm, "_host_step", lambda self, data: False)
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    rng = np.random.default_rng(5)
+    n = 12
+    with vr.RecorderManager(n, variations=[mass], output=path, run_id="r", seed=1) as m:
+        m.reset(None, np.arange(8))  # envs 8..11 start later: not every env runs
+        for step in range(40):
+            data = {
+                "reward": rng.integers(-3, 4, n) if step % 3 else rng.normal(size=n),
+                "terminated": rng.random(n) < 0.2,
+            }
+            if step % 4 == 1:
+                data["truncated"] = (rng.random(n) < 0.1).astype(np.int8)
+            if step % 5 == 2:
+                success = rng.random(n)
+                success[rng.random(n) < 0.3] = np.nan
+                data["success"] = success
+            elif step % 5 == 3:
+                data["success"] = rng.random(n) < 0.5
+            m.record_step(**data)
+            done = np.flatnonzero(data["terminated"] & m.tracker.started)
+            if step == 10:
+                done = np.union1d(done, [8, 9, 10, 11])
+            if done.size:
+                m.reset(None, done)
+            m.record_post_step()
+    monkeypatch.undo()
+    eps = vr.open_dataset(path).episodes().to_pandas()
+    return eps.drop(columns=["time_start", "time_end"]).sort_values("end_seq")
+
+
+def test_the_numpy_step_shortcut_records_the_checked_paths_episodes(tmp_path, monkeypatch):
+    fast = _run(tmp_path / "fast", monkeypatch, checked=False)
+    calls = []
+    real = OutcomeTerm._host_step
+    monkeypatch.setattr(OutcomeTerm, "_host_step", lambda self, d: calls.append(1) or real(self, d))
+    _run(tmp_path / "probe", monkeypatch, checked=False)
+    slow = _run(tmp_path / "slow", monkeypatch, checked=True)
+    assert len(calls) == 40  # the shortcut did run in the first run's loop
+    assert len(fast) > 30 and fast.reset_index(drop=True).equals(slow.reset_index(drop=True))
+    assert fast["success"].isna().any() and fast["success"].notna().any()
+    assert (fast["env_id"] >= 8).any()  # the late starters finished episodes too
+
+
+def test_the_shortcut_leaves_what_it_does_not_take_to_the_checked_path():
+    m = vr.RecorderManager(4, output=None)
+    m.reset(None, None)
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        m.record_step(reward=np.ones(5))
+    with pytest.raises(TypeError, match="must hold bools"):
+        m.record_step(terminated=np.ones(4))
+    m.record_step(reward=[1, 2, 3, 4])  # a list: converted by the checked path
+    m.record_step(reward=np.ones(4, np.float32))
+    assert m.terms["outcome"]._acc.acc[0].tolist() == [2.0, 3.0, 4.0, 5.0]
+    m.close()
+
+
+def test_finish_takes_every_counter_of_the_finished_envs():
+    t = EpisodeTracker(5)
+    ids = np.arange(1, 5)  # env 0 never starts: finished with the others, it is skipped
+    t.begin(ids)
+    t.sample_id[:] = [0, -1, 9, 3, 4]
+    t.seed[:] = [0, 12, -1, 14, 15]
+    t.start(ids)
+    start_time = t.start_time.copy()
+    for _ in range(3):
+        t.advance_steps()
+    t.step[1] = 9
+    cols = t.finish(np.array([0, 3, 1, 4]))
+    assert {k: v.tolist() for k, v in cols.items() if k != "time_end"} == {
+        "env_id": [3, 1, 4],
+        "episode": [0, 0, 0],
+        "start_seq": [1, 1, 1],
+        "end_seq": [2, 2, 2],
+        "length": [3, 9, 3],
+        "sample_id": [3, -1, 4],
+        "seed": [14, 12, 15],
+        "time_start": start_time[[3, 1, 4]].tolist(),
+    }
+    assert t.started.tolist() == [False, False, True, False, False]
+    # The counters are views of one block: a write through either name is seen by both.
+    t.episode[2] = 41
+    assert t._ints[0, 2] == 41
+    assert t.finish(np.array([2]), started=True)["episode"].tolist() == [41]
+
+
+def test_a_block_entry_expands_to_the_events_of_its_variations_in_order():
+    chunk = DrawChunk(100, ["a", "b", "c"], [])
+    ctx = DrawContext("a", "reset", 5, np.array([0, 1]), 0, 0)
+    assert chunk.add(0, ctx, np.array([0.5, 0.6]), np.array([0, 1]), 1000)
+    codes = np.array([[1, 1], [2, 1]])
+    ids, eps = np.array([2, 3, 4]), np.array([7, 8, 9])
+    assert chunk.add_block(codes, 6, np.arange(6.0).reshape(3, 2), ids, eps, None, 2000)
+    ctx = DrawContext("c", "interval", 8, np.array([9]), 4, 1)
+    assert chunk.add(2, ctx, np.array([[1.5, 2.5]]), np.array([4]), 3000)
+    assert chunk.add_block(codes, 9, np.ones((1, 2)), ids[:1], eps[:1], None, 4000)
+    table = chunk.to_arrow().to_pydict()
+    assert table["seq"] == [5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 9, 10]
+    assert [str(v) for v in table["variation"]] == ["a"] * 2 + ["b"] * 3 + ["c"] * 5 + ["b", "c"]
+    assert table["env_id"] == [0, 1, 2, 3, 4, 2, 3, 4, 4, 4, 2, 2]
+    assert table["value"] == [0.5, 0.6, 0, 2, 4, 1, 3, 5, 1.5, 2.5, 1, 1]
+    assert table["component"] == [0] * 8 + [0, 1] + [0, 0]
+    us = [t.timestamp() * 1e6 for t in table["time"]]
+    assert us == [1000] * 2 + [2000] * 6 + [3000] * 2 + [4000] * 2
+    assert table["step"] == [0] * 8 + [4, 4, 0, 0] and table["draw_seq"] == [0] * 8 + [1, 1, 0, 0]
+
+
+class _Counting(RecorderTerm):
+    def record_post_step(self) -> None:
+        self.manager.seen.append("post_step")
+
+
+def test_each_hook_calls_the_terms_that_implement_it_also_when_terms_change():
+    m = vr.RecorderManager(
+        2, output=None, terms={"count": RecorderTermCfg(term=_Counting, params={})}
+    )
+    m.seen = []
+    m.reset(None, None)
+    assert [type(t).__name__ for t in m._hooks("record_post_step")] == ["_Counting"]
+    assert [type(t).__name__ for t in m._hooks("record_step")] == ["OutcomeTerm"]
+    m.record_post_step()
+    late = RecorderTerm(RecorderTermCfg(term=RecorderTerm), m)
+    late.record_step = lambda data: m.seen.append(sorted(data))  # an instance's own hook
+    m.terms["late"] = late  # added after the first hook call: found at the next
+    m.record_step(reward=np.ones(2))
+    m.record_post_step()
+    assert m.seen == ["post_step", ["reward"], "post_step"]
+    del m.terms["count"]
+    m.record_post_step()
+    assert m.seen[-1] == "post_step" and len(m.seen) == 3
+    m.close()
