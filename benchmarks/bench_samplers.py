@@ -17,6 +17,9 @@
     the draw; nothing applied), against plain numpy drawing the (k, 20) block in one
     call and in 20.
 
+Keyed draws go through the compiled kernels where numba is installed (the ``fast``
+extra); every keyed case is also timed with them off (``np path``), interleaved.
+
 Goals: ``sample()`` with no listener <= 1.10 x ``_sample`` at 4096; keyed <= 3 x numpy
 at batch 64 and 4096. Times are main-thread CPU time (steady on a shared machine);
 the functions of one case are timed in turn within each of 7 repeats, and each ratio
@@ -38,24 +41,30 @@ import numpy as np
 import varirec as vr
 from varirec import ChoiceCfg, CounterStream, NormalCfg, UniformCfg
 from varirec.recording.manager import NullRecorderManager
+from varirec.sampling.accel import compiled_draws
 from varirec.sampling.batch_draw import ColumnPlan
 from varirec.sampling.samplers import SampleEvent
 from varirec.sampling.streams import GeneratorSource
 
 REPEATS = 7
+NUMPY = " np"
+"""The suffix of a case timed on the numpy path (compiled kernels off)."""
 
 
 def _timed(fns: dict[str, Callable[[], object]], budget_s: float) -> dict[str, list[float]]:
-    """Per-call microseconds of each function in each of ``REPEATS`` interleaved repeats."""
+    """Per-call microseconds of each function in each of ``REPEATS`` interleaved repeats;
+    a name ending in ``NUMPY`` runs with the compiled kernels off (the numpy path)."""
     timers = {}
     for name, fn in fns.items():
         timer = timeit.Timer(fn, timer=time.thread_time)
-        one = max(timer.timeit(number=3) / 3, 1e-7)
+        with compiled_draws(not name.endswith(NUMPY)):
+            one = max(timer.timeit(number=3) / 3, 1e-7)
         timers[name] = (timer, max(1, int(budget_s / REPEATS / one)))
     out: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(REPEATS):
         for name, (timer, number) in timers.items():
-            out[name].append(timer.timeit(number=number) / number * 1e6)
+            with compiled_draws(not name.endswith(NUMPY)):
+                out[name].append(timer.timeit(number=number) / number * 1e6)
     return out
 
 
@@ -96,6 +105,7 @@ def _time_one(cfg: object, numpy_draw: Callable[[int], object], n: int, budget_s
             "sample": lambda: bare.sample(n),
             "sample+1": lambda: heard.sample(n),
             "keyed": lambda: bare._sample(n, keyed, None),
+            "keyed np": lambda: bare._sample(n, keyed, None),
             "hash": lambda: keyed.uniforms(n, 1),
             "1 call": lambda: np.multiply(buf, 1.0, out=buf),
         },
@@ -105,6 +115,7 @@ def _time_one(cfg: object, numpy_draw: Callable[[int], object], n: int, budget_s
         **{k: statistics.median(v) for k, v in times.items()},
         "tmpl": _ratio(times, "sample", "_sample"),
         "keyed/np": _ratio(times, "keyed", "numpy"),
+        "np path/np": _ratio(times, "keyed np", "numpy"),
         "hash/np": _ratio(times, "hash", "numpy"),
     }
 
@@ -126,9 +137,10 @@ def print_table(rows: list[dict[str, object]]) -> None:
     head = (
         f"{'sampler':8} {'batch':>6} {'numpy us':>9} {'_sample':>9} {'sample()':>9} "
         f"{'+1 lstn':>9} {'keyed':>9} {'tmpl x (min..max)':>20} {'keyed/np (min..max)':>22} "
-        f"{'hash':>7} {'1 call':>7} {'hash/np':>8}"
+        f"{'hash':>7} {'1 call':>7} {'hash/np':>8} {'np path':>8} {'np path/np':>11}"
     )
     print("(1) one sampler: median us per call (main-thread CPU time)")
+    print(f"keyed and hash: {_path()}; np path: the keyed draw with the kernels off")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -136,7 +148,8 @@ def print_table(rows: list[dict[str, object]]) -> None:
             f"{r['sampler']:8} {r['n']:>6} {r['numpy']:9.2f} {r['_sample']:9.2f} "
             f"{r['sample']:9.2f} {r['sample+1']:9.2f} {r['keyed']:9.2f} "
             f"{_spread(r['tmpl']):>20} {_spread(r['keyed/np'], 6):>22} "
-            f"{r['hash']:7.2f} {r['1 call']:7.2f} {r['hash/np'][0]:8.2f}"
+            f"{r['hash']:7.2f} {r['1 call']:7.2f} {r['hash/np'][0]:8.2f} "
+            f"{r['keyed np']:8.2f} {r['np path/np'][0]:11.2f}"
         )
     big = max(x["n"] for x in rows)
     worst_t = max(r["tmpl"][0] for r in rows if r["n"] == big)
@@ -172,7 +185,9 @@ def reset_batch(sizes: tuple[int, ...], budget_s: float, num_envs: int = 4096) -
                 "numpy1": lambda k=k: rng.uniform(0.5, 2.0, (k, 20)),
                 "numpy20": lambda k=k: [rng.uniform(0.5, 2.0, k) for _ in range(20)],
                 "keyed": lambda ids=ids, e=episodes: plan.draw(ids, e, [0] * 20, np),
+                "keyed np": lambda ids=ids, e=episodes: plan.draw(ids, e, [0] * 20, np),
                 "varirec": lambda ids=ids: manager.reset(None, ids),
+                "varirec np": lambda ids=ids: manager.reset(None, ids),
             },
             budget_s,
         )
@@ -184,6 +199,10 @@ def reset_batch(sizes: tuple[int, ...], budget_s: float, num_envs: int = 4096) -
                 "keyed20": _ratio(times, "keyed", "numpy20"),
                 "x1": _ratio(times, "varirec", "numpy1"),
                 "x20": _ratio(times, "varirec", "numpy20"),
+                "keyed np1": _ratio(times, "keyed np", "numpy1"),
+                "keyed np20": _ratio(times, "keyed np", "numpy20"),
+                "x np1": _ratio(times, "varirec np", "numpy1"),
+                "x np20": _ratio(times, "varirec np", "numpy20"),
             }
         )
     return rows
@@ -195,6 +214,7 @@ def print_reset_table(rows: list[dict]) -> None:
         f"{'/ numpy 20 calls (min..max)':>28}"
     )
     print("\n(2) a reset batch of 20 uniform variations: median us (main-thread CPU time)")
+    print(f"keyed and reset: {_path()}; (np path): the same with the kernels off")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -202,14 +222,21 @@ def print_reset_table(rows: list[dict]) -> None:
         print(f"{r['k']:>6} {'numpy, 20 calls':>28} {r['numpy20']:8.1f}")
         for name, key, x in (
             ("keyed batch draw (k x 20)", "keyed", ""),
+            ("keyed batch draw (np path)", "keyed np", ""),
             ("null manager reset", "varirec", "x"),
+            ("null manager reset (np path)", "varirec np", "x np"),
         ):
-            a, b = (f"{key}1", f"{key}20") if not x else ("x1", "x20")
+            a, b = (f"{key}1", f"{key}20") if not x else (f"{x}1", f"{x}20")
             print(
                 f"{r['k']:>6} {name:>28} {r[key]:8.1f} {_spread(r[a], 6):>27} "
                 f"{_spread(r[b], 6):>28}"
             )
     print("goal: the keyed draw <= 3 x plain numpy at 64 and 4096 envs")
+
+
+def _path() -> str:
+    with compiled_draws(True) as kern:
+        return "compiled (numba)" if kern is not None else "numpy (numba absent or off)"
 
 
 def main() -> None:

@@ -215,9 +215,11 @@ def test_numpy_draws_go_through_the_kernels_when_they_are_on(monkeypatch) -> Non
         CFGS["loguniform"].build()._sample(5, CounterStream(0, "l").keyed(ids, eps), None)
         cfgs = [CFGS[x] for x in ("uniform", "loguniform", "truncnormal")]
         ColumnPlan(cfgs, [np.uint64(i) for i in range(3)]).draw(ids, eps, [0, 0, 0], np)
+        portable.ndtri(np.full(3, 0.2), np)
+        portable.log(np.full(3, 0.2), np)
         assert calls == {
-            "keyed_uniforms": 2, "ndtri": 1, "exp": 1, "keyed_columns": 1,
-            "affine_columns": 1, "exp_columns": 1, "gauss_columns": 1,
+            "keyed_uniforms": 2, "gauss_columns": 2, "exp": 1, "keyed_columns": 1,
+            "affine_columns": 1, "exp_columns": 1, "ndtri": 1, "log": 1,
         }  # fmt: skip
         calls.clear()
         monkeypatch.setattr(accel, "_kernels", None)

@@ -66,15 +66,14 @@ def _warm(c: ModuleType) -> None:
     """Compile every kernel for the argument types draws pass, now rather than mid-run."""
     i, u, f = np.zeros(2, np.int64), np.zeros(2, np.uint64), np.full(2, 0.5)
     grid = np.full((2, 3), 0.5)
-    c.keyed_uniforms(np.uint64(1), i, i, 1, i, 0, grid)
+    c.keyed_uniforms(np.uint64(1), i, i, i[:1], grid)
     c.keyed_columns(u, u, i, i, np.zeros((2, 2), np.int64), False, grid[:, :2])
     for fn in (c.ndtri, c.exp, c.log):
         fn(f, np.empty(2))
-    b = np.zeros(2, bool)
     for x in (grid[:, :2].copy(), grid[:, 1:]):  # a block of columns, and a view of some
         c.affine_columns(x, f, f)
         c.exp_columns(x, f, f)
-        c.gauss_columns(x, f, f, f, f, b, f, f, f, b)
+        c.gauss_columns(x, np.zeros((9, x.shape[1])))
 
 
 @contextlib.contextmanager

@@ -40,6 +40,8 @@ from varirec.sampling.sampler_cfgs import (
     NormalCfg,
     TruncNormalCfg,
     UniformCfg,
+    gauss_form,
+    gauss_params,
 )
 from varirec.sampling.streams import _BELOW_ONE, _GOLDEN, _M1, _M2, _SECOND, _mix, _to_unit
 
@@ -157,6 +159,9 @@ class ColumnPlan:
                 np.array(c, np.int64),
                 {k: np.array(v) for k, v in params[kind].items()},
             )
+        gauss = self.groups.get("gauss")
+        self._gauss_form = None if gauss is None else gauss_form(gauss[1])
+        """The gauss columns' parameters as the compiled kernel takes them."""
         # A kind's columns as a slice where they are adjacent (the usual case): a view,
         # not a gather and a scatter per kind.
         self._where = {
@@ -200,21 +205,8 @@ class ColumnPlan:
         if kind == "loguniform":
             lo, hi = (np.log(a) for a in cfg._arrays("low", "high"))
             return {"lo": lo, "span": hi - lo}
-        if kind == "gauss" and isinstance(cfg, NormalCfg):
-            mean, std = cfg._arrays("mean", "std")
-            z, one = np.zeros_like(mean), np.ones_like(mean)
-            return {
-                "mean": mean, "std": std, "low": z, "high": z, "upper": z > 0,
-                "lo_tail": z, "hi_tail": z, "mass": one, "plain": one > 0,
-            }  # fmt: skip
         if kind == "gauss":
-            mean, std, low, high = cfg._arrays("mean", "std", "low", "high")
-            lo_tail, hi_tail = cfg._tails()
-            return {
-                "mean": mean, "std": std, "low": low, "high": high,
-                "upper": (low - mean) > 0, "lo_tail": lo_tail, "hi_tail": hi_tail,
-                "mass": 1.0 - lo_tail - hi_tail, "plain": low < low,
-            }  # fmt: skip
+            return gauss_params(cfg)
         if kind == "constant":
             return {"value": cfg._arrays("value")[0]}
         return {}
@@ -331,16 +323,14 @@ class ColumnPlan:
             out[:, where] = y
         return out
 
-    @staticmethod
-    def _compiled_kind(kern: Any, kind: str, x: np.ndarray, p: dict[str, np.ndarray]) -> None:
+    def _compiled_kind(self, kern: Any, kind: str, x: np.ndarray, p: dict[str, np.ndarray]) -> None:
         """:meth:`_columns_np` of one kind, in place in ``x``, by a compiled kernel."""
         if kind == "uniform":
             kern.affine_columns(x, p["low"], p["span"])
         elif kind == "loguniform":
             kern.exp_columns(x, p["lo"], p["span"])
         else:
-            names = ("mean", "std", "low", "high", "upper", "lo_tail", "hi_tail", "mass", "plain")
-            kern.gauss_columns(x, *(p[n] for n in names))
+            kern.gauss_columns(x, self._gauss_form)
 
     def split(
         self, u: Any, out: Any, xp: Any, sample_ids: Any = None, device: Any = None

@@ -95,12 +95,13 @@ def _first(base: Any, env: Any, episode: Any) -> Any:
 
 
 @_jit
-def keyed_uniforms(base, env, ep, ep_step, seq, seq_step, out):
-    """``out[i, c]``: the uniform of ``(base, env[i], ep[i * ep_step], seq[i * seq_step],
-    c)`` (a step of 0 gives every row the same key)."""
+def keyed_uniforms(base, env, ep, seq, out):
+    """``out[i, c]``: the uniform of ``(base, env[i], ep[i], seq[i], c)``; an ``ep`` or
+    ``seq`` of one element keys every row."""
+    one_ep, one_seq = ep.shape[0] == 1, seq.shape[0] == 1
     for i in range(out.shape[0]):
-        h = _first(base, env[i], ep[i * ep_step])
-        shifted = np.uint64(seq[i * seq_step]) << _S16
+        h = _first(base, env[i], ep[0] if one_ep else ep[i])
+        shifted = np.uint64(seq[0] if one_seq else seq[i]) << _S16
         for c in range(out.shape[1]):
             extra = shifted | np.uint64(c)
             out[i, c] = _unit(h if extra == _ZERO else _mix(h ^ (extra * _SECOND)))
@@ -208,23 +209,25 @@ def exp_columns(x, lo, span):
 
 
 @_jit
-def gauss_columns(x, mean, std, low, high, upper, lo_tail, hi_tail, mass, plain):
+def gauss_columns(x, form):
     """Normal and truncated normal columns in place, as ``ColumnPlan.columns`` computes
-    them in numpy (the quantile in the lighter tail, then the clip of a truncated one)."""
+    them in numpy: ``form[:, j]`` is column j's ``mean, std, low, high, upper, lo_tail,
+    hi_tail, mass, plain`` (:func:`~varirec.sampling.sampler_cfgs.gauss_form`)."""
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             u = x[i, j]
-            if plain[j]:
+            upper, plain = form[4, j] != 0.0, form[8, j] != 0.0
+            if plain:
                 q = u
-            elif upper[j]:
-                q = hi_tail[j] + u * mass[j]
+            elif upper:
+                q = form[6, j] + u * form[7, j]
             else:
-                q = lo_tail[j] + u * mass[j]
+                q = form[5, j] + u * form[7, j]
             z = _ndtri1(q)
-            if upper[j]:
+            if upper:
                 z = -z
-            y = mean[j] + std[j] * z
-            if not plain[j]:
-                y = y if y >= low[j] else low[j]  # np.maximum, then np.minimum
-                y = y if y <= high[j] else high[j]
+            y = form[0, j] + form[1, j] * z
+            if not plain:
+                y = y if y >= form[2, j] else form[2, j]  # np.maximum, then np.minimum
+                y = y if y <= form[3, j] else form[3, j]
             x[i, j] = y

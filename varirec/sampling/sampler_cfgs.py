@@ -28,6 +28,7 @@ import numpy as np
 from scipy import special
 
 from varirec.sampling import portable
+from varirec.sampling.accel import kernels
 from varirec.sampling.cfg_base import FactorSpec, Param, SamplerCfg, _bad, cfg_from_dict
 from varirec.sampling.discrete_cfgs import BernoulliCfg, ChoiceCfg, IntegerCfg
 from varirec.sampling.samplers import DesignSampler, Sampler
@@ -134,6 +135,9 @@ class NormalCfg(SamplerCfg):
             raise _bad(type(self).__name__, "std", self.std, "> 0; use ConstantCfg for no spread")
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
+        fused = _gauss_compiled(self, u)
+        if fused is not None:
+            return fused
         mean, std = self._arrays("mean", "std")
         out = portable.ndtri(u, np)
         out *= std
@@ -183,6 +187,9 @@ class TruncNormalCfg(SamplerCfg):
         return self._cached("tails", make)
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
+        fused = _gauss_compiled(self, u)
+        if fused is not None:
+            return fused
         mean, std, low, high = self._arrays("mean", "std", "low", "high")
         lo_tail, hi_tail = self._tails()
         # Work in the lighter tail so bounds far from the mean keep their precision.
@@ -201,6 +208,48 @@ class TruncNormalCfg(SamplerCfg):
             FactorSpec(c, "truncnorm", (lo, hi, m, s))
             for c, m, s, lo, hi in zip(cols, mean, std, low, high, strict=True)
         ]
+
+
+GAUSS_PARAMS = ("mean", "std", "low", "high", "upper", "lo_tail", "hi_tail", "mass", "plain")
+"""The per-component parameters of :func:`gauss_params`, in the compiled kernel's order."""
+
+
+def gauss_form(params: dict[str, np.ndarray]) -> np.ndarray:
+    """:func:`gauss_params` as the rows of one float array (the compiled kernel's form)."""
+    return np.array([np.asarray(params[n], float) for n in GAUSS_PARAMS])
+
+
+def gauss_params(cfg: NormalCfg | TruncNormalCfg) -> dict[str, np.ndarray]:
+    """A normal or truncated normal cfg as one form (fresh float and bool arrays, one
+    entry per component): the quantile ``q`` of ``u`` is ``u`` where ``plain``, else
+    ``hi_tail + u * mass`` where ``upper`` (drawn in the upper tail and negated), else
+    ``lo_tail + u * mass``; the value is ``mean + std * z``, clipped to ``[low, high]``
+    unless ``plain``. The truncated normal's ppf, in these words."""
+    if type(cfg) is NormalCfg:
+        mean, std = (np.array(a, float) for a in cfg._arrays("mean", "std"))
+        z, one = np.zeros_like(mean), np.ones_like(mean)
+        return {
+            "mean": mean, "std": std, "low": z, "high": z, "upper": z > 0,
+            "lo_tail": z, "hi_tail": z, "mass": one, "plain": one > 0,
+        }  # fmt: skip
+    mean, std, low, high = (np.array(a, float) for a in cfg._arrays("mean", "std", "low", "high"))
+    lo_tail, hi_tail = (np.array(a, float) for a in cfg._tails())
+    return {
+        "mean": mean, "std": std, "low": low, "high": high,
+        "upper": (low - mean) > 0, "lo_tail": lo_tail, "hi_tail": hi_tail,
+        "mass": 1.0 - lo_tail - hi_tail, "plain": low < low,
+    }  # fmt: skip
+
+
+def _gauss_compiled(cfg: NormalCfg | TruncNormalCfg, u: np.ndarray) -> np.ndarray | None:
+    """The ppf in one compiled call (the numpy path's bits), or None: then numpy."""
+    kern = kernels()
+    if kern is None or type(u) is not np.ndarray or u.dtype != np.float64 or u.ndim != 2:
+        return None
+    form = cfg._cached("gauss", lambda: gauss_form(gauss_params(cfg)))
+    out = u.copy()  # the kernel works in place; the caller's uniforms stay
+    kern.gauss_columns(out, form)
+    return cfg._shape_out(out)
 
 
 @dataclass(frozen=True, kw_only=True)

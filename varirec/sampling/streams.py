@@ -220,31 +220,35 @@ def _to_unit(h: np.ndarray) -> np.ndarray:
     return h.view(np.float64)
 
 
-def _int64_keys(a: Any, n: int) -> tuple[np.ndarray, int] | None:
-    """``a`` (one key, or ``n``) as int64 and the step between rows (0: one for all);
-    None for what the numpy path should judge (floats, a wrong length)."""
+_ZERO_KEY = np.zeros(1, np.int64)
+"""The kernel's key 0 for every row (never written)."""
+
+
+def _key_arg(a: Any, n: int) -> np.ndarray | None:
+    """A key as the kernel takes it: one int64 per row, or one for every row (an array
+    of one); None for what the numpy path should judge (floats, a wrong length, an int
+    past int64)."""
+    if type(a) is np.ndarray and a.dtype == _I64 and a.shape == (n,):
+        return a  # the usual case: no conversion
     if type(a) is int:
-        return (np.array([a], np.int64), 0) if -(2**63) <= a < 2**63 else None
+        if a == 0:
+            return _ZERO_KEY
+        return np.array([a], np.int64) if -(2**63) <= a < 2**63 else None
     a = np.asarray(a)
-    if a.dtype.kind not in "iu":
+    if a.dtype.kind not in "iu" or not (a.shape == (n,) or (a.size == 1 and a.ndim <= 1)):
         return None
-    if a.dtype != _I64:
-        a = a.astype(np.int64)  # keeps the low 64 bits: the bits the hash reads
-    if a.shape == (n,):
-        return a, 1
-    return (a.reshape(1), 0) if a.size == 1 and a.ndim <= 1 else None
+    return a.reshape(-1).astype(np.int64)  # keeps the low 64 bits: the bits the hash reads
 
 
 def _compiled_uniforms(
     kern: Any, base: np.uint64, env_ids: Any, episodes: Any, draw_seq: Any, n: int, k: int
 ) -> np.ndarray | None:
     """:meth:`KeyedUniforms.uniforms` in one compiled call, or None (then numpy)."""
-    keys = [_int64_keys(a, n) for a in (env_ids, episodes, draw_seq)]
-    if keys[0] is None or keys[0][1] != 1 or keys[1] is None or keys[2] is None:
+    env, ep, seq = _key_arg(env_ids, n), _key_arg(episodes, n), _key_arg(draw_seq, n)
+    if env is None or len(env) != n or ep is None or seq is None:
         return None
     out = np.empty((n, k))
-    (env, _), (ep, ep_step), (seq, seq_step) = keys
-    kern.keyed_uniforms(base, env, ep, ep_step, seq, seq_step, out)
+    kern.keyed_uniforms(base, env, ep, seq, out)
     return out
 
 
