@@ -152,3 +152,21 @@ def test_each_hook_calls_the_terms_that_implement_it_also_when_terms_change():
     m.record_post_step()
     assert m.seen[-1] == "post_step" and len(m.seen) == 3
     m.close()
+
+
+def test_listeners_added_to_a_sampler_between_resets_hear_the_next_batch(tmp_path):
+    vs = vr.VariationSet(
+        vr.Variation(f"v{i}", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
+        for i in range(3)
+    )
+    heard = []
+    m = vr.RecorderManager(4, variations=vs, output=tmp_path / "d", run_id="r")
+    m.reset(None, None)  # the recorder takes the batch whole: no variation is told
+    m.reset(None, [1])
+    listener = vs["v1"].sampler.add_listener(lambda e: heard.append(e.env_ids.tolist()))
+    m.reset(None, [2, 3])  # same group, same fed set: the new listener is still told
+    vs["v1"].sampler.remove_listener(listener)
+    m.reset(None, [0])
+    m.close()
+    assert heard == [[2, 3]]
+    assert m.counts["draws"] == 3 * (4 + 1 + 2 + 1)
