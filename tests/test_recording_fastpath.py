@@ -88,7 +88,8 @@ def test_finish_takes_every_counter_of_the_finished_envs():
     start_time = t.start_time.copy()
     for _ in range(3):
         t.advance_steps()
-    t.step[1] = 9
+    for _ in range(6):
+        t.advance_steps(np.array([1, 1, 0]))  # env 1 alone counts on (0 is stopped)
     cols = t.finish(np.array([0, 3, 1, 4]))
     assert {k: v.tolist() for k, v in cols.items() if k != "time_end"} == {
         "env_id": [3, 1, 4],
@@ -170,3 +171,39 @@ def test_listeners_added_to_a_sampler_between_resets_hear_the_next_batch(tmp_pat
     m.close()
     assert heard == [[2, 3]]
     assert m.counts["draws"] == 3 * (4 + 1 + 2 + 1)
+
+
+def test_step_counts_follow_every_tracker_operation_as_a_per_env_counter_would():
+    """The tracker counts steps from a clock; a plain counter per env, advanced for the
+    running envs at every step (what the tracker did before), is the truth."""
+    n = 7
+    t = EpisodeTracker(n)
+    step = np.zeros(n, np.int64)
+    running = np.zeros(n, bool)
+    rng = np.random.default_rng(3)
+    lengths = []
+    for _ in range(1000):
+        ids = rng.choice(n, size=rng.integers(1, 4))  # repeats on purpose
+        op = rng.integers(6)
+        if op == 0:
+            t.begin(ids)
+            step[ids], running[ids] = 0, False
+        elif op == 1 and not running[ids].any():
+            t.start(ids)
+            running[ids] = True
+        elif op == 2:
+            got = t.finish(ids)
+            lengths.append((got["length"].tolist(), step[ids[running[ids]]].tolist()))
+            running[ids] = False
+        elif op == 3:
+            t.advance_steps(ids)
+            step[np.unique(ids)] += running[np.unique(ids)]
+        elif op == 4:
+            t.finish(ids, columns=False)
+            running[ids] = False
+        else:
+            t.advance_steps()
+            step += running
+        assert t.step.tolist() == step.tolist() and t.started.tolist() == running.tolist()
+        assert t.steps(ids).tolist() == step[ids].tolist()
+    assert all(a == b for a, b in lengths) and sum(len(a) for a, _ in lengths) > 50

@@ -326,14 +326,14 @@ class VariationDriver:
                 values = v.draw(env, due, apply=False)
                 if v.apply is not None:  # as the env takes them (tensors on its device)
                     v.apply(env, self.world.env_ids(due), self.world.values(values))
-                nxt[due] = t.step[due] + self._interval_steps(v, due)
+                nxt[due] = t.steps(due) + self._interval_steps(v, due)
 
     def _interval_steps(self, v: Variation, ids: np.ndarray) -> np.ndarray:
         low, high = v.cfg.interval_steps
         t = self.tracker
         # Timers are episode noise too: keyed by the episode seed where one is set.
         keys, episodes = noise_keys(ids, t.episode[ids], t.seed[ids])
-        u = self._timer_stream.uniforms(keys, episodes, 1, t.step[ids])
+        u = self._timer_stream.uniforms(keys, episodes, 1, t.steps(ids))
         return low + np.minimum((u[:, 0] * (high - low + 1)).astype(np.int64), high - low)
 
     def _arm_interval_timers(self, ids: np.ndarray) -> None:

@@ -56,7 +56,7 @@ def now_us() -> int:
 
 _INT_ROWS = {
     "episode": -1,
-    "step": 0,
+    "step_base": 0,
     "start_seq": -1,
     "start_time": 0,
     "sample_id": -1,
@@ -71,7 +71,8 @@ class EpisodeTracker:
     Attributes (numpy arrays of length ``num_envs``):
         episode: the current (or reserved) episode index, -1 before the first reset.
         started: whether the current episode has started (``start`` was called).
-        step: steps taken in the current episode.
+        step: steps taken in the current episode (worked out when read: a read-only
+            copy; :meth:`steps` for some envs).
         start_seq, start_time: when the current episode started.
         sample_id: the design row of the current episode (-1 outside a design).
         seed: the reset seed of the current episode (-1 when unknown).
@@ -84,9 +85,13 @@ class EpisodeTracker:
         # out of one gather (rows, not columns: a step's full-row ops stay contiguous).
         self._ints = np.empty((len(_INT_ROWS), num_envs), dtype=np.int64)
         self._ints[:] = np.array(list(_INT_ROWS.values()))[:, None]
-        self.episode, self.step, self.start_seq, self.start_time, self.sample_id, self.seed = (
+        self.episode, self._base, self.start_seq, self.start_time, self.sample_id, self.seed = (
             self._ints
         )
+        # A step touches no per-env array: a running episode's step count is `_clock -
+        # _base` (its start, moved back by steps counted for it alone); a stopped one's
+        # is `_base` itself.
+        self._clock = 0
         self.started = np.zeros(num_envs, dtype=bool)
         self.seq = 0
         self.episodes_finished = 0
@@ -120,6 +125,20 @@ class EpisodeTracker:
             raise ValueError(f"`env_ids` must be in [0, {self.num_envs}), got {bad}")
         return ids
 
+    @property
+    def step(self) -> np.ndarray:
+        """Steps taken in the current episode, per env (a copy: write through the
+        tracker's methods)."""
+        return self.steps(None)
+
+    def steps(self, env_ids: np.ndarray | None) -> np.ndarray:
+        """Steps taken in the current episodes of ``env_ids`` (None: every env)."""
+        if env_ids is None:
+            base, running = self._base, self.started
+        else:
+            base, running = self._base[env_ids], self.started[env_ids]
+        return np.where(running, self._clock - base, base)
+
     def next_seq(self) -> int:
         """Take the next event sequence number."""
         self.seq += 1
@@ -139,7 +158,7 @@ class EpisodeTracker:
         """
         self.episode[env_ids] += 1
         self.started[env_ids] = False
-        self.step[env_ids] = 0
+        self._base[env_ids] = 0
         self.seed[env_ids] = -1
         return self.episode[env_ids]
 
@@ -160,6 +179,7 @@ class EpisodeTracker:
                 f"envs {again[:8].tolist()} were reset again without finishing their episode; "
                 "call record_pre_reset(env_ids) before resetting them"
             )
+        self._base[env_ids] = self._clock - self._base[env_ids]  # counts on from here
         self.started[env_ids] = True
         self.start_seq[env_ids] = self.next_seq()
         self.start_time[env_ids] = now_us()
@@ -167,9 +187,9 @@ class EpisodeTracker:
     def advance_steps(self, env_ids: np.ndarray | None = None) -> None:
         """Count one step for the running episodes (of ``env_ids``, default all)."""
         if env_ids is None:
-            self.step += self.started
+            self._clock += 1
         else:
-            self.step[env_ids] += self.started[env_ids]
+            self._base[env_ids] -= self.started[env_ids]
 
     def finish(
         self, env_ids: np.ndarray, *, columns: bool = True, started: bool = False
@@ -186,8 +206,11 @@ class EpisodeTracker:
         self.started[done] = False
         self.episodes_finished += len(done)
         if not columns:
+            self._base[done] = self._clock - self._base[done]  # stopped: the count itself
             return {}
-        episode, length, start_seq, time_start, sample_id, seed = self._ints.take(done, axis=1)
+        episode, base, start_seq, time_start, sample_id, seed = self._ints.take(done, axis=1)
+        length = self._clock - base
+        self._base[done] = length
         return {
             "env_id": done.astype(np.int32),
             "episode": episode,

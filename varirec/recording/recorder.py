@@ -278,7 +278,7 @@ class VariationRecorder:
             old.phase,
             t.next_seq(),
             None if ids is None else t.episode[ids],
-            0 if ids is None else t.step[ids],
+            0 if ids is None else t.steps(ids),
             old.draw_seq,
             old.sample_ids,
         )

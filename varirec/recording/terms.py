@@ -306,7 +306,7 @@ class StepsTerm(RecorderTerm):
         t = self.manager.tracker
         ids = np.flatnonzero(t.started)
         picked = {k: to_host(data[k], k)[ids] for k in self.keys}  # fancy index: a copy
-        self._parts.append((ids, t.episode[ids], t.step[ids] - 1, picked))
+        self._parts.append((ids, t.episode[ids], t.steps(ids) - 1, picked))
         self._rows += len(ids)
         if self._rows >= self.max_rows:
             self.flush()
