@@ -11,3 +11,6 @@ collect_ignore_glob = (
     if importlib.util.find_spec("mjlab") and importlib.util.find_spec("torch")
     else ["varirec/integrations/mjlab/*"]
 )
+# The compiled kernels import numba (the `fast` extra); tests/test_compiled_draws.py skips.
+if not importlib.util.find_spec("numba"):
+    collect_ignore_glob.append("varirec/sampling/compiled.py")

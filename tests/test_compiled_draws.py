@@ -225,3 +225,17 @@ def test_numpy_draws_go_through_the_kernels_when_they_are_on(monkeypatch) -> Non
         monkeypatch.setattr(accel, "_kernels", None)
         CFGS["normal"].build()._sample(5, CounterStream(0, "n").keyed(ids, eps), None)
         assert calls == {}
+
+
+def test_a_kernel_without_a_writable_cache_compiles_in_memory() -> None:
+    """numba refuses ``cache=True`` where it finds no cache directory (a read-only
+    install; here a function with no source file); the kernel then compiles uncached."""
+    import numba
+
+    from varirec.sampling.compiled import _jit
+
+    namespace: dict[str, object] = {}
+    exec("def twice(x):\n    return 2 * x\n", namespace)  # no file: no cache locator
+    with pytest.raises(RuntimeError, match="cannot cache"):
+        numba.njit(cache=True)(namespace["twice"])
+    assert _jit(namespace["twice"])(21) == 42

@@ -95,7 +95,9 @@ def _first(base: Any, env: Any, episode: Any) -> Any:
 
 
 @_jit
-def keyed_uniforms(base, env, ep, seq, out):
+def keyed_uniforms(
+    base: np.uint64, env: np.ndarray, ep: np.ndarray, seq: np.ndarray, out: np.ndarray
+) -> None:
     """``out[i, c]``: the uniform of ``(base, env[i], ep[i], seq[i], c)``; an ``ep`` or
     ``seq`` of one element keys every row."""
     one_ep, one_seq = ep.shape[0] == 1, seq.shape[0] == 1
@@ -108,7 +110,15 @@ def keyed_uniforms(base, env, ep, seq, out):
 
 
 @_jit
-def keyed_columns(bases, comps, env, ep, seq, with_seq, out):
+def keyed_columns(
+    bases: np.ndarray,
+    comps: np.ndarray,
+    env: np.ndarray,
+    ep: np.ndarray,
+    seq: np.ndarray,
+    with_seq: bool,
+    out: np.ndarray,
+) -> None:
     """``out[i, c]``: the uniform of ``(bases[c], env[i], ep[i], seq[i, c], comps[c])``;
     ``seq`` is read only ``with_seq``."""
     for i in range(out.shape[0]):
@@ -172,28 +182,28 @@ def _ndtri1(p: float) -> float:
 
 
 @_jit
-def ndtri(p, out):
+def ndtri(p: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = portable.ndtri(p[i])`` over 1-D float64 arrays."""
     for i in range(p.shape[0]):
         out[i] = _ndtri1(p[i])
 
 
 @_jit
-def exp(x, out):
+def exp(x: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = portable.exp(x[i])`` over 1-D float64 arrays."""
     for i in range(x.shape[0]):
         out[i] = _exp1(x[i])
 
 
 @_jit
-def log(x, out):
+def log(x: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = portable.log(x[i])`` over 1-D float64 arrays."""
     for i in range(x.shape[0]):
         out[i] = _log1(x[i])
 
 
 @_jit
-def affine_columns(x, low, span):
+def affine_columns(x: np.ndarray, low: np.ndarray, span: np.ndarray) -> None:
     """``x[:, j] = low[j] + span[j] * x[:, j]`` in place (uniform columns)."""
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
@@ -201,7 +211,7 @@ def affine_columns(x, low, span):
 
 
 @_jit
-def exp_columns(x, lo, span):
+def exp_columns(x: np.ndarray, lo: np.ndarray, span: np.ndarray) -> None:
     """``x[:, j] = exp(lo[j] + span[j] * x[:, j])`` in place (log-uniform columns)."""
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
@@ -209,7 +219,7 @@ def exp_columns(x, lo, span):
 
 
 @_jit
-def gauss_columns(x, form):
+def gauss_columns(x: np.ndarray, form: np.ndarray) -> None:
     """Normal and truncated normal columns in place, as ``ColumnPlan.columns`` computes
     them in numpy: ``form[:, j]`` is column j's ``mean, std, low, high, upper, lo_tail,
     hi_tail, mass, plain`` (:func:`~varirec.sampling.sampler_cfgs.gauss_form`)."""
