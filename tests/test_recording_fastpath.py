@@ -207,3 +207,47 @@ def test_step_counts_follow_every_tracker_operation_as_a_per_env_counter_would()
         assert t.step.tolist() == step.tolist() and t.started.tolist() == running.tolist()
         assert t.steps(ids).tolist() == step[ids].tolist()
     assert all(a == b for a, b in lengths) and sum(len(a) for a, _ in lengths) > 50
+
+
+def test_a_return_sums_only_the_steps_its_episode_ran(tmp_path):
+    """Steps add to stopped envs too (no mask); their start resets them. The truth is
+    summed here per episode from the rewards handed in while it ran."""
+    n = 6
+    rng = np.random.default_rng(8)
+    running = np.zeros(n, bool)
+    ret = np.zeros(n)
+    last_term = np.zeros(n, bool)
+    truth = []
+    with vr.RecorderManager(n, output=tmp_path / "d", run_id="r") as m:
+        m.record_step(reward=np.full(n, 100.0))  # nothing runs yet
+        m.reset(None, [0, 1, 2])
+        running[[0, 1, 2]] = True
+        for step in range(60):
+            reward = rng.normal(size=n)
+            term = rng.random(n) < 0.25
+            m.record_step(reward=reward, terminated=term)
+            ret[running] += reward[running]
+            last_term[running] = term[running]
+            done = np.flatnonzero(term & running)
+            if step % 7 == 3:  # pre-reset, a step while stopped, then the start
+                m.record_pre_reset(done)
+                truth += [(e, ret[e], last_term[e]) for e in done]
+                running[done] = False
+                m.record_step(reward=np.full(n, 1e6), terminated=np.ones(n, bool))
+                ret[running] += 1e6
+                last_term[running] = True
+                m.draw_reset(None, done)
+                m.record_post_reset(done)
+            else:
+                truth += [(e, ret[e], last_term[e]) for e in done]
+                m.reset(None, done)
+            running[done] = True
+            ret[done], last_term[done] = 0.0, False
+            if step == 20:  # envs 3..5 start late: what they got before is dropped
+                m.reset(None, [3, 4, 5])
+                running[[3, 4, 5]] = True
+    eps = vr.open_dataset(tmp_path / "d").episodes().to_pandas().sort_values("end_seq")
+    got = list(zip(eps.env_id, eps["return"], eps.terminated, strict=True))
+    assert len(got) == len(truth) > 40
+    for (e, r, t), (e2, r2, t2) in zip(got, truth, strict=True):
+        assert (e, t) == (e2, t2) and r == pytest.approx(r2, abs=1e-12)

@@ -225,21 +225,20 @@ def test_outcomes_in_torch_ops_give_the_numpy_columns():
 
     rng = np.random.default_rng(2)
     host, dev = DeviceOutcomes(6), DeviceOutcomes(6, torch.device("cpu"), in_torch=True)
-    running = np.array([True, True, False, True, True, True])
     out = {"host": [], "dev": []}
     for step in range(5):
         reward = rng.normal(size=6)
         flags = rng.random((2, 6)) < 0.3
         success = np.where(rng.random(6) < 0.5, np.nan, 1.0)
-        everyone = step % 2 == 0
-        run = np.ones(6, bool) if everyone else running
-        host.record_step(reward, flags[0], flags[1], success, run, everyone)
-        t = [torch.as_tensor(x) for x in (reward, flags[0], flags[1], success)]
-        dev.record_step(*t, run, everyone)
+        given = [reward, flags[0], None if step == 1 else flags[1], success]
+        host.record_step(*given)
+        dev.record_step(*(None if x is None else torch.as_tensor(x) for x in given))
         if step in (2, 4):
             ids = np.array([0, 2, 5])
             out["host"].append(host.record_pre_reset(ids))
             out["dev"].append(dev.record_pre_reset(ids))
+            host.restart(ids)
+            dev.restart(ids)
     for a, b in zip(out["host"], out["dev"], strict=True):
         for key in ("return", "success", "terminated", "truncated"):
             assert np.array_equal(a[key], np.asarray(b[key]), equal_nan=True), key

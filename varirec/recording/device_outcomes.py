@@ -43,8 +43,11 @@ class DeviceOutcomes:
     termination flags in one ``(2, num_envs)`` bool array: numpy on the host (numpy
     envs, and torch envs on the CPU, whose tensors are read as numpy without a copy: a
     torch op on the CPU costs several numpy ones), tensors on a CUDA device. A
-    pre-reset gathers the finished episodes' columns in two gathers and resets them in
-    two scatters.
+    pre-reset gathers the finished episodes' columns; a start resets them.
+
+    A step adds to every env's entries, running or not (no mask to read or to copy
+    to the device): an env's entries are reset when its episode starts, so what it
+    got while stopped is dropped, and a finished episode is read before that.
 
     Args:
         num_envs: envs in the batch.
@@ -81,6 +84,8 @@ class DeviceOutcomes:
         else:
             self.acc, self.flags = acc, flags
             self._fill = np.array(_FILL)[:, None]
+        # The rows a step writes, as views made once.
+        self._rows = (self.acc[0], self.flags[0], self.flags[1], self.acc[1])
 
     def local(self, name: str, x: Any, floats: bool) -> Any:
         """A tensor handed in (checked), or a host array (checked by the caller), as the
@@ -93,62 +98,58 @@ class DeviceOutcomes:
             _check(name, x, self.n, floats)
         return x
 
-    def record_step(
-        self, reward: Any, terminated: Any, truncated: Any, success: Any, running: np.ndarray,
-        everyone: bool,
-    ) -> None:  # fmt: skip
-        """Add ``reward`` to the running episodes' return; keep their latest flags and
-        success (None: not given this step)."""
-        acc, torch, flag_rows = self.acc, self.torch, self.flags
-        if torch is None:
-            where = True if everyone else running
+    def record_step(self, reward: Any, terminated: Any, truncated: Any, success: Any) -> None:
+        """Add ``reward`` to the returns; keep the latest flags and success (None: not
+        given this step)."""
+        ret, term, trunc, succ = self._rows
+        if self.torch is None:
             if reward is not None:
-                if everyone:
-                    acc[0] += reward
-                else:
-                    np.add(acc[0], reward, out=acc[0], where=running)
-            for row, flags in ((0, terminated), (1, truncated)):
-                if flags is not None:
-                    np.copyto(flag_rows[row], flags, where=where, casting="unsafe")
+                np.add(ret, reward, out=ret)  # a strided reward is read in place
+            if terminated is not None:
+                np.copyto(term, terminated, casting="unsafe")
+            if truncated is not None:
+                np.copyto(trunc, truncated, casting="unsafe")
             if success is not None:
-                np.copyto(acc[1], success, where=where, casting="unsafe")
+                np.copyto(succ, success, casting="unsafe")
             return
-        mask = None if everyone else torch.as_tensor(running).to(self.device, non_blocking=True)
         if reward is not None:
-            acc[0] += reward if mask is None else torch.where(mask, reward, 0.0)
-        for row, flags in ((0, terminated), (1, truncated)):
+            ret += reward
+        for buf, flags in ((term, terminated), (trunc, truncated)):
             if flags is not None:
-                buf = flag_rows[row]
-                flags = flags.to(torch.bool)
-                buf.copy_(flags if mask is None else torch.where(mask, flags, buf))
+                buf.copy_(flags.to(self.torch.bool))
         if success is not None:
-            success = success.to(torch.float64)
-            acc[1].copy_(success if mask is None else torch.where(mask, success, acc[1]))
+            succ.copy_(success.to(self.torch.float64))
 
     def record_pre_reset(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
         """The finished episodes' columns (host numpy; from a device, arriving
-        asynchronously), and their accumulators reset for the next episode."""
-        if self.torch is None:  # a row at a time: a 1-D take or put costs a third of a 2-D one
-            acc, flag_rows = self.acc, self.flags
-            out = {
-                "return": acc[0].take(env_ids),
-                "success": acc[1].take(env_ids),
-                "terminated": flag_rows[0].take(env_ids),
-                "truncated": flag_rows[1].take(env_ids),
+        asynchronously)."""
+        if self.torch is None:  # a row at a time: a 1-D take costs a third of a 2-D one
+            ret, term, trunc, succ = self._rows
+            return {
+                "return": ret.take(env_ids),
+                "success": succ.take(env_ids),
+                "terminated": term.take(env_ids),
+                "truncated": trunc.take(env_ids),
             }
-            acc[0].put(env_ids, _FILL[0])
-            acc[1].put(env_ids, _FILL[1])
-            flag_rows[0].put(env_ids, False)
-            flag_rows[1].put(env_ids, False)
-            return out
         idx = self.torch.as_tensor(env_ids).to(self.device, non_blocking=True)
         values = host_async(self.acc[:, idx])  # one copy for return and success
         flags = host_async(self.flags[:, idx])
-        self.acc[:, idx] = self._fill
-        self.flags[:, idx] = False
         return {
             "return": values[0],
             "success": values[1],
             "terminated": flags[0],
             "truncated": flags[1],
         }
+
+    def restart(self, env_ids: np.ndarray) -> None:
+        """New episodes of ``env_ids`` started: return 0, success unknown, no flags."""
+        if self.torch is None:
+            ret, term, trunc, succ = self._rows
+            ret.put(env_ids, _FILL[0])
+            succ.put(env_ids, _FILL[1])
+            term.put(env_ids, False)
+            trunc.put(env_ids, False)
+            return
+        idx = self.torch.as_tensor(env_ids).to(self.device, non_blocking=True)
+        self.acc[:, idx] = self._fill
+        self.flags[:, idx] = False

@@ -161,8 +161,6 @@ class OutcomeTerm(RecorderTerm):
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
         if self._device is None and self._host_step(data):
             return
-        running = self.manager.tracker.started
-        everyone = bool(running.all())  # the usual case: no mask needed
         acc = self._acc
         if self._device is None and any(is_tensor(x) for x in data.values()):
             world = getattr(self.manager, "world", None) or ArrayWorld()
@@ -197,8 +195,6 @@ class OutcomeTerm(RecorderTerm):
                 "pass bools (True: success), or floats with NaN where unknown",
                 True,
             ),
-            running,
-            everyone,
         )
 
     def _host_step(self, data: Mapping[str, Any]) -> bool:
@@ -214,13 +210,16 @@ class OutcomeTerm(RecorderTerm):
             ):
                 return False
             given.append(x)
-        running = self.manager.tracker.started
-        self._acc.record_step(*given, running, bool(running.all()))
+        self._acc.record_step(*given)
         return True
 
     def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray]:
         # plain numpy: the writer thread turns NaN success into nulls
         return self._acc.record_pre_reset(env_ids)
+
+    def record_post_reset(self, env_ids: np.ndarray) -> None:
+        # Steps add to stopped envs too: a new episode starts from a clean slate.
+        self._acc.restart(env_ids)
 
 
 class VariationsTerm(RecorderTerm):
