@@ -89,10 +89,16 @@ def keyed_uniforms(
         kern = kernels()
         if kern is not None:
             out = np.empty((len(env_ids), len(bases)))
-            env, ep = (a.astype(np.int64, copy=False) for a in (env_ids, episodes))
             with_seq = draw_seq is not None
-            seq = draw_seq.astype(np.int64, copy=False) if with_seq else _NO_SEQ
-            kern.keyed_columns(bases, comps, env, ep, seq, with_seq, out)
+            kern.keyed_columns(
+                bases,
+                comps,
+                env_ids.astype(np.int64, copy=False),
+                episodes.astype(np.int64, copy=False),
+                draw_seq.astype(np.int64, copy=False) if with_seq else _NO_SEQ,
+                with_seq,
+                out,
+            )
             return out
         word = env_ids.astype(np.int64, copy=False).view(np.uint64) << np.uint64(32)
         word |= episodes.astype(np.int64, copy=False).view(np.uint64) & np.uint64(0xFFFFFFFF)
