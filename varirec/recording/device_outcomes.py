@@ -123,17 +123,12 @@ class DeviceOutcomes:
     def record_pre_reset(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
         """The finished episodes' columns (host numpy; from a device, arriving
         asynchronously)."""
-        if self.torch is None:  # a row at a time: a 1-D take costs a third of a 2-D one
-            ret, term, trunc, succ = self._rows
-            return {
-                "return": ret.take(env_ids),
-                "success": succ.take(env_ids),
-                "terminated": term.take(env_ids),
-                "truncated": trunc.take(env_ids),
-            }
-        idx = self.torch.as_tensor(env_ids).to(self.device, non_blocking=True)
-        values = host_async(self.acc[:, idx])  # one copy for return and success
-        flags = host_async(self.flags[:, idx])
+        if self.torch is None:  # take, not [:, ids]: a third of the cost
+            values, flags = self.acc.take(env_ids, axis=1), self.flags.take(env_ids, axis=1)
+        else:
+            idx = self.torch.as_tensor(env_ids).to(self.device, non_blocking=True)
+            values = host_async(self.acc[:, idx])  # one copy for return and success
+            flags = host_async(self.flags[:, idx])
         return {
             "return": values[0],
             "success": values[1],
