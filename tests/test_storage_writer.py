@@ -342,3 +342,21 @@ def test_sigterm_right_after_a_foreground_row_group_exits_once_the_append_is_don
     with RunWriter(tmp_path, "r2", background=False) as again:
         again.append("draws", make_draws(3))
     assert run_json(tmp_path, "r2")["status"] == "complete"
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_an_episodes_part_is_final_only_once_the_draws_before_it_are(tmp_path, background):
+    """After a SIGKILL, a finished episode whose draws were still in an open part would
+    get the previous episode's values from the as-of join: draws settle first."""
+    w = RunWriter(tmp_path, "r", max_rows_per_part=4, row_group_size=2, background=background)
+    w.append("draws", make_draws(3))  # one row group written, one row buffered: not final
+    w.append("episodes", make_episodes(4))  # the episodes part closes by its row count
+    deadline = time.monotonic() + 30
+    run = tmp_path / "run_id=r"
+    while background and not list((run / "episodes").glob("part-*.parquet")):
+        assert time.monotonic() < deadline, "the episodes part never closed"
+        time.sleep(0.01)
+    assert [p.name for p in (run / "episodes").glob("part-*.parquet")]
+    draws = sorted((run / "draws").glob("part-*.parquet"))
+    assert sum(pq.read_metadata(p).num_rows for p in draws) == 3  # final before the episodes
+    w.close()

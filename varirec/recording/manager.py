@@ -316,6 +316,8 @@ class RecorderManager:
         self._episode_parts.append(row)
         self._episode_rows += len(row["env_id"])
         if self._episode_rows >= self.max_rows:
+            for term in self.terms.values():  # the draws these episodes began with go first
+                term.flush()
             self._flush_episodes()
 
     def reset_drawn(self, batch: ResetBatch) -> None:

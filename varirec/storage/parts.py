@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,8 @@ class PartWriter:
         self._part_rows = 0
         self._pending_since: float | None = None
         self._closed = False
+        self.before_close: Callable[[], None] | None = None
+        """Called before a part becomes final (see :class:`~varirec.storage.sink.TableSink`)."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._next_index = self._first_free_index()
@@ -353,6 +355,8 @@ class PartWriter:
     def _close_part(self) -> None:
         if self._writer is None:
             return
+        if self.before_close is not None:
+            self.before_close()
         self._writer.close()
         final = self.directory / part_name(self.writer_id, self._next_index)
         if isinstance(final, StorePath):

@@ -241,9 +241,19 @@ class TableSink:
             part = PartWriter(
                 self.directory / table, self.writer_id, schema=schema, table=table, **self._options
             )
+            if table != "draws":
+                part.before_close = self._settle_draws
             self._parts[table] = part
             self._schemas.setdefault(table, schema)
         return part, data
+
+    def _settle_draws(self) -> None:
+        """Make the draws taken so far final before a part of another table is: an
+        episode row must never be readable while the draws its episode began with are
+        not (after a SIGKILL the as-of join would give it the previous episode's values)."""
+        draws = self._parts.get("draws")
+        if draws is not None and draws.rows_pending:
+            self._step("draws", draws, draws.flush)
 
     def _step(self, table: str, part: PartWriter, step: Callable[..., object], *args: Any) -> None:
         """Run a writing step of ``part``; if it fails, abort the part and drop it."""
