@@ -124,6 +124,23 @@ def keyed_uniforms(
     return xp.clamp((u + 0.5) * 2.0**-53, max=_BELOW_ONE)  # as streams._to_unit
 
 
+def _inverse_cdf(kind: str, x: Any, p: dict[str, Any], xp: Any) -> Any:
+    """The values of a block ``x`` of one continuous kind's uniforms (a new array), in
+    numpy or torch: the one reference the compiled kernels match."""
+    if kind == "uniform":
+        return p["low"] + p["span"] * x
+    if kind == "loguniform":
+        return portable.exp(p["lo"] + p["span"] * x, xp)
+    if kind == "gauss":  # normal and truncated normal: one quantile pass
+        q = xp.where(p["upper"], p["hi_tail"] + x * p["mass"], p["lo_tail"] + x * p["mass"])
+        q = xp.where(p["plain"], x, q)
+        z = portable.ndtri(q, xp)
+        z = xp.where(p["upper"], -z, z)
+        y = p["mean"] + p["std"] * z
+        return xp.where(p["plain"], y, xp.minimum(xp.maximum(y, p["low"]), p["high"]))
+    return xp.broadcast_to(p["value"], x.shape)  # constant
+
+
 _NO_SEQ = np.zeros((1, 1), np.int64)
 _CONTINUOUS = (UniformCfg, LogUniformCfg, NormalCfg, TruncNormalCfg, ConstantCfg)
 _CODED = (IntegerCfg, ChoiceCfg, BernoulliCfg)
@@ -272,25 +289,8 @@ class ColumnPlan:
             return self._columns_np(u)
         out = u.clone()
         for kind, (cols, p) in self._device_params(xp, device).items():
-            if kind in ("design", "custom", "#keys"):
-                continue
-            x = u[:, cols]
-            if kind == "uniform":
-                y = p["low"] + p["span"] * x
-            elif kind == "loguniform":
-                y = portable.exp(p["lo"] + p["span"] * x, xp)
-            elif kind == "gauss":  # normal and truncated normal: one quantile pass
-                q = xp.where(p["upper"], p["hi_tail"] + x * p["mass"], p["lo_tail"] + x * p["mass"])
-                q = xp.where(p["plain"], x, q)
-                z = portable.ndtri(q, xp)
-                z = xp.where(p["upper"], -z, z)
-                y = p["mean"] + p["std"] * z
-                y = xp.where(p["plain"], y, xp.minimum(xp.maximum(y, p["low"]), p["high"]))
-            elif kind == "constant":
-                y = xp.broadcast_to(p["value"], x.shape)
-            else:  # coded: filled per cfg below
-                continue
-            out[:, cols] = y
+            if kind not in ("design", "custom", "coded", "#keys"):  # coded: per cfg in split
+                out[:, cols] = _inverse_cdf(kind, u[:, cols], p, xp)
         return out
 
     def _columns_np(self, u: np.ndarray) -> np.ndarray:
@@ -313,20 +313,7 @@ class ColumnPlan:
                 x *= p["span"]
                 x += p["low"]
                 continue
-            if kind == "uniform":
-                y = p["low"] + p["span"] * x
-            elif kind == "loguniform":
-                y = portable.exp(p["lo"] + p["span"] * x, np)
-            elif kind == "gauss":  # normal and truncated normal: one quantile pass
-                q = np.where(p["upper"], p["hi_tail"] + x * p["mass"], p["lo_tail"] + x * p["mass"])
-                q = np.where(p["plain"], x, q)
-                z = portable.ndtri(q, np)
-                z = np.where(p["upper"], -z, z)
-                y = p["mean"] + p["std"] * z
-                y = np.where(p["plain"], y, np.minimum(np.maximum(y, p["low"]), p["high"]))
-            else:  # constant
-                y = np.broadcast_to(p["value"], x.shape)
-            out[:, where] = y
+            out[:, where] = _inverse_cdf(kind, x, p, np)
         return out
 
     def _compiled_kind(self, kern: Any, kind: str, x: np.ndarray, p: dict[str, np.ndarray]) -> None:
