@@ -215,8 +215,8 @@ class ResetGroup:
     their rows of the draw counters, the ``apply`` callables."""
 
     __slots__ = (
-        "all_rows", "alone", "appliers", "apply_batch", "enabled", "epoch", "fed_cache", "plan",
-        "rows", "samplers", "together",
+        "alone", "appliers", "apply_batch", "enabled", "epoch", "fed_cache", "plan", "rows",
+        "samplers", "together",
     )  # fmt: skip
 
     def __init__(
@@ -237,10 +237,6 @@ class ResetGroup:
         self.rows = None if counters is None else counters.rows_of(self.together)
         if counters is not None:  # the counters now follow this group's batch draws
             counters.track(self.together, self.rows)
-        self.all_rows = self.rows is not None and np.array_equal(
-            self.rows,
-            np.arange(counters.count.shape[1]),  # type: ignore[union-attr]
-        )
         self.samplers = [v.sampler for v in self.together]
         self.fed_cache: tuple[tuple[Any, ...], frozenset[Any], list[int]] | None = None
         """The last batch's listeners, fed set and unfed variations (see _listened)."""
