@@ -110,8 +110,21 @@ class RecorderTerm:
         """The run ends: flush and release resources."""
 
 
-_HOST_KINDS = (("reward", "buif"), ("terminated", "bui"), ("truncated", "bui"), ("success", "buif"))
-"""The outcomes and the dtype kinds each takes (as :meth:`OutcomeTerm._array` checks them)."""
+_OUTCOMES = (
+    ("reward", "buif", "numbers", "pass it as floats (.astype(float))", True),
+    ("terminated", "bui", "bools (or 0/1 integers)", "pass it as bools", False),
+    ("truncated", "bui", "bools (or 0/1 integers)", "pass it as bools", False),
+    # NaN (float) is unknown; bool and 0/1 numbers are the outcome.
+    (
+        "success",
+        "buif",
+        "bools or numbers",
+        "pass bools (True: success), or floats with NaN where unknown",
+        True,
+    ),
+)
+"""Per outcome, in ``DeviceOutcomes.record_step``'s order: the dtype kinds it takes, what
+:meth:`OutcomeTerm._array` asks for and the fix it names, and whether it is a float."""
 
 
 class OutcomeTerm(RecorderTerm):
@@ -183,19 +196,7 @@ class OutcomeTerm(RecorderTerm):
                 return acc.local(name, x, floats)
             return self._array(name, x, kinds, want, fix)
 
-        acc.record_step(
-            take("reward", "buif", "numbers", "pass it as floats (.astype(float))", True),
-            take("terminated", "bui", "bools (or 0/1 integers)", "pass it as bools", False),
-            take("truncated", "bui", "bools (or 0/1 integers)", "pass it as bools", False),
-            # NaN (float) is unknown; bool and 0/1 numbers are the outcome.
-            take(
-                "success",
-                "buif",
-                "bools or numbers",
-                "pass bools (True: success), or floats with NaN where unknown",
-                True,
-            ),
-        )
+        acc.record_step(*(take(*spec) for spec in _OUTCOMES))
 
     def _host_step(self, data: Mapping[str, Any]) -> bool:
         """The usual step, in a few Python calls: every outcome given is a numpy array of
@@ -203,7 +204,7 @@ class OutcomeTerm(RecorderTerm):
         else, which takes the checked path (it converts, or names the problem)."""
         n = self.manager.num_envs
         given = []
-        for name, kinds in _HOST_KINDS:
+        for name, kinds, *_ in _OUTCOMES:
             x = data.get(name)
             if x is not None and not (
                 type(x) is np.ndarray and x.shape == (n,) and x.dtype.kind in kinds
