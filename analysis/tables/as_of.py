@@ -27,6 +27,7 @@ __all__ = [
     "fill_and_pick",
     "keep_text_labels",
     "run_factors",
+    "search_pick",
 ]
 
 DRAW_COLUMNS = ("seq", "variation", "component", "env_id", "episode", "phase", "value", "label")
@@ -65,6 +66,23 @@ def as_of(d_env: np.ndarray, d_seq: np.ndarray, e_env: np.ndarray, e_seq: np.nda
         ok = (pos >= 0) & (seqs[np.maximum(pos, 0)] > best_seq)
         found[ok] = where[order[pos[ok]]]
     return found
+
+
+def search_pick(
+    d_env: np.ndarray,
+    d_seq: np.ndarray,
+    d_value: np.ndarray,
+    d_label: np.ndarray | None,
+    e_env: np.ndarray,
+    e_seq: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each episode's :func:`as_of` draw value (NaN where none) and label code (-1 where
+    none; None without ``d_label``). At least one draw."""
+    idx = as_of(d_env, d_seq, e_env, e_seq)
+    got = idx >= 0
+    safe = np.maximum(idx, 0)
+    value = np.where(got, d_value[safe], np.nan)
+    return value, None if d_label is None else np.where(got, d_label[safe], -1)
 
 
 def all_numeric(labels: Sequence[str]) -> bool:
@@ -332,14 +350,12 @@ def run_factors(
     # Build-mode columns and the rare ones: a search over (env, seq) per column.
     for c in np.flatnonzero((n_build > 0) & ~fast & ~is_interval | slow):
         rc = np.flatnonzero(col == c)
-        idx = as_of(env[rc].astype(np.int64), seq[rc], e_env, e_start)
-        got = idx >= 0
-        out[c] = np.where(got, value[rc][np.maximum(idx, 0)], np.nan)
-        if label_codes is not None:
-            label_out[names[c]] = (
-                np.where(got, label_codes[rc][np.maximum(idx, 0)], -1),
-                label_names,
-            )
+        lab_rc = None if label_codes is None else label_codes[rc]
+        out[c], lab = search_pick(
+            env[rc].astype(np.int64), seq[rc], value[rc], lab_rc, e_env, e_start
+        )
+        if lab is not None:
+            label_out[names[c]] = (lab, label_names)
 
     label_out = keep_text_labels(label_out, specs)
     if is_interval.any():

@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 
 from varirec.analysis.tables.as_of import (
     _Dense,
-    as_of,
     column_name,
     fill_and_pick,
     keep_text_labels,
+    search_pick,
 )
 from varirec.analysis.tables.duckdb_table import draw_parts
 from varirec.storage import Dataset
@@ -228,11 +228,11 @@ class _Join:
                 out = np.full(n, np.nan)
             else:
                 rc = np.flatnonzero(b_col == c)
-                idx = as_of(np.full(len(rc), -1, np.int64), b_seq[rc], self.e_env, self.e_start)
-                got = idx >= 0
-                out = np.where(got, b_value[rc][np.maximum(idx, 0)], np.nan)
-                if self.label is not None:
-                    lab = np.where(got, b_label[rc][np.maximum(idx, 0)], -1)
+                b_env = np.full(len(rc), -1, np.int64)
+                lab_rc = None if self.label is None else b_label[rc]
+                out, lab = search_pick(
+                    b_env, b_seq[rc], b_value[rc], lab_rc, self.e_env, self.e_start
+                )
             values.append(out)
             if lab is not None:
                 labels[name] = (lab, self.labels.names)
