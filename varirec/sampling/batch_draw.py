@@ -42,6 +42,7 @@ from varirec.sampling.sampler_cfgs import (
     UniformCfg,
     gauss_form,
     gauss_params,
+    gauss_values,
 )
 from varirec.sampling.streams import _BELOW_ONE, _GOLDEN, _M1, _M2, _SECOND, _mix, _to_unit
 
@@ -132,12 +133,7 @@ def _inverse_cdf(kind: str, x: Any, p: dict[str, Any], xp: Any) -> Any:
     if kind == "loguniform":
         return portable.exp(p["lo"] + p["span"] * x, xp)
     if kind == "gauss":  # normal and truncated normal: one quantile pass
-        q = xp.where(p["upper"], p["hi_tail"] + x * p["mass"], p["lo_tail"] + x * p["mass"])
-        q = xp.where(p["plain"], x, q)
-        z = portable.ndtri(q, xp)
-        z = xp.where(p["upper"], -z, z)
-        y = p["mean"] + p["std"] * z
-        return xp.where(p["plain"], y, xp.minimum(xp.maximum(y, p["low"]), p["high"]))
+        return gauss_values(x, p, xp)
     return xp.broadcast_to(p["value"], x.shape)  # constant
 
 

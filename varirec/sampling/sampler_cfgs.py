@@ -190,16 +190,7 @@ class TruncNormalCfg(SamplerCfg):
         fused = _gauss_compiled(self, u)
         if fused is not None:
             return fused
-        mean, std, low, high = self._arrays("mean", "std", "low", "high")
-        lo_tail, hi_tail = self._tails()
-        # Work in the lighter tail so bounds far from the mean keep their precision.
-        upper = (low - mean) > 0
-        p = np.where(
-            upper, hi_tail + u * (1.0 - lo_tail - hi_tail), lo_tail + u * (1.0 - lo_tail - hi_tail)
-        )
-        z = portable.ndtri(p, np)
-        z = np.where(upper, -z, z)
-        return self._shape_out(np.clip(mean + std * z, low, high))
+        return self._shape_out(gauss_values(u, _gauss_of(self), np))
 
     def factor_specs(self, key: str) -> list[FactorSpec]:
         cols = self._columns(key)
@@ -241,12 +232,29 @@ def gauss_params(cfg: NormalCfg | TruncNormalCfg) -> dict[str, np.ndarray]:
     }  # fmt: skip
 
 
+def _gauss_of(cfg: NormalCfg | TruncNormalCfg) -> dict[str, np.ndarray]:
+    """:func:`gauss_params` of ``cfg``, computed once."""
+    return cfg._cached("gauss", lambda: gauss_params(cfg))
+
+
+def gauss_values(u: Any, p: dict[str, Any], xp: Any) -> Any:
+    """The values of uniforms ``u`` (numpy or torch) under :func:`gauss_params` ``p``
+    (arrays of xp): the reference that the compiled ``gauss_columns`` matches bit for bit."""
+    # Work in the lighter tail so bounds far from the mean keep their precision.
+    q = xp.where(p["upper"], p["hi_tail"] + u * p["mass"], p["lo_tail"] + u * p["mass"])
+    q = xp.where(p["plain"], u, q)
+    z = portable.ndtri(q, xp)
+    z = xp.where(p["upper"], -z, z)
+    y = p["mean"] + p["std"] * z
+    return xp.where(p["plain"], y, xp.minimum(xp.maximum(y, p["low"]), p["high"]))
+
+
 def _gauss_compiled(cfg: NormalCfg | TruncNormalCfg, u: np.ndarray) -> np.ndarray | None:
     """The ppf in one compiled call (the numpy path's bits), or None: then numpy."""
     kern = kernels()
     if kern is None or type(u) is not np.ndarray or u.dtype != np.float64 or u.ndim != 2:
         return None
-    form = cfg._cached("gauss", lambda: gauss_form(gauss_params(cfg)))
+    form = cfg._cached("gauss_form", lambda: gauss_form(_gauss_of(cfg)))
     out = u.copy()  # the kernel works in place; the caller's uniforms stay
     kern.gauss_columns(out, form)
     return cfg._shape_out(out)
