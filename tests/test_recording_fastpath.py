@@ -251,3 +251,18 @@ def test_a_return_sums_only_the_steps_its_episode_ran(tmp_path):
     assert len(got) == len(truth) > 40
     for (e, r, t), (e2, r2, t2) in zip(got, truth, strict=True):
         assert (e, t) == (e2, t2) and r == pytest.approx(r2, abs=1e-12)
+
+
+def test_an_interval_draw_is_stamped_with_each_envs_own_step_count():
+    gust = vr.Variation("gust", vr.VariationCfg(sampler=vr.UniformCfg(), mode="interval"))
+    t = EpisodeTracker(4)
+    gust.bind(t)
+    t.begin(np.arange(4))
+    t.start(np.arange(3))  # env 3 never starts: its count stays 0
+    for _ in range(3):
+        t.advance_steps()
+    t.advance_steps(np.array([1]))
+    t.advance_steps(np.array([1, 2]))
+    ids = np.array([2, 1, 3, 0])
+    ctx = gust._episode_context(ids, t.episode[ids], t.sample_id[ids], False, t.next_seq())
+    assert np.asarray(ctx.steps).tolist() == [4, 5, 0, 3]

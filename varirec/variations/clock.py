@@ -41,6 +41,10 @@ class EpisodeClock(Protocol):
     sample_id: np.ndarray
     seed: np.ndarray
 
+    def steps(self, env_ids: np.ndarray | None) -> np.ndarray:
+        """Steps taken in the current episodes of ``env_ids`` (None: every env)."""
+        ...
+
     def next_seq(self) -> int: ...
 
     def begin_unbegun(self, env_ids: np.ndarray) -> None: ...

@@ -225,7 +225,7 @@ class Variation:
             self.mode,  # the phase of a bound draw is the variation's mode
             seq,
             episodes,
-            t.step[ids] if self.mode == "interval" else 0,  # a reset draw is at step 0
+            t.steps(ids) if self.mode == "interval" else 0,  # a reset draw is at step 0
             draw_seq,
             # A design sampler always gets its rows (-1: replay row 0, not part of the study).
             rows if in_design or isinstance(self._cfg.sampler, DesignCfg) else None,
