@@ -52,7 +52,8 @@ def categories_html(study: Study) -> str:
         return ""
     what = "success rate" if _binary(effects) else f"mean {study.outcome}"
     interval = effects.attrs.get("interval", "")
-    verdicts = dict(zip(study.ranking()["factor"], study.ranking()["verdict"], strict=True))
+    ranking = study.ranking()
+    verdicts = dict(zip(ranking["factor"], ranking["verdict"], strict=True))
     order = [f for f in verdicts if f in set(effects["factor"])]
     order += [f for f in dict.fromkeys(effects["factor"]) if f not in order]
     parts = []
