@@ -26,7 +26,6 @@ import numpy as np
 
 from varirec.arrays import ArrayWorld, to_host
 from varirec.sampling.batch_draw import ColumnPlan
-from varirec.sampling.sampler_cfgs import DesignCfg
 from varirec.sampling.samplers import DesignSampler, DrawContext, InverseCdfSampler
 from varirec.variations.counters import DrawCounters, first_draws
 from varirec.variations.variation import EpisodeClock, Variation, epoch
@@ -101,15 +100,7 @@ class ResetBatch:
         if self._contexts is None:
             seq0, episodes, rows, in_design = self._lazy  # type: ignore[misc]
             self._contexts = [
-                DrawContext(
-                    v.key,
-                    v.mode,
-                    seq0 + j,
-                    episodes,
-                    0,
-                    0,
-                    rows if in_design or isinstance(v.cfg.sampler, DesignCfg) else None,
-                )
+                v._context(seq0 + j, episodes, 0, 0, rows, in_design)
                 for j, v in enumerate(self.variations)
             ]
         return self._contexts

@@ -219,16 +219,17 @@ class Variation:
             draw_seq = 0
             self._draw_count[ids] = 1
         self._count_episode[ids] = episodes
-        t = self._tracker
+        steps = self._tracker.steps(ids) if self.mode == "interval" else 0  # reset: step 0
+        return self._context(seq, episodes, steps, draw_seq, rows, in_design)
+
+    def _context(
+        self, seq: int, episodes: Any, steps: Any, draw_seq: Any, rows: Any, in_design: bool
+    ) -> DrawContext:
+        """The context of a bound draw (its phase is the variation's mode); a design
+        sampler always gets its rows (-1: replay row 0, not part of the study)."""
+        design = in_design or isinstance(self._cfg.sampler, DesignCfg)
         return DrawContext(
-            self.key,
-            self.mode,  # the phase of a bound draw is the variation's mode
-            seq,
-            episodes,
-            t.steps(ids) if self.mode == "interval" else 0,  # a reset draw is at step 0
-            draw_seq,
-            # A design sampler always gets its rows (-1: replay row 0, not part of the study).
-            rows if in_design or isinstance(self._cfg.sampler, DesignCfg) else None,
+            self.key, self.mode, seq, episodes, steps, draw_seq, rows if design else None
         )
 
     def add_sample_listener(self, listener: SampleListener) -> SampleListener:
