@@ -153,10 +153,7 @@ class _Dense:
         inside = (env >= 0) & (env < self.num_envs) & (episode >= 0)
         safe_env = np.where(inside, env, 0)
         inside &= episode < self.count[safe_env]
-        pos = (
-            episode * self.num_envs + env if self.episode_major else self.offset[safe_env] + episode
-        )
-        return np.where(inside, pos, -1)
+        return np.where(inside, self.offset[safe_env] + episode, -1)
 
     def forward_fill(self, has: np.ndarray) -> np.ndarray:
         """For a ``(columns, size)`` mask of cells with a draw, each cell's source cell:
