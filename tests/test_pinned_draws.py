@@ -168,6 +168,14 @@ def test_negative_and_wide_keys_of_any_integer_kind_are_pinned(convert) -> None:
     u = stream.uniforms(convert(ids), episodes)
     assert _digest(u) == "1f7b0dc7d8831de2"
     assert _digest(stream.uniforms(ids, np.full(6, 5))) == "3c985d1f79be2fe4"
+    # Row by row (a few uniforms hash in Python ints): the same low bits of each key.
+    for seq in (0, -3):
+        wide = stream.uniforms(convert(ids), episodes, k=2, draw_seq=seq)
+        if seq == 0:
+            np.testing.assert_array_equal(wide[:, :1].view(np.int64), u.view(np.int64))
+        for i in range(len(ids)):
+            one = stream.uniforms(convert(ids[i : i + 1]), episodes[i : i + 1], 2, seq)
+            np.testing.assert_array_equal(one.view(np.int64), wide[i : i + 1].view(np.int64))
 
 
 def test_a_batch_larger_than_one_hash_block_is_pinned() -> None:
