@@ -294,17 +294,6 @@ class PlanCache:
         return self.plan
 
 
-def _take_seqs(tracker: EpisodeClock, n: int) -> int:
-    """The first of ``n`` consecutive event numbers taken from ``tracker``."""
-    take = getattr(tracker, "take_seqs", None)
-    if take is not None:
-        return int(take(n))
-    first = tracker.next_seq()
-    for _ in range(n - 1):
-        tracker.next_seq()
-    return first
-
-
 def batchable(v: Variation) -> bool:
     """Drawn by a built-in sampler, keyed by a stream and bound to a tracker."""
     return (
@@ -348,7 +337,7 @@ def draw_reset_batch(
     draw_seq: list[Any] | None = None
     lazy = None
     if first_draws(group.rows, counters, ids, episodes):
-        lazy = (_take_seqs(tracker, len(vs)), episodes, rows, in_design)
+        lazy = (tracker.take_seqs(len(vs)), episodes, rows, in_design)
     else:
         contexts = [
             v._episode_context(ids, episodes, rows, in_design, tracker.next_seq()) for v in vs

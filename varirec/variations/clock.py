@@ -47,6 +47,10 @@ class EpisodeClock(Protocol):
 
     def next_seq(self) -> int: ...
 
+    def take_seqs(self, n: int) -> int:
+        """Take ``n`` consecutive event numbers; returns the first."""
+        ...
+
     def begin_unbegun(self, env_ids: np.ndarray) -> None: ...
 
 
