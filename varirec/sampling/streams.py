@@ -144,15 +144,14 @@ _SCALAR_MAX = 4
 """Up to this many uniforms, Python integers hash faster than numpy's 18 calls (about
 half a microsecond each, whatever the size; a key's hash in Python ints costs one or two)."""
 _MASK = (1 << 64) - 1
-_GOLDEN_I, _SECOND_I, _M1_I, _M2_I = (int(c) for c in (_GOLDEN, _SECOND, _M1, _M2))
 
 
 def _mix_int(z: int) -> int:
     """:func:`_mix` on one Python int (wrapping made explicit by the mask)."""
     z ^= z >> 30
-    z = (z * _M1_I) & _MASK
+    z = (z * M1) & _MASK
     z ^= z >> 27
-    z = (z * _M2_I) & _MASK
+    z = (z * M2) & _MASK
     return z ^ (z >> 31)
 
 
@@ -173,10 +172,10 @@ def _scalar_uniforms(
     keys = (_listed(a, n) for a in (env_ids, episodes, draw_seq))
     for env, episode, seq in zip(*keys, strict=True):
         word = ((int(env) & 0xFFFFFFFF) << 32) | (int(episode) & 0xFFFFFFFF)
-        h = _mix_int(((word * _GOLDEN_I) & _MASK) ^ base)
+        h = _mix_int(((word * GOLDEN) & _MASK) ^ base)
         for c in range(k):
             extra = (((int(seq) & _MASK) << 16) & _MASK) | c
-            hc = h if extra == 0 else _mix_int(h ^ ((extra * _SECOND_I) & _MASK))
+            hc = h if extra == 0 else _mix_int(h ^ ((extra * SECOND) & _MASK))
             out.append(min((float(hc >> 11) + 0.5) * _TO_UNIT, _BELOW_ONE))
     return np.array(out).reshape(n, k)
 
