@@ -136,8 +136,8 @@ class OutcomeTerm(RecorderTerm):
 
     def __init__(self, cfg: RecorderTermCfg, manager: TermHost) -> None:
         super().__init__(cfg, manager)
-        self._acc = DeviceOutcomes(manager.num_envs)  # numpy until a tensor comes
-        self._device: Any = None
+        # numpy until a tensor comes; then on the tensors' device (`_acc.device` set)
+        self._acc = DeviceOutcomes(manager.num_envs)
 
     COLUMNS: ClassVar[Mapping[str, pa.DataType]] = {
         "return": pa.float64(),
@@ -172,17 +172,16 @@ class OutcomeTerm(RecorderTerm):
         )
 
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
-        if self._device is None and self._host_step(data):
-            return
         acc = self._acc
-        if self._device is None and any(is_tensor(x) for x in data.values()):
+        if acc.device is None and self._host_step(data):
+            return
+        if acc.device is None and any(is_tensor(x) for x in data.values()):
             world = getattr(self.manager, "world", None) or ArrayWorld()
             for name, x in data.items():
                 if is_tensor(x):
                     world.check(x, name)
             # The env computes on a device: accumulate there from now on (on the CPU,
             # in numpy over the tensors' memory).
-            self._device = world.device
             self._acc = acc = DeviceOutcomes(
                 self.manager.num_envs, world.device, (acc.acc, acc.flags)
             )
