@@ -258,23 +258,17 @@ class ColumnPlan:
     ) -> Any:
         """The ``(k, C)`` keyed uniforms; ``draw_seq`` holds one entry per cfg (0 or k),
         or is None (every cfg's first draw of the episode)."""
-        zero = draw_seq is None or all(type(d) is int and d == 0 for d in draw_seq)
-        if xp is np:
-            ds = None
-            if not zero:
-                ds = np.stack(
-                    [np.broadcast_to(np.asarray(d, np.int64), (len(env_ids),)) for d in draw_seq],
-                    axis=1,
-                )[:, self.var_of_col]
-            return keyed_uniforms(self.bases, self.comps, env_ids, episodes, ds, np, self._vec)
-        on = self._device_params(xp, device)
-        bases, comps = on["#keys"][0], on["#keys"][1]["comps"]
         ds = None
-        if not zero:
+        if draw_seq is not None and not all(type(d) is int and d == 0 for d in draw_seq):
             ds = np.stack(
                 [np.broadcast_to(np.asarray(d, np.int64), (len(env_ids),)) for d in draw_seq],
                 axis=1,
             )[:, self.var_of_col]
+        if xp is np:
+            return keyed_uniforms(self.bases, self.comps, env_ids, episodes, ds, np, self._vec)
+        on = self._device_params(xp, device)
+        bases, comps = on["#keys"][0], on["#keys"][1]["comps"]
+        if ds is not None:
             ds = xp.as_tensor(ds, device=device)
         return keyed_uniforms(bases, comps, env_ids, episodes, ds, xp)
 
