@@ -8,6 +8,7 @@ against the path it short-cuts, or against values worked out here by hand.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import varirec as vr
@@ -217,6 +218,7 @@ def test_a_return_sums_only_the_steps_its_episode_ran(tmp_path):
     running = np.zeros(n, bool)
     ret = np.zeros(n)
     last_term = np.zeros(n, bool)
+    last_succ = np.full(n, np.nan)  # NaN: unknown (a null in the table)
     truth = []
     with vr.RecorderManager(n, output=tmp_path / "d", run_id="r") as m:
         m.record_step(reward=np.full(n, 100.0))  # nothing runs yet
@@ -225,32 +227,42 @@ def test_a_return_sums_only_the_steps_its_episode_ran(tmp_path):
         for step in range(60):
             reward = rng.normal(size=n)
             term = rng.random(n) < 0.25
-            m.record_step(reward=reward, terminated=term)
+            outcomes = {"reward": reward, "terminated": term}
+            if step % 3 == 0:  # success told on some steps: an episode may end unknown
+                succ = outcomes["success"] = rng.choice([0.0, 1.0, np.nan], n)
+                last_succ[running] = succ[running]
+            m.record_step(**outcomes)
             ret[running] += reward[running]
             last_term[running] = term[running]
             done = np.flatnonzero(term & running)
             if step % 7 == 3:  # pre-reset, a step while stopped, then the start
                 m.record_pre_reset(done)
-                truth += [(e, ret[e], last_term[e]) for e in done]
+                truth += [(e, ret[e], last_term[e], last_succ[e]) for e in done]
                 running[done] = False
-                m.record_step(reward=np.full(n, 1e6), terminated=np.ones(n, bool))
+                m.record_step(
+                    reward=np.full(n, 1e6), terminated=np.ones(n, bool), success=np.ones(n)
+                )
                 ret[running] += 1e6
                 last_term[running] = True
+                last_succ[running] = 1.0
                 m.draw_reset(None, done)
                 m.record_post_reset(done)
             else:
-                truth += [(e, ret[e], last_term[e]) for e in done]
+                truth += [(e, ret[e], last_term[e], last_succ[e]) for e in done]
                 m.reset(None, done)
             running[done] = True
-            ret[done], last_term[done] = 0.0, False
+            ret[done], last_term[done], last_succ[done] = 0.0, False, np.nan
             if step == 20:  # envs 3..5 start late: what they got before is dropped
                 m.reset(None, [3, 4, 5])
                 running[[3, 4, 5]] = True
     eps = vr.open_dataset(tmp_path / "d").episodes().to_pandas().sort_values("end_seq")
-    got = list(zip(eps.env_id, eps["return"], eps.terminated, strict=True))
+    succ = [None if pd.isna(x) else bool(x) for x in eps.success]
+    got = list(zip(eps.env_id, eps["return"], eps.terminated, succ, strict=True))
     assert len(got) == len(truth) > 40
-    for (e, r, t), (e2, r2, t2) in zip(got, truth, strict=True):
+    for (e, r, t, s), (e2, r2, t2, s2) in zip(got, truth, strict=True):
         assert (e, t) == (e2, t2) and r == pytest.approx(r2, abs=1e-12)
+        assert s == (None if np.isnan(s2) else bool(s2)), (e, s, s2)
+    assert {s for *_, s in got} == {None, True, False}
 
 
 def test_an_interval_draw_is_stamped_with_each_envs_own_step_count():
