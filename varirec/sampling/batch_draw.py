@@ -218,12 +218,9 @@ class ColumnPlan:
 
     @staticmethod
     def _params(kind: str, cfg: Any) -> dict[str, Any]:
-        if kind == "uniform":
-            low, high = cfg._arrays("low", "high")
-            return {"low": low, "span": high - low}
-        if kind == "loguniform":
-            lo, hi = (np.log(a) for a in cfg._arrays("low", "high"))
-            return {"lo": lo, "span": hi - lo}
+        if kind in ("uniform", "loguniform"):  # the cfg's own (cached) low and span
+            low, span = cfg._cached("affine", cfg._affine)
+            return {"low" if kind == "uniform" else "lo": low, "span": span}
         if kind == "gauss":
             return gauss_params(cfg)
         if kind == "constant":

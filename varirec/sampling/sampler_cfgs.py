@@ -107,8 +107,13 @@ class LogUniformCfg(SamplerCfg):
             raise _bad(name, "low", self.low, f"<= high ({self.high}); swap them")
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
+        lo, span = self._cached("affine", self._affine)
+        return self._shape_out(portable.exp(lo + span * u, np))
+
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """``log(low)`` and ``log(high) - log(low)``: the uniform in log space."""
         lo, hi = (np.log(a) for a in self._arrays("low", "high"))
-        return self._shape_out(portable.exp(lo + (hi - lo) * u, np))
+        return lo, hi - lo
 
     def factor_specs(self, key: str) -> list[FactorSpec]:
         low, high = self._arrays("low", "high")
