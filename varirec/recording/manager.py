@@ -316,9 +316,7 @@ class RecorderManager:
         self._episode_parts.append(row)
         self._episode_rows += len(row["env_id"])
         if self._episode_rows >= self.max_rows:
-            for term in self.terms.values():  # the draws these episodes began with go first
-                term.flush()
-            self._flush_episodes()
+            self._hand_over_buffers()  # the draws these episodes began with go first
 
     def reset_drawn(self, batch: ResetBatch) -> None:
         for term in self._hooks("batch"):
