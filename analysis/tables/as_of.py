@@ -33,6 +33,7 @@ __all__ = [
 DRAW_COLUMNS = ("seq", "variation", "component", "env_id", "episode", "phase", "value", "label")
 """The draw columns the join reads."""
 _SHIFT = np.int64(40)  # seq < 2**40 events per run; env ids < 2**23
+_FEW = 8  # build draws a column takes a pass over the episodes each for, not a search
 
 
 def column_name(key: str, spec: dict[str, Any] | None, component: int) -> str:
@@ -58,7 +59,10 @@ def as_of(d_env: np.ndarray, d_seq: np.ndarray, e_env: np.ndarray, e_seq: np.nda
         ok = (pos >= 0) & ((keys[np.maximum(pos, 0)] >> _SHIFT) == e_env)
         found[ok] = where[order[pos[ok]]]
         best_seq[ok] = d_seq[found[ok]]
-    if (~env_draws).any():  # draws for all envs (build mode)
+    if not env_draws.any() and len(d_env) <= _FEW:  # a few build draws: a pass each
+        for row in np.argsort(d_seq, kind="stable"):  # the latest (then last) wins
+            np.copyto(found, row, where=e_seq >= d_seq[row])
+    elif (~env_draws).any():  # draws for all envs (build mode)
         where = np.flatnonzero(~env_draws)
         order = np.argsort(d_seq[where], kind="stable")
         seqs = d_seq[where][order]
@@ -149,7 +153,7 @@ class _Dense:
             inside &= episode < self.max_episodes
             pos = episode * self.num_envs
             pos += env
-            return np.where(inside, pos, -1)
+            return pos if inside.all() else np.where(inside, pos, -1)
         inside = (env >= 0) & (env < self.num_envs) & (episode >= 0)
         safe_env = np.where(inside, env, 0)
         inside &= episode < self.count[safe_env]
@@ -193,7 +197,8 @@ def fill_and_pick(
     such gaps).
     """
     picked = _pick(value, pos_e, out)
-    if np.isnan(picked).any():
+    # A sum is NaN wherever a NaN is, and allocates no mask per column (1 M episodes: 1 MB).
+    if np.isnan(picked.sum()) and np.isnan(picked).any():
         src = dense.forward_fill(~np.isnan(value)[None, :])[0]
         picked = _pick(value[src], pos_e, out)
         if label is not None:

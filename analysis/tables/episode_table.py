@@ -29,10 +29,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from varirec import open_dataset
 from varirec.analysis.tables.as_of import DRAW_COLUMNS, run_factors
+from varirec.analysis.tables.pages import no_hugepage_advice
 from varirec.analysis.tables.stream import stream_factors
 from varirec.errors import DatasetError, UnknownNameError
 from varirec.storage import Dataset, DatasetWarning
@@ -118,6 +118,14 @@ def _is_constant(column: pd.Series) -> bool:
     return bool(np.isnan(low) or low == high)
 
 
+def _missing(column: pd.Series) -> int:
+    """Missing values in ``column`` (a float column's sum tells there are none without a
+    mask of every row)."""
+    if column.dtype == np.float64 and not np.isnan(column.to_numpy().sum()):
+        return 0
+    return int(column.isna().sum())
+
+
 Engine = Literal["auto", "memory", "duckdb"]
 _ENGINES = ("auto", "memory", "duckdb")
 BYTES_PER_DRAW_ROW = 120
@@ -167,19 +175,19 @@ def _table_bytes(episodes: int, specs: dict[str, dict[str, Any]]) -> int:
     return episodes * (8 * factors + 80)
 
 
-def _episodes_frame(ds: Dataset, runs: str | list[str], run_id: str | None) -> pd.DataFrame:
-    """The episodes of ``runs`` as a frame, ``run_id`` first (``run_id``, or each row's if
-    None), read one column at a time: the Arrow table and the frame are never both held
-    (at 10 M episodes each is about 1 GB)."""
-    empty = ds.episodes(runs, filter=pc.field("env_id") < -1)  # the schema, no rows
-    names = [name for name in empty.column_names if name != "run_id"]
-    frame = pd.DataFrame(
-        {name: ds.episodes(runs, columns=[name]).column(name).to_pandas() for name in names},
-        copy=False,
-    )
+def _episodes_frame(episodes: pa.Table, run_id: str | None) -> pd.DataFrame:
+    """``episodes`` (read once, with its ``run_id`` column) as a frame, ``run_id`` first
+    (``run_id``, or each row's if None), converted one column at a time, each Arrow column
+    let go once converted: the Arrow table and the frame are never both held whole (at
+    10 M episodes each is about 1 GB)."""
+    columns: dict[str, Any] = {}
+    run_col = episodes.column("run_id")
+    for name in [n for n in episodes.column_names if n != "run_id"]:
+        columns[name] = episodes.column(name).to_pandas()
+        episodes = episodes.drop_columns([name])
+    frame = pd.DataFrame(columns, copy=False)
     if run_id is None:
-        run_col = ds.episodes(runs, columns=[]).column("run_id").cast(pa.string())
-        frame.insert(0, "run_id", run_col.to_pandas().array)
+        frame.insert(0, "run_id", run_col.cast(pa.string()).to_pandas().array)
     else:
         frame.insert(0, "run_id", run_id)
     return frame
@@ -209,6 +217,27 @@ def _add_factors(
         known += [labs[c] for c in np.unique(codes) if c >= 0 and labs[c] not in known]
     added = pd.DataFrame(factors, index=frame.index, columns=names, copy=False)
     return pd.concat([frame, added], axis=1)
+
+
+def _join_in_memory(
+    ds: Dataset, run_id: str, specs: dict[str, dict[str, Any]], interval_names: list[str]
+) -> tuple[pd.DataFrame, list[str], Sequence[np.ndarray], dict[str, Any]] | None:
+    """Run ``run_id``'s episodes frame and its factors (names, values, text labels), joined
+    in memory; None where it has no episodes. Interval-mode names go to ``interval_names``."""
+    # One read of the episodes: the join's keys, then the frame (a read per column cost
+    # a scan each, a tenth of the whole table's time at 1 M episodes).
+    keys = ds.episodes(run_id)
+    if keys.num_rows == 0:
+        return None
+    streamed = stream_factors(ds, run_id, keys, specs)
+    if streamed is not None:  # the common case, joined while the parts decode
+        (names, values, label_cols), skipped = streamed
+        interval_names += skipped
+    else:
+        draws = ds.draws(run_id, columns=list(DRAW_COLUMNS))
+        names, values, label_cols = run_factors(draws, keys, specs, interval_names)
+        del draws
+    return _episodes_frame(keys, run_id), names, values, label_cols
 
 
 def episode_table(
@@ -280,25 +309,16 @@ def episode_table(
             )
             del probe
             interval_names += got.skipped
-            frame = _episodes_frame(ds, run_ids, None)
+            frame = _episodes_frame(ds.episodes(run_ids), None)
             outcome_names += [c for c in frame.columns if c not in _NOT_OUTCOMES]
             factor_names += got.names
             frames.append(_add_factors(frame, got.names, got.values, got.labels, label_sets))
     for run_id in run_ids if engine == "memory" else []:
-        # The join's columns while it runs; the whole episodes table after it.
-        keys = ds.episodes(run_id, columns=["env_id", "episode", "start_seq"])
-        if keys.num_rows == 0:
+        with no_hugepage_advice():  # pages.py: once-written arrays, 4 KB pages are cheaper
+            got_run = _join_in_memory(ds, run_id, specs, interval_names)
+        if got_run is None:
             continue
-        streamed = stream_factors(ds, run_id, keys, specs)
-        if streamed is not None:  # the common case, joined while the parts decode
-            (names, values, label_cols), skipped = streamed
-            interval_names += skipped
-        else:
-            draws = ds.draws(run_id, columns=list(DRAW_COLUMNS))
-            names, values, label_cols = run_factors(draws, keys, specs, interval_names)
-            del draws
-        del keys
-        frame = _episodes_frame(ds, run_id, run_id)
+        frame, names, values, label_cols = got_run
         outcome_names += [
             c for c in frame.columns if c not in _NOT_OUTCOMES and c not in outcome_names
         ]
@@ -333,7 +353,7 @@ def episode_table(
                 if name in categorical:
                     categorical.remove(name)
     for name in factor_names:
-        missing = int(table[name].isna().sum())
+        missing = _missing(table[name])
         if missing:
             notes.append(f"factor {name!r} has no value in {missing} episode(s)")
     known_outcomes = [c for c in outcome_names if c not in factor_names]

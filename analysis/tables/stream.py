@@ -92,6 +92,24 @@ class _Codes:
         return out
 
 
+class _Work:
+    """Reused per-batch buffers of :meth:`_Join.add`, for up to ``rows`` rows."""
+
+    def __init__(self, rows: int) -> None:
+        self.col = np.empty(rows, np.int64)
+        self.pos = np.empty(rows, np.int64)
+        self.start = np.empty(rows, np.int64)
+        self.flat = np.empty(rows, np.int64)
+        self.flag = np.empty(rows, bool)
+
+    def view(self, rows: int) -> _Work:
+        """The first ``rows`` of each buffer (views, no copy)."""
+        view = object.__new__(_Work)
+        for name, buf in vars(self).items():
+            setattr(view, name, buf[:rows])
+        return view
+
+
 class _Join:
     """The dense scatter of :func:`run_factors`, fed batch by batch."""
 
@@ -115,6 +133,7 @@ class _Join:
         self.label: np.ndarray | None = None
         self.build: list[tuple[np.ndarray, ...]] = []  # (col, seq, value, label) of env -1
         self.last_seq = -1
+        self._work = _Work(0)
 
     def _columns_of(self, var_lut: np.ndarray, pairs: np.ndarray, width: int) -> np.ndarray:
         """Column of each (batch variation code * width + component) present."""
@@ -137,9 +156,13 @@ class _Join:
 
     def add(self, batch: pa.RecordBatch) -> None:
         seq = batch.column(0).to_numpy()
-        if len(seq) == 0:
+        n = len(seq)
+        if n == 0:
             return
-        if seq[0] < self.last_seq or np.any(seq[1:] < seq[:-1]):
+        if len(self._work.pos) < n:
+            self._work = _Work(n)
+        work = self._work.view(n)
+        if seq[0] < self.last_seq or np.less(seq[1:], seq[:-1], out=work.flag[1:]).any():
             raise _Unsupported("draws are not in seq order")
         self.last_seq = int(seq[-1])
         var = batch.column(1)
@@ -150,13 +173,13 @@ class _Join:
         key = codes if width == 1 else codes * width + comp
         counts = np.bincount(key, minlength=len(var_lut) * width)
         col_lut = self._columns_of(var_lut, np.flatnonzero(counts), width)
-        col = col_lut[key]
+        col = np.take(col_lut, key, out=work.col, mode="clip")  # clip: unbuffered
         env = batch.column(3).to_numpy()
         episode = batch.column(4).to_numpy()
         value = batch.column(5).to_numpy()
         label = None
         lab = batch.column(6) if batch.num_columns > 6 else None
-        if lab is not None and (lab.null_count < len(seq) or self.label is not None):
+        if lab is not None and (lab.null_count < n or self.label is not None):
             lab_lut = np.r_[self.labels.lut(lab.dictionary), -1]
             label = lab_lut[_indices(lab)].astype(np.int32)
             if self.label is None:
@@ -172,7 +195,9 @@ class _Join:
             and episode.max() < dense.max_episodes
         )
         if fast:  # every row is the env's own draw of a finished episode's cell
-            pos = np.multiply(episode, dense.num_envs)
+            # Into reused buffers: a fresh 1 MB temporary per batch is a fresh mmap, and
+            # its page faults cost more than the arithmetic.
+            pos = np.multiply(episode, dense.num_envs, out=work.pos)
             pos += env
             np.add.at(self.n_own, col_lut[np.flatnonzero(counts)], counts[counts > 0])
         else:
@@ -186,9 +211,11 @@ class _Join:
             col, pos, seq, value = col[keep], pos[keep], seq[keep], value[keep]
             label = None if label is None else label[keep]
             self.n_own += np.bincount(col, minlength=len(self.n_own))
-        if np.any(seq > self.start[pos]):
+            work = self._work.view(len(keep))
+        start = np.take(self.start, pos, out=work.start, mode="clip")
+        if np.greater(seq, start, out=work.flag).any():
             raise _Unsupported("a draw made after its own episode began")
-        flat = np.multiply(col, dense.size)
+        flat = np.multiply(col, dense.size, out=work.flat)
         flat += pos
         self.value.reshape(-1)[flat] = value
         if label is not None and self.label is not None:
@@ -208,7 +235,9 @@ class _Join:
             raise _Unsupported("a variation drawn per env and for all envs")
         n = len(self.e_env)
         # Episodes stored in layout order (episode-major, every cell): views, no gather.
-        in_order = n <= self.dense.size and np.array_equal(self.pos_e, np.arange(n))
+        # Distinct positions, so increasing from 0 to n - 1 is exactly 0..n-1.
+        pos_e = self.pos_e
+        in_order = pos_e[0] == 0 and pos_e[-1] == n - 1 and bool(np.all(pos_e[1:] > pos_e[:-1]))
         pos_e = slice(0, n) if in_order else self.pos_e
         values: list[np.ndarray] = []
         names: list[str] = []
@@ -270,7 +299,7 @@ def stream_factors(
     if len(writers) != 1 or episodes.num_rows == 0:
         return None  # several writers: seq is per writer, run_factors sorts
     text = any(s.get("categorical") or s.get("labels") for s in specs.values())
-    join = _Join(episodes, specs)
+    join = _Join(episodes, specs)  # before the scan: its page faults then meet no decoding
     try:
         for batch in _batches(ds, files, _COLUMNS + (["label"] if text else []), batch_size):
             join.add(batch)
