@@ -278,3 +278,24 @@ def test_an_interval_draw_is_stamped_with_each_envs_own_step_count():
     ids = np.array([2, 1, 3, 0])
     ctx = gust._episode_context(ids, t.episode[ids], t.sample_id[ids], False, t.next_seq())
     assert np.asarray(ctx.steps).tolist() == [4, 5, 0, 3]
+
+
+def test_finish_and_begin_leaves_the_tracker_as_finish_then_begin_does():
+    rng = np.random.default_rng(3)
+    a, b = EpisodeTracker(16), EpisodeTracker(16)
+    for _ in range(60):
+        ids = np.unique(rng.integers(0, 16, rng.integers(1, 8)))
+        a.finish(ids, columns=False)
+        a.begin(ids)
+        b.finish_and_begin(ids)
+        some = np.unique(rng.integers(0, 16, 3))
+        for t in (a, b):
+            t.start(ids)
+            t.advance_steps()
+            t.advance_steps(some[t.started[some]])
+        for row in ("episode", "_base", "start_seq", "sample_id", "seed"):  # not the clock time
+            np.testing.assert_array_equal(getattr(a, row), getattr(b, row))
+        np.testing.assert_array_equal(a.started, b.started)
+        np.testing.assert_array_equal(a.step, b.step)
+        assert (a.seq, a.episodes_finished) == (b.seq, b.episodes_finished)
+    assert a.episodes_finished > 0

@@ -189,13 +189,13 @@ class VariationDriver:
         t = self.tracker
         hooks = self.hooks
         if hooks is None:
-            t.finish(ids, columns=False)
-        else:
-            done = ids[t.started[ids]]
-            if done.size:  # the first reset after build finishes nothing: no phantom
-                row = hooks.finishing(done)
-                row.update(t.finish(done, started=True))
-                hooks.finished(row)
+            t.finish_and_begin(ids)
+            return
+        done = ids[t.started[ids]]
+        if done.size:  # the first reset after build finishes nothing: no phantom
+            row = hooks.finishing(done)
+            row.update(t.finish(done, started=True))
+            hooks.finished(row)
         t.begin(ids)
 
     def _post_reset(self, ids: np.ndarray, begun: bool = False) -> None:

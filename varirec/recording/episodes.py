@@ -162,6 +162,14 @@ class EpisodeTracker:
         self.seed[env_ids] = -1
         return self.episode[env_ids]
 
+    def finish_and_begin(self, env_ids: np.ndarray) -> None:
+        """:meth:`finish` without columns, then :meth:`begin`, in fewer passes: a reset
+        that records nothing (the finished episodes' stopped step counts and flags are
+        overwritten by the new episodes' at once)."""
+        self.episodes_finished += int(np.count_nonzero(self.started[env_ids]))
+        self.seq += 1  # the finished episodes' end, as finish takes it
+        self.begin(env_ids)
+
     def begin_unbegun(self, env_ids: np.ndarray) -> None:
         """Begin episode 0 for envs that never began one (a first reset without pre-reset)."""
         fresh = env_ids[self.episode[env_ids] < 0]
