@@ -13,16 +13,20 @@ pool, which takes huge pages too, 0.76-1.11 s.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 __all__ = ["no_hugepage_advice"]
 
+_lock = threading.Lock()
+_depth = [0, True]  # blocks open (in any thread), and the advice to restore after the last
+
 
 @contextmanager
 def no_hugepage_advice() -> Iterator[None]:
-    """Within the block, numpy allocates without huge-page advice (restored after; a
-    no-op where this numpy has no such switch).
+    """Within the block, numpy allocates without huge-page advice (restored when the
+    last open block, in any thread, ends; a no-op where this numpy has no such switch).
 
     >>> import numpy as np
     >>> with no_hugepage_advice():
@@ -35,8 +39,14 @@ def no_hugepage_advice() -> Iterator[None]:
     except ImportError:  # numpy < 2 or a build without it
         yield
         return
-    before = set_advice(False)
+    with _lock:  # the switch is process-wide: blocks in two threads must not interleave it
+        if _depth[0] == 0:
+            _depth[1] = set_advice(False)
+        _depth[0] += 1
     try:
         yield
     finally:
-        set_advice(before)
+        with _lock:
+            _depth[0] -= 1
+            if _depth[0] == 0:
+                set_advice(_depth[1])
