@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 __all__ = [
     "DRAW_COLUMNS",
+    "Codes",
     "all_numeric",
     "as_of",
     "column_name",
@@ -107,6 +108,25 @@ def dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
     indices = pa.chunked_array([c.indices for c in column.chunks], type=column.type.index_type)
     indices = pc.fill_null(indices, -1)
     return indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False), dictionary
+
+
+class Codes:
+    """Strings seen in batch dictionaries, numbered in order of first appearance (as
+    ``ChunkedArray.unify_dictionaries`` numbers them)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.code: dict[str, int] = {}
+
+    def lut(self, dictionary: pa.Array) -> np.ndarray:
+        """Global code of each entry of a batch dictionary."""
+        out = np.empty(len(dictionary), np.int64)
+        for i, name in enumerate(dictionary.to_pylist()):
+            if name not in self.code:
+                self.code[name] = len(self.names)
+                self.names.append(name)
+            out[i] = self.code[name]
+        return out
 
 
 class _Dense:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from varirec.analysis.tables.as_of import all_numeric, column_name
+from varirec.analysis.tables.as_of import Codes, all_numeric, column_name
 from varirec.storage import Dataset
 
 __all__ = ["DuckDBFactors", "draw_parts", "duckdb_factors"]
@@ -99,13 +99,6 @@ def _draws_sql(ds: Dataset, run_ids: Sequence[str]) -> str | None:
                 f"label FROM read_parquet([{listed}])"
             )
     return " UNION ALL ".join(selects) if selects else None
-
-
-def _code(known: list[str], label: str) -> int:
-    """The index of ``label`` in ``known``, appended if new."""
-    if label not in known:
-        known.append(label)
-    return known.index(label)
 
 
 def duckdb_factors(
@@ -231,7 +224,7 @@ def _query(
                 f"ASOF LEFT JOIN {draws_of.format('<')}b ON p.run = b.run AND p.start_seq >= b.seq"
             )
         codes = np.full(n, -1, np.int32) if has_label else None
-        drawn: list[str] = []
+        drawn = Codes()  # labels numbered as they come
         params = {"v": variation, "c": component}
         rows = con.sql(sql, params=params).to_arrow_reader(1 << 20)
         for batch in rows:
@@ -240,15 +233,15 @@ def _query(
             if codes is not None:
                 # Labels as codes into one list per factor, never as per-row strings.
                 encoded = pc.dictionary_encode(batch.column(2))
-                lut = np.array([_code(drawn, x) for x in encoded.dictionary.to_pylist()] + [-1])
+                lut = np.r_[drawn.lut(encoded.dictionary), -1]
                 indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
                 codes[row] = lut[indices]
         if codes is None:
             continue
-        used = [drawn[c] for c in np.unique(codes) if c >= 0]
+        used = [drawn.names[c] for c in np.unique(codes) if c >= 0]
         spec_labels = (specs.get(variation) or {}).get("labels") or []
         if used and not all_numeric(spec_labels or used):
             order = [*spec_labels, *sorted(x for x in used if x not in spec_labels)]
-            remap = np.array([order.index(x) if x in order else -1 for x in drawn] + [-1])
+            remap = np.array([order.index(x) if x in order else -1 for x in drawn.names] + [-1])
             labels[names[k]] = (remap[codes].astype(np.int32), order)
     return DuckDBFactors(names, values, labels, skipped)

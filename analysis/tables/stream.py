@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from varirec.analysis.tables.as_of import (
+    Codes,
     _Dense,
     column_name,
     fill_and_pick,
@@ -73,25 +74,6 @@ def _indices(column: pa.Array) -> np.ndarray:
     return indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
 
 
-class _Codes:
-    """Strings seen in batch dictionaries, numbered in order of first appearance (as
-    ``ChunkedArray.unify_dictionaries`` numbers them)."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.code: dict[str, int] = {}
-
-    def lut(self, dictionary: pa.Array) -> np.ndarray:
-        """Global code of each entry of a batch dictionary."""
-        out = np.empty(len(dictionary), np.int64)
-        for i, name in enumerate(dictionary.to_pylist()):
-            if name not in self.code:
-                self.code[name] = len(self.names)
-                self.names.append(name)
-            out[i] = self.code[name]
-        return out
-
-
 class _Work:
     """Reused per-batch buffers of :meth:`_Join.add`, for up to ``rows`` rows."""
 
@@ -122,7 +104,7 @@ class _Join:
         self.pos_e = self.dense.pos(self.e_env, e_episode)
         self.start = np.full(self.dense.size, _NEVER, np.int64)
         self.start[self.pos_e] = self.e_start
-        self.variations, self.labels = _Codes(), _Codes()
+        self.variations, self.labels = Codes(), Codes()
         self.cols: dict[tuple[int, int], int] = {}  # (variation code, component) -> column
         self.interval: list[bool] = []
         self.n_own = np.zeros(0, np.int64)
