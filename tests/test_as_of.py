@@ -47,3 +47,18 @@ def test_search_pick_gives_nan_and_minus_one_where_no_draw_came_before() -> None
     )
     np.testing.assert_array_equal(value, [np.nan, 1.5, 2.5])
     np.testing.assert_array_equal(label, [-1, 0, 1])
+
+
+def test_has_nan_answers_as_a_mask_would_also_where_infinities_cancel() -> None:
+    from varirec.analysis.tables.as_of import has_nan
+
+    cases = [
+        np.array([1.0, 2.0]),
+        np.array([1.0, np.nan]),
+        np.array([np.inf, -np.inf, 3.0]),  # the sum is NaN, no value is
+        np.array([np.inf, -np.inf, np.nan]),
+        np.array([1e308, 1e308]),  # the sum overflows to inf, not NaN
+        np.zeros(0),
+    ]
+    for values in cases:
+        assert has_nan(values) == bool(np.isnan(values).any())

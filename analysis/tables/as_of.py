@@ -26,6 +26,7 @@ __all__ = [
     "column_name",
     "dictionary_codes",
     "fill_and_pick",
+    "has_nan",
     "keep_text_labels",
     "run_factors",
     "search_pick",
@@ -217,13 +218,18 @@ def fill_and_pick(
     such gaps).
     """
     picked = _pick(value, pos_e, out)
-    # A sum is NaN wherever a NaN is, and allocates no mask per column (1 M episodes: 1 MB).
-    if np.isnan(picked.sum()) and np.isnan(picked).any():
+    if has_nan(picked):
         src = dense.forward_fill(~np.isnan(value)[None, :])[0]
         picked = _pick(value[src], pos_e, out)
         if label is not None:
             label = label[src]
     return picked, None if label is None else _pick(label, pos_e, None)
+
+
+def has_nan(values: np.ndarray) -> bool:
+    """Whether float ``values`` hold a NaN. A sum is NaN wherever a NaN is (or +inf meets
+    -inf, checked then), and needs no mask of every value (1 M episodes: 1 MB)."""
+    return bool(np.isnan(values.sum()) and np.isnan(values).any())
 
 
 def _pick(a: np.ndarray, where: np.ndarray | slice, out: np.ndarray | None) -> np.ndarray:

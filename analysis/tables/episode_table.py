@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from varirec import open_dataset
-from varirec.analysis.tables.as_of import DRAW_COLUMNS, run_factors
+from varirec.analysis.tables.as_of import DRAW_COLUMNS, has_nan, run_factors
 from varirec.analysis.tables.pages import no_hugepage_advice
 from varirec.analysis.tables.stream import stream_factors
 from varirec.errors import DatasetError, UnknownNameError
@@ -119,9 +119,8 @@ def _is_constant(column: pd.Series) -> bool:
 
 
 def _missing(column: pd.Series) -> int:
-    """Missing values in ``column`` (a float column's sum tells there are none without a
-    mask of every row)."""
-    if column.dtype == np.float64 and not np.isnan(column.to_numpy().sum()):
+    """Missing values in ``column`` (a float column without NaN needs no mask)."""
+    if column.dtype == np.float64 and not has_nan(column.to_numpy()):
         return 0
     return int(column.isna().sum())
 
