@@ -229,7 +229,9 @@ def fill_and_pick(
 def has_nan(values: np.ndarray) -> bool:
     """Whether float ``values`` hold a NaN. A sum is NaN wherever a NaN is (or +inf meets
     -inf, checked then), and needs no mask of every value (1 M episodes: 1 MB)."""
-    return bool(np.isnan(values.sum()) and np.isnan(values).any())
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, an overflowing sum
+        total = values.sum()
+    return bool(np.isnan(total) and np.isnan(values).any())
 
 
 def _pick(a: np.ndarray, where: np.ndarray | slice, out: np.ndarray | None) -> np.ndarray:
