@@ -151,6 +151,21 @@ def test_seed_reproduces_intervals() -> None:
     b = knn_indices(X, Y, seed=4)
     np.testing.assert_array_equal(a.ST_conf_low, b.ST_conf_low)
     np.testing.assert_array_equal(a.shapley, b.shapley)
+    # ... and the seed is used: another one draws other query rows.
+    assert not np.array_equal(a.shapley, knn_indices(X, Y, seed=5).shapley)
+
+
+def test_without_intervals_the_estimates_are_the_same() -> None:
+    # intervals=False skips only the standard errors: same query rows, same estimates.
+    X, Y = _logistic_case(2000, seed=1)
+    a = knn_indices(X, Y, seed=4)
+    b = knn_indices(X, Y, seed=4, intervals=False)
+    np.testing.assert_array_equal(a.ST, b.ST)
+    np.testing.assert_array_equal(a.shapley, b.shapley)
+    assert a.noise_share == b.noise_share
+    assert np.isnan(b.ST_conf_low).all() and np.isnan(b.shapley_conf_high).all()
+    assert b.significant is None and b.noise_share_conf_low is None
+    assert any("intervals=False" in n for n in b.notes)
 
 
 def test_input_errors_name_the_argument() -> None:
