@@ -128,7 +128,8 @@ def knn_indices(
             (:func:`varirec.analysis.estimators._knn._scaled_by_slopes`); less bias in
             many dimensions.
         conf_level: confidence level of the intervals.
-        seed: int (0 included), Generator or None: the query rows of the subsets.
+        seed: int (0 included), Generator or None: the query rows of the subsets and
+            the pilot rows of ``scale_by_slopes``.
         workers: threads of the neighbour queries (-1: all cores).
         outcome: name of the outcome, recorded in the result.
 
