@@ -74,24 +74,6 @@ def _indices(column: pa.Array) -> np.ndarray:
     return indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
 
 
-class _Work:
-    """Reused per-batch buffers of :meth:`_Join.add`, for up to ``rows`` rows."""
-
-    def __init__(self, rows: int) -> None:
-        self.col = np.empty(rows, np.int64)
-        self.pos = np.empty(rows, np.int64)
-        self.start = np.empty(rows, np.int64)
-        self.flat = np.empty(rows, np.int64)
-        self.flag = np.empty(rows, bool)
-
-    def view(self, rows: int) -> _Work:
-        """The first ``rows`` of each buffer (views, no copy)."""
-        view = object.__new__(_Work)
-        for name, buf in vars(self).items():
-            setattr(view, name, buf[:rows])
-        return view
-
-
 class _Join:
     """The dense scatter of :func:`run_factors`, fed batch by batch."""
 
@@ -115,7 +97,10 @@ class _Join:
         self.label: np.ndarray | None = None
         self.build: list[tuple[np.ndarray, ...]] = []  # (col, seq, value, label) of env -1
         self.last_seq = -1
-        self._work = _Work(0)
+        # Per-batch scratch, reused: a fresh 1 MB temporary per batch is a fresh mmap, and
+        # its page faults cost more than the arithmetic. Rows: col, pos, start, flat.
+        self._ints = np.empty((4, 0), np.int64)
+        self._flag = np.empty(0, bool)
 
     def _columns_of(self, var_lut: np.ndarray, pairs: np.ndarray, width: int) -> np.ndarray:
         """Column of each (batch variation code * width + component) present."""
@@ -141,10 +126,11 @@ class _Join:
         n = len(seq)
         if n == 0:
             return
-        if len(self._work.pos) < n:
-            self._work = _Work(n)
-        work = self._work.view(n)
-        if seq[0] < self.last_seq or np.less(seq[1:], seq[:-1], out=work.flag[1:]).any():
+        if self._ints.shape[1] < n:
+            self._ints, self._flag = np.empty((4, n), np.int64), np.empty(n, bool)
+        col_buf, pos_buf, start_buf, flat_buf = self._ints[:, :n]
+        flag = self._flag[:n]
+        if seq[0] < self.last_seq or np.less(seq[1:], seq[:-1], out=flag[1:]).any():
             raise _Unsupported("draws are not in seq order")
         self.last_seq = int(seq[-1])
         var = batch.column(1)
@@ -155,7 +141,7 @@ class _Join:
         key = codes if width == 1 else codes * width + comp
         counts = np.bincount(key, minlength=len(var_lut) * width)
         col_lut = self._columns_of(var_lut, np.flatnonzero(counts), width)
-        col = np.take(col_lut, key, out=work.col, mode="clip")  # clip: unbuffered
+        col = np.take(col_lut, key, out=col_buf, mode="clip")  # clip: unbuffered
         env = batch.column(3).to_numpy()
         episode = batch.column(4).to_numpy()
         value = batch.column(5).to_numpy()
@@ -177,9 +163,7 @@ class _Join:
             and episode.max() < dense.max_episodes
         )
         if fast:  # every row is the env's own draw of a finished episode's cell
-            # Into reused buffers: a fresh 1 MB temporary per batch is a fresh mmap, and
-            # its page faults cost more than the arithmetic.
-            pos = np.multiply(episode, dense.num_envs, out=work.pos)
+            pos = np.multiply(episode, dense.num_envs, out=pos_buf)
             pos += env
             np.add.at(self.n_own, col_lut[np.flatnonzero(counts)], counts[counts > 0])
         else:
@@ -193,11 +177,15 @@ class _Join:
             col, pos, seq, value = col[keep], pos[keep], seq[keep], value[keep]
             label = None if label is None else label[keep]
             self.n_own += np.bincount(col, minlength=len(self.n_own))
-            work = self._work.view(len(keep))
-        start = np.take(self.start, pos, out=work.start, mode="clip")
-        if np.greater(seq, start, out=work.flag).any():
+            start_buf, flat_buf, flag = (
+                start_buf[: len(keep)],
+                flat_buf[: len(keep)],
+                flag[: len(keep)],
+            )
+        start = np.take(self.start, pos, out=start_buf, mode="clip")
+        if np.greater(seq, start, out=flag).any():
             raise _Unsupported("a draw made after its own episode began")
-        flat = np.multiply(col, dense.size, out=work.flat)
+        flat = np.multiply(col, dense.size, out=flat_buf)
         flat += pos
         self.value.reshape(-1)[flat] = value
         if label is not None and self.label is not None:
