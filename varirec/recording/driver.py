@@ -317,23 +317,32 @@ class VariationDriver:
     def draw_interval(self, env: Any = None) -> None:
         """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""
         t = self.tracker
+        step = None  # every env's count, worked out once: a draw takes no step
         for v in self.variations.enabled("interval"):
             nxt = self._interval_next.get(v.key)
             if nxt is None:
                 continue
-            due = np.flatnonzero(t.started & (t.step >= nxt))
+            if step is None:
+                step = t.step
+            due = np.flatnonzero(t.started & (step >= nxt))
             if due.size:
                 values = v.draw(env, due, apply=False)
                 if v.apply is not None:  # as the env takes them (tensors on its device)
                     v.apply(env, self.world.env_ids(due), self.world.values(values))
-                nxt[due] = t.steps(due) + self._interval_steps(v, due)
+                at = step[due]
+                nxt[due] = at + self._interval_steps(v, due, at)
 
-    def _interval_steps(self, v: Variation, ids: np.ndarray) -> np.ndarray:
+    def _interval_steps(
+        self, v: Variation, ids: np.ndarray, steps: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Steps until ``v``'s next draw for ``ids`` (``steps``: their counts, if known)."""
         low, high = v.cfg.interval_steps
         t = self.tracker
+        if steps is None:
+            steps = t.steps(ids)
         # Timers are episode noise too: keyed by the episode seed where one is set.
         keys, episodes = noise_keys(ids, t.episode[ids], t.seed[ids])
-        u = self._timer_stream.uniforms(keys, episodes, 1, t.steps(ids))
+        u = self._timer_stream.uniforms(keys, episodes, 1, steps)
         return low + np.minimum((u[:, 0] * (high - low + 1)).astype(np.int64), high - low)
 
     def _arm_interval_timers(self, ids: np.ndarray) -> None:
