@@ -36,6 +36,17 @@ def test_shapley_weights_give_owen_values_of_an_interaction() -> None:
     np.testing.assert_allclose(shapley_weights(2) @ ev, [0.5, 0.5])
 
 
+def test_gamma_weights_give_the_intercept_of_a_least_squares_line() -> None:
+    from varirec.analysis.estimators._knn import _gamma_weights
+
+    rng = np.random.default_rng(0)
+    d2 = np.sort(rng.random(10))
+    means = 0.3 + 2.0 * d2 + 0.01 * rng.standard_normal(10)
+    assert _gamma_weights(d2) @ means == pytest.approx(np.polyfit(d2, means, 1)[1], rel=1e-9)
+    # Equal distances: no line to fit, the plain mean.
+    assert _gamma_weights(np.full(4, 0.2)) @ means[:4] == pytest.approx(means[:4].mean())
+
+
 def test_subset_query_counts_spread_evenly_over_sizes() -> None:
     counts = subset_query_counts(4, 36_000, 20_000, 10)
     sizes = np.array([bin(m).count("1") for m in range(16)])
