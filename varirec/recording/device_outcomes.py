@@ -67,8 +67,8 @@ class DeviceOutcomes:
         self.n = num_envs
         self.device = device
         self.torch: Any = None
-        acc = np.zeros((2, num_envs))
-        acc[1] = np.nan
+        acc = np.empty((2, num_envs))
+        acc[:] = np.array(_FILL)[:, None]
         flags = np.zeros((2, num_envs), bool)
         if start is not None:
             acc[:], flags[:] = start
@@ -83,7 +83,6 @@ class DeviceOutcomes:
             self._fill: Any = torch.tensor(_FILL, dtype=torch.float64, device=device)[:, None]
         else:
             self.acc, self.flags = acc, flags
-            self._fill = np.array(_FILL)[:, None]
         # The rows a step writes, as views made once.
         self._rows = (self.acc[0], self.flags[0], self.flags[1], self.acc[1])
 
