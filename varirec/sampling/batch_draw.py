@@ -32,6 +32,7 @@ import numpy as np
 from varirec.sampling import portable
 from varirec.sampling.accel import kernels
 from varirec.sampling.cfg_base import SamplerCfg
+from varirec.sampling.constants import BELOW_ONE, TO_UNIT
 from varirec.sampling.discrete_cfgs import BernoulliCfg, ChoiceCfg, IntegerCfg
 from varirec.sampling.sampler_cfgs import (
     ConstantCfg,
@@ -44,7 +45,7 @@ from varirec.sampling.sampler_cfgs import (
     gauss_params,
     gauss_values,
 )
-from varirec.sampling.streams import _BELOW_ONE, _GOLDEN, _M1, _M2, _SECOND, _mix, _to_unit
+from varirec.sampling.streams import _GOLDEN, _M1, _M2, _SECOND, _mix, _to_unit
 
 __all__ = ["ColumnPlan", "keyed_uniforms"]
 
@@ -122,7 +123,7 @@ def keyed_uniforms(
     h2 = _mix_t(h ^ (extra * _s64(_SECOND)))
     h = xp.where(extra == 0, h, h2)
     u = _srl(h, 11).to(xp.float64)
-    return xp.clamp((u + 0.5) * 2.0**-53, max=_BELOW_ONE)  # as streams._to_unit
+    return xp.clamp((u + 0.5) * TO_UNIT, max=BELOW_ONE)  # as streams._to_unit
 
 
 def _inverse_cdf(kind: str, x: Any, p: dict[str, Any], xp: Any) -> Any:
