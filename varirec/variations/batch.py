@@ -229,22 +229,25 @@ class ResetGroup:
         if counters is not None:  # the counters now follow this group's batch draws
             counters.track(self.together, self.rows)
         self.samplers = [v.sampler for v in self.together]
-        self.fed_cache: tuple[tuple[Any, ...], frozenset[Any], list[int]] | None = None
+        self.fed_cache: tuple[tuple[Any, ...], frozenset[Any], frozenset[int]] | None = None
         """The last batch's listeners, fed set and unfed variations (see _listened)."""
 
 
 _AFTER = attrgetter("_after")
 
 
-def _listened(g: ResetGroup | None, samplers: list[Any], fed: set[Any]) -> list[int]:
-    """The variations with listeners that ``fed`` lacks; the group keeps the answer
-    while every sampler keeps its listeners and the fed set stays the same (each
-    reset of a recording loop: two compares instead of a set test per variation)."""
+def _listened(g: ResetGroup | None, samplers: list[Any], fed: set[Any]) -> frozenset[int]:
+    """The variations with listeners that ``fed`` lacks (a set: each variation asks
+    whether it is in it); the group keeps the answer while every sampler keeps its
+    listeners and the fed set stays the same (each reset of a recording loop: two
+    compares instead of a set test per variation)."""
     afters = tuple(map(_AFTER, samplers))
     cached = None if g is None else g.fed_cache
     if cached is not None and cached[0] == afters and cached[1] == fed:
         return cached[2]
-    listened = [j for j, fns in enumerate(afters) if fns and not (fed and fed.issuperset(fns))]
+    listened = frozenset(
+        j for j, fns in enumerate(afters) if fns and not (fed and fed.issuperset(fns))
+    )
     if g is not None:
         g.fed_cache = (afters, frozenset(fed), listened)
     return listened
