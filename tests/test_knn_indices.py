@@ -47,6 +47,29 @@ def test_gamma_weights_give_the_intercept_of_a_least_squares_line() -> None:
     assert _gamma_weights(np.full(4, 0.2)) @ means[:4] == pytest.approx(means[:4].mean())
 
 
+def test_slope_pilot_pairs_never_pair_a_row_with_itself(monkeypatch) -> None:
+    # Every row twice, with its own noise: a row's twin is at distance 0 like the row
+    # itself, and a query may list either first. A pair of a row with itself would
+    # enter the slope regression as an exact zero.
+    from scipy.optimize import nnls
+
+    from varirec.analysis.estimators import _knn
+
+    rng = np.random.default_rng(0)
+    X = np.tile(rng.random((500, 3)), (2, 1))
+    y = 10.0 * X[:, 0] + X[:, 1] + rng.standard_normal(X.shape[0])
+    seen = []
+
+    def spy(design, semi):
+        seen.append(semi)
+        return nnls(design, semi)
+
+    monkeypatch.setattr(_knn, "nnls", spy)
+    _knn._scaled_by_slopes(X, np.zeros(3, bool), y, rng, 5, 1)
+    assert len(seen) == 1 and seen[0].size == X.shape[0] * 5
+    assert np.all(seen[0] > 0.0)
+
+
 def test_subset_query_counts_spread_evenly_over_sizes() -> None:
     counts = subset_query_counts(4, 36_000, 20_000, 10)
     sizes = np.array([bin(m).count("1") for m in range(16)])

@@ -83,20 +83,10 @@ def _subset_pairs(
         computes the standard errors; and the *gap*: how far the intercept moves
         when only the nearer half of the neighbours is used.
     """
-    N = y.size
-    points = coords[:, columns]
-    k = max(1, min(num_neighbours, N - 2))
-    tree = cKDTree(points, balanced_tree=False, compact_nodes=False)
-    # eps=1: approximate neighbours (within 2x the true distance) are 4x faster in
-    # 8-10 dimensions; the correction uses the distances actually found.
-    dist, idx = tree.query(points[rows], k=k + 1, workers=workers, eps=1.0)
-    # Drop each row itself (ties may put it in any column) and keep its k neighbours.
-    is_self = idx == rows[:, np.newaxis]
-    is_self[~is_self.any(axis=1), -1] = True
-    keep = ~is_self
+    k = max(1, min(num_neighbours, y.size - 2))
+    dist, nbr = _neighbours(coords[:, columns], rows, k, workers)
     n = rows.size
-    nbr = idx[keep].reshape(n, k)
-    d2 = (dist[keep].reshape(n, k) ** 2).mean(axis=0)
+    d2 = (dist**2).mean(axis=0)
     semi = 0.5 * (y[rows, np.newaxis] - y[nbr]) ** 2
     means = semi.mean(axis=0)
     weights = _gamma_weights(d2)
@@ -105,6 +95,25 @@ def _subset_pairs(
     gap_weights[:half] += _gamma_weights(d2[:half])
     shares = (semi - means) * (weights / n)
     return float(means @ weights), nbr, shares, float(means @ gap_weights)
+
+
+def _neighbours(
+    points: NDArray[np.float64], rows: NDArray[np.intp], k: int, workers: int
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """``(n, k)`` distances and rows of the ``k`` nearest neighbours of ``points[rows]``.
+
+    Each row itself is left out, wherever ties put it (a duplicate of the row may come
+    first).
+    """
+    tree = cKDTree(points, balanced_tree=False, compact_nodes=False)
+    # eps=1: approximate neighbours (within 2x the true distance) are 4x faster in
+    # 8-10 dimensions; the correction uses the distances actually found.
+    dist, idx = tree.query(points[rows], k=k + 1, workers=workers, eps=1.0)
+    is_self = idx == rows[:, np.newaxis]
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    n = rows.size
+    return dist[keep].reshape(n, k), idx[keep].reshape(n, k)
 
 
 def _gamma_weights(d2: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -153,9 +162,7 @@ def _scaled_by_slopes(
         return coords
     k = max(1, min(num_neighbours, N - 2))
     rows = rng.choice(N, size=min(num_pilot, N), replace=False)
-    tree = cKDTree(coords, balanced_tree=False, compact_nodes=False)
-    _, idx = tree.query(coords[rows], k=k + 1, workers=workers, eps=1.0)
-    nbr = idx[:, 1:]
+    _, nbr = _neighbours(coords, rows, k, workers)
     diff2 = (coords[rows, np.newaxis][:, :, cont] - coords[nbr][:, :, cont]) ** 2
     semi = 0.5 * (y[rows, np.newaxis] - y[nbr]) ** 2
     design = np.column_stack([np.ones(semi.size), diff2.reshape(-1, cont.size)])
