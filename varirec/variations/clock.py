@@ -37,7 +37,6 @@ class EpisodeClock(Protocol):
 
     num_envs: int
     episode: np.ndarray
-    step: np.ndarray
     sample_id: np.ndarray
     seed: np.ndarray
 
