@@ -16,7 +16,9 @@ numpy path's bit for bit; ``tests/test_compiled_draws.py`` checks it.
 This module imports numba: it is loaded by :mod:`varirec.sampling.accel` on the first
 draw, never by ``import varirec``. Kernels are cached on disk (``cache=True``: next to
 this file, else numba's user cache or ``NUMBA_CACHE_DIR``); where no cache directory is
-writable they compile in memory, in every process.
+writable they compile in memory, in every process. numba invalidates a cached kernel only
+when this file changes, not when a jitted callee in another file does: every function a
+kernel calls lives here (``_log1`` repeats ``portable._log_one`` on purpose).
 
 >>> import numpy as np
 >>> from varirec.sampling import portable
@@ -37,7 +39,6 @@ import numba
 import numpy as np
 
 from varirec.sampling import constants as k
-from varirec.sampling import portable
 
 __all__ = [
     "affine_columns",
@@ -63,8 +64,9 @@ _S11, _S16, _S27, _S30, _S31, _S32 = (np.uint64(s) for s in (11, 16, 27, 30, 31,
 _LOW32 = np.uint64(0xFFFFFFFF)
 _ZERO = np.uint64(0)
 _TO_UNIT, _BELOW_ONE = k.TO_UNIT, k.BELOW_ONE
-_LN2_HI, _LN2_LO, _INV_LN2 = k.LN2_HI, k.LN2_LO, k.INV_LN2
+_LN2_HI, _LN2_LO, _INV_LN2, _SQRT_HALF = k.LN2_HI, k.LN2_LO, k.INV_LN2, k.SQRT_HALF
 _P1, _P2, _P3, _P4, _P5 = k.EXP_P
+_G1, _G2, _G3, _G4, _G5, _G6, _G7 = k.LG
 _A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7 = k.A
 _B0, _B1, _B2, _B3, _B4, _B5, _B6, _B7 = k.B
 _C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7 = k.C
@@ -142,8 +144,23 @@ def _exp1(x: float) -> float:
     return math.ldexp(y, int(kk))
 
 
-_log1 = _jit(portable._log_one)
-"""One log, compiled from the Python-float path of :func:`portable.log` (one source)."""
+@_jit
+def _log1(x: float) -> float:
+    m, e = math.frexp(x)
+    kk = np.float64(e)
+    if m < _SQRT_HALF:
+        m = m * 2.0
+        kk = kk - 1.0
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = ((w * _G6 + _G4) * w + _G2) * w
+    r = (((w * _G7 + _G5) * w + _G3) * w + _G1) * z
+    r = r + t1
+    hfsq = 0.5 * f * f
+    r = (r + hfsq) * s + kk * _LN2_LO
+    return kk * _LN2_HI - ((hfsq - r) - f)
 
 
 @_jit
