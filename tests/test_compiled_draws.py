@@ -195,6 +195,26 @@ def test_a_reset_batch_of_every_kind_is_the_numpy_bits_and_the_solo_draws(n: int
     _same_bits(fast, slow)
 
 
+def test_a_subclass_of_normal_draws_through_its_ppf_as_in_numpy() -> None:
+    """``NormalCfg.ppf`` of a subclass (no ``low`` / ``high``) is the plain normal."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from varirec.sampling import cfg_base
+
+    @dataclass(frozen=True, kw_only=True)
+    class MyNormal(vr.NormalCfg):
+        kind: ClassVar[str] = "test_my_normal"  # its own kind: "normal" stays NormalCfg
+
+    cfg_base._KINDS.pop(MyNormal.kind)
+
+    u = np.concatenate([RNG.random(200), [1e-300, 1 - 2.0**-53]]).reshape(-1, 2)
+    cfg = MyNormal(mean=(1.0, -2.0), std=(2.0, 0.5))
+    fast, slow = _both(lambda: cfg.ppf(u))
+    _same_bits(fast, slow)
+    _same_bits(fast, vr.NormalCfg(mean=(1.0, -2.0), std=(2.0, 0.5)).ppf(u))
+
+
 def _run(statement: str, **env: str) -> str:
     import os
 

@@ -221,7 +221,7 @@ def gauss_params(cfg: NormalCfg | TruncNormalCfg) -> dict[str, np.ndarray]:
     ``hi_tail + u * mass`` where ``upper`` (drawn in the upper tail and negated), else
     ``lo_tail + u * mass``; the value is ``mean + std * z``, clipped to ``[low, high]``
     unless ``plain``. The truncated normal's ppf, in these words."""
-    if type(cfg) is NormalCfg:
+    if isinstance(cfg, NormalCfg):  # a subclass too: it has no bounds
         mean, std = (np.array(a, float) for a in cfg._arrays("mean", "std"))
         z, one = np.zeros_like(mean), np.ones_like(mean)
         return {
