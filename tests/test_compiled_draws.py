@@ -126,6 +126,7 @@ def test_quantile_exp_and_log_are_the_numpy_bits_on_every_branch() -> None:
     p = _edges()
     for shaped in (p, p[:-2].reshape(-1, 4), p[::3], p[:1], p[5:6].reshape(())):
         _same_bits(*_both(lambda s=shaped: portable.ndtri(s, np)))
+        _same_bits(*_both(lambda s=shaped: portable.log(s, np)))
     x = np.concatenate([np.linspace(-700, 700, 4001), RNG.uniform(-708, 709, 20000)])
     _same_bits(*_both(lambda: portable.exp(x, np)))
     _same_bits(*_both(lambda: portable.exp(x[:-1].reshape(-1, 2)[:, ::-1], np)))

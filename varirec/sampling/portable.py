@@ -87,7 +87,9 @@ def log(x: Any, xp: Any) -> Any:
         x = np.asarray(x)
         if x.dtype == np.float64:  # other dtypes keep their own precision below
             kern = kernels()
-            return _log_np(x) if kern is None else _compiled(kern.log, x)
+            if kern is not None:
+                return _compiled(kern.log, x)
+            return _log_np(x.reshape(-1)).reshape(x.shape)  # a 0-d x too, as compiled
     m, e = _frexp(x, xp)  # x = m * 2**e, m in [0.5, 1)
     small = m < _SQRT_HALF
     m = xp.where(small, m * 2.0, m)  # m in [sqrt(1/2), sqrt(2))
