@@ -30,16 +30,20 @@ def _needs_kernels() -> None:
 
 
 class _Counted:
-    """The kernels, counting the calls made through them."""
+    """The kernels, noting the name of each call made through them."""
 
     def __init__(self, kern: object) -> None:
-        self.kern, self.calls = kern, 0
+        self.kern, self.names = kern, []
+
+    @property
+    def calls(self) -> int:
+        return len(self.names)
 
     def __getattr__(self, name: str) -> object:
         fn = getattr(self.kern, name)
 
         def call(*args: object) -> object:
-            self.calls += 1
+            self.names.append(name)
             return fn(*args)
 
         return call
@@ -196,6 +200,47 @@ def test_a_reset_batch_of_every_kind_is_the_numpy_bits_and_the_solo_draws(n: int
     _same_bits(fast, slow)
 
 
+_CONTINUOUS = [n for n in CFGS if n.split("_")[0] in ("uniform", "loguniform", "normal",
+               "truncnormal", "constant")]  # fmt: skip
+
+
+@pytest.mark.parametrize("n", [1, 64, 3000])
+def test_the_one_pass_draw_of_a_continuous_plan_is_the_numpy_bits(n: int) -> None:
+    """A reset's first draws of continuous kinds go through ``plan_columns`` alone (the
+    hash and every inverse CDF in one kernel call): the numpy path's bits, in every
+    column, with the kinds interleaved and past every branch of the quantile."""
+    from varirec.sampling import accel
+
+    names = [*_CONTINUOUS, "normal", "uniform", "truncnormal_far", "loguniform"]
+    cfgs = [CFGS[x] for x in names]
+    streams = [CounterStream(5, f"{x}{i}") for i, x in enumerate(names)]
+    plan = ColumnPlan(cfgs, [s.base for s in streams])
+    assert plan.continuous
+    ids, episodes = WIDE[:n], np.roll(WIDE, 3)[:n]  # any int64 keys
+    with compiled_draws(True) as kern:
+        spy = accel._kernels = _Counted(kern)
+        fast = plan.draw_columns(ids, episodes, None, np)[1]
+    assert spy.names == ["plan_columns"]
+    with compiled_draws(False):
+        slow = plan.draw_columns(ids, episodes, None, np)[1]
+    _same_bits(fast, slow)
+    for j, (cfg, stream) in enumerate(zip(cfgs, streams, strict=True)):
+        s, e = plan._bounds[j]
+        with compiled_draws(False):
+            solo = cfg.build()._sample(n, stream.keyed(ids, episodes, 0), None)
+        _same_bits(fast[:, s:e].reshape(solo.shape), solo)
+    # The kind codes the plan writes are the kernel's.
+    from varirec.sampling import batch_draw, compiled
+
+    codes = {kind: code for kind, (code, _) in batch_draw._FUSED.items()}
+    assert codes == {
+        "uniform": compiled.UNIFORM,
+        "loguniform": compiled.LOGUNIFORM,
+        "gauss": compiled.GAUSS,
+        "constant": compiled.CONSTANT,
+    }
+
+
 def test_a_subclass_of_normal_draws_through_its_ppf_as_in_numpy() -> None:
     """``NormalCfg.ppf`` of a subclass (no ``low`` / ``high``) is the plain normal."""
     from dataclasses import dataclass
@@ -278,10 +323,10 @@ def test_a_kernel_without_a_writable_cache_compiles_in_memory() -> None:
     install; here a function with no source file); the kernel then compiles uncached."""
     import numba
 
-    from varirec.sampling.compiled import _jit
+    from varirec.sampling.compiled import jit
 
     namespace: dict[str, object] = {}
     exec("def twice(x):\n    return 2 * x\n", namespace)  # no file: no cache locator
     with pytest.raises(RuntimeError, match="cannot cache"):
         numba.njit(cache=True)(namespace["twice"])
-    assert _jit(namespace["twice"])(21) == 42
+    assert jit(namespace["twice"])(21) == 42

@@ -34,7 +34,8 @@ import pyarrow as pa
 
 from varirec.arrays import ArrayWorld, is_tensor
 from varirec.errors import RecorderStateError
-from varirec.recording.episodes import EpisodeTracker
+from varirec.recording.episodes import EpisodeTracker, now_us
+from varirec.sampling.accel import kernels, kernels_of
 from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
 from varirec.variations.batch import (
     DrawCounters,
@@ -46,6 +47,9 @@ from varirec.variations.batch import (
 from varirec.variations.variation import Variation, VariationSet, epoch, noise_keys
 
 __all__ = ["DriverHooks", "EpisodeSchedule", "StudyDesign", "VariationDriver"]
+
+TRACKER_KERNELS = "varirec.recording.tracker_kernels"
+"""The tracker's compiled reset steps (:func:`varirec.sampling.accel.kernels_of`)."""
 
 
 def _torch_int64() -> Any:
@@ -246,6 +250,8 @@ class VariationDriver:
             return None
         batch = None
         if g.together:
+            if not begun:
+                self.tracker.begin_unbegun(ids)
             batch = draw_reset_batch(
                 g.together,
                 ids,
@@ -253,7 +259,8 @@ class VariationDriver:
                 self.world,
                 counters=self._counters,
                 group=g,
-                begun=begun,
+                begun=True,
+                keys=self._first_draw_keys(g, ids),
             )
             if batch is not None:
                 if self.hooks is not None:
@@ -262,6 +269,24 @@ class VariationDriver:
         for v in g.alone:
             v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
         return batch
+
+    def _first_draw_keys(
+        self, g: ResetGroup, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, bool, bool] | None:
+        """What :func:`draw_reset_batch` reads first (the episodes and design rows of
+        ``ids``, whether one is in a design, :func:`first_draws`) in one compiled call;
+        None where the kernels are off: it reads them with numpy."""
+        c = self._counters
+        if g.rows is None or c.cols is not g.rows or ids.dtype != np.int64:
+            return None
+        kt = kernels_of(TRACKER_KERNELS)
+        if kt is None:
+            return None
+        keys = np.empty((2, len(ids)), np.int64)
+        code = kt.first_draw_keys(ids, self.tracker._ints, c.last, c.pending, keys)
+        if code & 2:
+            c.dirty = True
+        return keys[0], keys[1], bool(code & 1), bool(code & 2)
 
     def _env_ids(self, ids: np.ndarray, given: Any) -> Any:
         """The ids as ``apply`` takes them: the env's own int64 id tensor where it handed
@@ -302,6 +327,14 @@ class VariationDriver:
         draws, applied to ``env``; ``reset_fn(env_ids, seeds)``, the env's own reset
         from the applied values; then ``record_post_reset``, with the new episodes'
         first state in place."""
+        if (
+            reset_fn is None
+            and self.hooks is None
+            and self.schedule is None
+            and type(env_ids) is np.ndarray
+            and self._fused_reset(env, env_ids)
+        ):
+            return
         ids = self._ids(env_ids)  # checked once for every step
         if self.schedule is not None:
             self.schedule.check_bound()  # before the tracker moves: nothing half-done
@@ -313,6 +346,74 @@ class VariationDriver:
         if reset_fn is not None:
             reset_fn(ids, seeds)
         self._post_reset(ids, begun=True)
+
+    def _fused_reset(self, env: Any, ids: np.ndarray) -> bool:
+        """:meth:`reset` of a numpy env in a few compiled calls, where nothing listens or
+        records (the zero-cost path; ``tests/test_tracker_kernels.py`` runs it against
+        the general path): the tracker's pre-reset and the first-draw check in one
+        kernel, every value in another, ``apply``, then the start in a third. Returns
+        False, with nothing changed, where it does not apply (or an id is out of range:
+        the general path names it)."""
+        g = self._group
+        c = self._counters
+        if (
+            g is None
+            or g.epoch != epoch()
+            or ids.dtype != np.int64
+            or ids.ndim != 1
+            or self.world.device is not None
+            or c.cols is not g.rows
+            or g.rows is None
+            or not g.fusable()
+        ):
+            return False
+        kd, kt = kernels(), kernels_of(TRACKER_KERNELS)
+        if kd is None or kt is None:
+            return False
+        t = self.tracker
+        keys = np.empty((2, len(ids)), np.int64)
+        code = kt.begin_first_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch)
+        if code < 0:
+            return False
+        t.episodes_finished += code >> 2
+        t.seq += 1  # the finished episodes' end, as finish takes it
+        if code & 2:
+            c.dirty = True
+            plan = g.plan
+            episodes, rows = keys
+            out = np.empty((len(ids), plan.width))
+            kd.plan_columns(plan.bases, plan.comps, plan.fused_form, ids, episodes, out)
+            vs = g.together
+            batch = ResetBatch(
+                vs,
+                ids,
+                None,
+                None,
+                self.world,
+                matrix=out,
+                parts=(plan, out, out, np, rows, None),
+                lazy=(t.take_seqs(len(vs)), episodes, rows, bool(code & 1)),
+                group=g,
+            )
+            for v in vs:
+                v.num_draws += 1
+            if g.appliers:
+                values = batch.values
+                for j, fn in g.appliers:
+                    fn(env, ids, values[j])
+            if g.apply_batch is not None:
+                g.apply_batch(env, ids, batch)
+        else:  # an env draws again in its episode: the draw counts per variation
+            self._draw_reset(env, ids, ids, begun=True)
+        # tracker.start, straight to its kernel (every env of ids began an episode above)
+        seq = t.seq + 1
+        if kt.start(ids, t._ints, t.started, t._clock, seq, now_us(), t._scratch) == 0:
+            t.seq = seq
+        else:  # an env started meanwhile (an apply restarted it): the checked path names it
+            t.start(ids, begun=True)
+        if self._interval_next:
+            self._arm_interval_timers(ids)
+        return True
 
     def draw_interval(self, env: Any = None) -> None:
         """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from varirec.errors import RecorderStateError
+from varirec.sampling.accel import kernels_of
 
 __all__ = ["EpisodeTracker", "check_num_envs", "now_us"]
 
@@ -52,6 +53,10 @@ def check_num_envs(num_envs: object) -> int:
 def now_us() -> int:
     """UTC wall-clock time in integer microseconds since the epoch."""
     return time.time_ns() // 1000
+
+
+def _kernels() -> Any:
+    return kernels_of("varirec.recording.tracker_kernels")
 
 
 _INT_ROWS = {
@@ -95,6 +100,7 @@ class EpisodeTracker:
         self.started = np.zeros(num_envs, dtype=bool)
         self.seq = 0
         self.episodes_finished = 0
+        self._scratch = np.empty(num_envs, dtype=np.int64)  # the compiled steps' reads
 
     def ids(self, env_ids: Any = None) -> np.ndarray:
         """Normalize ``env_ids`` (None: all envs) to an int64 array, checking the range."""
@@ -166,6 +172,14 @@ class EpisodeTracker:
         """:meth:`finish` without columns, then :meth:`begin`, in fewer passes: a reset
         that records nothing (the finished episodes' stopped step counts and flags are
         overwritten by the new episodes' at once)."""
+        kern = _kernels()
+        if kern is not None and env_ids.dtype == np.int64:
+            finished = kern.finish_and_begin(env_ids, self._ints, self.started, self._scratch)
+            if finished < 0:  # checked ids go in; this is for a caller that did not check
+                raise ValueError(f"`env_ids` must be in [0, {self.num_envs}), got {env_ids}")
+            self.episodes_finished += finished
+            self.seq += 1
+            return
         self.episodes_finished += int(np.count_nonzero(self.started[env_ids]))
         self.seq += 1  # the finished episodes' end, as finish takes it
         self.begin(env_ids)
@@ -181,6 +195,13 @@ class EpisodeTracker:
         ``begun``: every env of ``env_ids`` began an episode (no env is still at -1)."""
         if not begun:
             self.begin_unbegun(env_ids)
+        kern = _kernels()
+        if kern is not None and env_ids.dtype == np.int64:
+            seq = self.seq + 1
+            if kern.start(env_ids, self._ints, self.started, self._clock, seq, now_us(),
+                          self._scratch) == 0:  # fmt: skip
+                self.seq = seq
+                return
         again = env_ids[self.started[env_ids]]
         if again.size:
             raise RecorderStateError(

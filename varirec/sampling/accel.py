@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import logging
 import os
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NO_COMPILE_ENV", "compiled_draws", "kernels"]
+__all__ = ["NO_COMPILE_ENV", "compiled_draws", "kernels", "kernels_of"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,29 @@ def kernels() -> ModuleType | None:
     """The compiled kernels (:mod:`varirec.sampling.compiled`), or None: use numpy."""
     found = _kernels
     return _load() if found is _UNSET else found
+
+
+_companions: dict[str, ModuleType | None] = {}
+
+
+def kernels_of(module: str) -> ModuleType | None:
+    """The compiled module ``module`` of another stage (a module that imports numba and
+    has a ``warm()`` that compiles its kernels), or None: use numpy. It follows the
+    same switch as :func:`kernels` (numba present, ``VARIREC_NO_COMPILE``,
+    :func:`compiled_draws`), and is imported and warmed once, on first use."""
+    if kernels() is None:
+        return None
+    found = _companions.get(module, _UNSET)
+    if found is _UNSET:
+        found = _companions[module] = None
+        try:
+            found = importlib.import_module(module)
+            found.warm()
+        except Exception as exc:  # as in _load: numpy gives the same results
+            log.warning("varirec: numba kernels of %s unavailable (%r); using numpy", module, exc)
+            found = None
+        _companions[module] = found
+    return found
 
 
 def _load() -> ModuleType | None:
@@ -74,6 +98,7 @@ def _warm(c: ModuleType) -> None:
         c.affine_columns(x, f, f)
         c.exp_columns(x, f, f)
         c.gauss_columns(x, np.zeros((9, x.shape[1])))
+    c.plan_columns(u, u, np.zeros((10, 3)), i, i, grid)
 
 
 @contextlib.contextmanager

@@ -139,6 +139,13 @@ def _inverse_cdf(kind: str, x: Any, p: dict[str, Any], xp: Any) -> Any:
 
 
 _NO_SEQ = np.zeros((1, 1), np.int64)
+_FUSED = {
+    "uniform": (0, ("low", "span")),
+    "loguniform": (1, ("lo", "span")),
+    "gauss": (2, ()),
+    "constant": (3, ("value",)),
+}
+"""Per continuous kind: its code in ``compiled.plan_columns`` and its parameter rows."""
 _CONTINUOUS = (UniformCfg, LogUniformCfg, NormalCfg, TruncNormalCfg, ConstantCfg)
 _CODED = (IntegerCfg, ChoiceCfg, BernoulliCfg)
 
@@ -195,6 +202,8 @@ class ColumnPlan:
         self.continuous = set(self.groups) <= {"uniform", "loguniform", "gauss", "constant"}
         """Every column is a float value: the matrix of :meth:`draw_matrix` holds them all."""
         self._on_device: dict[Any, Any] = {}
+        self.fused_form = self._fused_form() if self.continuous else None
+        """Every column's kind and parameters, as the compiled one-pass draw takes them."""
         # Category edges (the inverse CDF of the probabilities) and values, per coded cfg.
         self._lookup = {
             id(c): (np.cumsum(c.probs)[:-1], np.asarray(c.categories))
@@ -227,6 +236,19 @@ class ColumnPlan:
         if kind == "constant":
             return {"value": cfg._arrays("value")[0]}
         return {}
+
+    def _fused_form(self) -> np.ndarray:
+        """The ``(10, C)`` form of :func:`~varirec.sampling.compiled.plan_columns`: row 0
+        each column's kind code, then its parameters."""
+        form = np.zeros((10, self.width))
+        for kind, (cols, p) in self.groups.items():
+            code, names = _FUSED[kind]
+            form[0, cols] = code
+            if kind == "gauss":
+                form[1:, cols] = self._gauss_form
+            for r, name in enumerate(names, start=1):
+                form[r, cols] = p[name]
+        return form
 
     def _device_params(self, xp: Any, device: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
         if xp is np:
@@ -379,6 +401,19 @@ class ColumnPlan:
         """The keyed uniforms and :meth:`columns` of them, from which :meth:`split` takes
         each cfg's values (views). When :attr:`continuous`, the columns are the values
         of every cfg side by side (and may be the uniforms' own array)."""
+        if xp is np and self.fused_form is not None and draw_seq is None:
+            kern = kernels()
+            if kern is not None:  # one pass: the hash and every inverse CDF
+                out = np.empty((len(env_ids), self.width))
+                kern.plan_columns(
+                    self.bases,
+                    self.comps,
+                    self.fused_form,
+                    env_ids.astype(np.int64, copy=False),
+                    episodes.astype(np.int64, copy=False),
+                    out,
+                )
+                return out, out
         u = self.uniforms(env_ids, episodes, draw_seq, xp, device)
         return u, self.columns(u, xp, device)
 

@@ -11,7 +11,9 @@ numpy path's bit for bit; ``tests/test_compiled_draws.py`` checks it.
 - :func:`keyed_columns` — :func:`~varirec.sampling.batch_draw.keyed_uniforms` (numpy);
 - :func:`ndtri`, :func:`exp`, :func:`log` — :mod:`varirec.sampling.portable` on float64;
 - :func:`affine_columns`, :func:`exp_columns`, :func:`gauss_columns` — the inverse CDFs
-  of :meth:`~varirec.sampling.batch_draw.ColumnPlan.columns`, in place.
+  of :meth:`~varirec.sampling.batch_draw.ColumnPlan.columns`, in place;
+- :func:`plan_columns` — the keyed uniforms and every continuous inverse CDF of a reset's
+  first draws in one pass (:meth:`~varirec.sampling.batch_draw.ColumnPlan.draw_columns`).
 
 This module imports numba: it is loaded by :mod:`varirec.sampling.accel` on the first
 draw, never by ``import varirec``. Kernels are cached on disk (``cache=True``: next to
@@ -49,10 +51,11 @@ __all__ = [
     "keyed_uniforms",
     "log",
     "ndtri",
+    "plan_columns",
 ]
 
 
-def _jit(fn: Callable[..., Any]) -> Any:
+def jit(fn: Callable[..., Any]) -> Any:
     try:
         return numba.njit(cache=True)(fn)
     except RuntimeError:  # no writable cache directory (a read-only install)
@@ -75,7 +78,7 @@ _E0, _E1, _E2, _E3, _E4, _E5, _E6, _E7 = k.E
 _F0, _F1, _F2, _F3, _F4, _F5, _F6, _F7 = k.F
 
 
-@_jit
+@jit
 def _mix(z: Any) -> Any:
     z ^= z >> _S30
     z *= _M1
@@ -84,19 +87,19 @@ def _mix(z: Any) -> Any:
     return z ^ (z >> _S31)
 
 
-@_jit
+@jit
 def _unit(h: Any) -> float:
     u = (np.float64(h >> _S11) + 0.5) * _TO_UNIT
     return u if u <= _BELOW_ONE else _BELOW_ONE
 
 
-@_jit
+@jit
 def _first(base: Any, env: Any, episode: Any) -> Any:
     word = (np.uint64(env) << _S32) | (np.uint64(episode) & _LOW32)
     return _mix((word * _GOLDEN) ^ base)
 
 
-@_jit
+@jit
 def keyed_uniforms(
     base: np.uint64, env: np.ndarray, ep: np.ndarray, seq: np.ndarray, out: np.ndarray
 ) -> None:
@@ -111,7 +114,7 @@ def keyed_uniforms(
             out[i, c] = _unit(h if extra == _ZERO else _mix(h ^ (extra * _SECOND)))
 
 
-@_jit
+@jit
 def keyed_columns(
     bases: np.ndarray,
     comps: np.ndarray,
@@ -132,7 +135,7 @@ def keyed_columns(
             out[i, c] = _unit(h if extra == _ZERO else _mix(h ^ (extra * _SECOND)))
 
 
-@_jit
+@jit
 def _exp1(x: float) -> float:
     kk = np.floor(x * _INV_LN2 + 0.5)
     hi = x - kk * _LN2_HI
@@ -144,7 +147,7 @@ def _exp1(x: float) -> float:
     return math.ldexp(y, int(kk))
 
 
-@_jit
+@jit
 def _log1(x: float) -> float:
     m, e = math.frexp(x)
     kk = np.float64(e)
@@ -163,7 +166,7 @@ def _log1(x: float) -> float:
     return kk * _LN2_HI - ((hfsq - r) - f)
 
 
-@_jit
+@jit
 def _ndtri1(p: float) -> float:
     q = p - 0.5
     if not abs(q) > 0.425:
@@ -183,28 +186,28 @@ def _ndtri1(p: float) -> float:
     return math.copysign(a / b, q)
 
 
-@_jit
+@jit
 def ndtri(p: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = portable.ndtri(p[i])`` over 1-D float64 arrays."""
     for i in range(p.shape[0]):
         out[i] = _ndtri1(p[i])
 
 
-@_jit
+@jit
 def exp(x: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = portable.exp(x[i])`` over 1-D float64 arrays."""
     for i in range(x.shape[0]):
         out[i] = _exp1(x[i])
 
 
-@_jit
+@jit
 def log(x: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = portable.log(x[i])`` over 1-D float64 arrays."""
     for i in range(x.shape[0]):
         out[i] = _log1(x[i])
 
 
-@_jit
+@jit
 def affine_columns(x: np.ndarray, low: np.ndarray, span: np.ndarray) -> None:
     """``x[:, j] = low[j] + span[j] * x[:, j]`` in place (uniform columns)."""
     for i in range(x.shape[0]):
@@ -212,7 +215,7 @@ def affine_columns(x: np.ndarray, low: np.ndarray, span: np.ndarray) -> None:
             x[i, j] = x[i, j] * span[j] + low[j]
 
 
-@_jit
+@jit
 def exp_columns(x: np.ndarray, lo: np.ndarray, span: np.ndarray) -> None:
     """``x[:, j] = exp(lo[j] + span[j] * x[:, j])`` in place (log-uniform columns)."""
     for i in range(x.shape[0]):
@@ -220,26 +223,65 @@ def exp_columns(x: np.ndarray, lo: np.ndarray, span: np.ndarray) -> None:
             x[i, j] = _exp1(lo[j] + span[j] * x[i, j])
 
 
-@_jit
+@jit
+def _gauss1(u: float, form: np.ndarray, j: int, r: int) -> float:
+    """One value of a normal or truncated normal column: ``form[r:r + 9, j]`` is
+    its ``mean, std, low, high, upper, lo_tail, hi_tail, mass, plain``."""
+    upper, plain = form[r + 4, j] != 0.0, form[r + 8, j] != 0.0
+    if plain:
+        q = u
+    elif upper:
+        q = form[r + 6, j] + u * form[r + 7, j]
+    else:
+        q = form[r + 5, j] + u * form[r + 7, j]
+    z = _ndtri1(q)
+    if upper:
+        z = -z
+    y = form[r, j] + form[r + 1, j] * z
+    if not plain:
+        y = y if y >= form[r + 2, j] else form[r + 2, j]  # np.maximum, then np.minimum
+        y = y if y <= form[r + 3, j] else form[r + 3, j]
+    return y
+
+
+UNIFORM, LOGUNIFORM, GAUSS, CONSTANT = 0, 1, 2, 3
+"""The kind codes of :func:`plan_columns`'s ``form[0]``."""
+
+
+@jit
+def plan_columns(
+    bases: np.ndarray,
+    comps: np.ndarray,
+    form: np.ndarray,
+    env: np.ndarray,
+    ep: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``out[i, c]``: the value of column c for ``(env[i], ep[i])``, the first draw of
+    the episode (``draw_seq`` 0): :func:`keyed_columns`, then column c's inverse CDF by
+    its kind ``form[0, c]``: uniform (``low, span`` in rows 1-2), log-uniform (``lo,
+    span``), gauss (the 9 rows of :func:`gauss_columns` from row 1) or constant (row 1)."""
+    for i in range(out.shape[0]):
+        for c in range(out.shape[1]):
+            h = _first(bases[c], env[i], ep[i])
+            extra = comps[c]
+            u = _unit(h if extra == _ZERO else _mix(h ^ (extra * _SECOND)))
+            kind = form[0, c]
+            if kind == UNIFORM:
+                out[i, c] = u * form[2, c] + form[1, c]
+            elif kind == LOGUNIFORM:
+                out[i, c] = _exp1(form[1, c] + form[2, c] * u)
+            elif kind == GAUSS:
+                out[i, c] = _gauss1(u, form, c, 1)
+            else:
+                out[i, c] = form[1, c]
+
+
+@jit
 def gauss_columns(x: np.ndarray, form: np.ndarray) -> None:
     """Normal and truncated normal columns in place, as ``ColumnPlan.columns`` computes
     them in numpy: ``form[:, j]`` is column j's ``mean, std, low, high, upper, lo_tail,
     hi_tail, mass, plain`` (:func:`~varirec.sampling.sampler_cfgs.gauss_form`)."""
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
-            u = x[i, j]
-            upper, plain = form[4, j] != 0.0, form[8, j] != 0.0
-            if plain:
-                q = u
-            elif upper:
-                q = form[6, j] + u * form[7, j]
-            else:
-                q = form[5, j] + u * form[7, j]
-            z = _ndtri1(q)
-            if upper:
-                z = -z
-            y = form[0, j] + form[1, j] * z
-            if not plain:
-                y = y if y >= form[2, j] else form[2, j]  # np.maximum, then np.minimum
-                y = y if y <= form[3, j] else form[3, j]
-            x[i, j] = y
+            x[i, j] = _gauss1(x[i, j], form, j, 0)

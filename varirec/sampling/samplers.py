@@ -88,6 +88,11 @@ class SampleListener(Protocol):
     def __call__(self, event: SampleEvent) -> None: ...
 
 
+listener_edits = 0
+"""How many times a sampler's listeners changed, in this process (a cache of who listens
+is current while this stays the same)."""
+
+
 def _notify(calls: tuple[Callable[..., Any], ...], *args: Any) -> None:
     """Call every listener; if some raise, raise the first after all were called."""
     errors: list[BaseException] = []
@@ -172,6 +177,8 @@ class Sampler(ABC):
         self._rebind()
 
     def _rebind(self) -> None:
+        global listener_edits
+        listener_edits += 1
         self._after = self._listeners
         self._before = tuple(
             hook for x in self._listeners if callable(hook := getattr(x, "before_sample", None))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from varirec.arrays import ArrayWorld, to_host
+from varirec.sampling import samplers as samplers_module
 from varirec.sampling.batch_draw import ColumnPlan
 from varirec.sampling.samplers import DesignSampler, DrawContext, InverseCdfSampler
 from varirec.variations.counters import DrawCounters, first_draws
@@ -206,8 +207,8 @@ class ResetGroup:
     their rows of the draw counters, the ``apply`` callables."""
 
     __slots__ = (
-        "alone", "appliers", "apply_batch", "enabled", "epoch", "fed_cache", "plan", "rows",
-        "samplers", "together",
+        "alone", "appliers", "apply_batch", "enabled", "epoch", "fed_cache", "fused", "plan",
+        "rows", "samplers", "together",
     )  # fmt: skip
 
     def __init__(
@@ -231,6 +232,25 @@ class ResetGroup:
         self.samplers = [v.sampler for v in self.together]
         self.fed_cache: tuple[tuple[Any, ...], frozenset[Any], frozenset[int]] | None = None
         """The last batch's listeners, fed set and unfed variations (see _listened)."""
+        self.fused: tuple[int, bool] | None = None
+        """Whether a reset may take the one-pass path (``listener_edits`` when known)."""
+
+    def fusable(self) -> bool:
+        """Whether a reset of these variations can be drawn in one compiled pass and
+        handed straight to ``apply``: every member is batched and of a continuous kind,
+        and no sampler has a listener (checked again when a listener is added)."""
+        edits = samplers_module.listener_edits
+        f = self.fused
+        if f is None or f[0] != edits:
+            ok = (
+                bool(self.together)
+                and not self.alone
+                and self.plan is not None
+                and self.plan.fused_form is not None
+                and not any(s._after or s._before for s in self.samplers)
+            )
+            f = self.fused = (edits, ok)
+        return f[1]
 
 
 _AFTER = attrgetter("_after")
@@ -316,6 +336,7 @@ def draw_reset_batch(
     *,
     group: ResetGroup | None = None,
     begun: bool = False,
+    keys: tuple[np.ndarray, np.ndarray, bool, bool] | None = None,
 ) -> ResetBatch | None:
     """Draw every variation (enabled, reset mode, :func:`batchable`) for ``ids`` at once.
 
@@ -323,7 +344,8 @@ def draw_reset_batch(
     episode 0 here). Listeners' ``before_sample`` hooks run before the draw; their
     after-draw events come with :meth:`ResetBatch.notify_and_apply`. ``group``: the
     driver's cached :class:`ResetGroup` of these variations; ``begun``: every env of
-    ``ids`` began an episode already.
+    ``ids`` began an episode already; ``keys``: the episodes and design rows of ``ids``,
+    whether one is in a design, and :func:`first_draws` (noted), if the caller has them.
     """
     if group is None:
         group = ResetGroup(list(variations), cache=cache, counters=counters)
@@ -333,13 +355,17 @@ def draw_reset_batch(
     world = world or ArrayWorld()
     if not begun:
         tracker.begin_unbegun(ids)
-    episodes = tracker.episode[ids]
-    rows = tracker.sample_id[ids]
-    in_design = bool((rows >= 0).any())
     contexts: list[DrawContext] | None = None
     draw_seq: list[Any] | None = None
     lazy = None
-    if first_draws(group.rows, counters, ids, episodes):
+    if keys is not None:
+        episodes, rows, in_design, is_first = keys
+    else:
+        episodes = tracker.episode[ids]
+        rows = tracker.sample_id[ids]
+        in_design = bool((rows >= 0).any())
+        is_first = first_draws(group.rows, counters, ids, episodes)
+    if is_first:
         lazy = (tracker.take_seqs(len(vs)), episodes, rows, in_design)
     else:
         contexts = [

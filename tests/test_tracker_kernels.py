@@ -1,0 +1,170 @@
+"""The compiled reset steps (tracker and first-draw kernels, the driver's one-pass reset)
+leave every array as numpy does.
+
+Two drivers with the same variations run the same random resets, one with the kernels
+on and one with numpy only (``compiled_draws(False)``): repeated ids, bool masks,
+draws again within an episode, design rows, resets split into their hooks. After
+every operation the tracker's counters, the draw counters and the values applied
+agree. With only continuous kinds and nothing listening, a reset takes the driver's
+one-pass path (``_fused_reset``); with a choice among them, the general one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import varirec as vr
+from varirec.errors import RecorderStateError
+from varirec.recording.driver import VariationDriver
+from varirec.sampling import accel
+from varirec.sampling.accel import compiled_draws
+
+pytest.importorskip("numba")
+
+KERNELS = ("varirec.recording.tracker_kernels",)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """The kernels on, with the names of the calls made through them."""
+    with compiled_draws(True) as kern:
+        if kern is None:
+            pytest.skip("the compiled kernels are off")
+        names: list[str] = []
+        for module in KERNELS:
+            real = accel.kernels_of(module)
+            assert real is not None
+            monkeypatch.setitem(accel._companions, module, _Spy(real, names))
+        yield names
+
+
+class _Spy:
+    def __init__(self, module: object, names: list[str]) -> None:
+        self.module, self.names = module, names
+
+    def __getattr__(self, name: str) -> object:
+        fn = getattr(self.module, name)
+
+        def call(*args: object) -> object:
+            self.names.append(name)
+            return fn(*args)
+
+        return call
+
+
+class _Env:
+    """Keeps every value ``apply`` got, per variation (and the batches' matrices)."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, np.ndarray, np.ndarray]] = []
+
+
+def _driver(n: int, continuous: bool = True) -> VariationDriver:
+    cfgs = {
+        "mass": vr.UniformCfg(low=1, high=2),
+        "com": vr.NormalCfg(mean=(0, 0), std=(1, 2)),
+        "size": vr.TruncNormalCfg(mean=0, std=1, low=-1, high=2),
+        "gain": vr.LogUniformCfg(low=1e-2, high=10),
+        "fixed": vr.ConstantCfg(value=1.5),
+    }
+    if not continuous:
+        cfgs["shape"] = vr.ChoiceCfg(choices=("box", "ball"))
+
+    def keep(key: str):
+        return lambda env, ids, x: env.applied.append((key, np.array(ids), np.array(x)))
+
+    variations = vr.VariationSet(
+        vr.Variation(k, vr.VariationCfg(sampler=c), apply=keep(k) if k == "com" else None)
+        for k, c in cfgs.items()
+    )
+    variations.apply_batch = lambda env, ids, batch: env.applied.append(
+        ("batch", np.array(ids), np.array(batch.matrix if continuous else batch.values[0]))
+    )
+    return VariationDriver(n, variations=variations, seed=3)
+
+
+def _state(d: VariationDriver) -> tuple:
+    t = d.tracker
+    d._counters.flush()
+    return (
+        t._ints[[0, 1, 2, 4, 5]].copy(),  # every counter but the start time (a clock)
+        t.started.copy(),
+        t.seq,
+        t.episodes_finished,
+        t._clock,
+        d._counters.count.copy(),
+        d._counters.episode.copy(),
+        d._counters.last.copy(),
+    )
+
+
+def _same(a: tuple, b: tuple) -> None:
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def _step(d: VariationDriver, op: str, ids, env: _Env) -> None:
+    if op == "reset":
+        d.reset(env, ids)
+    elif op == "hooks":
+        d.record_pre_reset(ids)
+        d.draw_reset(env, ids)
+        d.record_post_reset(ids)
+    elif op == "again":  # a second draw within the same episodes: no first draw
+        d.draw_reset(env, ids)
+    elif op == "design":
+        d.tracker.sample_id[ids] = np.arange(np.size(d.tracker.sample_id[ids])) % 3
+    else:
+        d.record_step()
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_random_resets_leave_the_arrays_as_numpy_does(calls, continuous) -> None:
+    n = 40
+    fast, slow = _driver(n, continuous), _driver(n, continuous)
+    fast_env, slow_env = _Env(), _Env()
+    rng = np.random.default_rng(11)
+    for i in range(300):
+        op = rng.choice(["reset", "hooks", "again", "design", "step", "step"], p=None)
+        k = int(rng.integers(0, 9))
+        ids = rng.integers(0, n, k)  # repeated ids too
+        if i % 7 == 3:
+            ids = rng.random(n) < 0.2  # a bool mask
+        elif i % 11 == 5:
+            ids = ids[::-1][::2]  # a strided view
+        for driver, env, on in ((fast, fast_env, True), (slow, slow_env, False)):
+            with compiled_draws(on):
+                _step(driver, str(op), ids.copy(), env)
+        _same(_state(fast), _state(slow))
+    assert len(fast_env.applied) == len(slow_env.applied) > 100
+    for (key, ids, x), (key_, ids_, x_) in zip(fast_env.applied, slow_env.applied, strict=True):
+        assert key == key_
+        np.testing.assert_array_equal(ids, ids_)
+        np.testing.assert_array_equal(x, x_)
+    # The fast side ran the kernels, not numpy again; the one-pass reset where it applies.
+    for name in ("finish_and_begin", "start", "first_draw_keys"):
+        assert name in calls
+    assert ("begin_first_draws" in calls) == continuous
+
+
+def test_a_refused_start_changes_nothing_and_names_the_envs(calls) -> None:
+    d = _driver(6)
+    d.reset(_Env(), np.array([0, 1, 2]))
+    before = _state(d)
+    with pytest.raises(RecorderStateError, match=r"envs \[1\] were reset again"):
+        d.tracker.start(np.array([4, 1]), begun=True)
+    _same(_state(d), before)
+    assert "start" in calls
+
+
+def test_out_of_range_ids_are_refused_before_the_tracker_moves(calls) -> None:
+    d = _driver(6)
+    d.reset(_Env(), np.arange(6))
+    before = _state(d)
+    with pytest.raises(ValueError, match=r"in \[0, 6\)"):
+        d.tracker.finish_and_begin(np.array([1, 6]))
+    _same(_state(d), before)
+    with pytest.raises(ValueError, match=r"in \[0, 6\)"):
+        d.reset(_Env(), np.array([-1]))
+    _same(_state(d), before)

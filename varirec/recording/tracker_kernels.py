@@ -1,0 +1,143 @@
+"""The episode tracker's reset steps compiled with numba: the numpy path's result, in one call.
+
+A reset of a few dozen envs costs the tracker about ten numpy calls (gathers, scatters,
+checks) of a microsecond each after a simulation step has evicted them from the
+caches; here each step is one call. Every kernel leaves the arrays as the numpy path
+of :class:`~varirec.recording.episodes.EpisodeTracker` does, repeated ids included
+(numpy's ``a[ids] = f(a[ids])`` reads every element before it writes one: so do these,
+through ``scratch``), and checks before it writes: a refused call changes nothing.
+``tests/test_tracker_kernels.py`` runs both paths on the same resets.
+
+Loaded through :func:`varirec.sampling.accel.kernels_of` (numba, the ``fast`` extra).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from varirec.sampling.compiled import jit
+
+__all__ = ["begin_first_draws", "finish_and_begin", "first_draw_keys", "start", "warm"]
+
+EPISODE, BASE, START_SEQ, START_TIME, SAMPLE_ID, SEED = range(6)
+"""The rows of the tracker's int64 block (``episodes._INT_ROWS``, in order)."""
+
+
+@jit
+def finish_and_begin(
+    ids: np.ndarray, ints: np.ndarray, started: np.ndarray, scratch: np.ndarray
+) -> int:
+    """End the started episodes of ``ids`` and reserve the next index of every env of
+    ``ids``; returns how many had started, or -1 (nothing changed) if an id is not in
+    ``[0, num_envs)``."""
+    n = started.shape[0]
+    for i in range(ids.shape[0]):
+        if ids[i] < 0 or ids[i] >= n:
+            return -1
+    finished = 0
+    for i in range(ids.shape[0]):
+        e = ids[i]
+        finished += started[e]
+        scratch[i] = ints[EPISODE, e] + 1
+    for i in range(ids.shape[0]):
+        e = ids[i]
+        ints[EPISODE, e] = scratch[i]
+        started[e] = False
+        ints[BASE, e] = 0
+        ints[SEED, e] = -1
+    return finished
+
+
+@jit
+def first_draw_keys(
+    ids: np.ndarray,
+    ints: np.ndarray,
+    last: np.ndarray,
+    pending: np.ndarray,
+    keys: np.ndarray,
+) -> int:
+    """The keys of a reset batch's draw: ``keys[0]`` and ``keys[1]`` take the episodes
+    and design rows of ``ids``; and :func:`~varirec.variations.counters.first_draws`:
+    if no env of ``ids`` drew the batch in its episode yet (``last``), note that each
+    does now (``last`` and ``pending`` take its episode). Returns ``in_design + 2 *
+    first`` (``in_design``: a row is >= 0; ``first`` 0: one had drawn, nothing noted)."""
+    in_design = 0
+    for i in range(ids.shape[0]):
+        e = ids[i]
+        keys[0, i] = ints[EPISODE, e]
+        keys[1, i] = ints[SAMPLE_ID, e]
+        if keys[1, i] >= 0:
+            in_design = 1
+    for i in range(ids.shape[0]):
+        if last[ids[i]] == keys[0, i]:
+            return in_design
+    for i in range(ids.shape[0]):
+        last[ids[i]] = keys[0, i]
+        pending[ids[i]] = keys[0, i]
+    return in_design + 2
+
+
+@jit
+def begin_first_draws(
+    ids: np.ndarray,
+    ints: np.ndarray,
+    started: np.ndarray,
+    last: np.ndarray,
+    pending: np.ndarray,
+    keys: np.ndarray,
+    scratch: np.ndarray,
+) -> int:
+    """:func:`finish_and_begin`, then :func:`first_draw_keys`, in one call: -1 (nothing
+    changed) for an id out of range, else ``4 * finished + first_draw_keys(...)``."""
+    finished = finish_and_begin(ids, ints, started, scratch)
+    if finished < 0:
+        return -1
+    return 4 * finished + first_draw_keys(ids, ints, last, pending, keys)
+
+
+@jit
+def start(
+    ids: np.ndarray,
+    ints: np.ndarray,
+    started: np.ndarray,
+    clock: int,
+    seq: int,
+    now: int,
+    scratch: np.ndarray,
+) -> int:
+    """Stamp the start of the reserved episodes of ``ids`` (every env began one);
+    returns -1 (nothing changed) if one of them had started already, else 0."""
+    for i in range(ids.shape[0]):
+        if started[ids[i]]:
+            return -1
+    for i in range(ids.shape[0]):
+        scratch[i] = clock - ints[BASE, ids[i]]
+    for i in range(ids.shape[0]):
+        e = ids[i]
+        ints[BASE, e] = scratch[i]
+        started[e] = True
+        ints[START_SEQ, e] = seq
+        ints[START_TIME, e] = now
+    return 0
+
+
+def warm() -> None:
+    """Compile the kernels for the argument types the tracker passes: its own arrays,
+    and env ids contiguous or strided, writable or read-only (each a type to numba)."""
+    scratch, ints, started = np.zeros(2, np.int64), np.zeros((6, 2), np.int64), np.zeros(2, bool)
+    last, pending, keys = np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros((2, 2), np.int64)
+    for ids in _id_layouts():
+        finish_and_begin(ids, ints, started, scratch)
+        start(ids, ints, started, 0, 1, 2, scratch)
+        first_draw_keys(ids, ints, last, pending, keys)
+        begin_first_draws(ids, ints, started, last, pending, keys, scratch)
+        started[:] = False
+
+
+def _id_layouts() -> list[np.ndarray]:
+    layouts = []
+    for writable in (True, False):
+        for ids in (np.zeros(1, np.int64), np.zeros(2, np.int64)[::2]):
+            ids.setflags(write=writable)
+            layouts.append(ids)
+    return layouts
