@@ -35,6 +35,7 @@ import pyarrow as pa
 from varirec.arrays import ArrayWorld, is_tensor
 from varirec.errors import RecorderStateError
 from varirec.recording.episodes import EpisodeTracker, now_us
+from varirec.sampling import samplers as samplers_module
 from varirec.sampling.accel import kernels, kernels_of
 from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
 from varirec.variations.batch import (
@@ -167,6 +168,7 @@ class VariationDriver:
         self._plans = PlanCache()
         self._counters = DrawCounters(list(variations.values()), self.num_envs)
         self._group: ResetGroup | None = None  # rebuilt when a variation changes
+        self._fused: tuple[Any, ...] | None = None  # see _fuse
         self.hooks: DriverHooks | None = None
         """The recorder around this driver; None on the zero-cost path."""
 
@@ -240,12 +242,7 @@ class VariationDriver:
     ) -> ResetBatch | None:
         """All enabled reset-mode variations in one batched draw (those with a sampler of
         their own draw alone, after it); a recorder takes the batch in one piece."""
-        g = self._group
-        if g is None or g.epoch != epoch():
-            vs = self.variations
-            g = self._group = ResetGroup(
-                vs.enabled("reset"), vs.apply_batch, self._plans, self._counters
-            )
+        g = self._reset_group()
         if not g.enabled:
             return None
         batch = None
@@ -269,6 +266,16 @@ class VariationDriver:
         for v in g.alone:
             v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
         return batch
+
+    def _reset_group(self) -> ResetGroup:
+        """The enabled reset-mode variations as one batch, rebuilt after any change."""
+        g = self._group
+        if g is None or g.epoch != epoch():
+            vs = self.variations
+            g = self._group = ResetGroup(
+                vs.enabled("reset"), vs.apply_batch, self._plans, self._counters
+            )
+        return g
 
     def _first_draw_keys(
         self, g: ResetGroup, ids: np.ndarray
@@ -354,22 +361,14 @@ class VariationDriver:
         kernel, every value in another, ``apply``, then the start in a third. Returns
         False, with nothing changed, where it does not apply (or an id is out of range:
         the general path names it)."""
-        g = self._group
+        kd = kernels()
+        f = self._fused
+        if f is None or f[0] != epoch() or f[1] != samplers_module.listener_edits or f[2] is not kd:
+            f = self._fused = self._fuse(kd)
+        if f[3] is None or ids.dtype != np.int64 or ids.ndim != 1 or self.world.device is not None:
+            return False
+        _, _, _, kt, g, plan, vs = f
         c = self._counters
-        if (
-            g is None
-            or g.epoch != epoch()
-            or ids.dtype != np.int64
-            or ids.ndim != 1
-            or self.world.device is not None
-            or c.cols is not g.rows
-            or g.rows is None
-            or not g.fusable()
-        ):
-            return False
-        kd, kt = kernels(), kernels_of(TRACKER_KERNELS)
-        if kd is None or kt is None:
-            return False
         t = self.tracker
         keys = np.empty((2, len(ids)), np.int64)
         code = kt.begin_first_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch)
@@ -379,11 +378,9 @@ class VariationDriver:
         t.seq += 1  # the finished episodes' end, as finish takes it
         if code & 2:
             c.dirty = True
-            plan = g.plan
             episodes, rows = keys
             out = np.empty((len(ids), plan.width))
             kd.plan_columns(plan.bases, plan.comps, plan.fused_form, ids, episodes, out)
-            vs = g.together
             batch = ResetBatch(
                 vs,
                 ids,
@@ -414,6 +411,17 @@ class VariationDriver:
         if self._interval_next:
             self._arm_interval_timers(ids)
         return True
+
+    def _fuse(self, kd: Any) -> tuple[Any, ...]:
+        """What :meth:`_fused_reset` reads, worked out once per change of a variation, a
+        listener or the kernels' switch: ``(epoch, listener edits, draw kernels,
+        tracker kernels, group, plan, members)``; the tracker kernels are None where
+        the one-pass reset does not apply."""
+        g = self._reset_group()
+        kt = kernels_of(TRACKER_KERNELS) if kd is not None else None
+        ok = g.rows is not None and self._counters.cols is g.rows and g.fusable()
+        edits = samplers_module.listener_edits
+        return (g.epoch, edits, kd, kt if ok else None, g, g.plan, g.together)
 
     def draw_interval(self, env: Any = None) -> None:
         """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""

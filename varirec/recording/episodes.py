@@ -231,6 +231,14 @@ class EpisodeTracker:
         ``env_ids`` among the started envs (no need to look again).
         """
         done = env_ids if started else env_ids[self.started[env_ids]]
+        kern = _kernels() if columns else None
+        if kern is not None and done.dtype == np.int64:
+            out = np.empty((8, len(done)), np.int64)
+            kern.finish_columns(done, self._ints, self.started, self._clock, self.seq + 1,
+                                now_us(), out)  # fmt: skip
+            self.seq += 1
+            self.episodes_finished += len(done)
+            return {"env_id": done.astype(np.int32), **dict(zip(kern.FINISHED, out, strict=True))}
         end_seq = self.next_seq()
         self.started[done] = False
         self.episodes_finished += len(done)

@@ -17,7 +17,14 @@ import numpy as np
 
 from varirec.sampling.compiled import jit
 
-__all__ = ["begin_first_draws", "finish_and_begin", "first_draw_keys", "start", "warm"]
+__all__ = [
+    "begin_first_draws",
+    "finish_and_begin",
+    "finish_columns",
+    "first_draw_keys",
+    "start",
+    "warm",
+]
 
 EPISODE, BASE, START_SEQ, START_TIME, SAMPLE_ID, SEED = range(6)
 """The rows of the tracker's int64 block (``episodes._INT_ROWS``, in order)."""
@@ -95,6 +102,43 @@ def begin_first_draws(
     return 4 * finished + first_draw_keys(ids, ints, last, pending, keys)
 
 
+FINISHED = (
+    "episode",
+    "start_seq",
+    "end_seq",
+    "length",
+    "sample_id",
+    "seed",
+    "time_start",
+    "time_end",
+)
+"""The rows of :func:`finish_columns`'s ``out``: the finished episodes' int64 columns."""
+
+
+@jit
+def finish_columns(
+    done: np.ndarray, ints: np.ndarray, started: np.ndarray, clock: int, end_seq: int, now: int,
+    out: np.ndarray,
+) -> None:  # fmt: skip
+    """End the started episodes of ``done`` (each started, as the tracker picked them)
+    and write their columns into ``out`` (rows in :data:`FINISHED`'s order): their
+    counters, ``end_seq``, ``now`` and their length, which becomes the stopped step
+    count. Every column is read before a counter is written (an id may come twice)."""
+    for i in range(done.shape[0]):
+        e = done[i]
+        out[0, i] = ints[EPISODE, e]
+        out[1, i] = ints[START_SEQ, e]
+        out[2, i] = end_seq
+        out[3, i] = clock - ints[BASE, e]
+        out[4, i] = ints[SAMPLE_ID, e]
+        out[5, i] = ints[SEED, e]
+        out[6, i] = ints[START_TIME, e]
+        out[7, i] = now
+    for i in range(done.shape[0]):
+        ints[BASE, done[i]] = out[3, i]
+        started[done[i]] = False
+
+
 @jit
 def start(
     ids: np.ndarray,
@@ -131,6 +175,7 @@ def warm() -> None:
         start(ids, ints, started, 0, 1, 2, scratch)
         first_draw_keys(ids, ints, last, pending, keys)
         begin_first_draws(ids, ints, started, last, pending, keys, scratch)
+        finish_columns(ids, ints, started, 0, 1, 2, np.zeros((8, 2), np.int64))
         started[:] = False
 
 
