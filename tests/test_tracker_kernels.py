@@ -164,9 +164,18 @@ def test_out_of_range_ids_are_refused_before_the_tracker_moves(calls) -> None:
     d = _driver(6)
     d.reset(_Env(), np.arange(6))
     before = _state(d)
-    with pytest.raises(ValueError, match=r"in \[0, 6\)"):
-        d.tracker.finish_and_begin(np.array([1, 6]))
-    _same(_state(d), before)
+    # The tracker's own steps, called with unchecked ids: each kernel refuses before it
+    # writes (no write past the arrays), and numpy raises as it always did.
+    t = d.tracker
+    for call in (
+        lambda: t.finish_and_begin(np.array([1, 6])),
+        lambda: t.finish(np.array([2, 7]), started=True),
+        lambda: t.start(np.array([0, 60]), begun=True),
+    ):
+        with pytest.raises(IndexError):
+            call()
+        _same(_state(d), before)
+    assert {"finish_and_begin", "finish_columns", "start"} <= set(calls)
     with pytest.raises(ValueError, match=r"in \[0, 6\)"):
         d.reset(_Env(), np.array([-1]))
     _same(_state(d), before)

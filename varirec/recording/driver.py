@@ -291,6 +291,8 @@ class VariationDriver:
             return None
         keys = np.empty((2, len(ids)), np.int64)
         code = kt.first_draw_keys(ids, self.tracker._ints, c.last, c.pending, keys)
+        if code < 0:  # an id out of range: numpy refuses it
+            return None
         if code & 2:
             c.dirty = True
         return keys[0], keys[1], bool(code & 1), bool(code & 2)

@@ -175,11 +175,10 @@ class EpisodeTracker:
         kern = _kernels()
         if kern is not None and env_ids.dtype == np.int64:
             finished = kern.finish_and_begin(env_ids, self._ints, self.started, self._scratch)
-            if finished < 0:  # checked ids go in; this is for a caller that did not check
-                raise ValueError(f"`env_ids` must be in [0, {self.num_envs}), got {env_ids}")
-            self.episodes_finished += finished
-            self.seq += 1
-            return
+            if finished >= 0:  # else an id out of range: numpy refuses it below
+                self.episodes_finished += finished
+                self.seq += 1
+                return
         self.episodes_finished += int(np.count_nonzero(self.started[env_ids]))
         self.seq += 1  # the finished episodes' end, as finish takes it
         self.begin(env_ids)
@@ -234,13 +233,14 @@ class EpisodeTracker:
         kern = _kernels() if columns else None
         if kern is not None and done.dtype == np.int64:
             out = np.empty((8, len(done)), np.int64)
-            kern.finish_columns(done, self._ints, self.started, self._clock, self.seq + 1,
-                                now_us(), out)  # fmt: skip
-            self.seq += 1
-            self.episodes_finished += len(done)
-            return {"env_id": done.astype(np.int32), **dict(zip(kern.FINISHED, out, strict=True))}
+            if kern.finish_columns(done, self._ints, self.started, self._clock, self.seq + 1,
+                                   now_us(), out) == 0:  # fmt: skip
+                self.seq += 1
+                self.episodes_finished += len(done)
+                cols = dict(zip(kern.FINISHED, out, strict=True))
+                return {"env_id": done.astype(np.int32), **cols}
+        self.started[done] = False  # first: an id out of range changes nothing
         end_seq = self.next_seq()
-        self.started[done] = False
         self.episodes_finished += len(done)
         if not columns:
             self._base[done] = self._clock - self._base[done]  # stopped: the count itself

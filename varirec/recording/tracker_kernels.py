@@ -31,16 +31,22 @@ EPISODE, BASE, START_SEQ, START_TIME, SAMPLE_ID, SEED = range(6)
 
 
 @jit
+def _in_range(ids: np.ndarray, n: int) -> bool:
+    for i in range(ids.shape[0]):
+        if ids[i] < 0 or ids[i] >= n:
+            return False
+    return True
+
+
+@jit
 def finish_and_begin(
     ids: np.ndarray, ints: np.ndarray, started: np.ndarray, scratch: np.ndarray
 ) -> int:
     """End the started episodes of ``ids`` and reserve the next index of every env of
     ``ids``; returns how many had started, or -1 (nothing changed) if an id is not in
     ``[0, num_envs)``."""
-    n = started.shape[0]
-    for i in range(ids.shape[0]):
-        if ids[i] < 0 or ids[i] >= n:
-            return -1
+    if not _in_range(ids, started.shape[0]):
+        return -1
     finished = 0
     for i in range(ids.shape[0]):
         e = ids[i]
@@ -119,11 +125,14 @@ FINISHED = (
 def finish_columns(
     done: np.ndarray, ints: np.ndarray, started: np.ndarray, clock: int, end_seq: int, now: int,
     out: np.ndarray,
-) -> None:  # fmt: skip
+) -> int:  # fmt: skip
     """End the started episodes of ``done`` (each started, as the tracker picked them)
     and write their columns into ``out`` (rows in :data:`FINISHED`'s order): their
     counters, ``end_seq``, ``now`` and their length, which becomes the stopped step
-    count. Every column is read before a counter is written (an id may come twice)."""
+    count. Every column is read before a counter is written (an id may come twice).
+    Returns -1 (nothing changed) for an id out of range, else 0."""
+    if not _in_range(done, started.shape[0]):
+        return -1
     for i in range(done.shape[0]):
         e = done[i]
         out[0, i] = ints[EPISODE, e]
@@ -137,6 +146,7 @@ def finish_columns(
     for i in range(done.shape[0]):
         ints[BASE, done[i]] = out[3, i]
         started[done[i]] = False
+    return 0
 
 
 @jit
@@ -150,7 +160,10 @@ def start(
     scratch: np.ndarray,
 ) -> int:
     """Stamp the start of the reserved episodes of ``ids`` (every env began one);
-    returns -1 (nothing changed) if one of them had started already, else 0."""
+    returns -1 (nothing changed) if one of them had started already or is out of
+    range, else 0."""
+    if not _in_range(ids, started.shape[0]):
+        return -1
     for i in range(ids.shape[0]):
         if started[ids[i]]:
             return -1
