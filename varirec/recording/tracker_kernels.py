@@ -32,7 +32,7 @@ EPISODE, BASE, START_SEQ, START_TIME, SAMPLE_ID, SEED = range(6)
 
 @jit
 def _in_range(ids: np.ndarray, n: int) -> bool:
-    for i in range(ids.shape[0]):
+    for i in range(ids.shape[0]):  # noqa: SIM110 (a loop numba compiles; no generator)
         if ids[i] < 0 or ids[i] >= n:
             return False
     return True
