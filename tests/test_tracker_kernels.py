@@ -12,6 +12,7 @@ one-pass path (``_fused_reset``); with a choice among them, the general one.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import varirec as vr
@@ -209,3 +210,35 @@ def test_finished_episodes_columns_are_the_numpy_paths(calls) -> None:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=key)
                 assert a[key].dtype == b[key].dtype, key
     assert "finish_columns" in calls
+
+
+def test_a_recorded_run_writes_the_numpy_paths_tables(calls, tmp_path) -> None:
+    """A recording manager's reset takes the one-pass path too (the recorder's hooks
+    around it): the draws and episodes tables equal the numpy path's, row for row."""
+    n = 24
+    rng = np.random.default_rng(8)
+    plan = [(i % 4 == 0, rng.integers(0, n, int(rng.integers(0, 9)))) for i in range(200)]
+    for on in (True, False):
+        d = _driver(n)
+        with (
+            compiled_draws(on),
+            vr.RecorderManager(
+                variations=d.variations, tracker=d.tracker, output=tmp_path / str(on), run_id="r"
+            ) as m,
+        ):
+            m.reset(_Env(), np.arange(n))
+            for i, (reset, ids) in enumerate(plan):
+                if reset:
+                    m.reset(_Env(), ids.copy())
+                else:
+                    m.record_step(reward=np.full(n, float(i)), terminated=np.zeros(n, bool))
+    clocks = ["time", "time_start", "time_end"]
+    for table in ("draws", "episodes"):
+        fast, slow = (
+            getattr(vr.open_dataset(tmp_path / str(on)), table)().to_pandas()
+            for on in (True, False)
+        )
+        fast, slow = (x.drop(columns=[c for c in clocks if c in x]) for x in (fast, slow))
+        assert len(fast) > 100
+        pd.testing.assert_frame_equal(fast, slow)
+    assert {"started_among", "begin_first_draws", "finish_columns"} <= set(calls)

@@ -338,7 +338,6 @@ class VariationDriver:
         first state in place."""
         if (
             reset_fn is None
-            and self.hooks is None
             and self.schedule is None
             and type(env_ids) is np.ndarray
             and self._fused_reset(env, env_ids)
@@ -357,27 +356,39 @@ class VariationDriver:
         self._post_reset(ids, begun=True)
 
     def _fused_reset(self, env: Any, ids: np.ndarray) -> bool:
-        """:meth:`reset` of a numpy env in a few compiled calls, where nothing listens or
-        records (the zero-cost path; ``tests/test_tracker_kernels.py`` runs it against
-        the general path): the tracker's pre-reset and the first-draw check in one
-        kernel, every value in another, ``apply``, then the start in a third. Returns
-        False, with nothing changed, where it does not apply (or an id is out of range:
-        the general path names it)."""
+        """:meth:`reset` of a numpy env in a few compiled calls (``tests/
+        test_tracker_kernels.py`` runs it against the general path): the tracker's
+        pre-reset with the first-draw check in one kernel (a recorder's hooks first
+        take the finished episodes), every value in another, the recorder's batch and
+        ``apply``, then the start in a third. Returns False, with nothing changed,
+        where it does not apply (or an id is out of range: the general path names it)."""
         kd = kernels()
         f = self._fused
         if f is None or f[0] != epoch() or f[1] != samplers_module.listener_edits or f[2] is not kd:
             f = self._fused = self._fuse(kd)
         if f[3] is None or ids.dtype != np.int64 or ids.ndim != 1 or self.world.device is not None:
             return False
-        _, _, _, kt, g, plan, vs = f
+        _, _, _, kt, g, plan, vs, quiet = f
         c = self._counters
         t = self.tracker
+        hooks = self.hooks
+        if hooks is not None:  # the finished episodes, recorded before the tracker moves
+            done = np.empty(len(ids), np.int64)
+            m = kt.started_among(ids, t.started, done)
+            if m < 0:
+                return False
+            if m:
+                done = done[:m]
+                row = hooks.finishing(done)
+                row.update(t.finish(done, started=True))
+                hooks.finished(row)
         keys = np.empty((2, len(ids)), np.int64)
         code = kt.begin_first_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch)
         if code < 0:
             return False
-        t.episodes_finished += code >> 2
-        t.seq += 1  # the finished episodes' end, as finish takes it
+        if hooks is None:
+            t.episodes_finished += code >> 2
+            t.seq += 1  # the finished episodes' end, as finish takes it
         if code & 2:
             c.dirty = True
             episodes, rows = keys
@@ -394,14 +405,19 @@ class VariationDriver:
                 lazy=(t.take_seqs(len(vs)), episodes, rows, bool(code & 1)),
                 group=g,
             )
-            for v in vs:
-                v.num_draws += 1
-            if g.appliers:
-                values = batch.values
-                for j, fn in g.appliers:
-                    fn(env, ids, values[j])
-            if g.apply_batch is not None:
-                g.apply_batch(env, ids, batch)
+            if hooks is not None:
+                hooks.reset_drawn(batch)
+            if not quiet:
+                batch.notify_and_apply(env, ids)
+            else:  # what notify_and_apply does where nothing listens
+                for v in vs:
+                    v.num_draws += 1
+                if g.appliers:
+                    values = batch.values
+                    for j, fn in g.appliers:
+                        fn(env, ids, values[j])
+                if g.apply_batch is not None:
+                    g.apply_batch(env, ids, batch)
         else:  # an env draws again in its episode: the draw counts per variation
             self._draw_reset(env, ids, ids, begun=True)
         # tracker.start, straight to its kernel (every env of ids began an episode above)
@@ -412,18 +428,20 @@ class VariationDriver:
             t.start(ids, begun=True)
         if self._interval_next:
             self._arm_interval_timers(ids)
+        if hooks is not None:
+            hooks.started(ids)
         return True
 
     def _fuse(self, kd: Any) -> tuple[Any, ...]:
         """What :meth:`_fused_reset` reads, worked out once per change of a variation, a
         listener or the kernels' switch: ``(epoch, listener edits, draw kernels,
-        tracker kernels, group, plan, members)``; the tracker kernels are None where
-        the one-pass reset does not apply."""
+        tracker kernels, group, plan, members, quiet)``; the tracker kernels are None
+        where the one-pass reset does not apply; ``quiet``: no sampler has a listener."""
         g = self._reset_group()
         kt = kernels_of(TRACKER_KERNELS) if kd is not None else None
         ok = g.rows is not None and self._counters.cols is g.rows and g.fusable()
         edits = samplers_module.listener_edits
-        return (g.epoch, edits, kd, kt if ok else None, g, g.plan, g.together)
+        return (g.epoch, edits, kd, kt if ok else None, g, g.plan, g.together, g.quiet())
 
     def draw_interval(self, env: Any = None) -> None:
         """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""

@@ -23,6 +23,7 @@ __all__ = [
     "finish_columns",
     "first_draw_keys",
     "start",
+    "started_among",
     "warm",
 ]
 
@@ -36,6 +37,20 @@ def _in_range(ids: np.ndarray, n: int) -> bool:
         if ids[i] < 0 or ids[i] >= n:
             return False
     return True
+
+
+@jit
+def started_among(ids: np.ndarray, started: np.ndarray, done: np.ndarray) -> int:
+    """The started envs of ``ids`` into ``done`` (in order, repeats kept, as
+    ``ids[started[ids]]``); returns how many, or -1 for an id out of range."""
+    if not _in_range(ids, started.shape[0]):
+        return -1
+    m = 0
+    for i in range(ids.shape[0]):
+        if started[ids[i]]:
+            done[m] = ids[i]
+            m += 1
+    return m
 
 
 @jit
@@ -189,6 +204,7 @@ def warm() -> None:
         first_draw_keys(ids, ints, last, pending, keys)
         begin_first_draws(ids, ints, started, last, pending, keys, scratch)
         finish_columns(ids, ints, started, 0, 1, 2, np.zeros((8, 2), np.int64))
+        started_among(ids, started, scratch)
         started[:] = False
 
 

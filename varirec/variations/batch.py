@@ -232,13 +232,10 @@ class ResetGroup:
         self.samplers = [v.sampler for v in self.together]
         self.fed_cache: tuple[tuple[Any, ...], frozenset[Any], frozenset[int]] | None = None
         """The last batch's listeners, fed set and unfed variations (see _listened)."""
-        self.fused: tuple[int, bool] | None = None
-        """Whether a reset may take the one-pass path (``listener_edits`` when known)."""
+        self.fused: tuple[int, bool, bool] | None = None
+        """``listener_edits`` when last checked, :meth:`fusable`, :meth:`quiet`."""
 
-    def fusable(self) -> bool:
-        """Whether a reset of these variations can be drawn in one compiled pass and
-        handed straight to ``apply``: every member is batched and of a continuous kind,
-        and no sampler has a listener (checked again when a listener is added)."""
+    def _listeners(self) -> tuple[int, bool, bool]:
         edits = samplers_module.listener_edits
         f = self.fused
         if f is None or f[0] != edits:
@@ -247,10 +244,20 @@ class ResetGroup:
                 and not self.alone
                 and self.plan is not None
                 and self.plan.fused_form is not None
-                and not any(s._after or s._before for s in self.samplers)
+                and not any(s._before for s in self.samplers)
             )
-            f = self.fused = (edits, ok)
-        return f[1]
+            f = self.fused = (edits, ok, not any(s._after for s in self.samplers))
+        return f
+
+    def fusable(self) -> bool:
+        """Whether a reset of these variations can be drawn in one compiled pass: every
+        member is batched and of a continuous kind, and no sampler has a hook before
+        the draw (checked again when a listener is added or removed)."""
+        return self._listeners()[1]
+
+    def quiet(self) -> bool:
+        """Whether no sampler of the batch has a listener after the draw."""
+        return self._listeners()[2]
 
 
 _AFTER = attrgetter("_after")
