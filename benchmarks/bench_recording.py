@@ -189,18 +189,29 @@ class BusyEnv:
     """
 
     def __init__(self, reps: int, num_envs: int = NUM_ENVS) -> None:
-        rng = np.random.default_rng(0)
-        self.state = rng.standard_normal((num_envs, 16))
-        self.vel = np.zeros((num_envs, 16))
+        self.state = np.empty((num_envs, 16))
+        self.vel = np.empty((num_envs, 16))
         self.filler = np.empty((256, 16))
         self.reward = np.zeros(num_envs)  # the env's reward buffer, one float per env
         self.reps = reps
         # Per-env parameters env-major, as simulators keep per-env properties (Isaac Lab's
         # masses are (num_envs, num_bodies)): a reset writes whole rows.
-        self.params = np.ones((num_envs, NUM_VARIATIONS))
-        self.length = rng.integers(MIN_LEN, MAX_LEN + 1, num_envs)
+        self.params = np.empty((num_envs, NUM_VARIATIONS))
+        self.length = np.empty(num_envs, np.int64)
+        self.t = np.empty(num_envs, np.int64)
+        self.restart()
+
+    def restart(self) -> None:
+        """The same first state, in the same arrays: every mode of a repeat runs on the
+        same memory (fresh arrays per loop move the step's time by a few percent, by
+        where they land, which would be noise in a mode's overhead)."""
+        rng = np.random.default_rng(0)
+        self.state[:] = rng.standard_normal(self.state.shape)
+        self.vel[:] = 0.0
+        self.params[:] = 1.0
+        self.length[:] = rng.integers(MIN_LEN, MAX_LEN + 1, len(self.length))
         # Spread start times: the loop is in its steady state from the first step.
-        self.t = (rng.random(num_envs) * self.length).astype(np.int64)
+        self.t[:] = (rng.random(len(self.t)) * self.length).astype(np.int64)
 
     def physics(self) -> None:
         gain = self.params[:, :1]
@@ -243,10 +254,12 @@ parameter, as separate randomization terms would (a reference); null: varirec's 
 manager; recording: the recording manager."""
 
 
-def _loop(mode: str, steps: int, reps: int, tmp: Path, all_reset: bool = False) -> dict[str, float]:
-    """One loop; per step: wall and main-thread CPU seconds, envs reset and draw rows
-    written (the first reset of every env aside)."""
-    env = BusyEnv(reps)
+def _loop(
+    mode: str, steps: int, env: BusyEnv, tmp: Path, all_reset: bool = False
+) -> dict[str, float]:
+    """One loop on ``env`` (restarted); per step: wall and main-thread CPU seconds, envs
+    reset and draw rows written (the first reset of every env aside)."""
+    env.restart()
     variations = _variations()
     # One scatter of the reset batch's (k, 20) values, as the baseline's one scatter.
     variations.apply_batch = lambda e, ids, batch: e.params.__setitem__(ids, batch.matrix)
@@ -263,17 +276,22 @@ def _loop(mode: str, steps: int, reps: int, tmp: Path, all_reset: bool = False) 
     else:
         env.params[:] = rng.uniform(LOW, HIGH, env.params.shape)
     resets = 0
+    own = 0  # thread-CPU ns inside the randomization and recording calls (the clock's own
+    clock = time.thread_time_ns  # cost, ~0.1 us a read, is in every mode alike)
     gc.collect()
     t0, c0 = time.perf_counter(), time.thread_time()
     for _ in range(steps):
         env.physics()
         reward = env.reward
         done_mask = np.ones(NUM_ENVS, bool) if all_reset else env.t >= env.length
+        a = clock()
         if m is not None:
             m.record_step(reward=reward, terminated=done_mask)
+        own += clock() - a
         done = np.flatnonzero(done_mask)
         if done.size:
             resets += done.size
+            a = clock()
             if m is not None:
                 m.reset(env, done)
             elif mode == "plain":
@@ -281,10 +299,13 @@ def _loop(mode: str, steps: int, reps: int, tmp: Path, all_reset: bool = False) 
             else:  # one draw per parameter, as separate randomization terms would
                 for i in range(NUM_VARIATIONS):
                     env.params[done, i] = rng.uniform(LOW, HIGH, done.size)
+            own += clock() - a
             env.t[done] = 0
             env.length[done] = rng.integers(MIN_LEN, MAX_LEN + 1, done.size)
+        a = clock()
         if m is not None:
             m.record_post_step()
+        own += clock() - a
     wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
     rows = 0
     if isinstance(m, RecorderManager):
@@ -295,6 +316,7 @@ def _loop(mode: str, steps: int, reps: int, tmp: Path, all_reset: bool = False) 
     return {
         "wall": wall / steps,
         "cpu": cpu / steps,
+        "own": own * 1e-9 / steps,
         "resets": resets / steps,
         "rows": rows / steps,
     }
@@ -304,9 +326,10 @@ def _paired(
     steps: int, repeats: int, reps: int, tmp: Path, modes: tuple[str, ...], all_reset: bool
 ) -> dict[str, list[dict[str, float]]]:
     runs: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    env = BusyEnv(reps)
     for r in range(repeats):  # interleaved and rotated: a slow spell hits every mode
         for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:
-            runs[mode].append(_loop(mode, steps, reps, tmp, all_reset))
+            runs[mode].append(_loop(mode, steps, env, tmp, all_reset))
     return runs
 
 
@@ -343,6 +366,23 @@ def simulation_loop(steps: int, repeats: int, tmp: Path) -> list[tuple[str, str,
                 f"{ms(mode, 'cpu'):.3f} ms",
                 f"CPU {_overhead(runs, mode, 'cpu')} (goal <= {goals[mode]}); "
                 f"wall {_overhead(runs, mode, 'wall')}",
+            )
+        )
+    for mode in ("null", "recording"):
+        # Only the calls themselves, each timed where it runs in the loop (just after a
+        # step): steady where the whole-step pairs above swing with the machine's speed,
+        # blind to what the calls cost the next step (caches, the writer thread).
+        extra = [
+            1e6 * (a["own"] - b["own"]) for a, b in zip(runs[mode], runs["plain"], strict=True)
+        ]
+        step_us = 1e3 * ms("plain", "cpu")
+        out.append(
+            (
+                f"(b) in the loop, {mode} calls less the plain draw",
+                f"{statistics.median(extra):.0f} us/step",
+                f"{100 * statistics.median(extra) / step_us:.2f} % of the step "
+                f"({min(extra):.0f}..{max(extra):.0f} us; the plain draw and scatter "
+                f"{1e6 * statistics.median(x['own'] for x in runs['plain']):.0f} us)",
             )
         )
     own = (ms("recording", "cpu") - ms("plain", "cpu")) * 1e3

@@ -148,7 +148,7 @@ def test_random_resets_leave_the_arrays_as_numpy_does(calls, continuous) -> None
     # The fast side ran the kernels, not numpy again; the one-pass reset where it applies.
     for name in ("finish_and_begin", "start", "first_draw_keys"):
         assert name in calls
-    assert ("begin_first_draws" in calls) == continuous
+    assert ("reset_draws" in calls) == continuous
 
 
 def test_a_refused_start_changes_nothing_and_names_the_envs(calls) -> None:
@@ -241,4 +241,18 @@ def test_a_recorded_run_writes_the_numpy_paths_tables(calls, tmp_path) -> None:
         fast, slow = (x.drop(columns=[c for c in clocks if c in x]) for x in (fast, slow))
         assert len(fast) > 100
         pd.testing.assert_frame_equal(fast, slow)
-    assert {"started_among", "begin_first_draws", "finish_columns"} <= set(calls)
+    assert {"started_among", "reset_draws", "finish_columns"} <= set(calls)
+
+
+def test_the_one_pass_kernel_is_compiled_again_when_the_draw_kernels_change() -> None:
+    """numba's cache keys a kernel by its own file; ``reset_draws`` calls a kernel of
+    ``compiled.py`` and carries a hash of that file in its closure, which numba's
+    cache key includes: an edit there cannot leave a stale copy here."""
+    import hashlib
+    from pathlib import Path
+
+    from varirec.recording import tracker_kernels
+    from varirec.sampling import compiled
+
+    cells = [c.cell_contents for c in tracker_kernels.reset_draws.py_func.__closure__]
+    assert cells == [hashlib.sha256(Path(compiled.__file__).read_bytes()).hexdigest()]

@@ -49,6 +49,7 @@ from varirec.variations.variation import Variation, VariationSet, epoch, noise_k
 
 __all__ = ["DriverHooks", "EpisodeSchedule", "StudyDesign", "VariationDriver"]
 
+_INT64 = np.dtype(np.int64)
 TRACKER_KERNELS = "varirec.recording.tracker_kernels"
 """The tracker's compiled reset steps (:func:`varirec.sampling.accel.kernels_of`)."""
 
@@ -356,17 +357,22 @@ class VariationDriver:
         self._post_reset(ids, begun=True)
 
     def _fused_reset(self, env: Any, ids: np.ndarray) -> bool:
-        """:meth:`reset` of a numpy env in a few compiled calls (``tests/
+        """:meth:`reset` of a numpy env in two compiled calls (``tests/
         test_tracker_kernels.py`` runs it against the general path): the tracker's
-        pre-reset with the first-draw check in one kernel (a recorder's hooks first
-        take the finished episodes), every value in another, the recorder's batch and
-        ``apply``, then the start in a third. Returns False, with nothing changed,
-        where it does not apply (or an id is out of range: the general path names it)."""
+        pre-reset, the first-draw check and every value in one kernel (a recorder's
+        hooks first take the finished episodes), the recorder's batch and ``apply``,
+        then the start in another. Returns False, with nothing changed, where it does
+        not apply (or an id is out of range: the general path names it)."""
         kd = kernels()
         f = self._fused
         if f is None or f[0] != epoch() or f[1] != samplers_module.listener_edits or f[2] is not kd:
             f = self._fused = self._fuse(kd)
-        if f[3] is None or ids.dtype != np.int64 or ids.ndim != 1 or self.world.device is not None:
+        if (
+            f[3] is None
+            or ids.dtype is not _INT64
+            or ids.ndim != 1
+            or self.world.device is not None
+        ):
             return False
         _, _, _, kt, g, plan, vs, quiet = f
         c = self._counters
@@ -383,7 +389,9 @@ class VariationDriver:
                 row.update(t.finish(done, started=True))
                 hooks.finished(row)
         keys = np.empty((2, len(ids)), np.int64)
-        code = kt.begin_first_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch)
+        out = np.empty((len(ids), plan.width))
+        code = kt.reset_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch,
+                              plan.bases, plan.comps, plan.fused_form, out)  # fmt: skip
         if code < 0:
             return False
         if hooks is None:
@@ -392,8 +400,6 @@ class VariationDriver:
         if code & 2:
             c.dirty = True
             episodes, rows = keys
-            out = np.empty((len(ids), plan.width))
-            kd.plan_columns(plan.bases, plan.comps, plan.fused_form, ids, episodes, out)
             batch = ResetBatch(
                 vs,
                 ids,

@@ -13,8 +13,14 @@ Loaded through :func:`varirec.sampling.accel.kernels_of` (numba, the ``fast`` ex
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
+from varirec.sampling import compiled
 from varirec.sampling.compiled import jit
 
 __all__ = [
@@ -164,6 +170,33 @@ def finish_columns(
     return 0
 
 
+def _with_draw_kernels(stamp: str) -> Callable[..., Any]:
+    """:func:`reset_draws`, compiled. It calls a kernel of another file
+    (:func:`~varirec.sampling.compiled.plan_columns`), which numba's on-disk cache
+    does not follow: the cache key of a closure includes its cells, so ``stamp``, a
+    hash of that file, makes an edit there compile this kernel again."""
+
+    def reset_draws(
+        ids: np.ndarray, ints: np.ndarray, started: np.ndarray, last: np.ndarray,
+        pending: np.ndarray, keys: np.ndarray, scratch: np.ndarray, bases: np.ndarray,
+        comps: np.ndarray, form: np.ndarray, out: np.ndarray,
+    ) -> int:  # fmt: skip
+        """:func:`begin_first_draws`, then, for first draws, every value of a
+        continuous plan into ``out`` (:func:`~varirec.sampling.compiled.plan_columns`
+        of the episodes in ``keys[0]``); returns what :func:`begin_first_draws` does."""
+        if len(stamp) == 0:  # never: reads the cell that keys the cache
+            return -2
+        code = begin_first_draws(ids, ints, started, last, pending, keys, scratch)
+        if code >= 0 and code & 2:
+            compiled.plan_columns(bases, comps, form, ids, keys[0], out)
+        return code
+
+    return jit(reset_draws)
+
+
+reset_draws = _with_draw_kernels(hashlib.sha256(Path(compiled.__file__).read_bytes()).hexdigest())
+
+
 @jit
 def start(
     ids: np.ndarray,
@@ -196,8 +229,8 @@ def start(
 def warm() -> None:
     """Compile the kernels for the argument types the tracker passes: its own arrays,
     and env ids contiguous or strided, writable or read-only (each a type to numba)."""
-    scratch, ints, started = np.zeros(2, np.int64), np.zeros((6, 2), np.int64), np.zeros(2, bool)
-    last, pending, keys = np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros((2, 2), np.int64)
+    scratch, ints, started = np.zeros(4, np.int64), np.zeros((6, 2), np.int64), np.zeros(2, bool)
+    last, pending, keys = np.full(2, -9), np.zeros(2, np.int64), np.zeros((2, 2), np.int64)
     for ids in _id_layouts():
         finish_and_begin(ids, ints, started, scratch)
         start(ids, ints, started, 0, 1, 2, scratch)
@@ -205,13 +238,15 @@ def warm() -> None:
         begin_first_draws(ids, ints, started, last, pending, keys, scratch)
         finish_columns(ids, ints, started, 0, 1, 2, np.zeros((8, 2), np.int64))
         started_among(ids, started, scratch)
+        u, form = np.zeros(3, np.uint64), np.zeros((10, 3))
+        reset_draws(ids, ints, started, last, pending, keys, scratch, u, u, form, np.zeros((2, 3)))
         started[:] = False
 
 
 def _id_layouts() -> list[np.ndarray]:
     layouts = []
     for writable in (True, False):
-        for ids in (np.zeros(1, np.int64), np.zeros(2, np.int64)[::2]):
+        for ids in (np.zeros(2, np.int64), np.zeros(4, np.int64)[::2]):  # C and strided
             ids.setflags(write=writable)
             layouts.append(ids)
     return layouts
