@@ -56,8 +56,17 @@ def test_gpu_loop_randomizes_every_env(gpu_loop, mode: str, tmp_path: Path) -> N
 @pytest.mark.parametrize("mode", ["plain", "plain20", "null", "recording"])
 def test_recording_loop_resets_a_realistic_share(mode: str, tmp_path: Path) -> None:
     bench = _load("bench_recording")
-    stats = bench._loop(mode, 120, 1, tmp_path)
+    env = bench.BusyEnv(1)
+    stats = bench._loop(mode, 120, env, tmp_path)
     # Episodes of 30-90 steps, start times spread: 1/60 of the envs reset per step.
     assert 1 / 70 < stats["resets"] / bench.NUM_ENVS < 1 / 52
+    # The calls timed in the loop are a part of the step (the clock read sits in each).
+    assert 0 < stats["own"] < stats["cpu"]
+    # A loop restarts the env: the same env, run again, ends where it ended.
+    first = env.params.copy(), env.state.copy()
+    again = bench._loop(mode, 120, env, tmp_path)
+    assert again["resets"] == stats["resets"]
+    np.testing.assert_array_equal(env.state, first[1])
+    np.testing.assert_array_equal(env.params, first[0])
     if mode == "recording":  # one draw row per variation and resetting env
         assert stats["rows"] == bench.NUM_VARIATIONS * stats["resets"]
