@@ -55,11 +55,15 @@ __all__ = [
 ]
 
 
-def jit(fn: Callable[..., Any]) -> Any:
+def jit(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """``numba.njit(cache=True, **options)``, uncached where no cache directory is
+    writable; ``@jit`` or ``@jit(inline="always")``."""
+    if fn is None:
+        return lambda f: jit(f, **options)
     try:
-        return numba.njit(cache=True)(fn)
+        return numba.njit(cache=True, **options)(fn)
     except RuntimeError:  # no writable cache directory (a read-only install)
-        return numba.njit(fn)
+        return numba.njit(**options)(fn)
 
 
 _GOLDEN, _SECOND, _M1, _M2 = (np.uint64(c) for c in (k.GOLDEN, k.SECOND, k.M1, k.M2))
@@ -223,24 +227,24 @@ def exp_columns(x: np.ndarray, lo: np.ndarray, span: np.ndarray) -> None:
             x[i, j] = _exp1(lo[j] + span[j] * x[i, j])
 
 
-@jit
-def _gauss1(u: float, form: np.ndarray, j: int, r: int) -> float:
-    """One value of a normal or truncated normal column: ``form[r:r + 9, j]`` is
-    its ``mean, std, low, high, upper, lo_tail, hi_tail, mass, plain``."""
-    upper, plain = form[r + 4, j] != 0.0, form[r + 8, j] != 0.0
+@jit(inline="always")  # a call per element would cost gauss_columns half its speed
+def _gauss1(u: float, f: np.ndarray, j: int) -> float:
+    """One value of a normal or truncated normal column: ``f[:, j]`` is its ``mean,
+    std, low, high, upper, lo_tail, hi_tail, mass, plain``."""
+    upper, plain = f[4, j] != 0.0, f[8, j] != 0.0
     if plain:
         q = u
     elif upper:
-        q = form[r + 6, j] + u * form[r + 7, j]
+        q = f[6, j] + u * f[7, j]
     else:
-        q = form[r + 5, j] + u * form[r + 7, j]
+        q = f[5, j] + u * f[7, j]
     z = _ndtri1(q)
     if upper:
         z = -z
-    y = form[r, j] + form[r + 1, j] * z
+    y = f[0, j] + f[1, j] * z
     if not plain:
-        y = y if y >= form[r + 2, j] else form[r + 2, j]  # np.maximum, then np.minimum
-        y = y if y <= form[r + 3, j] else form[r + 3, j]
+        y = y if y >= f[2, j] else f[2, j]  # np.maximum, then np.minimum
+        y = y if y <= f[3, j] else f[3, j]
     return y
 
 
@@ -261,6 +265,7 @@ def plan_columns(
     the episode (``draw_seq`` 0): :func:`keyed_columns`, then column c's inverse CDF by
     its kind ``form[0, c]``: uniform (``low, span`` in rows 1-2), log-uniform (``lo,
     span``), gauss (the 9 rows of :func:`gauss_columns` from row 1) or constant (row 1)."""
+    gauss = form[1:]  # a view: the gauss columns' rows, as gauss_columns reads them
     for i in range(out.shape[0]):
         for c in range(out.shape[1]):
             h = _first(bases[c], env[i], ep[i])
@@ -272,7 +277,7 @@ def plan_columns(
             elif kind == LOGUNIFORM:
                 out[i, c] = _exp1(form[1, c] + form[2, c] * u)
             elif kind == GAUSS:
-                out[i, c] = _gauss1(u, form, c, 1)
+                out[i, c] = _gauss1(u, gauss, c)
             else:
                 out[i, c] = form[1, c]
 
@@ -284,4 +289,4 @@ def gauss_columns(x: np.ndarray, form: np.ndarray) -> None:
     hi_tail, mass, plain`` (:func:`~varirec.sampling.sampler_cfgs.gauss_form`)."""
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
-            x[i, j] = _gauss1(x[i, j], form, j, 0)
+            x[i, j] = _gauss1(x[i, j], form, j)
