@@ -227,26 +227,17 @@ def start(
 
 
 def warm() -> None:
-    """Compile the kernels for the argument types the tracker passes: its own arrays,
-    and env ids contiguous or strided, writable or read-only (each a type to numba)."""
-    scratch, ints, started = np.zeros(4, np.int64), np.zeros((6, 2), np.int64), np.zeros(2, bool)
+    """Compile the kernels for the arrays a reset passes (env ids contiguous and
+    writable, as the env's ``flatnonzero`` gives them; strided or read-only ids are
+    other types to numba, compiled on first use and cached like these)."""
+    ids, scratch = np.zeros(2, np.int64), np.zeros(4, np.int64)
+    ints, started = np.zeros((6, 2), np.int64), np.zeros(2, bool)
     last, pending, keys = np.full(2, -9), np.zeros(2, np.int64), np.zeros((2, 2), np.int64)
-    for ids in _id_layouts():
-        finish_and_begin(ids, ints, started, scratch)
-        start(ids, ints, started, 0, 1, 2, scratch)
-        first_draw_keys(ids, ints, last, pending, keys)
-        begin_first_draws(ids, ints, started, last, pending, keys, scratch)
-        finish_columns(ids, ints, started, 0, 1, 2, np.zeros((8, 2), np.int64))
-        started_among(ids, started, scratch)
-        u, form = np.zeros(3, np.uint64), np.zeros((10, 3))
-        reset_draws(ids, ints, started, last, pending, keys, scratch, u, u, form, np.zeros((2, 3)))
-        started[:] = False
-
-
-def _id_layouts() -> list[np.ndarray]:
-    layouts = []
-    for writable in (True, False):
-        for ids in (np.zeros(2, np.int64), np.zeros(4, np.int64)[::2]):  # C and strided
-            ids.setflags(write=writable)
-            layouts.append(ids)
-    return layouts
+    finish_and_begin(ids, ints, started, scratch)
+    start(ids, ints, started, 0, 1, 2, scratch)
+    first_draw_keys(ids, ints, last, pending, keys)
+    begin_first_draws(ids, ints, started, last, pending, keys, scratch)
+    finish_columns(ids, ints, started, 0, 1, 2, np.zeros((8, 2), np.int64))
+    started_among(ids, started, scratch)
+    u, form = np.zeros(3, np.uint64), np.zeros((10, 3))
+    reset_draws(ids, ints, started, last, pending, keys, scratch, u, u, form, np.zeros((2, 3)))
