@@ -63,7 +63,12 @@ class _Env:
         self.applied: list[tuple[str, np.ndarray, np.ndarray]] = []
 
 
-def _driver(n: int, continuous: bool = True) -> VariationDriver:
+def _host(x) -> np.ndarray:
+    """A copy on the host of numpy values or a CPU tensor (its type kept in the dtype)."""
+    return x.numpy().copy() if hasattr(x, "numpy") else np.array(x)
+
+
+def _driver(n: int, continuous: bool = True, device: str | None = None) -> VariationDriver:
     cfgs = {
         "mass": vr.UniformCfg(low=1, high=2),
         "com": vr.NormalCfg(mean=(0, 0), std=(1, 2)),
@@ -75,16 +80,16 @@ def _driver(n: int, continuous: bool = True) -> VariationDriver:
         cfgs["shape"] = vr.ChoiceCfg(choices=("box", "ball"))
 
     def keep(key: str):
-        return lambda env, ids, x: env.applied.append((key, np.array(ids), np.array(x)))
+        return lambda env, ids, x: env.applied.append((key, _host(ids), _host(x)))
 
     variations = vr.VariationSet(
         vr.Variation(k, vr.VariationCfg(sampler=c), apply=keep(k) if k == "com" else None)
         for k, c in cfgs.items()
     )
     variations.apply_batch = lambda env, ids, batch: env.applied.append(
-        ("batch", np.array(ids), np.array(batch.matrix if continuous else batch.values[0]))
+        ("batch", _host(ids), _host(batch.matrix if continuous else batch.values[0]))
     )
-    return VariationDriver(n, variations=variations, seed=3)
+    return VariationDriver(n, variations=variations, seed=3, device=device)
 
 
 def _state(d: VariationDriver) -> tuple:
@@ -108,6 +113,10 @@ def _same(a: tuple, b: tuple) -> None:
 
 
 def _step(d: VariationDriver, op: str, ids, env: _Env) -> None:
+    if op != "design" and d.world.device is not None:  # a torch env hands tensors
+        import torch
+
+        ids = torch.as_tensor(ids)
     if op == "reset":
         d.reset(env, ids)
     elif op == "hooks":
@@ -122,10 +131,12 @@ def _step(d: VariationDriver, op: str, ids, env: _Env) -> None:
         d.record_step()
 
 
-@pytest.mark.parametrize("continuous", [True, False])
-def test_random_resets_leave_the_arrays_as_numpy_does(calls, continuous) -> None:
+@pytest.mark.parametrize(("continuous", "device"), [(True, None), (False, None), (True, "cpu")])
+def test_random_resets_leave_the_arrays_as_numpy_does(calls, continuous, device) -> None:
+    if device is not None:
+        pytest.importorskip("torch")
     n = 40
-    fast, slow = _driver(n, continuous), _driver(n, continuous)
+    fast, slow = _driver(n, continuous, device), _driver(n, continuous, device)
     fast_env, slow_env = _Env(), _Env()
     rng = np.random.default_rng(11)
     for i in range(300):
@@ -212,26 +223,33 @@ def test_finished_episodes_columns_are_the_numpy_paths(calls) -> None:
     assert "finish_columns" in calls
 
 
-def test_a_recorded_run_writes_the_numpy_paths_tables(calls, tmp_path) -> None:
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_a_recorded_run_writes_the_numpy_paths_tables(calls, tmp_path, device) -> None:
     """A recording manager's reset takes the one-pass path too (the recorder's hooks
-    around it): the draws and episodes tables equal the numpy path's, row for row."""
+    around it), numpy or torch on the CPU: the draws and episodes tables equal the
+    numpy path's, row for row."""
+    wrap = np.asarray
+    if device is not None:
+        wrap = pytest.importorskip("torch").as_tensor
     n = 24
     rng = np.random.default_rng(8)
     plan = [(i % 4 == 0, rng.integers(0, n, int(rng.integers(0, 9)))) for i in range(200)]
     for on in (True, False):
-        d = _driver(n)
+        d = _driver(n, device=device)
         with (
             compiled_draws(on),
             vr.RecorderManager(
                 variations=d.variations, tracker=d.tracker, output=tmp_path / str(on), run_id="r"
             ) as m,
         ):
-            m.reset(_Env(), np.arange(n))
+            m.reset(_Env(), wrap(np.arange(n)))
             for i, (reset, ids) in enumerate(plan):
                 if reset:
-                    m.reset(_Env(), ids.copy())
+                    m.reset(_Env(), wrap(ids.copy()))
                 else:
-                    m.record_step(reward=np.full(n, float(i)), terminated=np.zeros(n, bool))
+                    m.record_step(
+                        reward=wrap(np.full(n, float(i))), terminated=wrap(np.zeros(n, bool))
+                    )
     clocks = ["time", "time_start", "time_end"]
     for table in ("draws", "episodes"):
         fast, slow = (

@@ -337,12 +337,7 @@ class VariationDriver:
         draws, applied to ``env``; ``reset_fn(env_ids, seeds)``, the env's own reset
         from the applied values; then ``record_post_reset``, with the new episodes'
         first state in place."""
-        if (
-            reset_fn is None
-            and self.schedule is None
-            and type(env_ids) is np.ndarray
-            and self._fused_reset(env, env_ids)
-        ):
+        if reset_fn is None and self.schedule is None and self._fused_reset(env, env_ids):
             return
         ids = self._ids(env_ids)  # checked once for every step
         if self.schedule is not None:
@@ -356,23 +351,28 @@ class VariationDriver:
             reset_fn(ids, seeds)
         self._post_reset(ids, begun=True)
 
-    def _fused_reset(self, env: Any, ids: np.ndarray) -> bool:
-        """:meth:`reset` of a numpy env in two compiled calls (``tests/
-        test_tracker_kernels.py`` runs it against the general path): the tracker's
-        pre-reset, the first-draw check and every value in one kernel (a recorder's
-        hooks first take the finished episodes), the recorder's batch and ``apply``,
-        then the start in another. Returns False, with nothing changed, where it does
-        not apply (or an id is out of range: the general path names it)."""
+    def _fused_reset(self, env: Any, env_ids: Any) -> bool:
+        """:meth:`reset` of a numpy env, or a torch env on the CPU, in two compiled calls
+        (``tests/test_tracker_kernels.py`` runs it against the general path): the
+        tracker's pre-reset, the first-draw check and every value in one kernel (a
+        recorder's hooks first take the finished episodes), the recorder's batch and
+        ``apply``, then the start in another. Returns False, with nothing changed, where
+        it does not apply (or an id is out of range: the general path names it)."""
         kd = kernels()
         f = self._fused
         if f is None or f[0] != epoch() or f[1] != samplers_module.listener_edits or f[2] is not kd:
             f = self._fused = self._fuse(kd)
-        if (
-            f[3] is None
-            or ids.dtype is not _INT64
-            or ids.ndim != 1
-            or self.world.device is not None
-        ):
+        if f[3] is None:
+            return False
+        dev = self.world.device
+        if dev is None:  # numpy ids as the env hands them: the kernels check their range
+            if type(env_ids) is not np.ndarray or env_ids.dtype is not _INT64 or env_ids.ndim != 1:
+                return False
+            ids = given = env_ids
+        elif dev.type == "cpu" and is_tensor(env_ids):  # draws on the host, as in draw_reset
+            ids = self._ids(env_ids)  # checked: device, dtype, mask, range
+            given = self._env_ids(ids, env_ids)
+        else:
             return False
         _, _, _, kt, g, plan, vs, quiet = f
         c = self._counters
@@ -414,18 +414,18 @@ class VariationDriver:
             if hooks is not None:
                 hooks.reset_drawn(batch)
             if not quiet:
-                batch.notify_and_apply(env, ids)
+                batch.notify_and_apply(env, given)
             else:  # what notify_and_apply does where nothing listens
                 for v in vs:
                     v.num_draws += 1
                 if g.appliers:
-                    values = batch.values
+                    values, to_env = batch.values, self.world.values
                     for j, fn in g.appliers:
-                        fn(env, ids, values[j])
+                        fn(env, given, to_env(values[j]))
                 if g.apply_batch is not None:
-                    g.apply_batch(env, ids, batch)
+                    g.apply_batch(env, given, batch)
         else:  # an env draws again in its episode: the draw counts per variation
-            self._draw_reset(env, ids, ids, begun=True)
+            self._draw_reset(env, ids, given, begun=True)
         # tracker.start, straight to its kernel (every env of ids began an episode above)
         seq = t.seq + 1
         if kt.start(ids, t._ints, t.started, t._clock, seq, now_us(), t._scratch) == 0:
