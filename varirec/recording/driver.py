@@ -96,7 +96,8 @@ class DriverHooks(Protocol):
         finished them): return the recorder's columns for them, aligned with ``done``."""
 
     def finished(self, row: dict[str, Any]) -> None:
-        """The columns of :meth:`finishing` plus the tracker's (``env_id``, seqs, length)."""
+        """The columns of :meth:`finishing` plus the tracker's (``env_id``, seqs, length;
+        with the kernels on, as one block: :meth:`EpisodeTracker.finish_block`)."""
 
     def reset_drawn(self, batch: ResetBatch) -> None:
         """The reset-mode variations of one reset drew, in one batch (before the
@@ -201,7 +202,7 @@ class VariationDriver:
         done = ids[t.started[ids]]
         if done.size:  # the first reset after build finishes nothing: no phantom
             row = hooks.finishing(done)
-            row.update(t.finish(done, started=True))
+            row.update(t.finish_block(done) or t.finish(done, started=True))
             hooks.finished(row)
         t.begin(ids)
 
@@ -386,7 +387,7 @@ class VariationDriver:
             if m:
                 done = done[:m]
                 row = hooks.finishing(done)
-                row.update(t.finish(done, started=True))
+                row.update(t.finish_block(done) or t.finish(done, started=True))
                 hooks.finished(row)
         keys = np.empty((2, len(ids)), np.int64)
         out = np.empty((len(ids), plan.width))

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from varirec.arrays import wait
+from varirec.recording.episodes import FINISHED, FINISHED_BLOCK
 
 __all__ = ["EpisodeChunk"]
 
@@ -59,6 +60,14 @@ def _column(field: pa.Field, values: list[Any], lengths: list[int]) -> pa.Array:
     return pa.concat_arrays([_part(field, v, n) for v, n in zip(values, lengths, strict=True)])
 
 
+def _split(part: dict[str, Any]) -> dict[str, Any]:
+    """A part with the tracker's columns as one block (``FINISHED_BLOCK``), as columns."""
+    block = part.get(FINISHED_BLOCK)
+    if block is None:
+        return part
+    return {**part, **dict(zip(FINISHED, block, strict=True))}
+
+
 class EpisodeChunk:
     """Episode columns of several pre-resets; :meth:`to_arrow` runs on the writer thread."""
 
@@ -80,6 +89,7 @@ class EpisodeChunk:
         numpy columns follow the conventions above, Arrow arrays are cast as they are.
         """
         wait(self.event)  # the parts' non-blocking copies from the device are complete
-        lengths = [len(p["env_id"]) for p in self.parts]
-        arrays = [_column(f, [p.get(f.name) for p in self.parts], lengths) for f in self.schema]
+        parts = [_split(p) for p in self.parts]
+        lengths = [len(p["env_id"]) for p in parts]
+        arrays = [_column(f, [p.get(f.name) for p in parts], lengths) for f in self.schema]
         return pa.Table.from_arrays(arrays, schema=self.schema)

@@ -36,7 +36,23 @@ import numpy as np
 from varirec.errors import RecorderStateError
 from varirec.sampling.accel import kernels_of
 
-__all__ = ["EpisodeTracker", "check_num_envs", "now_us"]
+__all__ = ["FINISHED", "FINISHED_BLOCK", "EpisodeTracker", "check_num_envs", "now_us"]
+
+FINISHED = (
+    "episode",
+    "start_seq",
+    "end_seq",
+    "length",
+    "sample_id",
+    "seed",
+    "time_start",
+    "time_end",
+)
+"""The finished episodes' int64 columns, in the order of :meth:`EpisodeTracker.finish`'s
+dict and of the rows of :meth:`EpisodeTracker.finish_block`'s block."""
+
+FINISHED_BLOCK = "#finished"
+"""The key of :meth:`EpisodeTracker.finish_block`'s ``(len(FINISHED), n)`` block in a row."""
 
 
 def check_num_envs(num_envs: object) -> int:
@@ -219,6 +235,24 @@ class EpisodeTracker:
         else:
             self._base[env_ids] -= self.started[env_ids]
 
+    def finish_block(self, done: np.ndarray) -> dict[str, np.ndarray] | None:
+        """:meth:`finish` of ``done`` (started envs, as the caller picked them), its
+        columns kept as one int64 block under :data:`FINISHED_BLOCK` (rows in
+        :data:`FINISHED`'s order) beside ``env_id``: eight column views cost more than
+        the compiled finish on a simulation's hot path, so a recorder splits the block
+        where it writes (:class:`~varirec.recording.episode_chunk.EpisodeChunk`). None
+        (nothing done) where the kernels are off: call :meth:`finish`."""
+        kern = _kernels()
+        if kern is None or done.dtype != np.int64:
+            return None
+        out = np.empty((len(FINISHED), len(done)), np.int64)
+        if kern.finish_columns(done, self._ints, self.started, self._clock, self.seq + 1,
+                               now_us(), out) != 0:  # fmt: skip
+            return None  # an id out of range: finish refuses it
+        self.seq += 1
+        self.episodes_finished += len(done)
+        return {"env_id": done.astype(np.int32), FINISHED_BLOCK: out}
+
     def finish(
         self, env_ids: np.ndarray, *, columns: bool = True, started: bool = False
     ) -> dict[str, np.ndarray]:
@@ -230,15 +264,10 @@ class EpisodeTracker:
         ``env_ids`` among the started envs (no need to look again).
         """
         done = env_ids if started else env_ids[self.started[env_ids]]
-        kern = _kernels() if columns else None
-        if kern is not None and done.dtype == np.int64:
-            out = np.empty((8, len(done)), np.int64)
-            if kern.finish_columns(done, self._ints, self.started, self._clock, self.seq + 1,
-                                   now_us(), out) == 0:  # fmt: skip
-                self.seq += 1
-                self.episodes_finished += len(done)
-                cols = dict(zip(kern.FINISHED, out, strict=True))
-                return {"env_id": done.astype(np.int32), **cols}
+        found = self.finish_block(done) if columns else None
+        if found is not None:
+            block = found.pop(FINISHED_BLOCK)
+            return {**found, **dict(zip(FINISHED, block, strict=True))}
         self.started[done] = False  # first: an id out of range changes nothing
         end_seq = self.next_seq()
         self.episodes_finished += len(done)

@@ -129,26 +129,13 @@ def begin_first_draws(
     return 4 * finished + first_draw_keys(ids, ints, last, pending, keys)
 
 
-FINISHED = (
-    "episode",
-    "start_seq",
-    "end_seq",
-    "length",
-    "sample_id",
-    "seed",
-    "time_start",
-    "time_end",
-)
-"""The rows of :func:`finish_columns`'s ``out``: the finished episodes' int64 columns."""
-
-
 @jit
 def finish_columns(
     done: np.ndarray, ints: np.ndarray, started: np.ndarray, clock: int, end_seq: int, now: int,
     out: np.ndarray,
 ) -> int:  # fmt: skip
     """End the started episodes of ``done`` (each started, as the tracker picked them)
-    and write their columns into ``out`` (rows in :data:`FINISHED`'s order): their
+    and write their columns into ``out`` (rows in ``episodes.FINISHED``'s order): their
     counters, ``end_seq``, ``now`` and their length, which becomes the stopped step
     count. Every column is read before a counter is written (an id may come twice).
     Returns -1 (nothing changed) for an id out of range, else 0."""
