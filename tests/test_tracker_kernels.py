@@ -6,7 +6,7 @@ on and one with numpy only (``compiled_draws(False)``): repeated ids, bool masks
 draws again within an episode, design rows, resets split into their hooks. After
 every operation the tracker's counters, the draw counters and the values applied
 agree. With only continuous kinds and nothing listening, a reset takes the driver's
-one-pass path (``_fused_reset``); with a choice among them, the general one.
+compiled path (``compiled_reset.CompiledReset``); with a choice among them, the general one.
 """
 
 from __future__ import annotations

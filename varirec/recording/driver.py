@@ -34,9 +34,8 @@ import pyarrow as pa
 
 from varirec.arrays import ArrayWorld, is_tensor
 from varirec.errors import RecorderStateError
-from varirec.recording.episodes import EpisodeTracker, now_us
-from varirec.sampling import samplers as samplers_module
-from varirec.sampling.accel import kernels, kernels_of
+from varirec.recording.compiled_reset import CompiledReset, first_draw_keys
+from varirec.recording.episodes import EpisodeTracker
 from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
 from varirec.variations.batch import (
     DrawCounters,
@@ -48,10 +47,6 @@ from varirec.variations.batch import (
 from varirec.variations.variation import Variation, VariationSet, epoch, noise_keys
 
 __all__ = ["DriverHooks", "EpisodeSchedule", "StudyDesign", "VariationDriver"]
-
-_INT64 = np.dtype(np.int64)
-TRACKER_KERNELS = "varirec.recording.tracker_kernels"
-"""The tracker's compiled reset steps (:func:`varirec.sampling.accel.kernels_of`)."""
 
 
 def _torch_int64() -> Any:
@@ -170,7 +165,7 @@ class VariationDriver:
         self._plans = PlanCache()
         self._counters = DrawCounters(list(variations.values()), self.num_envs)
         self._group: ResetGroup | None = None  # rebuilt when a variation changes
-        self._fused: tuple[Any, ...] | None = None  # see _fuse
+        self._compiled = CompiledReset(self)  # the usual reset, in two kernel calls
         self.hooks: DriverHooks | None = None
         """The recorder around this driver; None on the zero-cost path."""
 
@@ -259,7 +254,7 @@ class VariationDriver:
                 counters=self._counters,
                 group=g,
                 begun=True,
-                keys=self._first_draw_keys(g, ids),
+                keys=first_draw_keys(self.tracker, self._counters, g, ids),
             )
             if batch is not None:
                 if self.hooks is not None:
@@ -278,26 +273,6 @@ class VariationDriver:
                 vs.enabled("reset"), vs.apply_batch, self._plans, self._counters
             )
         return g
-
-    def _first_draw_keys(
-        self, g: ResetGroup, ids: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, bool, bool] | None:
-        """What :func:`draw_reset_batch` reads first (the episodes and design rows of
-        ``ids``, whether one is in a design, :func:`first_draws`) in one compiled call;
-        None where the kernels are off: it reads them with numpy."""
-        c = self._counters
-        if g.rows is None or c.cols is not g.rows or ids.dtype != np.int64:
-            return None
-        kt = kernels_of(TRACKER_KERNELS)
-        if kt is None:
-            return None
-        keys = np.empty((2, len(ids)), np.int64)
-        code = kt.first_draw_keys(ids, self.tracker._ints, c.last, c.pending, keys)
-        if code < 0:  # an id out of range: numpy refuses it
-            return None
-        if code & 2:
-            c.dirty = True
-        return keys[0], keys[1], bool(code & 1), bool(code & 2)
 
     def _env_ids(self, ids: np.ndarray, given: Any) -> Any:
         """The ids as ``apply`` takes them: the env's own int64 id tensor where it handed
@@ -338,7 +313,7 @@ class VariationDriver:
         draws, applied to ``env``; ``reset_fn(env_ids, seeds)``, the env's own reset
         from the applied values; then ``record_post_reset``, with the new episodes'
         first state in place."""
-        if reset_fn is None and self.schedule is None and self._fused_reset(env, env_ids):
+        if reset_fn is None and self.schedule is None and self._compiled(env, env_ids):
             return
         ids = self._ids(env_ids)  # checked once for every step
         if self.schedule is not None:
@@ -351,104 +326,6 @@ class VariationDriver:
         if reset_fn is not None:
             reset_fn(ids, seeds)
         self._post_reset(ids, begun=True)
-
-    def _fused_reset(self, env: Any, env_ids: Any) -> bool:
-        """:meth:`reset` of a numpy env, or a torch env on the CPU, in two compiled calls
-        (``tests/test_tracker_kernels.py`` runs it against the general path): the
-        tracker's pre-reset, the first-draw check and every value in one kernel (a
-        recorder's hooks first take the finished episodes), the recorder's batch and
-        ``apply``, then the start in another. Returns False, with nothing changed, where
-        it does not apply (or an id is out of range: the general path names it)."""
-        kd = kernels()
-        f = self._fused
-        if f is None or f[0] != epoch() or f[1] != samplers_module.listener_edits or f[2] is not kd:
-            f = self._fused = self._fuse(kd)
-        if f[3] is None:
-            return False
-        dev = self.world.device
-        if dev is None:  # numpy ids as the env hands them: the kernels check their range
-            if type(env_ids) is not np.ndarray or env_ids.dtype is not _INT64 or env_ids.ndim != 1:
-                return False
-            ids = given = env_ids
-        elif dev.type == "cpu" and is_tensor(env_ids):  # draws on the host, as in draw_reset
-            ids = self._ids(env_ids)  # checked: device, dtype, mask, range
-            given = self._env_ids(ids, env_ids)
-        else:
-            return False
-        _, _, _, kt, g, plan, vs, quiet = f
-        c = self._counters
-        t = self.tracker
-        hooks = self.hooks
-        if hooks is not None:  # the finished episodes, recorded before the tracker moves
-            done = np.empty(len(ids), np.int64)
-            m = kt.started_among(ids, t.started, done)
-            if m < 0:
-                return False
-            if m:
-                done = done[:m]
-                row = hooks.finishing(done)
-                row.update(t.finish_block(done) or t.finish(done, started=True))
-                hooks.finished(row)
-        keys = np.empty((2, len(ids)), np.int64)
-        out = np.empty((len(ids), plan.width))
-        code = kt.reset_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch,
-                              plan.bases, plan.comps, plan.fused_form, out)  # fmt: skip
-        if code < 0:
-            return False
-        if hooks is None:
-            t.episodes_finished += code >> 2
-            t.seq += 1  # the finished episodes' end, as finish takes it
-        if code & 2:
-            c.dirty = True
-            episodes, rows = keys
-            batch = ResetBatch(
-                vs,
-                ids,
-                None,
-                None,
-                self.world,
-                matrix=out,
-                parts=(plan, out, out, np, rows, None),
-                lazy=(t.take_seqs(len(vs)), episodes, rows, bool(code & 1)),
-                group=g,
-            )
-            if hooks is not None:
-                hooks.reset_drawn(batch)
-            if not quiet:
-                batch.notify_and_apply(env, given)
-            else:  # what notify_and_apply does where nothing listens
-                for v in vs:
-                    v.num_draws += 1
-                if g.appliers:
-                    values, to_env = batch.values, self.world.values
-                    for j, fn in g.appliers:
-                        fn(env, given, to_env(values[j]))
-                if g.apply_batch is not None:
-                    g.apply_batch(env, given, batch)
-        else:  # an env draws again in its episode: the draw counts per variation
-            self._draw_reset(env, ids, given, begun=True)
-        # tracker.start, straight to its kernel (every env of ids began an episode above)
-        seq = t.seq + 1
-        if kt.start(ids, t._ints, t.started, t._clock, seq, now_us(), t._scratch) == 0:
-            t.seq = seq
-        else:  # an env started meanwhile (an apply restarted it): the checked path names it
-            t.start(ids, begun=True)
-        if self._interval_next:
-            self._arm_interval_timers(ids)
-        if hooks is not None:
-            hooks.started(ids)
-        return True
-
-    def _fuse(self, kd: Any) -> tuple[Any, ...]:
-        """What :meth:`_fused_reset` reads, worked out once per change of a variation, a
-        listener or the kernels' switch: ``(epoch, listener edits, draw kernels,
-        tracker kernels, group, plan, members, quiet)``; the tracker kernels are None
-        where the one-pass reset does not apply; ``quiet``: no sampler has a listener."""
-        g = self._reset_group()
-        kt = kernels_of(TRACKER_KERNELS) if kd is not None else None
-        ok = g.rows is not None and self._counters.cols is g.rows and g.fusable()
-        edits = samplers_module.listener_edits
-        return (g.epoch, edits, kd, kt if ok else None, g, g.plan, g.together, g.quiet())
 
     def draw_interval(self, env: Any = None) -> None:
         """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""

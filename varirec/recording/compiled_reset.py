@@ -1,0 +1,163 @@
+"""The usual reset of a :class:`~varirec.recording.driver.VariationDriver` in two compiled
+calls (the ``fast`` extra), and the first-draw keys that its general path reads compiled.
+
+A reset of a few dozen envs costs the general path some 45 Python and 30 numpy calls,
+each paying for caches a simulation step has just evicted. :class:`CompiledReset` does
+the tracker's pre-reset, the first-draw check and every value in one kernel
+(:func:`~varirec.recording.tracker_kernels.reset_draws`), hands the batch to the
+recorder and ``apply``, and starts the episodes in another kernel. It applies to a numpy
+env or a torch env on the CPU whose enabled reset-mode variations are all of continuous
+kinds, with no ``before_sample`` hook, and (the driver checks) no schedule or
+``reset_fn``; anything else takes the general path. ``tests/test_tracker_kernels.py``
+runs both on the same resets: the same state, values and recorded rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from varirec.arrays import is_tensor
+from varirec.recording.episodes import EpisodeTracker, now_us
+from varirec.sampling import samplers as samplers_module
+from varirec.sampling.accel import kernels, kernels_of
+from varirec.variations.batch import DrawCounters, ResetBatch, ResetGroup
+from varirec.variations.variation import epoch
+
+__all__ = ["TRACKER_KERNELS", "CompiledReset", "first_draw_keys"]
+
+TRACKER_KERNELS = "varirec.recording.tracker_kernels"
+"""The tracker's compiled reset steps (:func:`varirec.sampling.accel.kernels_of`)."""
+
+_INT64 = np.dtype(np.int64)
+
+
+def first_draw_keys(
+    tracker: EpisodeTracker, counters: DrawCounters, g: ResetGroup, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, bool, bool] | None:
+    """What :func:`~varirec.variations.batch.draw_reset_batch` reads first (the episodes
+    and design rows of ``ids``, whether one is in a design,
+    :func:`~varirec.variations.counters.first_draws`) in one compiled call; None where
+    the kernels are off (or an id is out of range): it reads them with numpy."""
+    if g.rows is None or counters.cols is not g.rows or ids.dtype != np.int64:
+        return None
+    kt = kernels_of(TRACKER_KERNELS)
+    if kt is None:
+        return None
+    keys = np.empty((2, len(ids)), np.int64)
+    code = kt.first_draw_keys(ids, tracker._ints, counters.last, counters.pending, keys)
+    if code < 0:
+        return None
+    if code & 2:
+        counters.dirty = True
+    return keys[0], keys[1], bool(code & 1), bool(code & 2)
+
+
+class CompiledReset:
+    """A driver's reset in two kernel calls; calling it returns False, with nothing
+    changed, where it does not apply (or an id is out of range: the general path
+    names it).
+
+    Args:
+        driver: the :class:`~varirec.recording.driver.VariationDriver` it resets for.
+    """
+
+    __slots__ = ("counters", "driver", "plan", "tracker")
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.tracker: EpisodeTracker = driver.tracker
+        self.counters: DrawCounters = driver._counters
+        self.plan: tuple[Any, ...] | None = None  # see _prepare
+
+    def _prepare(self, kd: Any) -> tuple[Any, ...]:
+        """What a call reads, worked out once per change of a variation, a listener or
+        the kernels' switch: ``(epoch, listener edits, draw kernels, tracker kernels,
+        group, column plan, members, quiet)``; the tracker kernels are None where the
+        compiled reset does not apply; ``quiet``: no sampler has a listener."""
+        g = self.driver._reset_group()
+        kt = kernels_of(TRACKER_KERNELS) if kd is not None else None
+        ok = g.rows is not None and self.counters.cols is g.rows and g.fusable()
+        edits = samplers_module.listener_edits
+        return (g.epoch, edits, kd, kt if ok else None, g, g.plan, g.together, g.quiet())
+
+    def __call__(self, env: Any, env_ids: Any) -> bool:
+        kd = kernels()
+        f = self.plan
+        if f is None or f[0] != epoch() or f[1] != samplers_module.listener_edits or f[2] is not kd:
+            f = self.plan = self._prepare(kd)
+        if f[3] is None:
+            return False
+        d = self.driver
+        dev = d.world.device
+        if dev is None:  # numpy ids as the env hands them: the kernels check their range
+            if type(env_ids) is not np.ndarray or env_ids.dtype is not _INT64 or env_ids.ndim != 1:
+                return False
+            ids = given = env_ids
+        elif dev.type == "cpu" and is_tensor(env_ids):  # draws on the host, as in draw_reset
+            ids = d._ids(env_ids)  # checked: device, dtype, mask, range
+            given = d._env_ids(ids, env_ids)
+        else:
+            return False
+        _, _, _, kt, g, plan, vs, quiet = f
+        c, t, hooks = self.counters, self.tracker, d.hooks
+        if hooks is not None:  # the finished episodes, recorded before the tracker moves
+            done = np.empty(len(ids), np.int64)
+            m = kt.started_among(ids, t.started, done)
+            if m < 0:
+                return False
+            if m:
+                done = done[:m]
+                row = hooks.finishing(done)
+                row.update(t.finish_block(done) or t.finish(done, started=True))
+                hooks.finished(row)
+        keys = np.empty((2, len(ids)), np.int64)
+        out = np.empty((len(ids), plan.width))
+        code = kt.reset_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch,
+                              plan.bases, plan.comps, plan.fused_form, out)  # fmt: skip
+        if code < 0:
+            return False
+        if hooks is None:
+            t.episodes_finished += code >> 2
+            t.seq += 1  # the finished episodes' end, as finish takes it
+        if code & 2:
+            c.dirty = True
+            episodes, rows = keys
+            batch = ResetBatch(
+                vs,
+                ids,
+                None,
+                None,
+                d.world,
+                matrix=out,
+                parts=(plan, out, out, np, rows, None),
+                lazy=(t.take_seqs(len(vs)), episodes, rows, bool(code & 1)),
+                group=g,
+            )
+            if hooks is not None:
+                hooks.reset_drawn(batch)
+            if not quiet:
+                batch.notify_and_apply(env, given)
+            else:  # what notify_and_apply does where nothing listens
+                for v in vs:
+                    v.num_draws += 1
+                if g.appliers:
+                    values, to_env = batch.values, d.world.values
+                    for j, fn in g.appliers:
+                        fn(env, given, to_env(values[j]))
+                if g.apply_batch is not None:
+                    g.apply_batch(env, given, batch)
+        else:  # an env draws again in its episode: the draw counts per variation
+            d._draw_reset(env, ids, given, begun=True)
+        # tracker.start, straight to its kernel (every env of ids began an episode above)
+        seq = t.seq + 1
+        if kt.start(ids, t._ints, t.started, t._clock, seq, now_us(), t._scratch) == 0:
+            t.seq = seq
+        else:  # an env started meanwhile (an apply restarted it): the checked path names it
+            t.start(ids, begun=True)
+        if d._interval_next:
+            d._arm_interval_timers(ids)
+        if hooks is not None:
+            hooks.started(ids)
+        return True
