@@ -271,13 +271,25 @@ def test_a_recorded_run_writes_the_numpy_paths_tables(calls, tmp_path, device) -
 
 def test_the_one_pass_kernel_is_compiled_again_when_the_draw_kernels_change() -> None:
     """numba's cache keys a kernel by its own file; ``reset_draws`` calls a kernel of
-    ``compiled.py`` and carries a hash of that file in its closure, which numba's
-    cache key includes: an edit there cannot leave a stale copy here."""
+    ``compiled.py`` and carries a hash of that file in its closure. numba's cache key
+    (the key it looks compiled code up by) must hold it: the shipped kernel's key is
+    the one of that file's hash, and another content of the file gives another key."""
     import hashlib
     from pathlib import Path
 
-    from varirec.recording import tracker_kernels
     from varirec.sampling import compiled
 
-    cells = [c.cell_contents for c in tracker_kernels.reset_draws.py_func.__closure__]
-    assert cells == [hashlib.sha256(Path(compiled.__file__).read_bytes()).hexdigest()]
+    with compiled_draws(True):  # warm() compiles the signature read below
+        tk = accel.kernels_of(KERNELS[0])
+    if tk is None:
+        pytest.skip("the compiled kernels are off")
+    source = Path(compiled.__file__).read_bytes()
+    sig = tk.reset_draws.signatures[0]  # compiled by warm()
+    codegen = tk.reset_draws.targetctx.codegen()
+
+    def key(stamp: str) -> tuple:
+        return tk._with_draw_kernels(stamp)._cache._index_key(sig, codegen)
+
+    shipped = tk.reset_draws._cache._index_key(sig, codegen)
+    assert shipped == key(hashlib.sha256(source).hexdigest())
+    assert shipped != key(hashlib.sha256(source + b"# an edit").hexdigest())

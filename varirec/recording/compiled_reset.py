@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from varirec.arrays import is_tensor
-from varirec.recording.episodes import EpisodeTracker, now_us
+from varirec.recording.episodes import EpisodeTracker
 from varirec.sampling import samplers as samplers_module
 from varirec.sampling.accel import kernels, kernels_of
 from varirec.variations.batch import DrawCounters, ResetBatch, ResetGroup
@@ -74,13 +74,12 @@ class CompiledReset:
     def _prepare(self, kd: Any) -> tuple[Any, ...]:
         """What a call reads, worked out once per change of a variation, a listener or
         the kernels' switch: ``(epoch, listener edits, draw kernels, tracker kernels,
-        group, column plan, members, quiet)``; the tracker kernels are None where the
-        compiled reset does not apply; ``quiet``: no sampler has a listener."""
+        group)``; the tracker kernels are None where the compiled reset does not apply."""
         g = self.driver._reset_group()
+        edits = samplers_module.listener_edits
         kt = kernels_of(TRACKER_KERNELS) if kd is not None else None
         ok = g.rows is not None and self.counters.cols is g.rows and g.fusable()
-        edits = samplers_module.listener_edits
-        return (g.epoch, edits, kd, kt if ok else None, g, g.plan, g.together, g.quiet())
+        return (g.epoch, edits, kd, kt if ok else None, g)
 
     def __call__(self, env: Any, env_ids: Any) -> bool:
         kd = kernels()
@@ -100,7 +99,8 @@ class CompiledReset:
             given = d._env_ids(ids, env_ids)
         else:
             return False
-        _, _, _, kt, g, plan, vs, quiet = f
+        _, _, _, kt, g = f
+        plan, vs = g.plan, g.together
         c, t, hooks = self.counters, self.tracker, d.hooks
         if hooks is not None:  # the finished episodes, recorded before the tracker moves
             done = np.empty(len(ids), np.int64)
@@ -108,10 +108,7 @@ class CompiledReset:
             if m < 0:
                 return False
             if m:
-                done = done[:m]
-                row = hooks.finishing(done)
-                row.update(t.finish_block(done) or t.finish(done, started=True))
-                hooks.finished(row)
+                d._record_finished(done[:m])
         keys = np.empty((2, len(ids)), np.int64)
         out = np.empty((len(ids), plan.width))
         code = kt.reset_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch,
@@ -137,25 +134,10 @@ class CompiledReset:
             )
             if hooks is not None:
                 hooks.reset_drawn(batch)
-            if not quiet:
-                batch.notify_and_apply(env, given)
-            else:  # what notify_and_apply does where nothing listens
-                for v in vs:
-                    v.num_draws += 1
-                if g.appliers:
-                    values, to_env = batch.values, d.world.values
-                    for j, fn in g.appliers:
-                        fn(env, given, to_env(values[j]))
-                if g.apply_batch is not None:
-                    g.apply_batch(env, given, batch)
+            batch.notify_and_apply(env, given)
         else:  # an env draws again in its episode: the draw counts per variation
             d._draw_reset(env, ids, given, begun=True)
-        # tracker.start, straight to its kernel (every env of ids began an episode above)
-        seq = t.seq + 1
-        if kt.start(ids, t._ints, t.started, t._clock, seq, now_us(), t._scratch) == 0:
-            t.seq = seq
-        else:  # an env started meanwhile (an apply restarted it): the checked path names it
-            t.start(ids, begun=True)
+        t.start(ids, begun=True)  # compiled too (every env of ids began an episode above)
         if d._interval_next:
             d._arm_interval_timers(ids)
         if hooks is not None:

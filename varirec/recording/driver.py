@@ -196,10 +196,17 @@ class VariationDriver:
             return
         done = ids[t.started[ids]]
         if done.size:  # the first reset after build finishes nothing: no phantom
-            row = hooks.finishing(done)
-            row.update(t.finish_block(done) or t.finish(done, started=True))
-            hooks.finished(row)
+            self._record_finished(done)
         t.begin(ids)
+
+    def _record_finished(self, done: np.ndarray) -> None:
+        """The recorder takes the finished episodes of ``done`` (started envs), then the
+        tracker ends them (its columns as one block where the kernels are on)."""
+        hooks, t = self.hooks, self.tracker
+        assert hooks is not None
+        row = hooks.finishing(done)
+        row.update(t.finish_block(done) or t.finish(done, started=True))
+        hooks.finished(row)
 
     def _post_reset(self, ids: np.ndarray, begun: bool = False) -> None:
         self.tracker.start(ids, begun=begun)

@@ -19,7 +19,6 @@ sampler template's events) and its ``apply`` runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -207,7 +206,7 @@ class ResetGroup:
     their rows of the draw counters, the ``apply`` callables."""
 
     __slots__ = (
-        "alone", "appliers", "apply_batch", "enabled", "epoch", "fed_cache", "fused", "plan",
+        "alone", "appliers", "apply_batch", "enabled", "epoch", "fed_cache", "plan",
         "rows", "samplers", "together",
     )  # fmt: skip
 
@@ -230,53 +229,36 @@ class ResetGroup:
         if counters is not None:  # the counters now follow this group's batch draws
             counters.track(self.together, self.rows)
         self.samplers = [v.sampler for v in self.together]
-        self.fed_cache: tuple[tuple[Any, ...], frozenset[Any], frozenset[int]] | None = None
-        """The last batch's listeners, fed set and unfed variations (see _listened)."""
-        self.fused: tuple[int, bool, bool] | None = None
-        """``listener_edits`` when last checked, :meth:`fusable`, :meth:`quiet`."""
-
-    def _listeners(self) -> tuple[int, bool, bool]:
-        edits = samplers_module.listener_edits
-        f = self.fused
-        if f is None or f[0] != edits:
-            ok = (
-                bool(self.together)
-                and not self.alone
-                and self.plan is not None
-                and self.plan.fused_form is not None
-                and not any(s._before for s in self.samplers)
-            )
-            f = self.fused = (edits, ok, not any(s._after for s in self.samplers))
-        return f
+        self.fed_cache: tuple[int, frozenset[Any], frozenset[int]] | None = None
+        """``listener_edits``, the last batch's fed set and unfed variations (see _listened)."""
 
     def fusable(self) -> bool:
         """Whether a reset of these variations can be drawn in one compiled pass: every
         member is batched and of a continuous kind, and no sampler has a hook before
-        the draw (checked again when a listener is added or removed)."""
-        return self._listeners()[1]
-
-    def quiet(self) -> bool:
-        """Whether no sampler of the batch has a listener after the draw."""
-        return self._listeners()[2]
-
-
-_AFTER = attrgetter("_after")
+        the draw (a caller checks again when ``listener_edits`` moves)."""
+        return (
+            bool(self.together)
+            and not self.alone
+            and self.plan is not None
+            and self.plan.fused_form is not None
+            and not any(s._before for s in self.samplers)
+        )
 
 
 def _listened(g: ResetGroup | None, samplers: list[Any], fed: set[Any]) -> frozenset[int]:
     """The variations with listeners that ``fed`` lacks (a set: each variation asks
-    whether it is in it); the group keeps the answer while every sampler keeps its
-    listeners and the fed set stays the same (each reset of a recording loop: two
-    compares instead of a set test per variation)."""
-    afters = tuple(map(_AFTER, samplers))
+    whether it is in it); the group keeps the answer while no sampler's listeners
+    changed (``listener_edits``) and the fed set stays the same (each reset of a
+    recording loop: two compares instead of a set test per variation)."""
+    edits = samplers_module.listener_edits
     cached = None if g is None else g.fed_cache
-    if cached is not None and cached[0] == afters and cached[1] == fed:
+    if cached is not None and cached[0] == edits and cached[1] == fed:
         return cached[2]
     listened = frozenset(
-        j for j, fns in enumerate(afters) if fns and not (fed and fed.issuperset(fns))
+        j for j, s in enumerate(samplers) if s._after and not (fed and fed.issuperset(s._after))
     )
     if g is not None:
-        g.fed_cache = (afters, frozenset(fed), listened)
+        g.fed_cache = (edits, frozenset(fed), listened)
     return listened
 
 
