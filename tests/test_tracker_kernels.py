@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import varirec as vr
@@ -193,70 +194,123 @@ def test_out_of_range_ids_are_refused_before_the_tracker_moves(calls) -> None:
     _same(_state(d), before)
 
 
-def test_finished_episodes_columns_are_the_numpy_paths(calls) -> None:
-    """A recording manager's finished-episode rows (the tracker's ``finish`` with
-    columns, compiled) equal the numpy path's, repeated ids included."""
+class _Peak(vr.RecorderTerm):
+    """A user's term with work at the pre-reset: the recorder's hooks run in Python."""
+
+    def __init__(self, cfg, manager) -> None:
+        super().__init__(cfg, manager)
+        self.peak = np.zeros(manager.num_envs)
+
+    def columns(self):
+        return {"peak": pa.float64()}
+
+    def record_step(self, data) -> None:
+        np.maximum(self.peak, data["reward"], out=self.peak)
+
+    def record_pre_reset(self, env_ids):
+        return {"peak": self.peak[env_ids]}
+
+
+def _terms(user_term: bool) -> dict | None:
+    return {"peak": vr.RecorderTermCfg(term=_Peak)} if user_term else None
+
+
+def _outcomes(rng: np.random.Generator, n: int, i: int) -> dict[str, np.ndarray]:
+    success = rng.random(n)
+    success[rng.random(n) < 0.3] = np.nan  # unknown
+    return {
+        "reward": np.full(n, float(i)),
+        "terminated": rng.random(n) < 0.2,
+        "truncated": rng.random(n) < 0.2,
+        "success": success,
+    }
+
+
+@pytest.mark.parametrize("user_term", [False, True])
+def test_finished_episodes_columns_are_the_numpy_paths(calls, user_term) -> None:
+    """A recording manager's finished-episode rows equal the numpy path's, repeated ids
+    included: with the outcome term alone, gathered in the compiled reset's kernels
+    (its columns kept as blocks); with a user's term, by the terms in Python and the
+    tracker's compiled ``finish``."""
+    from varirec.recording.device_outcomes import OUTCOME_BLOCKS
+    from varirec.recording.episode_chunk import _split
+    from varirec.recording.episodes import FINISHED_BLOCK
+
     n = 30
     managers = []
     for _ in range(2):
         d = _driver(n)
         managers.append(
-            vr.RecorderManager(variations=d.variations, tracker=d.tracker, flush_seconds=1e6)
+            vr.RecorderManager(
+                variations=d.variations,
+                tracker=d.tracker,
+                flush_seconds=1e6,
+                terms=_terms(user_term),
+            )
         )
     rng = np.random.default_rng(4)
     for i in range(120):
         ids = rng.integers(0, n, int(rng.integers(0, 8)))
+        outcomes = _outcomes(rng, n, i)
         for m, on in zip(managers, (True, False), strict=True):
             with compiled_draws(on):
                 if i % 3:
-                    m.record_step(reward=np.full(n, float(i)))
+                    m.record_step(**outcomes)
                 else:
                     m.reset(_Env(), ids.copy())
-    from varirec.recording.episode_chunk import _split
-    from varirec.recording.episodes import FINISHED_BLOCK
-
     fast, slow = ([_split(p) for p in m._episode_parts] for m in managers)
     assert len(fast) == len(slow) > 20
-    # The compiled side keeps the tracker's columns as one block (split where written).
-    assert all(FINISHED_BLOCK in p for p in managers[0]._episode_parts)
-    assert not any(FINISHED_BLOCK in p for p in managers[1]._episode_parts)
+    # The compiled side keeps columns as blocks (split where written).
+    blocks = {FINISHED_BLOCK} | (set() if user_term else set(OUTCOME_BLOCKS))
+    assert all(blocks <= set(p) for p in managers[0]._episode_parts)
+    assert not any(set(p) & blocks for p in managers[1]._episode_parts)
     for a, b in zip(fast, slow, strict=True):
-        a.pop(FINISHED_BLOCK)
-        assert list(a) == list(b)
+        assert sorted(a) == sorted(b)
         for key in a:
             if key != "time_end" and key != "time_start":  # clocks
                 np.testing.assert_array_equal(a[key], b[key], err_msg=key)
                 assert a[key].dtype == b[key].dtype, key
-    assert "finish_columns" in calls
+    if user_term:
+        assert "finish_columns" in calls and "recorded_reset" not in calls
+    else:
+        assert {"recorded_reset", "start_outcomes"} <= set(calls)
+        assert "finish_columns" not in calls
 
 
+@pytest.mark.parametrize("user_term", [False, True])
 @pytest.mark.parametrize("device", [None, "cpu"])
-def test_a_recorded_run_writes_the_numpy_paths_tables(calls, tmp_path, device) -> None:
-    """A recording manager's reset takes the one-pass path too (the recorder's hooks
-    around it), numpy or torch on the CPU: the draws and episodes tables equal the
-    numpy path's, row for row."""
+def test_a_recorded_run_writes_the_numpy_paths_tables(calls, tmp_path, device, user_term) -> None:
+    """A recording manager's reset takes the one-pass path too, numpy or torch on the
+    CPU, with the outcome term's work in its kernels or (a user's term beside it) the
+    recorder's hooks around it: the draws and episodes tables equal the numpy path's,
+    row for row."""
     wrap = np.asarray
     if device is not None:
         wrap = pytest.importorskip("torch").as_tensor
     n = 24
     rng = np.random.default_rng(8)
-    plan = [(i % 4 == 0, rng.integers(0, n, int(rng.integers(0, 9)))) for i in range(200)]
+    plan = [
+        (i % 4 == 0, rng.integers(0, n, int(rng.integers(0, 9))), _outcomes(rng, n, i))
+        for i in range(200)
+    ]
     for on in (True, False):
         d = _driver(n, device=device)
         with (
             compiled_draws(on),
             vr.RecorderManager(
-                variations=d.variations, tracker=d.tracker, output=tmp_path / str(on), run_id="r"
+                variations=d.variations,
+                tracker=d.tracker,
+                output=tmp_path / str(on),
+                run_id="r",
+                terms=_terms(user_term),
             ) as m,
         ):
             m.reset(_Env(), wrap(np.arange(n)))
-            for i, (reset, ids) in enumerate(plan):
+            for reset, ids, outcomes in plan:
                 if reset:
                     m.reset(_Env(), wrap(ids.copy()))
                 else:
-                    m.record_step(
-                        reward=wrap(np.full(n, float(i))), terminated=wrap(np.zeros(n, bool))
-                    )
+                    m.record_step(**{k: wrap(v) for k, v in outcomes.items()})
     clocks = ["time", "time_start", "time_end"]
     for table in ("draws", "episodes"):
         fast, slow = (
@@ -266,7 +320,15 @@ def test_a_recorded_run_writes_the_numpy_paths_tables(calls, tmp_path, device) -
         fast, slow = (x.drop(columns=[c for c in clocks if c in x]) for x in (fast, slow))
         assert len(fast) > 100
         pd.testing.assert_frame_equal(fast, slow)
-    assert {"started_among", "reset_draws", "finish_columns"} <= set(calls)
+        if table == "episodes":  # every outcome column recorded, nulls for unknown success
+            assert fast["success"].isna().any() and fast["success"].notna().any()
+            assert fast["terminated"].any() and fast["truncated"].any()
+    fused = {"recorded_reset", "start_outcomes"}
+    if user_term:
+        assert {"started_among", "reset_draws", "finish_columns"} <= set(calls)
+        assert not fused & set(calls)
+    else:
+        assert fused <= set(calls)
 
 
 def test_the_one_pass_kernel_is_compiled_again_when_the_draw_kernels_change() -> None:
@@ -284,12 +346,14 @@ def test_the_one_pass_kernel_is_compiled_again_when_the_draw_kernels_change() ->
     if tk is None:
         pytest.skip("the compiled kernels are off")
     source = Path(compiled.__file__).read_bytes()
-    sig = tk.reset_draws.signatures[0]  # compiled by warm()
     codegen = tk.reset_draws.targetctx.codegen()
 
-    def key(stamp: str) -> tuple:
-        return tk._with_draw_kernels(stamp)._cache._index_key(sig, codegen)
+    for i, kernel in enumerate((tk.reset_draws, tk.recorded_reset)):
+        sig = kernel.signatures[0]  # compiled by warm()
 
-    shipped = tk.reset_draws._cache._index_key(sig, codegen)
-    assert shipped == key(hashlib.sha256(source).hexdigest())
-    assert shipped != key(hashlib.sha256(source + b"# an edit").hexdigest())
+        def key(stamp: str, i: int = i, sig: tuple = sig) -> tuple:
+            return tk._with_draw_kernels(stamp)[i]._cache._index_key(sig, codegen)
+
+        shipped = kernel._cache._index_key(sig, codegen)
+        assert shipped == key(hashlib.sha256(source).hexdigest())
+        assert shipped != key(hashlib.sha256(source + b"# an edit").hexdigest())

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from varirec.arrays import is_tensor
-from varirec.recording.episodes import EpisodeTracker
+from varirec.recording.device_outcomes import OUTCOME_BLOCKS
+from varirec.recording.episodes import FINISHED, FINISHED_BLOCK, EpisodeTracker, now_us
 from varirec.sampling import samplers as samplers_module
 from varirec.sampling.accel import kernels, kernels_of
 from varirec.variations.batch import DrawCounters, ResetBatch, ResetGroup
@@ -102,22 +103,29 @@ class CompiledReset:
         _, _, _, kt, g = f
         plan, vs = g.plan, g.together
         c, t, hooks = self.counters, self.tracker, d.hooks
-        if hooks is not None:  # the finished episodes, recorded before the tracker moves
-            done = np.empty(len(ids), np.int64)
-            m = kt.started_among(ids, t.started, done)
-            if m < 0:
+        k = len(ids)
+        keys = np.empty((2, k), np.int64)
+        out = np.empty((k, plan.width))
+        fused = None if hooks is None else hooks.outcome_accumulators()
+        if fused is not None:  # the outcome term's gather and restart in the kernels too
+            code = self._recorded(kt, ids, fused, keys, plan, out)
+            if code < 0:
                 return False
-            if m:
-                d._record_finished(done[:m])
-        keys = np.empty((2, len(ids)), np.int64)
-        out = np.empty((len(ids), plan.width))
-        code = kt.reset_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch,
-                              plan.bases, plan.comps, plan.fused_form, out)  # fmt: skip
-        if code < 0:
-            return False
-        if hooks is None:
-            t.episodes_finished += code >> 2
-            t.seq += 1  # the finished episodes' end, as finish takes it
+        else:
+            if hooks is not None:  # the finished episodes, recorded before the tracker moves
+                done = np.empty(k, np.int64)
+                m = kt.started_among(ids, t.started, done)
+                if m < 0:
+                    return False
+                if m:
+                    d._record_finished(done[:m])
+            code = kt.reset_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch,
+                                  plan.bases, plan.comps, plan.fused_form, out)  # fmt: skip
+            if code < 0:
+                return False
+            if hooks is None:
+                t.episodes_finished += code >> 2
+                t.seq += 1  # the finished episodes' end, as finish takes it
         if code & 2:
             c.dirty = True
             episodes, rows = keys
@@ -137,9 +145,54 @@ class CompiledReset:
             batch.notify_and_apply(env, given)
         else:  # an env draws again in its episode: the draw counts per variation
             d._draw_reset(env, ids, given, begun=True)
-        t.start(ids, begun=True)  # compiled too (every env of ids began an episode above)
+        seq = t.seq + 1  # every env of ids began an episode above: compiled starts
+        if fused is not None and kt.start_outcomes(
+            ids, t._ints, t.started, t._clock, seq, now_us(), t._scratch, *fused
+        ) == 0:  # fmt: skip
+            t.seq = seq
+            fused_start = True
+        else:
+            t.start(ids, begun=True)
+            fused_start = False
         if d._interval_next:
             d._arm_interval_timers(ids)
-        if hooks is not None:
+        if hooks is not None and not fused_start:
             hooks.started(ids)
         return True
+
+    def _recorded(
+        self,
+        kt: Any,
+        ids: np.ndarray,
+        fused: tuple[np.ndarray, np.ndarray],
+        keys: np.ndarray,
+        plan: Any,
+        out: np.ndarray,
+    ) -> int:
+        """The kernel of a recorded reset (:func:`~varirec.recording.tracker_kernels.
+        recorded_reset`); the finished episodes' row goes to the recorder as blocks.
+        Returns the kernel's code (-1: nothing changed)."""
+        t, c, hooks = self.tracker, self.counters, self.driver.hooks
+        k = len(ids)
+        ints = np.empty((1 + len(FINISHED), k), np.int64)  # done, then the tracker's columns
+        values, flags = np.empty((2, k)), np.empty((2, k), bool)
+        end_seq = t.seq + 1
+        code = kt.recorded_reset(
+            ids, t._ints, t.started, t._clock, end_seq, now_us(), *fused, ints[0], ints[1:],
+            values, flags, c.last, c.pending, keys, t._scratch, plan.bases, plan.comps,
+            plan.fused_form, out,
+        )  # fmt: skip
+        m = code >> 2
+        if m > 0:
+            t.seq = end_seq
+            t.episodes_finished += m
+            value_key, flag_key = OUTCOME_BLOCKS
+            hooks.finished(
+                {
+                    "env_id": ints[0, :m].astype(np.int32),
+                    FINISHED_BLOCK: ints[1:, :m],
+                    value_key: values[:, :m],
+                    flag_key: flags[:, :m],
+                }
+            )
+        return code

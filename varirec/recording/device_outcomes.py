@@ -16,7 +16,15 @@ import numpy as np
 
 from varirec.arrays import host_async
 
-__all__ = ["DeviceOutcomes"]
+__all__ = ["FLAG_ROWS", "OUTCOME_BLOCKS", "VALUE_ROWS", "DeviceOutcomes"]
+
+VALUE_ROWS = ("return", "success")
+"""The episode columns of the float accumulator's rows, in order."""
+FLAG_ROWS = ("terminated", "truncated")
+"""The episode columns of the flags' rows, in order."""
+OUTCOME_BLOCKS = {"#outcome_values": VALUE_ROWS, "#outcome_flags": FLAG_ROWS}
+"""Keys of an episode part's outcome blocks (the finished episodes' entries, as the
+compiled reset gathers them: one ``(2, m)`` array each), and the columns of their rows."""
 
 
 def _check(name: str, x: Any, n: int, floats: bool) -> None:
@@ -129,10 +137,10 @@ class DeviceOutcomes:
             values = host_async(self.acc[:, idx])  # one copy for return and success
             flags = host_async(self.flags[:, idx])
         return {
-            "return": values[0],
-            "success": values[1],
-            "terminated": flags[0],
-            "truncated": flags[1],
+            VALUE_ROWS[0]: values[0],
+            VALUE_ROWS[1]: values[1],
+            FLAG_ROWS[0]: flags[0],
+            FLAG_ROWS[1]: flags[1],
         }
 
     def restart(self, env_ids: np.ndarray) -> None:

@@ -94,6 +94,15 @@ class DriverHooks(Protocol):
         """The columns of :meth:`finishing` plus the tracker's (``env_id``, seqs, length;
         with the kernels on, as one block: :meth:`EpisodeTracker.finish_block`)."""
 
+    def outcome_accumulators(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The host arrays of return and success (``(2, num_envs)`` float64) and of
+        terminated and truncated (``(2, num_envs)`` bool) when the recorder's only work
+        at :meth:`finishing` and :meth:`started` is to gather and clear their entries
+        (:class:`~varirec.recording.terms.OutcomeTerm` alone): the compiled reset then
+        does it in its kernels and hands :meth:`finished` the columns as blocks
+        (:data:`~varirec.recording.device_outcomes.OUTCOME_BLOCKS`), calling neither.
+        None: call both."""
+
     def reset_drawn(self, batch: ResetBatch) -> None:
         """The reset-mode variations of one reset drew, in one batch (before the
         variations' own listeners and ``apply``)."""

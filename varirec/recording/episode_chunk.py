@@ -21,11 +21,15 @@ import numpy as np
 import pyarrow as pa
 
 from varirec.arrays import wait
+from varirec.recording.device_outcomes import OUTCOME_BLOCKS
 from varirec.recording.episodes import FINISHED, FINISHED_BLOCK
 
 __all__ = ["EpisodeChunk"]
 
 _NULL_IF_NEGATIVE = ("sample_id", "seed")
+_BLOCKS = {FINISHED_BLOCK: FINISHED, **OUTCOME_BLOCKS}
+"""Keys of a part's blocks (several columns as the rows of one array, as the compiled
+reset keeps them) and their columns."""
 
 
 def _from_numpy(field: pa.Field, data: Any) -> pa.Array:
@@ -61,11 +65,16 @@ def _column(field: pa.Field, values: list[Any], lengths: list[int]) -> pa.Array:
 
 
 def _split(part: dict[str, Any]) -> dict[str, Any]:
-    """A part with the tracker's columns as one block (``FINISHED_BLOCK``), as columns."""
-    block = part.get(FINISHED_BLOCK)
-    if block is None:
+    """A part with columns kept as blocks (the tracker's, ``FINISHED_BLOCK``; the
+    outcome term's, ``OUTCOME_BLOCKS``), as columns."""
+    if not any(key in part for key in _BLOCKS):
         return part
-    return {**part, **dict(zip(FINISHED, block, strict=True))}
+    split = {k: v for k, v in part.items() if k not in _BLOCKS}
+    for key, names in _BLOCKS.items():
+        block = part.get(key)
+        if block is not None:
+            split.update(zip(names, block, strict=True))
+    return split
 
 
 class EpisodeChunk:

@@ -43,10 +43,7 @@ from varirec.recording.driver import EpisodeSchedule, StudyDesign, VariationDriv
 from varirec.recording.episode_chunk import EpisodeChunk
 from varirec.recording.episodes import EpisodeTracker
 from varirec.recording.term_set import TermHooks, build_terms, builtin_term_cfgs
-from varirec.recording.terms import (
-    RecorderTerm,
-    RecorderTermCfg,
-)
+from varirec.recording.terms import OutcomeTerm, RecorderTerm, RecorderTermCfg
 from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
 from varirec.storage.shutdown import exit_held, hand_over, register, unregister
@@ -317,6 +314,14 @@ class RecorderManager:
         self._episode_rows += len(row["env_id"])
         if self._episode_rows >= self.max_rows:
             self._hand_over_buffers()  # the draws these episodes began with go first
+
+    def outcome_accumulators(self) -> tuple[np.ndarray, np.ndarray] | None:
+        hooks = self._hooks
+        pre = hooks("record_pre_reset")
+        if len(pre) != 1 or type(pre[0]) is not OutcomeTerm or hooks("record_post_reset") != pre:
+            return None
+        acc = pre[0]._acc
+        return None if acc.torch is not None else (acc.acc, acc.flags)
 
     def reset_drawn(self, batch: ResetBatch) -> None:
         for term in self._hooks("batch"):

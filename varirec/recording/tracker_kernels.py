@@ -8,6 +8,10 @@ of :class:`~varirec.recording.episodes.EpisodeTracker` does, repeated ids includ
 through ``scratch``), and checks before it writes: a refused call changes nothing.
 ``tests/test_tracker_kernels.py`` runs both paths on the same resets.
 
+A recorder whose only reset work is the built-in outcome term's (gather the finished
+episodes' return, success and flags; clear them for the new ones) has it done in the
+same calls: :func:`recorded_reset` and :func:`start_outcomes`.
+
 Loaded through :func:`varirec.sampling.accel.kernels_of` (numba, the ``fast`` extra).
 """
 
@@ -28,7 +32,10 @@ __all__ = [
     "finish_and_begin",
     "finish_columns",
     "first_draw_keys",
+    "recorded_reset",
+    "reset_draws",
     "start",
+    "start_outcomes",
     "started_among",
     "warm",
 ]
@@ -157,11 +164,11 @@ def finish_columns(
     return 0
 
 
-def _with_draw_kernels(stamp: str) -> Callable[..., Any]:
-    """:func:`reset_draws`, compiled. It calls a kernel of another file
-    (:func:`~varirec.sampling.compiled.plan_columns`), which numba's on-disk cache
-    does not follow: the cache key of a closure includes its cells, so ``stamp``, a
-    hash of that file, makes an edit there compile this kernel again."""
+def _with_draw_kernels(stamp: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """:func:`reset_draws` and :func:`recorded_reset`, compiled. They call a kernel of
+    another file (:func:`~varirec.sampling.compiled.plan_columns`), which numba's
+    on-disk cache does not follow: the cache key of a closure includes its cells, so
+    ``stamp``, a hash of that file, makes an edit there compile them again."""
 
     def reset_draws(
         ids: np.ndarray, ints: np.ndarray, started: np.ndarray, last: np.ndarray,
@@ -178,10 +185,43 @@ def _with_draw_kernels(stamp: str) -> Callable[..., Any]:
             compiled.plan_columns(bases, comps, form, ids, keys[0], out)
         return code
 
-    return jit(reset_draws)
+    def recorded_reset(
+        ids: np.ndarray, ints: np.ndarray, started: np.ndarray, clock: int, end_seq: int,
+        now: int, acc: np.ndarray, flags: np.ndarray, done: np.ndarray, ended: np.ndarray,
+        values: np.ndarray, ended_flags: np.ndarray, last: np.ndarray, pending: np.ndarray,
+        keys: np.ndarray, scratch: np.ndarray, bases: np.ndarray, comps: np.ndarray,
+        form: np.ndarray, out: np.ndarray,
+    ) -> int:  # fmt: skip
+        """A recorded reset: the started envs of ``ids`` into ``done``
+        (:func:`started_among`), their outcome entries (``acc``'s return and success,
+        ``flags``' terminated and truncated) into ``values`` and ``ended_flags``, their
+        tracker columns into ``ended`` (:func:`finish_columns`), then
+        :func:`reset_draws`; columns ``[:m]`` of each are the ``m`` finished episodes.
+        Returns ``4 * m + (reset_draws' code & 3)``, or -1 (nothing changed) for an
+        id out of range."""
+        if len(stamp) == 0:
+            return -2
+        m = started_among(ids, started, done)
+        if m < 0:
+            return -1
+        for i in range(m):
+            e = done[i]
+            values[0, i] = acc[0, e]
+            values[1, i] = acc[1, e]
+            ended_flags[0, i] = flags[0, e]
+            ended_flags[1, i] = flags[1, e]
+        finish_columns(done[:m], ints, started, clock, end_seq, now, ended)
+        code = begin_first_draws(ids, ints, started, last, pending, keys, scratch)
+        if code & 2:
+            compiled.plan_columns(bases, comps, form, ids, keys[0], out)
+        return 4 * m + (code & 3)
+
+    return jit(reset_draws), jit(recorded_reset)
 
 
-reset_draws = _with_draw_kernels(hashlib.sha256(Path(compiled.__file__).read_bytes()).hexdigest())
+reset_draws, recorded_reset = _with_draw_kernels(
+    hashlib.sha256(Path(compiled.__file__).read_bytes()).hexdigest()
+)
 
 
 @jit
@@ -213,6 +253,31 @@ def start(
     return 0
 
 
+@jit
+def start_outcomes(
+    ids: np.ndarray,
+    ints: np.ndarray,
+    started: np.ndarray,
+    clock: int,
+    seq: int,
+    now: int,
+    scratch: np.ndarray,
+    acc: np.ndarray,
+    flags: np.ndarray,
+) -> int:
+    """:func:`start`, then the outcome entries of ``ids`` cleared for their new
+    episodes (return 0, success unknown, no flags), as the outcome term's restart."""
+    if start(ids, ints, started, clock, seq, now, scratch) != 0:
+        return -1
+    for i in range(ids.shape[0]):
+        e = ids[i]
+        acc[0, e] = 0.0
+        acc[1, e] = np.nan
+        flags[0, e] = False
+        flags[1, e] = False
+    return 0
+
+
 def warm() -> None:
     """Compile the kernels for the arrays a reset passes (env ids contiguous and
     writable, as the env's ``flatnonzero`` gives them; strided or read-only ids are
@@ -220,11 +285,16 @@ def warm() -> None:
     ids, scratch = np.zeros(2, np.int64), np.zeros(4, np.int64)
     ints, started = np.zeros((6, 2), np.int64), np.zeros(2, bool)
     last, pending, keys = np.full(2, -9), np.zeros(2, np.int64), np.zeros((2, 2), np.int64)
+    acc, flags = np.zeros((2, 2)), np.zeros((2, 2), bool)
     finish_and_begin(ids, ints, started, scratch)
     start(ids, ints, started, 0, 1, 2, scratch)
+    start_outcomes(ids, ints, np.zeros(2, bool), 0, 1, 2, scratch, acc, flags)
     first_draw_keys(ids, ints, last, pending, keys)
     begin_first_draws(ids, ints, started, last, pending, keys, scratch)
     finish_columns(ids, ints, started, 0, 1, 2, np.zeros((8, 2), np.int64))
     started_among(ids, started, scratch)
     u, form = np.zeros(3, np.uint64), np.zeros((10, 3))
     reset_draws(ids, ints, started, last, pending, keys, scratch, u, u, form, np.zeros((2, 3)))
+    ended, values, ended_flags = np.zeros((8, 2), np.int64), acc.copy(), flags.copy()
+    recorded_reset(ids, ints, started, 0, 1, 2, acc, flags, scratch, ended, values, ended_flags,
+                   last, pending, keys, scratch, u, u, form, np.zeros((2, 3)))  # fmt: skip
