@@ -93,12 +93,14 @@ def throughput(total_rows: int, tmp: Path) -> list[tuple[str, str, str]]:
     # The same writer options as the recorder's parts: a like-for-like baseline.
     strings = ["variation", "phase", "label"]
     stats = [f.name for f in schema if f.name not in (*strings, "value")]
+    dictionary = [*strings, "episode"]  # an int column too: see parts._DICTIONARY_INTS
     with pq.ParquetWriter(
         tmp / "plain.parquet",
         schema,
         compression="zstd",
-        use_dictionary=strings,
+        use_dictionary=dictionary,
         write_statistics=stats,
+        write_page_checksum=True,
     ) as w:
         batch = NUM_ENVS * NUM_VARIATIONS
         buf = []

@@ -130,6 +130,45 @@ def test_a_block_entry_expands_to_the_events_of_its_variations_in_order():
     assert table["step"] == [0] * 8 + [4, 4, 0, 0] and table["draw_seq"] == [0] * 8 + [1, 1, 0, 0]
 
 
+@pytest.mark.parametrize("blocks_only", [True, False])
+def test_a_pooled_chunk_hands_arrow_rows_the_pool_never_overwrites(blocks_only):
+    """Rows of reset blocks equal the same draws added one by one; the chunk's pooled
+    buffers go back to the pool (untouched where the chunk holds only blocks: its rows
+    are laid out in new arrays), and no later chunk's writes into them reach the table."""
+    from collections import deque
+
+    rng = np.random.default_rng(2)
+    codes = np.array([[0, 1], [1, 1], [2, 1]])
+    resets = [(rng.permutation(9)[:4], rng.integers(0, 5, 4), rng.random((4, 3))) for _ in range(5)]
+    pool: deque = deque()
+    block_chunk = DrawChunk(200, ["a", "b", "c"], [], pool)
+    buffers = (block_chunk._env_id, block_chunk._episode, block_chunk._value)
+    one_by_one = DrawChunk(200, ["a", "b", "c"], [])
+    seq = 1
+    for ids, eps, values in resets:
+        assert block_chunk.add_block(codes, seq, values, ids, eps, None, 1000)
+        for j, key in enumerate("abc"):
+            ctx = DrawContext(key, "reset", seq + j, eps, 0, 0)
+            assert one_by_one.add(j, ctx, values[:, j].copy(), ids, 1000)
+        seq += 3
+    if not blocks_only:  # a draw copied in on the hot path: the buffers hold rows
+        ctx = DrawContext("a", "interval", seq, np.array([3]), 2, 1)
+        assert block_chunk.add(0, ctx, np.array([0.25]), np.array([8]), 1000)
+        assert one_by_one.add(0, ctx, np.array([0.25]), np.array([8]), 1000)
+    before = [b.copy() for b in buffers]
+    table = block_chunk.to_arrow()
+    assert table.equals(one_by_one.to_arrow())
+    assert len(pool) == 1  # env_id, episode, step, draw_seq, value: back for the next chunk
+    assert all(a is b for a, b in zip(buffers, (pool[0][0], pool[0][1], pool[0][4]), strict=True))
+    if blocks_only:  # nothing was laid out in them
+        for b, old in zip(buffers, before, strict=True):
+            np.testing.assert_array_equal(b, old)
+    expected = table.to_pydict()
+    for b in buffers:  # the next chunk writes into the pooled buffers
+        b[:] = -7
+    assert table.to_pydict() == expected
+
+
 class _Counting(RecorderTerm):
     def record_post_step(self) -> None:
         self.manager.seen.append("post_step")

@@ -77,7 +77,7 @@ def test_row_groups_have_row_group_size_rows_and_remainder_is_written_on_close(t
     assert pq.read_table(writer.parts[0]).column("seq").to_pylist() == list(range(1000))
 
 
-def test_parts_use_zstd_and_dictionary_encoding_for_strings(tmp_path):
+def test_parts_use_zstd_and_dictionary_encoding_for_strings_and_episodes(tmp_path):
     writer = PartWriter(tmp_path, "w1", schema=draws_schema())
     writer.write(make_draws(500))
     writer.close()
@@ -86,8 +86,13 @@ def test_parts_use_zstd_and_dictionary_encoding_for_strings(tmp_path):
     assert {c.compression for c in columns.values()} == {"ZSTD"}
     assert "RLE_DICTIONARY" in columns["variation"].encodings
     assert "RLE_DICTIONARY" in columns["phase"].encodings
+    # The episode index too (an int64 column to readers, its statistics kept).
+    assert "RLE_DICTIONARY" in columns["episode"].encodings
+    assert "RLE_DICTIONARY" not in columns["env_id"].encodings
+    assert columns["episode"].is_stats_set
     back = pq.read_table(writer.parts[0])
     assert back.schema.equals(draws_schema(), check_metadata=False)
+    assert back.column("episode").to_pylist() == make_draws(500).column("episode").to_pylist()
 
 
 def test_parts_rotate_at_max_rows_with_sequential_names_and_no_temp_left(tmp_path):

@@ -5,7 +5,10 @@ A reset of a few dozen envs costs the general path some 45 Python and 30 numpy c
 each paying for caches a simulation step has just evicted. :class:`CompiledReset` does
 the tracker's pre-reset, the first-draw check and every value in one kernel
 (:func:`~varirec.recording.tracker_kernels.reset_draws`), hands the batch to the
-recorder and ``apply``, and starts the episodes in another kernel. It applies to a numpy
+recorder and ``apply``, and starts the episodes in another kernel. A recorder whose only
+reset work is the built-in outcome term's (``outcome_accumulators``) has it done in the
+same two kernels (:func:`~varirec.recording.tracker_kernels.recorded_reset`,
+:func:`~varirec.recording.tracker_kernels.start_outcomes`). It applies to a numpy
 env or a torch env on the CPU whose enabled reset-mode variations are all of continuous
 kinds, with no ``before_sample`` hook, and (the driver checks) no schedule or
 ``reset_fn``; anything else takes the general path. ``tests/test_tracker_kernels.py``

@@ -217,19 +217,29 @@ class DrawChunk:
     def to_arrow(self) -> pa.Table:
         """The rows as a table with the ``draws`` schema."""
         wait(self.event)  # the non-blocking copies of pending values are complete
+        total, env_rows = self.rows, self.env_rows
+        # Reset blocks alone (the usual chunk): the hot path copied nothing into the
+        # pooled buffers, so the rows are laid out in new arrays that Arrow keeps, and
+        # the buffers go back to the pool untouched (no copy of every row).
+        fresh = all(len(event) == 4 for event in self.events)
+        if fresh:
+            env_id = np.empty(env_rows, np.int32)
+            episode = np.empty(env_rows, np.int64)
+            value = np.empty(total, np.float64)
+        else:
+            env_id, episode, value = self._env_id, self._episode, self._value
         for r, flat in self.pending:
-            self._value[r : r + len(flat)] = flat
+            value[r : r + len(flat)] = flat
         for s, r, nv, ids, episodes, values, rows in self._blocks:
             size = nv * len(ids)  # variation-major: the rows of nv single draws
-            self._env_id[s : s + size].reshape(nv, -1)[:] = ids
-            self._episode[s : s + size].reshape(nv, -1)[:] = episodes
+            env_id[s : s + size].reshape(nv, -1)[:] = ids
+            episode[s : s + size].reshape(nv, -1)[:] = episodes
             if rows is not None:
                 if self._sample_id is None:
                     self._sample_id = np.full(self.capacity, -1, np.int64)
                 self._sample_id[s : s + size].reshape(nv, -1)[:] = rows
             if values is not None:
-                self._value[r : r + size].reshape(nv, -1)[:] = values.T
-        total, env_rows = self.rows, self.env_rows
+                value[r : r + size].reshape(nv, -1)[:] = values.T
         meta = _event_meta(self.events)
         n_ev, k_ev = meta[:, 4], meta[:, 5]
         event_of_row = _segment_ids(n_ev * k_ev, total)
@@ -250,28 +260,27 @@ class DrawChunk:
             step[s : s + n] = self._step[s : s + n]
             draw_seq[s : s + n] = self._draw_seq[s : s + n]
 
-        def per_event(j: int) -> np.ndarray:
-            return np.take(np.ascontiguousarray(meta[:, j]), event_of_row)
+        def per_event(j: int, dtype: Any = np.int64) -> np.ndarray:
+            return np.take(meta[:, j].astype(dtype), event_of_row)
 
         label = self._label
         sample_id = self._sample_id
         pooled = self._pool is not None
-        env_id, episode, value = self._env_id, self._episode, self._value
-        if pooled:  # the buffers go back to the pool: Arrow must not share their memory
+        if pooled and not fresh:  # the buffers go back to the pool: Arrow must not share
             env_id, episode = env_id[:env_rows].copy(), episode[:env_rows].copy()
             value = value[:total].copy()
         table = pa.Table.from_arrays(
             [
                 pa.array(per_event(2)),
                 pa.DictionaryArray.from_arrays(
-                    pa.array(per_event(0).astype(np.int32)), pa.array(list(self.keys), pa.string())
+                    pa.array(per_event(0, np.int32)), pa.array(list(self.keys), pa.string())
                 ),
                 pa.array(component),
                 pa.array(per_row(env_id)),
                 pa.array(per_row(episode)),
                 pa.array(per_row(step)),
                 pa.DictionaryArray.from_arrays(
-                    pa.array(per_event(1).astype(np.int32)), pa.array(list(PHASES), pa.string())
+                    pa.array(per_event(1, np.int32)), pa.array(list(PHASES), pa.string())
                 ),
                 pa.array(per_row(draw_seq)),
                 pa.array(value[:total]),

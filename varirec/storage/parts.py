@@ -43,6 +43,12 @@ logger = logging.getLogger(__name__)
 _OPTIONS = {"max_rows_per_part", "max_seconds_per_part", "row_group_size", "compression", "fsync"}
 
 
+_DICTIONARY_INTS = frozenset({"episode"})
+"""Integer columns written dictionary-encoded: an env's episode index repeats over its
+draws and changes slowly, and zstd over its plain values cost ~20 ns a row, a quarter
+of a draws part's write time (dictionary-encoded: 4-9 ns, and smaller)."""
+
+
 def _fsync_path(path: Path, *, directory: bool = False) -> None:
     flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
     try:
@@ -331,6 +337,7 @@ class PartWriter:
             if pa.types.is_dictionary(f.type)
             or pa.types.is_string(f.type)
             or pa.types.is_large_string(f.type)
+            or f.name in _DICTIONARY_INTS
         ]
         # Min/max statistics where they let a reader skip row groups (ids, seqs, times,
         # flags); on floats and dictionary strings they cost ~25 % of write time and
