@@ -98,6 +98,7 @@ def _warm(c: ModuleType) -> None:
         c.affine_columns(x, f, f)
         c.exp_columns(x, f, f)
         c.gauss_columns(x, np.zeros((9, x.shape[1])))
+        c.gauss_flat(x, np.zeros((9, x.shape[1])), np.empty(x.size))
     c.plan_columns(u, u, np.zeros((10, 3)), i, i, grid)
 
 

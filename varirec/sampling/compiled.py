@@ -12,6 +12,7 @@ numpy path's bit for bit; ``tests/test_compiled_draws.py`` checks it.
 - :func:`ndtri`, :func:`exp`, :func:`log` — :mod:`varirec.sampling.portable` on float64;
 - :func:`affine_columns`, :func:`exp_columns`, :func:`gauss_columns` — the inverse CDFs
   of :meth:`~varirec.sampling.batch_draw.ColumnPlan.columns`, in place;
+- :func:`gauss_flat` — a normal or truncated normal cfg's ``ppf``, into a new array;
 - :func:`plan_columns` — the keyed uniforms and every continuous inverse CDF of a reset's
   first draws in one pass (:meth:`~varirec.sampling.batch_draw.ColumnPlan.draw_columns`).
 
@@ -47,6 +48,7 @@ __all__ = [
     "exp",
     "exp_columns",
     "gauss_columns",
+    "gauss_flat",
     "keyed_columns",
     "keyed_uniforms",
     "log",
@@ -280,6 +282,16 @@ def plan_columns(
                 out[i, c] = _gauss1(u, gauss, c)
             else:
                 out[i, c] = form[1, c]
+
+
+@jit
+def gauss_flat(u: np.ndarray, form: np.ndarray, out: np.ndarray) -> None:
+    """:func:`gauss_columns` of ``u`` (``(n, width)``) into ``out``, its ``n * width``
+    values row by row (the caller's uniforms stay; one pass, no copy of them first)."""
+    w = u.shape[1]
+    for i in range(u.shape[0]):
+        for j in range(w):
+            out[i * w + j] = _gauss1(u[i, j], form, j)
 
 
 @jit

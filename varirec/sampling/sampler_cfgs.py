@@ -254,15 +254,23 @@ def gauss_values(u: Any, p: dict[str, Any], xp: Any) -> Any:
     return xp.where(p["plain"], y, xp.minimum(xp.maximum(y, p["low"]), p["high"]))
 
 
+_F64 = np.dtype(np.float64)
+
+
 def _gauss_compiled(cfg: NormalCfg | TruncNormalCfg, u: np.ndarray) -> np.ndarray | None:
     """The ppf in one compiled call (the numpy path's bits), or None: then numpy."""
     kern = kernels()
-    if kern is None or type(u) is not np.ndarray or u.dtype != np.float64 or u.ndim != 2:
+    if kern is None or type(u) is not np.ndarray or u.dtype is not _F64 or u.ndim != 2:
         return None
-    form = cfg._cached("gauss_form", lambda: gauss_form(_gauss_of(cfg)))
-    out = u.copy()  # the kernel works in place; the caller's uniforms stay
-    kern.gauss_columns(out, form)
-    return cfg._shape_out(out)
+    derived = cfg.__dict__.get("_derived")  # the cached form and shape: no call per draw
+    try:
+        form, vector = derived["gauss_form"], derived["shape"]
+    except (KeyError, TypeError):
+        form = cfg._cached("gauss_form", lambda: gauss_form(_gauss_of(cfg)))
+        vector = cfg.shape
+    out = np.empty(u.size)  # flat: a scalar cfg's values need no reshape
+    kern.gauss_flat(u, form, out)
+    return out.reshape(u.shape) if vector else out
 
 
 @dataclass(frozen=True, kw_only=True)
