@@ -106,29 +106,15 @@ class CompiledReset:
         _, _, _, kt, g = f
         plan, vs = g.plan, g.together
         c, t, hooks = self.counters, self.tracker, d.hooks
-        k = len(ids)
-        keys = np.empty((2, k), np.int64)
-        out = np.empty((k, plan.width))
+        keys = np.empty((2, len(ids)), np.int64)
+        out = np.empty((len(ids), plan.width))
         fused = None if hooks is None else hooks.outcome_accumulators()
         if fused is not None:  # the outcome term's gather and restart in the kernels too
             code = self._recorded(kt, ids, fused, keys, plan, out)
-            if code < 0:
-                return False
         else:
-            if hooks is not None:  # the finished episodes, recorded before the tracker moves
-                done = np.empty(k, np.int64)
-                m = kt.started_among(ids, t.started, done)
-                if m < 0:
-                    return False
-                if m:
-                    d._record_finished(done[:m])
-            code = kt.reset_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch,
-                                  plan.bases, plan.comps, plan.fused_form, out)  # fmt: skip
-            if code < 0:
-                return False
-            if hooks is None:
-                t.episodes_finished += code >> 2
-                t.seq += 1  # the finished episodes' end, as finish takes it
+            code = self._drawn(kt, ids, keys, plan, out)
+        if code < 0:
+            return False
         if code & 2:
             c.dirty = True
             episodes, rows = keys
@@ -148,20 +134,41 @@ class CompiledReset:
             batch.notify_and_apply(env, given)
         else:  # an env draws again in its episode: the draw counts per variation
             d._draw_reset(env, ids, given, begun=True)
-        seq = t.seq + 1  # every env of ids began an episode above: compiled starts
+        # Every env of ids began an episode above: the start is compiled too, with the
+        # outcome term's restart where the kernels do its work.
+        seq = t.seq + 1
         if fused is not None and kt.start_outcomes(
             ids, t._ints, t.started, t._clock, seq, now_us(), t._scratch, *fused
         ) == 0:  # fmt: skip
             t.seq = seq
-            fused_start = True
+            hooks = None  # the recorder's start is done
         else:
             t.start(ids, begun=True)
-            fused_start = False
         if d._interval_next:
             d._arm_interval_timers(ids)
-        if hooks is not None and not fused_start:
+        if hooks is not None:
             hooks.started(ids)
         return True
+
+    def _drawn(self, kt: Any, ids: np.ndarray, keys: np.ndarray, plan: Any, out: np.ndarray) -> int:
+        """The reset's draw kernel (:func:`~varirec.recording.tracker_kernels.reset_draws`),
+        after a recorder took the finished episodes through its hooks; returns its code
+        (-1: nothing changed)."""
+        d, t, c = self.driver, self.tracker, self.counters
+        hooks = d.hooks
+        if hooks is not None:  # the finished episodes, recorded before the tracker moves
+            done = np.empty(len(ids), np.int64)
+            m = kt.started_among(ids, t.started, done)
+            if m < 0:
+                return -1
+            if m:
+                d._record_finished(done[:m])
+        code = kt.reset_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch,
+                              plan.bases, plan.comps, plan.fused_form, out)  # fmt: skip
+        if code >= 0 and hooks is None:
+            t.episodes_finished += code >> 2
+            t.seq += 1  # the finished episodes' end, as finish takes it
+        return code
 
     def _recorded(
         self,
@@ -172,9 +179,10 @@ class CompiledReset:
         plan: Any,
         out: np.ndarray,
     ) -> int:
-        """The kernel of a recorded reset (:func:`~varirec.recording.tracker_kernels.
-        recorded_reset`); the finished episodes' row goes to the recorder as blocks.
-        Returns the kernel's code (-1: nothing changed)."""
+        """The kernel of a recorded reset
+        (:func:`~varirec.recording.tracker_kernels.recorded_reset`); the finished
+        episodes' row goes to the recorder as blocks. Returns the kernel's code (-1:
+        nothing changed)."""
         t, c, hooks = self.tracker, self.counters, self.driver.hooks
         k = len(ids)
         ints = np.empty((1 + len(FINISHED), k), np.int64)  # done, then the tracker's columns
