@@ -357,3 +357,69 @@ def test_the_one_pass_kernel_is_compiled_again_when_the_draw_kernels_change() ->
         shipped = kernel._cache._index_key(sig, codegen)
         assert shipped == key(hashlib.sha256(source).hexdigest())
         assert shipped != key(hashlib.sha256(source + b"# an edit").hexdigest())
+
+
+def test_a_hand_over_that_fails_in_a_recorded_reset_is_raised_once_the_reset_is_whole(
+    calls, monkeypatch
+) -> None:
+    """The compiled reset has begun the new episodes when the recorder takes the
+    finished ones: a failed hand-over then (a full disk) is raised after the draws are
+    applied and the episodes started, so no episode is left begun and never started,
+    and the next reset goes on from the next index."""
+    n = 6
+    d = _driver(n)
+    m = vr.RecorderManager(variations=d.variations, tracker=d.tracker, max_rows=1)
+    m.reset(_Env(), np.arange(n))
+    m.record_step(reward=np.ones(n))
+
+    def refuse(table: str):
+        def send(chunk: object) -> None:
+            if table == "episodes":
+                raise OSError(28, "No space left on device")
+
+        return send
+
+    monkeypatch.setattr(m, "sink", refuse)
+    env = _Env()
+    with pytest.raises(OSError, match="No space left"):
+        m.reset(env, np.array([1, 4]))
+    t = m.tracker
+    assert t.episode[[1, 4]].tolist() == [1, 1] and t.started[[1, 4]].all()
+    assert [key for key, *_ in env.applied] == ["com", "batch"]  # drawn and applied
+    assert "recorded_reset" in calls and "start_outcomes" in calls
+    monkeypatch.undo()
+    m.record_step(reward=np.ones(n))
+    m.reset(_Env(), np.array([1, 4]))
+    assert t.episode[[1, 4]].tolist() == [2, 2]
+    m.close()
+
+
+def test_hooks_without_outcome_accumulators_are_called_in_python(calls) -> None:
+    """``DriverHooks`` of one's own (without ``outcome_accumulators``) get every hook."""
+
+    class Hooks:
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def finishing(self, done):
+            self.seen.append(f"finishing {sorted(done.tolist())}")
+            return {}
+
+        def finished(self, row):
+            self.seen.append(f"finished {sorted(row['env_id'].tolist())}")
+
+        def reset_drawn(self, batch):
+            self.seen.append("drawn")
+
+        def started(self, ids):
+            self.seen.append(f"started {sorted(ids.tolist())}")
+
+    d = _driver(4)
+    d.hooks = hooks = Hooks()
+    d.reset(_Env(), np.arange(4))
+    d.reset(_Env(), np.array([2, 0]))
+    assert hooks.seen == [
+        "drawn", "started [0, 1, 2, 3]",
+        "finishing [0, 2]", "finished [0, 2]", "drawn", "started [0, 2]",
+    ]  # fmt: skip
+    assert "reset_draws" in calls and "recorded_reset" not in calls

@@ -37,6 +37,10 @@ TRACKER_KERNELS = "varirec.recording.tracker_kernels"
 _INT64 = np.dtype(np.int64)
 
 
+def _none() -> None:
+    """``outcome_accumulators`` of hooks that do not have it: the hooks run in Python."""
+
+
 def first_draw_keys(
     tracker: EpisodeTracker, counters: DrawCounters, g: ResetGroup, ids: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, bool, bool] | None:
@@ -108,9 +112,10 @@ class CompiledReset:
         c, t, hooks = self.counters, self.tracker, d.hooks
         keys = np.empty((2, len(ids)), np.int64)
         out = np.empty((len(ids), plan.width))
-        fused = None if hooks is None else hooks.outcome_accumulators()
+        fused = None if hooks is None else getattr(hooks, "outcome_accumulators", _none)()
+        late: list[BaseException] = []  # the recorder's hand-over failed: raised at the end
         if fused is not None:  # the outcome term's gather and restart in the kernels too
-            code = self._recorded(kt, ids, fused, keys, plan, out)
+            code = self._recorded(kt, ids, fused, keys, plan, out, late)
         else:
             code = self._drawn(kt, ids, keys, plan, out)
         if code < 0:
@@ -148,6 +153,8 @@ class CompiledReset:
             d._arm_interval_timers(ids)
         if hooks is not None:
             hooks.started(ids)
+        if late:
+            raise late[0]
         return True
 
     def _drawn(self, kt: Any, ids: np.ndarray, keys: np.ndarray, plan: Any, out: np.ndarray) -> int:
@@ -178,11 +185,17 @@ class CompiledReset:
         keys: np.ndarray,
         plan: Any,
         out: np.ndarray,
+        late: list[BaseException],
     ) -> int:
         """The kernel of a recorded reset
         (:func:`~varirec.recording.tracker_kernels.recorded_reset`); the finished
         episodes' row goes to the recorder as blocks. Returns the kernel's code (-1:
-        nothing changed)."""
+        nothing changed).
+
+        The kernel has begun the new episodes when the recorder takes the row, so an
+        error of its hand-over (a failed write, a held Ctrl-C or SIGTERM; the row is
+        in its buffer by then) goes to ``late``, raised once the reset is whole: a
+        reset cut short here would leave episodes begun but never drawn or started."""
         t, c, hooks = self.tracker, self.counters, self.driver.hooks
         k = len(ids)
         ints = np.empty((1 + len(FINISHED), k), np.int64)  # done, then the tracker's columns
@@ -198,12 +211,14 @@ class CompiledReset:
             t.seq = end_seq
             t.episodes_finished += m
             value_key, flag_key = OUTCOME_BLOCKS
-            hooks.finished(
-                {
-                    "env_id": ints[0, :m].astype(np.int32),
-                    FINISHED_BLOCK: ints[1:, :m],
-                    value_key: values[:, :m],
-                    flag_key: flags[:, :m],
-                }
-            )
+            row = {
+                "env_id": ints[0, :m].astype(np.int32),
+                FINISHED_BLOCK: ints[1:, :m],
+                value_key: values[:, :m],
+                flag_key: flags[:, :m],
+            }
+            try:
+                hooks.finished(row)
+            except BaseException as exc:
+                late.append(exc)
         return code

@@ -101,7 +101,7 @@ class DriverHooks(Protocol):
         (:class:`~varirec.recording.terms.OutcomeTerm` alone): the compiled reset then
         does it in its kernels and hands :meth:`finished` the columns as blocks
         (:data:`~varirec.recording.device_outcomes.OUTCOME_BLOCKS`), calling neither.
-        None: call both."""
+        None, or hooks without this method: call both."""
 
     def reset_drawn(self, batch: ResetBatch) -> None:
         """The reset-mode variations of one reset drew, in one batch (before the
