@@ -111,9 +111,16 @@ def test_interval_draws_reach_a_torch_env_as_tensors():
     assert ids.tolist() == [0, 1, 2] and values.dtype == torch.float32
 
 
-def test_bad_tensors_get_errors_that_name_the_tensor_the_device_and_the_fix():
-    m = vr.RecorderManager(4, seed=0, device="cpu")
+@pytest.mark.parametrize("continuous", [False, True])
+def test_bad_tensors_get_errors_that_name_the_tensor_the_device_and_the_fix(continuous):
+    # A continuous variation takes the compiled reset, which reads an int64 id tensor
+    # in place and leaves the range to its kernels: the same errors, nothing moved.
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    m = vr.RecorderManager(4, seed=0, device="cpu", variations=[mass] if continuous else None)
     m.reset(None, torch.arange(4))
+    for bad in ([1, 4], [-1], [2, 9, 0]):
+        with pytest.raises(ValueError, match=r"`env_ids` must be in \[0, 4\)"):
+            m.reset(None, torch.tensor(bad))
     with pytest.raises(
         TypeError, match=r"`env_ids` must be integer ids .* float tensor .*\.long\(\)"
     ):

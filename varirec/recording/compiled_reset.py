@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from varirec.arrays import is_tensor
+from varirec.arrays import cpu_id_view, is_tensor
 from varirec.recording.device_outcomes import OUTCOME_BLOCKS
 from varirec.recording.episodes import FINISHED, FINISHED_BLOCK, EpisodeTracker, now_us
 from varirec.sampling import samplers as samplers_module
@@ -102,9 +102,15 @@ class CompiledReset:
             if type(env_ids) is not np.ndarray or env_ids.dtype is not _INT64 or env_ids.ndim != 1:
                 return False
             ids = given = env_ids
-        elif dev.type == "cpu" and is_tensor(env_ids):  # draws on the host, as in draw_reset
-            ids = d._ids(env_ids)  # checked: device, dtype, mask, range
-            given = d._env_ids(ids, env_ids)
+        elif dev.type == "cpu":  # a torch env on the CPU draws on the host, as draw_reset
+            ids = cpu_id_view(env_ids)  # the env's id tensor: the kernels check the range
+            if ids is not None:
+                given = env_ids
+            elif is_tensor(env_ids):  # a mask, other dtypes, a grad: checked and named
+                ids = d._ids(env_ids)
+                given = d._env_ids(ids, env_ids)
+            else:
+                return False
         else:
             return False
         _, _, _, kt, g = f
