@@ -147,6 +147,8 @@ class ArrayWorld:
 
     def adopt(self, x: Any, name: str) -> None:
         """Take the device of tensor ``x`` if none is set; refuse one on another device."""
+        if x.is_cpu and self.device is not None and self.device.type == "cpu":
+            return  # the usual CPU case, without making a device object per tensor
         if self.device is None or (
             self.device.index is None and x.device.type == self.device.type
         ):  # "cuda" names whichever CUDA device the env's tensors are on
