@@ -247,6 +247,35 @@ def test_sink_queue_gives_back_pressure(tmp_path):
     assert sink.counts == {"draws": 3}
 
 
+def test_sink_converts_the_next_batch_while_it_writes_one(tmp_path, monkeypatch):
+    """Two threads, in order: while one batch is written the next is converted (a
+    machine with a core to spare writes more rows a second); the rows all arrive."""
+    writing, release = threading.Event(), threading.Event()
+    real = PartWriter._append
+
+    def held(self, data):  # the writing thread stays in the first batch until released
+        writing.set()
+        release.wait(10)
+        return real(self, data)
+
+    monkeypatch.setattr(PartWriter, "_append", held)
+    sink = TableSink(tmp_path, "w1")
+    sink.submit("draws", make_draws(3))
+    assert writing.wait(5)
+    following = SlowBatch(make_draws(2, start=3))
+    sink.submit("draws", following)
+    for _ in range(500):  # converted while the first batch is still being written
+        if following.thread is not None:
+            break
+        time.sleep(0.01)
+    assert following.thread is not None and not release.is_set()
+    assert following.thread.name.startswith("varirec-convert")
+    release.set()
+    sink.close()
+    assert sink.counts == {"draws": 5}
+    assert sorted(pq.read_table(tmp_path / "draws").column("seq").to_pylist()) == list(range(5))
+
+
 def test_statistics_are_kept_for_ids_and_dropped_for_floats_and_strings(tmp_path):
     writer = PartWriter(tmp_path, "w1", schema=draws_schema())
     writer.write(make_draws(50))

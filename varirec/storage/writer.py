@@ -80,12 +80,14 @@ class RunWriter:
     columns must match :mod:`varirec.storage.schema`; extra ``episodes`` columns and
     any other table (``steps``) take the schema of their first batch.
 
-    With ``background=True`` a daemon thread converts (``to_arrow()``), validates,
-    compresses and writes; ``append`` only enqueues (blocking when ``max_queue`` items
-    wait). An error on that thread is re-raised by the next ``append``, ``flush`` or
-    ``close``. Every writer records ``writers/<writer_id>.json`` with its counts; at
-    close the creator sets ``status`` (``complete``/``failed``), ``ended_utc``,
-    ``counts``, ``writers`` and ``error`` in ``run.json``.
+    With ``background=True`` two daemon threads work in order, one converting
+    (``to_arrow()``) while the other validates, compresses and writes the batch before
+    (:class:`~varirec.storage.sink.TableSink`); ``append`` only enqueues (blocking when
+    ``max_queue`` items wait). An error on those threads is re-raised by the next
+    ``append``, ``flush`` or ``close``. Every writer records
+    ``writers/<writer_id>.json`` with its counts; at close the creator sets
+    ``status`` (``complete``/``failed``), ``ended_utc``, ``counts``, ``writers`` and
+    ``error`` in ``run.json``.
 
     Args:
         root: the dataset directory (created if missing), or a URI such as
@@ -96,11 +98,11 @@ class RunWriter:
         metadata: JSON-serializable user metadata (seed, num_envs, variations, design).
         overwrite: if the run exists, delete it (renamed aside to a hidden ``.trash-*``
             directory first, then removed) and start afresh. Default: raise DatasetError.
-        background: write on a background thread.
+        background: convert and write on background threads.
         max_rows_per_part: rows after which a part is closed.
         max_seconds_per_part: a part is closed once its oldest row is this old.
         row_group_size: rows per Parquet row group.
-        max_queue: batches that may wait for the background thread.
+        max_queue: batches that may wait for the background threads.
         schemas: pin the schema of tables (e.g. ``{"episodes": episodes_schema(...)}``).
         fsync: fsync every part before its rename (power-loss safety; slower). Process
             crashes never need it.
