@@ -276,6 +276,64 @@ def test_sink_converts_the_next_batch_while_it_writes_one(tmp_path, monkeypatch)
     assert sorted(pq.read_table(tmp_path / "draws").column("seq").to_pylist()) == list(range(5))
 
 
+def test_the_first_batch_that_fails_is_the_error_reported_with_two_threads(tmp_path, monkeypatch):
+    """The converting thread works ahead: a later batch that fails to convert is
+    accounted for where it would have been written, so an earlier batch's failed
+    write stays the error raised and the run's ``failure``."""
+    held, release = threading.Event(), threading.Event()
+    real = PartWriter._append
+
+    def full_disk(self, data):
+        if not held.is_set():
+            held.set()
+            release.wait(10)
+            raise OSError(28, "No space left on device")
+        return real(self, data)
+
+    class Unconvertible:
+        def __len__(self) -> int:
+            return 7
+
+        def to_arrow(self):
+            raise TypeError("not a table")
+
+    monkeypatch.setattr(PartWriter, "_append", full_disk)
+    sink = TableSink(tmp_path, "w1")
+    sink.submit("draws", make_draws(5))
+    assert held.wait(5)
+    sink.submit("draws", Unconvertible())  # converted (and failed) while batch 1 is held
+    time.sleep(0.1)
+    release.set()
+    with pytest.raises(OSError, match="No space left"):
+        sink.flush()
+    assert isinstance(sink.failure, OSError)
+    assert sink.lost == {"draws": 7}  # the unconvertible batch (the held append took none)
+    assert sink.close() is None  # the second error was logged, not kept for later
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_close_returns_when_the_converting_thread_died(tmp_path):
+    """Nothing passes "close" on from a dead converting thread: close hands it to the
+    writing thread itself, which closes its parts."""
+    sink = TableSink(tmp_path, "w1", max_queue=1)
+
+    def dies(item):  # anything escaping the converting thread's own error handling
+        raise MemoryError("the converting thread died")
+
+    sink._converted.put = dies
+    sink.submit("draws", make_draws(1))
+    sink._converter.join(5)
+    assert not sink._converter.is_alive()
+    del sink._converted.put  # the queue's own put again, for close
+    with pytest.raises(RuntimeError, match=r"varirec-convert-w1 .* stopped unexpectedly"):
+        sink.flush()
+    closer = threading.Thread(target=sink.close, daemon=True)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive()
+    assert not sink._thread.is_alive()
+
+
 def test_statistics_are_kept_for_ids_and_dropped_for_floats_and_strings(tmp_path):
     writer = PartWriter(tmp_path, "w1", schema=draws_schema())
     writer.write(make_draws(50))

@@ -188,9 +188,15 @@ class TableSink:
                 self._guarded(self._each, "close")
         elif self._thread.is_alive():
             self._put(("close",))
-            self._thread.join()
-            if self._converter is not None:
-                self._converter.join()  # it passed "close" on before the writer took it
+            bypassed = False
+            while self._thread.is_alive():
+                self._thread.join(0.1)
+                converter = self._converter
+                if not bypassed and converter is not None and not converter.is_alive():
+                    # It passed "close" on, or it died: the writer closes its parts either
+                    # way (a second "close" is never read).
+                    self._converted.put(("close",))
+                    bypassed = True
         with self._errors:
             error, self._error = self._error, None
         return error
@@ -236,30 +242,21 @@ class TableSink:
             if self.failure is None:
                 self.failure = error
 
-    def _convert(self, table: str, data: Any) -> pa.Table:
-        """``data`` as a Table (``to_arrow()`` of an object that has it); an error loses
-        its rows (taken: RunWriter.append checked it, but not writable)."""
-        try:
-            if not isinstance(data, (pa.Table, pa.RecordBatch)):
-                data = data.to_arrow()
-                if not isinstance(data, (pa.Table, pa.RecordBatch)):
-                    raise TypeError(f"to_arrow() must return a pyarrow Table, got {type(data)}")
-            if isinstance(data, pa.RecordBatch):
-                data = pa.Table.from_batches([data])
-        except BaseException as exc:
-            self._lose(table, _rows(data), exc)
-            raise
-        return data
-
     def _write(self, table: str, data: Any) -> PartWriter:
-        data = self._convert(table, data)
         try:
+            data = _as_table(data)
             part, data = self._conformed(table, data)
-        except BaseException as exc:
-            self._lose(table, data.num_rows, exc)
+        except BaseException as exc:  # taken (RunWriter.append checked it) but not writable
+            self._lose(table, _rows(data), exc)
             raise
         self._step(table, part, part._append, data)
         return part
+
+    def _lost(self, table: str, rows: int, error: BaseException) -> None:
+        """A batch that failed to convert, accounted for in order on the writing thread
+        (an earlier batch's write error stays the first)."""
+        self._lose(table, rows, error)
+        raise error
 
     def _conformed(self, table: str, data: pa.Table) -> tuple[PartWriter, pa.Table]:
         part = self._parts.get(table)
@@ -314,9 +311,9 @@ class TableSink:
         if first is not None:
             raise first
 
-    def _guarded(self, fn: Any, *args: Any) -> Any:
+    def _guarded(self, fn: Any, *args: Any) -> None:
         try:
-            return fn(*args)
+            fn(*args)
         except BaseException as exc:
             with self._errors:
                 first = self._error is None
@@ -324,7 +321,6 @@ class TableSink:
                     self._error = exc
             if not first:
                 logger.error("writer error while another is pending", exc_info=exc)
-            return None
 
     def _rotate_due(self) -> float | None:
         waits = []
@@ -337,15 +333,15 @@ class TableSink:
 
     def _convert_main(self) -> None:
         """The converting thread: each batch as a Table, every item passed on in order
-        (a batch that fails to convert is dropped here, its error kept)."""
+        (a batch that fails to convert goes on as its error, for the writing thread to
+        record where the batch would have been written)."""
         while True:
             item = self._queue.get()
             if item[0] == "write":
-                data = self._guarded(self._convert, item[1], item[2])
-                if data is None:
-                    self._slots.release()  # dropped: its slot is free
-                    continue
-                item = ("write", item[1], data)
+                try:
+                    item = ("write", item[1], _as_table(item[2]))
+                except BaseException as exc:
+                    item = ("lost", item[1], _rows(item[2]), exc)
             self._converted.put(item)
             if item[0] == "close":
                 return
@@ -360,9 +356,9 @@ class TableSink:
             except queue.Empty:
                 timeout = self._rotate_due()
                 continue
-            if item[0] == "write":
+            if item[0] in ("write", "lost"):
                 try:
-                    self._guarded(self._write, item[1], item[2])
+                    self._guarded(self._write if item[0] == "write" else self._lost, *item[1:])
                 finally:
                     self._slots.release()  # written (or lost): the next batch may come in
             elif item[0] == "flush":
@@ -372,6 +368,18 @@ class TableSink:
                 self._guarded(self._each, "close")
                 return
             timeout = self._rotate_due()
+
+
+def _as_table(data: Any) -> pa.Table:
+    """``data`` as a Table: ``to_arrow()`` of an object that has it, a RecordBatch as a
+    Table, a Table as it is."""
+    if not isinstance(data, (pa.Table, pa.RecordBatch)):
+        data = data.to_arrow()
+        if not isinstance(data, (pa.Table, pa.RecordBatch)):
+            raise TypeError(f"to_arrow() must return a pyarrow Table, got {type(data)}")
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    return data
 
 
 def _rows(data: Any) -> int:
