@@ -259,7 +259,7 @@ def test_sink_converts_the_next_batch_while_it_writes_one(tmp_path, monkeypatch)
         return real(self, data)
 
     monkeypatch.setattr(PartWriter, "_append", held)
-    sink = TableSink(tmp_path, "w1")
+    sink = TableSink(tmp_path, "w1", convert_thread=True)
     sink.submit("draws", make_draws(3))
     assert writing.wait(5)
     following = SlowBatch(make_draws(2, start=3))
@@ -276,10 +276,11 @@ def test_sink_converts_the_next_batch_while_it_writes_one(tmp_path, monkeypatch)
     assert sorted(pq.read_table(tmp_path / "draws").column("seq").to_pylist()) == list(range(5))
 
 
-def test_the_first_batch_that_fails_is_the_error_reported_with_two_threads(tmp_path, monkeypatch):
-    """The converting thread works ahead: a later batch that fails to convert is
+@pytest.mark.parametrize("convert_thread", [True, False])
+def test_the_first_batch_that_fails_is_the_error_reported(tmp_path, monkeypatch, convert_thread):
+    """A converting thread works ahead: a later batch that fails to convert is
     accounted for where it would have been written, so an earlier batch's failed
-    write stays the error raised and the run's ``failure``."""
+    write stays the error raised and the run's ``failure`` (as with one thread)."""
     held, release = threading.Event(), threading.Event()
     real = PartWriter._append
 
@@ -298,7 +299,7 @@ def test_the_first_batch_that_fails_is_the_error_reported_with_two_threads(tmp_p
             raise TypeError("not a table")
 
     monkeypatch.setattr(PartWriter, "_append", full_disk)
-    sink = TableSink(tmp_path, "w1")
+    sink = TableSink(tmp_path, "w1", convert_thread=convert_thread)
     sink.submit("draws", make_draws(5))
     assert held.wait(5)
     sink.submit("draws", Unconvertible())  # converted (and failed) while batch 1 is held
@@ -315,7 +316,7 @@ def test_the_first_batch_that_fails_is_the_error_reported_with_two_threads(tmp_p
 def test_close_returns_when_the_converting_thread_died(tmp_path):
     """Nothing passes "close" on from a dead converting thread: close hands it to the
     writing thread itself, which closes its parts."""
-    sink = TableSink(tmp_path, "w1", max_queue=1)
+    sink = TableSink(tmp_path, "w1", max_queue=1, convert_thread=True)
 
     def dies(item):  # anything escaping the converting thread's own error handling
         raise MemoryError("the converting thread died")
@@ -332,6 +333,24 @@ def test_close_returns_when_the_converting_thread_died(tmp_path):
     closer.join(10)
     assert not closer.is_alive()
     assert not sink._thread.is_alive()
+
+
+@pytest.mark.parametrize("convert_thread", [None, True, False])
+def test_a_converting_thread_by_default_where_the_process_has_three_cores(tmp_path, convert_thread):
+    """A sink converts on a thread of its own where asked, and by default where the
+    process may run on 3 or more cores (on fewer, the writing thread converts too);
+    either way off the caller's thread."""
+    sink = TableSink(tmp_path, "w1", convert_thread=convert_thread)
+    batch = SlowBatch(make_draws(2))
+    sink.submit("draws", batch)
+    sink.flush()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    own = cores >= 3 if convert_thread is None else convert_thread
+    expected = "varirec-convert-w1" if own else "varirec-writer-w1"
+    assert (sink._converter is not None) == own
+    assert batch.thread.name == expected
+    sink.close()
+    assert sink.counts == {"draws": 2}
 
 
 def test_statistics_are_kept_for_ids_and_dropped_for_floats_and_strings(tmp_path):

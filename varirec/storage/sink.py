@@ -3,9 +3,11 @@
 The simulation loop only enqueues. One thread converts (``to_arrow()``), another
 validates, compresses and writes, and closes parts that grew old while no batch
 arrived. A batch is converted while the one before it is written (both release the
-GIL for most of their work): on 2 cores, draws chunks took 83 ns a row to storage
-instead of 93, and a machine with cores to spare gains up to the conversion's share
-(about a quarter). The items between the two threads count against ``max_queue``.
+GIL for most of their work): draws chunks took 83 ns a row to storage instead of 93
+on 2 idle cores, and a machine with cores to spare gains up to the conversion's share
+(about a quarter). Where the process has fewer than 3 cores the writing thread also
+converts: a third busy thread would take time from the simulation's. The items
+between the two threads count against ``max_queue``.
 
 pyarrow imports pandas (when installed) the first time it converts an array. A sink
 has that import done on the thread that opens it, before any row is taken: on the
@@ -68,8 +70,11 @@ class TableSink:
     Args:
         directory: the run directory; table ``t`` goes to ``directory/t``.
         writer_id: the writer id in part names.
-        background: write on a background thread.
-        max_queue: items that may wait for the thread (at least 1).
+        background: write on background threads.
+        max_queue: items that may wait for the threads (at least 1).
+        convert_thread: convert on a thread of its own, beside the writing one
+            (default: where the process may run on 3 or more cores; with fewer, a
+            third busy thread would take time from the simulation's own).
         schemas: pinned schemas per table; others follow :func:`table_schema`.
         **part_options: passed to every :class:`PartWriter`.
 
@@ -92,6 +97,7 @@ class TableSink:
         *,
         background: bool = True,
         max_queue: int = 32,
+        convert_thread: bool | None = None,
         schemas: dict[str, pa.Schema] | None = None,
         **part_options: Any,
     ) -> None:
@@ -123,15 +129,19 @@ class TableSink:
             # back once written. max_queue wait and one is worked on, as with one thread
             # and a queue of max_queue (the bound on what a SIGKILL loses stays the same).
             self._slots = threading.Semaphore(max_queue + 1)
-            self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue()
             self._converted: queue.Queue[tuple[Any, ...]] = queue.Queue()
-            self._converter = threading.Thread(
-                target=self._convert_main, name=f"varirec-convert-{writer_id}", daemon=True
-            )
+            self._queue = self._converted  # without a converting thread: straight in
+            if convert_thread is None:
+                convert_thread = _usable_cores() >= 3
+            if convert_thread:
+                self._queue = queue.Queue()
+                self._converter = threading.Thread(
+                    target=self._convert_main, name=f"varirec-convert-{writer_id}", daemon=True
+                )
+                self._converter.start()
             self._thread = threading.Thread(
                 target=self._main, name=f"varirec-writer-{writer_id}", daemon=True
             )
-            self._converter.start()
             self._thread.start()
 
     def precheck(self, table: str, incoming: pa.Schema) -> None:
@@ -368,6 +378,13 @@ class TableSink:
                 self._guarded(self._each, "close")
                 return
             timeout = self._rotate_due()
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _as_table(data: Any) -> pa.Table:

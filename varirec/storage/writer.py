@@ -82,7 +82,8 @@ class RunWriter:
 
     With ``background=True`` two daemon threads work in order, one converting
     (``to_arrow()``) while the other validates, compresses and writes the batch before
-    (:class:`~varirec.storage.sink.TableSink`); ``append`` only enqueues (blocking when
+    (:class:`~varirec.storage.sink.TableSink`; one thread does both where the process
+    has fewer than 3 cores); ``append`` only enqueues (blocking when
     ``max_queue`` items wait). An error on those threads is re-raised by the next
     ``append``, ``flush`` or ``close``. Every writer records
     ``writers/<writer_id>.json`` with its counts; at close the creator sets
