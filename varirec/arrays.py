@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "ArrayWorld",
-    "cpu_id_view",
+    "cpu_view",
     "host_async",
     "is_tensor",
     "namespace",
@@ -79,18 +79,16 @@ def to_host(x: Any, name: str = "array") -> np.ndarray:
     return np.asarray(x)
 
 
-def cpu_id_view(x: Any) -> np.ndarray | None:
-    """``x`` read in place as host ids where it is an env's own id tensor (1-D, int64,
-    on the CPU, without grad); None for anything else, which the caller checks.
+def cpu_view(x: Any) -> np.ndarray | None:
+    """``x`` read in place as numpy where it is a torch tensor on the CPU without grad
+    (an env's id or step tensor); None for anything else, which the caller checks.
 
     >>> import numpy as np
-    >>> cpu_id_view(np.arange(3)) is None  # not a tensor
+    >>> cpu_view(np.arange(3)) is None  # not a tensor
     True
     """
-    if not is_tensor(x):
-        return None
-    # is_cpu, not device.type: this runs at every reset, and a device object costs 5x
-    if x.dtype is not _torch().int64 or x.ndim != 1 or not x.is_cpu or x.requires_grad:
+    # is_cpu, not device.type: this runs at every step, and a device object costs 5x
+    if not is_tensor(x) or not x.is_cpu or x.requires_grad:
         return None
     return x.numpy()
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from varirec.arrays import cpu_id_view, is_tensor
+from varirec.arrays import cpu_view, is_tensor
 from varirec.recording.device_outcomes import OUTCOME_BLOCKS
 from varirec.recording.episodes import FINISHED, FINISHED_BLOCK, EpisodeTracker, now_us
 from varirec.sampling import samplers as samplers_module
@@ -103,8 +103,8 @@ class CompiledReset:
                 return False
             ids = given = env_ids
         elif dev.type == "cpu":  # a torch env on the CPU draws on the host, as draw_reset
-            ids = cpu_id_view(env_ids)  # the env's id tensor: the kernels check the range
-            if ids is not None:
+            ids = cpu_view(env_ids)  # the env's id tensor: the kernels check the range
+            if ids is not None and ids.dtype is _INT64 and ids.ndim == 1:
                 given = env_ids
             elif is_tensor(env_ids):  # a mask, other dtypes, a grad: checked and named
                 ids = d._ids(env_ids)

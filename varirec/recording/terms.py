@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pyarrow as pa
 
-from varirec.arrays import ArrayWorld, is_tensor, to_host
+from varirec.arrays import ArrayWorld, cpu_view, is_tensor, to_host
 from varirec.recording.device_outcomes import DeviceOutcomes
 from varirec.recording.episodes import EpisodeTracker
 from varirec.recording.recorder import VariationRecorder
@@ -127,18 +127,6 @@ _OUTCOMES = (
 :meth:`OutcomeTerm._array` asks for and the fix it names, and whether it is a float."""
 
 
-def _views(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The outcomes of ``data``, CPU tensors read in place as numpy (others as given):
-    a torch env on the CPU accumulates in numpy, and the numpy checks cost a fraction
-    of a tensor's."""
-    out = {}
-    for name, *_ in _OUTCOMES:
-        x = data.get(name)
-        if x is not None:
-            out[name] = x.numpy() if is_tensor(x) and x.is_cpu and not x.requires_grad else x
-    return out
-
-
 class OutcomeTerm(RecorderTerm):
     """Return, success, terminated and truncated of every finished episode.
 
@@ -185,8 +173,8 @@ class OutcomeTerm(RecorderTerm):
 
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
         acc = self._acc
-        if acc.torch is None and self._host_step(data if acc.device is None else _views(data)):
-            return  # numpy accumulators: numpy arrays, or a CPU env's tensors read in place
+        if acc.torch is None and self._host_step(data):
+            return
         if acc.device is None and any(is_tensor(x) for x in data.values()):
             world = getattr(self.manager, "world", None) or ArrayWorld()
             for name, x in data.items():
@@ -210,16 +198,19 @@ class OutcomeTerm(RecorderTerm):
         acc.record_step(*(take(*spec) for spec in _OUTCOMES))
 
     def _host_step(self, data: Mapping[str, Any]) -> bool:
-        """The usual step, in a few Python calls: every outcome given is a numpy array of
-        shape ``(num_envs,)`` and an accepted kind; False (nothing done) for anything
-        else, which takes the checked path (it converts, or names the problem)."""
+        """The usual step, in a few Python calls, into numpy accumulators: every outcome
+        given is a numpy array (or a CPU tensor, read in place) of shape
+        ``(num_envs,)`` and an accepted kind; False (nothing done) for anything else,
+        which takes the checked path (it converts, or names the problem)."""
         n = self.manager.num_envs
         given = []
         for name, kinds, *_ in _OUTCOMES:
             x = data.get(name)
-            if x is not None and not (
-                type(x) is np.ndarray and x.shape == (n,) and x.dtype.kind in kinds
-            ):
+            if x is not None and type(x) is not np.ndarray:
+                x = cpu_view(x)  # its checks cost a fraction of the tensor path's
+                if x is None:
+                    return False
+            if x is not None and not (x.shape == (n,) and x.dtype.kind in kinds):
                 return False
             given.append(x)
         self._acc.record_step(*given)
