@@ -15,6 +15,7 @@ import varirec as vr
 from varirec.recording.draw_chunk import DrawChunk
 from varirec.recording.recorder import VariationRecorder
 from varirec.sampling.streams import CounterStream
+from varirec.variations.batch import draw_reset_batch
 
 CFGS = [
     vr.UniformCfg(low=0.5, high=2.0),
@@ -98,6 +99,33 @@ def test_apply_batch_applies_only_variations_without_their_own_apply():
     assert len(calls) == 1 and own.count("x") == 4
     with pytest.raises(TypeError, match="apply_batch"):
         vs.apply_batch = 3  # type: ignore[assignment]
+
+
+def test_num_draws_counts_every_batch_across_rebuilt_reset_groups():
+    """A reset group counts its batches once for all its variations; a rebuilt group
+    (any change to the variations) folds the old count in, so each variation's
+    ``num_draws`` stays exact and it reads one count per live driver."""
+    vs = _set(SCALAR)
+    d = vr.NullRecorderManager(8, variations=vs, seed=2)
+    expected = dict.fromkeys(vs.keys(), 0)
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        if i % 3 == 0:  # a change: the next reset builds a new group
+            v = vs[f"v{int(rng.integers(0, len(SCALAR)))}"]
+            v.disable() if v.enabled else v.enable()
+        d.reset(None, rng.choice(8, 3, replace=False))
+        for key, v in vs.items():
+            expected[key] += bool(v.enabled)
+    assert {k: v.num_draws for k, v in vs.items()} == expected
+    assert all(len(v._batch_draws) <= 1 for v in vs.values())
+    vs["v0"].enable()
+    vs["v0"].draw(None, np.arange(2))  # a draw of its own counts too
+    assert vs["v0"].num_draws == expected["v0"] + 1
+    # A batch drawn without a driver's group counts on each variation, keeping none.
+    cells = len(vs["v0"]._batch_draws)
+    batch = draw_reset_batch([vs["v0"]], np.array([1, 2]), d.tracker)
+    batch.notify_and_apply(None)
+    assert vs["v0"].num_draws == expected["v0"] + 2 and len(vs["v0"]._batch_draws) == cells
 
 
 def test_the_cached_reset_plan_follows_every_change():

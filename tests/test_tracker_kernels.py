@@ -230,10 +230,9 @@ def _outcomes(rng: np.random.Generator, n: int, i: int) -> dict[str, np.ndarray]
 def test_finished_episodes_columns_are_the_numpy_paths(calls, user_term) -> None:
     """A recording manager's finished-episode rows equal the numpy path's, repeated ids
     included: with the outcome term alone, gathered in the compiled reset's kernels
-    (its columns kept as blocks); with a user's term, by the terms in Python and the
+    (every column in one block); with a user's term, by the terms in Python and the
     tracker's compiled ``finish``."""
-    from varirec.recording.device_outcomes import OUTCOME_BLOCKS
-    from varirec.recording.episode_chunk import _split
+    from varirec.recording.episode_chunk import RECORDED_BLOCK, _split
     from varirec.recording.episodes import FINISHED_BLOCK
 
     n = 30
@@ -261,8 +260,10 @@ def test_finished_episodes_columns_are_the_numpy_paths(calls, user_term) -> None
     fast, slow = ([_split(p) for p in m._episode_parts] for m in managers)
     assert len(fast) == len(slow) > 20
     # The compiled side keeps columns as blocks (split where written).
-    blocks = {FINISHED_BLOCK} | (set() if user_term else set(OUTCOME_BLOCKS))
+    blocks = {FINISHED_BLOCK} if user_term else {RECORDED_BLOCK}
     assert all(blocks <= set(p) for p in managers[0]._episode_parts)
+    if not user_term:  # one block and nothing else: a single slice on the hot path
+        assert all(set(p) == blocks for p in managers[0]._episode_parts)
     assert not any(set(p) & blocks for p in managers[1]._episode_parts)
     for a, b in zip(fast, slow, strict=True):
         assert sorted(a) == sorted(b)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from varirec.arrays import cpu_view, is_tensor
-from varirec.recording.device_outcomes import OUTCOME_BLOCKS
-from varirec.recording.episodes import FINISHED, FINISHED_BLOCK, EpisodeTracker, now_us
+from varirec.recording.episode_chunk import RECORDED_BLOCK, RECORDED_ROWS
+from varirec.recording.episodes import EpisodeTracker, now_us
 from varirec.sampling import samplers as samplers_module
 from varirec.sampling.accel import kernels, kernels_of
 from varirec.variations.batch import DrawCounters, ResetBatch, ResetGroup
@@ -128,7 +128,7 @@ class CompiledReset:
             return False
         if code & 2:
             c.dirty = True
-            episodes, rows = keys
+            episodes, rows = keys[0], keys[1]  # unpacking an array raises inside: 3x slower
             batch = ResetBatch(
                 vs,
                 ids,
@@ -195,34 +195,26 @@ class CompiledReset:
     ) -> int:
         """The kernel of a recorded reset
         (:func:`~varirec.recording.tracker_kernels.recorded_reset`); the finished
-        episodes' row goes to the recorder as blocks. Returns the kernel's code (-1:
-        nothing changed).
+        episodes' row goes to the recorder as one block (``RECORDED_BLOCK``). Returns
+        the kernel's code (-1: nothing changed).
 
         The kernel has begun the new episodes when the recorder takes the row, so an
         error of its hand-over (a failed write, a held Ctrl-C or SIGTERM; the row is
         in its buffer by then) goes to ``late``, raised once the reset is whole: a
         reset cut short here would leave episodes begun but never drawn or started."""
         t, c, hooks = self.tracker, self.counters, self.driver.hooks
-        k = len(ids)
-        ints = np.empty((1 + len(FINISHED), k), np.int64)  # done, then the tracker's columns
-        values, flags = np.empty((2, k)), np.empty((2, k), bool)
+        block = np.empty((len(RECORDED_ROWS), len(ids)), np.int64)
         end_seq = t.seq + 1
         code = kt.recorded_reset(
-            ids, t._ints, t.started, t._clock, end_seq, now_us(), *fused, ints[0], ints[1:],
-            values, flags, c.last, c.pending, keys, t._scratch, plan.bases, plan.comps,
-            plan.fused_form, out,
+            ids, t._ints, t.started, t._clock, end_seq, now_us(), *fused, block,
+            block.view(np.float64), c.last, c.pending, keys, t._scratch, plan.bases,
+            plan.comps, plan.fused_form, out,
         )  # fmt: skip
         m = code >> 2
         if m > 0:
             t.seq = end_seq
             t.episodes_finished += m
-            value_key, flag_key = OUTCOME_BLOCKS
-            row = {
-                "env_id": ints[0, :m].astype(np.int32),
-                FINISHED_BLOCK: ints[1:, :m],
-                value_key: values[:, :m],
-                flag_key: flags[:, :m],
-            }
+            row = {RECORDED_BLOCK: block[:, :m]}
             try:
                 hooks.finished(row)
             except BaseException as exc:

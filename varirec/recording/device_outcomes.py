@@ -16,15 +16,12 @@ import numpy as np
 
 from varirec.arrays import host_async
 
-__all__ = ["FLAG_ROWS", "OUTCOME_BLOCKS", "VALUE_ROWS", "DeviceOutcomes"]
+__all__ = ["FLAG_ROWS", "VALUE_ROWS", "DeviceOutcomes"]
 
 VALUE_ROWS = ("return", "success")
 """The episode columns of the float accumulator's rows, in order."""
 FLAG_ROWS = ("terminated", "truncated")
 """The episode columns of the flags' rows, in order."""
-OUTCOME_BLOCKS = {"#outcome_values": VALUE_ROWS, "#outcome_flags": FLAG_ROWS}
-"""Keys of an episode part's outcome blocks (the finished episodes' entries, as the
-compiled reset gathers them: one ``(2, m)`` array each), and the columns of their rows."""
 
 
 def _check(name: str, x: Any, n: int, floats: bool) -> None:
@@ -73,6 +70,7 @@ class DeviceOutcomes:
         in_torch: bool | None = None,
     ) -> None:
         self.n = num_envs
+        self.shape = (num_envs,)  # a step's arrays
         self.device = device
         self.torch: Any = None
         acc = np.empty((2, num_envs))
@@ -93,6 +91,8 @@ class DeviceOutcomes:
             self.acc, self.flags = acc, flags
         # The rows a step writes, as views made once.
         self._rows = (self.acc[0], self.flags[0], self.flags[1], self.acc[1])
+        self.host = None if self.torch is not None else (acc, flags)
+        """``(acc, flags)`` where they are numpy (a compiled reset gathers them), else None."""
 
     def local(self, name: str, x: Any, floats: bool) -> Any:
         """A tensor handed in (checked), or a host array (checked by the caller), as the

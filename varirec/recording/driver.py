@@ -99,8 +99,8 @@ class DriverHooks(Protocol):
         terminated and truncated (``(2, num_envs)`` bool) when the recorder's only work
         at :meth:`finishing` and :meth:`started` is to gather and clear their entries
         (:class:`~varirec.recording.terms.OutcomeTerm` alone): the compiled reset then
-        does it in its kernels and hands :meth:`finished` the columns as blocks
-        (:data:`~varirec.recording.device_outcomes.OUTCOME_BLOCKS`), calling neither.
+        does it in its kernels and hands :meth:`finished` every column in one block
+        (:data:`~varirec.recording.episode_chunk.RECORDED_BLOCK`), calling neither.
         None, or hooks without this method: call both."""
 
     def reset_drawn(self, batch: ResetBatch) -> None:
@@ -284,6 +284,8 @@ class VariationDriver:
         """The enabled reset-mode variations as one batch, rebuilt after any change."""
         g = self._group
         if g is None or g.epoch != epoch():
+            if g is not None:
+                g.retire()
             vs = self.variations
             g = self._group = ResetGroup(
                 vs.enabled("reset"), vs.apply_batch, self._plans, self._counters
@@ -331,6 +333,16 @@ class VariationDriver:
         first state in place."""
         if reset_fn is None and self.schedule is None and self._compiled(env, env_ids):
             return
+        self.general_reset(env, env_ids, reset_fn)
+
+    def general_reset(
+        self,
+        env: Any,
+        env_ids: Any,
+        reset_fn: Callable[[np.ndarray, np.ndarray], Any] | None = None,
+    ) -> None:
+        """:meth:`reset` without the compiled reset (which a caller tried first, or that
+        does not apply): every step in Python and numpy, in the order it gives."""
         ids = self._ids(env_ids)  # checked once for every step
         if self.schedule is not None:
             self.schedule.check_bound()  # before the tracker moves: nothing half-done

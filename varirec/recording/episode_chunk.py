@@ -21,15 +21,30 @@ import numpy as np
 import pyarrow as pa
 
 from varirec.arrays import wait
-from varirec.recording.device_outcomes import OUTCOME_BLOCKS
+from varirec.recording.device_outcomes import FLAG_ROWS, VALUE_ROWS
 from varirec.recording.episodes import FINISHED, FINISHED_BLOCK
 
-__all__ = ["EpisodeChunk"]
+__all__ = ["RECORDED_BLOCK", "RECORDED_ROWS", "EpisodeChunk", "part_rows"]
+
+RECORDED_BLOCK = "#recorded"
+"""Key of the one block of a part that the compiled reset of a recorder with the outcome
+term alone hands over (:meth:`~varirec.recording.compiled_reset.CompiledReset._recorded`):
+an int64 array whose rows are :data:`RECORDED_ROWS`, the floats as their bits, the
+flags as 0 or 1. One array and one slice on the hot path instead of a dozen; split
+into columns here, on the writer thread."""
+RECORDED_ROWS = ("env_id", *FINISHED, *VALUE_ROWS, *FLAG_ROWS)
+"""The rows of a :data:`RECORDED_BLOCK`, in order (the kernel writes them so:
+:func:`~varirec.recording.tracker_kernels.recorded_reset`)."""
+_VALUES = slice(1 + len(FINISHED), 1 + len(FINISHED) + len(VALUE_ROWS))
+_FLAGS = slice(_VALUES.stop, _VALUES.stop + len(FLAG_ROWS))
 
 _NULL_IF_NEGATIVE = ("sample_id", "seed")
-_BLOCKS = {FINISHED_BLOCK: FINISHED, **OUTCOME_BLOCKS}
-"""Keys of a part's blocks (several columns as the rows of one array, as the compiled
-reset keeps them) and their columns."""
+
+
+def part_rows(part: dict[str, Any]) -> int:
+    """The episodes of one hand-over (a dict of columns, or a :data:`RECORDED_BLOCK`)."""
+    block = part.get(RECORDED_BLOCK)
+    return len(part["env_id"]) if block is None else block.shape[1]
 
 
 def _from_numpy(field: pa.Field, data: Any) -> pa.Array:
@@ -65,15 +80,20 @@ def _column(field: pa.Field, values: list[Any], lengths: list[int]) -> pa.Array:
 
 
 def _split(part: dict[str, Any]) -> dict[str, Any]:
-    """A part with columns kept as blocks (the tracker's, ``FINISHED_BLOCK``; the
-    outcome term's, ``OUTCOME_BLOCKS``), as columns."""
-    if not any(key in part for key in _BLOCKS):
+    """A part with columns kept as blocks (the tracker's, ``FINISHED_BLOCK``; a
+    compiled recorded reset's, :data:`RECORDED_BLOCK`), as columns."""
+    block = part.get(FINISHED_BLOCK)
+    recorded = part.get(RECORDED_BLOCK)
+    if block is None and recorded is None:
         return part
-    split = {k: v for k, v in part.items() if k not in _BLOCKS}
-    for key, names in _BLOCKS.items():
-        block = part.get(key)
-        if block is not None:
-            split.update(zip(names, block, strict=True))
+    split = {k: v for k, v in part.items() if k != FINISHED_BLOCK and k != RECORDED_BLOCK}
+    if block is not None:
+        split.update(zip(FINISHED, block, strict=True))
+    if recorded is not None:
+        split["env_id"] = recorded[0].astype(np.int32)
+        split.update(zip(FINISHED, recorded[1 : 1 + len(FINISHED)], strict=True))
+        split.update(zip(VALUE_ROWS, recorded[_VALUES].view(np.float64), strict=True))
+        split.update(zip(FLAG_ROWS, recorded[_FLAGS] != 0, strict=True))
     return split
 
 
@@ -89,7 +109,7 @@ class EpisodeChunk:
         """A CUDA event after the parts' device-to-host copies (None: nothing pending)."""
 
     def __len__(self) -> int:
-        return sum(len(p["env_id"]) for p in self.parts)
+        return sum(part_rows(p) for p in self.parts)
 
     def to_arrow(self) -> pa.Table:
         """The ``episodes`` rows of every part, one column per schema field.

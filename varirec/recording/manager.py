@@ -40,7 +40,7 @@ import numpy as np
 from varirec._version import __version__
 from varirec.arrays import ArrayWorld, record_event
 from varirec.recording.driver import EpisodeSchedule, StudyDesign, VariationDriver
-from varirec.recording.episode_chunk import EpisodeChunk
+from varirec.recording.episode_chunk import EpisodeChunk, part_rows
 from varirec.recording.episodes import EpisodeTracker
 from varirec.recording.term_set import TermHooks, build_terms, builtin_term_cfgs
 from varirec.recording.terms import OutcomeTerm, RecorderTerm, RecorderTermCfg
@@ -277,7 +277,10 @@ class RecorderManager:
     ) -> None:
         """One reset of ``env_ids``, recorded: see :meth:`VariationDriver.reset` (the
         finished episodes are recorded before the tracker reserves their next index)."""
-        self.driver.reset(env, env_ids, reset_fn=reset_fn)
+        d = self.driver
+        if reset_fn is None and d.schedule is None and d._compiled(env, env_ids):
+            return  # the usual reset, as VariationDriver.reset takes it (a call less)
+        d.general_reset(env, env_ids, reset_fn)
 
     # -- hooks -----------------------------------------------------------------------
     def record_step(self, **data: Any) -> None:
@@ -285,11 +288,11 @@ class RecorderManager:
         ``success`` and anything a term records), before finished envs reset."""
         if time.monotonic() >= self._handover_due:  # once per hook call, not per draw
             self._hand_over_buffers()
-        self.driver.tracker.advance_steps()
-        world = self.driver.world
+        driver = self.driver
+        driver.tracker.advance_steps()
         for key, x in data.items():
-            if not isinstance(x, np.ndarray):  # tensors are checked; DLPack arrays taken
-                data[key] = world.per_env(x, key)
+            if type(x) is not np.ndarray:  # tensors are checked; DLPack arrays taken
+                data[key] = driver.world.per_env(x, key)
         for term in self._hooks("record_step"):
             term.record_step(data)
 
@@ -311,17 +314,16 @@ class RecorderManager:
 
     def finished(self, row: dict[str, Any]) -> None:
         self._episode_parts.append(row)
-        self._episode_rows += len(row["env_id"])
+        self._episode_rows += part_rows(row)
         if self._episode_rows >= self.max_rows:
             self._hand_over_buffers()  # the draws these episodes began with go first
 
     def outcome_accumulators(self) -> tuple[np.ndarray, np.ndarray] | None:
-        hooks = self._hooks
-        pre = hooks("record_pre_reset")
-        if len(pre) != 1 or type(pre[0]) is not OutcomeTerm or hooks("record_post_reset") != pre:
+        hooks = self._hooks.all()
+        pre = hooks["record_pre_reset"]
+        if len(pre) != 1 or type(pre[0]) is not OutcomeTerm or hooks["record_post_reset"] != pre:
             return None
-        acc = pre[0]._acc
-        return None if acc.torch is not None else (acc.acc, acc.flags)
+        return pre[0]._acc.host
 
     def reset_drawn(self, batch: ResetBatch) -> None:
         for term in self._hooks("batch"):

@@ -139,7 +139,7 @@ class VariationRecorder:
         self.rows_recorded = 0
         self.device: Any = None
         """The device that batches came from (None: the host)."""
-        self._block: tuple[Any, list[Any], np.ndarray] | None = None
+        self._block: tuple[Any, frozenset[Any], np.ndarray] | None = None
 
     def _new_chunk(self, capacity: int) -> DrawChunk:
         if capacity != self.max_rows:  # a one-off oversized chunk
@@ -205,6 +205,7 @@ class VariationRecorder:
             self.device = device
         if self._record_block(batch, now):
             return
+        fed = []
         for j, v in enumerate(batch.variations):
             entry = self._taps.get(v.key)
             if entry is None or entry[0] is not v:
@@ -217,9 +218,11 @@ class VariationRecorder:
                 tap.record(batch.contexts[j], host_async(values), batch.ids, cfg, now, True)
             else:  # numpy, or categories mapped to label codes here (one host copy)
                 tap.record(batch.contexts[j], batch.host_values(j), batch.ids, cfg, now)
-            batch.fed.add(tap)
+            fed.append(tap)
+        if fed:
+            batch.fed = batch.fed | frozenset(fed)
 
-    def _block_taps(self, batch: ResetBatch) -> tuple[list[Any], np.ndarray] | None:
+    def _block_taps(self, batch: ResetBatch) -> tuple[frozenset[Any], np.ndarray] | None:
         """This recorder's taps of a driver's batch, and each one's (key code, phase
         code), when it records every variation; kept per reset group (a new group
         comes with any change to the variations, attaching a recorder included)."""
@@ -237,8 +240,9 @@ class VariationRecorder:
             events.append((entry[1].code, PHASE_CODE[v.mode]))
         codes = np.array(events, dtype=np.int64).reshape(-1, 2)  # shared by the chunks
         codes.flags.writeable = False
-        self._block = (group, taps, codes)
-        return (taps, codes) if taps else None
+        fed = frozenset(taps)  # the batch's fed set, the same one each reset
+        self._block = (group, fed, codes)
+        return (fed, codes) if fed else None
 
     def _record_block(self, batch: ResetBatch, now: int) -> bool:
         """The usual reset, in one copy: the first draws of scalar float variations
@@ -251,7 +255,7 @@ class VariationRecorder:
         found = self._block_taps(batch)
         if found is None:
             return False
-        taps, events = found
+        fed, events = found
         seq0, episodes, rows, in_design = lazy
         pending = is_tensor(matrix)
         # No wait for the device: read on the writer thread after the chunk's event.
@@ -263,7 +267,7 @@ class VariationRecorder:
             self.flush()
             if not self._chunk.add_block(*args, pending):
                 return False
-        batch.fed.update(taps)
+        batch.fed = fed if not batch.fed else batch.fed | fed
         return True
 
     def _attribute(self, key: str, event: SampleEvent) -> DrawContext:

@@ -57,12 +57,16 @@ class TermHooks:
 
     def __call__(self, hook: str) -> list[Any]:
         """The terms that implement ``hook``; ``"batch"``: the variations terms."""
+        return self.all()[hook]
+
+    def all(self) -> dict[str, list[Any]]:
+        """Per hook, the terms that implement it (one check of the terms for several)."""
         terms = tuple(self._source.values())
         if terms != self._terms:  # identity per term: RecorderTerm defines no __eq__
             self._terms = terms
             self._by_hook = {h: [t for t in terms if _implements(t, h)] for h in _HOOKS}
             self._by_hook["batch"] = [t for t in terms if isinstance(t, VariationsTerm)]
-        return self._by_hook[hook]
+        return self._by_hook
 
 
 def builtin_term_cfgs(

@@ -125,6 +125,7 @@ _OUTCOMES = (
 )
 """Per outcome, in ``DeviceOutcomes.record_step``'s order: the dtype kinds it takes, what
 :meth:`OutcomeTerm._array` asks for and the fix it names, and whether it is a float."""
+_HOST_KINDS = tuple((name, kinds) for name, kinds, *_ in _OUTCOMES)
 
 
 class OutcomeTerm(RecorderTerm):
@@ -202,16 +203,17 @@ class OutcomeTerm(RecorderTerm):
         given is a numpy array (or a CPU tensor, read in place) of shape
         ``(num_envs,)`` and an accepted kind; False (nothing done) for anything else,
         which takes the checked path (it converts, or names the problem)."""
-        n = self.manager.num_envs
+        shape = self._acc.shape
         given = []
-        for name, kinds, *_ in _OUTCOMES:
+        for name, kinds in _HOST_KINDS:
             x = data.get(name)
-            if x is not None and type(x) is not np.ndarray:
-                x = cpu_view(x)  # its checks cost a fraction of the tensor path's
-                if x is None:
+            if x is not None:
+                if type(x) is not np.ndarray:
+                    x = cpu_view(x)  # its checks cost a fraction of the tensor path's
+                    if x is None:
+                        return False
+                if x.shape != shape or x.dtype.kind not in kinds:
                     return False
-            if x is not None and not (x.shape == (n,) and x.dtype.kind in kinds):
-                return False
             given.append(x)
         self._acc.record_step(*given)
         return True

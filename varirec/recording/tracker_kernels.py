@@ -187,30 +187,31 @@ def _with_draw_kernels(stamp: str) -> tuple[Callable[..., Any], Callable[..., An
 
     def recorded_reset(
         ids: np.ndarray, ints: np.ndarray, started: np.ndarray, clock: int, end_seq: int,
-        now: int, acc: np.ndarray, flags: np.ndarray, done: np.ndarray, ended: np.ndarray,
-        values: np.ndarray, ended_flags: np.ndarray, last: np.ndarray, pending: np.ndarray,
-        keys: np.ndarray, scratch: np.ndarray, bases: np.ndarray, comps: np.ndarray,
-        form: np.ndarray, out: np.ndarray,
+        now: int, acc: np.ndarray, flags: np.ndarray, block: np.ndarray, floats: np.ndarray,
+        last: np.ndarray, pending: np.ndarray, keys: np.ndarray, scratch: np.ndarray,
+        bases: np.ndarray, comps: np.ndarray, form: np.ndarray, out: np.ndarray,
     ) -> int:  # fmt: skip
-        """A recorded reset: the started envs of ``ids`` into ``done``
-        (:func:`started_among`), their outcome entries (``acc``'s return and success,
-        ``flags``' terminated and truncated) into ``values`` and ``ended_flags``, their
-        tracker columns into ``ended`` (:func:`finish_columns`), then
-        :func:`reset_draws`; columns ``[:m]`` of each are the ``m`` finished episodes.
+        """A recorded reset: the started envs of ``ids`` (:func:`started_among`), their
+        tracker columns (:func:`finish_columns`), return and success (``acc``'s rows),
+        terminated and truncated (``flags``') into the rows of ``block``
+        (``episode_chunk.RECORDED_ROWS``: env, the 8 tracker columns, then the floats
+        through ``floats``, ``block`` viewed as float64, then the flags as 0 or 1),
+        then :func:`reset_draws`; columns ``[:m]`` are the ``m`` finished episodes.
         Returns ``4 * m + (reset_draws' code & 3)``, or -1 (nothing changed) for an
         id out of range."""
         if len(stamp) == 0:
             return -2
+        done = block[0]
         m = started_among(ids, started, done)
         if m < 0:
             return -1
         for i in range(m):
             e = done[i]
-            values[0, i] = acc[0, e]
-            values[1, i] = acc[1, e]
-            ended_flags[0, i] = flags[0, e]
-            ended_flags[1, i] = flags[1, e]
-        finish_columns(done[:m], ints, started, clock, end_seq, now, ended)
+            floats[9, i] = acc[0, e]
+            floats[10, i] = acc[1, e]
+            block[11, i] = flags[0, e]
+            block[12, i] = flags[1, e]
+        finish_columns(done[:m], ints, started, clock, end_seq, now, block[1:9])
         code = begin_first_draws(ids, ints, started, last, pending, keys, scratch)
         if code & 2:
             compiled.plan_columns(bases, comps, form, ids, keys[0], out)
@@ -295,6 +296,6 @@ def warm() -> None:
     started_among(ids, started, scratch)
     u, form = np.zeros(3, np.uint64), np.zeros((10, 3))
     reset_draws(ids, ints, started, last, pending, keys, scratch, u, u, form, np.zeros((2, 3)))
-    ended, values, ended_flags = np.zeros((8, 2), np.int64), acc.copy(), flags.copy()
-    recorded_reset(ids, ints, started, 0, 1, 2, acc, flags, scratch, ended, values, ended_flags,
+    block = np.zeros((13, 2), np.int64)
+    recorded_reset(ids, ints, started, 0, 1, 2, acc, flags, block, block.view(np.float64),
                    last, pending, keys, scratch, u, u, form, np.zeros((2, 3)))  # fmt: skip

@@ -53,7 +53,8 @@ class ResetBatch:
         host: the same values as numpy arrays where they were drawn on the host
             (numpy, or a torch env on the CPU), else None.
         fed: listeners that took the whole batch (a recorder): the per-variation
-            events skip them.
+            events skip them (a frozenset: a recorder hands in the same one each reset,
+            told apart from the last in one compare).
     """
 
     __slots__ = (
@@ -85,7 +86,7 @@ class ResetBatch:
         self._parts = parts  # (plan, uniforms, columns, xp, design rows, device): split on demand
         self._lazy = lazy  # (first seq, episodes, design rows, in a design) of first draws
         self.group = group
-        self.fed: set[Any] = set()
+        self.fed: frozenset[Any] = frozenset()
 
     def __len__(self) -> int:
         return len(self.variations)
@@ -155,7 +156,7 @@ class ResetBatch:
                 cols.append(x.reshape(len(self.ids), -1).astype(np.float64, copy=False))
             m = np.concatenate(cols, axis=1) if cols else np.zeros((len(self.ids), 0))
             self._matrix = m
-        return _to_env(self.world, m)
+        return m if self.world.device is None else _to_env(self.world, m)
 
     def host_values(self, j: int) -> np.ndarray:
         """The values of variation ``j`` on the host (numpy)."""
@@ -179,8 +180,11 @@ class ResetBatch:
             if g is not None
             else [(j, v.apply) for j, v in enumerate(vs) if v.apply is not None]
         )
-        for v in vs:
-            v.num_draws += 1
+        if g is not None and g.draws is not None:
+            g.draws[0] += 1  # every member's num_draws, in one add
+        else:
+            for v in vs:
+                v._num_draws += 1
         to_env = self.world.values
         if listened:
             values, contexts = self.values, self.contexts
@@ -206,7 +210,7 @@ class ResetGroup:
     their rows of the draw counters, the ``apply`` callables."""
 
     __slots__ = (
-        "alone", "appliers", "apply_batch", "enabled", "epoch", "fed_cache", "plan",
+        "alone", "appliers", "apply_batch", "draws", "enabled", "epoch", "fed_cache", "plan",
         "rows", "samplers", "together",
     )  # fmt: skip
 
@@ -216,6 +220,7 @@ class ResetGroup:
         apply_batch: Any = None,
         cache: PlanCache | None = None,
         counters: DrawCounters | None = None,
+        counted: bool = True,
     ) -> None:
         self.epoch = epoch()
         self.enabled = list(enabled)
@@ -229,8 +234,31 @@ class ResetGroup:
         if counters is not None:  # the counters now follow this group's batch draws
             counters.track(self.together, self.rows)
         self.samplers = [v.sampler for v in self.together]
+        self.draws: list[int] | None = None
+        """The batches this group drew: a count that each member's ``num_draws`` reads
+        (one add per reset instead of one per variation; :meth:`retire` folds it in);
+        None for a group of one call, which counts on each member."""
+        if counted:
+            self.draws = [0]
+            for v in self.together:
+                v._batch_draws.append(self.draws)
         self.fed_cache: tuple[int, frozenset[Any], frozenset[int]] | None = None
         """``listener_edits``, the last batch's fed set and unfed variations (see _listened)."""
+
+    def retire(self) -> None:
+        """The driver replaced this group: its batches become part of each member's own
+        count (the members stop reading this group's)."""
+        if self.draws is None:
+            return
+        n = self.draws[0]
+        for v in self.together:
+            v._num_draws += n
+            cells = v._batch_draws
+            for i, cell in enumerate(cells):
+                if cell is self.draws:
+                    del cells[i]
+                    break
+        self.draws[0] = 0
 
     def fusable(self) -> bool:
         """Whether a reset of these variations can be drawn in one compiled pass: every
@@ -245,14 +273,14 @@ class ResetGroup:
         )
 
 
-def _listened(g: ResetGroup | None, samplers: list[Any], fed: set[Any]) -> frozenset[int]:
+def _listened(g: ResetGroup | None, samplers: list[Any], fed: frozenset[Any]) -> frozenset[int]:
     """The variations with listeners that ``fed`` lacks (a set: each variation asks
     whether it is in it); the group keeps the answer while no sampler's listeners
     changed (``listener_edits``) and the fed set stays the same (each reset of a
     recording loop: two compares instead of a set test per variation)."""
     edits = samplers_module.listener_edits
     cached = None if g is None else g.fed_cache
-    if cached is not None and cached[0] == edits and cached[1] == fed:
+    if cached is not None and cached[0] == edits and (cached[1] is fed or cached[1] == fed):
         return cached[2]
     listened = frozenset(
         j for j, s in enumerate(samplers) if s._after and not (fed and fed.issuperset(s._after))
@@ -337,7 +365,7 @@ def draw_reset_batch(
     whether one is in a design, and :func:`first_draws` (noted), if the caller has them.
     """
     if group is None:
-        group = ResetGroup(list(variations), cache=cache, counters=counters)
+        group = ResetGroup(list(variations), cache=cache, counters=counters, counted=False)
     vs = group.together
     if not vs:
         return None

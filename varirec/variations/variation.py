@@ -135,8 +135,13 @@ class Variation:
         # Set by a driver's draw counters: brings these arrays up to date before a read.
         self._counter_sync: Callable[[np.ndarray, np.ndarray], None] | None = None
         self._build_draws = 0
-        self.num_draws = 0
+        self._num_draws = 0  # draws of its own; a driver's reset group counts its batches
+        self._batch_draws: list[list[int]] = []  # those groups' counts (ResetGroup.draws)
+
+    @property
+    def num_draws(self) -> int:
         """Draws made so far (a recorder attached later would have missed them)."""
+        return self._num_draws + sum(cell[0] for cell in self._batch_draws)
 
     @property
     def cfg(self) -> VariationCfg:
@@ -302,7 +307,7 @@ class Variation:
             source = self._stream.keyed(keys, episodes, context.draw_seq)
         n = 1 if ids is None else len(ids)
         values = self._sampler.sample(n, env_ids=ids, source=source, context=context)
-        self.num_draws += 1
+        self._num_draws += 1
         if apply and self.apply is not None:
             self.apply(env, ids, values)
         return values
