@@ -274,8 +274,8 @@ def test_finished_episodes_columns_are_the_numpy_paths(calls, user_term) -> None
     if user_term:
         assert "finish_columns" in calls and "recorded_reset" not in calls
     else:
-        assert {"recorded_reset", "start_outcomes"} <= set(calls)
-        assert "finish_columns" not in calls
+        assert "recorded_reset" in calls  # the start and the outcomes' restart in it
+        assert not {"finish_columns", "start", "start_outcomes"} & set(calls)
 
 
 @pytest.mark.parametrize("user_term", [False, True])
@@ -324,7 +324,7 @@ def test_a_recorded_run_writes_the_numpy_paths_tables(calls, tmp_path, device, u
         if table == "episodes":  # every outcome column recorded, nulls for unknown success
             assert fast["success"].isna().any() and fast["success"].notna().any()
             assert fast["terminated"].any() and fast["truncated"].any()
-    fused = {"recorded_reset", "start_outcomes"}
+    fused = {"recorded_reset"}
     if user_term:
         assert {"started_among", "reset_draws", "finish_columns"} <= set(calls)
         assert not fused & set(calls)
@@ -387,7 +387,7 @@ def test_a_hand_over_that_fails_in_a_recorded_reset_is_raised_once_the_reset_is_
     t = m.tracker
     assert t.episode[[1, 4]].tolist() == [1, 1] and t.started[[1, 4]].all()
     assert [key for key, *_ in env.applied] == ["com", "batch"]  # drawn and applied
-    assert "recorded_reset" in calls and "start_outcomes" in calls
+    assert "recorded_reset" in calls
     monkeypatch.undo()
     m.record_step(reward=np.ones(n))
     m.reset(_Env(), np.array([1, 4]))
@@ -424,3 +424,52 @@ def test_hooks_without_outcome_accumulators_are_called_in_python(calls) -> None:
         "finishing [0, 2]", "finished [0, 2]", "drawn", "started [0, 2]",
     ]  # fmt: skip
     assert "reset_draws" in calls and "recorded_reset" not in calls
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_an_apply_that_raises_leaves_the_episodes_as_the_general_path_does(calls, recorded) -> None:
+    """The compiled reset starts the episodes in its kernel, before ``apply``: when
+    ``apply`` raises, ``unstart`` takes the start back, so the tracker (and a recorder's
+    rows) are as the general path leaves them, begun but not started, and both go on
+    alike."""
+    from varirec.recording.episode_chunk import _split
+
+    def refuse(env, ids, batch):
+        raise RuntimeError("apply failed")
+
+    runs = []
+    for on in (True, False):
+        d = _driver(6)
+        m = vr.RecorderManager(variations=d.variations, tracker=d.tracker) if recorded else None
+        target = m if recorded else d
+        keep = d.variations.apply_batch
+        with compiled_draws(on):
+            target.reset(_Env(), np.arange(6))
+            target.record_step(reward=np.arange(6.0))
+            d.variations.apply_batch = refuse
+            with pytest.raises(RuntimeError, match="apply failed"):
+                target.reset(_Env(), np.array([1, 4]))
+            failed = _state(d)
+            d.variations.apply_batch = keep
+            target.record_step(reward=np.ones(6))
+            target.reset(_Env(), np.array([1, 4, 5]))
+            target.record_step(reward=np.ones(6))
+            target.reset(_Env(), np.array([4, 0]))
+            after = _state(d)
+        parts = [_split(p) for p in m._episode_parts] if recorded else []
+        if m is not None:
+            m.close()
+        runs.append((failed, after, parts))
+    (failed, after, parts), (failed0, after0, parts0) = runs
+    assert not failed[1][[1, 4]].any() and failed[0][0][[1, 4]].tolist() == [1, 1]
+    for ints, started, *_ in (failed, failed0):  # unread until the episode starts
+        ints[2, ~started] = -1
+    _same(failed, failed0)
+    _same(after, after0)
+    assert len(parts) == len(parts0) == (3 if recorded else 0)  # the failed reset ended 1, 4
+    for a, b in zip(parts, parts0, strict=True):
+        assert sorted(a) == sorted(b)
+        for key in a:
+            if key not in ("time_end", "time_start"):
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert "unstart" in calls

@@ -1,14 +1,17 @@
-"""The usual reset of a :class:`~varirec.recording.driver.VariationDriver` in two compiled
-calls (the ``fast`` extra), and the first-draw keys that its general path reads compiled.
+"""The usual reset of a :class:`~varirec.recording.driver.VariationDriver` in one compiled
+call (the ``fast`` extra), and the first-draw keys that its general path reads compiled.
 
 A reset of a few dozen envs costs the general path some 45 Python and 30 numpy calls,
 each paying for caches a simulation step has just evicted. :class:`CompiledReset` does
-the tracker's pre-reset, the first-draw check and every value in one kernel
-(:func:`~varirec.recording.tracker_kernels.reset_draws`), hands the batch to the
-recorder and ``apply``, and starts the episodes in another kernel. A recorder whose only
-reset work is the built-in outcome term's (``outcome_accumulators``) has it done in the
-same two kernels (:func:`~varirec.recording.tracker_kernels.recorded_reset`,
-:func:`~varirec.recording.tracker_kernels.start_outcomes`). It applies to a numpy
+the tracker's pre-reset, the first-draw check, every value and the episodes' start in
+one kernel (:func:`~varirec.recording.tracker_kernels.reset_draws`), then hands the
+batch to the recorder and ``apply``. The start is stamped before ``apply`` runs (the
+end of the old episode and the start of the new share a time); if the recorder or
+``apply`` raises, :func:`~varirec.recording.tracker_kernels.unstart` takes it back:
+the episodes are begun but not started, as the general path leaves them. A recorder
+whose only reset work is the built-in outcome term's (``outcome_accumulators``) has it
+done in the same kernel (:func:`~varirec.recording.tracker_kernels.recorded_reset`).
+It applies to a numpy
 env or a torch env on the CPU whose enabled reset-mode variations are all of continuous
 kinds, with no ``before_sample`` hook, and (the driver checks) no schedule or
 ``reset_fn``; anything else takes the general path. ``tests/test_tracker_kernels.py``
@@ -63,7 +66,7 @@ def first_draw_keys(
 
 
 class CompiledReset:
-    """A driver's reset in two kernel calls; calling it returns False, with nothing
+    """A driver's reset in one kernel call; calling it returns False, with nothing
     changed, where it does not apply (or an id is out of range: the general path
     names it).
 
@@ -121,14 +124,14 @@ class CompiledReset:
         fused = None if hooks is None else getattr(hooks, "outcome_accumulators", _none)()
         late: list[BaseException] = []  # the recorder's hand-over failed: raised at the end
         if fused is not None:  # the outcome term's gather and restart in the kernels too
-            code = self._recorded(kt, ids, fused, keys, plan, out, late)
+            code = self._recorded(kt, ids, fused, keys, plan, out, late, len(vs))
         else:
-            code = self._drawn(kt, ids, keys, plan, out)
+            code = self._drawn(kt, ids, keys, plan, out, len(vs))
         if code < 0:
             return False
-        if code & 2:
+        if code & 2:  # the kernel drew every value and started the episodes
             c.dirty = True
-            episodes, rows = keys[0], keys[1]  # unpacking an array raises inside: 3x slower
+            rows = keys[1]  # indexed: unpacking an array raises inside it, 3x slower
             batch = ResetBatch(
                 vs,
                 ids,
@@ -137,24 +140,29 @@ class CompiledReset:
                 d.world,
                 matrix=out,
                 parts=(plan, out, out, np, rows, None),
-                lazy=(t.take_seqs(len(vs)), episodes, rows, bool(code & 1)),
+                lazy=(t.seq - len(vs), keys[0], rows, bool(code & 1)),  # the draws' seqs
                 group=g,
             )
-            if hooks is not None:
-                hooks.reset_drawn(batch)
-            batch.notify_and_apply(env, given)
+            try:
+                if hooks is not None:
+                    hooks.reset_drawn(batch)
+                batch.notify_and_apply(env, given)
+            except BaseException:  # begun but not started, as the general path leaves them
+                kt.unstart(ids, t._ints, t.started, t._clock, t._scratch)
+                t.seq -= 1  # the start's seq, never recorded
+                raise
+            if fused is not None:
+                hooks = None  # the kernel restarted the outcome entries: the recorder's start
         else:  # an env draws again in its episode: the draw counts per variation
             d._draw_reset(env, ids, given, begun=True)
-        # Every env of ids began an episode above: the start is compiled too, with the
-        # outcome term's restart where the kernels do its work.
-        seq = t.seq + 1
-        if fused is not None and kt.start_outcomes(
-            ids, t._ints, t.started, t._clock, seq, now_us(), t._scratch, *fused
-        ) == 0:  # fmt: skip
-            t.seq = seq
-            hooks = None  # the recorder's start is done
-        else:
-            t.start(ids, begun=True)
+            seq = t.seq + 1
+            if fused is not None and kt.start_outcomes(
+                ids, t._ints, t.started, t._clock, seq, now_us(), t._scratch, *fused
+            ) == 0:  # fmt: skip
+                t.seq = seq
+                hooks = None  # the recorder's start is done
+            else:
+                t.start(ids, begun=True)
         if d._interval_next:
             d._arm_interval_timers(ids)
         if hooks is not None:
@@ -163,10 +171,13 @@ class CompiledReset:
             raise late[0]
         return True
 
-    def _drawn(self, kt: Any, ids: np.ndarray, keys: np.ndarray, plan: Any, out: np.ndarray) -> int:
+    def _drawn(
+        self, kt: Any, ids: np.ndarray, keys: np.ndarray, plan: Any, out: np.ndarray, nv: int
+    ) -> int:
         """The reset's draw kernel (:func:`~varirec.recording.tracker_kernels.reset_draws`),
         after a recorder took the finished episodes through its hooks; returns its code
-        (-1: nothing changed)."""
+        (-1: nothing changed). The tracker's seq then follows the end of the finished
+        episodes, and (drawn and started in the kernel) the ``nv`` draws and the start."""
         d, t, c = self.driver, self.tracker, self.counters
         hooks = d.hooks
         if hooks is not None:  # the finished episodes, recorded before the tracker moves
@@ -176,11 +187,15 @@ class CompiledReset:
                 return -1
             if m:
                 d._record_finished(done[:m])
-        code = kt.reset_draws(ids, t._ints, t.started, c.last, c.pending, keys, t._scratch,
-                              plan.bases, plan.comps, plan.fused_form, out)  # fmt: skip
-        if code >= 0 and hooks is None:
-            t.episodes_finished += code >> 2
-            t.seq += 1  # the finished episodes' end, as finish takes it
+        ended = t.seq + 1 if hooks is None else t.seq  # the end's seq, as finish takes it
+        start_seq = ended + nv + 1
+        code = kt.reset_draws(ids, t._ints, t.started, t._clock, start_seq, now_us(), c.last,
+                              c.pending, keys, t._scratch, plan.bases, plan.comps,
+                              plan.fused_form, out)  # fmt: skip
+        if code >= 0:
+            if hooks is None:
+                t.episodes_finished += code >> 2
+            t.seq = start_seq if code & 2 else ended
         return code
 
     def _recorded(
@@ -192,11 +207,13 @@ class CompiledReset:
         plan: Any,
         out: np.ndarray,
         late: list[BaseException],
+        nv: int,
     ) -> int:
         """The kernel of a recorded reset
-        (:func:`~varirec.recording.tracker_kernels.recorded_reset`); the finished
-        episodes' row goes to the recorder as one block (``RECORDED_BLOCK``). Returns
-        the kernel's code (-1: nothing changed).
+        (:func:`~varirec.recording.tracker_kernels.recorded_reset`), which also draws
+        and, for first draws, starts the new episodes (``nv`` draws' seqs between the
+        end and the start); the finished episodes' row goes to the recorder as one
+        block (``RECORDED_BLOCK``). Returns the kernel's code (-1: nothing changed).
 
         The kernel has begun the new episodes when the recorder takes the row, so an
         error of its hand-over (a failed write, a held Ctrl-C or SIGTERM; the row is
@@ -208,11 +225,13 @@ class CompiledReset:
         code = kt.recorded_reset(
             ids, t._ints, t.started, t._clock, end_seq, now_us(), *fused, block,
             block.view(np.float64), c.last, c.pending, keys, t._scratch, plan.bases,
-            plan.comps, plan.fused_form, out,
+            plan.comps, plan.fused_form, out, nv,
         )  # fmt: skip
+        if code < 0:
+            return code
         m = code >> 2
+        t.seq = (end_seq if m > 0 else end_seq - 1) + (nv + 1 if code & 2 else 0)
         if m > 0:
-            t.seq = end_seq
             t.episodes_finished += m
             row = {RECORDED_BLOCK: block[:, :m]}
             try:

@@ -174,7 +174,7 @@ class VariationDriver:
         self._plans = PlanCache()
         self._counters = DrawCounters(list(variations.values()), self.num_envs)
         self._group: ResetGroup | None = None  # rebuilt when a variation changes
-        self._compiled = CompiledReset(self)  # the usual reset, in two kernel calls
+        self._compiled = CompiledReset(self)  # the usual reset, in one kernel call
         self.hooks: DriverHooks | None = None
         """The recorder around this driver; None on the zero-cost path."""
 

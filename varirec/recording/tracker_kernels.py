@@ -37,6 +37,7 @@ __all__ = [
     "start",
     "start_outcomes",
     "started_among",
+    "unstart",
     "warm",
 ]
 
@@ -164,67 +165,6 @@ def finish_columns(
     return 0
 
 
-def _with_draw_kernels(stamp: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """:func:`reset_draws` and :func:`recorded_reset`, compiled. They call a kernel of
-    another file (:func:`~varirec.sampling.compiled.plan_columns`), which numba's
-    on-disk cache does not follow: the cache key of a closure includes its cells, so
-    ``stamp``, a hash of that file, makes an edit there compile them again."""
-
-    def reset_draws(
-        ids: np.ndarray, ints: np.ndarray, started: np.ndarray, last: np.ndarray,
-        pending: np.ndarray, keys: np.ndarray, scratch: np.ndarray, bases: np.ndarray,
-        comps: np.ndarray, form: np.ndarray, out: np.ndarray,
-    ) -> int:  # fmt: skip
-        """:func:`begin_first_draws`, then, for first draws, every value of a
-        continuous plan into ``out`` (:func:`~varirec.sampling.compiled.plan_columns`
-        of the episodes in ``keys[0]``); returns what :func:`begin_first_draws` does."""
-        if len(stamp) == 0:  # never: reads the cell that keys the cache
-            return -2
-        code = begin_first_draws(ids, ints, started, last, pending, keys, scratch)
-        if code >= 0 and code & 2:
-            compiled.plan_columns(bases, comps, form, ids, keys[0], out)
-        return code
-
-    def recorded_reset(
-        ids: np.ndarray, ints: np.ndarray, started: np.ndarray, clock: int, end_seq: int,
-        now: int, acc: np.ndarray, flags: np.ndarray, block: np.ndarray, floats: np.ndarray,
-        last: np.ndarray, pending: np.ndarray, keys: np.ndarray, scratch: np.ndarray,
-        bases: np.ndarray, comps: np.ndarray, form: np.ndarray, out: np.ndarray,
-    ) -> int:  # fmt: skip
-        """A recorded reset: the started envs of ``ids`` (:func:`started_among`), their
-        tracker columns (:func:`finish_columns`), return and success (``acc``'s rows),
-        terminated and truncated (``flags``') into the rows of ``block``
-        (``episode_chunk.RECORDED_ROWS``: env, the 8 tracker columns, then the floats
-        through ``floats``, ``block`` viewed as float64, then the flags as 0 or 1),
-        then :func:`reset_draws`; columns ``[:m]`` are the ``m`` finished episodes.
-        Returns ``4 * m + (reset_draws' code & 3)``, or -1 (nothing changed) for an
-        id out of range."""
-        if len(stamp) == 0:
-            return -2
-        done = block[0]
-        m = started_among(ids, started, done)
-        if m < 0:
-            return -1
-        for i in range(m):
-            e = done[i]
-            floats[9, i] = acc[0, e]
-            floats[10, i] = acc[1, e]
-            block[11, i] = flags[0, e]
-            block[12, i] = flags[1, e]
-        finish_columns(done[:m], ints, started, clock, end_seq, now, block[1:9])
-        code = begin_first_draws(ids, ints, started, last, pending, keys, scratch)
-        if code & 2:
-            compiled.plan_columns(bases, comps, form, ids, keys[0], out)
-        return 4 * m + (code & 3)
-
-    return jit(reset_draws), jit(recorded_reset)
-
-
-reset_draws, recorded_reset = _with_draw_kernels(
-    hashlib.sha256(Path(compiled.__file__).read_bytes()).hexdigest()
-)
-
-
 @jit
 def start(
     ids: np.ndarray,
@@ -279,6 +219,89 @@ def start_outcomes(
     return 0
 
 
+@jit
+def unstart(
+    ids: np.ndarray, ints: np.ndarray, started: np.ndarray, clock: int, scratch: np.ndarray
+) -> None:
+    """Take back the :func:`start` of ``ids`` (no step since): their episodes are begun
+    but not started, as before it (the ``apply`` after a compiled reset raised)."""
+    for i in range(ids.shape[0]):
+        scratch[i] = clock - ints[BASE, ids[i]]  # start's turn of the base, undone
+    for i in range(ids.shape[0]):
+        ints[BASE, ids[i]] = scratch[i]
+        started[ids[i]] = False
+
+
+def _with_draw_kernels(stamp: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """:func:`reset_draws` and :func:`recorded_reset`, compiled. They call a kernel of
+    another file (:func:`~varirec.sampling.compiled.plan_columns`), which numba's
+    on-disk cache does not follow: the cache key of a closure includes its cells, so
+    ``stamp``, a hash of that file, makes an edit there compile them again."""
+
+    def reset_draws(
+        ids: np.ndarray, ints: np.ndarray, started: np.ndarray, clock: int, start_seq: int,
+        now: int, last: np.ndarray, pending: np.ndarray, keys: np.ndarray,
+        scratch: np.ndarray, bases: np.ndarray, comps: np.ndarray, form: np.ndarray,
+        out: np.ndarray,
+    ) -> int:  # fmt: skip
+        """:func:`begin_first_draws`, then, for first draws, every value of a
+        continuous plan into ``out`` (:func:`~varirec.sampling.compiled.plan_columns`
+        of the episodes in ``keys[0]``) and the episodes' start (:func:`start`, at
+        ``start_seq``; :func:`unstart` takes it back); returns what
+        :func:`begin_first_draws` does."""
+        if len(stamp) == 0:  # never: reads the cell that keys the cache
+            return -2
+        code = begin_first_draws(ids, ints, started, last, pending, keys, scratch)
+        if code >= 0 and code & 2:
+            compiled.plan_columns(bases, comps, form, ids, keys[0], out)
+            start(ids, ints, started, clock, start_seq, now, scratch)
+        return code
+
+    def recorded_reset(
+        ids: np.ndarray, ints: np.ndarray, started: np.ndarray, clock: int, end_seq: int,
+        now: int, acc: np.ndarray, flags: np.ndarray, block: np.ndarray, floats: np.ndarray,
+        last: np.ndarray, pending: np.ndarray, keys: np.ndarray, scratch: np.ndarray,
+        bases: np.ndarray, comps: np.ndarray, form: np.ndarray, out: np.ndarray,
+        num_draws: int,
+    ) -> int:  # fmt: skip
+        """A recorded reset: the started envs of ``ids`` (:func:`started_among`), their
+        tracker columns (:func:`finish_columns`), return and success (``acc``'s rows),
+        terminated and truncated (``flags``') into the rows of ``block``
+        (``episode_chunk.RECORDED_ROWS``: env, the 8 tracker columns, then the floats
+        through ``floats``, ``block`` viewed as float64, then the flags as 0 or 1),
+        then :func:`reset_draws` and, for first draws, the outcome entries' restart
+        (:func:`start_outcomes`; the start's seq follows the end's, if any, and the
+        ``num_draws`` draws'); columns ``[:m]`` are the ``m`` finished episodes.
+        Returns ``4 * m + (reset_draws' code & 3)``, or -1 (nothing changed) for an
+        id out of range."""
+        if len(stamp) == 0:
+            return -2
+        done = block[0]
+        m = started_among(ids, started, done)
+        if m < 0:
+            return -1
+        for i in range(m):
+            e = done[i]
+            floats[9, i] = acc[0, e]
+            floats[10, i] = acc[1, e]
+            block[11, i] = flags[0, e]
+            block[12, i] = flags[1, e]
+        finish_columns(done[:m], ints, started, clock, end_seq, now, block[1:9])
+        code = begin_first_draws(ids, ints, started, last, pending, keys, scratch)
+        if code & 2:
+            compiled.plan_columns(bases, comps, form, ids, keys[0], out)
+            seq = (end_seq if m > 0 else end_seq - 1) + num_draws + 1
+            start_outcomes(ids, ints, started, clock, seq, now, scratch, acc, flags)
+        return 4 * m + (code & 3)
+
+    return jit(reset_draws), jit(recorded_reset)
+
+
+reset_draws, recorded_reset = _with_draw_kernels(
+    hashlib.sha256(Path(compiled.__file__).read_bytes()).hexdigest()
+)
+
+
 def warm() -> None:
     """Compile the kernels for the arrays a reset passes (env ids contiguous and
     writable, as the env's ``flatnonzero`` gives them; strided or read-only ids are
@@ -295,7 +318,9 @@ def warm() -> None:
     finish_columns(ids, ints, started, 0, 1, 2, np.zeros((8, 2), np.int64))
     started_among(ids, started, scratch)
     u, form = np.zeros(3, np.uint64), np.zeros((10, 3))
-    reset_draws(ids, ints, started, last, pending, keys, scratch, u, u, form, np.zeros((2, 3)))
+    reset_draws(ids, ints, started, 0, 1, 2, last, pending, keys, scratch, u, u, form,
+                np.zeros((2, 3)))  # fmt: skip
+    unstart(ids, ints, started, 0, scratch)
     block = np.zeros((13, 2), np.int64)
     recorded_reset(ids, ints, started, 0, 1, 2, acc, flags, block, block.view(np.float64),
-                   last, pending, keys, scratch, u, u, form, np.zeros((2, 3)))  # fmt: skip
+                   last, pending, keys, scratch, u, u, form, np.zeros((2, 3)), 3)  # fmt: skip
