@@ -128,6 +128,28 @@ def test_num_draws_counts_every_batch_across_rebuilt_reset_groups():
     assert vs["v0"].num_draws == expected["v0"] + 2 and len(vs["v0"]._batch_draws) == cells
 
 
+def test_drivers_closed_or_dropped_leave_num_draws_exact_and_nothing_behind():
+    """A sweep of many runs over one VariationSet: each closed (or dropped) driver's
+    count of batches folds into the variations, which keep no count of it."""
+    import gc
+
+    vs = _set(SCALAR)
+    for run in range(30):
+        d = vr.NullRecorderManager(8, variations=vs, seed=run)
+        d.reset(None, np.arange(8))
+        d.reset(None, np.array([1, 2]))
+        if run % 2:
+            d.close()
+            d.reset(None, np.array([3]))  # used after its close: counts anew
+            d.close()
+        del d
+    gc.collect()
+    assert all(v.num_draws == 30 * 2 + 15 for v in vs.values())
+    assert all(not v._batch_draws for v in vs.values())
+    vs["v0"].num_draws = 0  # assignable, as before (e.g. to reattach a recorder)
+    assert vs["v0"].num_draws == 0
+
+
 def test_the_cached_reset_plan_follows_every_change():
     vs = _set(SCALAR)
     d = vr.NullRecorderManager(8, variations=vs, seed=2)

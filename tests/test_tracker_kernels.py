@@ -473,3 +473,92 @@ def test_an_apply_that_raises_leaves_the_episodes_as_the_general_path_does(calls
             if key not in ("time_end", "time_start"):
                 np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert "unstart" in calls
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_draws_that_apply_makes_come_before_the_start_as_in_the_general_path(recorded) -> None:
+    """The kernel stamps the start before ``apply``; an ``apply`` that draws (here a
+    dependent interval-mode variation) takes seqs first, and the start follows them:
+    the seqs of both paths are the same, the draw before the episode it belongs to."""
+    runs = []
+    for on in (True, False):
+        extra = vr.Variation(
+            "friction",
+            vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1), mode="interval",
+                            interval_steps=(1000, 1000)),
+        )  # fmt: skip
+        drawn: list[int] = []
+        box: list[VariationDriver] = []  # the driver, once made
+
+        def apply_mass(env, ids, x, extra=extra, drawn=drawn, box=box):
+            extra.draw(env, ids)
+            drawn.append(box[0].tracker.seq)
+
+        mass = vr.Variation(
+            "mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)), apply=apply_mass
+        )
+        kind = vr.RecorderManager if recorded else vr.NullRecorderManager
+        d = kind(4, variations=[mass, extra], seed=0)
+        box.append(d)
+        with compiled_draws(on):
+            d.reset(None, np.arange(4))
+            d.record_step()
+            d.reset(None, np.array([1, 2]))
+        t = d.tracker
+        runs.append((t.start_seq.tolist(), drawn, t.seq))
+        assert (t.start_seq[[1, 2]] > drawn[-1]).all()
+        d.close()
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("kernel", ["reset_draws", "recorded_reset"])
+def test_an_interrupt_as_the_kernel_returns_leaves_the_episodes_unstarted(
+    kernel, monkeypatch
+) -> None:
+    """A Ctrl-C that lands as the kernel returns (before a line of Python after it):
+    the episodes it started are taken back, begun but not started, and the run goes
+    on with every seq handed out once."""
+    with compiled_draws(True) as kern:
+        if kern is None:
+            pytest.skip("the compiled kernels are off")
+        d = _driver(5)
+        m = (
+            vr.RecorderManager(variations=d.variations, tracker=d.tracker)
+            if kernel == "recorded_reset"
+            else d
+        )
+        m.reset(_Env(), np.arange(5))
+        m.record_step(reward=np.ones(5)) if m is not d else m.record_step()
+        real = accel.kernels_of(KERNELS[0])
+
+        class Interrupted:
+            def __getattr__(self, name: str) -> object:
+                fn = getattr(real, name)
+                if name != kernel:
+                    return fn
+
+                def call(*args: object) -> object:
+                    fn(*args)
+                    raise KeyboardInterrupt
+
+                return call
+
+        driver = d if m is d else m.driver
+        monkeypatch.setitem(accel._companions, KERNELS[0], Interrupted())
+        driver._compiled.plan = None  # made again: with the kernels above
+        with pytest.raises(KeyboardInterrupt):
+            m.reset(_Env(), np.array([1, 3]))
+        monkeypatch.undo()
+        driver._compiled.plan = None
+        t = d.tracker
+        assert not t.started[[1, 3]].any() and t.started[[0, 2, 4]].all()
+        seen = {int(s) for s in t.start_seq[[0, 2, 4]]}
+        for ids in ([1, 3], [0, 2]):
+            m.record_step(reward=np.ones(5)) if m is not d else m.record_step()
+            m.reset(_Env(), np.array(ids))
+            new = {int(s) for s in t.start_seq[ids]}
+            assert len(new) == 1 and not new & seen  # a fresh seq for each start
+            seen |= new
+        assert t.started.all()
+        if m is not d:
+            m.close()

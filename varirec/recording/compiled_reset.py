@@ -123,37 +123,42 @@ class CompiledReset:
         out = np.empty((len(ids), plan.width))
         fused = None if hooks is None else getattr(hooks, "outcome_accumulators", _none)()
         late: list[BaseException] = []  # the recorder's hand-over failed: raised at the end
-        if fused is not None:  # the outcome term's gather and restart in the kernels too
-            code = self._recorded(kt, ids, fused, keys, plan, out, late, len(vs))
-        else:
-            code = self._drawn(kt, ids, keys, plan, out, len(vs))
-        if code < 0:
-            return False
-        if code & 2:  # the kernel drew every value and started the episodes
-            c.dirty = True
-            rows = keys[1]  # indexed: unpacking an array raises inside it, 3x slower
-            batch = ResetBatch(
-                vs,
-                ids,
-                None,
-                None,
-                d.world,
-                matrix=out,
-                parts=(plan, out, out, np, rows, None),
-                lazy=(t.seq - len(vs), keys[0], rows, bool(code & 1)),  # the draws' seqs
-                group=g,
-            )
-            try:
+        before = t.seq
+        try:  # from the kernel on: an exception anywhere until apply returns takes the start back
+            if fused is not None:  # the outcome term's gather and restart in the kernels too
+                code = self._recorded(kt, ids, fused, keys, plan, out, late, len(vs))
+            else:
+                code = self._drawn(kt, ids, keys, plan, out, len(vs))
+            if code < 0:
+                return False
+            if code & 2:  # the kernel drew every value and stamped the start at t.seq + 1
+                c.dirty = True
+                rows = keys[1]  # indexed: unpacking an array raises inside it, 3x slower
+                batch = ResetBatch(
+                    vs,
+                    ids,
+                    None,
+                    None,
+                    d.world,
+                    matrix=out,
+                    parts=(plan, out, out, np, rows, None),
+                    lazy=(t.seq - len(vs) + 1, keys[0], rows, bool(code & 1)),  # draws' seqs
+                    group=g,
+                )
+                stamped = t.seq + 1
                 if hooks is not None:
                     hooks.reset_drawn(batch)
                 batch.notify_and_apply(env, given)
-            except BaseException:  # begun but not started, as the general path leaves them
-                kt.unstart(ids, t._ints, t.started, t._clock, t._scratch)
-                t.seq -= 1  # the start's seq, never recorded
-                raise
-            if fused is not None:
-                hooks = None  # the kernel restarted the outcome entries: the recorder's start
-        else:  # an env draws again in its episode: the draw counts per variation
+                if t.seq + 1 == stamped:
+                    t.seq = stamped
+                else:  # the hooks or apply took seqs (a draw): the start follows them
+                    t.start_seq[ids] = t.next_seq()
+                if fused is not None:
+                    hooks = None  # the kernel restarted the outcome entries: the recorder's start
+        except BaseException:
+            self._take_back(kt, ids, before)
+            raise
+        if not code & 2:  # an env draws again in its episode: the draw counts per variation
             d._draw_reset(env, ids, given, begun=True)
             seq = t.seq + 1
             if fused is not None and kt.start_outcomes(
@@ -171,13 +176,23 @@ class CompiledReset:
             raise late[0]
         return True
 
+    def _take_back(self, kt: Any, ids: np.ndarray, before: int) -> None:
+        """An exception between the kernel and the end of ``apply`` (an interrupt
+        included): if the kernel started the episodes of ``ids`` (each started at a seq
+        beyond ``before``, which only it stamps in this reset), :func:`unstart` takes the
+        start back, as the general path leaves a failed reset: begun, not started."""
+        t = self.tracker
+        if t.started[ids].all() and (t.start_seq[ids] > before).all():
+            kt.unstart(ids, t._ints, t.started, t._clock, t._scratch)
+
     def _drawn(
         self, kt: Any, ids: np.ndarray, keys: np.ndarray, plan: Any, out: np.ndarray, nv: int
     ) -> int:
         """The reset's draw kernel (:func:`~varirec.recording.tracker_kernels.reset_draws`),
         after a recorder took the finished episodes through its hooks; returns its code
         (-1: nothing changed). The tracker's seq then follows the end of the finished
-        episodes, and (drawn and started in the kernel) the ``nv`` draws and the start."""
+        episodes, and (drawn and started in the kernel) the ``nv`` draws; the kernel
+        stamped the start at the next seq, which the caller takes once ``apply`` is done."""
         d, t, c = self.driver, self.tracker, self.counters
         hooks = d.hooks
         if hooks is not None:  # the finished episodes, recorded before the tracker moves
@@ -195,7 +210,7 @@ class CompiledReset:
         if code >= 0:
             if hooks is None:
                 t.episodes_finished += code >> 2
-            t.seq = start_seq if code & 2 else ended
+            t.seq = ended + nv if code & 2 else ended  # the start's seq: once apply is done
         return code
 
     def _recorded(
@@ -230,7 +245,7 @@ class CompiledReset:
         if code < 0:
             return code
         m = code >> 2
-        t.seq = (end_seq if m > 0 else end_seq - 1) + (nv + 1 if code & 2 else 0)
+        t.seq = (end_seq if m > 0 else end_seq - 1) + (nv if code & 2 else 0)  # and the start
         if m > 0:
             t.episodes_finished += m
             row = {RECORDED_BLOCK: block[:, :m]}

@@ -230,7 +230,12 @@ class VariationDriver:
         """Nothing buffered without a recorder."""
 
     def close(self, error: BaseException | None = None, *, closed_by: str = "close") -> None:
-        """Nothing to close without output."""
+        """Nothing to close without output; the variations' ``num_draws`` stop reading
+        this driver's count of reset batches (a later reset counts anew)."""
+        g, self._group = self._group, None
+        self._compiled.plan = None  # it holds the group too
+        if g is not None:
+            g.retire()
 
     # -- driving variations ----------------------------------------------------------
     def draw_build(self, env: Any = None, *, apply: bool = True) -> dict[str, np.ndarray]:

@@ -395,6 +395,8 @@ class RecorderManager:
                 driver = getattr(self, "driver", None)
                 if driver is not None and driver.hooks is self:
                     driver.hooks = None  # a closed recorder records nothing more
+                if driver is not None:
+                    driver.close()  # no output of its own: its counts of draws fold in
                 writer = getattr(self, "writer", None)
                 if writer is not None and not writer.closed:
                     self._note_enabled_later(writer)

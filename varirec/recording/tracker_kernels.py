@@ -8,9 +8,11 @@ of :class:`~varirec.recording.episodes.EpisodeTracker` does, repeated ids includ
 through ``scratch``), and checks before it writes: a refused call changes nothing.
 ``tests/test_tracker_kernels.py`` runs both paths on the same resets.
 
-A recorder whose only reset work is the built-in outcome term's (gather the finished
+A reset's draw kernels (:func:`reset_draws`, :func:`recorded_reset`) also start the
+new episodes; :func:`unstart` takes the start back where ``apply`` then fails. A
+recorder whose only reset work is the built-in outcome term's (gather the finished
 episodes' return, success and flags; clear them for the new ones) has it done in the
-same calls: :func:`recorded_reset` and :func:`start_outcomes`.
+same call: :func:`recorded_reset` (:func:`start_outcomes` for the restart).
 
 Loaded through :func:`varirec.sampling.accel.kernels_of` (numba, the ``fast`` extra).
 """

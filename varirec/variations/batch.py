@@ -18,6 +18,7 @@ sampler template's events) and its ``apply`` runs.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -210,8 +211,8 @@ class ResetGroup:
     their rows of the draw counters, the ``apply`` callables."""
 
     __slots__ = (
-        "alone", "appliers", "apply_batch", "draws", "enabled", "epoch", "fed_cache", "plan",
-        "rows", "samplers", "together",
+        "__weakref__", "_fold", "alone", "appliers", "apply_batch", "draws", "enabled", "epoch",
+        "fed_cache", "plan", "rows", "samplers", "together",
     )  # fmt: skip
 
     def __init__(
@@ -238,27 +239,21 @@ class ResetGroup:
         """The batches this group drew: a count that each member's ``num_draws`` reads
         (one add per reset instead of one per variation; :meth:`retire` folds it in);
         None for a group of one call, which counts on each member."""
+        self._fold: Any = None
         if counted:
             self.draws = [0]
             for v in self.together:
                 v._batch_draws.append(self.draws)
+            # A group dropped with its driver folds its count in too (retire: at once).
+            self._fold = weakref.finalize(self, _fold_draws, self.draws, list(self.together))
         self.fed_cache: tuple[int, frozenset[Any], frozenset[int]] | None = None
         """``listener_edits``, the last batch's fed set and unfed variations (see _listened)."""
 
     def retire(self) -> None:
         """The driver replaced this group: its batches become part of each member's own
         count (the members stop reading this group's)."""
-        if self.draws is None:
-            return
-        n = self.draws[0]
-        for v in self.together:
-            v._num_draws += n
-            cells = v._batch_draws
-            for i, cell in enumerate(cells):
-                if cell is self.draws:
-                    del cells[i]
-                    break
-        self.draws[0] = 0
+        if self._fold is not None:
+            self._fold()  # once: later calls, and the collection of this group, do nothing
 
     def fusable(self) -> bool:
         """Whether a reset of these variations can be drawn in one compiled pass: every
@@ -271,6 +266,18 @@ class ResetGroup:
             and self.plan.fused_form is not None
             and not any(s._before for s in self.samplers)
         )
+
+
+def _fold_draws(cell: list[int], variations: list[Variation]) -> None:
+    """A retired group's count of batches (``cell``) into each member's own count."""
+    for v in variations:
+        v._num_draws += cell[0]
+        cells = v._batch_draws
+        for i, c in enumerate(cells):
+            if c is cell:
+                del cells[i]
+                break
+    cell[0] = 0
 
 
 def _listened(g: ResetGroup | None, samplers: list[Any], fed: frozenset[Any]) -> frozenset[int]:

@@ -143,6 +143,10 @@ class Variation:
         """Draws made so far (a recorder attached later would have missed them)."""
         return self._num_draws + sum(cell[0] for cell in self._batch_draws)
 
+    @num_draws.setter
+    def num_draws(self, value: int) -> None:
+        self._num_draws = int(value) - sum(cell[0] for cell in self._batch_draws)
+
     @property
     def cfg(self) -> VariationCfg:
         return self._cfg
