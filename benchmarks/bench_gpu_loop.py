@@ -37,6 +37,7 @@ import argparse
 import gc
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -155,7 +156,12 @@ def takes_tensors(device: torch.device) -> bool:
             terminated=torch.zeros(2, dtype=torch.bool, device=device),
         )
         m.reset(env, torch.tensor([1], device=device))
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError) as exc:  # an older varirec, or a bug here
+        print(
+            f"varirec refused tensors on {device} ({type(exc).__name__}: {exc}); timing the "
+            "numpy glue instead (--path tensors raises it)",
+            file=sys.stderr,
+        )
         return False
     return True
 

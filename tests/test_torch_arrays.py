@@ -5,6 +5,7 @@ tensors varirec cannot take."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import varirec as vr
@@ -182,3 +183,101 @@ def test_draws_of_a_torch_env_are_recorded_as_the_numpy_env_records_them(tmp_pat
     with_tensors, with_numpy = run(torch.as_tensor, "torch"), run(np.asarray, "numpy")
     assert len(with_tensors) == 4 * 4 + 3 * 2 * 4
     assert with_tensors.reset_index(drop=True).equals(with_numpy.reset_index(drop=True))
+
+
+def test_device_async_sends_host_arrays_as_tensors_on_the_device():
+    """Keys and ids go to the env's device through ``device_async``: with no device the
+    array itself, on the CPU a tensor over the same memory, elsewhere a tensor of the
+    same shape and dtype on that device (pinned and not waited for where CUDA is)."""
+    from varirec.arrays import ArrayWorld, device_async, is_tensor
+
+    x = np.arange(6, dtype=np.int64).reshape(2, 3)
+    assert device_async(x, None) is x
+    on_cpu = device_async(x, torch.device("cpu"))
+    assert on_cpu.dtype == torch.int64 and on_cpu.tolist() == x.tolist()
+    assert on_cpu.data_ptr() == x.ctypes.data  # shared, not copied
+    elsewhere = device_async(x[:, ::2], torch.device("meta"))  # strided: laid out anew
+    assert elsewhere.device.type == "meta" and elsewhere.shape == (2, 2)
+    assert elsewhere.dtype == torch.int64
+    ids = ArrayWorld("cpu").env_ids(np.array([2, 0]))  # the ids apply gets, the same way
+    assert is_tensor(ids) and ids.dtype == torch.int64 and ids.tolist() == [2, 0]
+
+
+def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(tmp_path, monkeypatch):
+    """The GPU code (draws with torch on the device, outcomes accumulated there, keys
+    and ids sent with ``device_async``, rows copied back with ``host_async``) forced to
+    run on CPU torch: the episodes and draws tables equal a numpy run's."""
+    from varirec.recording import device_outcomes
+    from varirec.sampling.accel import compiled_draws
+    from varirec.variations import batch
+
+    def variations():
+        return [
+            vr.Variation("a", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2))),
+            vr.Variation("b", vr.VariationCfg(sampler=vr.NormalCfg(mean=(0, 0), std=(1, 2)))),
+            vr.Variation("c", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("x", "y")))),
+            vr.Variation("d", vr.VariationCfg(sampler=vr.IntegerCfg(low=0, high=5))),
+        ]
+
+    def run(arrays, name):
+        n, rng = 8, np.random.default_rng(0)
+        device = "cpu" if arrays is torch.as_tensor else None
+        m = vr.RecorderManager(n, variations=variations(), output=tmp_path / name, seed=1,
+                               run_id="r", device=device, step_keys=("reward",))  # fmt: skip
+        m.reset(None, arrays(np.arange(n)))
+        for _ in range(40):
+            done = rng.random(n) < 0.2
+            m.record_step(reward=arrays(rng.random(n)), terminated=arrays(done),
+                          success=arrays(done))  # fmt: skip
+            if done.any():
+                m.reset(None, arrays(np.flatnonzero(done)))
+        m.close()
+        ds = vr.open_dataset(tmp_path / name)
+        return ds.episodes().to_pandas(), ds.draws().to_pandas(), ds.steps().to_pandas()
+
+    numpy_run = run(np.asarray, "numpy")
+    forced: list[str] = []
+
+    def forced_on(what: str):
+        return lambda dev: forced.append(what) is None and dev is not None
+
+    monkeypatch.setattr(batch, "draws_on_device", forced_on("draws"))
+    monkeypatch.setattr(device_outcomes, "accumulates_on_device", forced_on("outcomes"))
+    with compiled_draws(False):  # the compiled reset would take a CPU env's resets
+        device_run = run(torch.as_tensor, "device")
+    assert {"draws", "outcomes"} <= set(forced)
+    keys = (["env_id", "episode"], ["seq", "component", "env_id"], ["env_id", "step"])
+    for a, b, by in zip(numpy_run, device_run, keys, strict=True):
+        a, b = (x.drop(columns=[c for c in x if c.startswith("time")]) for x in (a, b))
+        assert len(a) > 30
+        pd.testing.assert_frame_equal(
+            a.sort_values(by).reset_index(drop=True), b.sort_values(by).reset_index(drop=True)
+        )
+
+
+def test_a_variation_drawn_alone_is_applied_with_tensors_on_a_torch_env():
+    """A variation of a sampler of one's own is drawn alone, after the batch: its
+    ``apply`` gets the env's id tensor and float32 values, as the batch's do."""
+    from varirec.arrays import is_tensor
+    from varirec.sampling.samplers import InverseCdfSampler
+
+    class Jitter(InverseCdfSampler):  # a sampler of one's own: not in the batch
+        pass
+
+    class JitterCfg(vr.UniformCfg):
+        kind = "jitter_of_test_torch_arrays"
+
+        def build(self, seed=None):
+            return Jitter(self, seed=seed)
+
+    got = []
+    alone = vr.Variation(
+        "jitter", vr.VariationCfg(sampler=JitterCfg(low=0, high=1)),
+        apply=lambda env, ids, x: got.append((ids, x)),
+    )  # fmt: skip
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    m = vr.NullRecorderManager(4, variations=[mass, alone], seed=0, device="cpu")
+    m.reset(None, torch.tensor([3, 1]))
+    ((ids, x),) = got
+    assert is_tensor(ids) and ids.dtype == torch.int64 and ids.tolist() == [3, 1]
+    assert is_tensor(x) and x.dtype == torch.float32 and x.shape == (2,)

@@ -27,6 +27,7 @@ import numpy as np
 __all__ = [
     "ArrayWorld",
     "cpu_view",
+    "device_async",
     "host_async",
     "is_tensor",
     "namespace",
@@ -104,6 +105,29 @@ def host_async(t: Any) -> np.ndarray:
     dst = torch.empty(t.shape, dtype=t.dtype, pin_memory=torch.cuda.is_available())
     dst.copy_(t, non_blocking=True)
     return dst.numpy()
+
+
+def device_async(x: np.ndarray, device: Any) -> Any:
+    """Host array ``x`` as a tensor on ``device`` without a wait for the device: on a
+    GPU, written into pinned memory (torch's pinned-memory cache keeps that buffer until
+    the copy has run) and sent with ``non_blocking``; a copy from ordinary memory would
+    wait for all the work queued before it. On the CPU the tensor shares ``x``'s memory;
+    with no device (a numpy world) ``x`` itself.
+
+    >>> import numpy as np
+    >>> device_async(np.arange(3), None)
+    array([0, 1, 2])
+    """
+    if device is None:
+        return x
+    torch = _torch()
+    if getattr(device, "type", device) == "cpu":
+        return torch.as_tensor(x)
+    pinned = torch.cuda.is_available()
+    host = torch.empty(x.shape, dtype=torch.from_numpy(np.empty(0, x.dtype)).dtype,
+                       pin_memory=pinned)  # fmt: skip
+    host.numpy()[...] = x
+    return host.to(device, non_blocking=pinned)
 
 
 def record_event(device: Any) -> Any:
@@ -206,7 +230,7 @@ class ArrayWorld:
         """Host ids as the env takes them (an int64 tensor on its device for torch)."""
         if self.device is None:
             return ids
-        return _torch().as_tensor(ids, device=self.device)
+        return device_async(np.asarray(ids), self.device)
 
     def values(self, values: np.ndarray | Any) -> Any:
         """Drawn values as the env takes them: numpy as they are; on a torch env a tensor

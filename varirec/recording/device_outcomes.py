@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from varirec.arrays import host_async
+from varirec.arrays import device_async, host_async
 
-__all__ = ["FLAG_ROWS", "VALUE_ROWS", "DeviceOutcomes"]
+__all__ = ["FLAG_ROWS", "VALUE_ROWS", "DeviceOutcomes", "accumulates_on_device"]
 
 VALUE_ROWS = ("return", "success")
 """The episode columns of the float accumulator's rows, in order."""
@@ -38,6 +38,12 @@ def _check(name: str, x: Any, n: int, floats: bool) -> None:
             if not floats
             else f"record_step `{name}` must hold real numbers, got {x.dtype}; pass {name}.real"
         )
+
+
+def accumulates_on_device(device: Any) -> bool:
+    """Whether outcomes accumulate with torch on ``device`` (a GPU) rather than in numpy
+    (no device, or the CPU, where numpy reads a tensor's memory in place)."""
+    return device is not None and getattr(device, "type", "cpu") != "cpu"
 
 
 _FILL = (0.0, float("nan"))  # a new episode: return 0, success unknown (and no flags)
@@ -79,7 +85,7 @@ class DeviceOutcomes:
         if start is not None:
             acc[:], flags[:] = start
         if in_torch is None:
-            in_torch = device is not None and getattr(device, "type", "cpu") != "cpu"
+            in_torch = accumulates_on_device(device)
         if in_torch:
             import torch
 
@@ -133,7 +139,7 @@ class DeviceOutcomes:
         if self.torch is None:  # take, not [:, ids]: a third of the cost
             values, flags = self.acc.take(env_ids, axis=1), self.flags.take(env_ids, axis=1)
         else:
-            idx = self.torch.as_tensor(env_ids).to(self.device, non_blocking=True)
+            idx = device_async(np.asarray(env_ids, np.int64), self.device)
             values = host_async(self.acc[:, idx])  # one copy for return and success
             flags = host_async(self.flags[:, idx])
         return {
@@ -152,6 +158,6 @@ class DeviceOutcomes:
             term.put(env_ids, False)
             trunc.put(env_ids, False)
             return
-        idx = self.torch.as_tensor(env_ids).to(self.device, non_blocking=True)
+        idx = device_async(np.asarray(env_ids, np.int64), self.device)
         self.acc[:, idx] = self._fill
         self.flags[:, idx] = False

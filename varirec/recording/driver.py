@@ -281,8 +281,10 @@ class VariationDriver:
                 if self.hooks is not None:
                     self.hooks.reset_drawn(batch)
                 batch.notify_and_apply(env, self._env_ids(ids, given))
-        for v in g.alone:
-            v.draw(env, ids)  # a bound variation begins episode 0 for never-reset envs
+        for v in g.alone:  # a bound variation begins episode 0 for never-reset envs
+            values = v.draw(env, ids, apply=False)
+            if v.apply is not None:  # as the env takes them (tensors on its device)
+                v.apply(env, self._env_ids(ids, given), self.world.values(values))
         return batch
 
     def _reset_group(self) -> ResetGroup:

@@ -288,8 +288,8 @@ class VariationRecorder:
         )
 
     def _send(self, chunk: DrawChunk) -> None:
-        if chunk.pending and chunk.event is None:
-            chunk.event = record_event(self.device)  # after every copy into the chunk
+        if chunk.pending:  # after every copy into the chunk (again on a retried hand-over)
+            chunk.event = record_event(self.device)
         if self.sink is not None:
             self.sink(chunk)
 

@@ -22,7 +22,17 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pyarrow as pa
 
-from varirec.arrays import ArrayWorld, cpu_view, is_tensor, to_host
+from varirec.arrays import (
+    ArrayWorld,
+    cpu_view,
+    device_async,
+    host_async,
+    is_tensor,
+    record_event,
+    to_host,
+    wait,
+)
+from varirec.recording import device_outcomes
 from varirec.recording.device_outcomes import DeviceOutcomes
 from varirec.recording.episodes import EpisodeTracker
 from varirec.recording.recorder import VariationRecorder
@@ -252,15 +262,19 @@ class VariationsTerm(RecorderTerm):
 class _StepsChunk:
     """Buffered per-step arrays; :meth:`to_arrow` runs on the writer thread."""
 
-    __slots__ = ("parts",)
+    __slots__ = ("event", "parts")
 
-    def __init__(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]]) -> None:
+    def __init__(
+        self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]], event: Any = None
+    ) -> None:
         self.parts = parts
+        self.event = event  # after the parts' copies from a GPU (None: nothing pending)
 
     def __len__(self) -> int:
         return sum(len(p[0]) for p in self.parts)
 
     def to_arrow(self) -> pa.Table:
+        wait(self.event)  # the non-blocking copies from the device are complete
         cols: dict[str, Any] = {
             "env_id": np.concatenate([p[0] for p in self.parts]).astype(np.int32),
             "episode": np.concatenate([p[1] for p in self.parts]),
@@ -299,6 +313,7 @@ class StepsTerm(RecorderTerm):
         self._sink = manager.sink("steps")
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]] = []
         self._rows = 0
+        self._device: Any = None  # where the step tensors are, once one came from a GPU
 
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
         missing = [k for k in self.keys if k not in data]
@@ -309,16 +324,26 @@ class StepsTerm(RecorderTerm):
             )
         t = self.manager.tracker
         ids = np.flatnonzero(t.started)
-        picked = {k: to_host(data[k], k)[ids] for k in self.keys}  # fancy index: a copy
+        picked = {k: self._pick(data[k], k, ids) for k in self.keys}
         self._parts.append((ids, t.episode[ids], t.steps(ids) - 1, picked))
         self._rows += len(ids)
         if self._rows >= self.max_rows:
             self.flush()
 
+    def _pick(self, x: Any, name: str, ids: np.ndarray) -> np.ndarray:
+        """The rows of the running envs: a copy on the host. A tensor on a GPU is gathered
+        there and copied back without a wait (the chunk waits on an event before it is
+        read, on the writer thread)."""
+        if is_tensor(x) and not x.requires_grad and device_outcomes.accumulates_on_device(x.device):
+            self._device = x.device
+            return host_async(x[device_async(ids, x.device)])
+        return to_host(x, name)[ids]  # fancy index: a copy
+
     def flush(self) -> None:
         # Cleared only once the writer accepted the chunk: never lost, never sent twice.
         if self._parts:
-            hand_over(self._sink, _StepsChunk(self._parts), self._clear)
+            chunk = _StepsChunk(self._parts, record_event(self._device))
+            hand_over(self._sink, chunk, self._clear)
 
     def _clear(self) -> None:
         self._parts, self._rows = [], 0

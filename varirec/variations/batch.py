@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from varirec.arrays import ArrayWorld, to_host
+from varirec.arrays import ArrayWorld, device_async, to_host
 from varirec.sampling import samplers as samplers_module
 from varirec.sampling.batch_draw import ColumnPlan
 from varirec.sampling.samplers import DesignSampler, DrawContext, InverseCdfSampler
@@ -38,6 +38,7 @@ __all__ = [
     "ResetGroup",
     "batchable",
     "draw_reset_batch",
+    "draws_on_device",
 ]
 
 
@@ -350,6 +351,12 @@ def batchable(v: Variation) -> bool:
     )
 
 
+def draws_on_device(device: Any) -> bool:
+    """Whether a reset batch draws with torch on ``device`` (a GPU) rather than on the
+    host (numpy, and torch on the CPU, where a torch op costs more than a numpy one)."""
+    return device is not None and device.type != "cpu"
+
+
 def draw_reset_batch(
     variations: Sequence[Variation],
     ids: np.ndarray,
@@ -406,11 +413,12 @@ def draw_reset_batch(
     plan = group.plan
     assert plan is not None
     dev = world.device
-    if dev is not None and dev.type != "cpu":
+    if draws_on_device(dev):
         import torch
 
-        keys = torch.as_tensor(ids, device=dev), torch.as_tensor(episodes, device=dev)
-        u, out = plan.draw_columns(*keys, draw_seq, torch, dev)
+        # One transfer of the keys that does not wait for the queued work (pinned).
+        both = device_async(np.stack((ids, episodes)).astype(np.int64, copy=False), dev)
+        u, out = plan.draw_columns(both[0], both[1], draw_seq, torch, dev)
         batch._parts = (plan, u, out, torch, rows, dev)
     else:  # numpy, and torch on the CPU (a torch op there costs more than a numpy one)
         u, out = plan.draw_columns(ids, episodes, draw_seq, np)
