@@ -281,3 +281,51 @@ def test_a_variation_drawn_alone_is_applied_with_tensors_on_a_torch_env():
     ((ids, x),) = got
     assert is_tensor(ids) and ids.dtype == torch.int64 and ids.tolist() == [3, 1]
     assert is_tensor(x) and x.dtype == torch.float32 and x.shape == (2,)
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_a_variation_drawn_alone_and_disabled_during_the_reset_is_not_applied(device):
+    """``apply_batch`` disables the alone variation during a reset: its draw gives
+    nothing and its ``apply`` is not called (the reset goes on)."""
+    from varirec.sampling.samplers import InverseCdfSampler
+
+    class Own(InverseCdfSampler):
+        pass
+
+    class OwnCfg(vr.UniformCfg):
+        kind = "own_of_test_torch_arrays"
+
+        def build(self, seed=None):
+            return Own(self, seed=seed)
+
+    got = []
+    alone = vr.Variation(
+        "own", vr.VariationCfg(sampler=OwnCfg(low=0, high=1)),
+        apply=lambda env, ids, x: got.append(x),
+    )  # fmt: skip
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    vs = vr.VariationSet([mass, alone])
+    vs.apply_batch = lambda env, ids, batch: alone.disable()
+    m = vr.NullRecorderManager(4, variations=vs, seed=0, device=device)
+    ids = np.array([3, 1])
+    m.reset(None, torch.as_tensor(ids) if device else ids)
+    assert got == [] and not alone.enabled
+
+
+def test_a_short_step_tensor_is_refused_on_the_host_not_gathered_on_the_device(
+    tmp_path, monkeypatch
+):
+    """A ``step_keys`` tensor without a row per env never reaches the device gather
+    (out of range there, it would break a CUDA context for good): the host path names
+    it."""
+    from varirec.recording import device_outcomes
+
+    monkeypatch.setattr(device_outcomes, "accumulates_on_device", lambda dev: dev is not None)
+    m = vr.RecorderManager(4, output=tmp_path, run_id="r", seed=0, step_keys=("obs",),
+                           device="cpu")  # fmt: skip
+    m.reset(None, torch.arange(4))
+    with pytest.raises(IndexError, match="axis 0"):  # numpy's words, not torch's
+        m.record_step(reward=torch.ones(4), obs=torch.ones(1))
+    m.record_step(reward=torch.ones(4), obs=torch.arange(4.0))
+    m.close()
+    assert vr.open_dataset(tmp_path).steps().column("obs").to_pylist() == [0.0, 1.0, 2.0, 3.0]

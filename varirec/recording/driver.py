@@ -282,8 +282,8 @@ class VariationDriver:
                     self.hooks.reset_drawn(batch)
                 batch.notify_and_apply(env, self._env_ids(ids, given))
         for v in g.alone:  # a bound variation begins episode 0 for never-reset envs
-            values = v.draw(env, ids, apply=False)
-            if v.apply is not None:  # as the env takes them (tensors on its device)
+            values = v.draw(env, ids, apply=False)  # None: disabled during this reset
+            if values is not None and v.apply is not None:  # as the env takes them
                 v.apply(env, self._env_ids(ids, given), self.world.values(values))
         return batch
 

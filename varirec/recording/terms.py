@@ -324,19 +324,31 @@ class StepsTerm(RecorderTerm):
             )
         t = self.manager.tracker
         ids = np.flatnonzero(t.started)
-        picked = {k: self._pick(data[k], k, ids) for k in self.keys}
+        on_device: dict[Any, Any] = {}  # the ids sent once per device, for every key
+        picked = {k: self._pick(data[k], k, ids, on_device) for k in self.keys}
         self._parts.append((ids, t.episode[ids], t.steps(ids) - 1, picked))
         self._rows += len(ids)
         if self._rows >= self.max_rows:
             self.flush()
 
-    def _pick(self, x: Any, name: str, ids: np.ndarray) -> np.ndarray:
-        """The rows of the running envs: a copy on the host. A tensor on a GPU is gathered
-        there and copied back without a wait (the chunk waits on an event before it is
-        read, on the writer thread)."""
-        if is_tensor(x) and not x.requires_grad and device_outcomes.accumulates_on_device(x.device):
+    def _pick(self, x: Any, name: str, ids: np.ndarray, on_device: dict[Any, Any]) -> np.ndarray:
+        """The rows of the running envs: a copy on the host. A tensor on a GPU with a row
+        per env is gathered there and copied back without a wait (the chunk waits on an
+        event before it is read, on the writer thread); any other shape takes the host
+        path, which names a short one (an index out of range on the device would break
+        its context for good)."""
+        if (
+            is_tensor(x)
+            and not x.requires_grad
+            and x.ndim >= 1
+            and x.shape[0] == self.manager.num_envs
+            and device_outcomes.accumulates_on_device(x.device)
+        ):
             self._device = x.device
-            return host_async(x[device_async(ids, x.device)])
+            idx = on_device.get(x.device)
+            if idx is None:
+                idx = on_device[x.device] = device_async(ids, x.device)
+            return host_async(x[idx])
         return to_host(x, name)[ids]  # fancy index: a copy
 
     def flush(self) -> None:
