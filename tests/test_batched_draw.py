@@ -73,6 +73,11 @@ def test_design_rows_are_replayed_by_sample_id_and_refused_past_the_design():
     assert values[0].tolist() == [[3.0, 4.0], [1.0, 2.0], [1.0, 2.0]]  # -1 replays row 0
     with pytest.raises(ValueError, match=r"design rows in \[0, 2\), got \[5\]"):
         plan.draw(ids, ids, [0, 0], np, sample_ids=np.array([5, 0, 0]))
+    for device in DEVICES:  # on the env's device: the same rows, as tensors there
+        t = torch.as_tensor(ids, device=device)
+        on = plan.draw(t, t, [0, 0], torch, sample_ids=np.array([1, 0, -1]), device=device)
+        assert on[0].device.type == device and on[0].tolist() == values[0].tolist()
+        assert np.array_equal(_bits(on[1]), _bits(values[1]))
 
 
 def test_portable_functions_match_the_libraries_and_agree_across_backends():

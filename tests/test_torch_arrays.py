@@ -217,6 +217,8 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(tmp_path
             vr.Variation("b", vr.VariationCfg(sampler=vr.NormalCfg(mean=(0, 0), std=(1, 2)))),
             vr.Variation("c", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("x", "y")))),
             vr.Variation("d", vr.VariationCfg(sampler=vr.IntegerCfg(low=0, high=5))),
+            vr.Variation("e", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=(0.5, 1.5, 4.0)))),
+            vr.Variation("f", vr.VariationCfg(sampler=vr.BernoulliCfg(p=0.3))),
         ]
 
     def run(arrays, name):

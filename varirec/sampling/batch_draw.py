@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from varirec.arrays import device_async
 from varirec.sampling import portable
 from varirec.sampling.accel import kernels
 from varirec.sampling.cfg_base import SamplerCfg
@@ -202,6 +203,7 @@ class ColumnPlan:
         self.continuous = set(self.groups) <= {"uniform", "loguniform", "gauss", "constant"}
         """Every column is a float value: the matrix of :meth:`draw_matrix` holds them all."""
         self._on_device: dict[Any, Any] = {}
+        self._lookup_on: dict[tuple[int, str], tuple[Any, Any]] = {}  # per device, once
         self.fused_form = self._fused_form() if self.continuous else None
         """Every column's kind and parameters, as the compiled one-pass draw takes them."""
         # Category edges (the inverse CDF of the probabilities) and values, per coded cfg.
@@ -288,8 +290,8 @@ class ColumnPlan:
             return keyed_uniforms(self.bases, self.comps, env_ids, episodes, ds, np, self._vec)
         on = self._device_params(xp, device)
         bases, comps = on["#keys"][0], on["#keys"][1]["comps"]
-        if ds is not None:
-            ds = xp.as_tensor(ds, device=device)
+        if ds is not None:  # a redraw within an episode: its counts, without a wait
+            ds = device_async(np.ascontiguousarray(ds), device)
         return keyed_uniforms(bases, comps, env_ids, episodes, ds, xp)
 
     def columns(self, u: Any, xp: Any, device: Any = None) -> Any:
@@ -353,7 +355,7 @@ class ColumnPlan:
                         f"{bad.tolist()}; the design has fewer rows than the schedule asked for"
                     )
                 v = cfg.values[np.maximum(rows, 0)]
-                values.append(v if xp is np else xp.as_tensor(v, device=device))
+                values.append(v if xp is np else device_async(np.ascontiguousarray(v), device))
             elif kind == "custom":
                 host_u = u if xp is np else (host_u if host_u is not None else u.cpu().numpy())
                 values.append(cfg.ppf(host_u[:, s:e]))
@@ -372,10 +374,18 @@ class ColumnPlan:
         edges, cats = self._lookup[id(cfg)]
         if xp is np:
             return cats[np.searchsorted(edges, x, side="right")]
-        codes = (x[:, None] >= xp.as_tensor(edges, device=device)[None, :]).sum(1)
-        if cats.dtype.kind in "USO":
-            return cats[codes.cpu().numpy()]  # text stays on the host
-        return xp.as_tensor(cats, device=device)[codes]
+        key = (id(cfg), str(device))
+        on = self._lookup_on.get(key)
+        if on is None:  # sent once: a copy per reset would wait for the queued work
+            text = cats.dtype.kind in "USO"
+            on = self._lookup_on[key] = (
+                xp.as_tensor(edges, device=device),
+                None if text else xp.as_tensor(cats, device=device),
+            )
+        codes = (x[:, None] >= on[0][None, :]).sum(1)
+        if on[1] is None:
+            return cats[codes.cpu().numpy()]  # text stays on the host: read back, waited for
+        return on[1][codes]
 
     def draw(
         self,
