@@ -207,9 +207,11 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(tmp_path
     """The GPU code (draws with torch on the device, outcomes accumulated there, keys
     and ids sent with ``device_async``, rows copied back with ``host_async``) forced to
     run on CPU torch: the episodes and draws tables equal a numpy run's."""
-    from varirec.recording import device_outcomes
+    import sys
+
+    from varirec import arrays
+    from varirec.recording import terms
     from varirec.sampling.accel import compiled_draws
-    from varirec.variations import batch
 
     def variations():
         return [
@@ -238,16 +240,19 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(tmp_path
         return ds.episodes().to_pandas(), ds.draws().to_pandas(), ds.steps().to_pandas()
 
     numpy_run = run(np.asarray, "numpy")
-    forced: list[str] = []
+    asked: set[str] = set()  # the functions that asked it, for a device
 
-    def forced_on(what: str):
-        return lambda dev: forced.append(what) is None and dev is not None
+    def off_host(device):
+        if device is not None:
+            asked.add(sys._getframe(1).f_code.co_name)
+        return device is not None
 
-    monkeypatch.setattr(batch, "draws_on_device", forced_on("draws"))
-    monkeypatch.setattr(device_outcomes, "accumulates_on_device", forced_on("outcomes"))
+    monkeypatch.setattr(arrays, "off_host", off_host)
+    # The outcome term reads CPU step tensors in place (its host step): not on a GPU.
+    monkeypatch.setattr(terms, "cpu_view", lambda x: None)
     with compiled_draws(False):  # the compiled reset would take a CPU env's resets
         device_run = run(torch.as_tensor, "device")
-    assert {"draws", "outcomes"} <= set(forced)
+    assert {"draw_reset_batch", "__init__", "_pick"} <= asked  # draws, outcomes, steps
     keys = (["env_id", "episode"], ["seq", "component", "env_id"], ["env_id", "step"])
     for a, b, by in zip(numpy_run, device_run, keys, strict=True):
         a, b = (x.drop(columns=[c for c in x if c.startswith("time")]) for x in (a, b))
@@ -257,26 +262,29 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(tmp_path
         )
 
 
+def _alone(key: str, apply) -> vr.Variation:
+    """A variation of a sampler of one's own (a subclass): drawn alone, after the batch."""
+    from varirec.sampling.samplers import InverseCdfSampler
+
+    class Own(InverseCdfSampler):
+        pass
+
+    class OwnCfg(vr.UniformCfg):
+        kind = "own_of_test_torch_arrays"
+
+        def build(self, seed=None):
+            return Own(self, seed=seed)
+
+    return vr.Variation(key, vr.VariationCfg(sampler=OwnCfg(low=0, high=1)), apply=apply)
+
+
 def test_a_variation_drawn_alone_is_applied_with_tensors_on_a_torch_env():
     """A variation of a sampler of one's own is drawn alone, after the batch: its
     ``apply`` gets the env's id tensor and float32 values, as the batch's do."""
     from varirec.arrays import is_tensor
-    from varirec.sampling.samplers import InverseCdfSampler
-
-    class Jitter(InverseCdfSampler):  # a sampler of one's own: not in the batch
-        pass
-
-    class JitterCfg(vr.UniformCfg):
-        kind = "jitter_of_test_torch_arrays"
-
-        def build(self, seed=None):
-            return Jitter(self, seed=seed)
 
     got = []
-    alone = vr.Variation(
-        "jitter", vr.VariationCfg(sampler=JitterCfg(low=0, high=1)),
-        apply=lambda env, ids, x: got.append((ids, x)),
-    )  # fmt: skip
+    alone = _alone("jitter", lambda env, ids, x: got.append((ids, x)))
     mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
     m = vr.NullRecorderManager(4, variations=[mass, alone], seed=0, device="cpu")
     m.reset(None, torch.tensor([3, 1]))
@@ -289,22 +297,8 @@ def test_a_variation_drawn_alone_is_applied_with_tensors_on_a_torch_env():
 def test_a_variation_drawn_alone_and_disabled_during_the_reset_is_not_applied(device):
     """``apply_batch`` disables the alone variation during a reset: its draw gives
     nothing and its ``apply`` is not called (the reset goes on)."""
-    from varirec.sampling.samplers import InverseCdfSampler
-
-    class Own(InverseCdfSampler):
-        pass
-
-    class OwnCfg(vr.UniformCfg):
-        kind = "own_of_test_torch_arrays"
-
-        def build(self, seed=None):
-            return Own(self, seed=seed)
-
     got = []
-    alone = vr.Variation(
-        "own", vr.VariationCfg(sampler=OwnCfg(low=0, high=1)),
-        apply=lambda env, ids, x: got.append(x),
-    )  # fmt: skip
+    alone = _alone("own", lambda env, ids, x: got.append(x))
     mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
     vs = vr.VariationSet([mass, alone])
     vs.apply_batch = lambda env, ids, batch: alone.disable()
@@ -320,9 +314,9 @@ def test_a_short_step_tensor_is_refused_on_the_host_not_gathered_on_the_device(
     """A ``step_keys`` tensor without a row per env never reaches the device gather
     (out of range there, it would break a CUDA context for good): the host path names
     it."""
-    from varirec.recording import device_outcomes
+    from varirec import arrays
 
-    monkeypatch.setattr(device_outcomes, "accumulates_on_device", lambda dev: dev is not None)
+    monkeypatch.setattr(arrays, "off_host", lambda dev: dev is not None)
     m = vr.RecorderManager(4, output=tmp_path, run_id="r", seed=0, step_keys=("obs",),
                            device="cpu")  # fmt: skip
     m.reset(None, torch.arange(4))

@@ -55,7 +55,8 @@ from varirec.sampling.samplers import (
 )
 from varirec.sampling.streams import CounterStream, GeneratorSource
 from varirec.storage import DatasetWarning, RunWriter, open_dataset
-from varirec.variations.variation import Variation, VariationCfg, VariationSet
+from varirec.variations.variation import Variation, VariationCfg
+from varirec.variations.variation_set import VariationSet
 
 __all__ = [
     "BernoulliCfg",

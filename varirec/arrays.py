@@ -31,6 +31,7 @@ __all__ = [
     "host_async",
     "is_tensor",
     "namespace",
+    "off_host",
     "record_event",
     "to_host",
     "wait",
@@ -105,6 +106,19 @@ def host_async(t: Any) -> np.ndarray:
     dst = torch.empty(t.shape, dtype=t.dtype, pin_memory=torch.cuda.is_available())
     dst.copy_(t, non_blocking=True)
     return dst.numpy()
+
+
+def off_host(device: Any) -> bool:
+    """Whether work on ``device``'s tensors runs there with torch (a GPU) rather than on
+    the host in numpy (no device, or the CPU, where numpy reads a tensor in place and a
+    torch op costs several numpy ones). The reset draws, the outcome accumulators and
+    the step rows ask it (``varirec.arrays.off_host``: a test can turn it on for CPU
+    torch, to run the device code).
+
+    >>> off_host(None)
+    False
+    """
+    return device is not None and getattr(device, "type", device) != "cpu"
 
 
 def device_async(x: np.ndarray, device: Any) -> Any:

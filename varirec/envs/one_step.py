@@ -38,7 +38,8 @@ from varirec.recording.episodes import check_num_envs
 from varirec.sampling.sampler_cfgs import UniformCfg
 from varirec.sampling.streams import CounterStream
 from varirec.studies.driver import StepOutput, label_values, require_env
-from varirec.variations.variation import Variation, VariationCfg, VariationSet
+from varirec.variations.variation import Variation, VariationCfg
+from varirec.variations.variation_set import VariationSet
 
 __all__ = [
     "OneStepEnv",

@@ -106,7 +106,8 @@ from varirec.sampling.sampler_cfgs import (
 )
 from varirec.sampling.streams import CounterStream
 from varirec.studies.driver import StepOutput, label_values, require_env
-from varirec.variations.variation import Mode, Variation, VariationCfg, VariationSet
+from varirec.variations.variation import Mode, Variation, VariationCfg
+from varirec.variations.variation_set import VariationSet
 
 __all__ = ["SCENE_FRICTION", "ReachCfg", "ReachEnv", "make_reach_env", "make_reach_variations"]
 

@@ -40,7 +40,8 @@ from varirec.recording.episodes import check_num_envs
 from varirec.recording.manager import NullRecorderManager, make_recorder_manager
 from varirec.recording.recorder import VariationRecorder
 from varirec.storage import RunWriter
-from varirec.variations.variation import Variation, VariationCfg, VariationSet
+from varirec.variations.variation import Variation, VariationCfg
+from varirec.variations.variation_set import VariationSet
 
 __all__ = ["EXPOSED_ATTRIBUTE", "EnvBuilder", "apply_build_values", "check_not_drawn", "expose"]
 

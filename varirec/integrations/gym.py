@@ -58,7 +58,8 @@ from varirec.recording.manager import (
 )
 from varirec.sampling.streams import RESET_SEED_STREAM, CounterStream
 from varirec.storage import RunWriter
-from varirec.variations.variation import Variation, VariationSet
+from varirec.variations.variation import Variation
+from varirec.variations.variation_set import VariationSet
 
 __all__ = [
     "ReplayWrapper",

@@ -18,7 +18,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from varirec.integrations.builder import as_variation_set
 from varirec.studies.replay import EpisodeReplay
-from varirec.variations.variation import Variation, VariationSet
+from varirec.variations.variation import Variation
+from varirec.variations.variation_set import VariationSet
 
 __all__ = ["ReplayWrapper", "reset_to_episode", "unwrapped_target"]
 

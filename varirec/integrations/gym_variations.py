@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from varirec.sampling.sampler_cfgs import UniformCfg
-from varirec.variations.variation import Mode, Variation, VariationCfg, VariationSet
+from varirec.variations.variation import Mode, Variation, VariationCfg
+from varirec.variations.variation_set import VariationSet
 
 __all__ = ["SetAttribute", "cartpole_variations", "pendulum_variations"]
 

@@ -64,7 +64,8 @@ from varirec.integrations.gym import (
 )
 from varirec.recording.manager import NullRecorderManager, RecorderManager
 from varirec.storage import RunWriter
-from varirec.variations.variation import Variation, VariationCfg, VariationSet
+from varirec.variations.variation import Variation, VariationCfg
+from varirec.variations.variation_set import VariationSet
 
 __all__ = ["RecordedVectorEnv", "make_vector_env"]
 

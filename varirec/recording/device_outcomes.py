@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from varirec import arrays
 from varirec.arrays import device_async, host_async
 
-__all__ = ["FLAG_ROWS", "VALUE_ROWS", "DeviceOutcomes", "accumulates_on_device"]
+__all__ = ["FLAG_ROWS", "VALUE_ROWS", "DeviceOutcomes"]
 
 VALUE_ROWS = ("return", "success")
 """The episode columns of the float accumulator's rows, in order."""
@@ -38,12 +39,6 @@ def _check(name: str, x: Any, n: int, floats: bool) -> None:
             if not floats
             else f"record_step `{name}` must hold real numbers, got {x.dtype}; pass {name}.real"
         )
-
-
-def accumulates_on_device(device: Any) -> bool:
-    """Whether outcomes accumulate with torch on ``device`` (a GPU) rather than in numpy
-    (no device, or the CPU, where numpy reads a tensor's memory in place)."""
-    return device is not None and getattr(device, "type", "cpu") != "cpu"
 
 
 _FILL = (0.0, float("nan"))  # a new episode: return 0, success unknown (and no flags)
@@ -85,7 +80,7 @@ class DeviceOutcomes:
         if start is not None:
             acc[:], flags[:] = start
         if in_torch is None:
-            in_torch = accumulates_on_device(device)
+            in_torch = arrays.off_host(device)
         if in_torch:
             import torch
 

@@ -44,7 +44,8 @@ from varirec.variations.batch import (
     ResetGroup,
     draw_reset_batch,
 )
-from varirec.variations.variation import Variation, VariationSet, epoch, noise_keys
+from varirec.variations.variation import Variation, epoch, noise_keys
+from varirec.variations.variation_set import VariationSet
 
 __all__ = ["DriverHooks", "EpisodeSchedule", "StudyDesign", "VariationDriver"]
 
@@ -340,16 +341,6 @@ class VariationDriver:
         first state in place."""
         if reset_fn is None and self.schedule is None and self._compiled(env, env_ids):
             return
-        self.general_reset(env, env_ids, reset_fn)
-
-    def general_reset(
-        self,
-        env: Any,
-        env_ids: Any,
-        reset_fn: Callable[[np.ndarray, np.ndarray], Any] | None = None,
-    ) -> None:
-        """:meth:`reset` without the compiled reset (which a caller tried first, or that
-        does not apply): every step in Python and numpy, in the order it gives."""
         ids = self._ids(env_ids)  # checked once for every step
         if self.schedule is not None:
             self.schedule.check_bound()  # before the tracker moves: nothing half-done

@@ -48,7 +48,8 @@ from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
 from varirec.storage.shutdown import exit_held, hand_over, register, unregister
 from varirec.variations.batch import ResetBatch
-from varirec.variations.variation import Variation, VariationSet
+from varirec.variations.variation import Variation
+from varirec.variations.variation_set import VariationSet
 
 __all__ = [
     "EpisodeSchedule",
@@ -277,10 +278,7 @@ class RecorderManager:
     ) -> None:
         """One reset of ``env_ids``, recorded: see :meth:`VariationDriver.reset` (the
         finished episodes are recorded before the tracker reserves their next index)."""
-        d = self.driver
-        if reset_fn is None and d.schedule is None and d._compiled(env, env_ids):
-            return  # the usual reset, as VariationDriver.reset takes it (a call less)
-        d.general_reset(env, env_ids, reset_fn)
+        self.driver.reset(env, env_ids, reset_fn=reset_fn)
 
     # -- hooks -----------------------------------------------------------------------
     def record_step(self, **data: Any) -> None:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pyarrow as pa
 
+from varirec import arrays
 from varirec.arrays import (
     ArrayWorld,
     cpu_view,
@@ -32,7 +33,6 @@ from varirec.arrays import (
     to_host,
     wait,
 )
-from varirec.recording import device_outcomes
 from varirec.recording.device_outcomes import DeviceOutcomes
 from varirec.recording.episodes import EpisodeTracker
 from varirec.recording.recorder import VariationRecorder
@@ -342,7 +342,7 @@ class StepsTerm(RecorderTerm):
             and not x.requires_grad
             and x.ndim >= 1
             and x.shape[0] == self.manager.num_envs
-            and device_outcomes.accumulates_on_device(x.device)
+            and arrays.off_host(x.device)
         ):
             self._device = x.device
             idx = on_device.get(x.device)

@@ -29,7 +29,8 @@ from varirec.sampling.sampler_cfgs import DesignCfg, FactorSpec, SamplerCfg
 from varirec.sampling.streams import DESIGN_SEED_STREAM, CounterStream
 from varirec.studies.episode_iterator import EpisodeIterator
 from varirec.variations.overrides import nearest_names
-from varirec.variations.variation import Variation, VariationSet
+from varirec.variations.variation import Variation
+from varirec.variations.variation_set import VariationSet
 
 __all__ = ["Design", "DesignSchedule"]
 

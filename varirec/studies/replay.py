@@ -26,7 +26,8 @@ import pyarrow.dataset as ds
 
 from varirec.errors import UnknownNameError
 from varirec.storage import Dataset, open_dataset
-from varirec.variations.variation import Variation, VariationSet
+from varirec.variations.variation import Variation
+from varirec.variations.variation_set import VariationSet
 
 __all__ = ["EpisodeReplay", "IntervalDraw", "replay_episode"]
 

@@ -3,6 +3,7 @@
 >>> from varirec.variations import Variation, VariationCfg
 """
 
-from varirec.variations.variation import Mode, Variation, VariationCfg, VariationSet
+from varirec.variations.variation import Mode, Variation, VariationCfg
+from varirec.variations.variation_set import VariationSet
 
 __all__ = ["Mode", "Variation", "VariationCfg", "VariationSet"]

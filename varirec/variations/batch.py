@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from varirec import arrays
 from varirec.arrays import ArrayWorld, device_async, to_host
 from varirec.sampling import samplers as samplers_module
 from varirec.sampling.batch_draw import ColumnPlan
@@ -38,7 +39,6 @@ __all__ = [
     "ResetGroup",
     "batchable",
     "draw_reset_batch",
-    "draws_on_device",
 ]
 
 
@@ -351,12 +351,6 @@ def batchable(v: Variation) -> bool:
     )
 
 
-def draws_on_device(device: Any) -> bool:
-    """Whether a reset batch draws with torch on ``device`` (a GPU) rather than on the
-    host (numpy, and torch on the CPU, where a torch op costs more than a numpy one)."""
-    return device is not None and device.type != "cpu"
-
-
 def draw_reset_batch(
     variations: Sequence[Variation],
     ids: np.ndarray,
@@ -413,7 +407,7 @@ def draw_reset_batch(
     plan = group.plan
     assert plan is not None
     dev = world.device
-    if draws_on_device(dev):
+    if arrays.off_host(dev):  # else numpy, and torch on the CPU (a torch op costs more)
         import torch
 
         # One transfer of the keys that does not wait for the queued work (pinned).

@@ -22,7 +22,8 @@ from varirec.integrations.mjlab.events import StepEvent, VariationEvent
 from varirec.integrations.mjlab.recorder import VarirecRecorder
 from varirec.integrations.mjlab.session import MjlabRecording, SuccessFn
 from varirec.storage import RunWriter
-from varirec.variations.variation import Variation, VariationSet
+from varirec.variations.variation import Variation
+from varirec.variations.variation_set import VariationSet
 
 __all__ = ["instrument", "time_out_success"]
 

@@ -26,7 +26,8 @@ from varirec.errors import RecorderStateError
 from varirec.recording.manager import NullRecorderManager, make_recorder_manager
 from varirec.recording.terms import RecorderTerm, RecorderTermCfg, TermHost
 from varirec.storage import RunWriter
-from varirec.variations.variation import Variation, VariationSet
+from varirec.variations.variation import Variation
+from varirec.variations.variation_set import VariationSet
 
 __all__ = ["APPLIED_SUFFIX", "AppliedTerm", "MjlabRecording", "SuccessFn"]
 
