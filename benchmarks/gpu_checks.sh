@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The checks that need a CUDA GPU, in one run (CI has none): the machine, the CUDA tests
+# (tests/test_cuda.py, and the torch tests whose device list takes CUDA where present),
+# then the GPU loop benchmark. Logs go to $OUT (or the folder given as the first
+# argument); further arguments go to bench_gpu_loop.py.
+#
+#   bash benchmarks/gpu_checks.sh gpu-logs            # ~3 min on an H100
+#   bash benchmarks/gpu_checks.sh gpu-logs --quick    # a shorter benchmark
+set -uo pipefail
+out=${1:-${OUT:-gpu-logs}}
+shift || true
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv || true
+  "$python" - <<'EOF'
+import platform, numpy, torch, pyarrow
+print("python", platform.python_version(), "numpy", numpy.__version__, "pyarrow",
+      pyarrow.__version__, "torch", torch.__version__, "cuda", torch.version.cuda)
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print(p.name, p.multi_processor_count, "SMs", round(p.total_memory / 2**30), "GiB")
+print("CPU:", platform.processor() or platform.machine(), "cores", __import__("os").cpu_count())
+EOF
+} 2>&1 | tee "$out/machine.txt"
+
+"$python" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_batched_draw.py \
+  tests/test_torch_arrays.py 2>&1 | tee "$out/tests.txt"
+tests=${PIPESTATUS[0]}
+
+"$python" benchmarks/bench_gpu_loop.py "$@" 2>&1 | tee "$out/bench_gpu_loop.txt"
+bench=${PIPESTATUS[0]}
+
+echo "tests exit $tests, bench exit $bench"
+exit $((tests || bench))

@@ -1,0 +1,152 @@
+"""A CUDA env end to end (skipped without a GPU; run on one with ``pytest tests/test_cuda.py``):
+ids, step arrays and applied values as tensors on the device record exactly what a numpy
+env records, the step and reset calls add no host sync beyond the one copy of the reset's
+ids, and tensors on another device are refused."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import varirec as vr
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device", allow_module_level=True)
+
+CUDA = torch.device("cuda", torch.cuda.current_device())
+CFGS = {
+    "uniform": vr.UniformCfg(low=1, high=2),
+    "loguniform": vr.LogUniformCfg(low=(0.1, 1), high=(10, 5)),
+    "normal": vr.NormalCfg(mean=(0, 1), std=(1, 2)),
+    "truncnormal": vr.TruncNormalCfg(mean=0, std=1, low=-0.5, high=3),
+    "integer": vr.IntegerCfg(low=-2, high=5),
+    "choice_text": vr.ChoiceCfg(choices=("a", "bb", "c"), weights=(0.2, 0.5, 0.3)),
+    "choice_num": vr.ChoiceCfg(choices=(1.5, 2.5, 4.0)),
+    "bernoulli": vr.BernoulliCfg(p=0.3),
+    "constant": vr.ConstantCfg(value=(1.0, -0.5)),
+}
+
+
+def _host(x):
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _run(tmp_path, name: str, arrays, device, applied: dict, num_envs: int = 64):
+    def keep(key):
+        def apply(env, ids, values):
+            if device is not None and not isinstance(values[0], str):
+                assert values.device == CUDA and ids.device == CUDA, key
+                assert values.dtype in (torch.float32, torch.int64, torch.bool), key
+            applied.setdefault(key, []).append((_host(ids).copy(), _host(values).copy()))
+
+        return apply
+
+    variations = [vr.Variation(k, vr.VariationCfg(sampler=c), keep(k)) for k, c in CFGS.items()]
+    rng = np.random.default_rng(0)
+    m = vr.RecorderManager(num_envs, variations=variations, output=tmp_path / name, seed=3,
+                           run_id="r", device=device, step_keys=("reward",))  # fmt: skip
+    m.reset(None, arrays(np.arange(num_envs)))
+    for step in range(60):
+        done = rng.random(num_envs) < 0.1
+        won = done & (rng.random(num_envs) < 0.5)
+        m.record_step(reward=arrays(rng.random(num_envs).astype(np.float32)),
+                      terminated=arrays(done), success=arrays(won))  # fmt: skip
+        if done.any():
+            # ids on even steps, a bool mask on odd ones: both are env ids
+            m.reset(None, arrays(np.flatnonzero(done) if step % 2 else done))
+        m.record_post_step()
+    m.close()
+    ds = vr.open_dataset(tmp_path / name)
+    return ds.episodes().to_pandas(), ds.draws().to_pandas(), ds.steps().to_pandas()
+
+
+def test_a_cuda_env_records_what_a_numpy_env_records_and_applies_the_same_values(tmp_path):
+    on_host: dict = {}
+    on_cuda: dict = {}
+    numpy_run = _run(tmp_path, "numpy", np.asarray, None, on_host)
+    cuda_run = _run(tmp_path, "cuda", lambda a: torch.as_tensor(a, device=CUDA), "cuda", on_cuda)
+    keys = (["env_id", "episode"], ["seq", "component", "env_id"], ["env_id", "step"])
+    for a, b, by in zip(numpy_run, cuda_run, keys, strict=True):
+        a, b = (x.drop(columns=[c for c in x if c.startswith("time")]) for x in (a, b))
+        assert len(a) > 100
+        pd.testing.assert_frame_equal(
+            a.sort_values(by).reset_index(drop=True), b.sort_values(by).reset_index(drop=True)
+        )
+    assert on_host.keys() == on_cuda.keys() == CFGS.keys()
+    for key in CFGS:
+        assert len(on_host[key]) == len(on_cuda[key]) > 5, key
+        for (ids_h, v_h), (ids_c, v_c) in zip(on_host[key], on_cuda[key], strict=True):
+            assert np.array_equal(ids_h, ids_c), key
+            if v_h.dtype.kind == "f":  # float32 on the device: the float64 draw rounded once
+                assert np.array_equal(v_h.astype(np.float32), v_c), key
+            else:
+                assert np.array_equal(v_h, v_c.astype(v_h.dtype)), key
+
+
+def _syncs(call) -> list[str]:
+    """The synchronizing CUDA operations ``call`` made on this thread (torch's sync debug
+    mode warns at each; the writer thread's waits are its own and not counted)."""
+    me, seen = threading.get_ident(), []
+    show = warnings.showwarning
+
+    def record(message, *args, **kwargs):
+        if threading.get_ident() == me and "synchroniz" in str(message):
+            seen.append(str(message))
+
+    torch.cuda.set_sync_debug_mode("warn")
+    warnings.showwarning = record
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            call()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        warnings.showwarning = show
+    return seen
+
+
+@pytest.mark.parametrize("recording", [False, True])
+def test_step_and_reset_add_no_host_sync_beyond_the_reset_ids(tmp_path, recording):
+    n = 4096
+    mass = [vr.Variation(f"p{j}", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
+            for j in range(20)]  # fmt: skip
+    cls = vr.RecorderManager if recording else vr.NullRecorderManager
+    kw = {"output": tmp_path / "run", "run_id": "r"} if recording else {}
+    m = cls(n, variations=mass, seed=0, device="cuda", **kw)
+    m.reset(None, torch.arange(n, device=CUDA))
+    reward = torch.rand(n, device=CUDA)
+    done = torch.rand(n, device=CUDA) < 0.02
+    for _ in range(3):  # warm: pinned buffers, cached tables
+        m.record_step(reward=reward, terminated=done, success=done)
+        m.reset(None, done.nonzero().squeeze(-1))
+    torch.cuda.synchronize()
+    step = _syncs(lambda: m.record_step(reward=reward, terminated=done, success=done))
+    assert step == [], step
+    ids = done.nonzero().squeeze(-1)
+    torch.cuda.synchronize()
+    reset = _syncs(lambda: m.reset(None, ids))
+    assert len(reset) <= 1, reset  # the ids' copy to the host (the episode counters live there)
+    post = _syncs(m.record_post_step)
+    assert post == [], post
+    if recording:
+        m.close()
+        assert vr.open_dataset(tmp_path / "run").draws().num_rows == 20 * (n + 4 * len(ids))
+
+
+def test_tensors_on_another_device_than_the_env_are_refused_before_anything_moves():
+    m = vr.RecorderManager(4, seed=0, device="cuda")
+    m.reset(None, torch.arange(4, device=CUDA))
+    with pytest.raises(
+        ValueError, match=r"`env_ids` is on device cpu .* on cuda.*pass env_ids\.to"
+    ):
+        m.reset(None, torch.arange(2))
+    with pytest.raises(ValueError, match=r"`reward` is on device cpu .* on cuda.*pass reward\.to"):
+        m.record_step(reward=torch.ones(4))
+    assert m.tracker.episode.tolist() == [0, 0, 0, 0]
+    m.close()
