@@ -47,6 +47,7 @@ import torch
 
 import varirec as vr
 from varirec.recording.manager import NullRecorderManager, RecorderManager
+from varirec.variations import batch as batch_module
 
 MODES = ("bare", "null", "recording")
 LOW, HIGH = 0.5, 2.0
@@ -326,7 +327,16 @@ def main() -> None:
         default="auto",
         help="hand varirec torch tensors, or numpy through .cpu() glue (auto: tensors if taken)",
     )
+    parser.add_argument(
+        "--host-draw-max",
+        type=int,
+        default=None,
+        help="values (envs x columns) of a GPU reset drawn on the host and sent in one copy "
+        "(varirec.variations.batch.HOST_DRAW_MAX; 0: every reset drawn on the device)",
+    )
     args = parser.parse_args()
+    if args.host_draw_max is not None:
+        batch_module.HOST_DRAW_MAX = args.host_draw_max
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cpu":
         # One thread, like a simulator's main thread: the other core stays free for
@@ -343,7 +353,8 @@ def main() -> None:
         f"device {device} ({name}), torch {torch.__version__}, varirec {vr.__version__}; "
         f"{args.variations} reset-mode variations; episodes {MIN_LEN}-{MAX_LEN} steps; "
         f"step calibrated to {args.step_ms} ms; {args.steps} steps x {args.repeats} "
-        f"interleaved repeats; path: {'torch tensors' if tensors else 'numpy glue (.cpu())'}"
+        f"interleaved repeats; path: {'torch tensors' if tensors else 'numpy glue (.cpu())'}; "
+        f"GPU resets of up to {batch_module.HOST_DRAW_MAX} values drawn on the host"
     )
     tmp = Path(tempfile.mkdtemp(prefix="varirec-gpu-loop-"))
     try:

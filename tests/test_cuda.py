@@ -92,22 +92,19 @@ def _syncs(call) -> list[str]:
     """The synchronizing CUDA operations ``call`` made on this thread (torch's sync debug
     mode warns at each; the writer thread's waits are its own and not counted)."""
     me, seen = threading.get_ident(), []
-    show = warnings.showwarning
 
     def record(message, *args, **kwargs):
-        if threading.get_ident() == me and "synchroniz" in str(message):
+        if threading.get_ident() == me and "called a synchronizing" in str(message):
             seen.append(str(message))
 
-    torch.cuda.set_sync_debug_mode("warn")
-    warnings.showwarning = record
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = record
+    with warnings.catch_warnings():  # restores the filters and showwarning
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")  # (it warns that it is a prototype)
+        try:
             call()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-        warnings.showwarning = show
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
     return seen
 
 

@@ -4,11 +4,14 @@ tensors varirec cannot take."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import varirec as vr
+from varirec.arrays import is_tensor
 
 torch = pytest.importorskip("torch")
 
@@ -203,56 +206,98 @@ def test_device_async_sends_host_arrays_as_tensors_on_the_device():
     assert is_tensor(ids) and ids.dtype == torch.int64 and ids.tolist() == [2, 0]
 
 
-def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(tmp_path, monkeypatch):
-    """The GPU code (draws with torch on the device, outcomes accumulated there, keys
-    and ids sent with ``device_async``, rows copied back with ``host_async``) forced to
-    run on CPU torch: the episodes and draws tables equal a numpy run's."""
-    import sys
-
+@pytest.mark.parametrize("mode", ["device_draw", "host_draw", "compiled"])
+def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
+    tmp_path, monkeypatch, mode
+):
+    """The GPU code forced to run on CPU torch: the episodes and draws tables equal a
+    numpy run's. Outcomes accumulate with torch ops; step rows are gathered on the
+    device; the draws are made, per ``mode``: with torch on the device (a large reset),
+    on the host and sent in one copy (a GPU env's usual reset), or by the compiled
+    reset on the host (every variation continuous)."""
     from varirec import arrays
-    from varirec.recording import terms
-    from varirec.sampling.accel import compiled_draws
+    from varirec.recording import device_outcomes, terms
+    from varirec.recording.compiled_reset import CompiledReset
+    from varirec.sampling.accel import compiled_draws, kernels
+    from varirec.sampling.batch_draw import ColumnPlan
+    from varirec.variations import batch
+
+    if mode == "compiled" and kernels() is None:
+        pytest.skip("the compiled reset needs numba (the fast extra)")
 
     def variations():
-        return [
+        vs = [
             vr.Variation("a", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2))),
             vr.Variation("b", vr.VariationCfg(sampler=vr.NormalCfg(mean=(0, 0), std=(1, 2)))),
+            vr.Variation("g", vr.VariationCfg(sampler=vr.LogUniformCfg(low=0.1, high=10))),
+        ]
+        if mode == "compiled":
+            return vs
+        return [
+            *vs,
             vr.Variation("c", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("x", "y")))),
             vr.Variation("d", vr.VariationCfg(sampler=vr.IntegerCfg(low=0, high=5))),
             vr.Variation("e", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=(0.5, 1.5, 4.0)))),
             vr.Variation("f", vr.VariationCfg(sampler=vr.BernoulliCfg(p=0.3))),
         ]
 
+    applied: dict[str, list] = {}
+
     def run(arrays, name):
         n, rng = 8, np.random.default_rng(0)
         device = "cpu" if arrays is torch.as_tensor else None
-        m = vr.RecorderManager(n, variations=variations(), output=tmp_path / name, seed=1,
+        vs = variations()
+        for v in vs:
+            v.apply = lambda env, ids, x, k=(name, v.key): applied.setdefault(k, []).append(x)
+        m = vr.RecorderManager(n, variations=vs, output=tmp_path / name, seed=1,
                                run_id="r", device=device, step_keys=("reward",))  # fmt: skip
         m.reset(None, arrays(np.arange(n)))
         for _ in range(40):
             done = rng.random(n) < 0.2
             m.record_step(reward=arrays(rng.random(n)), terminated=arrays(done),
                           success=arrays(done))  # fmt: skip
-            if done.any():
-                m.reset(None, arrays(np.flatnonzero(done)))
+            if done.any():  # ids, or a mask every other time
+                m.reset(None, arrays(done if rng.random() < 0.5 else np.flatnonzero(done)))
         m.close()
         ds = vr.open_dataset(tmp_path / name)
         return ds.episodes().to_pandas(), ds.draws().to_pandas(), ds.steps().to_pandas()
 
     numpy_run = run(np.asarray, "numpy")
-    asked: set[str] = set()  # the functions that asked it, for a device
+    taken: list[str] = []  # what drew: "numpy" or "torch" (ColumnPlan), "compiled"
+    sent: list[str] = []  # the functions that sent host arrays to the "device"
+    draw_columns, call = ColumnPlan.draw_columns, CompiledReset.__call__
+    device_async = arrays.device_async
 
-    def off_host(device):
-        if device is not None:
-            asked.add(sys._getframe(1).f_code.co_name)
-        return device is not None
+    def spy_draw(self, ids, eps, ds, xp, device=None):
+        taken.append(xp.__name__)
+        return draw_columns(self, ids, eps, ds, xp, device)
 
-    monkeypatch.setattr(arrays, "off_host", off_host)
+    def spy_call(self, env, env_ids):
+        done = call(self, env, env_ids)
+        taken.extend(["compiled"] if done else [])
+        return done
+
+    def spy_send(x, device):
+        sent.append(sys._getframe(1).f_code.co_name)
+        return device_async(x, device)
+
+    monkeypatch.setattr(arrays, "off_host", lambda device: device is not None)
+    monkeypatch.setattr(arrays, "device_async", spy_send)
+    monkeypatch.setattr(batch, "device_async", spy_send)
+    monkeypatch.setattr(device_outcomes, "device_async", spy_send)
+    monkeypatch.setattr(ColumnPlan, "draw_columns", spy_draw)
+    monkeypatch.setattr(CompiledReset, "__call__", spy_call)
     # The outcome term reads CPU step tensors in place (its host step): not on a GPU.
     monkeypatch.setattr(terms, "cpu_view", lambda x: None)
-    with compiled_draws(False):  # the compiled reset would take a CPU env's resets
+    if mode == "device_draw":
+        monkeypatch.setattr(batch, "HOST_DRAW_MAX", 0)
+    with compiled_draws(mode == "compiled"):
         device_run = run(torch.as_tensor, "device")
-    assert {"draw_reset_batch", "__init__", "_pick"} <= asked  # draws, outcomes, steps
+    want = {"device_draw": {"torch"}, "host_draw": {"numpy"}, "compiled": {"compiled"}}[mode]
+    assert set(taken) == want and len(taken) > 20, taken
+    if mode != "device_draw":  # values, ids and the outcome term's ids each sent once
+        assert {"values", "env_ids", "_on_device"} <= set(sent), sent
+    assert isinstance(device_run[0], pd.DataFrame)
     keys = (["env_id", "episode"], ["seq", "component", "env_id"], ["env_id", "step"])
     for a, b, by in zip(numpy_run, device_run, keys, strict=True):
         a, b = (x.drop(columns=[c for c in x if c.startswith("time")]) for x in (a, b))
@@ -260,6 +305,14 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(tmp_path
         pd.testing.assert_frame_equal(
             a.sort_values(by).reset_index(drop=True), b.sort_values(by).reset_index(drop=True)
         )
+    for (name, key), got in applied.items():  # apply took the numpy run's values
+        if name == "device":
+            host = applied["numpy", key]
+            assert len(got) == len(host) > 5, key
+            for x, y in zip(got, host, strict=True):
+                x = np.asarray(x.numpy() if is_tensor(x) else x)
+                y = y.astype(np.float32) if y.dtype.kind == "f" else y
+                assert np.array_equal(x, y.astype(x.dtype)), key
 
 
 def _alone(key: str, apply) -> vr.Variation:

@@ -246,12 +246,25 @@ class ArrayWorld:
             return ids
         return device_async(np.asarray(ids), self.device)
 
+    def send(self, x: np.ndarray) -> Any:
+        """Host array ``x`` as a tensor on the env's device, its dtype kept, without a
+        wait for the device (:func:`device_async`)."""
+        return device_async(np.ascontiguousarray(x), self.device)
+
     def values(self, values: np.ndarray | Any) -> Any:
         """Drawn values as the env takes them: numpy as they are; on a torch env a tensor
         on its device (floats in the world's dtype, default float32; strings stay numpy)."""
         if self.device is None:
             return values
         torch = _torch()
+        if not is_tensor(values) and values.dtype.kind not in "USO" and off_host(self.device):
+            # Cast on the host (the same rounding) and sent without a wait: one copy.
+            want = self.dtype or torch.float32
+            if values.dtype.kind == "f" and want in (torch.float32, torch.float64):
+                values = values.astype(np.float32 if want == torch.float32 else np.float64)
+                return device_async(values, self.device)
+            if values.dtype.kind != "f":
+                return self.send(values)
         if is_tensor(values):
             t = values
         elif values.dtype.kind in "USO":

@@ -12,8 +12,10 @@ the episodes are begun but not started, as the general path leaves them. A recor
 whose only reset work is the built-in outcome term's (``outcome_accumulators``) has it
 done in the same kernel (:func:`~varirec.recording.tracker_kernels.recorded_reset`).
 It applies to a numpy
-env or a torch env on the CPU whose enabled reset-mode variations are all of continuous
-kinds, with no ``before_sample`` hook, and (the driver checks) no schedule or
+env, a torch env on the CPU, or a GPU env's reset of a few envs
+(:func:`~varirec.variations.batch.draws_on_host`: drawn on the host, sent in one copy)
+whose enabled reset-mode variations are all of continuous kinds, with no
+``before_sample`` hook, and (the driver checks) no schedule or
 ``reset_fn``; anything else takes the general path. ``tests/test_tracker_kernels.py``
 runs both on the same resets: the same state, values and recorded rows.
 """
@@ -24,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from varirec import arrays
 from varirec.arrays import cpu_view, is_tensor
 from varirec.recording.episode_chunk import RECORDED_BLOCK, RECORDED_ROWS
 from varirec.recording.episodes import EpisodeTracker, now_us
 from varirec.sampling import samplers as samplers_module
 from varirec.sampling.accel import kernels, kernels_of
-from varirec.variations.batch import DrawCounters, ResetBatch, ResetGroup
+from varirec.variations.batch import DrawCounters, ResetBatch, ResetGroup, draws_on_host
 from varirec.variations.variation import epoch
 
 __all__ = ["TRACKER_KERNELS", "CompiledReset", "first_draw_keys"]
@@ -105,7 +108,14 @@ class CompiledReset:
             if type(env_ids) is not np.ndarray or env_ids.dtype is not _INT64 or env_ids.ndim != 1:
                 return False
             ids = given = env_ids
-        elif dev.type == "cpu":  # a torch env on the CPU draws on the host, as draw_reset
+        elif arrays.off_host(dev):  # a GPU env: ids come to the host (its episode
+            # counters are there), and a reset of a few envs is drawn there too, sent to
+            # the device in one copy
+            ids = d._ids(env_ids)
+            if ids.dtype is not _INT64 or not draws_on_host(len(ids), f[4].plan.width):
+                return False
+            given = d._env_ids(ids, env_ids)
+        else:  # a torch env on the CPU draws on the host, as draw_reset
             ids = cpu_view(env_ids)  # the env's id tensor: the kernels check the range
             if ids is not None and ids.dtype is _INT64 and ids.ndim == 1:
                 given = env_ids
@@ -114,8 +124,6 @@ class CompiledReset:
                 given = d._env_ids(ids, env_ids)
             else:
                 return False
-        else:
-            return False
         _, _, _, kt, g = f
         plan, vs = g.plan, g.together
         c, t, hooks = self.counters, self.tracker, d.hooks

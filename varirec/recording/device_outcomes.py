@@ -48,7 +48,9 @@ class DeviceOutcomes:
     """Per-env return and success in one ``(2, num_envs)`` float64 accumulator, the
     termination flags in one ``(2, num_envs)`` bool array: numpy on the host (numpy
     envs, and torch envs on the CPU, whose tensors are read as numpy without a copy: a
-    torch op on the CPU costs several numpy ones), tensors on a CUDA device. A
+    torch op on the CPU costs several numpy ones); on a CUDA device one ``(4,
+    num_envs)`` float64 tensor (``flags`` its last two rows, 0/1), since there every
+    op costs a launch. A
     pre-reset gathers the finished episodes' columns; a start resets them.
 
     A step adds to every env's entries, running or not (no mask to read or to copy
@@ -81,13 +83,18 @@ class DeviceOutcomes:
             acc[:], flags[:] = start
         if in_torch is None:
             in_torch = arrays.off_host(device)
+        self._ids: tuple[np.ndarray, Any] | None = None  # the last ids sent, and on the device
         if in_torch:
             import torch
 
             self.torch = torch
-            self.acc: Any = torch.as_tensor(acc, device=device)
-            self.flags: Any = torch.as_tensor(flags, device=device)
-            self._fill: Any = torch.tensor(_FILL, dtype=torch.float64, device=device)[:, None]
+            # One float64 tensor, the flags as 0/1 (the writer turns them into bools): a
+            # pre-reset is one gather and one copy, a restart one scatter.
+            both = np.concatenate([acc, flags])
+            self.acc: Any = torch.as_tensor(both, device=device)
+            self.flags: Any = self.acc[2:]
+            fill = (*_FILL, 0.0, 0.0)
+            self._fill: Any = torch.tensor(fill, dtype=torch.float64, device=device)[:, None]
         else:
             self.acc, self.flags = acc, flags
         # The rows a step writes, as views made once.
@@ -123,20 +130,19 @@ class DeviceOutcomes:
         if reward is not None:
             ret += reward
         for buf, flags in ((term, terminated), (trunc, truncated)):
-            if flags is not None:
-                buf.copy_(flags.to(self.torch.bool))
+            if flags is not None:  # copy_ casts: a bool is 0/1, any other nonzero is set
+                buf.copy_(flags if flags.dtype == self.torch.bool else flags != 0)
         if success is not None:
-            succ.copy_(success.to(self.torch.float64))
+            succ.copy_(success)
 
     def record_pre_reset(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
         """The finished episodes' columns (host numpy; from a device, arriving
         asynchronously)."""
         if self.torch is None:  # take, not [:, ids]: a third of the cost
             values, flags = self.acc.take(env_ids, axis=1), self.flags.take(env_ids, axis=1)
-        else:
-            idx = device_async(np.asarray(env_ids, np.int64), self.device)
-            values = host_async(self.acc[:, idx])  # one copy for return and success
-            flags = host_async(self.flags[:, idx])
+        else:  # one gather and one copy: return, success, then the flags (0/1)
+            values = host_async(self.acc[:, self._on_device(env_ids)])
+            flags = values[2:]
         return {
             VALUE_ROWS[0]: values[0],
             VALUE_ROWS[1]: values[1],
@@ -153,6 +159,15 @@ class DeviceOutcomes:
             term.put(env_ids, False)
             trunc.put(env_ids, False)
             return
-        idx = device_async(np.asarray(env_ids, np.int64), self.device)
-        self.acc[:, idx] = self._fill
-        self.flags[:, idx] = False
+        self.acc[:, self._on_device(env_ids)] = self._fill
+
+    def _on_device(self, env_ids: np.ndarray) -> Any:
+        """``env_ids`` as an index tensor on the device, sent without a wait; the ids of
+        a pre-reset are usually those of the restart that follows: sent once."""
+        last = self._ids
+        if last is not None and len(last[0]) == len(env_ids) and np.array_equal(last[0], env_ids):
+            return last[1]
+        ids = np.array(env_ids, np.int64)  # a copy: the caller's array may change
+        idx = device_async(ids, self.device)
+        self._ids = (ids, idx)
+        return idx

@@ -212,7 +212,7 @@ class VariationRecorder:
                 continue
             tap = entry[1]
             cfg = v.sampler.cfg
-            values = batch.values[j]
+            values = batch.host[j] if batch.host is not None else batch.values[j]
             if is_tensor(values) and not cfg.categorical:
                 # No wait for the device: read on the writer thread after the chunk's event.
                 tap.record(batch.contexts[j], host_async(values), batch.ids, cfg, now, True)
