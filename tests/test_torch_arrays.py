@@ -216,7 +216,7 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
     on the host and sent in one copy (a GPU env's usual reset), or by the compiled
     reset on the host (every variation continuous)."""
     from varirec import arrays
-    from varirec.recording import device_outcomes, terms
+    from varirec.recording import terms
     from varirec.recording.compiled_reset import CompiledReset
     from varirec.sampling.accel import compiled_draws, kernels
     from varirec.sampling.batch_draw import ColumnPlan
@@ -242,6 +242,7 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
         ]
 
     applied: dict[str, list] = {}
+    masks: list[bool] = []
 
     def run(arrays, name):
         n, rng = 8, np.random.default_rng(0)
@@ -257,7 +258,9 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
             m.record_step(reward=arrays(rng.random(n)), terminated=arrays(done),
                           success=arrays(done))  # fmt: skip
             if done.any():  # ids, or a mask every other time
-                m.reset(None, arrays(done if rng.random() < 0.5 else np.flatnonzero(done)))
+                mask = rng.random() < 0.5
+                masks.append(mask)
+                m.reset(None, arrays(done if mask else np.flatnonzero(done)))
         m.close()
         ds = vr.open_dataset(tmp_path / name)
         return ds.episodes().to_pandas(), ds.draws().to_pandas(), ds.steps().to_pandas()
@@ -284,19 +287,25 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
     monkeypatch.setattr(arrays, "off_host", lambda device: device is not None)
     monkeypatch.setattr(arrays, "device_async", spy_send)
     monkeypatch.setattr(batch, "device_async", spy_send)
-    monkeypatch.setattr(device_outcomes, "device_async", spy_send)
     monkeypatch.setattr(ColumnPlan, "draw_columns", spy_draw)
     monkeypatch.setattr(CompiledReset, "__call__", spy_call)
     # The outcome term reads CPU step tensors in place (its host step): not on a GPU.
     monkeypatch.setattr(terms, "cpu_view", lambda x: None)
     if mode == "device_draw":
         monkeypatch.setattr(batch, "HOST_DRAW_MAX", 0)
+    masks.clear()  # the device run's
     with compiled_draws(mode == "compiled"):
         device_run = run(torch.as_tensor, "device")
     want = {"device_draw": {"torch"}, "host_draw": {"numpy"}, "compiled": {"compiled"}}[mode]
     assert set(taken) == want and len(taken) > 20, taken
-    if mode != "device_draw":  # values, ids and the outcome term's ids each sent once
-        assert {"values", "env_ids", "_on_device"} <= set(sent), sent
+    if mode != "device_draw":  # every float in one copy per reset (and the first reset);
+        # with coded kinds too, one copy per variation (text stays on the host)
+        per_reset = 1 if mode == "compiled" else 6
+        copies = sent.count("values") + sent.count("send")
+        assert copies == per_reset * (len(masks) + 1), sent
+    # Ids go to the device only where the env handed a mask: an id tensor is used as it
+    # is, by apply and by the outcome term (its pre-reset and restart).
+    assert 0 < sent.count("on_device") <= sum(masks), sent
     assert isinstance(device_run[0], pd.DataFrame)
     keys = (["env_id", "episode"], ["seq", "component", "env_id"], ["env_id", "step"])
     for a, b, by in zip(numpy_run, device_run, keys, strict=True):

@@ -171,6 +171,7 @@ class ArrayWorld:
     def __init__(self, device: Any = None, dtype: Any = None) -> None:
         self.device = None
         self.dtype = dtype
+        self._sent: tuple[np.ndarray, Any, int] | None = None  # see on_device
         if device is not None:
             import torch
 
@@ -224,7 +225,11 @@ class ArrayWorld:
                     f"or the int ids ({name}.nonzero().squeeze(-1))"
                 )
             # The ids key the host-side episode counters: one copy to the host per reset.
-            return to_host(env_ids, name)
+            host = to_host(env_ids, name)
+            if env_ids.dtype == _torch().int64 and env_ids.ndim == 1 and off_host(self.device):
+                # on_device gives the env's own tensor back, unless it changed in place
+                self._sent = (host, env_ids, env_ids._version)
+            return host
         if not isinstance(env_ids, np.ndarray) and _foreign(env_ids):
             return to_host(env_ids, name)  # JAX, CuPy, any DLPack producer
         return np.asarray(env_ids)
@@ -244,7 +249,26 @@ class ArrayWorld:
         """Host ids as the env takes them (an int64 tensor on its device for torch)."""
         if self.device is None:
             return ids
+        if off_host(self.device):
+            return self.on_device(ids)
         return device_async(np.asarray(ids), self.device)
+
+    def on_device(self, ids: np.ndarray) -> Any:
+        """Host int ids as an int64 tensor on the (GPU) device, sent without a wait; the
+        ids of a reset come back as the env's own tensor, and the ids sent last again
+        (a reset's pre-reset and start, the usual case) are sent once."""
+        sent = self._sent
+        if (
+            sent is not None
+            and len(sent[0]) == len(ids)
+            and sent[1]._version == sent[2]
+            and np.array_equal(sent[0], ids)
+        ):
+            return sent[1]
+        host = np.array(ids, np.int64)  # a copy: the caller's array may change
+        tensor = device_async(host, self.device)
+        self._sent = (host, tensor, tensor._version)
+        return tensor
 
     def send(self, x: np.ndarray) -> Any:
         """Host array ``x`` as a tensor on the env's device, its dtype kept, without a

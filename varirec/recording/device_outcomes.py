@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from varirec import arrays
-from varirec.arrays import device_async, host_async
+from varirec.arrays import ArrayWorld, host_async
 
 __all__ = ["FLAG_ROWS", "VALUE_ROWS", "DeviceOutcomes"]
 
@@ -62,6 +62,7 @@ class DeviceOutcomes:
         device: the env's device (None: numpy).
         start: ``(acc, flags)`` accumulated so far (numpy), carried over.
         in_torch: accumulate with torch ops (default: on a device other than the CPU).
+        world: the env's :class:`~varirec.arrays.ArrayWorld` (default: one of ``device``).
     """
 
     def __init__(
@@ -71,10 +72,13 @@ class DeviceOutcomes:
         start: tuple[Any, Any] | None = None,
         *,
         in_torch: bool | None = None,
+        world: ArrayWorld | None = None,
     ) -> None:
         self.n = num_envs
         self.shape = (num_envs,)  # a step's arrays
         self.device = device
+        self.world = world if world is not None else ArrayWorld(device)
+        """The env's world: it sends ids to the device (see ArrayWorld.on_device)."""
         self.torch: Any = None
         acc = np.empty((2, num_envs))
         acc[:] = np.array(_FILL)[:, None]
@@ -83,7 +87,6 @@ class DeviceOutcomes:
             acc[:], flags[:] = start
         if in_torch is None:
             in_torch = arrays.off_host(device)
-        self._ids: tuple[np.ndarray, Any] | None = None  # the last ids sent, and on the device
         if in_torch:
             import torch
 
@@ -162,12 +165,6 @@ class DeviceOutcomes:
         self.acc[:, self._on_device(env_ids)] = self._fill
 
     def _on_device(self, env_ids: np.ndarray) -> Any:
-        """``env_ids`` as an index tensor on the device, sent without a wait; the ids of
-        a pre-reset are usually those of the restart that follows: sent once."""
-        last = self._ids
-        if last is not None and len(last[0]) == len(env_ids) and np.array_equal(last[0], env_ids):
-            return last[1]
-        ids = np.array(env_ids, np.int64)  # a copy: the caller's array may change
-        idx = device_async(ids, self.device)
-        self._ids = (ids, idx)
-        return idx
+        """``env_ids`` as an index tensor on the device (the env's own where it handed
+        these ids to the reset: usually nothing to send)."""
+        return self.world.on_device(env_ids)

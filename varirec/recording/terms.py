@@ -194,7 +194,7 @@ class OutcomeTerm(RecorderTerm):
             # The env computes on a device: accumulate there from now on (on the CPU,
             # in numpy over the tensors' memory).
             self._acc = acc = DeviceOutcomes(
-                self.manager.num_envs, world.device, (acc.acc, acc.flags)
+                self.manager.num_envs, world.device, (acc.acc, acc.flags), world=world
             )
         on_device = acc.torch is not None
 
