@@ -289,13 +289,40 @@ def test_outcomes_in_torch_ops_give_the_numpy_columns():
             out["dev"].append(dev.record_pre_reset(ids))
             host.restart(ids)
             dev.restart(ids)
+    # The device's rows reach their host buffers in one copy, started at the hand-over.
+    dev.copy_out()
     for a, b in zip(out["host"], out["dev"], strict=True):
         for key in ("return", "success", "terminated", "truncated"):
             assert np.array_equal(a[key], np.asarray(b[key]), equal_nan=True), key
     assert out["host"][1]["terminated"].dtype == np.bool_
-    # on a device one float64 tensor: return and success, then the flags as 0/1
-    assert np.array_equal(host.acc, dev.acc[:2].numpy(), equal_nan=True)
-    assert np.array_equal(host.flags, dev.flags.numpy() != 0) and dev.flags.numpy().any()
+    # on a device one float64 tensor, a row per env: return, success, the flags as 0/1
+    assert np.array_equal(host.acc, dev.acc[:, :2].numpy().T, equal_nan=True)
+    assert np.array_equal(host.flags, dev.flags.numpy().T != 0) and dev.flags.numpy().any()
+
+
+def test_device_outcome_rows_leave_in_one_copy_per_hand_over_into_fresh_buffers():
+    """Gathered rows wait on the device; copy_out sends them to the buffer their views
+    point into and starts a new buffer (the writer may still read the last); a gather
+    that would overflow the ring copies out first; one larger than the ring at once."""
+    torch = pytest.importorskip("torch")
+    from varirec.recording.device_outcomes import DeviceOutcomes
+
+    dev = DeviceOutcomes(4, torch.device("cpu"), in_torch=True)
+    dev._cap = 3  # a small ring (made for 256 rows): its edges
+    dev._ring, dev._out = dev._ring[:3], dev._host_rows()
+    dev.record_step(torch.tensor([1.0, 2.0, 3.0, 4.0]), None, None, None)
+    first = dev.record_pre_reset(np.array([0, 1]))
+    second = dev.record_pre_reset(np.array([2, 3]))  # overflows: the first two copied out
+    assert first["return"].tolist() == [1.0, 2.0] and dev._used == 2
+    big = dev.record_pre_reset(np.array([3, 2, 1, 0]))  # larger than the ring: at once
+    assert big["return"].tolist() == [4.0, 3.0, 2.0, 1.0]
+    dev.restart(np.array([0]))
+    dev.copy_out()
+    assert second["return"].tolist() == [3.0, 4.0] and dev._used == 0
+    assert first["return"].base is not second["return"].base  # separate buffers
+    restarted = dev.record_pre_reset(np.array([0]))
+    dev.copy_out()
+    assert restarted["return"].tolist() == [0.0] and np.isnan(restarted["success"]).all()
 
 
 def test_batch_and_solo_draws_interleaved_count_draw_seq_exactly():

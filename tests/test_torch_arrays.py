@@ -280,9 +280,9 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
         taken.extend(["compiled"] if done else [])
         return done
 
-    def spy_send(x, device):
+    def spy_send(x, device, dtype=None):
         sent.append(sys._getframe(1).f_code.co_name)
-        return device_async(x, device)
+        return device_async(x, device, dtype)
 
     monkeypatch.setattr(arrays, "off_host", lambda device: device is not None)
     monkeypatch.setattr(arrays, "device_async", spy_send)
@@ -387,3 +387,25 @@ def test_a_short_step_tensor_is_refused_on_the_host_not_gathered_on_the_device(
     m.record_step(reward=torch.ones(4), obs=torch.arange(4.0))
     m.close()
     assert vr.open_dataset(tmp_path).steps().column("obs").to_pylist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_on_device_gives_back_the_env_s_own_id_tensor_until_it_changes(monkeypatch):
+    """On a GPU the ids a reset took are the env's own int64 tensor: the outcome term
+    gathers with it instead of sending the ids again; a tensor changed in place since,
+    a mask, or other ids are sent (ids sent are kept, and sent once)."""
+    from varirec import arrays
+
+    monkeypatch.setattr(arrays, "off_host", lambda dev: dev is not None)
+    world = arrays.ArrayWorld("cpu")
+    given = torch.tensor([3, 1])
+    host = world.ids(given, num_envs=4)
+    assert world.on_device(host) is given and world.env_ids(host.copy()) is given
+    other = world.on_device(np.array([0, 2]))
+    assert other is not given and other.tolist() == [0, 2]
+    assert world.on_device(np.array([0, 2])) is other  # sent once
+    world.ids(given, num_envs=4)
+    given.add_(0)  # changed in place (its version moved): not trusted any more
+    again = world.on_device(np.array([3, 1]))
+    assert again is not given and again.tolist() == [3, 1]
+    world.ids(torch.tensor([True, False, False, True]), num_envs=4)  # a mask: not kept
+    assert world.on_device(np.array([0, 3])).tolist() == [0, 3]

@@ -121,11 +121,12 @@ def off_host(device: Any) -> bool:
     return device is not None and getattr(device, "type", device) != "cpu"
 
 
-def device_async(x: np.ndarray, device: Any) -> Any:
-    """Host array ``x`` as a tensor on ``device`` without a wait for the device: on a
-    GPU, written into pinned memory (torch's pinned-memory cache keeps that buffer until
-    the copy has run) and sent with ``non_blocking``; a copy from ordinary memory would
-    wait for all the work queued before it. On the CPU the tensor shares ``x``'s memory;
+def device_async(x: np.ndarray, device: Any, dtype: Any = None) -> Any:
+    """Host array ``x`` (cast to numpy ``dtype`` if given, as numpy rounds) as a tensor on
+    ``device`` without a wait for the device: on a GPU, written into pinned memory
+    (torch's pinned-memory cache keeps that buffer until the copy has run) and sent with
+    ``non_blocking``; a copy from ordinary memory would wait for all the work queued
+    before it. On the CPU the tensor shares ``x``'s memory (a cast's, with ``dtype``);
     with no device (a numpy world) ``x`` itself.
 
     >>> import numpy as np
@@ -136,12 +137,19 @@ def device_async(x: np.ndarray, device: Any) -> Any:
         return x
     torch = _torch()
     if getattr(device, "type", device) == "cpu":
-        return torch.as_tensor(x)
+        return torch.as_tensor(x if dtype is None else x.astype(dtype))
+    want = np.dtype(dtype if dtype is not None else x.dtype)
+    kind = _TORCH_DTYPES.get(want)
+    if kind is None:
+        kind = _TORCH_DTYPES[want] = torch.from_numpy(np.empty(0, want)).dtype
     pinned = torch.cuda.is_available()
-    host = torch.empty(x.shape, dtype=torch.from_numpy(np.empty(0, x.dtype)).dtype,
-                       pin_memory=pinned)  # fmt: skip
-    host.numpy()[...] = x
+    host = torch.empty(x.shape, dtype=kind, pin_memory=pinned)
+    host.numpy()[...] = x  # the cast, if any, in the same pass as the copy
     return host.to(device, non_blocking=pinned)
+
+
+_TORCH_DTYPES: dict[np.dtype, Any] = {}
+"""numpy dtypes and their torch dtypes, as device_async met them."""
 
 
 def record_event(device: Any) -> Any:
@@ -285,8 +293,8 @@ class ArrayWorld:
             # Cast on the host (the same rounding) and sent without a wait: one copy.
             want = self.dtype or torch.float32
             if values.dtype.kind == "f" and want in (torch.float32, torch.float64):
-                values = values.astype(np.float32 if want == torch.float32 else np.float64)
-                return device_async(values, self.device)
+                cast = np.float32 if want == torch.float32 else np.float64
+                return device_async(values, self.device, cast)
             if values.dtype.kind != "f":
                 return self.send(values)
         if is_tensor(values):

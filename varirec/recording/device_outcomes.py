@@ -91,19 +91,33 @@ class DeviceOutcomes:
             import torch
 
             self.torch = torch
-            # One float64 tensor, the flags as 0/1 (the writer turns them into bools): a
-            # pre-reset is one gather and one copy, a restart one scatter.
-            both = np.concatenate([acc, flags])
-            self.acc: Any = torch.as_tensor(both, device=device)
-            self.flags: Any = self.acc[2:]
+            # One (num_envs, 4) float64 tensor: return, success, then the flags as 0/1
+            # (the writer turns them into bools); a pre-reset gathers an env's row in one
+            # op, a restart sets it in one.
+            rows = np.ascontiguousarray(np.concatenate([acc, flags]).T)
+            self.acc: Any = torch.as_tensor(rows, device=device)
+            self.flags: Any = self.acc[:, 2:]
             fill = (*_FILL, 0.0, 0.0)
-            self._fill: Any = torch.tensor(fill, dtype=torch.float64, device=device)[:, None]
+            self._fill: Any = torch.tensor(fill, dtype=torch.float64, device=device)
+            self._rows = (self.acc[:, 0], self.acc[:, 2], self.acc[:, 3], self.acc[:, 1])
+            # Finished rows wait on the device (gathered into `_ring`) and leave it in one
+            # copy per hand-over of the episodes (copy_out): one launch per pre-reset.
+            self._cap = max(num_envs, 256)
+            self._ring: Any = torch.empty((self._cap, 4), dtype=torch.float64, device=device)
+            self._used = 0
+            self._out: Any = self._host_rows()
         else:
             self.acc, self.flags = acc, flags
-        # The rows a step writes, as views made once.
-        self._rows = (self.acc[0], self.flags[0], self.flags[1], self.acc[1])
+            self._rows = (self.acc[0], self.flags[0], self.flags[1], self.acc[1])
         self.host = None if self.torch is not None else (acc, flags)
         """``(acc, flags)`` where they are numpy (a compiled reset gathers them), else None."""
+
+    def _host_rows(self) -> Any:
+        """A host buffer for the ring's rows (pinned where CUDA is): a new one for each
+        copy, since the writer thread may still be reading the last."""
+        torch = self.torch
+        pinned = torch.cuda.is_available()
+        return torch.empty((self._cap, 4), dtype=torch.float64, pin_memory=pinned)
 
     def local(self, name: str, x: Any, floats: bool) -> Any:
         """A tensor handed in (checked), or a host array (checked by the caller), as the
@@ -143,8 +157,8 @@ class DeviceOutcomes:
         asynchronously)."""
         if self.torch is None:  # take, not [:, ids]: a third of the cost
             values, flags = self.acc.take(env_ids, axis=1), self.flags.take(env_ids, axis=1)
-        else:  # one gather and one copy: return, success, then the flags (0/1)
-            values = host_async(self.acc[:, self._on_device(env_ids)])
+        else:  # columns of the host buffer that copy_out fills: return, success, flags
+            values = self._gather(env_ids).T
             flags = values[2:]
         return {
             VALUE_ROWS[0]: values[0],
@@ -162,7 +176,32 @@ class DeviceOutcomes:
             term.put(env_ids, False)
             trunc.put(env_ids, False)
             return
-        self.acc[:, self._on_device(env_ids)] = self._fill
+        self.acc[self._on_device(env_ids)] = self._fill
+
+    def _gather(self, env_ids: np.ndarray) -> np.ndarray:
+        """The rows of ``env_ids`` gathered into the ring (one op); their place in the
+        host buffer, filled by :meth:`copy_out` (a pre-reset larger than the ring is
+        copied at once)."""
+        m = len(env_ids)
+        idx = self._on_device(env_ids)
+        if m > self._cap:
+            return host_async(self.acc[idx])
+        if self._used + m > self._cap:
+            self.copy_out()
+        a = self._used
+        self.torch.index_select(self.acc, 0, idx, out=self._ring[a : a + m])
+        self._used = a + m
+        return self._out.numpy()[a : a + m]
+
+    def copy_out(self) -> None:
+        """Start the copy of the gathered rows to their host buffer, without a wait: the
+        recorder calls it before it records the episodes' hand-over event (the writer
+        reads them after that event); the next rows go to a new host buffer."""
+        if self.torch is None or self._used == 0:
+            return
+        used, self._used = self._used, 0
+        self._out[:used].copy_(self._ring[:used], non_blocking=True)
+        self._out = self._host_rows()
 
     def _on_device(self, env_ids: np.ndarray) -> Any:
         """``env_ids`` as an index tensor on the device (the env's own where it handed

@@ -348,6 +348,8 @@ class RecorderManager:
     def _flush_episodes(self) -> None:
         if not self._episode_parts:
             return
+        for term in self._hooks("record_pre_reset"):
+            term.copy_out()  # rows still on a device: their copies, before the event
         # Rows copied from a device are read on the writer thread once this event passed.
         chunk = EpisodeChunk(
             self._episode_parts, self.episodes_schema, record_event(self.driver.world.device)

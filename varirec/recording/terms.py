@@ -116,6 +116,11 @@ class RecorderTerm:
     def flush(self) -> None:
         """Hand buffered rows to storage."""
 
+    def copy_out(self) -> None:
+        """Start the copies of the rows :meth:`record_pre_reset` returned that are still
+        on a device (a term that gathers them there copies them once per hand-over, not
+        per reset); the episodes go to storage right after, read once the copies ran."""
+
     def close(self) -> None:
         """The run ends: flush and release resources."""
 
@@ -231,6 +236,10 @@ class OutcomeTerm(RecorderTerm):
     def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray]:
         # plain numpy: the writer thread turns NaN success into nulls
         return self._acc.record_pre_reset(env_ids)
+
+    def copy_out(self) -> None:
+        # Rows gathered on a device leave it in one copy per hand-over of the episodes.
+        self._acc.copy_out()
 
     def record_post_reset(self, env_ids: np.ndarray) -> None:
         # Steps add to stopped envs too: a new episode starts from a clean slate.
