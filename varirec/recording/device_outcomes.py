@@ -1,11 +1,12 @@
 """Outcome accumulators for the outcome term: numpy on the host, torch on a device.
 
 Return, termination flags and success stay where the env computes them: a step adds
-to them with device ops, and a pre-reset gathers the finished episodes' entries and
-copies them to the host with ``non_blocking`` copies into pinned buffers (on CUDA).
-Nothing here waits for the device: the copies complete in stream order, and the
-writer thread waits on a CUDA event (:func:`varirec.arrays.record_event`) before it
-reads them (:class:`~varirec.recording.episode_chunk.EpisodeChunk`).
+to them with device ops, and a pre-reset gathers the finished episodes' rows into a
+ring on the device, in one op; they leave it in one ``non_blocking`` copy into a
+pinned buffer per hand-over of the episodes (:meth:`DeviceOutcomes.copy_out`), not one
+per reset. Nothing here waits for the device: the copies complete in stream order, and
+the writer thread waits on a CUDA event (:func:`varirec.arrays.record_event`) before
+it reads them (:class:`~varirec.recording.episode_chunk.EpisodeChunk`).
 """
 
 from __future__ import annotations

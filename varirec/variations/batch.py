@@ -3,9 +3,11 @@
 :func:`draw_reset_batch` keys the draws of all variations for the resetting envs at
 once (one SplitMix64 pass over k envs x D columns, then each column's inverse CDF:
 :class:`~varirec.sampling.batch_draw.ColumnPlan`), numpy or torch on the env's device,
-bit-identical to each variation drawing alone. The result, a :class:`ResetBatch`, goes
-to a recorder in one piece; then every variation's own listeners see its draw (the
-sampler template's events) and its ``apply`` runs.
+bit-identical to each variation drawing alone (a GPU env's reset of up to
+:data:`HOST_DRAW_MAX` values is drawn on the host and sent in one copy: see there).
+The result, a :class:`ResetBatch`, goes to a recorder in one piece; then every
+variation's own listeners see its draw (the sampler template's events) and its
+``apply`` runs.
 
 >>> import numpy as np, varirec as vr
 >>> from varirec.recording.episodes import EpisodeTracker
@@ -170,25 +172,23 @@ class ResetBatch:
             self._env_matrix = _to_env(self.world, m)
         return self._env_matrix
 
-    def _source(self, j: int) -> Any:
-        """Variation ``j``'s values to convert for the env: the host's where a GPU env's
-        reset was drawn there (one copy, in the env's dtype), else :attr:`values`."""
-        host = self.host
-        if host is not None and arrays.off_host(self.world.device):
-            return host[j]
-        return self.values[j]
+    def _sources(self, gpu: bool) -> list[Any]:
+        """The values to convert for the env: on a GPU env whose reset was drawn on the
+        host, the host's (one copy each, in the env's dtype); else :attr:`values`."""
+        host = self.host if gpu else None
+        return host if host is not None else self.values
 
     def _matrix_views(self) -> list[Any] | None:
-        """What ``apply`` takes, on a GPU env whose reset was drawn on the host with every
-        value a float: each variation's columns of :attr:`matrix` (one copy to the
-        device for all of them, in the env's dtype); None otherwise."""
+        """What ``apply`` takes (the caller checked the env is on a GPU), where its reset
+        was drawn on the host with every value a float: each variation's columns of
+        :attr:`matrix` (one copy to the device for all of them, in the env's dtype); None
+        otherwise."""
         parts = self._parts
         if (
             parts is None
             or parts[3] is not np
             or not isinstance(self._matrix, np.ndarray)
             or not parts[0].continuous
-            or not arrays.off_host(self.world.device)
         ):
             return None
         plan, m = parts[0], self.matrix
@@ -225,22 +225,26 @@ class ResetBatch:
             for v in vs:
                 v._num_draws += 1
         to_env = self.world.values
-        views = self._matrix_views() if appliers else None
+        dev = self.world.device
+        gpu = dev is not None and arrays.off_host(dev)
+        views = self._matrix_views() if gpu and appliers else None
         if listened:
             values, contexts = self.values, self.contexts
+            sources = self._sources(gpu) if appliers and views is None else values
             applied = dict(appliers)
             for j, v in enumerate(vs):  # in order: variation j's listeners, then its apply
                 if j in listened:
                     v.sampler.notify(values[j], self.ids, contexts[j], fed)
                 fn = applied.get(j)
                 if fn is not None:
-                    fn(env, ids, views[j] if views is not None else to_env(self._source(j)))
+                    fn(env, ids, views[j] if views is not None else to_env(sources[j]))
         elif views is not None:
             for j, fn in appliers:
                 fn(env, ids, views[j])
         elif appliers:
+            sources = self._sources(gpu)
             for j, fn in appliers:
-                fn(env, ids, to_env(self._source(j)))
+                fn(env, ids, to_env(sources[j]))
         if g is not None and g.apply_batch is not None:
             g.apply_batch(env, ids, self)
 
