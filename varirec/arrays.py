@@ -32,6 +32,7 @@ __all__ = [
     "is_tensor",
     "namespace",
     "off_host",
+    "pinned",
     "record_event",
     "to_host",
     "wait",
@@ -103,7 +104,7 @@ def host_async(t: Any) -> np.ndarray:
     if t.device.type == "cpu":
         return t.numpy().copy()  # the caller may change its tensor before the copy is read
     torch = _torch()
-    dst = torch.empty(t.shape, dtype=t.dtype, pin_memory=torch.cuda.is_available())
+    dst = torch.empty(t.shape, dtype=t.dtype, pin_memory=pinned())
     dst.copy_(t, non_blocking=True)
     return dst.numpy()
 
@@ -142,12 +143,21 @@ def device_async(x: np.ndarray, device: Any, dtype: Any = None) -> Any:
     kind = _TORCH_DTYPES.get(want)
     if kind is None:
         kind = _TORCH_DTYPES[want] = torch.from_numpy(np.empty(0, want)).dtype
-    pinned = torch.cuda.is_available()
-    host = torch.empty(x.shape, dtype=kind, pin_memory=pinned)
+    pin = pinned()
+    host = torch.empty(x.shape, dtype=kind, pin_memory=pin)
     host.numpy()[...] = x  # the cast, if any, in the same pass as the copy
-    return host.to(device, non_blocking=pinned)
+    return host.to(device, non_blocking=pin)
 
 
+def pinned() -> bool:
+    """Whether host buffers for the device are pinned (CUDA is there): torch is asked
+    once, not at every copy."""
+    if not _PINNED:
+        _PINNED.append(bool(_torch().cuda.is_available()))
+    return _PINNED[0]
+
+
+_PINNED: list[bool] = []
 _TORCH_DTYPES: dict[np.dtype, Any] = {}
 """numpy dtypes and their torch dtypes, as device_async met them."""
 

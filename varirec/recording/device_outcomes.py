@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from varirec import arrays
-from varirec.arrays import ArrayWorld, host_async
+from varirec.arrays import ArrayWorld, host_async, pinned
 
 __all__ = ["FLAG_ROWS", "VALUE_ROWS", "DeviceOutcomes"]
 
@@ -116,9 +116,7 @@ class DeviceOutcomes:
     def _host_rows(self) -> Any:
         """A host buffer for the ring's rows (pinned where CUDA is): a new one for each
         copy, since the writer thread may still be reading the last."""
-        torch = self.torch
-        pinned = torch.cuda.is_available()
-        return torch.empty((self._cap, 4), dtype=torch.float64, pin_memory=pinned)
+        return self.torch.empty((self._cap, 4), dtype=self.torch.float64, pin_memory=pinned())
 
     def local(self, name: str, x: Any, floats: bool) -> Any:
         """A tensor handed in (checked), or a host array (checked by the caller), as the
