@@ -65,11 +65,18 @@ def _run(tmp_path, name: str, arrays, device, applied: dict, num_envs: int = 64)
     return ds.episodes().to_pandas(), ds.draws().to_pandas(), ds.steps().to_pandas()
 
 
-def test_a_cuda_env_records_what_a_numpy_env_records_and_applies_the_same_values(tmp_path):
+@pytest.mark.parametrize("inference", [False, True])
+def test_a_cuda_env_records_what_a_numpy_env_records_and_applies_the_same_values(
+    tmp_path, inference
+):
+    """``inference``: every tensor made in ``torch.inference_mode`` (rsl_rl's rollouts)."""
     on_host: dict = {}
     on_cuda: dict = {}
     numpy_run = _run(tmp_path, "numpy", np.asarray, None, on_host)
-    cuda_run = _run(tmp_path, "cuda", lambda a: torch.as_tensor(a, device=CUDA), "cuda", on_cuda)
+    with torch.inference_mode(inference):
+        cuda_run = _run(
+            tmp_path, "cuda", lambda a: torch.as_tensor(a, device=CUDA), "cuda", on_cuda
+        )
     keys = (["env_id", "episode"], ["seq", "component", "env_id"], ["env_id", "step"])
     for a, b, by in zip(numpy_run, cuda_run, keys, strict=True):
         a, b = (x.drop(columns=[c for c in x if c.startswith("time")]) for x in (a, b))

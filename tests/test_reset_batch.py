@@ -361,3 +361,27 @@ def test_batch_and_solo_draws_interleaved_count_draw_seq_exactly():
             stream = CounterStream(1, key)
             truth = cfg.ppf(stream.uniforms(e.env_ids, e.context.episodes, 1, ds))
             assert np.array_equal(e.values, truth), key
+
+
+def test_an_interrupt_in_copy_out_leaves_the_rows_to_copy_again():
+    """A Ctrl-C inside copy_out (after the copy was started, before the next buffer is
+    in place) loses nothing: the close's copy_out sends the rows again, to the same
+    buffer that the returned views read."""
+    torch = pytest.importorskip("torch")
+    from varirec.recording.device_outcomes import DeviceOutcomes
+
+    dev = DeviceOutcomes(3, torch.device("cpu"), in_torch=True)
+    dev.record_step(torch.tensor([7.0, 8.0, 9.0]), None, None, None)
+    rows = dev.record_pre_reset(np.array([2, 0]))
+    new_buffer = dev._host_rows
+
+    def interrupted():
+        dev._host_rows = new_buffer
+        raise KeyboardInterrupt
+
+    dev._host_rows = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        dev.copy_out()
+    dev._out[:] = -1.0  # what a later copy into this buffer would find: overwritten again
+    dev.copy_out()
+    assert rows["return"].tolist() == [9.0, 7.0] and dev._used == 0

@@ -319,6 +319,8 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
             host = applied["numpy", key]
             assert len(got) == len(host) > 5, key
             for x, y in zip(got, host, strict=True):
+                if is_tensor(x) and x.ndim == 2:  # a vector variation's block: .view() works
+                    assert x.is_contiguous(), key
                 x = np.asarray(x.numpy() if is_tensor(x) else x)
                 y = y.astype(np.float32) if y.dtype.kind == "f" else y
                 assert np.array_equal(x, y.astype(x.dtype)), key
@@ -409,3 +411,81 @@ def test_on_device_gives_back_the_env_s_own_id_tensor_until_it_changes(monkeypat
     assert again is not given and again.tolist() == [3, 1]
     world.ids(torch.tensor([True, False, False, True]), num_envs=4)  # a mask: not kept
     assert world.on_device(np.array([0, 3])).tolist() == [0, 3]
+
+
+def test_an_inference_tensor_is_reused_only_within_the_call_that_handed_it_in(monkeypatch):
+    """torch keeps no version of an inference tensor (rsl_rl's rollouts run in
+    ``torch.inference_mode``): the env's ids are reused by the reset they came with,
+    not by a later call, which sends them."""
+    from varirec import arrays
+
+    monkeypatch.setattr(arrays, "off_host", lambda dev: dev is not None)
+    world = arrays.ArrayWorld("cpu")
+    with torch.inference_mode():
+        given = torch.tensor([3, 1])
+        host = world.ids(given, num_envs=4)
+        assert world.on_device(host) is given  # the outcome term, within the reset
+        handed = world.env_ids(host)  # to an apply of a later draw: sent, not reused
+        assert handed is not given and handed.tolist() == [3, 1]
+        world.ids(torch.tensor([True, False, False, False]), num_envs=4)  # the next call
+        assert world.on_device(np.array([3, 1])) is not handed
+
+
+def test_a_gpu_env_records_the_same_inside_inference_mode(tmp_path, monkeypatch):
+    """The GPU code (forced on CPU torch) with every tensor made in inference mode, as
+    in an rsl_rl rollout: the same episodes and draws as outside it."""
+    from varirec import arrays
+    from varirec.recording import terms
+
+    monkeypatch.setattr(arrays, "off_host", lambda dev: dev is not None)
+    monkeypatch.setattr(terms, "cpu_view", lambda x: None)
+
+    def run(name):
+        n, rng = 6, np.random.default_rng(5)
+        vs = _variations([])
+        m = vr.RecorderManager(n, variations=vs, output=tmp_path / name, seed=2, run_id="r",
+                               device="cpu")  # fmt: skip
+        m.reset(None, torch.arange(n))
+        for _ in range(30):
+            done = rng.random(n) < 0.3
+            m.record_step(reward=torch.as_tensor(rng.random(n)),
+                          terminated=torch.as_tensor(done))  # fmt: skip
+            if done.any():
+                m.reset(None, torch.as_tensor(np.flatnonzero(done)))
+        m.close()
+        ds = vr.open_dataset(tmp_path / name)
+        return [t.to_pandas().drop(columns=[c for c in t.column_names if c.startswith("time")])
+                for t in (ds.episodes(), ds.draws())]  # fmt: skip
+
+    outside = run("outside")
+    with torch.inference_mode():
+        inside = run("inside")
+    for a, b in zip(outside, inside, strict=True):
+        assert len(a) > 10
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_large_gpu_reset_copies_its_ids_to_the_host_once(monkeypatch):
+    """A reset too large to draw on the host leaves the compiled reset before the ids'
+    copy to the host (each copy waits for the device): the general path makes the one
+    copy."""
+    from varirec import arrays
+    from varirec.sampling.accel import kernels
+    from varirec.variations import batch
+
+    if kernels() is None:
+        pytest.skip("the compiled reset needs numba (the fast extra)")
+    copies = []
+    to_host = arrays.to_host
+    monkeypatch.setattr(arrays, "off_host", lambda dev: dev is not None)
+    monkeypatch.setattr(
+        arrays, "to_host", lambda x, name="array": copies.append(name) or to_host(x, name)
+    )
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    m = vr.NullRecorderManager(8, variations=[mass], seed=0, device="cpu")
+    monkeypatch.setattr(batch, "HOST_DRAW_MAX", 4)  # 8 envs x 1 column: too many
+    m.reset(None, torch.arange(8))
+    assert copies == ["env_ids"]
+    copies.clear()
+    m.reset(None, torch.arange(4))  # small enough: the compiled reset, one copy too
+    assert copies == ["env_ids"] and m.tracker.episode.tolist() == [1] * 4 + [0] * 4

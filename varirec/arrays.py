@@ -189,7 +189,8 @@ class ArrayWorld:
     def __init__(self, device: Any = None, dtype: Any = None) -> None:
         self.device = None
         self.dtype = dtype
-        self._sent: tuple[np.ndarray, Any, int] | None = None  # see on_device
+        self._sent: tuple[np.ndarray, Any, int | None, int] | None = None  # see on_device
+        self._calls = 0  # the ids() calls so far: a tensor's version is scoped by it
         if device is not None:
             import torch
 
@@ -244,9 +245,10 @@ class ArrayWorld:
                 )
             # The ids key the host-side episode counters: one copy to the host per reset.
             host = to_host(env_ids, name)
+            self._calls += 1
             if env_ids.dtype == _torch().int64 and env_ids.ndim == 1 and off_host(self.device):
                 # on_device gives the env's own tensor back, unless it changed in place
-                self._sent = (host, env_ids, env_ids._version)
+                self._sent = (host, env_ids, _version(env_ids), self._calls)
             return host
         if not isinstance(env_ids, np.ndarray) and _foreign(env_ids):
             return to_host(env_ids, name)  # JAX, CuPy, any DLPack producer
@@ -268,24 +270,32 @@ class ArrayWorld:
         if self.device is None:
             return ids
         if off_host(self.device):
-            return self.on_device(ids)
+            return self.on_device(ids, in_reset=False)
         return device_async(np.asarray(ids), self.device)
 
-    def on_device(self, ids: np.ndarray) -> Any:
+    def on_device(self, ids: np.ndarray, *, in_reset: bool = True) -> Any:
         """Host int ids as an int64 tensor on the (GPU) device, sent without a wait; the
         ids of a reset come back as the env's own tensor, and the ids sent last again
-        (a reset's pre-reset and start, the usual case) are sent once."""
+        (a reset's pre-reset and start, the usual case) are sent once.
+
+        A tensor is reused while its version shows no change in place; an inference
+        tensor (``torch.inference_mode``, as rsl_rl's rollouts run) has none, and is
+        reused only ``in_reset``: within the call that handed in the reset's ids."""
         sent = self._sent
         if (
             sent is not None
             and len(sent[0]) == len(ids)
-            and sent[1]._version == sent[2]
+            and (
+                _version(sent[1]) == sent[2]
+                if sent[2] is not None
+                else in_reset and sent[3] == self._calls
+            )
             and np.array_equal(sent[0], ids)
         ):
             return sent[1]
         host = np.array(ids, np.int64)  # a copy: the caller's array may change
         tensor = device_async(host, self.device)
-        self._sent = (host, tensor, tensor._version)
+        self._sent = (host, tensor, _version(tensor), self._calls)
         return tensor
 
     def send(self, x: np.ndarray) -> Any:
@@ -316,6 +326,12 @@ class ArrayWorld:
         if t.dtype.is_floating_point:
             t = t.to(self.dtype or torch.float32)
         return t.to(self.device, non_blocking=True)
+
+
+def _version(t: Any) -> int | None:
+    """How often tensor ``t`` was changed in place; None for an inference tensor (torch
+    keeps no count of those)."""
+    return None if t.is_inference() else t._version
 
 
 def _torch() -> Any:

@@ -43,6 +43,13 @@ TRACKER_KERNELS = "varirec.recording.tracker_kernels"
 _INT64 = np.dtype(np.int64)
 
 
+def torch_bool() -> Any:
+    """torch.bool (imported where a tensor came in, so torch is there)."""
+    import torch
+
+    return torch.bool
+
+
 def _none() -> None:
     """``outcome_accumulators`` of hooks that do not have it: the hooks run in Python."""
 
@@ -111,8 +118,16 @@ class CompiledReset:
         elif arrays.off_host(dev):  # a GPU env: ids come to the host (its episode
             # counters are there), and a reset of a few envs is drawn there too, sent to
             # the device in one copy
+            width = f[4].plan.width
+            if (
+                is_tensor(env_ids)
+                and env_ids.ndim == 1
+                and env_ids.dtype != torch_bool()
+                and not draws_on_host(env_ids.shape[0], width)
+            ):
+                return False  # the general path, before the ids' copy to the host
             ids = d._ids(env_ids)
-            if ids.dtype is not _INT64 or not draws_on_host(len(ids), f[4].plan.width):
+            if ids.dtype is not _INT64 or not draws_on_host(len(ids), width):
                 return False
             given = d._env_ids(ids, env_ids)
         else:  # a torch env on the CPU draws on the host, as draw_reset

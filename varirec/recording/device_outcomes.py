@@ -198,9 +198,11 @@ class DeviceOutcomes:
         reads them after that event); the next rows go to a new host buffer."""
         if self.torch is None or self._used == 0:
             return
-        used, self._used = self._used, 0
+        used = self._used
+        # In this order: an interrupt anywhere leaves the rows to copy again (at close).
         self._out[:used].copy_(self._ring[:used], non_blocking=True)
         self._out = self._host_rows()
+        self._used = 0
 
     def _on_device(self, env_ids: np.ndarray) -> Any:
         """``env_ids`` as an index tensor on the device (the env's own where it handed

@@ -192,8 +192,10 @@ class ResetBatch:
         ):
             return None
         plan, m = parts[0], self.matrix
+        # A scalar variation's column is a strided view (as numpy's is); a vector one's
+        # block is made contiguous, so that .view() works on it as before.
         return [
-            m[:, s:e] if vector else m[:, s]
+            m[:, s:e].contiguous() if vector else m[:, s]
             for (s, e), vector in zip(plan._bounds, plan._vector, strict=True)
         ]
 
