@@ -229,6 +229,7 @@ class ArrayWorld:
     def ids(self, env_ids: Any, num_envs: int, name: str = "env_ids") -> np.ndarray:
         """``env_ids`` (int ids or a bool mask, any array kind) as host int64 ids,
         unchecked for range (the tracker checks it)."""
+        self._calls += 1  # (see on_device)
         if is_tensor(env_ids):
             self.check(env_ids, name)
             if env_ids.dtype.is_floating_point or env_ids.dtype.is_complex:
@@ -245,7 +246,6 @@ class ArrayWorld:
                 )
             # The ids key the host-side episode counters: one copy to the host per reset.
             host = to_host(env_ids, name)
-            self._calls += 1
             if env_ids.dtype == _torch().int64 and env_ids.ndim == 1 and off_host(self.device):
                 # on_device gives the env's own tensor back, unless it changed in place
                 self._sent = (host, env_ids, _version(env_ids), self._calls)

@@ -49,9 +49,9 @@ class DeviceOutcomes:
     """Per-env return and success in one ``(2, num_envs)`` float64 accumulator, the
     termination flags in one ``(2, num_envs)`` bool array: numpy on the host (numpy
     envs, and torch envs on the CPU, whose tensors are read as numpy without a copy: a
-    torch op on the CPU costs several numpy ones); on a CUDA device one ``(4,
-    num_envs)`` float64 tensor (``flags`` its last two rows, 0/1), since there every
-    op costs a launch. A
+    torch op on the CPU costs several numpy ones); on a CUDA device one ``(num_envs,
+    4)`` float64 tensor (``flags`` its last two columns, 0/1), since there every op
+    costs a launch. A
     pre-reset gathers the finished episodes' columns; a start resets them.
 
     A step adds to every env's entries, running or not (no mask to read or to copy
