@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one run (CI has none): the machine, the CUDA tests
 # (tests/test_cuda.py, and the torch tests whose device list takes CUDA where present),
-# then the GPU loop benchmark. Logs go to $OUT (or the folder given as the first
-# argument); further arguments go to bench_gpu_loop.py.
+# then the GPU loop benchmark and its call-by-call breakdown. Logs go to $OUT (or the
+# folder given as the first argument); further arguments go to bench_gpu_loop.py.
 #
-#   bash benchmarks/gpu_checks.sh gpu-logs            # ~3 min on an H100
+#   bash benchmarks/gpu_checks.sh gpu-logs            # ~2.5 min on an H100
 #   bash benchmarks/gpu_checks.sh gpu-logs --quick    # a shorter benchmark
 set -uo pipefail
 out=${1:-${OUT:-gpu-logs}}
@@ -34,5 +34,9 @@ tests=${PIPESTATUS[0]}
 "$python" benchmarks/bench_gpu_loop.py "$@" 2>&1 | tee "$out/bench_gpu_loop.txt"
 bench=${PIPESTATUS[0]}
 
-echo "tests exit $tests, bench exit $bench"
-exit $((tests || bench))
+# Where the host time goes, call by call, and what single torch calls cost this host.
+"$python" benchmarks/gpu_breakdown.py 2>&1 | tee "$out/gpu_breakdown.txt"
+calls=${PIPESTATUS[0]}
+
+echo "tests exit $tests, bench exit $bench, breakdown exit $calls"
+exit $((tests || bench || calls))

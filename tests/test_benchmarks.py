@@ -70,3 +70,20 @@ def test_recording_loop_resets_a_realistic_share(mode: str, tmp_path: Path) -> N
     np.testing.assert_array_equal(env.params, first[0])
     if mode == "recording":  # one draw row per variation and resetting env
         assert stats["rows"] == bench.NUM_VARIATIONS * stats["resets"]
+
+
+def test_gpu_breakdown_times_each_call_of_the_loop_and_unwraps_them(gpu_loop) -> None:
+    import torch
+
+    breakdown = _load("gpu_breakdown")
+    before = [owner.__dict__[name] for owner, name, _ in breakdown.WRAPPED]
+    out = breakdown.breakdown(64, 40, torch.device("cpu"))
+    rows = out["recording"]["calls"]
+    assert rows["manager.record_step"][1] == 1.0  # one call per step, every step
+    assert 0 < rows["manager.reset"][1] <= 1.0  # a step with no env done has no reset
+    # Inclusive times: a callee's time is part of its caller's.
+    assert rows["manager.record_step"][0] >= rows["DeviceOutcomes.record_step"][0] > 0
+    assert "ArrayWorld.on_device" not in rows  # a CPU env takes no GPU-only call
+    assert out["null"]["loop"]["inside"] > 0 and "manager.reset" not in out["null"]["calls"]
+    after = [owner.__dict__[name] for owner, name, _ in breakdown.WRAPPED]
+    assert all(a is b for a, b in zip(before, after, strict=True))  # nothing left wrapped
