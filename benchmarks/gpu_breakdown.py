@@ -32,23 +32,23 @@ from varirec.recording import compiled_reset, device_outcomes, manager, recorder
 from varirec.sampling.accel import kernels_of
 from varirec.variations import batch
 
-WRAPPED: list[tuple[Any, str, str]] = [
-    (manager.RecorderManager, "reset", "manager.reset"),
-    (manager.RecorderManager, "record_step", "manager.record_step"),
-    (manager.RecorderManager, "record_post_step", "manager.record_post_step"),
-    (arrays.ArrayWorld, "ids", "ArrayWorld.ids (ids to the host)"),
-    (arrays.ArrayWorld, "values", "ArrayWorld.values (values to the env)"),
-    (arrays.ArrayWorld, "on_device", "ArrayWorld.on_device"),
-    (arrays, "device_async", "device_async (host to device)"),
-    (compiled_reset.CompiledReset, "_drawn", "CompiledReset._drawn"),
-    (device_outcomes.DeviceOutcomes, "record_pre_reset", "DeviceOutcomes.record_pre_reset"),
-    (device_outcomes.DeviceOutcomes, "restart", "DeviceOutcomes.restart"),
-    (device_outcomes.DeviceOutcomes, "record_step", "DeviceOutcomes.record_step"),
-    (device_outcomes.DeviceOutcomes, "copy_out", "DeviceOutcomes.copy_out"),
-    (batch.ResetBatch, "notify_and_apply", "ResetBatch.notify_and_apply"),
-    (recorder.VariationRecorder, "_record_block", "VariationRecorder._record_block"),
+WRAPPED: list[tuple[Any, str]] = [
+    (manager.RecorderManager, "reset"),
+    (manager.RecorderManager, "record_step"),
+    (manager.RecorderManager, "record_post_step"),
+    (arrays.ArrayWorld, "ids"),  # the ids' copy to the host
+    (arrays.ArrayWorld, "values"),  # the values' copy to the env
+    (arrays.ArrayWorld, "on_device"),
+    (arrays, "device_async"),
+    (compiled_reset.CompiledReset, "_drawn"),
+    *(
+        (device_outcomes.DeviceOutcomes, name)
+        for name in ("record_pre_reset", "restart", "record_step", "copy_out")
+    ),
+    (batch.ResetBatch, "notify_and_apply"),
+    (recorder.VariationRecorder, "_record_block"),
 ]
-"""(owner, attribute, label) of each function timed."""
+"""(owner, attribute) of each function timed, labelled ``Owner.attribute``."""
 
 
 @contextlib.contextmanager
@@ -58,8 +58,8 @@ def timed(total: dict[str, float], calls: dict[str, int]) -> Iterator[None]:
     targets = list(WRAPPED)
     kt = kernels_of(compiled_reset.TRACKER_KERNELS)
     if kt is not None:
-        targets += [(kt, name, f"kernel {name}") for name in ("reset_draws", "started_among")]
-    saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in targets]
+        targets += [(kt, "reset_draws"), (kt, "started_among")]
+    saved = [(owner, name, owner.__dict__[name]) for owner, name in targets]
 
     def wrap(fn: Any, label: str) -> Any:
         @functools.wraps(fn)
@@ -74,7 +74,8 @@ def timed(total: dict[str, float], calls: dict[str, int]) -> Iterator[None]:
         return timed_call
 
     try:
-        for owner, name, label in targets:
+        for owner, name in targets:
+            label = f"{owner.__name__.rsplit('.', 1)[-1]}.{name}"  # a class, or a module
             setattr(owner, name, wrap(getattr(owner, name), label))
         yield
     finally:

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from same_tables import assert_same_tables
 
 import varirec as vr
 from varirec.arrays import is_tensor
@@ -307,13 +308,7 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
     # is, by apply and by the outcome term (its pre-reset and restart).
     assert 0 < sent.count("on_device") <= sum(masks), sent
     assert isinstance(device_run[0], pd.DataFrame)
-    keys = (["env_id", "episode"], ["seq", "component", "env_id"], ["env_id", "step"])
-    for a, b, by in zip(numpy_run, device_run, keys, strict=True):
-        a, b = (x.drop(columns=[c for c in x if c.startswith("time")]) for x in (a, b))
-        assert len(a) > 30
-        pd.testing.assert_frame_equal(
-            a.sort_values(by).reset_index(drop=True), b.sort_values(by).reset_index(drop=True)
-        )
+    assert_same_tables(numpy_run, device_run, min_rows=30)
     for (name, key), got in applied.items():  # apply took the numpy run's values
         if name == "device":
             host = applied["numpy", key]

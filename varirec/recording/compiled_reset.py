@@ -32,7 +32,9 @@ from varirec.recording.episode_chunk import RECORDED_BLOCK, RECORDED_ROWS
 from varirec.recording.episodes import EpisodeTracker, now_us
 from varirec.sampling import samplers as samplers_module
 from varirec.sampling.accel import kernels, kernels_of
-from varirec.variations.batch import DrawCounters, ResetBatch, ResetGroup, draws_on_host
+from varirec.variations.batch import ResetBatch, draws_on_host
+from varirec.variations.counters import DrawCounters
+from varirec.variations.reset_group import ResetGroup
 from varirec.variations.variation import epoch
 
 __all__ = ["TRACKER_KERNELS", "CompiledReset", "first_draw_keys"]

@@ -37,13 +37,9 @@ from varirec.errors import RecorderStateError
 from varirec.recording.compiled_reset import CompiledReset, first_draw_keys
 from varirec.recording.episodes import EpisodeTracker
 from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
-from varirec.variations.batch import (
-    DrawCounters,
-    PlanCache,
-    ResetBatch,
-    ResetGroup,
-    draw_reset_batch,
-)
+from varirec.variations.batch import ResetBatch, draw_reset_batch
+from varirec.variations.counters import DrawCounters
+from varirec.variations.reset_group import PlanCache, ResetGroup
 from varirec.variations.variation import Variation, epoch, noise_keys
 from varirec.variations.variation_set import VariationSet
 
