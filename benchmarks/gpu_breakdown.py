@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from varirec import arrays
-from varirec.recording import compiled_reset, device_outcomes, manager, recorder
+from varirec.recording import compiled_reset, device_outcomes, manager, prefetched_reset, recorder
 from varirec.sampling.accel import kernels_of
 from varirec.variations import batch
 
@@ -41,6 +41,9 @@ WRAPPED: list[tuple[Any, str]] = [
     (arrays.ArrayWorld, "on_device"),
     (arrays, "device_async"),
     (compiled_reset.CompiledReset, "_drawn"),
+    (prefetched_reset.PrefetchedReset, "__call__"),  # a reset from the prefetch table
+    (prefetched_reset.PrefetchedReset, "settle"),  # its bookkeeping, at the next step
+    (prefetched_reset.PrefetchedReset, "_refill"),
     *(
         (device_outcomes.DeviceOutcomes, name)
         for name in ("record_pre_reset", "restart", "record_step", "copy_out")

@@ -1,7 +1,8 @@
 """A CUDA env end to end (skipped without a GPU; run on one with ``pytest tests/test_cuda.py``):
 ids, step arrays and applied values as tensors on the device record exactly what a numpy
-env records, the step and reset calls add no host sync beyond the one copy of the reset's
-ids, and tensors on another device are refused."""
+env records (prefetched resets too), a prefetched reset adds no host sync and the step
+after it at most the wait for its ids' copy, and tensors on another device are
+refused."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def _host(x):
     return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def _run(tmp_path, name: str, arrays, device, applied: dict, num_envs: int = 64):
+def _run(
+    tmp_path, name: str, arrays, device, applied: dict, num_envs: int = 64, cfgs=CFGS, masks=True
+):
     def keep(key):
         def apply(env, ids, values):
             if device is not None and not isinstance(values[0], str):
@@ -46,7 +49,7 @@ def _run(tmp_path, name: str, arrays, device, applied: dict, num_envs: int = 64)
 
         return apply
 
-    variations = [vr.Variation(k, vr.VariationCfg(sampler=c), keep(k)) for k, c in CFGS.items()]
+    variations = [vr.Variation(k, vr.VariationCfg(sampler=c), keep(k)) for k, c in cfgs.items()]
     rng = np.random.default_rng(0)
     m = vr.RecorderManager(num_envs, variations=variations, output=tmp_path / name, seed=3,
                            run_id="r", device=device, step_keys=("reward",))  # fmt: skip
@@ -58,7 +61,7 @@ def _run(tmp_path, name: str, arrays, device, applied: dict, num_envs: int = 64)
                       terminated=arrays(done), success=arrays(won))  # fmt: skip
         if done.any():
             # ids on even steps, a bool mask on odd ones: both are env ids
-            m.reset(None, arrays(np.flatnonzero(done) if step % 2 else done))
+            m.reset(None, arrays(np.flatnonzero(done) if step % 2 or not masks else done))
         m.record_post_step()
     m.close()
     ds = vr.open_dataset(tmp_path / name)
@@ -89,6 +92,32 @@ def test_a_cuda_env_records_what_a_numpy_env_records_and_applies_the_same_values
                 assert np.array_equal(v_h, v_c.astype(v_h.dtype)), key
 
 
+@pytest.mark.parametrize("inference", [False, True])
+def test_prefetched_cuda_resets_record_and_apply_what_numpy_does(tmp_path, monkeypatch, inference):
+    """Continuous kinds and id tensors: every reset after the first is prefetched (its
+    values taken from the table on the device, its bookkeeping at the next step)."""
+    from varirec.recording.prefetched_reset import PrefetchedReset
+
+    call, taken = PrefetchedReset.__call__, []
+    monkeypatch.setattr(
+        PrefetchedReset, "__call__", lambda self, e, i: taken.append(call(self, e, i)) or taken[-1]
+    )
+    cfgs = {k: CFGS[k] for k in ("uniform", "loguniform", "normal", "truncnormal")}
+    on_host: dict = {}
+    on_cuda: dict = {}
+    numpy_run = _run(tmp_path, "numpy", np.asarray, None, on_host, cfgs=cfgs, masks=False)
+    with torch.inference_mode(inference):
+        cuda_run = _run(tmp_path, "cuda", lambda a: torch.as_tensor(a, device=CUDA), "cuda",
+                        on_cuda, cfgs=cfgs, masks=False)  # fmt: skip
+    assert sum(taken) > 40, taken
+    assert_same_tables(numpy_run, cuda_run, min_rows=100)
+    for key in cfgs:
+        assert len(on_host[key]) == len(on_cuda[key]) > 40, key
+        for (ids_h, v_h), (ids_c, v_c) in zip(on_host[key], on_cuda[key], strict=True):
+            assert np.array_equal(ids_h, ids_c), key
+            assert np.array_equal(v_h.astype(np.float32), v_c), key
+
+
 def _syncs(call) -> list[str]:
     """The synchronizing CUDA operations ``call`` made on this thread (torch's sync debug
     mode warns at each; the writer thread's waits are its own and not counted)."""
@@ -110,7 +139,7 @@ def _syncs(call) -> list[str]:
 
 
 @pytest.mark.parametrize("recording", [False, True])
-def test_step_and_reset_add_no_host_sync_beyond_the_reset_ids(tmp_path, recording):
+def test_step_and_reset_add_no_host_sync_beyond_the_reset_ids_copy(tmp_path, recording):
     n = 4096
     mass = [vr.Variation(f"p{j}", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
             for j in range(20)]  # fmt: skip
@@ -123,15 +152,19 @@ def test_step_and_reset_add_no_host_sync_beyond_the_reset_ids(tmp_path, recordin
     for _ in range(3):  # warm: pinned buffers, cached tables
         m.record_step(reward=reward, terminated=done, success=done)
         m.reset(None, done.nonzero().squeeze(-1))
+    getattr(m, "driver", m).settle()  # the last reset's bookkeeping: a step's is timed alone
     torch.cuda.synchronize()
     step = _syncs(lambda: m.record_step(reward=reward, terminated=done, success=done))
     assert step == [], step
     ids = done.nonzero().squeeze(-1)
     torch.cuda.synchronize()
     reset = _syncs(lambda: m.reset(None, ids))
-    assert len(reset) <= 1, reset  # the ids' copy to the host (the episode counters live there)
+    assert reset == [], reset  # prefetched: the ids' copy to the host waits for nothing
     post = _syncs(m.record_post_step)
     assert post == [], post
+    torch.cuda.synchronize()
+    settle = _syncs(lambda: m.record_step(reward=reward, terminated=done, success=done))
+    assert len(settle) <= 1, settle  # the reset's bookkeeping: a wait for its ids' copy only
     if recording:
         m.close()
         assert vr.open_dataset(tmp_path / "run").draws().num_rows == 20 * (n + 4 * len(ids))

@@ -207,23 +207,25 @@ def test_device_async_sends_host_arrays_as_tensors_on_the_device():
     assert is_tensor(ids) and ids.dtype == torch.int64 and ids.tolist() == [2, 0]
 
 
-@pytest.mark.parametrize("mode", ["device_draw", "host_draw", "compiled"])
+@pytest.mark.parametrize("mode", ["device_draw", "host_draw", "compiled", "prefetched"])
 def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
     tmp_path, monkeypatch, mode
 ):
     """The GPU code forced to run on CPU torch: the episodes and draws tables equal a
     numpy run's. Outcomes accumulate with torch ops; step rows are gathered on the
     device; the draws are made, per ``mode``: with torch on the device (a large reset),
-    on the host and sent in one copy (a GPU env's usual reset), or by the compiled
-    reset on the host (every variation continuous)."""
+    on the host and sent in one copy (a GPU env's usual reset), by the compiled reset
+    on the host (every variation continuous), or taken from the prefetch table on the
+    device, the bookkeeping done at the next step (an id tensor's reset)."""
     from varirec import arrays
-    from varirec.recording import terms
+    from varirec.recording import prefetched_reset, terms
     from varirec.recording.compiled_reset import CompiledReset
+    from varirec.recording.prefetched_reset import PrefetchedReset
     from varirec.sampling.accel import compiled_draws, kernels
     from varirec.sampling.batch_draw import ColumnPlan
     from varirec.variations import batch
 
-    if mode == "compiled" and kernels() is None:
+    if mode in ("compiled", "prefetched") and kernels() is None:
         pytest.skip("the compiled reset needs numba (the fast extra)")
 
     def variations():
@@ -232,7 +234,7 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
             vr.Variation("b", vr.VariationCfg(sampler=vr.NormalCfg(mean=(0, 0), std=(1, 2)))),
             vr.Variation("g", vr.VariationCfg(sampler=vr.LogUniformCfg(low=0.1, high=10))),
         ]
-        if mode == "compiled":
+        if mode in ("compiled", "prefetched"):
             return vs
         return [
             *vs,
@@ -270,7 +272,14 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
     taken: list[str] = []  # what drew: "numpy" or "torch" (ColumnPlan), "compiled"
     sent: list[str] = []  # the functions that sent host arrays to the "device"
     draw_columns, call = ColumnPlan.draw_columns, CompiledReset.__call__
+    prefetch = PrefetchedReset.__call__
     device_async = arrays.device_async
+    prefetched = [0]
+
+    def spy_prefetch(self, env, env_ids):
+        done = prefetch(self, env, env_ids)
+        prefetched[0] += done
+        return done
 
     def spy_draw(self, ids, eps, ds, xp, device=None):
         taken.append(xp.__name__)
@@ -290,23 +299,37 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
     monkeypatch.setattr(batch, "device_async", spy_send)
     monkeypatch.setattr(ColumnPlan, "draw_columns", spy_draw)
     monkeypatch.setattr(CompiledReset, "__call__", spy_call)
+    monkeypatch.setattr(PrefetchedReset, "__call__", spy_prefetch)
+    monkeypatch.setattr(prefetched_reset, "device_async", spy_send)
+    monkeypatch.setattr(prefetched_reset, "PREFETCH", mode == "prefetched")
     # The outcome term reads CPU step tensors in place (its host step): not on a GPU.
     monkeypatch.setattr(terms, "cpu_view", lambda x: None)
     if mode == "device_draw":
         monkeypatch.setattr(batch, "HOST_DRAW_MAX", 0)
     masks.clear()  # the device run's
-    with compiled_draws(mode == "compiled"):
+    with compiled_draws(mode in ("compiled", "prefetched")):
         device_run = run(torch.as_tensor, "device")
-    want = {"device_draw": {"torch"}, "host_draw": {"numpy"}, "compiled": {"compiled"}}[mode]
-    assert set(taken) == want and len(taken) > 20, taken
-    if mode != "device_draw":  # every float in one copy per reset (and the first reset);
+    if mode == "prefetched":  # id tensors after an id reset; masks and the first: compiled
+        assert prefetched[0] > 8 and taken.count("compiled") > 8, (prefetched, taken)
+        # The tables: built after a compiled reset of ids (not after a mask's), refilled
+        # (ids and values) for the envs of each prefetched reset, which sends no values.
+        assert 0 < sent.count("build") < taken.count("compiled"), sent
+        assert sent.count("_refill") == 2 * prefetched[0], sent
+        assert sent.count("values") + sent.count("send") == taken.count("compiled"), sent
+    else:
+        want = {"device_draw": {"torch"}, "host_draw": {"numpy"}, "compiled": {"compiled"}}
+        assert set(taken) == want[mode] and len(taken) > 20, taken
+    if mode in (
+        "host_draw",
+        "compiled",
+    ):  # every float in one copy per reset (and the first reset);
         # with coded kinds too, one copy per variation (text stays on the host)
         per_reset = 1 if mode == "compiled" else 6
         copies = sent.count("values") + sent.count("send")
         assert copies == per_reset * (len(masks) + 1), sent
     # Ids go to the device only where the env handed a mask: an id tensor is used as it
     # is, by apply and by the outcome term (its pre-reset and restart).
-    assert 0 < sent.count("on_device") <= sum(masks), sent
+    assert 0 < sent.count("on_device") <= sum(masks) + prefetched[0], sent
     assert isinstance(device_run[0], pd.DataFrame)
     assert_same_tables(numpy_run, device_run, min_rows=30)
     for (name, key), got in applied.items():  # apply took the numpy run's values
@@ -463,13 +486,15 @@ def test_a_gpu_env_records_the_same_inside_inference_mode(tmp_path, monkeypatch)
 def test_a_large_gpu_reset_copies_its_ids_to_the_host_once(monkeypatch):
     """A reset too large to draw on the host leaves the compiled reset before the ids'
     copy to the host (each copy waits for the device): the general path makes the one
-    copy."""
+    copy. (Not prefetched: that reset copies its ids at the next step.)"""
     from varirec import arrays
+    from varirec.recording import prefetched_reset
     from varirec.sampling.accel import kernels
     from varirec.variations import batch
 
     if kernels() is None:
         pytest.skip("the compiled reset needs numba (the fast extra)")
+    monkeypatch.setattr(prefetched_reset, "PREFETCH", False)
     copies = []
     to_host = arrays.to_host
     monkeypatch.setattr(arrays, "off_host", lambda dev: dev is not None)

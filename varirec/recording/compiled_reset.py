@@ -28,6 +28,7 @@ import numpy as np
 
 from varirec import arrays
 from varirec.arrays import cpu_view, is_tensor
+from varirec.errors import RecorderStateError
 from varirec.recording.episode_chunk import RECORDED_BLOCK, RECORDED_ROWS
 from varirec.recording.episodes import EpisodeTracker, now_us
 from varirec.sampling import samplers as samplers_module
@@ -86,13 +87,14 @@ class CompiledReset:
         driver: the :class:`~varirec.recording.driver.VariationDriver` it resets for.
     """
 
-    __slots__ = ("counters", "driver", "plan", "tracker")
+    __slots__ = ("counters", "driver", "last_batch", "plan", "tracker")
 
     def __init__(self, driver: Any) -> None:
         self.driver = driver
         self.tracker: EpisodeTracker = driver.tracker
         self.counters: DrawCounters = driver._counters
         self.plan: tuple[Any, ...] | None = None  # see _prepare
+        self.last_batch: ResetBatch | None = None  # the batch of the last run that drew
 
     def _prepare(self, kd: Any) -> tuple[Any, ...]:
         """What a call reads, worked out once per change of a variation, a listener or
@@ -104,11 +106,16 @@ class CompiledReset:
         ok = g.rows is not None and self.counters.cols is g.rows and g.fusable()
         return (g.epoch, edits, kd, kt if ok else None, g)
 
-    def __call__(self, env: Any, env_ids: Any) -> bool:
-        kd = kernels()
+    def current(self, kd: Any) -> tuple[Any, ...]:
+        """The plan of :meth:`_prepare`, made again after a change (``kd``: the draw
+        kernels, or None where they are off)."""
         f = self.plan
         if f is None or f[0] != epoch() or f[1] != samplers_module.listener_edits or f[2] is not kd:
             f = self.plan = self._prepare(kd)
+        return f
+
+    def __call__(self, env: Any, env_ids: Any) -> bool:
+        f = self.current(kernels())
         if f[3] is None:
             return False
         d = self.driver
@@ -141,21 +148,52 @@ class CompiledReset:
                 given = d._env_ids(ids, env_ids)
             else:
                 return False
+        return self.run(env, ids, given, f)
+
+    def run(
+        self,
+        env: Any,
+        ids: np.ndarray,
+        given: Any,
+        f: tuple[Any, ...],
+        *,
+        apply: bool = True,
+        now: int | None = None,
+        out: np.ndarray | None = None,
+        failed: BaseException | None = None,
+    ) -> bool:
+        """The reset of host ids ``ids`` (``given``: as ``apply`` takes them), with the
+        plan ``f`` of :meth:`_prepare`; False, with nothing changed, where an id is out
+        of range. ``apply=False``: the values were applied already (a prefetched GPU
+        reset, :mod:`~varirec.recording.prefetched_reset`): listeners and the recorder
+        see them, nothing is applied, and every draw must be a first draw; ``now``:
+        the reset's time (default: now); ``out``: where the values go, ``(len(ids),
+        width)`` float64; ``failed``: the error its ``apply`` raised, raised again
+        where ``apply`` would run, so that the reset is left as a failed one is."""
         _, _, _, kt, g = f
+        d = self.driver
         plan, vs = g.plan, g.together
         c, t, hooks = self.counters, self.tracker, d.hooks
         keys = np.empty((2, len(ids)), np.int64)
-        out = np.empty((len(ids), plan.width))
+        if out is None:
+            out = np.empty((len(ids), plan.width))
+        stamp = now_us() if now is None else now
         fused = None if hooks is None else getattr(hooks, "outcome_accumulators", _none)()
         late: list[BaseException] = []  # the recorder's hand-over failed: raised at the end
         before = t.seq
         try:  # from the kernel on: an exception anywhere until apply returns takes the start back
             if fused is not None:  # the outcome term's gather and restart in the kernels too
-                code = self._recorded(kt, ids, fused, keys, plan, out, late, len(vs))
+                code = self._recorded(kt, ids, fused, keys, plan, out, late, len(vs), stamp)
             else:
-                code = self._drawn(kt, ids, keys, plan, out, len(vs))
+                code = self._drawn(kt, ids, keys, plan, out, len(vs), stamp)
             if code < 0:
                 return False
+            if not apply and not code & 2:
+                raise RecorderStateError(
+                    f"envs {ids[:8].tolist()} had drawn in their new episode before its "
+                    "prefetched reset (varirec's bookkeeping is out of step: please report "
+                    "it); set VARIREC_NO_PREFETCH=1 to reset GPU envs without prefetching"
+                )
             if code & 2:  # the kernel drew every value and stamped the start at t.seq + 1
                 c.dirty = True
                 rows = keys[1]  # indexed: unpacking an array raises inside it, 3x slower
@@ -171,9 +209,12 @@ class CompiledReset:
                     group=g,
                 )
                 stamped = t.seq + 1
+                self.last_batch = batch
                 if hooks is not None:
                     hooks.reset_drawn(batch)
-                batch.notify_and_apply(env, given)
+                batch.notify_and_apply(env, given, apply=apply)
+                if failed is not None:
+                    raise failed
                 if t.seq + 1 == stamped:
                     t.seq = stamped
                 else:  # the hooks or apply took seqs (a draw): the start follows them
@@ -187,7 +228,7 @@ class CompiledReset:
             d._draw_reset(env, ids, given, begun=True)
             seq = t.seq + 1
             if fused is not None and kt.start_outcomes(
-                ids, t._ints, t.started, t._clock, seq, now_us(), t._scratch, *fused
+                ids, t._ints, t.started, t._clock, seq, stamp, t._scratch, *fused
             ) == 0:  # fmt: skip
                 t.seq = seq
                 hooks = None  # the recorder's start is done
@@ -211,7 +252,14 @@ class CompiledReset:
             kt.unstart(ids, t._ints, t.started, t._clock, t._scratch)
 
     def _drawn(
-        self, kt: Any, ids: np.ndarray, keys: np.ndarray, plan: Any, out: np.ndarray, nv: int
+        self,
+        kt: Any,
+        ids: np.ndarray,
+        keys: np.ndarray,
+        plan: Any,
+        out: np.ndarray,
+        nv: int,
+        stamp: int,
     ) -> int:
         """The reset's draw kernel (:func:`~varirec.recording.tracker_kernels.reset_draws`),
         after a recorder took the finished episodes through its hooks; returns its code
@@ -226,10 +274,10 @@ class CompiledReset:
             if m < 0:
                 return -1
             if m:
-                d._record_finished(done[:m])
+                d._record_finished(done[:m], now=stamp)
         ended = t.seq + 1 if hooks is None else t.seq  # the end's seq, as finish takes it
         start_seq = ended + nv + 1
-        code = kt.reset_draws(ids, t._ints, t.started, t._clock, start_seq, now_us(), c.last,
+        code = kt.reset_draws(ids, t._ints, t.started, t._clock, start_seq, stamp, c.last,
                               c.pending, keys, t._scratch, plan.bases, plan.comps,
                               plan.fused_form, out)  # fmt: skip
         if code >= 0:
@@ -248,6 +296,7 @@ class CompiledReset:
         out: np.ndarray,
         late: list[BaseException],
         nv: int,
+        stamp: int,
     ) -> int:
         """The kernel of a recorded reset
         (:func:`~varirec.recording.tracker_kernels.recorded_reset`), which also draws
@@ -263,7 +312,7 @@ class CompiledReset:
         block = np.empty((len(RECORDED_ROWS), len(ids)), np.int64)
         end_seq = t.seq + 1
         code = kt.recorded_reset(
-            ids, t._ints, t.started, t._clock, end_seq, now_us(), *fused, block,
+            ids, t._ints, t.started, t._clock, end_seq, stamp, *fused, block,
             block.view(np.float64), c.last, c.pending, keys, t._scratch, plan.bases,
             plan.comps, plan.fused_form, out, nv,
         )  # fmt: skip

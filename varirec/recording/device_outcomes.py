@@ -92,31 +92,41 @@ class DeviceOutcomes:
             import torch
 
             self.torch = torch
-            # One (num_envs, 4) float64 tensor: return, success, then the flags as 0/1
-            # (the writer turns them into bools); a pre-reset gathers an env's row in one
-            # op, a restart sets it in one.
-            rows = np.ascontiguousarray(np.concatenate([acc, flags]).T)
-            self.acc: Any = torch.as_tensor(rows, device=device)
-            self.flags: Any = self.acc[:, 2:]
-            fill = (*_FILL, 0.0, 0.0)
-            self._fill: Any = torch.tensor(fill, dtype=torch.float64, device=device)
-            self._rows = (self.acc[:, 0], self.acc[:, 2], self.acc[:, 3], self.acc[:, 1])
-            # Finished rows wait on the device (gathered into `_ring`) and leave it in one
-            # copy per hand-over of the episodes (copy_out): one launch per pre-reset.
-            self._cap = max(num_envs, 256)
-            self._ring: Any = torch.empty((self._cap, 4), dtype=torch.float64, device=device)
-            self._used = 0
-            self._out: Any = self._host_rows()
+            with torch.inference_mode(False):  # normal tensors, made in a rollout or not
+                self._on_device_init(acc, flags, device, num_envs)
         else:
             self.acc, self.flags = acc, flags
             self._rows = (self.acc[0], self.flags[0], self.flags[1], self.acc[1])
         self.host = None if self.torch is not None else (acc, flags)
         """``(acc, flags)`` where they are numpy (a compiled reset gathers them), else None."""
 
+    def _on_device_init(
+        self, acc: np.ndarray, flags: np.ndarray, device: Any, num_envs: int
+    ) -> None:
+        """The accumulator and the ring on ``device`` (normal tensors: an inference
+        tensor could not be updated outside ``torch.inference_mode``)."""
+        torch = self.torch
+        # One (num_envs, 4) float64 tensor: return, success, then the flags as 0/1
+        # (the writer turns them into bools); a pre-reset gathers an env's row in one
+        # op, a restart sets it in one.
+        rows = np.ascontiguousarray(np.concatenate([acc, flags]).T)
+        self.acc: Any = torch.as_tensor(rows, device=device)
+        self.flags: Any = self.acc[:, 2:]
+        fill = (*_FILL, 0.0, 0.0)
+        self._fill: Any = torch.tensor(fill, dtype=torch.float64, device=device)
+        self._rows = (self.acc[:, 0], self.acc[:, 2], self.acc[:, 3], self.acc[:, 1])
+        # Finished rows wait on the device (gathered into `_ring`) and leave it in one
+        # copy per hand-over of the episodes (copy_out): one launch per pre-reset.
+        self._cap = max(num_envs, 256)
+        self._ring: Any = torch.empty((self._cap, 4), dtype=torch.float64, device=device)
+        self._used = 0
+        self._out: Any = self._host_rows()
+
     def _host_rows(self) -> Any:
         """A host buffer for the ring's rows (pinned where CUDA is): a new one for each
         copy, since the writer thread may still be reading the last."""
-        return self.torch.empty((self._cap, 4), dtype=self.torch.float64, pin_memory=pinned())
+        with self.torch.inference_mode(False):
+            return self.torch.empty((self._cap, 4), dtype=self.torch.float64, pin_memory=pinned())
 
     def local(self, name: str, x: Any, floats: bool) -> Any:
         """A tensor handed in (checked), or a host array (checked by the caller), as the

@@ -36,6 +36,7 @@ from varirec.arrays import ArrayWorld, is_tensor
 from varirec.errors import RecorderStateError
 from varirec.recording.compiled_reset import CompiledReset, first_draw_keys
 from varirec.recording.episodes import EpisodeTracker
+from varirec.recording.prefetched_reset import PrefetchedReset
 from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
 from varirec.variations.batch import ResetBatch, draw_reset_batch
 from varirec.variations.counters import DrawCounters
@@ -144,7 +145,8 @@ class VariationDriver:
             if num_envs is None:
                 raise ValueError("give `num_envs` (or an EpisodeTracker as `tracker`)")
             tracker = EpisodeTracker(num_envs)
-        self.tracker = tracker
+        self._tracker = tracker
+        self._prefetched = PrefetchedReset(self)  # a GPU env's resets, waiting for nothing
         self.num_envs = tracker.num_envs
         self.env = env
         self.seed = int(seed)
@@ -175,27 +177,51 @@ class VariationDriver:
         self.hooks: DriverHooks | None = None
         """The recorder around this driver; None on the zero-cost path."""
 
+    @property
+    def tracker(self) -> EpisodeTracker:
+        """The episode tracker (a prefetched GPU reset's bookkeeping is done first)."""
+        self.settle()
+        return self._tracker
+
+    def settle(self) -> None:
+        """Do the bookkeeping of a prefetched GPU reset now, if one waits for it (the
+        hooks that read the tracker call it; see
+        :mod:`~varirec.recording.prefetched_reset`)."""
+        p = self._prefetched
+        if p.pending is not None:
+            p.settle()
+
     # -- lifecycle hooks -------------------------------------------------------------
     def record_step(self, **data: Any) -> None:
         """Count a step for every running episode (a recorder also records ``data``)."""
-        self.tracker.advance_steps()
+        if self._prefetched.pending is not None:
+            self._prefetched.settle()
+        self._tracker.advance_steps()
 
     def record_pre_reset(self, env_ids: Any) -> None:
         """Finish the started episodes of ``env_ids`` and reserve their next index."""
+        self._moved()
         self._pre_reset(self._ids(env_ids))
 
     def record_post_reset(self, env_ids: Any) -> None:
         """Start the reserved episodes of ``env_ids`` (after their reset draws)."""
+        self._moved()
         self._post_reset(self._ids(env_ids))
+
+    def _moved(self) -> None:
+        """The tracker moves outside a prefetched reset: settle the pending one, and the
+        prefetch tables are made again before the next."""
+        self.settle()
+        self._prefetched.forget()
 
     def _ids(self, env_ids: Any) -> np.ndarray:
         """Env ids or a mask from the env (numpy, torch, any array) as checked host ids."""
         if env_ids is None or isinstance(env_ids, np.ndarray):
-            return self.tracker.ids(env_ids)
-        return self.tracker.ids(self.world.ids(env_ids, self.num_envs))
+            return self._tracker.ids(env_ids)
+        return self._tracker.ids(self.world.ids(env_ids, self.num_envs))
 
     def _pre_reset(self, ids: np.ndarray) -> None:
-        t = self.tracker
+        t = self._tracker
         hooks = self.hooks
         if hooks is None:
             t.finish_and_begin(ids)
@@ -205,17 +231,18 @@ class VariationDriver:
             self._record_finished(done)
         t.begin(ids)
 
-    def _record_finished(self, done: np.ndarray) -> None:
+    def _record_finished(self, done: np.ndarray, now: int | None = None) -> None:
         """The recorder takes the finished episodes of ``done`` (started envs), then the
-        tracker ends them (its columns as one block where the kernels are on)."""
-        hooks, t = self.hooks, self.tracker
+        tracker ends them (its columns as one block where the kernels are on; ``now``:
+        their end's time, default now)."""
+        hooks, t = self.hooks, self._tracker
         assert hooks is not None
         row = hooks.finishing(done)
-        row.update(t.finish_block(done) or t.finish(done, started=True))
+        row.update(t.finish_block(done, now) or t.finish(done, started=True, now=now))
         hooks.finished(row)
 
     def _post_reset(self, ids: np.ndarray, begun: bool = False) -> None:
-        self.tracker.start(ids, begun=begun)
+        self._tracker.start(ids, begun=begun)
         self._arm_interval_timers(ids)
         if self.hooks is not None:
             self.hooks.started(ids)
@@ -224,11 +251,14 @@ class VariationDriver:
         """End of a step (nothing to do without a recorder)."""
 
     def flush(self) -> None:
-        """Nothing buffered without a recorder."""
+        """Nothing buffered without a recorder (a prefetched reset is settled)."""
+        self.settle()
 
     def close(self, error: BaseException | None = None, *, closed_by: str = "close") -> None:
         """Nothing to close without output; the variations' ``num_draws`` stop reading
         this driver's count of reset batches (a later reset counts anew)."""
+        self.settle()
+        self._prefetched.forget()
         g, self._group = self._group, None
         self._compiled.plan = None  # it holds the group too
         if g is not None:
@@ -240,6 +270,7 @@ class VariationDriver:
         key. ``apply=False`` only draws (and records): the env does not exist yet."""
         if self._built:
             raise RecorderStateError("build-mode variations were already drawn for this run")
+        self.settle()
         self._built = True
         values = {}
         for v in self.variations.enabled("build"):
@@ -250,6 +281,7 @@ class VariationDriver:
 
     def draw_reset(self, env: Any, env_ids: Any) -> ResetBatch | None:
         """Draw the reset-mode variations for ``env_ids`` and apply them to ``env``."""
+        self._moved()
         return self._draw_reset(env, self._ids(env_ids), env_ids)
 
     def _draw_reset(
@@ -263,16 +295,16 @@ class VariationDriver:
         batch = None
         if g.together:
             if not begun:
-                self.tracker.begin_unbegun(ids)
+                self._tracker.begin_unbegun(ids)
             batch = draw_reset_batch(
                 g.together,
                 ids,
-                self.tracker,
+                self._tracker,
                 self.world,
                 counters=self._counters,
                 group=g,
                 begun=True,
-                keys=first_draw_keys(self.tracker, self._counters, g, ids),
+                keys=first_draw_keys(self._tracker, self._counters, g, ids),
             )
             if batch is not None:
                 if self.hooks is not None:
@@ -313,14 +345,15 @@ class VariationDriver:
         """Reset seeds of the current episodes of ``env_ids``, stored on the tracker: the
         schedule's (common random numbers) where it set one, else a hash of ``(run
         seed, env_id, episode)``, so every episode can be replayed."""
+        self.settle()
         ids = self._ids(env_ids)
-        seeds = self.tracker.seed[ids]
+        seeds = self._tracker.seed[ids]
         missing = seeds < 0
         if missing.any():
             seeds[missing] = self._seed_stream.seeds(
-                ids[missing], self.tracker.episode[ids[missing]]
+                ids[missing], self._tracker.episode[ids[missing]]
             )
-            self.tracker.seed[ids] = seeds
+            self._tracker.seed[ids] = seeds
         return seeds
 
     def reset(
@@ -335,14 +368,45 @@ class VariationDriver:
         draws, applied to ``env``; ``reset_fn(env_ids, seeds)``, the env's own reset
         from the applied values; then ``record_post_reset``, with the new episodes'
         first state in place."""
-        if reset_fn is None and self.schedule is None and self._compiled(env, env_ids):
+        p = self._prefetched
+        if p.pending is not None:
+            p.settle()
+        usual = reset_fn is None and self.schedule is None
+        if self.world.device is None:  # numpy: no prefetch, nothing to check after
+            if not (usual and self._compiled(env, env_ids)):
+                self._general_reset(env, env_ids, reset_fn)
             return
+        if usual and p(env, env_ids):  # a GPU env: the values were on the device already
+            return
+        try:
+            if not (usual and self._compiled(env, env_ids)):
+                self._general_reset(env, env_ids, reset_fn)
+        finally:
+            self._after_slow_reset(usual)
+
+    def _after_slow_reset(self, usual: bool) -> None:
+        """A reset that was not prefetched moved the tracker: the prefetch tables are
+        made again, at once where this reset could have been prefetched (``usual``:
+        :class:`PrefetchedReset` was asked)."""
+        p = self._prefetched
+        if usual and p.wanted:
+            p.build()
+        elif p.plan is not None:
+            p.forget()
+
+    def _general_reset(
+        self,
+        env: Any,
+        env_ids: Any,
+        reset_fn: Callable[[np.ndarray, np.ndarray], Any] | None,
+    ) -> None:
+        """:meth:`reset`, one step after another (the compiled reset did not apply)."""
         ids = self._ids(env_ids)  # checked once for every step
         if self.schedule is not None:
             self.schedule.check_bound()  # before the tracker moves: nothing half-done
         self._pre_reset(ids)
         if self.schedule is not None:
-            self.schedule.assign(self.tracker, ids)
+            self.schedule.assign(self._tracker, ids)
         seeds = None if reset_fn is None else self.episode_seeds(ids)
         self._draw_reset(env, ids, env_ids, begun=True)  # _pre_reset began every env
         if reset_fn is not None:
@@ -351,7 +415,8 @@ class VariationDriver:
 
     def draw_interval(self, env: Any = None) -> None:
         """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""
-        t = self.tracker
+        self.settle()
+        t = self._tracker
         step = None  # every env's count, worked out once: a draw takes no step
         for v in self.variations.enabled("interval"):
             nxt = self._interval_next.get(v.key)
@@ -372,7 +437,7 @@ class VariationDriver:
     ) -> np.ndarray:
         """Steps until ``v``'s next draw for ``ids`` (``steps``: their counts, if known)."""
         low, high = v.cfg.interval_steps
-        t = self.tracker
+        t = self._tracker
         if steps is None:
             steps = t.steps(ids)
         # Timers are episode noise too: keyed by the episode seed where one is set.

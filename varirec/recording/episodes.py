@@ -235,36 +235,45 @@ class EpisodeTracker:
         else:
             self._base[env_ids] -= self.started[env_ids]
 
-    def finish_block(self, done: np.ndarray) -> dict[str, np.ndarray] | None:
+    def finish_block(
+        self, done: np.ndarray, now: int | None = None
+    ) -> dict[str, np.ndarray] | None:
         """:meth:`finish` of ``done`` (started envs, as the caller picked them), its
         columns kept as one int64 block under :data:`FINISHED_BLOCK` (rows in
         :data:`FINISHED`'s order) beside ``env_id``: eight column views cost more than
         the compiled finish on a simulation's hot path, so a recorder splits the block
         where it writes (:class:`~varirec.recording.episode_chunk.EpisodeChunk`). None
-        (nothing done) where the kernels are off: call :meth:`finish`."""
+        (nothing done) where the kernels are off: call :meth:`finish`. ``now``: the
+        end's time (default now)."""
         kern = _kernels()
         if kern is None or done.dtype != np.int64:
             return None
         out = np.empty((len(FINISHED), len(done)), np.int64)
         if kern.finish_columns(done, self._ints, self.started, self._clock, self.seq + 1,
-                               now_us(), out) != 0:  # fmt: skip
+                               now_us() if now is None else now, out) != 0:  # fmt: skip
             return None  # an id out of range: finish refuses it
         self.seq += 1
         self.episodes_finished += len(done)
         return {"env_id": done.astype(np.int32), FINISHED_BLOCK: out}
 
     def finish(
-        self, env_ids: np.ndarray, *, columns: bool = True, started: bool = False
+        self,
+        env_ids: np.ndarray,
+        *,
+        columns: bool = True,
+        started: bool = False,
+        now: int | None = None,
     ) -> dict[str, np.ndarray]:
         """End the started episodes among ``env_ids``; returns their episode columns
         (none with ``columns=False``: nothing records them).
 
         Envs whose episode never started (the first reset after build, or a retried
         reset) are skipped: they finished nothing. ``started``: the caller picked
-        ``env_ids`` among the started envs (no need to look again).
+        ``env_ids`` among the started envs (no need to look again); ``now``: the end's
+        time (default now).
         """
         done = env_ids if started else env_ids[self.started[env_ids]]
-        found = self.finish_block(done) if columns else None
+        found = self.finish_block(done, now) if columns else None
         if found is not None:
             block = found.pop(FINISHED_BLOCK)
             return {**found, **dict(zip(FINISHED, block, strict=True))}
@@ -286,5 +295,5 @@ class EpisodeTracker:
             "sample_id": sample_id,
             "seed": seed,
             "time_start": time_start,
-            "time_end": np.full(len(done), now_us(), dtype=np.int64),
+            "time_end": np.full(len(done), now_us() if now is None else now, dtype=np.int64),
         }

@@ -284,10 +284,12 @@ class RecorderManager:
     def record_step(self, **data: Any) -> None:
         """A step's per-env arrays (``reward``, ``terminated``, ``truncated``,
         ``success`` and anything a term records), before finished envs reset."""
+        driver = self.driver
+        if driver._prefetched.pending is not None:  # the last reset's rows, first
+            driver._prefetched.settle()
         if time.monotonic() >= self._handover_due:  # once per hook call, not per draw
             self._hand_over_buffers()
-        driver = self.driver
-        driver.tracker.advance_steps()
+        driver._tracker.advance_steps()
         for key, x in data.items():
             if type(x) is not np.ndarray:  # tensors are checked; DLPack arrays taken
                 data[key] = driver.world.per_env(x, key)
@@ -315,6 +317,14 @@ class RecorderManager:
         self._episode_rows += part_rows(row)
         if self._episode_rows >= self.max_rows:
             self._hand_over_buffers()  # the draws these episodes began with go first
+
+    def defers_resets(self) -> bool:
+        """Whether a reset's recording may wait for the next step (a prefetched GPU
+        reset): no term but the built-in outcome term reads anything at a reset (a term
+        of yours with ``record_pre_reset`` reads the env as the episode ended)."""
+        hooks = self._hooks.all()
+        pre = hooks["record_pre_reset"]
+        return pre == hooks["record_post_reset"] and all(type(t) is OutcomeTerm for t in pre)
 
     def outcome_accumulators(self) -> tuple[np.ndarray, np.ndarray] | None:
         hooks = self._hooks.all()
@@ -361,6 +371,7 @@ class RecorderManager:
 
     def flush(self) -> None:
         """Hand every buffered row to storage and make it durable."""
+        self.driver.settle()
         for term in self.terms.values():
             term.flush()
         self._flush_episodes()
@@ -379,6 +390,12 @@ class RecorderManager:
         first: BaseException | None = None
         with exit_held(closing=True):
             try:
+                driver = getattr(self, "driver", None)
+                if driver is not None and driver.hooks is self:
+                    try:  # a prefetched reset's rows, before the terms close
+                        driver.settle()
+                    except Exception as exc:
+                        first = first or exc
                 for term in list(getattr(self, "terms", {}).values()):
                     try:
                         term.close()

@@ -195,10 +195,12 @@ class ResetBatch:
             return self.host[j]
         return to_host(self.values[j], self.variations[j].key)
 
-    def notify_and_apply(self, env: Any, env_ids: Any = None) -> None:
+    def notify_and_apply(self, env: Any, env_ids: Any = None, *, apply: bool = True) -> None:
         """Each variation's listeners (but ``fed``) see its draw; then it is applied
         (values as the env takes them: tensors on its device for a torch env), by its
-        own ``apply`` or, with the others, by the set's ``apply_batch``."""
+        own ``apply`` or, with the others, by the set's ``apply_batch``. ``apply=False``:
+        the listeners only (the values were applied before they were known here: a
+        prefetched GPU reset)."""
         ids = self.ids if env_ids is None else env_ids
         vs = self.variations
         g = self.group
@@ -207,7 +209,9 @@ class ResetBatch:
         samplers = g.samplers if g is not None else [v.sampler for v in vs]
         listened = _listened(g, samplers, fed)
         appliers = (
-            g.appliers
+            ()
+            if not apply
+            else g.appliers
             if g is not None
             else [(j, v.apply) for j, v in enumerate(vs) if v.apply is not None]
         )
@@ -237,7 +241,7 @@ class ResetBatch:
             sources = self._sources(gpu)
             for j, fn in appliers:
                 fn(env, ids, to_env(sources[j]))
-        if g is not None and g.apply_batch is not None:
+        if apply and g is not None and g.apply_batch is not None:
             g.apply_batch(env, ids, self)
 
 

@@ -1,0 +1,333 @@
+"""A GPU env's prefetched reset (the GPU code forced to run on CPU torch): the values
+come from a table on the device, the bookkeeping is done at the next step, and every
+table, tracker state and value handed to ``apply`` equals a numpy run's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from same_tables import assert_same_tables
+
+import varirec as vr
+from varirec.recording.prefetched_reset import PendingBatch, PrefetchedReset
+from varirec.sampling.accel import kernels
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(kernels() is None, reason="prefetching needs numba (fast extra)")
+
+N = 8
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """The GPU code on CPU torch; counts the resets that were prefetched."""
+    from varirec import arrays
+    from varirec.recording import terms
+
+    monkeypatch.setattr(arrays, "off_host", lambda dev: dev is not None)
+    monkeypatch.setattr(terms, "cpu_view", lambda x: None)
+    call = PrefetchedReset.__call__
+    count = [0]
+
+    def counted(self, env, env_ids):
+        done = call(self, env, env_ids)
+        count[0] += done
+        return done
+
+    monkeypatch.setattr(PrefetchedReset, "__call__", counted)
+    return count
+
+
+def _variations(applied: dict, name: str) -> list[vr.Variation]:
+    vs = [
+        vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2))),
+        vr.Variation("pos", vr.VariationCfg(sampler=vr.NormalCfg(mean=(0, 0, 0), std=(1, 2, 3)))),
+        vr.Variation("fric", vr.VariationCfg(sampler=vr.LogUniformCfg(low=0.1, high=10))),
+    ]
+    for v in vs:
+        v.apply = lambda env, ids, x, k=v.key: applied.setdefault((name, k), []).append(
+            (np.asarray(ids.tolist() if hasattr(ids, "tolist") else ids), np.asarray(x).copy())
+        )
+    return vs
+
+
+def _loop(m, arrays, steps: int = 40, seed: int = 0, between=None) -> None:
+    rng = np.random.default_rng(seed)
+    m.reset(None, arrays(np.arange(N)))
+    for i in range(steps):
+        done = rng.random(N) < 0.25
+        m.record_step(reward=arrays(rng.random(N)), terminated=arrays(done),
+                      success=arrays(done))  # fmt: skip
+        if done.any():
+            m.reset(None, arrays(np.flatnonzero(done)))
+        m.record_post_step()
+        if between is not None:
+            between(m, i)
+
+
+def _tables(path, steps: bool = False):
+    ds = vr.open_dataset(path)
+    tables = [ds.episodes().to_pandas(), ds.draws().to_pandas()]
+    return [*tables, ds.steps().to_pandas()] if steps else tables
+
+
+def _same_two_tables(a: list, b: list) -> None:
+    """The episodes and draws tables of runs ``a`` and ``b`` hold the same rows."""
+    none = pd.DataFrame({"env_id": [], "step": []})
+    assert_same_tables([*a, none], [*b, none], min_rows=-1)
+    assert len(a[0]) > 10 and len(a[1]) > 10
+
+
+def _same_applied(applied: dict, least: int = 5) -> None:
+    keys = {k for name, k in applied if name == "numpy"}
+    for k in keys:
+        want, got = applied["numpy", k], applied["device", k]
+        assert len(got) == len(want) > least
+        for (ids_a, a), (ids_b, b) in zip(want, got, strict=True):
+            assert ids_a.tolist() == ids_b.tolist()
+            assert np.array_equal(a.astype(np.float32), b), k
+
+
+def _tracker_state(t) -> tuple:
+    return (t.episode.copy(), t.started.copy(), t.start_seq.copy(), t.step.copy(), t.seq)
+
+
+def _same_state(a: tuple, b: tuple) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_a_recorded_gpu_loop_records_and_applies_what_numpy_does(tmp_path, gpu):
+    applied: dict = {}
+    runs = {}
+    for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
+        vs = _variations(applied, name)
+        m = vr.RecorderManager(N, variations=vs, output=tmp_path / name, seed=3, run_id="r",
+                               device=device, step_keys=("reward",))  # fmt: skip
+        _loop(m, arrays)
+        state = _tracker_state(m.tracker)
+        m.close()
+        runs[name] = (_tables(tmp_path / name, steps=True), state)
+    assert gpu[0] > 10
+    assert_same_tables(runs["numpy"][0], runs["device"][0], min_rows=20)
+    assert _same_state(runs["numpy"][1], runs["device"][1])
+    _same_applied(applied)
+
+
+def test_the_null_manager_settles_when_the_tracker_is_read(gpu):
+    applied: dict = {}
+    d = vr.NullRecorderManager(N, variations=_variations(applied, "device"), seed=1, device="cpu")
+    numpy = vr.NullRecorderManager(N, variations=_variations(applied, "numpy"), seed=1)
+    for m, arrays in ((numpy, np.asarray), (d, torch.as_tensor)):
+        m.reset(None, arrays(np.arange(N)))
+        m.record_step()
+        m.reset(None, arrays(np.array([2, 5])))  # the tables exist after the first
+        m.record_step()
+        m.reset(None, arrays(np.array([5, 7])))
+    assert gpu[0] == 2 and d._prefetched.pending is not None  # waits for the next step
+    assert _same_state(_tracker_state(d.tracker), _tracker_state(numpy.tracker))
+    assert d._prefetched.pending is None
+    assert d.tracker.episode.tolist() == [0, 0, 1, 0, 0, 2, 0, 1]
+    _same_applied(applied, least=2)
+
+
+def test_apply_batch_gets_the_device_matrix_and_reading_ids_settles(gpu):
+    seen = []
+
+    def apply_batch(env, ids, batch):
+        seen.append((type(batch), batch.matrix.clone(), ids.tolist(), batch.ids.tolist()))
+        assert batch.value("pos").shape == (len(ids), 3)
+
+    def unapplied(name):  # the set's apply_batch applies them
+        vs = _variations({}, name)
+        for v in vs:
+            v.apply = None
+        return vs
+
+    vs = vr.VariationSet(unapplied("device"), apply_batch=apply_batch)
+    d = vr.NullRecorderManager(N, variations=vs, seed=4, device="cpu")
+    d.reset(None, torch.arange(N))
+    d.record_step()
+    d.reset(None, torch.tensor([6, 1]))
+    d.record_step()
+    d.reset(None, torch.tensor([3]))
+    assert gpu[0] == 2
+    kind, matrix, given, host = seen[-1]
+    assert kind is PendingBatch and given == host == [3]
+    assert d._prefetched.pending is None  # batch.ids settled the reset inside apply_batch
+    batches = []
+    vs = vr.VariationSet(unapplied("x"), apply_batch=lambda e, i, b: batches.append(b))
+    want = vr.NullRecorderManager(N, variations=vs, seed=4)
+    for ids in ([*range(N)], [6, 1], [3]):
+        want.reset(None, np.array(ids))
+    assert np.array_equal(matrix.numpy(), batches[-1].matrix.astype(np.float32))
+
+
+def test_listeners_see_each_draw_with_its_context_at_the_next_step(gpu):
+    def run(arrays, device):
+        events = []
+        vs = _variations({}, "x")
+        for v in vs:
+            v.sampler.add_listener(lambda e, k=v.key: events.append(
+                (k, np.asarray(e.values.tolist()), e.env_ids.tolist(),
+                 e.context.episodes.tolist(), e.context.seq)))  # fmt: skip
+        m = vr.NullRecorderManager(N, variations=vs, seed=2, device=device)
+        _loop(m, arrays, steps=20)
+        m.settle()
+        return events
+
+    want, got = run(np.asarray, None), run(torch.as_tensor, "cpu")
+    assert gpu[0] > 5 and len(got) == len(want) > 20
+    for a, b in zip(want, got, strict=True):
+        assert a[0] == b[0] and a[2:] == b[2:]
+        assert np.array_equal(a[1].astype(np.float32), b[1].astype(np.float32))
+
+
+def test_close_writes_the_rows_of_a_reset_still_pending(tmp_path, gpu):
+    rows = {}
+    for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
+        m = vr.RecorderManager(N, variations=_variations({}, name), output=tmp_path / name,
+                               seed=3, run_id="r", device=device)  # fmt: skip
+        _loop(m, arrays, steps=12)
+        m.record_step(reward=arrays(np.ones(N)), terminated=arrays(np.ones(N, bool)))
+        m.reset(None, arrays(np.arange(N)))  # every env: pending when the run closes
+        pending = m.driver._prefetched.pending
+        m.close()
+        rows[name] = (_tables(tmp_path / name)[:2], pending)
+    assert rows["numpy"][1] is None and rows["device"][1] is not None
+    a, b = rows["numpy"][0], rows["device"][0]
+    _same_two_tables(a, b)
+    assert len(a[0]) > 10
+
+
+def test_an_episode_ends_when_the_next_starts_though_recorded_a_step_later(tmp_path, gpu):
+    m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=3,
+                           run_id="r", device="cpu")  # fmt: skip
+    _loop(m, torch.as_tensor, steps=30)
+    m.close()
+    assert gpu[0] > 5
+    ep = _tables(tmp_path / "d")[0].sort_values(["env_id", "episode"])
+    nxt = ep.groupby("env_id")["time_start"].shift(-1)
+    has_next = nxt.notna()
+    assert has_next.sum() > 10
+    assert (ep["time_end"][has_next] == nxt[has_next]).all()
+
+
+def test_an_id_out_of_range_is_named_at_the_next_step_and_nothing_recorded_is_lost(tmp_path, gpu):
+    m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=3,
+                           run_id="r", device="cpu")  # fmt: skip
+    _loop(m, torch.as_tensor, steps=20)
+    m.record_step(reward=torch.ones(N), terminated=torch.ones(N, dtype=torch.bool))
+    m.reset(None, torch.arange(N))
+    m.record_step(reward=torch.ones(N), terminated=torch.zeros(N, dtype=torch.bool))
+    before = _tracker_state(m.tracker)
+    m.reset(None, torch.tensor([1, N + 3]))  # applied with a clamped id; named at the next step
+    with pytest.raises(ValueError, match=rf"in \[0, {N}\), got \[{N + 3}\]"):
+        m.record_step(reward=torch.ones(N))
+    assert _same_state(_tracker_state(m.tracker), before)  # nothing moved
+    m.reset(None, torch.tensor([1]))  # the run goes on: tables made again
+    m.close()
+    ep = _tables(tmp_path / "d")[0]
+    assert len(ep) >= N + 10 and not ep.duplicated(["env_id", "episode"]).any()
+
+
+def test_a_raising_apply_leaves_the_episodes_begun_not_started_as_numpy_does(gpu):
+    states = []
+    for arrays, device in ((np.asarray, None), (torch.as_tensor, "cpu")):
+        fail = [False]
+
+        def apply(env, ids, x, fail=fail):
+            if fail[0]:
+                raise RuntimeError("the env refused")
+
+        vs = _variations({}, "x")
+        vs[0].apply = apply
+        d = vr.NullRecorderManager(N, variations=vs, seed=1, device=device)
+        d.reset(None, arrays(np.arange(N)))
+        d.record_step()
+        d.reset(None, arrays(np.array([4])))
+        d.record_step()
+        fail[0] = True
+        with pytest.raises(RuntimeError, match="refused"):
+            d.reset(None, arrays(np.array([0, 4])))
+        fail[0] = False
+        states.append(_tracker_state(d.tracker))
+        d.reset(None, arrays(np.array([0, 4])))
+        d.record_step()
+        states.append(_tracker_state(d.tracker))
+    assert gpu[0] == 2  # [4] and the reset after the one that raised (not counted)
+    for a, b in zip(states[:2], states[2:], strict=True):
+        assert _same_state(a, b)
+    assert not states[0][1][[0, 4]].any()
+
+
+def test_a_changed_variation_and_hooks_called_by_hand_make_the_tables_again(tmp_path, gpu):
+    def between(m, i):
+        if i == 10:  # a new range: the cached plan and the prefetch tables are stale
+            m.variations.override("mass.sampler.high=6", "mass.sampler.low=5")
+        if i == 20:  # the mjlab order, by hand, for two envs
+            ids = np.array([0, 1]) if m.world.device is None else torch.tensor([0, 1])
+            m.record_pre_reset(ids)
+            m.draw_reset(None, ids)
+            m.record_post_reset(ids)
+
+    runs = []
+    for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
+        m = vr.RecorderManager(N, variations=_variations({}, name), output=tmp_path / name,
+                               seed=7, run_id="r", device=device)  # fmt: skip
+        _loop(m, arrays, steps=30, between=between)
+        m.close()
+        runs.append(_tables(tmp_path / name)[:2])
+    assert gpu[0] > 8
+    draws = runs[1][1]
+    assert draws[draws.variation == "mass"].value.max() > 5  # the new range reached the env
+    _same_two_tables(*runs)
+
+
+def test_prefetched_resets_inside_inference_mode_record_the_same(tmp_path, gpu):
+    runs = []
+    for name, mode in (("plain", False), ("inference", True)):
+        m = vr.RecorderManager(N, variations=_variations({}, name), output=tmp_path / name,
+                               seed=2, run_id="r", device="cpu")  # fmt: skip
+        with torch.inference_mode(mode):
+            _loop(m, torch.as_tensor, steps=15)
+        _loop(m, torch.as_tensor, steps=15, seed=1)  # and out of it, on the same tables
+        m.close()
+        runs.append(_tables(tmp_path / name)[:2])
+    assert gpu[0] > 10
+    _same_two_tables(*runs)
+
+
+def test_no_prefetch_in_the_environment_turns_it_off():
+    code = "from varirec.recording import prefetched_reset as p; print(p.PREFETCH)"
+    env = {**os.environ, "VARIREC_NO_PREFETCH": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+    env["VARIREC_NO_PREFETCH"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def test_a_term_that_reads_the_env_at_a_reset_keeps_resets_synchronous(tmp_path, gpu):
+    seen = []
+
+    class Final(vr.RecorderTerm):
+        def columns(self):
+            import pyarrow as pa
+
+            return {"final": pa.float64()}
+
+        def record_pre_reset(self, env_ids):
+            seen.append(len(env_ids))
+            return {"final": np.ones(len(env_ids))}
+
+    m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=1,
+                           run_id="r", device="cpu",
+                           terms={"final": vr.RecorderTermCfg(term=Final)})  # fmt: skip
+    _loop(m, torch.as_tensor, steps=15)
+    m.close()
+    assert gpu[0] == 0 and sum(seen) > 5

@@ -1,0 +1,281 @@
+"""A GPU env's reset that waits for nothing: its values are on the device before it
+comes, and its bookkeeping is done at the next step.
+
+After the env's ``nonzero()`` the GPU idles until the host launches more work, so every
+microsecond the host spends in a reset is added to the step. A reset that brings its
+ids to the host, keys and draws the values there and sends them back costs two
+transfers and their waits. Yet the values of an env's next reset are known long before
+it: every draw of a reset is the first of a new episode, keyed by ``(env, episode + 1)``.
+
+:class:`PrefetchedReset` keeps every env's next values in a ``(num_envs, width)`` table
+on the device (and its float64 twin on the host). A reset of an int64 id tensor on the
+env's device then takes its rows with one ``index_select`` (the ids clamped first: an
+out-of-range id is named at the next step, rather than breaking the CUDA context),
+hands them to ``apply``, and starts one non-blocking copy of the ids to the host. The
+reset's bookkeeping (the tracker, the recorder's rows and draws, the listeners) runs
+at the next hook that needs it, usually the next ``record_step``, while the GPU is busy
+with the step: :meth:`PrefetchedReset.settle` runs the
+:class:`~varirec.recording.compiled_reset.CompiledReset` kernel on the host ids with
+the reset's own time, checks that it drew the very values that were applied (bit for
+bit), and draws the next episode's values of those envs into both tables.
+
+It applies where the compiled reset does (continuous kinds, no ``before_sample`` hook,
+no schedule or ``reset_fn``), to a driver with no recorder or one whose only reset-time
+term is the built-in outcome term (a term of yours with ``record_pre_reset`` reads the
+env as the episode ended: those resets stay synchronous), with values in float32 or
+float64. Everything else, and ``VARIREC_NO_PREFETCH=1``, takes the compiled or general
+reset. What changes for you: listeners see a reset's draws at the next step rather than
+before ``apply``; ``apply_batch`` gets a :class:`PendingBatch` (``matrix`` and the
+values are ready; reading ``ids``, ``contexts`` or ``host`` settles the reset first).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from varirec import arrays
+from varirec.arrays import device_async, host_async, record_event, wait
+from varirec.errors import RecorderStateError
+from varirec.recording.episodes import now_us
+from varirec.sampling.accel import kernels
+
+__all__ = ["PREFETCH", "PendingBatch", "PrefetchedReset"]
+
+PREFETCH = os.environ.get("VARIREC_NO_PREFETCH", "").strip() in ("", "0")
+"""Whether GPU resets are prefetched (read at each reset; ``VARIREC_NO_PREFETCH=1``
+turns it off for the process)."""
+
+
+class _Pending:
+    """A reset applied on the device whose bookkeeping waits: its ids' copy to the host
+    (complete once ``event`` passed), its time, the plan it drew with, its batch."""
+
+    __slots__ = ("batch", "env", "event", "host", "plan", "time")
+
+    def __init__(self, host: np.ndarray, event: Any, time: int, plan: tuple, env: Any) -> None:
+        self.host = host
+        self.event = event
+        self.time = time
+        self.plan = plan
+        self.env = env
+        self.batch: Any = None  # the host ResetBatch, once settled
+
+
+class PendingBatch:
+    """What ``apply_batch`` gets at a prefetched reset: :attr:`matrix` (``(k, width)`` on
+    the env's device, in its dtype) and each variation's values (views of it) are ready;
+    anything else (``ids``, ``contexts``, ``host``, ...) settles the reset first and is
+    read from its host :class:`~varirec.variations.batch.ResetBatch`."""
+
+    __slots__ = ("_owner", "_pending", "_views", "group", "matrix", "variations", "world")
+
+    def __init__(self, owner: PrefetchedReset, pending: _Pending, matrix: Any, group: Any) -> None:
+        self._owner = owner
+        self._pending = pending
+        self.matrix = matrix
+        self.group = group
+        self.variations = group.together
+        self.world = owner.driver.world
+        self._views: list[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.variations)
+
+    @property
+    def keys(self) -> list[str]:
+        """The variations' keys, in order."""
+        return [v.key for v in self.variations]
+
+    @property
+    def values(self) -> list[Any]:
+        """Each variation's columns of :attr:`matrix`: a scalar's a strided column, a
+        vector's a contiguous block (as a reset drawn on the host hands them out)."""
+        if self._views is None:
+            m, plan = self.matrix, self.group.plan
+            self._views = [
+                m[:, s:e].contiguous() if vector else m[:, s]
+                for (s, e), vector in zip(plan._bounds, plan._vector, strict=True)
+            ]
+        return self._views
+
+    def value(self, key: str) -> Any:
+        """The values of variation ``key`` on the env's device."""
+        for v, x in zip(self.variations, self.values, strict=True):
+            if v.key == key:
+                return x
+        raise KeyError(f"no variation {key!r} in this reset batch; it has {self.keys}")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        p = self._pending
+        if p.batch is None:
+            self._owner.settle()
+        return getattr(p.batch, name)
+
+
+class PrefetchedReset:
+    """A driver's GPU resets from a table of every env's next values; calling it returns
+    False, with nothing changed, where it does not apply.
+
+    Args:
+        driver: the :class:`~varirec.recording.driver.VariationDriver` it resets for.
+    """
+
+    __slots__ = ("device", "driver", "host", "pending", "plan", "wanted")
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.plan: tuple[Any, ...] | None = None  # the compiled reset's plan the tables hold
+        self.host: np.ndarray | None = None  # (num_envs, width) float64
+        self.device: Any = None  # the same values on the env's device, in its dtype
+        self.pending: _Pending | None = None
+        self.wanted = False  # the last reset could have been prefetched, had the tables been
+
+    def _applies(self, env_ids: Any) -> tuple[Any, ...] | None:
+        """The compiled reset's plan where this reset can be prefetched, else None
+        (``wanted`` says whether only the tables were missing)."""
+        self.wanted = False
+        d = self.driver
+        dev = d.world.device
+        if not PREFETCH or dev is None or not arrays.off_host(dev) or not arrays.is_tensor(env_ids):
+            return None
+        torch = arrays._torch()
+        if (
+            env_ids.dtype != torch.int64
+            or env_ids.ndim != 1
+            or env_ids.requires_grad
+            or env_ids.shape[0] == 0
+            or env_ids.device != dev
+            or d.world.dtype not in (None, torch.float32, torch.float64)
+        ):
+            return None
+        hooks = d.hooks
+        if hooks is not None and not getattr(hooks, "defers_resets", bool)():
+            return None
+        f = d._compiled.current(kernels())
+        if f[3] is None:
+            return None
+        if f is not self.plan:
+            self.wanted = True
+            return None
+        return f
+
+    def __call__(self, env: Any, env_ids: Any) -> bool:
+        f = self._applies(env_ids)
+        if f is None:
+            return False
+        d = self.driver
+        n = d.num_envs
+        stamp = now_us()
+        # Clamped: an id out of range would stop the device for good; it is named at settle.
+        matrix = self.device.index_select(0, env_ids.clamp(0, n - 1))
+        host = host_async(env_ids)
+        pending = _Pending(host, record_event(d.world.device), stamp, f, env)
+        self.pending = pending
+        try:
+            g = f[4]
+            batch = PendingBatch(self, pending, matrix, g)
+            if g.appliers:
+                values = batch.values
+                for j, fn in g.appliers:
+                    fn(env, env_ids, values[j])
+            if g.apply_batch is not None:
+                g.apply_batch(env, env_ids, batch)
+        except BaseException as exc:
+            if self.pending is pending:  # as a failed reset is left: begun, not started
+                self.settle(failed=exc)
+            raise
+        return True
+
+    def settle(self, *, failed: BaseException | None = None) -> None:
+        """The bookkeeping of the pending reset, now: its ids come to the host (a wait
+        for their copy only), the compiled reset runs on them (tracker, recorder,
+        listeners; nothing applied) and must draw the values that were applied; then
+        the next values of those envs go into the tables. ``failed``: the error its
+        ``apply`` raised; the episodes stay begun but not started, as the compiled
+        reset leaves them."""
+        p = self.pending
+        if p is None:
+            return
+        self.pending = None
+        d = self.driver
+        n = d.num_envs
+        wait(p.event)
+        ids = np.array(p.host, np.int64)  # the pinned buffer goes back to torch's cache
+        if ids.size and ids.view(np.uint64).max() >= n:
+            self.plan = None
+            bad = ids[(ids < 0) | (ids >= n)][:5].tolist()
+            raise ValueError(
+                f"`env_ids` must be in [0, {n}), got {bad} (a GPU reset's ids, checked at the "
+                "next step: the reset was applied with clamped ids); pass the ids of the "
+                "envs that finished, e.g. done.nonzero().squeeze(-1)"
+            )
+        f = p.plan
+        plan = f[4].plan
+        out = np.empty((len(ids), plan.width))
+        compiled = d._compiled
+        try:
+            ran = compiled.run(p.env, ids, None, f, apply=False, now=p.time, out=out, failed=failed)
+        except BaseException as exc:
+            if exc is not failed:
+                self.plan = None
+                raise
+            ran = True
+        if not ran:
+            self.plan = None
+            raise RecorderStateError(
+                f"a prefetched GPU reset of envs {ids[:8].tolist()} could not be settled; "
+                "set VARIREC_NO_PREFETCH=1 to reset GPU envs without prefetching"
+            )
+        p.batch = compiled.last_batch
+        expected = self.host[ids]
+        if not np.array_equal(out.view(np.int64), expected.view(np.int64)):
+            self.plan = None
+            raise RecorderStateError(
+                f"a prefetched GPU reset of envs {ids[:8].tolist()} applied other values than "
+                "its draws (varirec's bookkeeping is out of step: please report it); set "
+                "VARIREC_NO_PREFETCH=1 to reset GPU envs without prefetching"
+            )
+        self._refill(ids, plan)
+
+    def _refill(self, ids: np.ndarray, plan: Any) -> None:
+        """The next episode's values of ``ids`` into both tables (sent without a wait)."""
+        t = self.driver._tracker
+        _, values = plan.draw_columns(ids, t.episode[ids] + 1, None, np)
+        self.host[ids] = values
+        torch = arrays._torch()
+        world = self.driver.world
+        with torch.inference_mode(False):  # the table stays a normal tensor
+            idx = device_async(ids, world.device)
+            self.device.index_copy_(0, idx, device_async(values, world.device, self._cast()))
+
+    def _cast(self) -> Any:
+        torch = arrays._torch()
+        return np.float64 if self.driver.world.dtype == torch.float64 else np.float32
+
+    def build(self) -> None:
+        """Both tables for every env, from the tracker as it is (after a reset that was
+        not prefetched, which moved it)."""
+        self.wanted = False
+        d = self.driver
+        f = d._compiled.current(kernels())
+        if f[3] is None:
+            self.plan = None
+            return
+        t = d._tracker
+        ids = np.arange(d.num_envs, dtype=np.int64)
+        _, values = f[4].plan.draw_columns(ids, t.episode + 1, None, np)
+        torch = arrays._torch()
+        with torch.inference_mode(False):
+            self.device = device_async(values, d.world.device, self._cast())
+        self.host = np.array(values)
+        self.plan = f
+
+    def forget(self) -> None:
+        """The tracker moved outside the prefetched resets: build the tables again
+        before the next one."""
+        self.plan = None
