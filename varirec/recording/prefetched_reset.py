@@ -41,6 +41,7 @@ from varirec.arrays import device_async, host_async, record_event, wait
 from varirec.errors import RecorderStateError
 from varirec.recording.episodes import now_us
 from varirec.sampling.accel import kernels
+from varirec.storage.shutdown import exit_held
 
 __all__ = ["PREFETCH", "PendingBatch", "PrefetchedReset"]
 
@@ -198,9 +199,14 @@ class PrefetchedReset:
         the next values of those envs go into the tables. ``failed``: the error its
         ``apply`` raised; the episodes stay begun but not started, as the compiled
         reset leaves them."""
-        p = self.pending
-        if p is None:
+        if self.pending is None:
             return
+        with exit_held():  # a Ctrl-C or SIGTERM waits for the end: a reset is settled whole
+            self._settle(failed)
+
+    def _settle(self, failed: BaseException | None) -> None:
+        p = self.pending
+        assert p is not None
         self.pending = None
         d = self.driver
         n = d.num_envs
@@ -217,6 +223,7 @@ class PrefetchedReset:
         f = p.plan
         plan = f[4].plan
         out = np.empty((len(ids), plan.width))
+        d.world._calls += 1  # an id tensor an earlier call handed in is not this reset's
         compiled = d._compiled
         try:
             ran = compiled.run(p.env, ids, None, f, apply=False, now=p.time, out=out, failed=failed)
