@@ -331,3 +331,140 @@ def test_a_term_that_reads_the_env_at_a_reset_keeps_resets_synchronous(tmp_path,
     _loop(m, torch.as_tensor, steps=15)
     m.close()
     assert gpu[0] == 0 and sum(seen) > 5
+
+
+def test_a_listener_moved_by_an_override_before_the_next_step_hears_the_draw(gpu):
+    def run(arrays, device):
+        events = []
+        vs = _variations({}, "x")
+        vs[0].add_sample_listener(lambda e: events.append((e.env_ids.tolist(), e.context.seq)))
+        d = vr.NullRecorderManager(N, variations=vs, seed=2, device=device)
+
+        def between(m, i):
+            if i % 7 == 3:  # apply_cfg moves the listener to the new sampler
+                m.variations.override(f"mass.sampler.high={3 + i}")
+
+        _loop(d, arrays, steps=30, between=between)
+        d.settle()
+        return events
+
+    want, got = run(np.asarray, None), run(torch.as_tensor, "cpu")
+    assert gpu[0] > 5 and got == want and len(want) > 10
+
+
+def test_a_variation_drawn_by_hand_after_a_reset_sees_the_new_episode(gpu):
+    out = []
+    for arrays, device in ((np.asarray, None), (torch.as_tensor, "cpu")):
+        vs = _variations({}, "x")
+        d = vr.NullRecorderManager(N, variations=vs, seed=2, device=device)
+        d.reset(None, arrays(np.arange(N)))
+        d.record_step()
+        d.reset(None, arrays(np.array([3, 5])))
+        d.record_step()
+        d.reset(None, arrays(np.array([3])))  # prefetched: its bookkeeping waits
+        by_hand = vs[0].draw(None, np.array([3]), apply=False)  # settles it first
+        d.record_step()
+        d.reset(None, arrays(np.array([3, 6])))
+        out.append((by_hand.tolist(), _tracker_state(d.tracker)))
+    assert gpu[0] == 2 and out[0][0] == out[1][0] and _same_state(out[0][1], out[1][1])
+
+
+def test_an_env_begun_by_hand_makes_the_tables_again(gpu):
+    applied: dict = {}
+    for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
+        vs = _variations(applied, name)
+        d = vr.NullRecorderManager(N, variations=vs, seed=2, device=device)
+        d.reset(None, arrays(np.arange(N - 1)))  # env N-1 never reset
+        d.record_step()
+        vs[0].draw(None, np.array([N - 1]), apply=False)  # begins its episode 0 by hand
+        d.record_step()
+        d.reset(None, arrays(np.array([N - 1, 2])))  # its next is episode 1
+        d.record_step()
+        for _ in range(3):
+            d.reset(None, arrays(np.array([N - 1])))
+            d.record_step()
+    assert gpu[0] == 3
+    _same_applied(applied, least=4)
+
+
+def test_apply_batch_that_settles_then_raises_leaves_the_reset_failed(gpu):
+    states = []
+    for arrays, device in ((np.asarray, None), (torch.as_tensor, "cpu")):
+        fail = [False]
+
+        def apply_batch(env, ids, batch, fail=fail):
+            if fail[0]:
+                _ = batch.contexts  # settles a prefetched reset
+                raise RuntimeError("the env refused")
+
+        vs = _variations({}, "x")
+        for v in vs:
+            v.apply = None
+        d = vr.NullRecorderManager(N, variations=vr.VariationSet(vs, apply_batch=apply_batch),
+                                   seed=1, device=device)  # fmt: skip
+        d.reset(None, arrays(np.arange(N)))
+        d.record_step()
+        d.reset(None, arrays(np.array([2])))
+        d.record_step()
+        fail[0] = True
+        with pytest.raises(RuntimeError, match="refused"):
+            d.reset(None, arrays(np.array([2, 4])))
+        fail[0] = False
+        states.append(_tracker_state(d.tracker))
+        d.reset(None, arrays(np.array([2, 4])))
+        d.record_step()
+        states.append(_tracker_state(d.tracker))
+    assert gpu[0] == 2
+    assert _same_state(states[0], states[2]) and _same_state(states[1], states[3])
+    assert not states[2][1][[2, 4]].any()
+
+
+def test_draw_rows_carry_the_reset_time_not_the_step_that_settled_it(tmp_path, gpu):
+    import time
+
+    m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=3,
+                           run_id="r", device="cpu")  # fmt: skip
+    _loop(m, torch.as_tensor, steps=10, between=lambda m, i: time.sleep(0.02))
+    m.close()
+    episodes, draws = _tables(tmp_path / "d")
+    rows = draws.merge(episodes, left_on=["env_id", "episode"], right_on=["env_id", "episode"])
+    lag = (rows["time"] - rows["time_start"]).dt.total_seconds()
+    assert gpu[0] > 3 and len(rows) > 20 and lag.abs().max() < 0.01
+
+
+def test_a_failure_before_the_bookkeeping_keeps_the_reset_for_the_close(tmp_path, gpu, monkeypatch):
+    from varirec.recording import prefetched_reset
+
+    rows = {}
+    for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
+        m = vr.RecorderManager(N, variations=_variations({}, name), output=tmp_path / name,
+                               seed=3, run_id="r", device=device)  # fmt: skip
+        _loop(m, arrays, steps=12)
+        m.record_step(reward=arrays(np.ones(N)), terminated=arrays(np.ones(N, bool)))
+        m.reset(None, arrays(np.arange(N)))
+        if device is not None:
+            broken = [True]
+
+            def wait(event, broken=broken):
+                if broken[0]:
+                    broken[0] = False
+                    raise RuntimeError("the device fell over")
+
+            monkeypatch.setattr(prefetched_reset, "wait", wait)
+            with pytest.raises(RuntimeError, match="fell over"):
+                m.record_step(reward=arrays(np.ones(N)))
+            assert m.driver._prefetched.pending is not None
+        m.close()
+        rows[name] = _tables(tmp_path / name)
+    _same_two_tables(rows["numpy"], rows["device"])
+
+
+def test_draw_interval_without_interval_variations_leaves_the_reset_pending(gpu):
+    d = vr.NullRecorderManager(N, variations=_variations({}, "x"), seed=1, device="cpu")
+    d.reset(None, torch.arange(N))
+    d.record_step()
+    d.reset(None, torch.tensor([1]))
+    d.draw_interval(None)  # nothing to draw: the bookkeeping still waits for the step
+    assert gpu[0] == 1 and d._prefetched.pending is not None
+    d.record_step()
+    assert d._prefetched.pending is None and d.tracker.episode[1] == 1

@@ -161,6 +161,7 @@ class CompiledReset:
         now: int | None = None,
         out: np.ndarray | None = None,
         failed: BaseException | None = None,
+        grouped: bool = True,
     ) -> bool:
         """The reset of host ids ``ids`` (``given``: as ``apply`` takes them), with the
         plan ``f`` of :meth:`_prepare`; False, with nothing changed, where an id is out
@@ -169,7 +170,9 @@ class CompiledReset:
         see them, nothing is applied, and every draw must be a first draw; ``now``:
         the reset's time (default: now); ``out``: where the values go, ``(len(ids),
         width)`` float64; ``failed``: the error its ``apply`` raised, raised again
-        where ``apply`` would run, so that the reset is left as a failed one is."""
+        where ``apply`` would run, so that the reset is left as a failed one is;
+        ``grouped=False``: the batch tells each variation's current sampler (a change
+        since the plan was made may have moved its listeners)."""
         _, _, _, kt, g = f
         d = self.driver
         plan, vs = g.plan, g.together
@@ -206,9 +209,10 @@ class CompiledReset:
                     matrix=out,
                     parts=(plan, out, out, np, rows, None),
                     lazy=(t.seq - len(vs) + 1, keys[0], rows, bool(code & 1)),  # draws' seqs
-                    group=g,
+                    group=g if grouped else None,
                 )
                 stamped = t.seq + 1
+                batch.time = now
                 self.last_batch = batch
                 if hooks is not None:
                     hooks.reset_drawn(batch)

@@ -415,10 +415,21 @@ class VariationDriver:
 
     def draw_interval(self, env: Any = None) -> None:
         """Draw the interval-mode variations whose per-env timer is due, and re-arm it."""
+        interval = self.variations.enabled("interval")
+        if not interval:  # nothing to draw: a prefetched reset's bookkeeping waits on
+            return
         self.settle()
         t = self._tracker
+        before = t.seq
+        try:
+            self._draw_due(env, interval)
+        finally:
+            self._prefetched.keep(before)  # interval draws begin no episode
+
+    def _draw_due(self, env: Any, interval: list[Variation]) -> None:
+        t = self._tracker
         step = None  # every env's count, worked out once: a draw takes no step
-        for v in self.variations.enabled("interval"):
+        for v in interval:
             nxt = self._interval_next.get(v.key)
             if nxt is None:
                 continue

@@ -117,6 +117,9 @@ class EpisodeTracker:
         self.seq = 0
         self.episodes_finished = 0
         self._scratch = np.empty(num_envs, dtype=np.int64)  # the compiled steps' reads
+        self.before_read: Any = None
+        """Called before a variation reads the counters to draw, while a reset's
+        bookkeeping waits (a prefetched GPU reset settles itself); None otherwise."""
 
     def ids(self, env_ids: Any = None) -> np.ndarray:
         """Normalize ``env_ids`` (None: all envs) to an int64 array, checking the range."""

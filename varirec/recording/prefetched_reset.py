@@ -9,24 +9,35 @@ it: every draw of a reset is the first of a new episode, keyed by ``(env, episod
 
 :class:`PrefetchedReset` keeps every env's next values in a ``(num_envs, width)`` table
 on the device (and its float64 twin on the host). A reset of an int64 id tensor on the
-env's device then takes its rows with one ``index_select`` (the ids clamped first: an
-out-of-range id is named at the next step, rather than breaking the CUDA context),
-hands them to ``apply``, and starts one non-blocking copy of the ids to the host. The
-reset's bookkeeping (the tracker, the recorder's rows and draws, the listeners) runs
-at the next hook that needs it, usually the next ``record_step``, while the GPU is busy
-with the step: :meth:`PrefetchedReset.settle` runs the
+env's CUDA device then takes its rows with one ``index_select`` (of the ids clamped:
+varirec's own gather cannot stop the device), hands them to ``apply``, and starts one
+non-blocking copy of the ids to the host. The reset's bookkeeping (the tracker, the
+recorder's rows and draws, the listeners) runs at the next hook that needs it, usually
+the next ``record_step``, while the GPU is busy with the step:
+:meth:`PrefetchedReset.settle` runs the
 :class:`~varirec.recording.compiled_reset.CompiledReset` kernel on the host ids with
-the reset's own time, checks that it drew the very values that were applied (bit for
-bit), and draws the next episode's values of those envs into both tables.
+the reset's own time, checks that it drew the values the table held (bit for bit), and
+draws the next episode's values of those envs into both tables. Every change of the
+tracker that the driver did not make (a variation drawn by hand, a shared tracker)
+makes the tables again before the next reset.
 
 It applies where the compiled reset does (continuous kinds, no ``before_sample`` hook,
 no schedule or ``reset_fn``), to a driver with no recorder or one whose only reset-time
 term is the built-in outcome term (a term of yours with ``record_pre_reset`` reads the
 env as the episode ended: those resets stay synchronous), with values in float32 or
-float64. Everything else, and ``VARIREC_NO_PREFETCH=1``, takes the compiled or general
-reset. What changes for you: listeners see a reset's draws at the next step rather than
-before ``apply``; ``apply_batch`` gets a :class:`PendingBatch` (``matrix`` and the
-values are ready; reading ``ids``, ``contexts`` or ``host`` settles the reset first).
+float64, on CUDA. Everything else, and ``VARIREC_NO_PREFETCH=1``, takes the compiled
+or general reset. What changes for you:
+
+- listeners see a reset's draws at the next step rather than before ``apply`` (a
+  listener that ``apply_cfg`` moves to a new sampler in between misses them);
+- ``apply_batch`` gets a :class:`PendingBatch`: ``matrix``, ``values`` and ``value``
+  are ready, in the env's dtype as ``apply`` takes them; reading ``ids``,
+  ``contexts`` or ``host`` settles the reset first;
+- the manager's ``tracker`` settles before it is read; an
+  :class:`~varirec.recording.episodes.EpisodeTracker` held elsewhere shows the reset
+  only once it is settled;
+- an id out of range is named at the next step, not before the values are applied
+  (your ``apply`` gets the ids as given).
 """
 
 from __future__ import annotations
@@ -42,8 +53,13 @@ from varirec.errors import RecorderStateError
 from varirec.recording.episodes import now_us
 from varirec.sampling.accel import kernels
 from varirec.storage.shutdown import exit_held
+from varirec.variations.variation import epoch
 
 __all__ = ["PREFETCH", "PendingBatch", "PrefetchedReset"]
+
+_EVENTS = ("cuda", "cpu")
+"""Device types whose copies a CUDA event orders (the CPU's are done at once; a test
+forces the GPU code onto it). Elsewhere (MPS, XPU) resets are not prefetched."""
 
 PREFETCH = os.environ.get("VARIREC_NO_PREFETCH", "").strip() in ("", "0")
 """Whether GPU resets are prefetched (read at each reset; ``VARIREC_NO_PREFETCH=1``
@@ -52,9 +68,10 @@ turns it off for the process)."""
 
 class _Pending:
     """A reset applied on the device whose bookkeeping waits: its ids' copy to the host
-    (complete once ``event`` passed), its time, the plan it drew with, its batch."""
+    (complete once ``event`` passed), its time, the plan it drew with, its batch; once
+    settled, its host ids and the tracker's seq before and after."""
 
-    __slots__ = ("batch", "env", "event", "host", "plan", "time")
+    __slots__ = ("batch", "before", "env", "event", "host", "ids", "plan", "stamped", "time")
 
     def __init__(self, host: np.ndarray, event: Any, time: int, plan: tuple, env: Any) -> None:
         self.host = host
@@ -63,6 +80,8 @@ class _Pending:
         self.plan = plan
         self.env = env
         self.batch: Any = None  # the host ResetBatch, once settled
+        self.ids: np.ndarray | None = None
+        self.before = self.stamped = -1
 
 
 class PendingBatch:
@@ -113,8 +132,13 @@ class PendingBatch:
         if name.startswith("__"):
             raise AttributeError(name)
         p = self._pending
-        if p.batch is None:
+        if p.batch is None and self._owner.pending is p:
             self._owner.settle()
+        if p.batch is None:
+            raise RecorderStateError(
+                f"this reset's bookkeeping failed (the error was raised where it was "
+                f"settled), so its batch has no {name!r}"
+            )
         return getattr(p.batch, name)
 
 
@@ -126,7 +150,7 @@ class PrefetchedReset:
         driver: the :class:`~varirec.recording.driver.VariationDriver` it resets for.
     """
 
-    __slots__ = ("device", "driver", "host", "pending", "plan", "wanted")
+    __slots__ = ("device", "driver", "host", "pending", "plan", "seq", "wanted", "written")
 
     def __init__(self, driver: Any) -> None:
         self.driver = driver
@@ -135,10 +159,12 @@ class PrefetchedReset:
         self.device: Any = None  # the same values on the env's device, in its dtype
         self.pending: _Pending | None = None
         self.wanted = False  # the last reset could have been prefetched, had the tables been
+        self.seq = -1  # the tracker's seq the tables are current with (see _applies)
+        self.written: tuple[Any, Any] | None = None  # (stream, event) of the last table write
 
     def _applies(self, env_ids: Any) -> tuple[Any, ...] | None:
         """The compiled reset's plan where this reset can be prefetched, else None
-        (``wanted`` says whether only the tables were missing)."""
+        (``wanted`` says whether only the tables were missing or out of date)."""
         self.wanted = False
         d = self.driver
         dev = d.world.device
@@ -151,6 +177,7 @@ class PrefetchedReset:
             or env_ids.requires_grad
             or env_ids.shape[0] == 0
             or env_ids.device != dev
+            or dev.type not in _EVENTS  # the ids' copy is read after a CUDA event
             or d.world.dtype not in (None, torch.float32, torch.float64)
         ):
             return None
@@ -160,7 +187,10 @@ class PrefetchedReset:
         f = d._compiled.current(kernels())
         if f[3] is None:
             return None
-        if f is not self.plan:
+        # Every change of the tracker takes a seq: one the driver did not account for
+        # (a variation drawn by hand, a shared tracker moved elsewhere) may have begun
+        # an episode, so the tables are made again.
+        if f is not self.plan or d._tracker.seq != self.seq:
             self.wanted = True
             return None
         return f
@@ -172,11 +202,17 @@ class PrefetchedReset:
         d = self.driver
         n = d.num_envs
         stamp = now_us()
-        # Clamped: an id out of range would stop the device for good; it is named at settle.
+        w = self.written
+        if w is not None:  # the table was written on another stream: wait for that write
+            stream = arrays._torch().cuda.current_stream(d.world.device)
+            if stream != w[0]:
+                stream.wait_event(w[1])
+        # Clamped: varirec's gather cannot stop the device; the id is named at settle.
         matrix = self.device.index_select(0, env_ids.clamp(0, n - 1))
         host = host_async(env_ids)
         pending = _Pending(host, record_event(d.world.device), stamp, f, env)
         self.pending = pending
+        d._tracker.before_read = self.settle  # a variation drawn by hand settles it first
         try:
             g = f[4]
             batch = PendingBatch(self, pending, matrix, g)
@@ -186,47 +222,63 @@ class PrefetchedReset:
                     fn(env, env_ids, values[j])
             if g.apply_batch is not None:
                 g.apply_batch(env, env_ids, batch)
-        except BaseException as exc:
-            if self.pending is pending:  # as a failed reset is left: begun, not started
+        except BaseException as exc:  # as a failed reset is left: begun, not started
+            if self.pending is pending:
                 self.settle(failed=exc)
+            elif pending.ids is not None:  # settled inside apply (it read batch.ids)
+                self._take_back(pending)
             raise
         return True
+
+    def _take_back(self, p: _Pending) -> None:
+        """Take back the start of a reset settled before its ``apply`` raised."""
+        t = self.driver._tracker
+        self.driver._compiled._take_back(p.plan[3], p.ids, p.before)
+        if t.seq == p.stamped:  # the start's seq, taken only once apply returns
+            t.seq -= 1
+        self.seq = t.seq
 
     def settle(self, *, failed: BaseException | None = None) -> None:
         """The bookkeeping of the pending reset, now: its ids come to the host (a wait
         for their copy only), the compiled reset runs on them (tracker, recorder,
-        listeners; nothing applied) and must draw the values that were applied; then
-        the next values of those envs go into the tables. ``failed``: the error its
+        listeners; nothing applied) and must draw the values the table held; then the
+        next values of those envs go into the tables. ``failed``: the error its
         ``apply`` raised; the episodes stay begun but not started, as the compiled
         reset leaves them."""
         if self.pending is None:
             return
+        self.driver._tracker.before_read = None
         with exit_held():  # a Ctrl-C or SIGTERM waits for the end: a reset is settled whole
             self._settle(failed)
 
     def _settle(self, failed: BaseException | None) -> None:
         p = self.pending
         assert p is not None
-        self.pending = None
         d = self.driver
         n = d.num_envs
         wait(p.event)
         ids = np.array(p.host, np.int64)  # the pinned buffer goes back to torch's cache
         if ids.size and ids.view(np.uint64).max() >= n:
-            self.plan = None
+            self.pending = self.plan = None
             bad = ids[(ids < 0) | (ids >= n)][:5].tolist()
             raise ValueError(
                 f"`env_ids` must be in [0, {n}), got {bad} (a GPU reset's ids, checked at the "
-                "next step: the reset was applied with clamped ids); pass the ids of the "
-                "envs that finished, e.g. done.nonzero().squeeze(-1)"
+                "next step: the other envs got their values, but the reset is not recorded); "
+                "pass the ids of the envs that finished, e.g. done.nonzero().squeeze(-1)"
             )
+        self.pending = None  # from here on, the reset is settled or the tables dropped
         f = p.plan
         plan = f[4].plan
         out = np.empty((len(ids), plan.width))
+        t = d._tracker
         d.world._calls += 1  # an id tensor an earlier call handed in is not this reset's
+        p.ids, p.before = ids, t.seq
         compiled = d._compiled
         try:
-            ran = compiled.run(p.env, ids, None, f, apply=False, now=p.time, out=out, failed=failed)
+            # A variation changed since (an override): its listeners, moved to its new
+            # sampler, hear of the draw there.
+            ran = compiled.run(p.env, ids, None, f, apply=False, now=p.time, out=out,
+                               failed=failed, grouped=f[0] == epoch())  # fmt: skip
         except BaseException as exc:
             if exc is not failed:
                 self.plan = None
@@ -239,6 +291,7 @@ class PrefetchedReset:
                 "set VARIREC_NO_PREFETCH=1 to reset GPU envs without prefetching"
             )
         p.batch = compiled.last_batch
+        p.stamped = t.seq
         expected = self.host[ids]
         if not np.array_equal(out.view(np.int64), expected.view(np.int64)):
             self.plan = None
@@ -248,17 +301,31 @@ class PrefetchedReset:
                 "VARIREC_NO_PREFETCH=1 to reset GPU envs without prefetching"
             )
         self._refill(ids, plan)
+        self.seq = t.seq
 
     def _refill(self, ids: np.ndarray, plan: Any) -> None:
-        """The next episode's values of ``ids`` into both tables (sent without a wait)."""
-        t = self.driver._tracker
-        _, values = plan.draw_columns(ids, t.episode[ids] + 1, None, np)
-        self.host[ids] = values
-        torch = arrays._torch()
-        world = self.driver.world
-        with torch.inference_mode(False):  # the table stays a normal tensor
-            idx = device_async(ids, world.device)
-            self.device.index_copy_(0, idx, device_async(values, world.device, self._cast()))
+        """The next episode's values of ``ids`` into both tables (sent without a wait);
+        the device's first, the host's last: the host twin is what a settle checks, so
+        it never holds a value the device does not. Anything raised drops the tables."""
+        try:
+            t = self.driver._tracker
+            _, values = plan.draw_columns(ids, t.episode[ids] + 1, None, np)
+            torch = arrays._torch()
+            dev = self.driver.world.device
+            with torch.inference_mode(False):  # the table stays a normal tensor
+                idx = device_async(ids, dev)
+                self.device.index_copy_(0, idx, device_async(values, dev, self._cast()))
+            self._wrote()
+            self.host[ids] = values
+        except BaseException:
+            self.plan = None
+            raise
+
+    def _wrote(self) -> None:
+        """Where the tables were last written on a CUDA device: its stream and an event."""
+        dev = self.driver.world.device
+        event = record_event(dev)
+        self.written = None if event is None else (arrays._torch().cuda.current_stream(dev), event)
 
     def _cast(self) -> Any:
         torch = arrays._torch()
@@ -268,10 +335,10 @@ class PrefetchedReset:
         """Both tables for every env, from the tracker as it is (after a reset that was
         not prefetched, which moved it)."""
         self.wanted = False
+        self.plan = None
         d = self.driver
         f = d._compiled.current(kernels())
         if f[3] is None:
-            self.plan = None
             return
         t = d._tracker
         ids = np.arange(d.num_envs, dtype=np.int64)
@@ -279,10 +346,17 @@ class PrefetchedReset:
         torch = arrays._torch()
         with torch.inference_mode(False):
             self.device = device_async(values, d.world.device, self._cast())
+        self._wrote()
         self.host = np.array(values)
-        self.plan = f
+        self.plan, self.seq = f, t.seq
 
     def forget(self) -> None:
         """The tracker moved outside the prefetched resets: build the tables again
         before the next one."""
         self.plan = None
+
+    def keep(self, before: int) -> None:
+        """Draws that took seqs but moved no episode (interval draws) were made since the
+        tracker's seq was ``before``: the tables stay current if they were then."""
+        if self.seq == before:
+            self.seq = self.driver._tracker.seq

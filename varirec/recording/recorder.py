@@ -199,7 +199,7 @@ class VariationRecorder:
     def record_batch(self, batch: ResetBatch) -> None:
         """Record every draw of one reset batch (one call for all its variations); the
         batch then skips this recorder when it tells each variation's listeners."""
-        now = time.time_ns() // 1000
+        now = time.time_ns() // 1000 if batch.time is None else batch.time
         device = batch.world.device
         if device is not None:
             self.device = device

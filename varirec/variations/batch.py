@@ -51,11 +51,13 @@ class ResetBatch:
         fed: listeners that took the whole batch (a recorder): the per-variation
             events skip them (a frozenset: a recorder hands in the same one each reset,
             told apart from the last in one compare).
+        time: the reset's wall-clock time in microseconds where it was taken before
+            the draw (a prefetched GPU reset, drawn again at the next step); None: now.
     """
 
     __slots__ = (
         "_contexts", "_env_matrix", "_host", "_lazy", "_matrix", "_parts", "_values", "fed",
-        "group", "ids", "variations", "world",
+        "group", "ids", "time", "variations", "world",
     )  # fmt: skip
 
     def __init__(
@@ -84,6 +86,7 @@ class ResetBatch:
         self._lazy = lazy  # (first seq, episodes, design rows, in a design) of first draws
         self.group = group
         self.fed: frozenset[Any] = frozenset()
+        self.time: int | None = None  # the reset's time (us) where it was taken earlier
 
     def __len__(self) -> int:
         return len(self.variations)

@@ -199,6 +199,9 @@ class Variation:
     def _bound_context(self, ids: np.ndarray | None) -> DrawContext:
         t = self._tracker
         assert t is not None  # only called when bound
+        settle = getattr(t, "before_read", None)
+        if settle is not None:  # a reset whose bookkeeping waits (a prefetched GPU reset)
+            settle()
         if ids is None:
             seq_in_build = self._build_draws
             self._build_draws += 1
