@@ -468,3 +468,37 @@ def test_draw_interval_without_interval_variations_leaves_the_reset_pending(gpu)
     assert gpu[0] == 1 and d._prefetched.pending is not None
     d.record_step()
     assert d._prefetched.pending is None and d.tracker.episode[1] == 1
+
+
+@pytest.mark.parametrize("recording", [False, True])
+def test_a_prefetched_reset_runs_two_torch_ops(tmp_path, gpu, recording):
+    """The clamp and the gather: on CUDA, with the ids' copy and its event, all the
+    launches the GPU waits for (the bookkeeping's ops run at the next step)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    vs = _variations({}, "d")
+    for v in vs:
+        v.apply = None
+    kw = {"output": tmp_path / "d", "run_id": "r"} if recording else {}
+    m = (vr.RecorderManager if recording else vr.NullRecorderManager)(
+        N, variations=vs, seed=0, device="cpu", **kw
+    )
+    m.reset(None, torch.arange(N))
+    m.record_step(reward=torch.ones(N), terminated=torch.ones(N, dtype=torch.bool))
+    m.reset(None, torch.arange(N))
+    m.record_step(reward=torch.ones(N), terminated=torch.ones(N, dtype=torch.bool))
+    ids = torch.tensor([1, 6])
+    with Ops() as ops:
+        m.reset(None, ids)
+    launched = [name for name in ops.names if name != "detach"]  # a view (the ids' copy)
+    assert gpu[0] == 2 and launched == ["clamp", "index_select"], ops.names
+    m.close()

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from varirec import arrays
-from varirec.arrays import device_async, host_async, record_event, wait
+from varirec.arrays import device_async, host_async, wait
 from varirec.errors import RecorderStateError
 from varirec.recording.episodes import now_us
 from varirec.sampling.accel import kernels
@@ -150,7 +150,9 @@ class PrefetchedReset:
         driver: the :class:`~varirec.recording.driver.VariationDriver` it resets for.
     """
 
-    __slots__ = ("device", "driver", "host", "pending", "plan", "seq", "wanted", "written")
+    __slots__ = (
+        "_events", "device", "driver", "host", "pending", "plan", "seq", "wanted", "written",
+    )  # fmt: skip
 
     def __init__(self, driver: Any) -> None:
         self.driver = driver
@@ -161,6 +163,7 @@ class PrefetchedReset:
         self.wanted = False  # the last reset could have been prefetched, had the tables been
         self.seq = -1  # the tracker's seq the tables are current with (see _applies)
         self.written: tuple[Any, Any] | None = None  # (stream, event) of the last table write
+        self._events: list[Any] = []  # CUDA events: the ids' copy, the tables' last write
 
     def _applies(self, env_ids: Any) -> tuple[Any, ...] | None:
         """The compiled reset's plan where this reset can be prefetched, else None
@@ -210,7 +213,7 @@ class PrefetchedReset:
         # Clamped: varirec's gather cannot stop the device; the id is named at settle.
         matrix = self.device.index_select(0, env_ids.clamp(0, n - 1))
         host = host_async(env_ids)
-        pending = _Pending(host, record_event(d.world.device), stamp, f, env)
+        pending = _Pending(host, self._record(0), stamp, f, env)
         self.pending = pending
         d._tracker.before_read = self.settle  # a variation drawn by hand settles it first
         try:
@@ -323,9 +326,23 @@ class PrefetchedReset:
 
     def _wrote(self) -> None:
         """Where the tables were last written on a CUDA device: its stream and an event."""
+        event = self._record(1)
+        if event is not None:
+            self.written = (arrays._torch().cuda.current_stream(self.driver.world.device), event)
+
+    def _record(self, which: int) -> Any:
+        """Event ``which`` (0: the ids' copy, 1: the tables' write) recorded now on the
+        device's current stream; None off CUDA. Each is made once and recorded again:
+        the last reset was settled before the next one records, so none waits on it."""
         dev = self.driver.world.device
-        event = record_event(dev)
-        self.written = None if event is None else (arrays._torch().cuda.current_stream(dev), event)
+        if dev.type != "cuda":
+            return None
+        if not self._events:
+            cuda = arrays._torch().cuda
+            self._events = [cuda.Event(), cuda.Event()]
+        event = self._events[which]
+        event.record(arrays._torch().cuda.current_stream(dev))
+        return event
 
     def _cast(self) -> Any:
         torch = arrays._torch()
