@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one run (CI has none): the machine, the CUDA tests
 # (tests/test_cuda.py, and the torch tests whose device list takes CUDA where present),
-# then the GPU loop benchmark and its call-by-call breakdown. Logs go to $OUT (or the
-# folder given as the first argument); further arguments go to bench_gpu_loop.py.
+# then the GPU loop benchmark, the same at 4096 envs without prefetched resets
+# (VARIREC_NO_PREFETCH=1, for an A/B on the same machine) and the call-by-call
+# breakdown. Logs go to $OUT (or the folder given as the first argument); further
+# arguments go to bench_gpu_loop.py.
 #
-#   bash benchmarks/gpu_checks.sh gpu-logs            # ~2.5 min on an H100
+#   bash benchmarks/gpu_checks.sh gpu-logs            # ~2.5 min on an H100 before the A/B run
 #   bash benchmarks/gpu_checks.sh gpu-logs --quick    # a shorter benchmark
 set -uo pipefail
 out=${1:-${OUT:-gpu-logs}}
@@ -28,11 +30,14 @@ EOF
 } 2>&1 | tee "$out/machine.txt"
 
 "$python" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_batched_draw.py \
-  tests/test_torch_arrays.py 2>&1 | tee "$out/tests.txt"
+  tests/test_torch_arrays.py tests/test_prefetched_reset.py 2>&1 | tee "$out/tests.txt"
 tests=${PIPESTATUS[0]}
 
 "$python" benchmarks/bench_gpu_loop.py "$@" 2>&1 | tee "$out/bench_gpu_loop.txt"
 bench=${PIPESTATUS[0]}
+
+VARIREC_NO_PREFETCH=1 "$python" benchmarks/bench_gpu_loop.py --envs 4096 --repeats 3 2>&1 |
+  tee "$out/bench_gpu_loop_no_prefetch.txt"
 
 # Where the host time goes, call by call, and what single torch calls cost this host.
 "$python" benchmarks/gpu_breakdown.py 2>&1 | tee "$out/gpu_breakdown.txt"
