@@ -502,3 +502,57 @@ def test_a_prefetched_reset_runs_two_torch_ops(tmp_path, gpu, recording):
     launched = [name for name in ops.names if name != "detach"]  # a view (the ids' copy)
     assert gpu[0] == 2 and launched == ["clamp", "index_select"], ops.names
     m.close()
+
+
+def test_a_ctrl_c_during_a_settle_that_hands_rows_over_waits_for_its_end(
+    tmp_path, gpu, monkeypatch
+):
+    """Small buffers: the settle hands rows to the writer, where a held Ctrl-C would be
+    raised early; it comes once the reset is settled whole, and nothing is lost."""
+    import os
+    import signal
+
+    from varirec.recording.episodes import EpisodeTracker
+
+    m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=1,
+                           run_id="r", device="cpu", max_rows=4)  # fmt: skip
+    for _ in range(3):
+        m.reset(None, torch.arange(N))
+        m.record_step(reward=torch.ones(N), terminated=torch.ones(N, dtype=torch.bool))
+    m.reset(None, torch.arange(N))  # episode 3 everywhere: its bookkeeping waits
+    finish = EpisodeTracker.finish_block
+
+    def interrupted(self, done, now=None):
+        monkeypatch.setattr(EpisodeTracker, "finish_block", finish)
+        os.kill(os.getpid(), signal.SIGINT)  # arrives inside the settle: held back
+        return finish(self, done, now)
+
+    monkeypatch.setattr(EpisodeTracker, "finish_block", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        m.record_step(reward=torch.ones(N), terminated=torch.zeros(N, dtype=torch.bool))
+    t = m.driver._tracker
+    assert m.driver._prefetched.pending is None and t.started.all() and (t.episode == 3).all()
+    m.close()
+    episodes, draws = _tables(tmp_path / "d")
+    assert gpu[0] == 3 and sorted(set(episodes.episode)) == [0, 1, 2]
+    # mass, the 3 components of pos, fric: 5 rows per env and episode, episode 3's too
+    assert draws.groupby("episode").size().to_dict() == {e: 5 * N for e in range(4)}
+
+
+def test_a_device_fault_at_close_still_closes_the_run_with_the_error(tmp_path, gpu, monkeypatch):
+    from varirec.recording import prefetched_reset
+
+    m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=1,
+                           run_id="r", device="cpu")  # fmt: skip
+    _loop(m, torch.as_tensor, steps=10)
+    m.reset(None, torch.arange(N))
+
+    def fault(event):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(prefetched_reset, "wait", fault)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        m.close()
+    assert m.writer.closed
+    run = vr.open_dataset(tmp_path / "d").runs()[0]
+    assert "illegal memory access" in str(run), run

@@ -257,8 +257,13 @@ class VariationDriver:
     def close(self, error: BaseException | None = None, *, closed_by: str = "close") -> None:
         """Nothing to close without output; the variations' ``num_draws`` stop reading
         this driver's count of reset batches (a later reset counts anew)."""
-        self.settle()
-        self._prefetched.forget()
+        try:
+            self.settle()
+        except BaseException:
+            self._prefetched.drop()  # a second close closes
+            raise
+        finally:
+            self._prefetched.forget()
         g, self._group = self._group, None
         self._compiled.plan = None  # it holds the group too
         if g is not None:

@@ -396,6 +396,7 @@ class RecorderManager:
                         driver.settle()
                     except Exception as exc:
                         first = first or exc
+                        driver._prefetched.drop()  # the run is closed all the same
                 for term in list(getattr(self, "terms", {}).values()):
                     try:
                         term.close()

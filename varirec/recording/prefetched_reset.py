@@ -250,9 +250,16 @@ class PrefetchedReset:
         reset leaves them."""
         if self.pending is None:
             return
-        self.driver._tracker.before_read = None
-        with exit_held():  # a Ctrl-C or SIGTERM waits for the end: a reset is settled whole
+        # A Ctrl-C or SIGTERM waits for the end, even where the settle hands rows to the
+        # writer (closing: no early raise there): a reset is settled whole.
+        with exit_held(closing=True):
             self._settle(failed)
+
+    def drop(self) -> None:
+        """Give up the pending reset (its settle fails for good, as after a device
+        fault: the close must still close the run) and the tables."""
+        self.pending = self.plan = None
+        self.driver._tracker.before_read = None
 
     def _settle(self, failed: BaseException | None) -> None:
         p = self.pending
@@ -262,7 +269,7 @@ class PrefetchedReset:
         wait(p.event)
         ids = np.array(p.host, np.int64)  # the pinned buffer goes back to torch's cache
         if ids.size and ids.view(np.uint64).max() >= n:
-            self.pending = self.plan = None
+            self.drop()
             bad = ids[(ids < 0) | (ids >= n)][:5].tolist()
             raise ValueError(
                 f"`env_ids` must be in [0, {n}), got {bad} (a GPU reset's ids, checked at the "
@@ -270,6 +277,7 @@ class PrefetchedReset:
                 "pass the ids of the envs that finished, e.g. done.nonzero().squeeze(-1)"
             )
         self.pending = None  # from here on, the reset is settled or the tables dropped
+        d._tracker.before_read = None
         f = p.plan
         plan = f[4].plan
         out = np.empty((len(ids), plan.width))

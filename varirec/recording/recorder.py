@@ -277,6 +277,8 @@ class VariationRecorder:
         ids = event.env_ids
         if t is None:
             return old
+        if t.before_read is not None:  # a reset whose bookkeeping waits: it goes first
+            t.before_read()
         return DrawContext(
             key,
             old.phase,
