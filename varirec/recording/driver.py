@@ -264,10 +264,10 @@ class VariationDriver:
             raise
         finally:
             self._prefetched.forget()
-        g, self._group = self._group, None
-        self._compiled.plan = None  # it holds the group too
-        if g is not None:
-            g.retire()
+            g, self._group = self._group, None
+            self._compiled.plan = None  # it holds the group too
+            if g is not None:
+                g.retire()
 
     # -- driving variations ----------------------------------------------------------
     def draw_build(self, env: Any = None, *, apply: bool = True) -> dict[str, np.ndarray]:
