@@ -373,14 +373,14 @@ class VariationDriver:
         draws, applied to ``env``; ``reset_fn(env_ids, seeds)``, the env's own reset
         from the applied values; then ``record_post_reset``, with the new episodes'
         first state in place."""
-        p = self._prefetched
-        if p.pending is not None:
-            p.settle()
         usual = reset_fn is None and self.schedule is None
-        if self.world.device is None:  # numpy: no prefetch, nothing to check after
+        if self.world.device is None:  # numpy: nothing prefetched, nothing to check after
             if not (usual and self._compiled(env, env_ids)):
                 self._general_reset(env, env_ids, reset_fn)
             return
+        p = self._prefetched
+        if p.pending is not None:
+            p.settle()
         if usual and p(env, env_ids):  # a GPU env: the values were on the device already
             return
         try:

@@ -145,6 +145,7 @@ class RecorderManager:
             device=device,
             dtype=dtype,
         )
+        self._prefetched = self.driver._prefetched  # read at every step
         self.max_rows = int(max_rows)
         builtin = builtin_term_cfgs(max_rows=max_rows, step_keys=step_keys)
         self.writer: RunWriter | None = None
@@ -285,8 +286,8 @@ class RecorderManager:
         """A step's per-env arrays (``reward``, ``terminated``, ``truncated``,
         ``success`` and anything a term records), before finished envs reset."""
         driver = self.driver
-        if driver._prefetched.pending is not None:  # the last reset's rows, first
-            driver._prefetched.settle()
+        if self._prefetched.pending is not None:  # the last reset's rows, first
+            self._prefetched.settle()
         if time.monotonic() >= self._handover_due:  # once per hook call, not per draw
             self._hand_over_buffers()
         driver._tracker.advance_steps()
