@@ -277,8 +277,9 @@ class VariationRecorder:
         ids = event.env_ids
         if t is None:
             return old
-        if t.before_read is not None:  # a reset whose bookkeeping waits: it goes first
-            t.before_read()
+        settle = getattr(t, "before_read", None)
+        if settle is not None:  # a reset whose bookkeeping waits: it goes first
+            settle()
         return DrawContext(
             key,
             old.phase,
