@@ -556,3 +556,24 @@ def test_a_device_fault_at_close_still_closes_the_run_with_the_error(tmp_path, g
     assert m.writer.closed
     run = vr.open_dataset(tmp_path / "d").runs()[0]
     assert "illegal memory access" in str(run), run
+
+
+def test_interval_draws_between_resets_keep_the_tables(tmp_path, gpu):
+    """Interval draws take seqs but begin no episode: the resets after them are still
+    prefetched, and every table equals a numpy run's."""
+    runs = []
+    for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
+        vs = _variations({}, name)
+        cfg = vr.VariationCfg(
+            sampler=vr.UniformCfg(low=0, high=1), mode="interval", interval_steps=(2, 4)
+        )
+        gust = vr.Variation("gust", cfg, lambda env, ids, x: None)
+        m = vr.RecorderManager(N, variations=[*vs, gust], output=tmp_path / name, seed=4,
+                               run_id="r", device=device)  # fmt: skip
+        _loop(m, arrays, steps=40, between=lambda m, i: m.draw_interval(None))
+        m.close()
+        runs.append(_tables(tmp_path / name))
+    assert gpu[0] > 20
+    draws = runs[1][1]
+    assert (draws.variation == "gust").sum() > 20
+    _same_two_tables(*runs)
