@@ -235,6 +235,24 @@ def test_an_id_out_of_range_is_named_at_the_next_step_and_nothing_recorded_is_lo
     assert len(ep) >= N + 10 and not ep.duplicated(["env_id", "episode"]).any()
 
 
+def _around_a_failed_reset(vs, arrays, device, fail: list, first: list, failing: list):
+    """Tracker states of a null manager of ``vs`` after a reset of ``failing`` whose
+    apply raised (``fail`` switched on), and after the same reset done again."""
+    d = vr.NullRecorderManager(N, variations=vs, seed=1, device=device)
+    d.reset(None, arrays(np.arange(N)))
+    d.record_step()
+    d.reset(None, arrays(np.array(first)))
+    d.record_step()
+    fail[0] = True
+    with pytest.raises(RuntimeError, match="refused"):
+        d.reset(None, arrays(np.array(failing)))
+    fail[0] = False
+    states = [_tracker_state(d.tracker)]
+    d.reset(None, arrays(np.array(failing)))
+    d.record_step()
+    return [*states, _tracker_state(d.tracker)]
+
+
 def test_a_raising_apply_leaves_the_episodes_begun_not_started_as_numpy_does(gpu):
     states = []
     for arrays, device in ((np.asarray, None), (torch.as_tensor, "cpu")):
@@ -246,19 +264,7 @@ def test_a_raising_apply_leaves_the_episodes_begun_not_started_as_numpy_does(gpu
 
         vs = _variations({}, "x")
         vs[0].apply = apply
-        d = vr.NullRecorderManager(N, variations=vs, seed=1, device=device)
-        d.reset(None, arrays(np.arange(N)))
-        d.record_step()
-        d.reset(None, arrays(np.array([4])))
-        d.record_step()
-        fail[0] = True
-        with pytest.raises(RuntimeError, match="refused"):
-            d.reset(None, arrays(np.array([0, 4])))
-        fail[0] = False
-        states.append(_tracker_state(d.tracker))
-        d.reset(None, arrays(np.array([0, 4])))
-        d.record_step()
-        states.append(_tracker_state(d.tracker))
+        states += _around_a_failed_reset(vs, arrays, device, fail, [4], [0, 4])
     assert gpu[0] == 2  # [4] and the reset after the one that raised (not counted)
     for a, b in zip(states[:2], states[2:], strict=True):
         assert _same_state(a, b)
@@ -400,20 +406,8 @@ def test_apply_batch_that_settles_then_raises_leaves_the_reset_failed(gpu):
         vs = _variations({}, "x")
         for v in vs:
             v.apply = None
-        d = vr.NullRecorderManager(N, variations=vr.VariationSet(vs, apply_batch=apply_batch),
-                                   seed=1, device=device)  # fmt: skip
-        d.reset(None, arrays(np.arange(N)))
-        d.record_step()
-        d.reset(None, arrays(np.array([2])))
-        d.record_step()
-        fail[0] = True
-        with pytest.raises(RuntimeError, match="refused"):
-            d.reset(None, arrays(np.array([2, 4])))
-        fail[0] = False
-        states.append(_tracker_state(d.tracker))
-        d.reset(None, arrays(np.array([2, 4])))
-        d.record_step()
-        states.append(_tracker_state(d.tracker))
+        vs = vr.VariationSet(vs, apply_batch=apply_batch)
+        states += _around_a_failed_reset(vs, arrays, device, fail, [2], [2, 4])
     assert gpu[0] == 2
     assert _same_state(states[0], states[2]) and _same_state(states[1], states[3])
     assert not states[2][1][[2, 4]].any()

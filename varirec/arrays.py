@@ -298,6 +298,20 @@ class ArrayWorld:
         self._sent = (host, tensor, _version(tensor), self._calls)
         return tensor
 
+    def host_float(self) -> type[np.floating] | None:
+        """The numpy dtype that rounds floats as the env's float dtype does (float32 by
+        default, float64), so a host cast gives its values; None for another torch
+        dtype (half precision: torch casts it).
+
+        >>> ArrayWorld("cpu").host_float().__name__
+        'float32'
+        """
+        torch = _torch()
+        want = self.dtype or torch.float32
+        if want == torch.float32:
+            return np.float32
+        return np.float64 if want == torch.float64 else None
+
     def send(self, x: np.ndarray) -> Any:
         """Host array ``x`` as a tensor on the env's device, its dtype kept, without a
         wait for the device (:func:`device_async`)."""
@@ -311,9 +325,8 @@ class ArrayWorld:
         torch = _torch()
         if not is_tensor(values) and values.dtype.kind not in "USO" and off_host(self.device):
             # Cast on the host (the same rounding) and sent without a wait: one copy.
-            want = self.dtype or torch.float32
-            if values.dtype.kind == "f" and want in (torch.float32, torch.float64):
-                cast = np.float32 if want == torch.float32 else np.float64
+            cast = self.host_float()
+            if values.dtype.kind == "f" and cast is not None:
                 return device_async(values, self.device, cast)
             if values.dtype.kind != "f":
                 return self.send(values)

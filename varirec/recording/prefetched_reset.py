@@ -53,6 +53,7 @@ from varirec.errors import RecorderStateError
 from varirec.recording.episodes import now_us
 from varirec.sampling.accel import kernels
 from varirec.storage.shutdown import exit_held
+from varirec.variations.batch import BatchKeys, column_views
 from varirec.variations.variation import epoch
 
 __all__ = ["PREFETCH", "PendingBatch", "PrefetchedReset"]
@@ -84,7 +85,7 @@ class _Pending:
         self.before = self.stamped = -1
 
 
-class PendingBatch:
+class PendingBatch(BatchKeys):
     """What ``apply_batch`` gets at a prefetched reset: :attr:`matrix` (``(k, width)`` on
     the env's device, in its dtype) and each variation's values (views of it) are ready;
     anything else (``ids``, ``contexts``, ``host``, ...) settles the reset first and is
@@ -101,32 +102,17 @@ class PendingBatch:
         self.world = owner.driver.world
         self._views: list[Any] | None = None
 
-    def __len__(self) -> int:
-        return len(self.variations)
-
-    @property
-    def keys(self) -> list[str]:
-        """The variations' keys, in order."""
-        return [v.key for v in self.variations]
-
     @property
     def values(self) -> list[Any]:
-        """Each variation's columns of :attr:`matrix`: a scalar's a strided column, a
-        vector's a contiguous block (as a reset drawn on the host hands them out)."""
+        """Each variation's columns of :attr:`matrix`, as a reset drawn on the host hands
+        them to ``apply`` (:func:`~varirec.variations.batch.column_views`)."""
         if self._views is None:
-            m, plan = self.matrix, self.group.plan
-            self._views = [
-                m[:, s:e].contiguous() if vector else m[:, s]
-                for (s, e), vector in zip(plan._bounds, plan._vector, strict=True)
-            ]
+            self._views = column_views(self.group.plan, self.matrix)
         return self._views
 
     def value(self, key: str) -> Any:
         """The values of variation ``key`` on the env's device."""
-        for v, x in zip(self.variations, self.values, strict=True):
-            if v.key == key:
-                return x
-        raise KeyError(f"no variation {key!r} in this reset batch; it has {self.keys}")
+        return self.values[self._index(key)]
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -181,7 +167,7 @@ class PrefetchedReset:
             or env_ids.shape[0] == 0
             or env_ids.device != dev
             or dev.type not in _EVENTS  # the ids' copy is read after a CUDA event
-            or d.world.dtype not in (None, torch.float32, torch.float64)
+            or d.world.host_float() is None  # the tables hold host-cast values
         ):
             return None
         hooks = d.hooks
@@ -325,7 +311,9 @@ class PrefetchedReset:
             dev = self.driver.world.device
             with torch.inference_mode(False):  # the table stays a normal tensor
                 idx = device_async(ids, dev)
-                self.device.index_copy_(0, idx, device_async(values, dev, self._cast()))
+                self.device.index_copy_(
+                    0, idx, device_async(values, dev, self.driver.world.host_float())
+                )
             self._wrote()
             self.host[ids] = values
         except BaseException:
@@ -352,10 +340,6 @@ class PrefetchedReset:
         event.record(arrays._torch().cuda.current_stream(dev))
         return event
 
-    def _cast(self) -> Any:
-        torch = arrays._torch()
-        return np.float64 if self.driver.world.dtype == torch.float64 else np.float32
-
     def build(self) -> None:
         """Both tables for every env, from the tracker as it is (after a reset that was
         not prefetched, which moved it)."""
@@ -370,7 +354,7 @@ class PrefetchedReset:
         _, values = f[4].plan.draw_columns(ids, t.episode + 1, None, np)
         torch = arrays._torch()
         with torch.inference_mode(False):
-            self.device = device_async(values, d.world.device, self._cast())
+            self.device = device_async(values, d.world.device, d.world.host_float())
         self._wrote()
         self.host = np.array(values)
         self.plan, self.seq = f, t.seq

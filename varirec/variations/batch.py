@@ -33,10 +33,49 @@ from varirec.variations.counters import DrawCounters, first_draws
 from varirec.variations.reset_group import PlanCache, ResetGroup
 from varirec.variations.variation import EpisodeClock, Variation
 
-__all__ = ["HOST_DRAW_MAX", "ResetBatch", "draw_reset_batch", "draws_on_host"]
+__all__ = [
+    "HOST_DRAW_MAX",
+    "BatchKeys",
+    "ResetBatch",
+    "column_views",
+    "draw_reset_batch",
+    "draws_on_host",
+]
 
 
-class ResetBatch:
+class BatchKeys:
+    """What a reset batch answers from its variations alone (a
+    :class:`ResetBatch`, and a prefetched GPU reset's batch)."""
+
+    __slots__ = ()
+    variations: Sequence[Variation]
+
+    def __len__(self) -> int:
+        return len(self.variations)
+
+    @property
+    def keys(self) -> list[str]:
+        """The variations' keys, in order."""
+        return [v.key for v in self.variations]
+
+    def _index(self, key: str) -> int:
+        for j, v in enumerate(self.variations):
+            if v.key == key:
+                return j
+        raise KeyError(f"no variation {key!r} in this reset batch; it has {self.keys}")
+
+
+def column_views(plan: Any, m: Any) -> list[Any]:
+    """Each variation's columns of the ``(k, width)`` tensor ``m`` of ``plan``'s draw: a
+    scalar variation's a strided view (as numpy's column is), a vector variation's a
+    contiguous block (so that ``.view()`` works on it)."""
+    return [
+        m[:, s:e].contiguous() if vector else m[:, s]
+        for (s, e), vector in zip(plan._bounds, plan._vector, strict=True)
+    ]
+
+
+class ResetBatch(BatchKeys):
     """The draws of one reset: for each variation its context and values.
 
     Attributes:
@@ -88,14 +127,6 @@ class ResetBatch:
         self.fed: frozenset[Any] = frozenset()
         self.time: int | None = None  # the reset's time (us) where it was taken earlier
 
-    def __len__(self) -> int:
-        return len(self.variations)
-
-    @property
-    def keys(self) -> list[str]:
-        """The variations' keys, in order."""
-        return [v.key for v in self.variations]
-
     @property
     def contexts(self) -> list[DrawContext]:
         if self._contexts is None:
@@ -134,10 +165,7 @@ class ResetBatch:
 
     def value(self, key: str) -> Any:
         """The values of variation ``key`` as the env takes them (see ``matrix``)."""
-        for v, x in zip(self.variations, self.values, strict=True):
-            if v.key == key:
-                return self.world.values(x)
-        raise KeyError(f"no variation {key!r} in this reset batch; it has {self.keys}")
+        return self.world.values(self.values[self._index(key)])
 
     @property
     def matrix(self) -> Any:
@@ -184,13 +212,7 @@ class ResetBatch:
             or not parts[0].continuous
         ):
             return None
-        plan, m = parts[0], self.matrix
-        # A scalar variation's column is a strided view (as numpy's is); a vector one's
-        # block is made contiguous, so that .view() works on it as before.
-        return [
-            m[:, s:e].contiguous() if vector else m[:, s]
-            for (s, e), vector in zip(plan._bounds, plan._vector, strict=True)
-        ]
+        return column_views(parts[0], self.matrix)
 
     def host_values(self, j: int) -> np.ndarray:
         """The values of variation ``j`` on the host (numpy)."""
@@ -277,10 +299,9 @@ def _to_env(world: ArrayWorld, x: Any) -> Any:
     dev = world.device
     on_cpu = dev is not None and not arrays.off_host(dev)
     if on_cpu and isinstance(x, np.ndarray) and x.dtype == np.float64:
-        torch = _torch()
-        want = world.dtype or torch.float32
-        if want in (torch.float32, torch.float64):
-            return torch.from_numpy(x.astype(np.float32 if want == torch.float32 else np.float64))
+        cast = world.host_float()
+        if cast is not None:
+            return _torch().from_numpy(x.astype(cast))
     return world.values(x)
 
 
