@@ -241,8 +241,8 @@ class CompiledReset:
                 hooks = None  # the recorder's start is done
             else:
                 t.start(ids, begun=True)
-        if d._interval_next:
-            d._arm_interval_timers(ids)
+        if d._timers:
+            d._timers.arm(ids)
         if hooks is not None:
             hooks.started(ids)
         if late:

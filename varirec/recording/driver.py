@@ -36,12 +36,13 @@ from varirec.arrays import ArrayWorld, is_tensor
 from varirec.errors import RecorderStateError
 from varirec.recording.compiled_reset import CompiledReset, first_draw_keys
 from varirec.recording.episodes import EpisodeTracker
+from varirec.recording.interval_timers import IntervalTimers
 from varirec.recording.prefetched_reset import PrefetchedReset
-from varirec.sampling.streams import INTERVAL_TIMER_STREAM, RESET_SEED_STREAM, CounterStream
+from varirec.sampling.streams import RESET_SEED_STREAM, CounterStream
 from varirec.variations.batch import ResetBatch, draw_reset_batch
 from varirec.variations.counters import DrawCounters
 from varirec.variations.reset_group import PlanCache, ResetGroup
-from varirec.variations.variation import Variation, epoch, noise_keys
+from varirec.variations.variation import Variation, epoch
 from varirec.variations.variation_set import VariationSet
 
 __all__ = ["DriverHooks", "EpisodeSchedule", "StudyDesign", "VariationDriver"]
@@ -161,13 +162,7 @@ class VariationDriver:
         for v in variations.values():
             v.bind(tracker)
             v.seed(self.seed)
-        # Every interval variation has a timer: one enabled later draws on time too.
-        self._interval_next = {
-            v.key: np.zeros(self.num_envs, dtype=np.int64)
-            for v in variations.values()
-            if v.mode == "interval"
-        }
-        self._timer_stream = CounterStream(self.seed, INTERVAL_TIMER_STREAM)
+        self._timers = IntervalTimers(variations, tracker, self.seed)
         self._seed_stream = CounterStream(self.seed, RESET_SEED_STREAM)
         self._built = False
         self._plans = PlanCache()
@@ -243,7 +238,7 @@ class VariationDriver:
 
     def _post_reset(self, ids: np.ndarray, begun: bool = False) -> None:
         self._tracker.start(ids, begun=begun)
-        self._arm_interval_timers(ids)
+        self._timers.arm(ids)
         if self.hooks is not None:
             self.hooks.started(ids)
 
@@ -427,43 +422,9 @@ class VariationDriver:
         t = self._tracker
         before = t.seq
         try:
-            self._draw_due(env, interval)
+            self._timers.draw_due(env, interval, self.world)
         finally:
             self._prefetched.keep(before)  # interval draws begin no episode
-
-    def _draw_due(self, env: Any, interval: list[Variation]) -> None:
-        t = self._tracker
-        step = None  # every env's count, worked out once: a draw takes no step
-        for v in interval:
-            nxt = self._interval_next.get(v.key)
-            if nxt is None:
-                continue
-            if step is None:
-                step = t.step
-            due = np.flatnonzero(t.started & (step >= nxt))
-            if due.size:
-                values = v.draw(env, due, apply=False)
-                if v.apply is not None:  # as the env takes them (tensors on its device)
-                    v.apply(env, self.world.env_ids(due), self.world.values(values))
-                at = step[due]
-                nxt[due] = at + self._interval_steps(v, due, at)
-
-    def _interval_steps(
-        self, v: Variation, ids: np.ndarray, steps: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Steps until ``v``'s next draw for ``ids`` (``steps``: their counts, if known)."""
-        low, high = v.cfg.interval_steps
-        t = self._tracker
-        if steps is None:
-            steps = t.steps(ids)
-        # Timers are episode noise too: keyed by the episode seed where one is set.
-        keys, episodes = noise_keys(ids, t.episode[ids], t.seed[ids])
-        u = self._timer_stream.uniforms(keys, episodes, 1, steps)
-        return low + np.minimum((u[:, 0] * (high - low + 1)).astype(np.int64), high - low)
-
-    def _arm_interval_timers(self, ids: np.ndarray) -> None:
-        for key, nxt in self._interval_next.items():
-            nxt[ids] = self._interval_steps(self.variations[key], ids)
 
     def __enter__(self) -> VariationDriver:
         return self
