@@ -303,14 +303,15 @@ class ArrayWorld:
         default, float64), so a host cast gives its values; None for another torch
         dtype (half precision: torch casts it).
 
-        >>> ArrayWorld("cpu").host_float().__name__
+        >>> ArrayWorld().host_float().__name__
         'float32'
         """
-        torch = _torch()
-        want = self.dtype or torch.float32
-        if want == torch.float32:
+        if self.dtype is None:  # the default: float32 (no torch dtype to compare)
             return np.float32
-        return np.float64 if want == torch.float64 else None
+        torch = _torch()
+        if self.dtype == torch.float32:
+            return np.float32
+        return np.float64 if self.dtype == torch.float64 else None
 
     def send(self, x: np.ndarray) -> Any:
         """Host array ``x`` as a tensor on the env's device, its dtype kept, without a
