@@ -187,14 +187,21 @@ def test_listeners_see_each_draw_with_its_context_at_the_next_step(gpu):
         assert np.array_equal(a[1].astype(np.float32), b[1].astype(np.float32))
 
 
+def _every_env_reset_last(out, arrays, device) -> vr.RecorderManager:
+    """A recorder after 12 steps and a last reset of every env (on a GPU env, its
+    bookkeeping still waits)."""
+    m = vr.RecorderManager(N, variations=_variations({}, "x"), output=out, seed=3, run_id="r",
+                           device=device)  # fmt: skip
+    _loop(m, arrays, steps=12)
+    m.record_step(reward=arrays(np.ones(N)), terminated=arrays(np.ones(N, bool)))
+    m.reset(None, arrays(np.arange(N)))
+    return m
+
+
 def test_close_writes_the_rows_of_a_reset_still_pending(tmp_path, gpu):
     rows = {}
     for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
-        m = vr.RecorderManager(N, variations=_variations({}, name), output=tmp_path / name,
-                               seed=3, run_id="r", device=device)  # fmt: skip
-        _loop(m, arrays, steps=12)
-        m.record_step(reward=arrays(np.ones(N)), terminated=arrays(np.ones(N, bool)))
-        m.reset(None, arrays(np.arange(N)))  # every env: pending when the run closes
+        m = _every_env_reset_last(tmp_path / name, arrays, device)
         pending = m.driver._prefetched.pending
         m.close()
         rows[name] = (_tables(tmp_path / name)[:2], pending)
@@ -253,22 +260,31 @@ def _around_a_failed_reset(vs, arrays, device, fail: list, first: list, failing:
     return [*states, _tracker_state(d.tracker)]
 
 
-def test_a_raising_apply_leaves_the_episodes_begun_not_started_as_numpy_does(gpu):
+@pytest.mark.parametrize("via", ["apply", "apply_batch"])
+def test_a_raising_apply_leaves_the_episodes_begun_not_started_as_numpy_does(gpu, via):
+    """``apply_batch`` reads ``batch.contexts`` before it raises, which settles a
+    prefetched reset inside it: the start is taken back all the same."""
     states = []
     for arrays, device in ((np.asarray, None), (torch.as_tensor, "cpu")):
         fail = [False]
 
-        def apply(env, ids, x, fail=fail):
+        def refuse(env, ids, x, fail=fail):
             if fail[0]:
+                if via == "apply_batch":
+                    _ = x.contexts  # x is the batch
                 raise RuntimeError("the env refused")
 
         vs = _variations({}, "x")
-        vs[0].apply = apply
+        if via == "apply":
+            vs[0].apply = refuse
+        else:
+            for v in vs:
+                v.apply = None
+            vs = vr.VariationSet(vs, apply_batch=refuse)
         states += _around_a_failed_reset(vs, arrays, device, fail, [4], [0, 4])
     assert gpu[0] == 2  # [4] and the reset after the one that raised (not counted)
-    for a, b in zip(states[:2], states[2:], strict=True):
-        assert _same_state(a, b)
-    assert not states[0][1][[0, 4]].any()
+    assert _same_state(states[0], states[2]) and _same_state(states[1], states[3])
+    assert not states[0][1][[0, 4]].any() and not states[2][1][[0, 4]].any()
 
 
 def test_a_changed_variation_and_hooks_called_by_hand_make_the_tables_again(tmp_path, gpu):
@@ -393,26 +409,6 @@ def test_an_env_begun_by_hand_makes_the_tables_again(gpu):
     _same_applied(applied, least=4)
 
 
-def test_apply_batch_that_settles_then_raises_leaves_the_reset_failed(gpu):
-    states = []
-    for arrays, device in ((np.asarray, None), (torch.as_tensor, "cpu")):
-        fail = [False]
-
-        def apply_batch(env, ids, batch, fail=fail):
-            if fail[0]:
-                _ = batch.contexts  # settles a prefetched reset
-                raise RuntimeError("the env refused")
-
-        vs = _variations({}, "x")
-        for v in vs:
-            v.apply = None
-        vs = vr.VariationSet(vs, apply_batch=apply_batch)
-        states += _around_a_failed_reset(vs, arrays, device, fail, [2], [2, 4])
-    assert gpu[0] == 2
-    assert _same_state(states[0], states[2]) and _same_state(states[1], states[3])
-    assert not states[2][1][[2, 4]].any()
-
-
 def test_draw_rows_carry_the_reset_time_not_the_step_that_settled_it(tmp_path, gpu):
     import time
 
@@ -431,11 +427,7 @@ def test_a_failure_before_the_bookkeeping_keeps_the_reset_for_the_close(tmp_path
 
     rows = {}
     for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
-        m = vr.RecorderManager(N, variations=_variations({}, name), output=tmp_path / name,
-                               seed=3, run_id="r", device=device)  # fmt: skip
-        _loop(m, arrays, steps=12)
-        m.record_step(reward=arrays(np.ones(N)), terminated=arrays(np.ones(N, bool)))
-        m.reset(None, arrays(np.arange(N)))
+        m = _every_env_reset_last(tmp_path / name, arrays, device)
         if device is not None:
             broken = [True]
 
