@@ -126,15 +126,20 @@ def _calibrate(num_envs: int, num_params: int, mat: int, step_ms: float, device:
     return reps, per_step(reps)
 
 
-def _apply_all(env: TorchEnv, ids: Any, batch: Any) -> None:
+def _apply_all(env: TorchEnv, ids: torch.Tensor, batch: Any) -> None:
     """All 20 parameters of the resetting rows in one scatter (the bare loop's one
-    scatter): ``batch.matrix`` is ``(k, 20)``, float32 on the env's device on the tensor
-    path; numpy values and ids (the glue path) are copied there."""
+    scatter): ``batch.matrix`` is ``(k, 20)``, float32 on the env's device."""
+    env.params[ids] = batch.matrix
+
+
+def _apply_glue(env: TorchEnv, ids: Any, batch: Any) -> None:
+    """:func:`_apply_all` for a varirec that hands numpy values and ids (the glue path):
+    they are copied to the device."""
     ids = torch.as_tensor(ids, device=env.device)
     env.params[ids] = torch.as_tensor(batch.matrix, device=env.device, dtype=torch.float32)
 
 
-def _variations(num_params: int) -> vr.VariationSet:
+def _variations(num_params: int, tensors: bool = True) -> vr.VariationSet:
     return vr.VariationSet(
         (
             vr.Variation(
@@ -142,7 +147,7 @@ def _variations(num_params: int) -> vr.VariationSet:
             )
             for j in range(num_params)
         ),
-        apply_batch=_apply_all,
+        apply_batch=_apply_all if tensors else _apply_glue,
     )
 
 
@@ -179,10 +184,12 @@ def run_loop(
     # The tensor path names the env's device: draws are made there, apply gets tensors.
     kw: dict[str, Any] = {"device": device} if tensors else {}
     if mode == "null":
-        m = NullRecorderManager(env.num_envs, variations=_variations(num_params), seed=0, **kw)
+        m = NullRecorderManager(
+            env.num_envs, variations=_variations(num_params, tensors), seed=0, **kw
+        )
     elif mode == "recording":
         m = RecorderManager(
-            env.num_envs, variations=_variations(num_params), output=out, seed=0, **kw
+            env.num_envs, variations=_variations(num_params, tensors), output=out, seed=0, **kw
         )
 
     def host(x: torch.Tensor) -> Any:

@@ -44,6 +44,7 @@ WRAPPED: list[tuple[Any, str]] = [
     (prefetched_reset.PrefetchedReset, "__call__"),  # a reset from the prefetch table
     (prefetched_reset.PrefetchedReset, "settle"),  # its bookkeeping, at the next step
     (prefetched_reset.PrefetchedReset, "_refill"),
+    (prefetched_reset.PrefetchedReset, "_host_ids"),  # the ids' copy, on a side stream
     *(
         (device_outcomes.DeviceOutcomes, name)
         for name in ("record_pre_reset", "restart", "record_step", "copy_out")
@@ -111,6 +112,7 @@ def single_calls(device: torch.device) -> dict[str, float]:
     x = torch.zeros(1000, device=device)
     idx = torch.arange(100, device=device)
     host = np.zeros(1000)
+    event, stream = torch.cuda.Event(), arrays.current_stream(device)
     cases = {
         "x.add_(1)": lambda: x.add_(1),
         "x[idx] (a gather)": lambda: x[idx],
@@ -120,6 +122,10 @@ def single_calls(device: torch.device) -> dict[str, float]:
         "host_async (1000 floats)": lambda: arrays.host_async(x),
         "idx.cpu() (after a sync)": lambda: idx.cpu(),
         "record_event": lambda: arrays.record_event(device),
+        "torch.cuda.current_stream(device)": lambda: torch.cuda.current_stream(device),
+        "arrays.current_stream(device)": lambda: arrays.current_stream(device),
+        "event.record(stream) (made once)": lambda: event.record(stream),
+        "x.clamp(0, 99)": lambda: idx.clamp(0, 99),
     }
     out = {}
     for label, fn in cases.items():

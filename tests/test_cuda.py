@@ -1,8 +1,8 @@
 """A CUDA env end to end (skipped without a GPU; run on one with ``pytest tests/test_cuda.py``):
 ids, step arrays and applied values as tensors on the device record exactly what a numpy
 env records (prefetched resets too), a prefetched reset adds no host sync and the step
-after it at most the wait for its ids' copy, and tensors on another device are
-refused."""
+after it at most the wait for its ids' copy (which does not wait for the step queued
+since), and tensors on another device are refused."""
 
 from __future__ import annotations
 
@@ -168,6 +168,33 @@ def test_step_and_reset_add_no_host_sync_beyond_the_reset_ids_copy(tmp_path, rec
     if recording:
         m.close()
         assert vr.open_dataset(tmp_path / "run").draws().num_rows == 20 * (n + 4 * len(ids))
+
+
+@pytest.mark.parametrize("recording", [False, True])
+def test_the_bookkeeping_of_a_reset_does_not_wait_for_the_step_queued_after_it(tmp_path, recording):
+    """The ids come to the host on a side stream: the settle at the next step returns
+    while the work queued on the env's stream since the reset still runs."""
+    n = 4096
+    mass = [vr.Variation(f"p{j}", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
+            for j in range(20)]  # fmt: skip
+    cls = vr.RecorderManager if recording else vr.NullRecorderManager
+    kw = {"output": tmp_path / "run", "run_id": "r"} if recording else {}
+    m = cls(n, variations=mass, seed=0, device="cuda", **kw)
+    m.reset(None, torch.arange(n, device=CUDA))
+    done = torch.rand(n, device=CUDA) < 0.02
+    for _ in range(3):
+        m.record_step(reward=torch.ones(n, device=CUDA), terminated=done)
+        m.reset(None, done.nonzero().squeeze(-1))
+    assert getattr(m, "driver", m)._prefetched.pending is not None
+    stream = torch.cuda.current_stream()
+    torch.cuda._sleep(2_000_000_000)  # the next step: about a second of GPU time
+    m.record_step(reward=torch.ones(n, device=CUDA), terminated=done)  # settles the reset
+    assert getattr(m, "driver", m)._prefetched.pending is None
+    assert not stream.query()  # the step still runs: the settle did not wait for it
+    torch.cuda.synchronize()
+    assert m.tracker.episode.sum() == 3 * len(done.nonzero())
+    if recording:
+        m.close()
 
 
 def test_tensors_on_another_device_than_the_env_are_refused_before_anything_moves():

@@ -324,6 +324,46 @@ def test_prefetched_resets_inside_inference_mode_record_the_same(tmp_path, gpu):
     _same_two_tables(*runs)
 
 
+def test_an_id_tensor_changed_after_its_reset_is_recorded_as_it_was_applied(gpu):
+    """The ids reach the host at the next step: a tensor the env reuses in between
+    (changed in place) does not change which envs the reset is recorded for."""
+    applied: dict = {}
+    d = vr.NullRecorderManager(N, variations=_variations(applied, "device"), seed=1, device="cpu")
+    numpy = vr.NullRecorderManager(N, variations=_variations(applied, "numpy"), seed=1)
+    for m, arrays in ((numpy, np.asarray), (d, torch.as_tensor)):
+        m.reset(None, arrays(np.arange(N)))
+        m.record_step()
+        m.reset(None, arrays(np.array([2, 5])))
+        m.record_step()
+        ids = arrays(np.array([5, 7]))
+        m.reset(None, ids)
+        ids[:] = arrays(np.array([0, 1]))  # the env's buffer, filled for something else
+        m.record_step()
+    assert gpu[0] == 2
+    assert _same_state(_tracker_state(d.tracker), _tracker_state(numpy.tracker))
+    assert d.tracker.episode.tolist() == [0, 0, 1, 0, 0, 2, 0, 1]
+
+
+def test_values_drawn_for_another_episode_stop_the_settle_with_the_fix(tmp_path, gpu):
+    """The settle checks that the table's rows were drawn for the episodes the reset
+    begins (varirec's own bookkeeping gone wrong, here forced): the error names the
+    episodes and the switch that resets without the tables."""
+    m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=1,
+                           run_id="r", device="cpu")  # fmt: skip
+    _loop(m, torch.as_tensor, steps=5)
+    m.record_step()
+    m.reset(None, torch.tensor([3]))  # applied from the tables
+    m.driver._prefetched.episode[3] += 1  # as if the row were another episode's
+    with pytest.raises(vr.RecorderStateError, match="VARIREC_NO_PREFETCH=1") as err:
+        m.record_step()
+    assert "drawn for episodes" in str(err.value)
+    assert not m.tracker.started[3]  # begun, not started: as a failed reset leaves it
+    m.reset(None, torch.tensor([3]))  # made again from the tracker, and recorded
+    m.record_step()
+    assert m.tracker.started[3]
+    m.close()
+
+
 def test_no_prefetch_in_the_environment_turns_it_off():
     code = "from varirec.recording import prefetched_reset as p; print(p.PREFETCH)"
     env = {**os.environ, "VARIREC_NO_PREFETCH": "1"}
@@ -423,20 +463,20 @@ def test_draw_rows_carry_the_reset_time_not_the_step_that_settled_it(tmp_path, g
 
 
 def test_a_failure_before_the_bookkeeping_keeps_the_reset_for_the_close(tmp_path, gpu, monkeypatch):
-    from varirec.recording import prefetched_reset
-
     rows = {}
     for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
         m = _every_env_reset_last(tmp_path / name, arrays, device)
         if device is not None:
             broken = [True]
+            host_ids = PrefetchedReset._host_ids
 
-            def wait(event, broken=broken):
+            def copy_fails_once(self, p, broken=broken, host_ids=host_ids):  # as a copy would
                 if broken[0]:
                     broken[0] = False
                     raise RuntimeError("the device fell over")
+                return host_ids(self, p)
 
-            monkeypatch.setattr(prefetched_reset, "wait", wait)
+            monkeypatch.setattr(PrefetchedReset, "_host_ids", copy_fails_once)
             with pytest.raises(RuntimeError, match="fell over"):
                 m.record_step(reward=arrays(np.ones(N)))
             assert m.driver._prefetched.pending is not None
@@ -526,17 +566,15 @@ def test_a_ctrl_c_during_a_settle_that_hands_rows_over_waits_for_its_end(
 
 
 def test_a_device_fault_at_close_still_closes_the_run_with_the_error(tmp_path, gpu, monkeypatch):
-    from varirec.recording import prefetched_reset
-
     m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=1,
                            run_id="r", device="cpu")  # fmt: skip
     _loop(m, torch.as_tensor, steps=10)
     m.reset(None, torch.arange(N))
 
-    def fault(event):
+    def fault(self, p):  # as the ids' copy raises after a fault
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(prefetched_reset, "wait", fault)
+    monkeypatch.setattr(PrefetchedReset, "_host_ids", fault)
     with pytest.raises(RuntimeError, match="illegal memory access"):
         m.close()
     assert m.writer.closed

@@ -312,9 +312,10 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
     if mode == "prefetched":  # id tensors after an id reset; masks and the first: compiled
         assert prefetched[0] > 8 and taken.count("compiled") > 8, (prefetched, taken)
         # The tables: built after a compiled reset of ids (not after a mask's), refilled
-        # (ids and values) for the envs of each prefetched reset, which sends no values.
+        # (the values, at the reset's device ids) for the envs of each prefetched reset,
+        # which sends nothing.
         assert 0 < sent.count("build") < taken.count("compiled"), sent
-        assert sent.count("_refill") == 2 * prefetched[0], sent
+        assert sent.count("_refill") == prefetched[0], sent
         assert sent.count("values") + sent.count("send") == taken.count("compiled"), sent
     else:
         want = {"device_draw": {"torch"}, "host_draw": {"numpy"}, "compiled": {"compiled"}}

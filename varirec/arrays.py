@@ -167,8 +167,26 @@ def record_event(device: Any) -> Any:
     if device is None or getattr(device, "type", "cpu") != "cuda":
         return None
     event = _torch().cuda.Event()
-    event.record(_torch().cuda.current_stream(device))
+    event.record(current_stream(device))
     return event
+
+
+def current_stream(device: Any) -> Any:
+    """``torch.cuda.current_stream(device)``, the same object for the same stream: torch
+    makes a new ``Stream`` (and switches the device to do so) at each call; here each
+    call asks only for the stream's id."""
+    torch = _torch()
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    key = torch._C._cuda_getCurrentStream(index)  # (stream id, device index, device type)
+    stream = _STREAMS.get(key)
+    if stream is None:
+        if len(_STREAMS) >= 64:  # streams made and dropped by the env: keep the map small
+            _STREAMS.clear()
+        stream = _STREAMS[key] = torch.cuda.current_stream(index)
+    return stream
+
+
+_STREAMS: dict[tuple[int, int, int], Any] = {}
 
 
 def wait(event: Any) -> None:
@@ -297,6 +315,13 @@ class ArrayWorld:
         tensor = device_async(host, self.device)
         self._sent = (host, tensor, _version(tensor), self._calls)
         return tensor
+
+    def sent(self, ids: np.ndarray, tensor: Any) -> None:
+        """Host ids ``ids`` are on the device as ``tensor`` (an int64 tensor of varirec's
+        own, not changed later): :meth:`on_device` gives it back for them, in this call
+        and after it."""
+        self._calls += 1  # an id tensor an earlier call handed in is not this one
+        self._sent = (ids, tensor, _version(tensor), self._calls)
 
     def host_float(self) -> type[np.floating] | None:
         """The numpy dtype that rounds floats as the env's float dtype does (float32 by

@@ -44,6 +44,8 @@ TRACKER_KERNELS = "varirec.recording.tracker_kernels"
 """The tracker's compiled reset steps (:func:`varirec.sampling.accel.kernels_of`)."""
 
 _INT64 = np.dtype(np.int64)
+_KEYED_ONLY = np.empty((0, 0))
+"""The kernels' ``out`` where the values were drawn already: no row, no column to draw."""
 
 
 def torch_bool() -> Any:
@@ -163,6 +165,7 @@ class CompiledReset:
         apply: bool = True,
         now: int | None = None,
         out: np.ndarray | None = None,
+        drawn: np.ndarray | None = None,
         failed: BaseException | None = None,
         grouped: bool = True,
     ) -> bool:
@@ -172,7 +175,9 @@ class CompiledReset:
         reset, :mod:`~varirec.recording.prefetched_reset`): listeners and the recorder
         see them, nothing is applied, and every draw must be a first draw; ``now``:
         the reset's time (default: now); ``out``: where the values go, ``(len(ids),
-        width)`` float64; ``failed``: the error its ``apply`` raised, raised again
+        width)`` float64; ``drawn``: ``out`` holds the values already, drawn for these
+        episodes of ``ids`` (the kernel keys the reset but draws nothing, and the
+        episodes it begins must be these); ``failed``: the error its ``apply`` raised, raised again
         where ``apply`` would run, so that the reset is left as a failed one is;
         ``grouped=False``: the batch tells each variation's current sampler (a change
         since the plan was made may have moved its listeners)."""
@@ -185,13 +190,14 @@ class CompiledReset:
             out = np.empty((len(ids), plan.width))
         stamp = now_us() if now is None else now
         fused = None if hooks is None else getattr(hooks, "outcome_accumulators", _none)()
+        into = out if drawn is None else _KEYED_ONLY  # no column: the kernel draws nothing
         late: list[BaseException] = []  # the recorder's hand-over failed: raised at the end
         before = t.seq
         try:  # from the kernel on: an exception anywhere until apply returns takes the start back
             if fused is not None:  # the outcome term's gather and restart in the kernels too
-                code = self._recorded(kt, ids, fused, keys, plan, out, late, len(vs), stamp)
+                code = self._recorded(kt, ids, fused, keys, plan, into, late, len(vs), stamp)
             else:
-                code = self._drawn(kt, ids, keys, plan, out, len(vs), stamp)
+                code = self._drawn(kt, ids, keys, plan, into, len(vs), stamp)
             if code < 0:
                 return False
             if not apply and not code & 2:
@@ -199,6 +205,13 @@ class CompiledReset:
                     f"envs {ids[:8].tolist()} had drawn in their new episode before its "
                     "prefetched reset (varirec's bookkeeping is out of step: please report "
                     "it); set VARIREC_NO_PREFETCH=1 to reset GPU envs without prefetching"
+                )
+            if drawn is not None and not np.array_equal(keys[0], drawn):
+                raise RecorderStateError(
+                    f"a prefetched GPU reset of envs {ids[:8].tolist()} applied values drawn "
+                    f"for episodes {drawn[:8].tolist()}, but begins episodes "
+                    f"{keys[0][:8].tolist()} (varirec's bookkeeping is out of step: please "
+                    "report it); set VARIREC_NO_PREFETCH=1 to reset GPU envs without prefetching"
                 )
             if code & 2:  # the kernel drew every value and stamped the start at t.seq + 1
                 c.dirty = True

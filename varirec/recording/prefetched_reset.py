@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from varirec import arrays
-from varirec.arrays import device_async, host_async, wait
+from varirec.arrays import current_stream, device_async
 from varirec.errors import RecorderStateError
 from varirec.recording.episodes import now_us
 from varirec.sampling.accel import kernels
@@ -68,14 +68,18 @@ turns it off for the process)."""
 
 
 class _Pending:
-    """A reset applied on the device whose bookkeeping waits: its ids' copy to the host
-    (complete once ``event`` passed), its time, the plan it drew with, its batch; once
-    settled, its host ids and the tracker's seq before and after."""
+    """A reset applied on the device whose bookkeeping waits: its ids as clamped for the
+    gather (``rows``) and as given, ``event`` recorded after the gather (their copy to
+    the host waits for it), its time, the plan it drew with, its batch; once settled,
+    its host ids and the tracker's seq before and after."""
 
-    __slots__ = ("batch", "before", "env", "event", "host", "ids", "plan", "stamped", "time")
+    __slots__ = (
+        "batch", "before", "env", "event", "given", "ids", "plan", "rows", "stamped", "time",
+    )  # fmt: skip
 
-    def __init__(self, host: np.ndarray, event: Any, time: int, plan: tuple, env: Any) -> None:
-        self.host = host
+    def __init__(self, rows: Any, given: Any, event: Any, time: int, plan: tuple, env: Any) -> None:
+        self.rows = rows
+        self.given = given
         self.event = event
         self.time = time
         self.plan = plan
@@ -137,19 +141,22 @@ class PrefetchedReset:
     """
 
     __slots__ = (
-        "_events", "device", "driver", "host", "pending", "plan", "seq", "wanted", "written",
+        "_events", "_side", "device", "driver", "episode", "host", "pending", "plan", "seq",
+        "wanted", "written",
     )  # fmt: skip
 
     def __init__(self, driver: Any) -> None:
         self.driver = driver
         self.plan: tuple[Any, ...] | None = None  # the compiled reset's plan the tables hold
         self.host: np.ndarray | None = None  # (num_envs, width) float64
+        self.episode: np.ndarray | None = None  # the episode each env's row was drawn for
         self.device: Any = None  # the same values on the env's device, in its dtype
         self.pending: _Pending | None = None
         self.wanted = False  # the last reset could have been prefetched, had the tables been
         self.seq = -1  # the tracker's seq the tables are current with (see _applies)
         self.written: tuple[Any, Any] | None = None  # (stream, event) of the last table write
-        self._events: list[Any] = []  # CUDA events: the ids' copy, the tables' last write
+        self._events: list[Any] = []  # CUDA events: the gather, the tables' write, the ids' copy
+        self._side: Any = None  # the CUDA stream that copies the ids to the host
 
     def _applies(self, env_ids: Any) -> tuple[Any, ...] | None:
         """The compiled reset's plan where this reset can be prefetched, else None
@@ -189,17 +196,22 @@ class PrefetchedReset:
         if f is None:
             return False
         d = self.driver
-        n = d.num_envs
         stamp = now_us()
+        dev = d.world.device
+        stream = current_stream(dev) if dev.type == "cuda" else None
         w = self.written
-        if w is not None:  # the table was written on another stream: wait for that write
-            stream = arrays._torch().cuda.current_stream(d.world.device)
-            if stream != w[0]:
-                stream.wait_event(w[1])
+        if w is not None and w[0] is not stream:  # the table was written on another stream
+            stream.wait_event(w[1])
         # Clamped: varirec's gather cannot stop the device; the id is named at settle.
-        matrix = self.device.index_select(0, env_ids.clamp(0, n - 1))
-        host = host_async(env_ids)
-        pending = _Pending(host, self._record(0), stamp, f, env)
+        rows = env_ids.clamp(0, d.num_envs - 1)
+        matrix = self.device.index_select(0, rows)
+        # The ids go to the host at settle, on a side stream, once this event passed:
+        # here, the one launch more than the gather.
+        event = None
+        if stream is not None:
+            event = self._event(0)
+            event.record(stream)
+        pending = _Pending(rows, env_ids, event, stamp, f, env)
         self.pending = pending
         d._tracker.before_read = self.settle  # a variation drawn by hand settles it first
         try:
@@ -252,30 +264,33 @@ class PrefetchedReset:
         assert p is not None
         d = self.driver
         n = d.num_envs
-        wait(p.event)
-        ids = np.array(p.host, np.int64)  # the pinned buffer goes back to torch's cache
-        if ids.size and ids.view(np.uint64).max() >= n:
-            self.drop()
-            bad = ids[(ids < 0) | (ids >= n)][:5].tolist()
-            raise ValueError(
-                f"`env_ids` must be in [0, {n}), got {bad} (a GPU reset's ids, checked at the "
-                "next step: the other envs got their values, but the reset is not recorded); "
-                "pass the ids of the envs that finished, e.g. done.nonzero().squeeze(-1)"
-            )
+        ids, given = self._host_ids(p)
+        if not np.array_equal(ids, given):  # clamped, or the tensor changed since
+            bad = given[(given < 0) | (given >= n)][:5].tolist()
+            if bad:
+                self.drop()
+                raise ValueError(
+                    f"`env_ids` must be in [0, {n}), got {bad} (a GPU reset's ids, checked at "
+                    "the next step: the other envs got their values, but the reset is not "
+                    "recorded); pass the ids of the envs that finished, e.g. "
+                    "done.nonzero().squeeze(-1)"
+                )
         self.pending = None  # from here on, the reset is settled or the tables dropped
         d._tracker.before_read = None
         f = p.plan
         plan = f[4].plan
-        out = np.empty((len(ids), plan.width))
+        out = self.host[ids]  # the values applied, as the tables held them
         t = d._tracker
-        d.world._calls += 1  # an id tensor an earlier call handed in is not this reset's
+        d.world.sent(ids, p.rows)  # the outcome terms' gathers take these ids as they are
         p.ids, p.before = ids, t.seq
         compiled = d._compiled
         try:
             # A variation changed since (an override): its listeners, moved to its new
-            # sampler, hear of the draw there.
+            # sampler, hear of the draw there. The kernel checks that the rows were
+            # drawn for the episodes it begins (the draws are keyed by them).
             ran = compiled.run(p.env, ids, None, f, apply=False, now=p.time, out=out,
-                               failed=failed, grouped=f[0] == epoch())  # fmt: skip
+                               drawn=self.episode[ids], failed=failed,
+                               grouped=f[0] == epoch())  # fmt: skip
         except BaseException as exc:
             if exc is not failed:
                 self.plan = None
@@ -289,56 +304,66 @@ class PrefetchedReset:
             )
         p.batch = compiled.last_batch
         p.stamped = t.seq
-        expected = self.host[ids]
-        if not np.array_equal(out.view(np.int64), expected.view(np.int64)):
-            self.plan = None
-            raise RecorderStateError(
-                f"a prefetched GPU reset of envs {ids[:8].tolist()} applied other values than "
-                "its draws (varirec's bookkeeping is out of step: please report it); set "
-                "VARIREC_NO_PREFETCH=1 to reset GPU envs without prefetching"
-            )
-        self._refill(ids, plan)
+        self._refill(ids, p.rows, plan)
         self.seq = t.seq
 
-    def _refill(self, ids: np.ndarray, plan: Any) -> None:
-        """The next episode's values of ``ids`` into both tables (sent without a wait);
-        the device's first, the host's last: the host twin is what a settle checks, so
-        it never holds a value the device does not. Anything raised drops the tables."""
+    def _host_ids(self, p: _Pending) -> tuple[np.ndarray, np.ndarray]:
+        """The reset's ids on the host, as clamped and as given: on CUDA, copied on a side
+        stream once the gather's event passed, so the copy need not wait for the step
+        queued since (the wait is for these copies only)."""
+        if p.event is None:  # the CPU (a test runs the GPU code there): nothing queued
+            return np.array(p.rows.numpy()), np.array(p.given.numpy())
+        torch = arrays._torch()
+        side = self._side
+        if side is None:
+            side = self._side = torch.cuda.Stream(p.rows.device)
+        side.wait_event(p.event)
+        host = torch.empty((2, p.rows.shape[0]), dtype=torch.int64, pin_memory=True)
+        with torch.cuda.stream(side):
+            host[0].copy_(p.rows, non_blocking=True)
+            host[1].copy_(p.given, non_blocking=True)
+        done = self._event(2)
+        done.record(side)
+        done.synchronize()
+        both = np.array(host.numpy())  # the pinned buffer goes back to torch's cache
+        return both[0], both[1]
+
+    def _refill(self, ids: np.ndarray, rows: Any, plan: Any) -> None:
+        """The next episode's values of ``ids`` (``rows``: the same ids on the device) into
+        both tables, sent without a wait; the device's first, the host's last: the host
+        twin is what a settle reads, so it never holds a value the device does not.
+        Anything raised drops the tables."""
         try:
             t = self.driver._tracker
-            _, values = plan.draw_columns(ids, t.episode[ids] + 1, None, np)
-            torch = arrays._torch()
-            dev = self.driver.world.device
-            with torch.inference_mode(False):  # the table stays a normal tensor
-                idx = device_async(ids, dev)
-                self.device.index_copy_(
-                    0, idx, device_async(values, dev, self.driver.world.host_float())
-                )
+            episode = t.episode[ids] + 1
+            _, values = plan.draw_columns(ids, episode, None, np)
+            world = self.driver.world
+            # In inference mode too: a normal tensor may be written in place there.
+            self.device.index_copy_(0, rows, device_async(values, world.device, world.host_float()))
             self._wrote()
             self.host[ids] = values
+            self.episode[ids] = episode
         except BaseException:
             self.plan = None
             raise
 
     def _wrote(self) -> None:
         """Where the tables were last written on a CUDA device: its stream and an event."""
-        event = self._record(1)
-        if event is not None:
-            self.written = (arrays._torch().cuda.current_stream(self.driver.world.device), event)
-
-    def _record(self, which: int) -> Any:
-        """Event ``which`` (0: the ids' copy, 1: the tables' write) recorded now on the
-        device's current stream; None off CUDA. Each is made once and recorded again:
-        the last reset was settled before the next one records, so none waits on it."""
         dev = self.driver.world.device
-        if dev.type != "cuda":
-            return None
+        if dev.type == "cuda":
+            stream = current_stream(dev)
+            event = self._event(1)
+            event.record(stream)
+            self.written = (stream, event)
+
+    def _event(self, which: int) -> Any:
+        """CUDA event ``which`` (0: a reset's gather, 1: the tables' last write, 2: the
+        ids' copy), made once and recorded again: a reset is settled before the next
+        one records, so none is waited on after it is recorded again."""
         if not self._events:
             cuda = arrays._torch().cuda
-            self._events = [cuda.Event(), cuda.Event()]
-        event = self._events[which]
-        event.record(arrays._torch().cuda.current_stream(dev))
-        return event
+            self._events = [cuda.Event(), cuda.Event(), cuda.Event()]
+        return self._events[which]
 
     def build(self) -> None:
         """Both tables for every env, from the tracker as it is (after a reset that was
@@ -357,6 +382,7 @@ class PrefetchedReset:
             self.device = device_async(values, d.world.device, d.world.host_float())
         self._wrote()
         self.host = np.array(values)
+        self.episode = t.episode + 1
         self.plan, self.seq = f, t.seq
 
     def forget(self) -> None:

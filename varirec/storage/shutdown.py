@@ -29,6 +29,7 @@ Ctrl-C while closing (``exit_held(closing=True)``) interrupts at once.
 
 from __future__ import annotations
 
+import _signal  # signal's own functions: signal.signal wraps each in enum conversions
 import atexit
 import logging
 import os
@@ -57,6 +58,7 @@ _SIGNALLED: set[Any] = set()  # the writers that were open when the signal came
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"atexit": False, "sigterm": False, "previous": None, "signal": None}
 _LOCAL = threading.local()  # per thread: depth of exit_held blocks, and the exit held back
+_SIGINT = int(signal.SIGINT)
 
 
 def _forget_all() -> None:  # in a forked child: the parent's writers are not ours
@@ -148,13 +150,13 @@ def exit_held(*, closing: bool = False) -> Iterator[None]:
     swap = (
         depth == 0
         and threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _on_sigint)
+        and _signal.getsignal(_SIGINT) in (signal.default_int_handler, _on_sigint)
     )
     try:
         # _on_sigint acts as the default handler outside a block, so if an interrupt
         # lands between these lines, or after the restore below, nothing is held back
         if swap:
-            signal.signal(signal.SIGINT, _on_sigint)
+            _signal.signal(_SIGINT, _on_sigint)
         _LOCAL.closing = closing_before + closing
         _LOCAL.depth = depth + 1
         yield
@@ -162,7 +164,7 @@ def exit_held(*, closing: bool = False) -> Iterator[None]:
         _LOCAL.closing = closing_before
         _LOCAL.depth = depth
         if swap:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            _signal.signal(_SIGINT, signal.default_int_handler)
         if depth == 0:
             _raise_pending()
 
