@@ -10,14 +10,16 @@ it: every draw of a reset is the first of a new episode, keyed by ``(env, episod
 :class:`PrefetchedReset` keeps every env's next values in a ``(num_envs, width)`` table
 on the device (and its float64 twin on the host). A reset of an int64 id tensor on the
 env's CUDA device then takes its rows with one ``index_select`` (of the ids clamped:
-varirec's own gather cannot stop the device), hands them to ``apply``, and starts one
-non-blocking copy of the ids to the host. The reset's bookkeeping (the tracker, the
-recorder's rows and draws, the listeners) runs at the next hook that needs it, usually
-the next ``record_step``, while the GPU is busy with the step:
-:meth:`PrefetchedReset.settle` runs the
-:class:`~varirec.recording.compiled_reset.CompiledReset` kernel on the host ids with
-the reset's own time, checks that it drew the values the table held (bit for bit), and
-draws the next episode's values of those envs into both tables. Every change of the
+varirec's own gather cannot stop the device), hands them to ``apply``, and records one
+CUDA event: nothing is copied. The reset's bookkeeping (the tracker, the recorder's
+rows and draws, the listeners) runs at the next hook that needs it, usually the next
+``record_step``, while the GPU is busy with the step: :meth:`PrefetchedReset.settle`
+copies the ids to the host on a side stream that waits for that event only (not for
+the step queued since), runs the
+:class:`~varirec.recording.compiled_reset.CompiledReset` kernel on them with the
+reset's own time and the table's values (it keys the reset and draws nothing; the
+episodes it begins must be those the rows were drawn for), and draws the next
+episode's values of those envs into both tables. Every change of the
 tracker that the driver did not make (a variation drawn by hand, a shared tracker)
 makes the tables again before the next reset.
 
@@ -37,7 +39,8 @@ or general reset. What changes for you:
   :class:`~varirec.recording.episodes.EpisodeTracker` held elsewhere shows the reset
   only once it is settled;
 - an id out of range is named at the next step, not before the values are applied
-  (your ``apply`` gets the ids as given).
+  (your ``apply`` gets the ids as given); an id tensor changed in place before then is
+  recorded as the reset read it.
 """
 
 from __future__ import annotations
@@ -241,9 +244,10 @@ class PrefetchedReset:
 
     def settle(self, *, failed: BaseException | None = None) -> None:
         """The bookkeeping of the pending reset, now: its ids come to the host (a wait
-        for their copy only), the compiled reset runs on them (tracker, recorder,
-        listeners; nothing applied) and must draw the values the table held; then the
-        next values of those envs go into the tables. ``failed``: the error its
+        for their copy only), the compiled reset runs on them with the values the table
+        held (tracker, recorder, listeners; nothing drawn or applied), which must have
+        been drawn for the episodes it begins; then the next values of those envs go
+        into the tables. ``failed``: the error its
         ``apply`` raised; the episodes stay begun but not started, as the compiled
         reset leaves them."""
         if self.pending is None:
