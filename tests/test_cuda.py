@@ -197,6 +197,27 @@ def test_the_bookkeeping_of_a_reset_does_not_wait_for_the_step_queued_after_it(t
         m.close()
 
 
+def test_the_ids_copy_waits_for_the_reset_ids_queued_behind_other_work():
+    """The side stream copies the ids only once the reset's gather ran: ids written on
+    the env's stream behind a long kernel are the ones recorded."""
+    n = 64
+    mass = [vr.Variation("m", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))]
+    m = vr.NullRecorderManager(n, variations=mass, seed=0, device="cuda")
+    m.reset(None, torch.arange(n, device=CUDA))
+    m.record_step()
+    m.reset(None, torch.tensor([3], device=CUDA))  # the tables exist after the first
+    m.record_step()
+    ids = torch.zeros(4, dtype=torch.int64, device=CUDA)  # env 0, until the copy below
+    real = torch.tensor([5, 9, 17, 40], device=CUDA)
+    torch.cuda._sleep(400_000_000)  # about 0.2 s of GPU time before the ids are written
+    ids.copy_(real)
+    m.reset(None, ids)
+    assert m._prefetched.pending is not None
+    m.record_step()  # settles: its copy must wait for the gather, behind the sleep
+    episode = m.tracker.episode
+    assert episode[[5, 9, 17, 40]].tolist() == [1, 1, 1, 1] and episode[0] == 0
+
+
 def test_tensors_on_another_device_than_the_env_are_refused_before_anything_moves():
     m = vr.RecorderManager(4, seed=0, device="cuda")
     m.reset(None, torch.arange(4, device=CUDA))

@@ -224,16 +224,24 @@ def test_an_episode_ends_when_the_next_starts_though_recorded_a_step_later(tmp_p
     assert (ep["time_end"][has_next] == nxt[has_next]).all()
 
 
-def test_an_id_out_of_range_is_named_at_the_next_step_and_nothing_recorded_is_lost(tmp_path, gpu):
-    m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=3,
-                           run_id="r", device="cpu")  # fmt: skip
+@pytest.mark.parametrize("bad", [N + 3, N, -1, -N - 5])
+def test_an_id_out_of_range_is_named_at_the_next_step_and_nothing_recorded_is_lost(
+    tmp_path, gpu, bad
+):
+    applied: dict = {}
+    m = vr.RecorderManager(N, variations=_variations(applied, "d"), output=tmp_path / "d",
+                           seed=3, run_id="r", device="cpu")  # fmt: skip
     _loop(m, torch.as_tensor, steps=20)
     m.record_step(reward=torch.ones(N), terminated=torch.ones(N, dtype=torch.bool))
     m.reset(None, torch.arange(N))
     m.record_step(reward=torch.ones(N), terminated=torch.zeros(N, dtype=torch.bool))
     before = _tracker_state(m.tracker)
-    m.reset(None, torch.tensor([1, N + 3]))  # applied with a clamped id; named at the next step
-    with pytest.raises(ValueError, match=rf"in \[0, {N}\), got \[{N + 3}\]"):
+    m.reset(None, torch.tensor([1, bad]))  # applied with a clamped id; named at the next step
+    ids, mass = applied["d", "mass"][-1]
+    assert ids.tolist() == [1, bad] and np.isfinite(mass[0]) and np.isnan(mass[1])
+    with pytest.raises(
+        ValueError, match=rf"in \[0, {N}\), got 1 id\(s\) outside it .* position\(s\) \[1\]"
+    ):
         m.record_step(reward=torch.ones(N))
     assert _same_state(_tracker_state(m.tracker), before)  # nothing moved
     m.reset(None, torch.tensor([1]))  # the run goes on: tables made again
@@ -337,7 +345,7 @@ def test_an_id_tensor_changed_after_its_reset_is_recorded_as_it_was_applied(gpu)
         m.record_step()
         ids = arrays(np.array([5, 7]))
         m.reset(None, ids)
-        ids[:] = arrays(np.array([0, 1]))  # the env's buffer, filled for something else
+        ids[:] = -1  # the env's buffer, cleared with a sentinel before the next step
         m.record_step()
     assert gpu[0] == 2
     assert _same_state(_tracker_state(d.tracker), _tracker_state(numpy.tracker))
@@ -498,8 +506,8 @@ def test_draw_interval_without_interval_variations_leaves_the_reset_pending(gpu)
 
 @pytest.mark.parametrize("recording", [False, True])
 def test_a_prefetched_reset_runs_two_torch_ops(tmp_path, gpu, recording):
-    """The clamp and the gather: on CUDA, with the ids' copy and its event, all the
-    launches the GPU waits for (the bookkeeping's ops run at the next step)."""
+    """The clamp and the gather: on CUDA, with one event recorded, all the launches the
+    GPU waits for (the ids' copy and the bookkeeping's ops run at the next step)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Ops(TorchDispatchMode):
@@ -526,7 +534,7 @@ def test_a_prefetched_reset_runs_two_torch_ops(tmp_path, gpu, recording):
     with Ops() as ops:
         m.reset(None, ids)
     launched = [name for name in ops.names if name != "detach"]  # a view (the ids' copy)
-    assert gpu[0] == 2 and launched == ["clamp", "index_select"], ops.names
+    assert gpu[0] == 2 and launched == ["clamp", "index"], ops.names
     m.close()
 
 

@@ -321,7 +321,7 @@ class ArrayWorld:
         own, not changed later): :meth:`on_device` gives it back for them, in this call
         and after it."""
         self._calls += 1  # an id tensor an earlier call handed in is not this one
-        self._sent = (ids, tensor, _version(tensor), self._calls)
+        self._sent = (np.array(ids), tensor, _version(tensor), self._calls)  # ids may change
 
     def host_float(self) -> type[np.floating] | None:
         """The numpy dtype that rounds floats as the env's float dtype does (float32 by

@@ -9,19 +9,19 @@ it: every draw of a reset is the first of a new episode, keyed by ``(env, episod
 
 :class:`PrefetchedReset` keeps every env's next values in a ``(num_envs, width)`` table
 on the device (and its float64 twin on the host). A reset of an int64 id tensor on the
-env's CUDA device then takes its rows with one ``index_select`` (of the ids clamped:
-varirec's own gather cannot stop the device), hands them to ``apply``, and records one
-CUDA event: nothing is copied. The reset's bookkeeping (the tracker, the recorder's
-rows and draws, the listeners) runs at the next hook that needs it, usually the next
-``record_step``, while the GPU is busy with the step: :meth:`PrefetchedReset.settle`
-copies the ids to the host on a side stream that waits for that event only (not for
-the step queued since), runs the
+env's CUDA device then takes its rows with one gather (of the ids clamped: varirec's
+own gather cannot stop the device; an id out of range takes a row of NaN), hands them
+to ``apply``, and records one CUDA event: nothing is copied. The reset's bookkeeping
+(the tracker, the recorder's rows and draws, the listeners) runs at the next hook that
+needs it, usually the next ``record_step``, while the GPU is busy with the step:
+:meth:`PrefetchedReset.settle` copies the ids to the host on a side stream that waits
+for that event only (not for the step queued since), runs the
 :class:`~varirec.recording.compiled_reset.CompiledReset` kernel on them with the
 reset's own time and the table's values (it keys the reset and draws nothing; the
 episodes it begins must be those the rows were drawn for), and draws the next
-episode's values of those envs into both tables. Every change of the
-tracker that the driver did not make (a variation drawn by hand, a shared tracker)
-makes the tables again before the next reset.
+episode's values of those envs into both tables. Every change of the tracker that the
+driver did not make (a variation drawn by hand, a shared tracker) makes the tables
+again before the next reset.
 
 It applies where the compiled reset does (continuous kinds, no ``before_sample`` hook,
 no schedule or ``reset_fn``), to a driver with no recorder or one whose only reset-time
@@ -71,18 +71,20 @@ turns it off for the process)."""
 
 
 class _Pending:
-    """A reset applied on the device whose bookkeeping waits: its ids as clamped for the
-    gather (``rows``) and as given, ``event`` recorded after the gather (their copy to
-    the host waits for it), its time, the plan it drew with, its batch; once settled,
-    its host ids and the tracker's seq before and after."""
+    """A reset applied on the device whose bookkeeping waits: its ids as the gather took
+    them (``rows``, varirec's own tensor), ``event`` recorded after the gather on
+    ``stream`` (their copy to the host waits for it), its time, the plan it drew with,
+    its batch; once settled, its host ids and the tracker's seq before and after."""
 
     __slots__ = (
-        "batch", "before", "env", "event", "given", "ids", "plan", "rows", "stamped", "time",
+        "batch", "before", "env", "event", "ids", "plan", "rows", "stamped", "stream", "time",
     )  # fmt: skip
 
-    def __init__(self, rows: Any, given: Any, event: Any, time: int, plan: tuple, env: Any) -> None:
+    def __init__(
+        self, rows: Any, stream: Any, event: Any, time: int, plan: tuple, env: Any
+    ) -> None:
         self.rows = rows
-        self.given = given
+        self.stream = stream
         self.event = event
         self.time = time
         self.plan = plan
@@ -205,16 +207,20 @@ class PrefetchedReset:
         w = self.written
         if w is not None and w[0] is not stream:  # the table was written on another stream
             stream.wait_event(w[1])
-        # Clamped: varirec's gather cannot stop the device; the id is named at settle.
-        rows = env_ids.clamp(0, d.num_envs - 1)
-        matrix = self.device.index_select(0, rows)
+        # Clamped to [-1, n], a tensor of varirec's own that the env cannot change before
+        # the settle reads it: an id out of range takes the table's last row (n, NaN;
+        # -1 counts from the end), so varirec's gather cannot stop the device, and the
+        # settle finds it there.
+        n = d.num_envs
+        rows = env_ids.clamp(-1, n)
+        matrix = self.device[rows]
         # The ids go to the host at settle, on a side stream, once this event passed:
         # here, the one launch more than the gather.
         event = None
         if stream is not None:
             event = self._event(0)
             event.record(stream)
-        pending = _Pending(rows, env_ids, event, stamp, f, env)
+        pending = _Pending(rows, stream, event, stamp, f, env)
         self.pending = pending
         d._tracker.before_read = self.settle  # a variation drawn by hand settles it first
         try:
@@ -268,23 +274,27 @@ class PrefetchedReset:
         assert p is not None
         d = self.driver
         n = d.num_envs
-        ids, given = self._host_ids(p)
-        if not np.array_equal(ids, given):  # clamped, or the tensor changed since
-            bad = given[(given < 0) | (given >= n)][:5].tolist()
-            if bad:
-                self.drop()
-                raise ValueError(
-                    f"`env_ids` must be in [0, {n}), got {bad} (a GPU reset's ids, checked at "
-                    "the next step: the other envs got their values, but the reset is not "
-                    "recorded); pass the ids of the envs that finished, e.g. "
-                    "done.nonzero().squeeze(-1)"
-                )
+        ids = self._host_ids(p)
+        if ids.size and ids.view(np.uint64).max() >= n:  # -1 or n: an id out of range
+            self.drop()
+            at = np.flatnonzero(ids.view(np.uint64) >= n)
+            raise ValueError(
+                f"`env_ids` must be in [0, {n}), got {len(at)} id(s) outside it (< 0 or "
+                f">= {n}) at position(s) {at[:5].tolist()} of a GPU reset of {len(ids)} envs "
+                "(checked at the next step: the other envs got their values, but the reset "
+                "is not recorded); pass the ids of the envs that finished, e.g. "
+                "done.nonzero().squeeze(-1)"
+            )
         self.pending = None  # from here on, the reset is settled or the tables dropped
         d._tracker.before_read = None
         f = p.plan
         plan = f[4].plan
         out = self.host[ids]  # the values applied, as the tables held them
         t = d._tracker
+        if p.stream is not None:
+            stream = current_stream(d.world.device)
+            if stream is not p.stream:  # the env moved: rows is read on this stream too
+                p.rows.record_stream(stream)
         d.world.sent(ids, p.rows)  # the outcome terms' gathers take these ids as they are
         p.ids, p.before = ids, t.seq
         compiled = d._compiled
@@ -311,26 +321,24 @@ class PrefetchedReset:
         self._refill(ids, p.rows, plan)
         self.seq = t.seq
 
-    def _host_ids(self, p: _Pending) -> tuple[np.ndarray, np.ndarray]:
-        """The reset's ids on the host, as clamped and as given: on CUDA, copied on a side
-        stream once the gather's event passed, so the copy need not wait for the step
-        queued since (the wait is for these copies only)."""
+    def _host_ids(self, p: _Pending) -> np.ndarray:
+        """The reset's ids on the host, as its gather took them: on CUDA, copied on a
+        side stream once the gather's event passed, so the copy need not wait for the
+        step queued since (the wait is for this copy only)."""
         if p.event is None:  # the CPU (a test runs the GPU code there): nothing queued
-            return np.array(p.rows.numpy()), np.array(p.given.numpy())
+            return np.array(p.rows.numpy())
         torch = arrays._torch()
         side = self._side
-        if side is None:
-            side = self._side = torch.cuda.Stream(p.rows.device)
+        if side is None:  # high priority: not one of the streams the env may take
+            side = self._side = torch.cuda.Stream(p.rows.device, priority=-1)
         side.wait_event(p.event)
-        host = torch.empty((2, p.rows.shape[0]), dtype=torch.int64, pin_memory=True)
+        host = torch.empty(p.rows.shape, dtype=torch.int64, pin_memory=True)
         with torch.cuda.stream(side):
-            host[0].copy_(p.rows, non_blocking=True)
-            host[1].copy_(p.given, non_blocking=True)
+            host.copy_(p.rows, non_blocking=True)
         done = self._event(2)
         done.record(side)
         done.synchronize()
-        both = np.array(host.numpy())  # the pinned buffer goes back to torch's cache
-        return both[0], both[1]
+        return np.array(host.numpy())  # the pinned buffer goes back to torch's cache
 
     def _refill(self, ids: np.ndarray, rows: Any, plan: Any) -> None:
         """The next episode's values of ``ids`` (``rows``: the same ids on the device) into
@@ -379,11 +387,17 @@ class PrefetchedReset:
         if f[3] is None:
             return
         t = d._tracker
-        ids = np.arange(d.num_envs, dtype=np.int64)
+        n = d.num_envs
+        ids = np.arange(n, dtype=np.int64)
         _, values = f[4].plan.draw_columns(ids, t.episode + 1, None, np)
+        rows = np.empty((n + 1, values.shape[1]))
+        rows[:n] = values
+        rows[n] = np.nan  # where a reset's ids out of range take their values
         torch = arrays._torch()
+        if self.written is not None:  # a refill may still write the old table there
+            self.device.record_stream(self.written[0])
         with torch.inference_mode(False):
-            self.device = device_async(values, d.world.device, d.world.host_float())
+            self.device = device_async(rows, d.world.device, d.world.host_float())
         self._wrote()
         self.host = np.array(values)
         self.episode = t.episode + 1
