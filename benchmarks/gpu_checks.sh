@@ -6,7 +6,7 @@
 # breakdown. Logs go to $OUT (or the folder given as the first argument); further
 # arguments go to bench_gpu_loop.py.
 #
-#   bash benchmarks/gpu_checks.sh gpu-logs            # ~2.5 min on an H100 before the A/B run
+#   bash benchmarks/gpu_checks.sh gpu-logs            # ~2.6 min on an H100
 #   bash benchmarks/gpu_checks.sh gpu-logs --quick    # a shorter benchmark
 set -uo pipefail
 out=${1:-${OUT:-gpu-logs}}
