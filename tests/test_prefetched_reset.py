@@ -372,6 +372,33 @@ def test_values_drawn_for_another_episode_stop_the_settle_with_the_fix(tmp_path,
     m.close()
 
 
+def test_the_settle_sends_the_device_only_the_next_values(tmp_path, gpu, monkeypatch):
+    """The outcome term's gather and restart at the settle take the reset's own device
+    ids (``ArrayWorld.sent``): the one copy to the device is the refill's values."""
+    from varirec import arrays
+    from varirec.recording import prefetched_reset
+
+    m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=1,
+                           run_id="r", device="cpu")  # fmt: skip
+    _loop(m, torch.as_tensor, steps=5)
+    m.record_step(reward=torch.ones(N), terminated=torch.ones(N, dtype=torch.bool))
+    before = gpu[0]
+    m.reset(None, torch.tensor([2, 5, 6]))  # three episodes finish: gathered at the settle
+    sends = []
+
+    def spy(x, device, dtype=None, send=arrays.device_async):
+        sends.append(sys._getframe(1).f_code.co_name)
+        return send(x, device, dtype)
+
+    monkeypatch.setattr(arrays, "device_async", spy)
+    monkeypatch.setattr(prefetched_reset, "device_async", spy)
+    finished = m.tracker.episodes_finished  # reading the tracker settles the reset
+    assert gpu[0] == before + 1 and sends == ["_refill"], sends
+    m.close()
+    episodes = _tables(tmp_path / "d")[0]
+    assert finished == len(episodes) and episodes["env_id"].isin([2, 5, 6]).sum() >= 3
+
+
 def test_no_prefetch_in_the_environment_turns_it_off():
     code = "from varirec.recording import prefetched_reset as p; print(p.PREFETCH)"
     env = {**os.environ, "VARIREC_NO_PREFETCH": "1"}

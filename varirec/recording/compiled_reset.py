@@ -181,6 +181,8 @@ class CompiledReset:
         where ``apply`` would run, so that the reset is left as a failed one is;
         ``grouped=False``: the batch tells each variation's current sampler (a change
         since the plan was made may have moved its listeners)."""
+        if drawn is not None and apply:
+            raise ValueError("`drawn` values were applied already: pass apply=False with them")
         _, _, _, kt, g = f
         d = self.driver
         plan, vs = g.plan, g.together

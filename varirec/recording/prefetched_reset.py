@@ -39,7 +39,8 @@ or general reset. What changes for you:
   :class:`~varirec.recording.episodes.EpisodeTracker` held elsewhere shows the reset
   only once it is settled;
 - an id out of range is named at the next step, not before the values are applied
-  (your ``apply`` gets the ids as given); an id tensor changed in place before then is
+  (your ``apply`` gets the ids as given, with NaN values for that id), and the reset
+  and that step are not recorded; an id tensor changed in place before then is
   recorded as the reset read it.
 """
 
@@ -280,10 +281,11 @@ class PrefetchedReset:
             at = np.flatnonzero(ids.view(np.uint64) >= n)
             raise ValueError(
                 f"`env_ids` must be in [0, {n}), got {len(at)} id(s) outside it (< 0 or "
-                f">= {n}) at position(s) {at[:5].tolist()} of a GPU reset of {len(ids)} envs "
-                "(checked at the next step: the other envs got their values, but the reset "
-                "is not recorded); pass the ids of the envs that finished, e.g. "
-                "done.nonzero().squeeze(-1)"
+                f">= {n}) at position(s) {at[:5].tolist()} of a GPU reset of {len(ids)} envs, "
+                "checked at the next step: your apply got NaN for them (a negative id "
+                "counts from the end in torch, so your scatter may have written NaN into a "
+                "valid env), the reset is not recorded, nor is the call that raised this; "
+                "pass the ids of the envs that finished, e.g. done.nonzero().squeeze(-1)"
             )
         self.pending = None  # from here on, the reset is settled or the tables dropped
         d._tracker.before_read = None
