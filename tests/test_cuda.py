@@ -139,14 +139,20 @@ def _syncs(call) -> list[str]:
 
 
 @pytest.mark.parametrize("recording", [False, True])
-def test_step_and_reset_add_no_host_sync_beyond_the_reset_ids_copy(tmp_path, recording):
-    n = 4096
+def _twenty_uniforms(tmp_path, recording: bool, n: int):
+    """A null or recording manager of ``n`` CUDA envs x 20 uniforms, after its first reset."""
     mass = [vr.Variation(f"p{j}", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
             for j in range(20)]  # fmt: skip
     cls = vr.RecorderManager if recording else vr.NullRecorderManager
     kw = {"output": tmp_path / "run", "run_id": "r"} if recording else {}
     m = cls(n, variations=mass, seed=0, device="cuda", **kw)
     m.reset(None, torch.arange(n, device=CUDA))
+    return m
+
+
+def test_step_and_reset_add_no_host_sync_beyond_the_reset_ids_copy(tmp_path, recording):
+    n = 4096
+    m = _twenty_uniforms(tmp_path, recording, n)
     reward = torch.rand(n, device=CUDA)
     done = torch.rand(n, device=CUDA) < 0.02
     for _ in range(3):  # warm: pinned buffers, cached tables
@@ -175,12 +181,7 @@ def test_the_bookkeeping_of_a_reset_does_not_wait_for_the_step_queued_after_it(t
     """The ids come to the host on a side stream: the settle at the next step returns
     while the work queued on the env's stream since the reset still runs."""
     n = 4096
-    mass = [vr.Variation(f"p{j}", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
-            for j in range(20)]  # fmt: skip
-    cls = vr.RecorderManager if recording else vr.NullRecorderManager
-    kw = {"output": tmp_path / "run", "run_id": "r"} if recording else {}
-    m = cls(n, variations=mass, seed=0, device="cuda", **kw)
-    m.reset(None, torch.arange(n, device=CUDA))
+    m = _twenty_uniforms(tmp_path, recording, n)
     done = torch.rand(n, device=CUDA) < 0.02
     for _ in range(3):
         m.record_step(reward=torch.ones(n, device=CUDA), terminated=done)

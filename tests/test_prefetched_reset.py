@@ -118,15 +118,23 @@ def test_a_recorded_gpu_loop_records_and_applies_what_numpy_does(tmp_path, gpu):
     _same_applied(applied)
 
 
-def test_the_null_manager_settles_when_the_tracker_is_read(gpu):
-    applied: dict = {}
+def _null_pair(applied: dict) -> tuple:
+    """A device and a numpy null manager, each after a reset of all and one of [2, 5]
+    (the device one's tables exist after the first), and the arrays each takes."""
     d = vr.NullRecorderManager(N, variations=_variations(applied, "device"), seed=1, device="cpu")
     numpy = vr.NullRecorderManager(N, variations=_variations(applied, "numpy"), seed=1)
     for m, arrays in ((numpy, np.asarray), (d, torch.as_tensor)):
         m.reset(None, arrays(np.arange(N)))
         m.record_step()
-        m.reset(None, arrays(np.array([2, 5])))  # the tables exist after the first
+        m.reset(None, arrays(np.array([2, 5])))
         m.record_step()
+    return d, numpy
+
+
+def test_the_null_manager_settles_when_the_tracker_is_read(gpu):
+    applied: dict = {}
+    d, numpy = _null_pair(applied)
+    for m, arrays in ((numpy, np.asarray), (d, torch.as_tensor)):
         m.reset(None, arrays(np.array([5, 7])))
     assert gpu[0] == 2 and d._prefetched.pending is not None  # waits for the next step
     assert _same_state(_tracker_state(d.tracker), _tracker_state(numpy.tracker))
@@ -335,14 +343,8 @@ def test_prefetched_resets_inside_inference_mode_record_the_same(tmp_path, gpu):
 def test_an_id_tensor_changed_after_its_reset_is_recorded_as_it_was_applied(gpu):
     """The ids reach the host at the next step: a tensor the env reuses in between
     (changed in place) does not change which envs the reset is recorded for."""
-    applied: dict = {}
-    d = vr.NullRecorderManager(N, variations=_variations(applied, "device"), seed=1, device="cpu")
-    numpy = vr.NullRecorderManager(N, variations=_variations(applied, "numpy"), seed=1)
+    d, numpy = _null_pair({})
     for m, arrays in ((numpy, np.asarray), (d, torch.as_tensor)):
-        m.reset(None, arrays(np.arange(N)))
-        m.record_step()
-        m.reset(None, arrays(np.array([2, 5])))
-        m.record_step()
         ids = arrays(np.array([5, 7]))
         m.reset(None, ids)
         ids[:] = -1  # the env's buffer, cleared with a sentinel before the next step
