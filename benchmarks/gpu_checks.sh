@@ -8,6 +8,8 @@
 #
 #   bash benchmarks/gpu_checks.sh gpu-logs            # ~2.6 min on an H100
 #   bash benchmarks/gpu_checks.sh gpu-logs --quick    # a shorter benchmark
+#   git archive 8099b6a varirec | tar -x -C /tmp/base  # then, for a before/after:
+#   VARIREC_BASELINE=/tmp/base bash benchmarks/gpu_checks.sh gpu-logs
 set -uo pipefail
 out=${1:-${OUT:-gpu-logs}}
 shift || true
@@ -38,6 +40,15 @@ bench=${PIPESTATUS[0]}
 
 VARIREC_NO_PREFETCH=1 "$python" benchmarks/bench_gpu_loop.py --envs 4096 --repeats 3 2>&1 |
   tee "$out/bench_gpu_loop_no_prefetch.txt"
+
+# The same loop with another varirec (a source tree: VARIREC_BASELINE=dir, holding
+# varirec/), for a before/after on the same machine: the host's cost of a torch call
+# differs from machine to machine more than the change being measured.
+if [ -n "${VARIREC_BASELINE:-}" ]; then
+  echo "varirec from $VARIREC_BASELINE" | tee "$out/bench_gpu_loop_baseline.txt"
+  PYTHONPATH="$VARIREC_BASELINE${PYTHONPATH:+:$PYTHONPATH}" "$python" benchmarks/bench_gpu_loop.py \
+    --envs 4096 65536 --repeats 3 2>&1 | tee -a "$out/bench_gpu_loop_baseline.txt"
+fi
 
 # Where the host time goes, call by call, and what single torch calls cost this host.
 "$python" benchmarks/gpu_breakdown.py 2>&1 | tee "$out/gpu_breakdown.txt"
