@@ -254,9 +254,8 @@ class PrefetchedReset:
         for their copy only), the compiled reset runs on them with the values the table
         held (tracker, recorder, listeners; nothing drawn or applied), which must have
         been drawn for the episodes it begins; then the next values of those envs go
-        into the tables. ``failed``: the error its
-        ``apply`` raised; the episodes stay begun but not started, as the compiled
-        reset leaves them."""
+        into the tables. ``failed``: the error its ``apply`` raised; the episodes stay
+        begun but not started, as the compiled reset leaves them."""
         if self.pending is None:
             return
         # A Ctrl-C or SIGTERM waits for the end, even where the settle hands rows to the
