@@ -219,6 +219,17 @@ def test_the_ids_copy_waits_for_the_reset_ids_queued_behind_other_work():
     assert episode[[5, 9, 17, 40]].tolist() == [1, 1, 1, 1] and episode[0] == 0
 
 
+def test_current_stream_is_the_same_object_for_the_same_stream():
+    from varirec.arrays import current_stream
+
+    main = current_stream(CUDA)
+    assert main == torch.cuda.current_stream() and current_stream(CUDA) is main
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        assert current_stream(CUDA) == side and current_stream(CUDA) is not main
+    assert current_stream(torch.device("cuda")) is main
+
+
 def test_tensors_on_another_device_than_the_env_are_refused_before_anything_moves():
     m = vr.RecorderManager(4, seed=0, device="cuda")
     m.reset(None, torch.arange(4, device=CUDA))

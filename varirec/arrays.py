@@ -177,7 +177,10 @@ def current_stream(device: Any) -> Any:
     call asks only for the stream's id."""
     torch = _torch()
     index = device.index if device.index is not None else torch.cuda.current_device()
-    key = torch._C._cuda_getCurrentStream(index)  # (stream id, device index, device type)
+    current = getattr(torch._C, "_cuda_getCurrentStream", None)  # private: may go away
+    if current is None:
+        return torch.cuda.current_stream(index)
+    key = current(index)  # (stream id, device index, device type)
     stream = _STREAMS.get(key)
     if stream is None:
         if len(_STREAMS) >= 64:  # streams made and dropped by the env: keep the map small
