@@ -18,7 +18,9 @@ syncs once per step on ``nonzero(done)``, as Isaac Lab's ``if len(reset_env_ids)
 does. Repeats are interleaved (a slow spell of the machine hits every mode) and the
 overhead is the median over repeats of ``mode / bare - 1`` of the same repeat, with its
 spread. ``varirec us/step`` is host time spent inside varirec's calls (and the glue
-they need), timed around them.
+they need), timed around them. Below the table, each mode's host time from the sync to
+the next step's launch (the reset, the env's own and varirec's): on a GPU, what it
+waits for; varirec's other calls overlap the step already queued.
 
 Goals on an H100/H200: null <= 2 %, recording <= 5 % at every size. On the CPU the
 device *is* the host, so every microsecond varirec spends is on the critical path.
@@ -198,13 +200,13 @@ def run_loop(
     all_ids = torch.arange(env.num_envs, device=device)
     if m is not None:
         m.reset(env, host(all_ids))
-    inside = 0.0
+    inside = after = 0.0
     resets = all_resets = 0
     gc.collect()
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
-            inside, resets = 0.0, 0
+            inside, after, resets = 0.0, 0.0, 0
             t0, c0 = time.perf_counter(), time.thread_time()
         reward, terminated, truncated = env.physics()
         if m is not None:
@@ -217,6 +219,7 @@ def run_loop(
             )
             inside += clock() - s
         ids = (terminated | truncated).nonzero().squeeze(-1)  # the one sync per step
+        synced = clock()  # from here to the next step's launch, the GPU waits for the host
         if len(ids) > 0:
             resets += len(ids)
             all_resets += len(ids)
@@ -236,6 +239,7 @@ def run_loop(
             s = clock()
             m.record_post_step()
             inside += clock() - s
+        after += clock() - synced
     _sync(device)
     wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
     if isinstance(m, RecorderManager):
@@ -243,7 +247,7 @@ def run_loop(
         want = num_params * (env.num_envs + all_resets)
         if m.counts["draws"] != want:
             raise RuntimeError(f"recorded {m.counts['draws']} draw rows, expected {want}")
-    per_step = {"wall": wall, "cpu": cpu, "inside": inside, "resets": resets}
+    per_step = {"wall": wall, "cpu": cpu, "inside": inside, "after": after, "resets": resets}
     return {k: v / steps for k, v in per_step.items()}
 
 
@@ -278,6 +282,7 @@ def measure(
         "reset_pct": 100 * med("bare", "resets") / num_envs,
         "ms": {k: {m: med(m, k) * 1e3 for m in MODES} for k in ("wall", "cpu")},
         "us": {m: med(m, "inside") * 1e6 for m in MODES},
+        "after_us": {m: med(m, "after") * 1e6 for m in MODES},
         "pct": {k: {m: overhead(m, k) for m in MODES[1:]} for k in ("wall", "cpu")},
     }
 
@@ -309,6 +314,16 @@ def print_table(results: list[dict[str, Any]], header: str, cpu: bool) -> None:
                 f"{ms['recording']:8.3f} {r['us']['null']:8.0f} {r['us']['recording']:8.0f} "
                 f"{_pct(pct['null']):>24} {_pct(pct['recording']):>24}"
             )
+    print(
+        "\nhost us/step from the sync to the next step's launch (on a GPU, what it waits "
+        "for; the rest of varirec's time overlaps the queued step):"
+    )
+    for r in results:
+        a = r["after_us"]
+        print(
+            f"  {r['envs']:>6} envs: bare {a['bare']:.0f}, null {a['null']:.0f}, "
+            f"recording {a['recording']:.0f}"
+        )
     print("\ngoals on an H100/H200: null <= +2 %, recording <= +5 % at every size")
     for r in results:
         print(
