@@ -177,8 +177,8 @@ class CompiledReset:
         the reset's time (default: now); ``out``: where the values go, ``(len(ids),
         width)`` float64; ``drawn``: ``out`` holds the values already, drawn for these
         episodes of ``ids`` (the kernel keys the reset but draws nothing, and the
-        episodes it begins must be these); ``failed``: the error its ``apply`` raised, raised again
-        where ``apply`` would run, so that the reset is left as a failed one is;
+        episodes it begins must be these); ``failed``: the error its ``apply`` raised,
+        raised again where ``apply`` would run, so that the reset is left as a failed one is;
         ``grouped=False``: the batch tells each variation's current sampler (a change
         since the plan was made may have moved its listeners)."""
         if drawn is not None and apply:
