@@ -110,3 +110,25 @@ def fake_run(tmp_path):
     """A recorded 60-step run of the fake env: ``(env, manager, dataset path)``."""
     env, manager = run_fake_env(tmp_path)
     return env, manager, tmp_path
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """The GPU code on CPU torch (``off_host`` for any device; step tensors not read in
+    place); counts the resets that were prefetched (``gpu[0]``)."""
+    from varirec import arrays
+    from varirec.recording import terms
+    from varirec.recording.prefetched_reset import PrefetchedReset
+
+    monkeypatch.setattr(arrays, "off_host", lambda dev: dev is not None)
+    monkeypatch.setattr(terms, "cpu_view", lambda x: None)
+    call = PrefetchedReset.__call__
+    count = [0]
+
+    def counted(self, env, env_ids):
+        done = call(self, env, env_ids)
+        count[0] += done
+        return done
+
+    monkeypatch.setattr(PrefetchedReset, "__call__", counted)
+    return count

@@ -209,7 +209,7 @@ def test_device_async_sends_host_arrays_as_tensors_on_the_device():
 
 @pytest.mark.parametrize("mode", ["device_draw", "host_draw", "compiled", "prefetched"])
 def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
-    tmp_path, monkeypatch, mode
+    tmp_path, monkeypatch, gpu, mode
 ):
     """The GPU code forced to run on CPU torch: the episodes and draws tables equal a
     numpy run's. Outcomes accumulate with torch ops; step rows are gathered on the
@@ -218,9 +218,8 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
     on the host (every variation continuous), or taken from the prefetch table on the
     device, the bookkeeping done at the next step (an id tensor's reset)."""
     from varirec import arrays
-    from varirec.recording import prefetched_reset, terms
+    from varirec.recording import prefetched_reset
     from varirec.recording.compiled_reset import CompiledReset
-    from varirec.recording.prefetched_reset import PrefetchedReset
     from varirec.sampling.accel import compiled_draws, kernels
     from varirec.sampling.batch_draw import ColumnPlan
     from varirec.variations import batch
@@ -272,14 +271,8 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
     taken: list[str] = []  # what drew: "numpy" or "torch" (ColumnPlan), "compiled"
     sent: list[str] = []  # the functions that sent host arrays to the "device"
     draw_columns, call = ColumnPlan.draw_columns, CompiledReset.__call__
-    prefetch = PrefetchedReset.__call__
     device_async = arrays.device_async
-    prefetched = [0]
-
-    def spy_prefetch(self, env, env_ids):
-        done = prefetch(self, env, env_ids)
-        prefetched[0] += done
-        return done
+    prefetched = gpu  # the resets taken from the prefetch table (the fixture counts them)
 
     def spy_draw(self, ids, eps, ds, xp, device=None):
         taken.append(xp.__name__)
@@ -294,16 +287,12 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
         sent.append(sys._getframe(1).f_code.co_name)
         return device_async(x, device, dtype)
 
-    monkeypatch.setattr(arrays, "off_host", lambda device: device is not None)
     monkeypatch.setattr(arrays, "device_async", spy_send)
     monkeypatch.setattr(batch, "device_async", spy_send)
     monkeypatch.setattr(ColumnPlan, "draw_columns", spy_draw)
     monkeypatch.setattr(CompiledReset, "__call__", spy_call)
-    monkeypatch.setattr(PrefetchedReset, "__call__", spy_prefetch)
     monkeypatch.setattr(prefetched_reset, "device_async", spy_send)
     monkeypatch.setattr(prefetched_reset, "PREFETCH", mode == "prefetched")
-    # The outcome term reads CPU step tensors in place (its host step): not on a GPU.
-    monkeypatch.setattr(terms, "cpu_view", lambda x: None)
     if mode == "device_draw":
         monkeypatch.setattr(batch, "HOST_DRAW_MAX", 0)
     masks.clear()  # the device run's
@@ -450,14 +439,9 @@ def test_an_inference_tensor_is_reused_only_within_the_call_that_handed_it_in(mo
         assert world.on_device(np.array([3, 1])) is not handed
 
 
-def test_a_gpu_env_records_the_same_inside_inference_mode(tmp_path, monkeypatch):
+def test_a_gpu_env_records_the_same_inside_inference_mode(tmp_path, gpu):
     """The GPU code (forced on CPU torch) with every tensor made in inference mode, as
     in an rsl_rl rollout: the same episodes and draws as outside it."""
-    from varirec import arrays
-    from varirec.recording import terms
-
-    monkeypatch.setattr(arrays, "off_host", lambda dev: dev is not None)
-    monkeypatch.setattr(terms, "cpu_view", lambda x: None)
 
     def run(name):
         n, rng = 6, np.random.default_rng(5)

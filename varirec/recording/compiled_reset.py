@@ -162,37 +162,34 @@ class CompiledReset:
         given: Any,
         f: tuple[Any, ...],
         *,
-        apply: bool = True,
-        now: int | None = None,
-        out: np.ndarray | None = None,
-        drawn: np.ndarray | None = None,
+        applied: tuple[np.ndarray, np.ndarray, int] | None = None,
         failed: BaseException | None = None,
-        grouped: bool = True,
     ) -> bool:
         """The reset of host ids ``ids`` (``given``: as ``apply`` takes them), with the
-        plan ``f`` of :meth:`_prepare`; False, with nothing changed, where an id is out
-        of range. ``apply=False``: the values were applied already (a prefetched GPU
-        reset, :mod:`~varirec.recording.prefetched_reset`): listeners and the recorder
-        see them, nothing is applied, and every draw must be a first draw; ``now``:
-        the reset's time (default: now); ``out``: where the values go, ``(len(ids),
-        width)`` float64; ``drawn``: ``out`` holds the values already, drawn for these
-        episodes of ``ids`` (the kernel keys the reset but draws nothing, and the
-        episodes it begins must be these); ``failed``: the error its ``apply`` raised,
-        raised again where ``apply`` would run, so that the reset is left as a failed one is;
-        ``grouped=False``: the batch tells each variation's current sampler (a change
-        since the plan was made may have moved its listeners)."""
-        if drawn is not None and apply:
-            raise ValueError("`drawn` values were applied already: pass apply=False with them")
+        plan ``f`` of :meth:`_prepare` (made before a change of the variations: the batch
+        tells each variation's current sampler, where its listeners moved); False, with
+        nothing changed, where an id is out of range.
+
+        ``applied``: ``(values, episodes, time)`` of a reset applied already (a
+        prefetched GPU reset, :mod:`~varirec.recording.prefetched_reset`): ``values``
+        (``(len(ids), width)`` float64) were drawn for ``episodes`` of ``ids``, at
+        ``time``; the kernel keys the reset and draws nothing, every draw must be a first
+        draw of the episodes it begins, which must be those, and the listeners and the
+        recorder see the values with that time; nothing is applied. ``failed``: the error
+        its ``apply`` raised, raised again where ``apply`` would run, so that the reset is
+        left as a failed one is."""
         _, _, _, kt, g = f
         d = self.driver
         plan, vs = g.plan, g.together
         c, t, hooks = self.counters, self.tracker, d.hooks
         keys = np.empty((2, len(ids)), np.int64)
-        if out is None:
-            out = np.empty((len(ids), plan.width))
-        stamp = now_us() if now is None else now
+        if applied is None:
+            out, stamp = np.empty((len(ids), plan.width)), now_us()
+            into = out
+        else:
+            out, drawn, stamp = applied
+            into = _KEYED_ONLY  # no column: the kernel draws nothing
         fused = None if hooks is None else getattr(hooks, "outcome_accumulators", _none)()
-        into = out if drawn is None else _KEYED_ONLY  # no column: the kernel draws nothing
         late: list[BaseException] = []  # the recorder's hand-over failed: raised at the end
         before = t.seq
         try:  # from the kernel on: an exception anywhere until apply returns takes the start back
@@ -202,13 +199,13 @@ class CompiledReset:
                 code = self._drawn(kt, ids, keys, plan, into, len(vs), stamp)
             if code < 0:
                 return False
-            if not apply and not code & 2:
+            if applied is not None and not code & 2:
                 raise RecorderStateError(
                     f"envs {ids[:8].tolist()} had drawn in their new episode before its "
                     "prefetched reset (varirec's bookkeeping is out of step: please report "
                     "it); set VARIREC_NO_PREFETCH=1 to reset GPU envs without prefetching"
                 )
-            if drawn is not None and not np.array_equal(keys[0], drawn):
+            if applied is not None and not np.array_equal(keys[0], drawn):
                 raise RecorderStateError(
                     f"a prefetched GPU reset of envs {ids[:8].tolist()} applied values drawn "
                     f"for episodes {drawn[:8].tolist()}, but begins episodes "
@@ -227,14 +224,15 @@ class CompiledReset:
                     matrix=out,
                     parts=(plan, out, out, np, rows, None),
                     lazy=(t.seq - len(vs) + 1, keys[0], rows, bool(code & 1)),  # draws' seqs
-                    group=g if grouped else None,
+                    group=g if f[0] == epoch() else None,
                 )
                 stamped = t.seq + 1
-                batch.time = now
+                if applied is not None:
+                    batch.time = stamp
                 self.last_batch = batch
                 if hooks is not None:
                     hooks.reset_drawn(batch)
-                batch.notify_and_apply(env, given, apply=apply)
+                batch.notify_and_apply(env, given, apply=applied is None)
                 if failed is not None:
                     raise failed
                 if t.seq + 1 == stamped:

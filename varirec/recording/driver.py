@@ -189,8 +189,7 @@ class VariationDriver:
     # -- lifecycle hooks -------------------------------------------------------------
     def record_step(self, **data: Any) -> None:
         """Count a step for every running episode (a recorder also records ``data``)."""
-        if self._prefetched.pending is not None:
-            self._prefetched.settle()
+        self.settle()
         self._tracker.advance_steps()
 
     def record_pre_reset(self, env_ids: Any) -> None:
@@ -373,10 +372,8 @@ class VariationDriver:
             if not (usual and self._compiled(env, env_ids)):
                 self._general_reset(env, env_ids, reset_fn)
             return
-        p = self._prefetched
-        if p.pending is not None:
-            p.settle()
-        if usual and p(env, env_ids):  # a GPU env: the values were on the device already
+        self.settle()
+        if usual and self._prefetched(env, env_ids):  # the values were on the device already
             return
         try:
             if not (usual and self._compiled(env, env_ids)):

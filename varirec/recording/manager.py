@@ -145,7 +145,6 @@ class RecorderManager:
             device=device,
             dtype=dtype,
         )
-        self._prefetched = self.driver._prefetched  # read at every step
         self.max_rows = int(max_rows)
         builtin = builtin_term_cfgs(max_rows=max_rows, step_keys=step_keys)
         self.writer: RunWriter | None = None
@@ -286,8 +285,7 @@ class RecorderManager:
         """A step's per-env arrays (``reward``, ``terminated``, ``truncated``,
         ``success`` and anything a term records), before finished envs reset."""
         driver = self.driver
-        if self._prefetched.pending is not None:  # the last reset's rows, first
-            self._prefetched.settle()
+        driver.settle()  # the last reset's rows, first
         if time.monotonic() >= self._handover_due:  # once per hook call, not per draw
             self._hand_over_buffers()
         driver._tracker.advance_steps()

@@ -58,7 +58,6 @@ from varirec.recording.episodes import now_us
 from varirec.sampling.accel import kernels
 from varirec.storage.shutdown import exit_held
 from varirec.variations.batch import BatchKeys, column_views
-from varirec.variations.variation import epoch
 
 __all__ = ["PREFETCH", "PendingBatch", "PrefetchedReset"]
 
@@ -73,20 +72,15 @@ turns it off for the process)."""
 
 class _Pending:
     """A reset applied on the device whose bookkeeping waits: its ids as the gather took
-    them (``rows``, varirec's own tensor), ``event`` recorded after the gather on
-    ``stream`` (their copy to the host waits for it), its time, the plan it drew with,
-    its batch; once settled, its host ids and the tracker's seq before and after."""
+    them (``rows``, varirec's own tensor), the CUDA stream it ran on (None off CUDA; the
+    ids' copy waits for the gather's event there), its time, the plan it drew with, its
+    batch; once settled, its host ids and the tracker's seq before and after."""
 
-    __slots__ = (
-        "batch", "before", "env", "event", "ids", "plan", "rows", "stamped", "stream", "time",
-    )  # fmt: skip
+    __slots__ = ("batch", "before", "env", "ids", "plan", "rows", "stamped", "stream", "time")
 
-    def __init__(
-        self, rows: Any, stream: Any, event: Any, time: int, plan: tuple, env: Any
-    ) -> None:
+    def __init__(self, rows: Any, stream: Any, time: int, plan: tuple, env: Any) -> None:
         self.rows = rows
         self.stream = stream
-        self.event = event
         self.time = time
         self.plan = plan
         self.env = env
@@ -217,11 +211,9 @@ class PrefetchedReset:
         matrix = self.device[rows]
         # The ids go to the host at settle, on a side stream, once this event passed:
         # here, the one launch more than the gather.
-        event = None
         if stream is not None:
-            event = self._event(0)
-            event.record(stream)
-        pending = _Pending(rows, stream, event, stamp, f, env)
+            self._event(0).record(stream)
+        pending = _Pending(rows, stream, stamp, f, env)
         self.pending = pending
         d._tracker.before_read = self.settle  # a variation drawn by hand settles it first
         try:
@@ -290,7 +282,6 @@ class PrefetchedReset:
         d._tracker.before_read = None
         f = p.plan
         plan = f[4].plan
-        out = self.host[ids]  # the values applied, as the tables held them
         t = d._tracker
         if p.stream is not None:
             stream = current_stream(d.world.device)
@@ -300,12 +291,10 @@ class PrefetchedReset:
         p.ids, p.before = ids, t.seq
         compiled = d._compiled
         try:
-            # A variation changed since (an override): its listeners, moved to its new
-            # sampler, hear of the draw there. The kernel checks that the rows were
-            # drawn for the episodes it begins (the draws are keyed by them).
-            ran = compiled.run(p.env, ids, None, f, apply=False, now=p.time, out=out,
-                               drawn=self.episode[ids], failed=failed,
-                               grouped=f[0] == epoch())  # fmt: skip
+            # The values applied, as the tables held them: the kernel checks that they
+            # were drawn for the episodes it begins (the draws are keyed by them).
+            applied = (self.host[ids], self.episode[ids], p.time)
+            ran = compiled.run(p.env, ids, None, f, applied=applied, failed=failed)
         except BaseException as exc:
             if exc is not failed:
                 self.plan = None
@@ -326,13 +315,13 @@ class PrefetchedReset:
         """The reset's ids on the host, as its gather took them: on CUDA, copied on a
         side stream once the gather's event passed, so the copy need not wait for the
         step queued since (the wait is for this copy only)."""
-        if p.event is None:  # the CPU (a test runs the GPU code there): nothing queued
+        if p.stream is None:  # the CPU (a test runs the GPU code there): nothing queued
             return np.array(p.rows.numpy())
         torch = arrays._torch()
         side = self._side
         if side is None:  # high priority: not one of the streams the env may take
             side = self._side = torch.cuda.Stream(p.rows.device, priority=-1)
-        side.wait_event(p.event)
+        side.wait_event(self._event(0))  # recorded after the gather, not since
         host = torch.empty(p.rows.shape, dtype=torch.int64, pin_memory=True)
         with torch.cuda.stream(side):
             host.copy_(p.rows, non_blocking=True)

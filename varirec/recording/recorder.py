@@ -277,7 +277,7 @@ class VariationRecorder:
         ids = event.env_ids
         if t is None:
             return old
-        settle = getattr(t, "before_read", None)
+        settle = t.before_read
         if settle is not None:  # a reset whose bookkeeping waits: it goes first
             settle()
         return DrawContext(

@@ -91,7 +91,7 @@ class ResetBatch(BatchKeys):
             events skip them (a frozenset: a recorder hands in the same one each reset,
             told apart from the last in one compare).
         time: the reset's wall-clock time in microseconds where it was taken before
-            the draw (a prefetched GPU reset, drawn again at the next step); None: now.
+            the batch was made (a prefetched GPU reset, keyed at the next step); None: now.
     """
 
     __slots__ = (

@@ -199,7 +199,7 @@ class Variation:
     def _bound_context(self, ids: np.ndarray | None) -> DrawContext:
         t = self._tracker
         assert t is not None  # only called when bound
-        settle = getattr(t, "before_read", None)
+        settle = t.before_read
         if settle is not None:  # a reset whose bookkeeping waits (a prefetched GPU reset)
             settle()
         if ids is None:
