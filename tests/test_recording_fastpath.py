@@ -105,7 +105,7 @@ def test_finish_takes_every_counter_of_the_finished_envs():
     assert t.started.tolist() == [False, False, True, False, False]
     # The counters are views of one block: a write through either name is seen by both.
     t.episode[2] = 41
-    assert t._ints[0, 2] == 41
+    assert t._ints[2, 0] == 41
     assert t.finish(np.array([2]), started=True)["episode"].tolist() == [41]
 
 

@@ -97,7 +97,7 @@ def _state(d: VariationDriver) -> tuple:
     t = d.tracker
     d._counters.flush()
     return (
-        t._ints[[0, 1, 2, 4, 5]].copy(),  # every counter but the start time (a clock)
+        t._ints[:, [0, 1, 2, 4, 5]].T.copy(),  # every counter but the start time (a clock)
         t.started.copy(),
         t.seq,
         t.episodes_finished,

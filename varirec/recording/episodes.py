@@ -83,7 +83,8 @@ _INT_ROWS = {
     "sample_id": -1,
     "seed": -1,
 }
-"""The tracker's int64 counters (rows of one block, in this order) and their start value."""
+"""The tracker's int64 counters (columns of one env-major block, in this order) and their
+start value."""
 
 
 class EpisodeTracker:
@@ -102,12 +103,14 @@ class EpisodeTracker:
     def __init__(self, num_envs: int) -> None:
         check_num_envs(num_envs)
         self.num_envs = int(num_envs)
-        # The int64 counters are rows of one block: a finished batch's six columns come
-        # out of one gather (rows, not columns: a step's full-row ops stay contiguous).
-        self._ints = np.empty((len(_INT_ROWS), num_envs), dtype=np.int64)
-        self._ints[:] = np.array(list(_INT_ROWS.values()))[:, None]
+        # The int64 counters are columns of one env-major block: a reset reads and
+        # writes an env's six counters in one cache line (a simulation step has evicted
+        # them: six rows cost six misses per env), and a finished batch's columns come
+        # out of one gather. No step reads a counter of every env.
+        self._ints = np.empty((num_envs, len(_INT_ROWS)), dtype=np.int64)
+        self._ints[:] = np.array(list(_INT_ROWS.values()))
         self.episode, self._base, self.start_seq, self.start_time, self.sample_id, self.seed = (
-            self._ints
+            self._ints.T
         )
         # A step touches no per-env array: a running episode's step count is `_clock -
         # _base` (its start, moved back by steps counted for it alone); a stopped one's
@@ -286,7 +289,7 @@ class EpisodeTracker:
         if not columns:
             self._base[done] = self._clock - self._base[done]  # stopped: the count itself
             return {}
-        episode, base, start_seq, time_start, sample_id, seed = self._ints.take(done, axis=1)
+        episode, base, start_seq, time_start, sample_id, seed = self._ints.take(done, axis=0).T
         length = self._clock - base
         self._base[done] = length
         return {

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 EPISODE, BASE, START_SEQ, START_TIME, SAMPLE_ID, SEED = range(6)
-"""The rows of the tracker's int64 block (``episodes._INT_ROWS``, in order)."""
+"""The columns of the tracker's int64 block (``episodes._INT_ROWS``, in order)."""
 
 
 @jit
@@ -82,13 +82,13 @@ def finish_and_begin(
     for i in range(ids.shape[0]):
         e = ids[i]
         finished += started[e]
-        scratch[i] = ints[EPISODE, e] + 1
+        scratch[i] = ints[e, EPISODE] + 1
     for i in range(ids.shape[0]):
         e = ids[i]
-        ints[EPISODE, e] = scratch[i]
+        ints[e, EPISODE] = scratch[i]
         started[e] = False
-        ints[BASE, e] = 0
-        ints[SEED, e] = -1
+        ints[e, BASE] = 0
+        ints[e, SEED] = -1
     return finished
 
 
@@ -108,8 +108,8 @@ def first_draw_keys(
     in_design = 0
     for i in range(ids.shape[0]):
         e = ids[i]
-        keys[0, i] = ints[EPISODE, e]
-        keys[1, i] = ints[SAMPLE_ID, e]
+        keys[0, i] = ints[e, EPISODE]
+        keys[1, i] = ints[e, SAMPLE_ID]
         if keys[1, i] >= 0:
             in_design = 1
     for i in range(ids.shape[0]):
@@ -153,16 +153,16 @@ def finish_columns(
         return -1
     for i in range(done.shape[0]):
         e = done[i]
-        out[0, i] = ints[EPISODE, e]
-        out[1, i] = ints[START_SEQ, e]
+        out[0, i] = ints[e, EPISODE]
+        out[1, i] = ints[e, START_SEQ]
         out[2, i] = end_seq
-        out[3, i] = clock - ints[BASE, e]
-        out[4, i] = ints[SAMPLE_ID, e]
-        out[5, i] = ints[SEED, e]
-        out[6, i] = ints[START_TIME, e]
+        out[3, i] = clock - ints[e, BASE]
+        out[4, i] = ints[e, SAMPLE_ID]
+        out[5, i] = ints[e, SEED]
+        out[6, i] = ints[e, START_TIME]
         out[7, i] = now
     for i in range(done.shape[0]):
-        ints[BASE, done[i]] = out[3, i]
+        ints[done[i], BASE] = out[3, i]
         started[done[i]] = False
     return 0
 
@@ -186,13 +186,13 @@ def start(
         if started[ids[i]]:
             return -1
     for i in range(ids.shape[0]):
-        scratch[i] = clock - ints[BASE, ids[i]]
+        scratch[i] = clock - ints[ids[i], BASE]
     for i in range(ids.shape[0]):
         e = ids[i]
-        ints[BASE, e] = scratch[i]
+        ints[e, BASE] = scratch[i]
         started[e] = True
-        ints[START_SEQ, e] = seq
-        ints[START_TIME, e] = now
+        ints[e, START_SEQ] = seq
+        ints[e, START_TIME] = now
     return 0
 
 
@@ -228,9 +228,9 @@ def unstart(
     """Take back the :func:`start` of ``ids`` (no step since): their episodes are begun
     but not started, as before it (the ``apply`` after a compiled reset raised)."""
     for i in range(ids.shape[0]):
-        scratch[i] = clock - ints[BASE, ids[i]]  # start's turn of the base, undone
+        scratch[i] = clock - ints[ids[i], BASE]  # start's turn of the base, undone
     for i in range(ids.shape[0]):
-        ints[BASE, ids[i]] = scratch[i]
+        ints[ids[i], BASE] = scratch[i]
         started[ids[i]] = False
 
 
