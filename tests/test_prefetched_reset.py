@@ -238,6 +238,22 @@ def test_an_id_out_of_range_is_named_at_the_next_step_and_nothing_recorded_is_lo
     assert len(ep) >= N + 10 and not ep.duplicated(["env_id", "episode"]).any()
 
 
+def test_an_env_named_twice_is_named_at_the_next_step_and_nothing_recorded_twice(tmp_path, gpu):
+    m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=3,
+                           run_id="r", device="cpu")  # fmt: skip
+    _loop(m, torch.as_tensor, steps=20)
+    m.record_step(reward=torch.ones(N), terminated=torch.zeros(N, dtype=torch.bool))
+    before = _tracker_state(m.tracker)
+    m.reset(None, torch.tensor([5, 2, 5]))  # applied from the tables; named at the next step
+    with pytest.raises(ValueError, match=r"got env 5 2 times \(at positions \[0, 2\]\).*GPU"):
+        m.record_step(reward=torch.ones(N))
+    assert _same_state(_tracker_state(m.tracker), before)  # nothing moved
+    m.reset(None, torch.tensor([2, 5]))  # the run goes on: tables made again
+    m.close()
+    ep = _tables(tmp_path / "d")[0]
+    assert len(ep) >= 10 and not ep.duplicated(["env_id", "episode"]).any()
+
+
 def _around_a_failed_reset(vs, arrays, device, fail: list, first: list, failing: list):
     """Tracker states of a null manager of ``vs`` after a reset of ``failing`` whose
     apply raised (``fail`` switched on), and after the same reset done again."""

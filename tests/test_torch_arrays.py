@@ -130,6 +130,12 @@ def test_bad_tensors_get_errors_that_name_the_tensor_the_device_and_the_fix(cont
         TypeError, match=r"`env_ids` must be integer ids .* float tensor .*\.long\(\)"
     ):
         m.reset(None, torch.tensor([0.0, 1.0]))
+    with pytest.raises(TypeError, match=r"float tensor .*\.long\(\)"):  # .long() mends both
+        m.reset(None, torch.tensor([0.0, 1.0], requires_grad=True))
+    with pytest.raises(ValueError, match=r"got env 1 2 times .*env_ids\.unique\(\)"):
+        m.reset(None, torch.tensor([1, 3, 1]))
+    with pytest.raises(TypeError, match=r"`reset_fn` must be callable .* got int 3"):
+        m.reset(None, torch.tensor([1]), reset_fn=3)
     with pytest.raises(ValueError, match=r"mask `env_ids` must have shape \(4,\), got \(3,\)"):
         m.reset(None, torch.tensor([True, False, True]))
     with pytest.raises(ValueError, match=r"`reward` is a tensor that requires grad.*\.detach\(\)"):
@@ -144,6 +150,22 @@ def test_bad_tensors_get_errors_that_name_the_tensor_the_device_and_the_fix(cont
         m.record_step(reward=torch.ones(2, 2))
     assert m.tracker.episode.tolist() == [0, 0, 0, 0]  # refused before anything moved
     m.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"dtype": "float32"}, TypeError, r"`dtype` must be a torch dtype, got 'float32' \(str\)"),
+        ({"dtype": np.float32}, TypeError, r"`dtype` must be a torch dtype.*torch\.float32"),
+        ({"dtype": torch.int64}, ValueError, r"floating dtype, got torch\.int64.*1\.35 -> 1"),
+        ({"device": "tpu:0"}, ValueError, r"`device` must name a torch device, got 'tpu:0'"),
+        ({"device": 3.5}, ValueError, r"`device` must name a torch device.*device='cuda:0'"),
+    ],
+)
+def test_a_bad_dtype_or_device_is_refused_before_the_run_exists(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        vr.RecorderManager(4, output=tmp_path / "d", **kwargs)
+    assert not (tmp_path / "d").exists()
 
 
 def test_idle_envs_accumulate_nothing_from_tensors(tmp_path):

@@ -23,6 +23,7 @@ from varirec.integrations.gym import (
 from varirec.integrations.gym_vector import make_vector_env
 from varirec.recording.manager import NullRecorderManager, RecorderManager
 from varirec.recording.terms import RecorderTerm, RecorderTermCfg
+from varirec.sampling.accel import compiled_draws
 from varirec.sampling.streams import RESET_SEED_STREAM, CounterStream
 from varirec.studies.design import DesignSchedule
 from varirec.studies.replay import replay_episode
@@ -218,6 +219,73 @@ def test_bool_mask_of_wrong_length_names_the_fix() -> None:
     assert m.tracker.episode.tolist() == [0, -1, 0]
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["kernels", "numpy"])
+@pytest.mark.parametrize(
+    ("env_ids", "env", "times"),
+    [
+        (np.array([1, 1]), 1, 2),
+        ([3, 0, 3, 3], 3, 3),
+        (np.array([0, 1, 0, 1]), 0, 2),  # an int 0/1 "mask": read as ids, named as such
+        (np.array([2, 0, 2], np.int32), 2, 2),
+    ],
+)
+def test_an_env_named_twice_in_a_reset_is_refused_before_anything_moves(
+    tmp_path, kernels, env_ids, env, times
+) -> None:
+    with compiled_draws(kernels):
+        _a_reset_with_repeats(tmp_path, env_ids, env, times)
+
+
+def _a_reset_with_repeats(tmp_path, env_ids, env, times) -> None:
+    m = RecorderManager(4, variations=[_mass()], output=tmp_path, run_id="r")
+    m.reset(None, None)
+    m.record_step(reward=np.ones(4), terminated=np.ones(4, bool))
+    before = m.tracker.episode.copy()
+    with pytest.raises(ValueError, match=rf"must name each env once, got env {env} {times} times"):
+        m.reset(None, env_ids)
+    with pytest.raises(ValueError, match="read as env ids: pass a mask as bool"):
+        m.record_pre_reset(env_ids)
+    assert m.tracker.episode.tolist() == before.tolist()  # nothing moved
+    m.reset(None, [1, 2])  # the loop goes on
+    m.close()
+    episodes = vr.open_dataset(tmp_path).episodes("r").to_pandas()
+    assert sorted(zip(episodes["env_id"], episodes["episode"], strict=True)) == [(1, 0), (2, 0)]
+    draws = vr.open_dataset(tmp_path).draws("r").to_pandas()
+    assert not draws.duplicated(["env_id", "episode", "variation"]).any()
+
+
+def test_two_dimensional_env_ids_are_refused_with_the_fix() -> None:
+    m = NullRecorderManager(3, variations=[_mass()])
+    with pytest.raises(ValueError, match=r"one-dimensional, got shape \(2, 1\); pass .*reshape"):
+        m.reset(None, np.array([[0], [2]]))
+    assert (m.tracker.episode == -1).all()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.record_step(reward=np.ones(2), terminated=np.ones(2, bool)),
+        lambda m: m.reset(None, [0]),
+        lambda m: m.record_pre_reset([0]),
+        lambda m: m.record_post_reset([0]),
+        lambda m: m.record_post_step(),
+        lambda m: m.draw_reset(None, [0]),
+        lambda m: m.draw_interval(),
+    ],
+    ids=["record_step", "reset", "pre_reset", "post_reset", "post_step", "draw", "interval"],
+)
+def test_a_hook_after_close_is_refused_and_the_run_keeps_its_rows(tmp_path, call) -> None:
+    m = RecorderManager(2, variations=[_mass()], output=tmp_path, run_id="r")
+    m.reset(None, None)
+    m.record_step(reward=np.ones(2), terminated=np.ones(2, bool))
+    m.reset(None, None)
+    m.close()
+    with pytest.raises(RecorderStateError, match=r"after close\(\): the run 'r' is closed.*new"):
+        call(m)
+    m.close()  # still idempotent
+    assert len(vr.open_dataset(tmp_path).episodes("r")) == 2
+
+
 # -- 5. record_step arrays ----------------------------------------------------------
 
 
@@ -234,6 +302,33 @@ def test_record_step_refuses_wrong_shapes_and_dtypes_with_the_fix() -> None:
         m.record_step(terminated=np.zeros(3))
     m.record_step(reward=[1, 2, 3], terminated=np.array([1, 0, 0]), success=[1.0, np.nan, 0.0])
     m.record_pre_reset([0, 1])
+    m.close()
+
+
+def test_a_misspelt_record_step_name_is_refused_with_the_name_it_meant(tmp_path) -> None:
+    m = RecorderManager(2, output=tmp_path, run_id="r", step_keys=("action",))
+    m.reset(None, None)
+    with pytest.raises(TypeError, match=r"\['rewards', 'sucess'\] that no term records \(did "
+                       r"you mean 'rewards' -> 'reward', 'sucess' -> 'success'\?\).*step_keys"):
+        m.record_step(rewards=np.ones(2), sucess=np.ones(2, bool), action=np.ones(2))
+    assert m.tracker.step.tolist() == [0, 0]  # refused before the step counted
+    m.record_step(reward=np.ones(2), success=np.ones(2, bool), action=np.ones(2))
+    m.reset(None, None)
+    m.close()
+    ep = vr.open_dataset(tmp_path).episodes("r").to_pandas()
+    assert ep["return"].tolist() == [1.0, 1.0] and ep["success"].tolist() == [True, True]
+
+
+class _ReadsAnyName(RecorderTerm):
+    def record_step(self, data) -> None:
+        self.seen = sorted(data)
+
+
+def test_a_term_of_yours_may_read_any_record_step_name() -> None:
+    m = RecorderManager(2, terms={"mine": RecorderTermCfg(term=_ReadsAnyName)})
+    m.reset(None, None)
+    m.record_step(reward=np.ones(2), contact_force=np.ones(2))
+    assert m.terms["mine"].seen == ["contact_force", "reward"]
     m.close()
 
 

@@ -198,6 +198,26 @@ def wait(event: Any) -> None:
         event.synchronize()
 
 
+def _float_dtype(dtype: Any) -> Any:
+    """``dtype`` checked: None, or a torch floating dtype (values handed to ``apply``)."""
+    if dtype is None:
+        return None
+    torch = _torch()
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(
+            f"`dtype` must be a torch dtype, got {dtype!r} ({type(dtype).__name__}); pass "
+            "e.g. dtype=torch.float32 (or None: float32)"
+        )
+    if not dtype.is_floating_point:
+        raise ValueError(
+            f"`dtype` must be a torch floating dtype, got {dtype}: apply would get the values "
+            "cut to it (1.35 -> 1) while the draws keep the values drawn; pass "
+            "dtype=torch.float32 or torch.float64 (integer and choice variations keep "
+            "their own dtypes)"
+        )
+    return dtype
+
+
 class ArrayWorld:
     """The env's array world: its device (None: numpy) and the dtype of applied values.
 
@@ -209,13 +229,21 @@ class ArrayWorld:
 
     def __init__(self, device: Any = None, dtype: Any = None) -> None:
         self.device = None
-        self.dtype = dtype
+        self.dtype = _float_dtype(dtype)
         self._sent: tuple[np.ndarray, Any, int | None, int] | None = None  # see on_device
         self._calls = 0  # the ids() calls so far: a tensor's version is scoped by it
         if device is not None:
             import torch
 
-            self.device = torch.device(device)
+            try:
+                self.device = torch.device(device)
+            except (RuntimeError, TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"`device` must name a torch device, got {device!r} "
+                    f"({str(exc).splitlines()[0]}); pass the "
+                    "device of the env's tensors, e.g. device='cuda:0' or device='cpu' (or "
+                    "None: taken from the first tensor the env hands in)"
+                ) from None
 
     @property
     def is_torch(self) -> bool:
@@ -252,13 +280,13 @@ class ArrayWorld:
         unchecked for range (the tracker checks it)."""
         self._calls += 1  # (see on_device)
         if is_tensor(env_ids):
-            self.check(env_ids, name)
             if env_ids.dtype.is_floating_point or env_ids.dtype.is_complex:
-                raise TypeError(
+                raise TypeError(  # before the grad check: .long() mends both
                     f"`{name}` must be integer ids or a bool mask, got a float tensor "
                     f"({_describe(env_ids)}, on {env_ids.device}); pass {name}.long() if they "
                     "are whole numbers, or the mask itself"
                 )
+            self.check(env_ids, name)
             if env_ids.dtype == _torch().bool and tuple(env_ids.shape) != (num_envs,):
                 raise ValueError(
                     f"a boolean env mask `{name}` must have shape ({num_envs},), got "

@@ -129,6 +129,7 @@ class CompiledReset:
             if type(env_ids) is not np.ndarray or env_ids.dtype is not _INT64 or env_ids.ndim != 1:
                 return False
             ids = given = env_ids
+            self.tracker.check_unique(ids)
         elif arrays.off_host(dev):  # a GPU env: ids come to the host (its episode
             # counters are there), and a reset of a few envs is drawn there too, sent to
             # the device in one copy
@@ -147,6 +148,7 @@ class CompiledReset:
         else:  # a torch env on the CPU draws on the host, as draw_reset
             ids = cpu_view(env_ids)  # the env's id tensor: the kernels check the range
             if ids is not None and ids.dtype is _INT64 and ids.ndim == 1:
+                self.tracker.check_unique(ids)
                 given = env_ids
             elif is_tensor(env_ids):  # a mask, other dtypes, a grad: checked and named
                 ids = d._ids(env_ids)

@@ -367,6 +367,12 @@ class VariationDriver:
         draws, applied to ``env``; ``reset_fn(env_ids, seeds)``, the env's own reset
         from the applied values; then ``record_post_reset``, with the new episodes'
         first state in place."""
+        if reset_fn is not None and not callable(reset_fn):
+            raise TypeError(
+                f"`reset_fn` must be callable as reset_fn(env_ids, seeds), got "
+                f"{type(reset_fn).__name__} {reset_fn!r}; pass the env's own reset function, "
+                "or None"
+            )
         usual = reset_fn is None and self.schedule is None
         if self.world.device is None:  # numpy: nothing prefetched, nothing to check after
             if not (usual and self._compiled(env, env_ids)):

@@ -120,6 +120,7 @@ class EpisodeTracker:
         self.seq = 0
         self.episodes_finished = 0
         self._scratch = np.empty(num_envs, dtype=np.int64)  # the compiled steps' reads
+        self._marks = np.zeros(num_envs, dtype=np.uint8)  # first_repeat's, left zero
         self.before_read: Any = None
         """Called before a variation reads the counters to draw, while a reset's
         bookkeeping waits (a prefetched GPU reset settles itself); None otherwise."""
@@ -146,12 +147,51 @@ class EpisodeTracker:
                 f"{ids.reshape(-1)[:5].tolist()}; pass int ids (e.g. np.array([0, 3])) or a "
                 f"bool mask of shape ({self.num_envs},)"
             )
+        if ids.ndim > 1:
+            raise ValueError(
+                f"`env_ids` must be one-dimensional, got shape {ids.shape}; pass the ids as "
+                "a flat array (ids.reshape(-1)), or a bool mask of shape "
+                f"({self.num_envs},)"
+            )
         ids = ids.astype(np.int64, copy=False).reshape(-1)
         # One pass: a negative id read as uint64 is past every env.
         if ids.size and ids.view(np.uint64).max() >= self.num_envs:
             bad = ids[(ids < 0) | (ids >= self.num_envs)][:5].tolist()
             raise ValueError(f"`env_ids` must be in [0, {self.num_envs}), got {bad}")
+        self.check_unique(ids)
         return ids
+
+    def check_unique(self, ids: np.ndarray) -> None:
+        """Raise ValueError where an env comes twice in ``ids`` (int64): its episode
+        would end twice, and its rows be written twice. An id out of range passes here
+        (the range check names it).
+
+        >>> try:
+        ...     EpisodeTracker(4).check_unique(np.array([2, 0, 2]))
+        ... except ValueError as e:
+        ...     print(str(e).split(";")[0])
+        `env_ids` must name each env once, got env 2 2 times (at positions [0, 2])
+        """
+        if len(ids) < 2:
+            return
+        kern = _kernels()
+        if kern is not None and ids.dtype == np.int64:
+            if kern.first_repeat(ids, self._marks) < 0:
+                return
+        elif (ids[1:] > ids[:-1]).all():  # sorted (as nonzero gives them): no repeat
+            return
+        values, counts = np.unique(ids, return_counts=True)
+        if counts.max() < 2:
+            return
+        j = int(np.argmax(counts > 1))
+        env = int(values[j])
+        where = np.flatnonzero(ids == env)[:5].tolist()
+        raise ValueError(
+            f"`env_ids` must name each env once, got env {env} {int(counts[j])} times (at "
+            f"positions {where}); pass each env once (np.unique(env_ids), or env_ids.unique() "
+            "for a tensor). An int array of 0 and 1 is read "
+            f"as env ids: pass a mask as bool (shape ({self.num_envs},))"
+        )
 
     @property
     def step(self) -> np.ndarray:

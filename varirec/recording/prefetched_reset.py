@@ -278,6 +278,14 @@ class PrefetchedReset:
                 "valid env), the reset is not recorded, nor is the call that raised this; "
                 "pass the ids of the envs that finished, e.g. done.nonzero().squeeze(-1)"
             )
+        try:
+            d._tracker.check_unique(ids)
+        except ValueError as exc:
+            self.drop()
+            raise ValueError(
+                f"{exc} (a GPU reset of {len(ids)} envs, checked at the next step: the "
+                "reset is not recorded, nor is the call that raised this)"
+            ) from None
         self.pending = None  # from here on, the reset is settled or the tables dropped
         d._tracker.before_read = None
         f = p.plan

@@ -40,6 +40,7 @@ from varirec.storage.shutdown import hand_over
 from varirec.variations import VariationSet
 
 __all__ = [
+    "OUTCOME_NAMES",
     "OutcomeTerm",
     "RecorderTerm",
     "RecorderTermCfg",
@@ -141,6 +142,8 @@ _OUTCOMES = (
 """Per outcome, in ``DeviceOutcomes.record_step``'s order: the dtype kinds it takes, what
 :meth:`OutcomeTerm._array` asks for and the fix it names, and whether it is a float."""
 _HOST_KINDS = tuple((name, kinds) for name, kinds, *_ in _OUTCOMES)
+OUTCOME_NAMES = tuple(name for name, *_ in _OUTCOMES)
+"""The ``record_step`` names the outcome term reads."""
 
 
 class OutcomeTerm(RecorderTerm):

@@ -34,6 +34,7 @@ __all__ = [
     "finish_and_begin",
     "finish_columns",
     "first_draw_keys",
+    "first_repeat",
     "recorded_reset",
     "reset_draws",
     "start",
@@ -53,6 +54,25 @@ def _in_range(ids: np.ndarray, n: int) -> bool:
         if ids[i] < 0 or ids[i] >= n:
             return False
     return True
+
+
+@jit
+def first_repeat(ids: np.ndarray, marks: np.ndarray) -> int:
+    """The position in ``ids`` of the first id that came before in it, or -1 where each
+    comes once, or -2 where one is out of range (``marks``: a zero byte per env, left
+    zero)."""
+    if not _in_range(ids, marks.shape[0]):
+        return -2
+    found, i = -1, 0
+    while i < ids.shape[0]:
+        if marks[ids[i]]:
+            found = i
+            break
+        marks[ids[i]] = 1
+        i += 1
+    for j in range(i):
+        marks[ids[j]] = 0
+    return found
 
 
 @jit
@@ -309,7 +329,7 @@ def warm() -> None:
     writable, as the env's ``flatnonzero`` gives them; strided or read-only ids are
     other types to numba, compiled on first use and cached like these)."""
     ids, scratch = np.zeros(2, np.int64), np.zeros(4, np.int64)
-    ints, started = np.zeros((6, 2), np.int64), np.zeros(2, bool)
+    ints, started = np.zeros((2, 6), np.int64), np.zeros(2, bool)
     last, pending, keys = np.full(2, -9), np.zeros(2, np.int64), np.zeros((2, 2), np.int64)
     acc, flags = np.zeros((2, 2)), np.zeros((2, 2), bool)
     finish_and_begin(ids, ints, started, scratch)
@@ -319,6 +339,7 @@ def warm() -> None:
     begin_first_draws(ids, ints, started, last, pending, keys, scratch)
     finish_columns(ids, ints, started, 0, 1, 2, np.zeros((8, 2), np.int64))
     started_among(ids, started, scratch)
+    first_repeat(ids, np.zeros(2, np.uint8))
     u, form = np.zeros(3, np.uint64), np.zeros((10, 3))
     reset_draws(ids, ints, started, 0, 1, 2, last, pending, keys, scratch, u, u, form,
                 np.zeros((2, 3)))  # fmt: skip
