@@ -110,6 +110,32 @@ def test_outcome_must_be_binary_or_thresholded(logistic) -> None:
         failures_from_frame(frame, "success", factors=["nope"])
 
 
+@pytest.mark.parametrize(
+    ("threshold", "error", "match"),
+    [
+        (np.nan, ValueError, "finite number, got nan"),
+        (np.inf, ValueError, "finite number, got inf"),
+        ("x", TypeError, r"a number, got 'x' \(str\)"),
+        (True, TypeError, r"a number, got True \(bool\)"),
+    ],
+)
+def test_a_threshold_that_is_no_finite_number_is_refused(logistic, threshold, error, match):
+    frame = logistic.assign(score=logistic["x0"] + logistic["x1"])
+    with pytest.raises(error, match=match):
+        failures_from_frame(frame, "score", factors=["x0", "x1"], threshold=threshold)
+
+
+def test_a_threshold_past_every_outcome_gives_no_region_with_the_full_columns(logistic):
+    frame = logistic.assign(score=logistic["x0"] + logistic["x1"])
+    fa = failures_from_frame(frame, "score", factors=["x0", "x1"], threshold=1e9, seed=0)
+    assert fa.success_rate == 0.0 and fa.rule.leaves.empty
+    assert list(fa.rule.leaves.columns) == [
+        "leaf", "conditions", "search_episodes", "search_rate", "episodes", "rate", "conf_low",
+        "conf_high",
+    ]  # fmt: skip
+    assert fa.rule.leaves[["conditions", "conf_low", "conf_high"]].empty  # the CLI's columns
+
+
 @pytest.fixture(scope="module")
 def reach(tmp_path_factory):
     out = tmp_path_factory.mktemp("reach")
@@ -147,6 +173,12 @@ def test_cli_failures_and_analyze_failures_agree(reach, tmp_path, capsys) -> Non
     assert 'id="failures"' in text and "success falls from" in text
     assert main(["failures", str(reach.dataset.path), "--outcome", "return"]) == 2
     assert "must be 0/1" in capsys.readouterr().err
+    # a threshold past every return: every episode fails, no region (a table, no crash)
+    assert main(["failures", str(reach.dataset.path), "--outcome", "return",
+                 "--threshold", "1e9"]) == 0  # fmt: skip
+    assert "success rate 0.0%" in (text := capsys.readouterr().out) and "(none)" in text
+    assert main(["failures", str(reach.dataset.path), "--threshold", "nan"]) == 2
+    assert "finite number, got nan" in capsys.readouterr().err
     # analyze --failures goes through Study.failures(): the same analysis, the same seed
     args = ["analyze", str(reach.dataset.path), "--failures", "--resamples", "0"]
     assert main(args) == 0

@@ -9,8 +9,11 @@ equal-frequency bins and Beta (Jeffreys) intervals of a success rate.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,6 +76,24 @@ def binary_outcome(y: NDArray[np.float64], name: str, threshold: float | None) -
             "or give `threshold` (success = outcome >= threshold)"
         )
     return y == 1.0
+
+
+def check_threshold(threshold: Any) -> float | None:
+    """``threshold`` checked: None (a 0/1 outcome), or a finite number."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(
+            f"`threshold` must be a number, got {threshold!r} ({type(threshold).__name__}); "
+            "e.g. threshold=0.5 (success = outcome >= threshold)"
+        )
+    if not math.isfinite(threshold):
+        raise ValueError(
+            f"`threshold` must be a finite number, got {threshold!r}: every episode would be "
+            "a failure or every one a success; give a value inside the outcome's range, e.g. "
+            "its median (success = outcome >= threshold)"
+        )
+    return float(threshold)
 
 
 def check_conf_level(conf_level: float) -> float:

@@ -263,7 +263,8 @@ def failure_rules(
             "conf_low": float(lo),
             "conf_high": float(hi),
         })  # fmt: skip
-    leaves = pd.DataFrame(rows).sort_values("search_rate").reset_index(drop=True)
+    leaves = pd.DataFrame(rows, columns=LEAF_COLUMNS).sort_values("search_rate")
+    leaves = leaves.reset_index(drop=True)
     worst = int(leaves["leaf"].iloc[0])
     conds = paths[worst]
     if tree.get_depth() == 0:
@@ -293,11 +294,16 @@ def failure_rules(
     )
 
 
+LEAF_COLUMNS = ("leaf", "conditions", "search_episodes", "search_rate", "episodes", "rate",
+                "conf_low", "conf_high")  # fmt: skip
+"""The columns of :attr:`FailureRule.leaves`, one row per box of the tree."""
+
+
 def _no_region(y_test: NDArray[np.bool_], conf_level: float) -> FailureRule:
     """No region: the held-out success rate overall."""
     k, n = float(y_test.sum()), int(y_test.size)
     low, high = rate_interval(k, n, conf_level)
-    empty = pd.DataFrame(columns=["leaf", "conditions", "episodes", "rate"])
+    empty = pd.DataFrame(columns=LEAF_COLUMNS)
     return FailureRule([], np.nan, (np.nan, np.nan), 0, k / n if n else np.nan,
                        (float(low), float(high)), n, np.nan, 0, conf_level, empty)  # fmt: skip
 

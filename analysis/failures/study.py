@@ -30,7 +30,12 @@ import pandas as pd
 
 from varirec import open_dataset
 from varirec.analysis.estimators._rng import Seed, _generator
-from varirec.analysis.failures._inputs import Factors, binary_outcome, check_conf_level
+from varirec.analysis.failures._inputs import (
+    Factors,
+    binary_outcome,
+    check_conf_level,
+    check_threshold,
+)
 from varirec.analysis.failures.curves import default_curve_bins, success_curves
 from varirec.analysis.failures.regional import (
     pair_interactions,
@@ -164,6 +169,7 @@ def failures_from_frame(
     if not names:
         raise ValueError("`factors` is empty: a failure analysis needs at least one factor")
     conf_level = check_conf_level(conf_level)
+    threshold = check_threshold(threshold)
     rng, _ = _generator(seed)
     notes = list(notes)
     y = pd.to_numeric(frame[outcome], errors="coerce").to_numpy(float, na_value=np.nan)
@@ -213,6 +219,7 @@ def failures(
         UnknownNameError: an unknown run or outcome.
         ValueError: an outcome that is not 0/1 (give ``threshold``), too few episodes.
     """
+    check_threshold(options.get("threshold"))  # before the dataset is read
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     table = episode_table(ds, runs)
     table.outcome(outcome)  # an unknown outcome fails here, with the known ones

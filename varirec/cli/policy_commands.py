@@ -14,6 +14,8 @@ __all__ = ["add_compare_parser", "add_failures_parser"]
 
 
 def _frame_text(frame, columns) -> str:  # type: ignore[no-untyped-def]
+    if frame.empty:
+        return "  (none)"
     return frame[list(columns)].to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
