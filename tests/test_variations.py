@@ -168,6 +168,7 @@ def test_overrides_go_through_apply_cfg_and_keep_listeners() -> None:
         ("cube.mass=3", ValueError, r"names the variation 'cube.mass' but no field"),
         ("cube.mass.enabled=maybe", ValueError, r"enabled must be true or false"),
         ("cube.mass.enabled.x=1", ValueError, r"'enabled' is a value, it has no field 'x'"),
+        ("cube.mass.sampler.high=true", ValueError, r"high must be a number, not a bool"),
     ],
 )
 def test_bad_overrides_raise_and_change_nothing(override, error, match) -> None:
@@ -176,6 +177,14 @@ def test_bad_overrides_raise_and_change_nothing(override, error, match) -> None:
     with pytest.raises(error, match=match):
         vs.override("cube.mass.sampler.low=0.2", override)
     assert vs["cube.mass"].cfg is before  # the good override before it was not applied either
+
+
+def test_an_override_of_choices_with_one_word_is_refused_not_split() -> None:
+    scene = Variation("scene", VariationCfg(sampler=vr.ChoiceCfg(choices=("lab", "garage"))))
+    vs = VariationSet([scene])
+    with pytest.raises(ValueError, match=r"the string 'kitchen' \(it would be split"):
+        vs.override("scene.sampler.choices=kitchen")
+    assert vs["scene"].cfg.sampler.choices == ("lab", "garage")
 
 
 def test_interval_draws_follow_the_episode_seed_for_common_random_numbers() -> None:

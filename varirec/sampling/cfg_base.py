@@ -53,6 +53,9 @@ def _param(cls: str, name: str, value: Any) -> Param:
     """Normalize a scalar-or-vector parameter and check it is finite."""
     if isinstance(value, str):
         raise _bad(cls, name, value, "a number or a sequence of numbers")
+    items = value if isinstance(value, list | tuple) else (value,)
+    if any(isinstance(v, bool | np.bool_) for v in items):  # True would pass as 1.0
+        raise _bad(cls, name, value, "a number, not a bool; give the value itself (e.g. 1.0)")
     arr = np.asarray(value, dtype=float)
     if arr.ndim > 1 or arr.size == 0:
         raise _bad(cls, name, value, "a number or a non-empty 1-D sequence of numbers")

@@ -111,9 +111,24 @@ class ChoiceCfg(_DiscreteCfg):
     weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        name = type(self).__name__
+        for field in ("choices", "weights"):
+            value = getattr(self, field)
+            if isinstance(value, str | bytes):  # a string is a sequence of its letters
+                fix = f"choices=({value!r},)" if field == "choices" else "one number per choice"
+                raise ValueError(
+                    f"{name}.{field} must be a sequence, got the string {value!r} (it would "
+                    f"be split into its letters); pass {fix}"
+                )
         object.__setattr__(self, "choices", tuple(self.choices))
         if self.weights is not None:
-            object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+            try:
+                weights = tuple(float(w) for w in self.weights)
+            except (TypeError, ValueError):
+                raise _bad(
+                    name, "weights", self.weights, "a sequence of numbers, one per choice"
+                ) from None
+            object.__setattr__(self, "weights", weights)
         super().__post_init__()
 
     def _validate(self) -> None:
@@ -121,12 +136,12 @@ class ChoiceCfg(_DiscreteCfg):
         name = type(self).__name__
         if not self.choices:
             raise _bad(name, "choices", self.choices, "a non-empty sequence; list the options")
-        if len(set(self.choices)) != len(self.choices):
-            raise _bad(name, "choices", self.choices, "distinct; remove the repeated options")
         strs = [isinstance(c, str) for c in self.choices]
         nums = [isinstance(c, int | float | np.number) for c in self.choices]
         if not (all(strs) or all(nums)):
             raise _bad(name, "choices", self.choices, "all strings or all numbers")
+        if len(set(self.choices)) != len(self.choices):
+            raise _bad(name, "choices", self.choices, "distinct; remove the repeated options")
         if self.weights is None:
             return
         w = np.asarray(self.weights)
@@ -163,8 +178,9 @@ class BernoulliCfg(_DiscreteCfg):
 
     def _validate(self) -> None:
         super()._validate()
-        if not (isinstance(self.p, int | float) and 0.0 <= self.p <= 1.0):
-            raise _bad(type(self).__name__, "p", self.p, "a probability in [0, 1]")
+        p = self.p
+        if isinstance(p, bool) or not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
+            raise _bad(type(self).__name__, "p", p, "a probability in [0, 1] (e.g. p=0.5)")
 
     @property
     def categories(self) -> tuple[bool, bool]:
