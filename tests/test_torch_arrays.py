@@ -168,6 +168,18 @@ def test_a_bad_dtype_or_device_is_refused_before_the_run_exists(tmp_path, kwargs
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("device", ["cpu", None], ids=["torch-env", "numpy-env"])
+def test_a_bfloat16_reward_is_recorded_as_its_values(tmp_path, device):
+    """numpy has no bfloat16: the values arrive as float32, which holds each exactly."""
+    m = vr.RecorderManager(2, device=device, output=tmp_path, run_id="r")
+    m.reset(None, None)
+    for _ in range(2):
+        m.record_step(reward=torch.tensor([1.5, 2.25], dtype=torch.bfloat16))
+    m.reset(None, None)
+    m.close()
+    assert vr.open_dataset(tmp_path).episodes("r").to_pandas()["return"].tolist() == [3.0, 4.5]
+
+
 def test_idle_envs_accumulate_nothing_from_tensors(tmp_path):
     def run(arrays, out):
         m = vr.RecorderManager(3, output=tmp_path / out, run_id="r", seed=0)

@@ -308,8 +308,11 @@ def test_record_step_refuses_wrong_shapes_and_dtypes_with_the_fix() -> None:
 def test_a_misspelt_record_step_name_is_refused_with_the_name_it_meant(tmp_path) -> None:
     m = RecorderManager(2, output=tmp_path, run_id="r", step_keys=("action",))
     m.reset(None, None)
-    with pytest.raises(TypeError, match=r"\['rewards', 'sucess'\] that no term records \(did "
-                       r"you mean 'rewards' -> 'reward', 'sucess' -> 'success'\?\).*step_keys"):
+    with pytest.raises(
+        TypeError,
+        match=r"\['rewards', 'sucess'\] that no term records \(did "
+        r"you mean 'rewards' -> 'reward', 'sucess' -> 'success'\?\).*step_keys",
+    ):
         m.record_step(rewards=np.ones(2), sucess=np.ones(2, bool), action=np.ones(2))
     assert m.tracker.step.tolist() == [0, 0]  # refused before the step counted
     m.record_step(reward=np.ones(2), success=np.ones(2, bool), action=np.ones(2))
@@ -332,6 +335,42 @@ def test_a_term_of_yours_may_read_any_record_step_name() -> None:
     m.close()
 
 
+_BAD_ARGUMENTS = [
+    (
+        lambda o: RecorderManager(2, output=o, seed=1.5),
+        TypeError,
+        r"`seed` must be an int, got 1\.5",
+    ),
+    (lambda o: RecorderManager(2, output=o, seed="7"), TypeError, r"'7' \(str\); e\.g\. seed=0"),
+    (lambda o: RecorderManager(2, output=o, max_rows=2.7), ValueError, r"must be a positive int"),
+    (lambda o: RecorderManager(2, output=o, max_rows=0), ValueError, r"e\.g\. max_rows=262_144"),
+    (lambda o: NullRecorderManager(2, seed=True), TypeError, r"`seed` must be an int, got True"),
+    (
+        lambda o: vr.make_recorder_manager(2, flush_second=1),
+        TypeError,
+        r"argument\(s\) \['flush_second'\] \(did you mean \['flush_seconds'\]",
+    ),
+    (
+        lambda o: vr.VariationCfg(sampler=vr.UniformCfg(), interval_steps=5),
+        ValueError,
+        r"interval_steps must be \(low, high\).*got 5; e\.g\. interval_steps=\(50, 50\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "error", "match"), _BAD_ARGUMENTS)
+def test_bad_manager_arguments_are_refused_before_the_run_exists(tmp_path, make, error, match):
+    with pytest.raises(error, match=match):
+        make(tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_numpy_integers_are_taken_where_ints_go() -> None:
+    cfg = vr.VariationCfg(sampler=vr.UniformCfg(), interval_steps=(np.int64(5), np.int32(9)))
+    assert cfg.interval_steps == (5, 9) and type(cfg.interval_steps[0]) is int
+    assert NullRecorderManager(2, seed=np.int64(3)).seed == 3
+
+
 # -- 6. refusals leave no run directory ------------------------------------------------
 
 
@@ -349,7 +388,7 @@ class _Clash(RecorderTerm):
         ({"terms": {"clash": RecorderTermCfg(term=_Clash)}}, ValueError, "already records"),
         ({"step_keys": "reward"}, TypeError, "`step_keys` must be a sequence"),
         ({"step_keys": ()}, ValueError, "must name the per-step arrays"),
-        ({"max_rows": 0}, ValueError, "`max_rows` must be >= 1"),
+        ({"max_rows": 0}, ValueError, "`max_rows` must be a positive int"),
         ({"metadata": {"x": object()}}, TypeError, "JSON"),
         ({"writer_options": {"max_queue": 0}}, ValueError, "`max_queue` must be a positive"),
     ],

@@ -19,6 +19,7 @@ False
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import array_api_compat
@@ -61,6 +62,18 @@ def _describe(x: Any) -> str:
     return f"{type(x).__module__.split('.')[0]} {getattr(x, 'dtype', '?')} shape {shape}"
 
 
+class _TorchDtypes:
+    """Torch dtypes numpy has no dtype for (bfloat16), looked up once torch is imported:
+    ``x.dtype in _NO_NUMPY_DTYPES`` imports nothing."""
+
+    def __contains__(self, dtype: Any) -> bool:
+        torch = sys.modules.get("torch")
+        return torch is not None and dtype == torch.bfloat16
+
+
+_NO_NUMPY_DTYPES = _TorchDtypes()
+
+
 def to_host(x: Any, name: str = "array") -> np.ndarray:
     """``x`` as a numpy array on the host: numpy and CPU tensors without a copy; CUDA
     tensors, JAX and CuPy arrays copied (the one host transfer, made here on purpose)."""
@@ -72,6 +85,8 @@ def to_host(x: Any, name: str = "array") -> np.ndarray:
                 f"`{name}` is a tensor that requires grad ({_describe(x)}); varirec records "
                 f"values, not graphs: pass {name}.detach()"
             )
+        if x.dtype in _NO_NUMPY_DTYPES:
+            x = x.float()  # bfloat16 has no numpy dtype: float32 holds each value exactly
         return x.numpy() if x.device.type == "cpu" else x.cpu().numpy()
     if array_api_compat.is_cupy_array(x):  # on a GPU: DLPack cannot bring it to numpy
         return x.get()
@@ -93,7 +108,10 @@ def cpu_view(x: Any) -> np.ndarray | None:
     # is_cpu, not device.type: this runs at every step, and a device object costs 5x
     if not is_tensor(x) or not x.is_cpu or x.requires_grad:
         return None
-    return x.numpy()
+    try:
+        return x.numpy()
+    except TypeError:  # a dtype numpy lacks (bfloat16): the checked path converts it
+        return None
 
 
 def host_async(t: Any) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from varirec import arrays
-from varirec.arrays import ArrayWorld, host_async, pinned
+from varirec.arrays import ArrayWorld, host_async, pinned, to_host
 
 __all__ = ["FLAG_ROWS", "VALUE_ROWS", "DeviceOutcomes"]
 
@@ -133,7 +133,7 @@ class DeviceOutcomes:
         accumulator takes it: numpy on the host, a tensor on the device."""
         if hasattr(x, "device") and hasattr(x, "numel"):  # a torch tensor
             _check(name, x, self.n, floats)
-            return x if self.torch is not None else x.numpy()
+            return x if self.torch is not None else to_host(x, name)
         if self.torch is not None:
             x = self.torch.as_tensor(np.asarray(x), device=self.device)
             _check(name, x, self.n, floats)

@@ -141,6 +141,10 @@ class VariationDriver:
         device: Any = None,
         dtype: Any = None,
     ) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise TypeError(
+                f"`seed` must be an int, got {seed!r} ({type(seed).__name__}); e.g. seed=0"
+            )
         self.world = ArrayWorld(device, dtype)
         if tracker is None:
             if num_envs is None:

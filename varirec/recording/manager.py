@@ -29,6 +29,7 @@ tracker reserves their next index, and when new ones start. With nothing to reco
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 import math
 import os
@@ -154,6 +155,11 @@ class RecorderManager:
             device=device,
             dtype=dtype,
         )
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int | np.integer) or max_rows < 1:
+            raise ValueError(
+                f"`max_rows` must be a positive int (rows buffered per table), got {max_rows!r}; "
+                "e.g. max_rows=262_144"
+            )
         self.max_rows = int(max_rows)
         builtin = builtin_term_cfgs(max_rows=max_rows, step_keys=step_keys)
         self.writer: RunWriter | None = None
@@ -525,6 +531,15 @@ def make_recorder_manager(
     ``NullRecorderManager``) when there is nothing to record (no output, no terms, no
     step keys)."""
     if output is None and not terms and step_keys is None:
+        known = inspect.signature(RecorderManager).parameters
+        unknown = [k for k in kwargs if k not in known]
+        if unknown:
+            hints = [c for k in unknown for c in difflib.get_close_matches(k, known, n=1)]
+            raise TypeError(
+                f"make_recorder_manager got unexpected keyword argument(s) {unknown}"
+                + (f" (did you mean {hints}?)" if hints else "")
+                + f"; it takes those of RecorderManager: {', '.join(known)}"
+            )
         null_kwargs = {
             k: v
             for k, v in kwargs.items()

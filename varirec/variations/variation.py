@@ -87,17 +87,21 @@ class VariationCfg:
             raise ValueError(f"VariationCfg.mode must be one of {MODES}, got {self.mode!r}")
         if not isinstance(self.enabled, bool):
             raise ValueError(f"VariationCfg.enabled must be true or false, got {self.enabled!r}")
-        steps = tuple(self.interval_steps)
+        given = self.interval_steps
+        steps = tuple(given) if isinstance(given, tuple | list) else ()
         if (
             len(steps) != 2
-            or not all(isinstance(s, int) and s >= 1 for s in steps)
+            or not all(
+                isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 1
+                for s in steps
+            )
             or steps[0] > steps[1]
         ):
             raise ValueError(
                 "VariationCfg.interval_steps must be (low, high) with 1 <= low <= high, "
-                f"got {self.interval_steps!r}"
+                f"got {given!r}; e.g. interval_steps=(50, 50)"
             )
-        object.__setattr__(self, "interval_steps", steps)
+        object.__setattr__(self, "interval_steps", (int(steps[0]), int(steps[1])))
 
 
 class Variation:
