@@ -150,6 +150,21 @@ def test_single_env_cartpole_records_what_the_env_had(tmp_path) -> None:
     assert run.status == "complete" and run.counts["episodes"] == len(finished)
 
 
+@pytest.mark.parametrize("seed", ["x", 1.5, -5, True])
+def test_a_bad_reset_seed_is_refused_before_the_episode_ends(tmp_path, seed) -> None:
+    env = VariationWrapper(gym.make("CartPole-v1"), cartpole_variations(), output=tmp_path,
+                           run_id="r", seed=3)  # fmt: skip
+    env.reset(seed=1)
+    env.step(0)
+    with pytest.raises(ValueError, match=r"`seed` must be None or an int >= 0 .*reset\(seed=0\)"):
+        env.reset(seed=seed)
+    env.step(0)  # the episode runs on: nothing ended, nothing burned
+    env.reset()
+    env.close()
+    episodes = vr.open_dataset(tmp_path).episodes("r").to_pandas()
+    assert episodes[["episode", "length", "seed"]].values.tolist() == [[0, 2, 1]]
+
+
 def test_single_env_pendulum_with_success_fn(tmp_path) -> None:
     base = Probe(gym.make("Pendulum-v1", max_episode_steps=30), PENDULUM)
     env = VariationWrapper(

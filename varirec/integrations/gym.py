@@ -249,6 +249,14 @@ class VariationWrapper(gym.Wrapper):
     ) -> tuple[Any, dict[str, Any]]:
         """Record the previous episode, draw and apply the new one's values, then reset
         the inner env with the episode's seed (see the class docstring)."""
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0
+        ):  # before the episode ends: a refused reset leaves the running one as it was
+            raise ValueError(
+                f"`seed` must be None or an int >= 0 (gymnasium's reset seed), got {seed!r} "
+                f"({type(seed).__name__}); e.g. env.reset(seed=0), or env.reset() for the "
+                "episode's own reproducible seed"
+            )
         if self._manager is None:
             assert self._factory is not None
             self._use(self._factory())
