@@ -390,6 +390,7 @@ class _Clash(RecorderTerm):
         ({"step_keys": ()}, ValueError, "must name the per-step arrays"),
         ({"max_rows": 0}, ValueError, "`max_rows` must be a positive int"),
         ({"metadata": {"x": object()}}, TypeError, "JSON"),
+        ({"metadata": {"x": float("nan")}}, TypeError, r"finite floats.*None for a NaN"),
         ({"writer_options": {"max_queue": 0}}, ValueError, "`max_queue` must be a positive"),
     ],
 )

@@ -73,11 +73,14 @@ def _json_default(obj: object) -> object:
 
 def to_json(doc: dict[str, Any], what: str) -> str:
     try:
-        return json.dumps(doc, indent=2, default=_json_default)
+        # allow_nan=False: a bare NaN is not JSON, and strict readers (jq, JavaScript,
+        # Go) refuse the whole run.json
+        return json.dumps(doc, indent=2, default=_json_default, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"`{what}` must be JSON-serializable (numbers, strings, lists, dicts, numpy "
-            f"values), got {exc}; convert the value first (e.g. str() or dataclasses.asdict)"
+            f"values; finite floats), got {exc}; convert the value first (e.g. str() or "
+            "dataclasses.asdict; None for a NaN)"
         ) from None
 
 
