@@ -101,16 +101,23 @@ def test_bound_design_is_recorded_with_sample_ids_and_listeners_survive(tmp_path
     assert isinstance(variations["mass"].cfg.sampler, vr.NormalCfg)
 
 
-def test_common_random_numbers_share_seeds_within_a_base_sample() -> None:
-    design = sobol_design(_variations(), 4, seed=0)
+@pytest.mark.parametrize("second_order", [False, True])
+def test_common_random_numbers_share_seeds_within_a_base_row(second_order) -> None:
+    """A and every AB_i share a seed, B and every BA_i another (the noise is a column of
+    each base matrix that no row swaps)."""
+    design = sobol_design(_variations(), 4, seed=0, second_order=second_order)
+    d = len(design.group_names)
     crn = DesignSchedule(design, replicates=3, seed=1)
     fresh = DesignSchedule(design, replicates=3, seed=1, common_random_numbers=False)
     rows = np.arange(design.num_rows)
+    on_a = np.r_[0, 1 : d + 1]  # A, AB_1..AB_d
+    on_b = np.arange(d + 1, design.group_size)  # (BA_1..BA_d,) B
     for rep in range(3):
         seeds = crn.episode_seeds(rows, np.full(len(rows), rep))
         by_base = seeds.reshape(4, design.group_size)
-        assert np.all(by_base == by_base[:, :1])  # one seed per base sample
-        assert len(np.unique(by_base[:, 0])) == 4
+        assert np.all(by_base[:, on_a] == by_base[:, :1])
+        assert np.all(by_base[:, on_b] == by_base[:, -1:])
+        assert len(np.unique(by_base[:, [0, -1]])) == 8  # two seeds per base sample
         assert len(np.unique(fresh.episode_seeds(rows, np.full(len(rows), rep)))) == len(rows)
     assert not np.array_equal(
         crn.episode_seeds(rows, np.zeros(len(rows), int)),

@@ -299,10 +299,10 @@ def test_driver_finishes_a_design_schedule_with_every_row(tmp_path) -> None:
     assert len(episodes) == design.num_rows * 3
     assert episodes["sample_id"].notna().all()  # idle envs recorded nothing
     schedule.check_complete(episodes["sample_id"].astype(int))
-    # common random numbers: the rows of one base sample share their episode seeds
-    base = design.base_of(episodes["sample_id"].to_numpy())
-    per_base = episodes.assign(base=base).groupby(["base"])["seed"].nunique()
-    assert (per_base == 3).all()
+    # common random numbers: the rows built on one base row share their episode seeds
+    noise = design.noise_of(episodes["sample_id"].to_numpy())
+    per_noise = episodes.assign(noise=noise).groupby(["noise"])["seed"].nunique()
+    assert (per_noise == 3).all() and len(per_noise) == 2 * design.base_size
     # and the recorded seed is the schedule's seed of that row and replicate
     assert episodes["seed"].notna().all()
     seeds = set(episodes["seed"].astype(int))

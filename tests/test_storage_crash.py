@@ -192,3 +192,55 @@ def test_four_processes_write_one_run_without_collisions(tmp_path):
     for worker in range(4):
         rows = table.filter(pc.field("worker") == worker)
         assert sorted(rows.column("seq").to_pylist()) == list(range(3000))
+
+
+WINDOW_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    import varirec as vr
+    from varirec.storage.writer import RunWriter
+
+    root, window = sys.argv[1], sys.argv[2]
+    method = {"create": "_create_run", "close": "_write_sidecar"}[window]
+    original = getattr(RunWriter, method)
+
+    def signalled(self, *args, **kwargs):  # the SIGTERM lands inside this step
+        if window == "create" or not kwargs.get("new", False):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args, **kwargs)
+
+    setattr(RunWriter, method, signalled)
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    m = vr.RecorderManager(4, variations=[mass], output=root, run_id="r")
+    m.reset(None, None)
+    for _ in range(3):
+        m.record_step(reward=np.ones(4), terminated=np.ones(4, bool))
+        m.reset(None, None)
+    print("recorded", flush=True)
+    m.close()
+    print("closed", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("window", ["create", "close"])
+def test_sigterm_while_a_run_is_made_or_closed_still_ends_it(tmp_path, window):
+    """A SIGTERM while run.json is created, or while the close writes the sidecar (past
+    the writer's unregister), waits for that step: exit 143, a run.json that says how the
+    run ended (never "running"), no temporary file left."""
+    script = tmp_path / "child.py"
+    script.write_text(WINDOW_CHILD)
+    env = {**os.environ, "PYTHONPATH": str(Path(varirec.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "data"), window],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    run_dir = tmp_path / "data" / "run_id=r"
+    assert not list(run_dir.rglob("*.tmp"))
+    doc = json.loads((run_dir / "run.json").read_text())
+    if window == "create":  # ended before anything was recorded: closed at exit, as failed
+        assert "recorded" not in proc.stdout
+        assert doc["status"] == "failed" and doc["error"]["type"] == "SIGTERM"
+    else:  # every row was in when the signal came
+        assert "closed" not in proc.stdout and doc["status"] in ("complete", "failed")
+        assert len(open_dataset(tmp_path / "data").episodes("r")) == 12

@@ -129,3 +129,30 @@ def test_unknown_names_and_report(tmp_path) -> None:
     text = report.read_text()
     assert text.startswith("<!DOCTYPE html>") and "data:image/png;base64," in text
     assert "<td>x2</td>" in text and "effect" in text and 'src="http' not in text
+
+
+def test_sobol_s1_of_a_noisy_success_is_the_factors_share_alone(tmp_path) -> None:
+    """success ~ Bernoulli(p(x1)), p = 0.9 where x1 > 0.3 else 0.2, x ~ U(-1, 1)^3: S1 of
+    x1 = V(p(x1)) / V(success) = 0.35 * 0.65 * 0.49 / (0.445 * 0.555) = 0.4514 (common
+    random numbers must not add the noise's share to it); x2, x3: 0."""
+    from varirec.analysis import run_study
+    from varirec.envs.one_step import OneStepEnv
+
+    def make_env(k: int) -> OneStepEnv:
+        return OneStepEnv(
+            k, lambda x: x[:, 0], 3, success_prob=lambda x: np.where(x[:, 0] > 0.3, 0.9, 0.2)
+        )
+
+    variations = vr.VariationSet(
+        vr.Variation(f"x{j + 1}", vr.VariationCfg(sampler=vr.UniformCfg(low=-1, high=1)),
+                     OneStepEnv.setter(j))
+        for j in range(3)
+    )  # fmt: skip
+    run_study(make_env, variations, method="sobol", n=2048, output=tmp_path, num_envs=2048,
+              seed=0, run_id="r", progress=False)  # fmt: skip
+    frame = analyze(tmp_path, outcome="success", num_resamples=200, seed=0).to_frame()
+    s1 = frame[frame["index"] == "S1"].set_index("factor")
+    truth = 0.35 * 0.65 * 0.49 / (0.445 * 0.555)
+    assert s1.loc["x1", "conf_low"] <= truth <= s1.loc["x1", "conf_high"]
+    assert abs(s1.loc["x1", "estimate"] - truth) < 0.04  # with one noise per base sample: 0.64
+    assert abs(s1.loc[["x2", "x3"], "estimate"]).max() < 0.03

@@ -2,7 +2,7 @@
 leave every array as numpy does.
 
 Two drivers with the same variations run the same random resets, one with the kernels
-on and one with numpy only (``compiled_draws(False)``): repeated ids, bool masks,
+on and one with numpy only (``compiled_draws(False)``): ids in any order, bool masks,
 draws again within an episode, design rows, resets split into their hooks. After
 every operation the tracker's counters, the draw counters and the values applied
 agree. With only continuous kinds and nothing listening, a reset takes the driver's
@@ -143,7 +143,7 @@ def test_random_resets_leave_the_arrays_as_numpy_does(calls, continuous, device)
     for i in range(300):
         op = rng.choice(["reset", "hooks", "again", "design", "step", "step"], p=None)
         k = int(rng.integers(0, 9))
-        ids = rng.integers(0, n, k)  # repeated ids too
+        ids = rng.permutation(n)[:k]  # in any order (an env named twice is refused)
         if i % 7 == 3:
             ids = rng.random(n) < 0.2  # a bool mask
         elif i % 11 == 5:
@@ -228,8 +228,8 @@ def _outcomes(rng: np.random.Generator, n: int, i: int) -> dict[str, np.ndarray]
 
 @pytest.mark.parametrize("user_term", [False, True])
 def test_finished_episodes_columns_are_the_numpy_paths(calls, user_term) -> None:
-    """A recording manager's finished-episode rows equal the numpy path's, repeated ids
-    included: with the outcome term alone, gathered in the compiled reset's kernels
+    """A recording manager's finished-episode rows equal the numpy path's, ids in any
+    order: with the outcome term alone, gathered in the compiled reset's kernels
     (every column in one block); with a user's term, by the terms in Python and the
     tracker's compiled ``finish``."""
     from varirec.recording.episode_chunk import RECORDED_BLOCK, _split
@@ -249,7 +249,7 @@ def test_finished_episodes_columns_are_the_numpy_paths(calls, user_term) -> None
         )
     rng = np.random.default_rng(4)
     for i in range(120):
-        ids = rng.integers(0, n, int(rng.integers(0, 8)))
+        ids = rng.permutation(n)[: int(rng.integers(0, 8))]
         outcomes = _outcomes(rng, n, i)
         for m, on in zip(managers, (True, False), strict=True):
             with compiled_draws(on):
@@ -291,7 +291,7 @@ def test_a_recorded_run_writes_the_numpy_paths_tables(calls, tmp_path, device, u
     n = 24
     rng = np.random.default_rng(8)
     plan = [
-        (i % 4 == 0, rng.integers(0, n, int(rng.integers(0, 9))), _outcomes(rng, n, i))
+        (i % 4 == 0, rng.permutation(n)[: int(rng.integers(0, 9))], _outcomes(rng, n, i))
         for i in range(200)
     ]
     for on in (True, False):

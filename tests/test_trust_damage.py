@@ -27,6 +27,7 @@ from test_storage_writer import snapshot
 
 import varirec as vr
 from varirec.analysis.study import analyze
+from varirec.analysis.tables.episode_table import episode_table
 from varirec.cli.inspection import format_inspection, inspect_dataset
 from varirec.errors import DatasetError
 from varirec.storage import DatasetWarning, PartWriter, RunWriter, draws_schema, open_dataset
@@ -99,6 +100,41 @@ def test_damaged_draws_part_is_named_instead_of_no_factor_has_a_value(dataset):
     assert part.name in message and "Parquet file size is 0 bytes" in message
     assert "recorded 248 row(s), 0 are readable, 248 are not" in message
     assert snapshot(dataset) == before
+
+
+@pytest.mark.parametrize("engine", ["memory", "duckdb"])
+def test_episodes_whose_draws_part_is_damaged_get_no_earlier_draw(tmp_path, engine):
+    """The as-of rule would give an episode whose reset draws sat in a damaged part the
+    env's previous draw: a value it never had. It gets none, with a note."""
+    pytest.importorskip("duckdb")
+    vs = [
+        vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2))),
+        vr.Variation("scene", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("lab", "yard")))),
+    ]
+    rng = np.random.default_rng(0)
+    options = {"max_rows_per_part": 40, "row_group_size": 40}
+    root = tmp_path / "data"
+    with vr.RecorderManager(NUM_ENVS, variations=vs, output=root, run_id="r", max_rows=8,
+                            writer_options=options) as m:  # fmt: skip
+        m.reset(None, None)
+        for _ in range(EPISODES):
+            m.record_step(reward=rng.random(NUM_ENVS), success=rng.random(NUM_ENVS) > 0.5)
+            m.reset(None, None)
+    intact = episode_table(root, engine=engine)
+    assert intact.notes == []
+    parts = sorted((root / "run_id=r" / "draws").glob("part-*.parquet"))
+    assert len(parts) >= 5
+    parts[len(parts) // 2].write_bytes(b"garbage")
+    with pytest.warns(DatasetWarning, match="unreadable part"):
+        damaged = episode_table(root, engine=engine)
+    both = intact.frame.merge(damaged.frame, on=["env_id", "episode"], suffixes=("", "_d"))
+    assert len(both) == len(intact.frame)  # every episode is still there, with its outcome
+    for name in ("mass", "scene"):
+        kept = both[f"{name}_d"].notna()
+        assert (both.loc[kept, name] == both.loc[kept, f"{name}_d"]).all()  # none from earlier
+        assert 0 < (~kept).sum() < len(both) // 2
+    assert "lack a reset draw, lost with a damaged draws part" in damaged.notes[0]
+    assert parts[len(parts) // 2].name in damaged.notes[0]
 
 
 def test_enough_good_data_left_keeps_going_with_a_warning(tmp_path):

@@ -27,6 +27,7 @@ import pyarrow.fs as pafs
 
 from varirec.analysis.tables.as_of import Codes, all_numeric, column_name
 from varirec.storage import Dataset
+from varirec.storage.run_info import warn
 
 __all__ = ["DuckDBFactors", "draw_parts", "duckdb_factors"]
 
@@ -38,7 +39,11 @@ def draw_parts(ds: Dataset, run_id: str) -> list[str]:
     ones the reader skips (unfinished, unreadable or foreign parts)."""
     run = ds.run(run_id)
     selector = pafs.FileSelector(f"{run.path}/draws", allow_not_found=True)
-    skipped = {s.path for h in ds.health("draws", run_id) for s in h.skipped}
+    skipped = set()
+    for health in ds.health("draws", run_id):
+        for part in health.skipped:
+            warn(part.warning())  # as the in-memory read names them
+            skipped.add(part.path)
     return sorted(
         info.path
         for info in ds.filesystem.get_file_info(selector)

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from varirec import open_dataset
 from varirec.analysis.tables.as_of import DRAW_COLUMNS, has_nan, run_factors
@@ -101,6 +102,61 @@ def _specs(ds: Dataset, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         for spec in ds.run(run_id).metadata.get("variations", []):
             specs.setdefault(spec["key"], spec)
     return specs
+
+
+def _lost_draws(
+    ds: Dataset, run_ids: list[str], table: pd.DataFrame, factors: list[str]
+) -> list[str]:
+    """Empty the reset-mode factors of episodes whose reset draw of that variation was
+    lost with a damaged draws part, in place; returns a note per run.
+
+    The as-of rule would give such an episode the env's previous draw: a value it
+    never had. In a damaged run, an episode without its own reset row of a variation
+    is taken as lost (a reset that skipped the variation, which keeps the env's earlier
+    value in an intact run, cannot be told apart there)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DatasetWarning)
+        damaged = [h for h in ds.health("draws", run_ids) if h.damaged]
+    notes = []
+    for health in damaged:
+        run = health.run_id
+        specs = ds.run(run).metadata.get("variations", [])
+        reset = {spec["key"] for spec in specs if spec.get("mode") == "reset"}
+        columns = {n: n.split("[")[0] for n in factors if n.split("[")[0] in reset}
+        if not columns:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DatasetWarning)
+            drawn = ds.draws(
+                run, columns=["variation", "env_id", "episode"], filter=pc.field("phase") == "reset"
+            ).to_pandas()
+        rows = np.flatnonzero((table["run_id"] == run).to_numpy())
+        keys = _episode_keys(table["env_id"].to_numpy()[rows], table["episode"].to_numpy()[rows])
+        emptied: set[int] = set()
+        for key in dict.fromkeys(columns.values()):
+            mine = drawn[drawn["variation"] == key]
+            lost = rows[~np.isin(keys, _episode_keys(mine["env_id"], mine["episode"]))]
+            if not lost.size:
+                continue
+            emptied.update(lost.tolist())
+            for name in [n for n, k in columns.items() if k == key]:
+                column = table[name]
+                if pd.api.types.is_integer_dtype(column) or pd.api.types.is_bool_dtype(column):
+                    table[name] = column.astype(float)  # a missing value needs a float
+                table.iloc[lost, table.columns.get_loc(name)] = np.nan
+        if emptied:
+            notes.append(
+                f"run {run!r}: {len(emptied)} episode(s) lack a reset draw, lost with a damaged "
+                "draws part; those factors are left empty (not the env's earlier draw). "
+                f"{health.describe()}"
+            )
+    return notes
+
+
+def _episode_keys(env_ids: Any, episodes: Any) -> np.ndarray:
+    """One int64 per (env, episode): env ids fit 31 bits, episode indices 32."""
+    env = np.asarray(env_ids, dtype=np.int64)
+    return (env << 32) | np.asarray(episodes, dtype=np.int64)
 
 
 def _is_constant(column: pd.Series) -> bool:
@@ -334,6 +390,7 @@ def episode_table(
             "(record_pre_reset) before analysing"
         )
     table = pd.concat(frames, ignore_index=True)
+    lost_notes = _lost_draws(ds, run_ids, table, factor_names)
     categorical = [f for f in factor_names if f in label_sets]
     for name in categorical:
         # Spec labels in their order, then any other label drawn, sorted (both engines).
@@ -344,7 +401,7 @@ def episode_table(
         f"{name!r} is an interval-mode variation, drawn mid-episode: episode noise, "
         "not a factor (its draws are in the draws table)"
         for name in dict.fromkeys(interval_names)
-    ]
+    ] + lost_notes
     if drop_constant:
         for name in list(factor_names):
             if _is_constant(table[name]):

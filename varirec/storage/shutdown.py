@@ -2,6 +2,7 @@
 
 Contents:
     register, unregister: track an open writer or manager (the first registers the hooks).
+    install_hooks: install them before a writer touches the disk.
     exit_held: hold back SIGTERM's exit and Ctrl-C while a batch is handed over or written.
     hand_over: give a buffered batch to a writer and clear the buffer, exactly once.
     raise_if_pending: inside :func:`exit_held`, raise a held-back exit before anything
@@ -45,6 +46,7 @@ __all__ = [
     "error_record",
     "exit_held",
     "hand_over",
+    "install_hooks",
     "raise_if_pending",
     "register",
     "signal_of",
@@ -71,6 +73,16 @@ def register(writer: Any) -> None:
     """Track ``writer`` (it has ``close(error=...)`` and ``run_id``); install the hooks.
 
     Objects registered later are closed first (a manager before its writer)."""
+    install_hooks()
+    if _STATE["signal"] is not None:  # made while a held-back SIGTERM waits: it ends it too
+        _SIGNALLED.add(writer)
+    _OPEN[writer] = None
+
+
+def install_hooks() -> None:
+    """Install the atexit hook and (from the main thread) the SIGTERM handler, once: a
+    writer calls it before it touches the disk, so that a SIGTERM while it creates its
+    run is held back (:func:`exit_held`) instead of killing the process midway."""
     with _LOCK:
         if not _STATE["atexit"]:
             atexit.register(_close_all_at_exit)
@@ -82,7 +94,6 @@ def register(writer: Any) -> None:
             if previous is not signal.SIG_IGN:
                 _STATE["previous"] = previous
                 signal.signal(signal.SIGTERM, _on_sigterm)
-    _OPEN[writer] = None
 
 
 def unregister(writer: Any) -> None:
@@ -107,7 +118,9 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     if _STATE["signal"] is not None:
         logger.warning("received SIGTERM again while closing RunWriters; still closing")
         return
-    if not _OPEN:  # no writer of this process (a forked child starts with none)
+    if not _OPEN and not getattr(_LOCAL, "depth", 0):
+        # no writer of this process (a forked child starts with none), none being made
+        # or closed (inside exit_held: a run being created, or a close past unregister)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return

@@ -54,7 +54,7 @@ from .schema import (
     check_run_id,
     check_table_name,
 )
-from .shutdown import error_record, exit_held, register, signal_of, unregister
+from .shutdown import error_record, exit_held, install_hooks, register, signal_of, unregister
 from .sink import TableSink
 
 __all__ = ["ArrowConvertible", "RunWriter"]
@@ -167,22 +167,27 @@ class RunWriter:
         self._closed = False
         self._pid = os.getpid()
         self._started = utc_now()
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            if self.created:
-                self._create_run(overwrite)
-            elif not (self.path / RUN_JSON).is_file():
-                raise DatasetError(
-                    f"cannot join run {self.run_id!r}: {self.path} has no {RUN_JSON}; create "
-                    f"the run first with RunWriter(root, {self.run_id!r}) or check the run id"
-                )
-            elif _resume:
-                self._adopt_run()
-            self._write_sidecar(new=True)
-        except BaseException:
-            self._sink.close()
-            raise
-        register(self)
+        install_hooks()
+        # A SIGTERM or Ctrl-C while the run is made waits until the writer is registered
+        # (then the atexit hook closes the run as failed): never half a run.json.
+        with exit_held():
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                if self.created:
+                    self._create_run(overwrite)
+                elif not (self.path / RUN_JSON).is_file():
+                    raise DatasetError(
+                        f"cannot join run {self.run_id!r}: {self.path} has no {RUN_JSON}; "
+                        f"create the run first with RunWriter(root, {self.run_id!r}) or check "
+                        "the run id"
+                    )
+                elif _resume:
+                    self._adopt_run()
+                self._write_sidecar(new=True)
+            except BaseException:
+                self._sink.close()
+                raise
+            register(self)
 
     @classmethod
     def join(

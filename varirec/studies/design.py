@@ -7,9 +7,9 @@
   recording, and every recorded draw carries its ``sample_id`` (design row).
 - :class:`DesignSchedule` — hands ``(row, replicate)`` pairs out to resetting envs
   through an :class:`~varirec.studies.episode_iterator.EpisodeIterator`, and sets each
-  episode's seed. With common random numbers (the default) every row of one base
-  sample shares its episode seeds, so episode noise does not masquerade as
-  sensitivity.
+  episode's seed. With common random numbers (the default) the rows of a base sample
+  built on one base row share their episode seeds (:meth:`Design.noise_of`), so
+  episode noise does not masquerade as sensitivity, nor add to a factor's S1.
 """
 
 from __future__ import annotations
@@ -116,6 +116,31 @@ class Design:
         """The base sample (or trajectory) of each design row."""
         return np.asarray(rows) // self.group_size
 
+    def noise_of(self, rows: np.ndarray) -> np.ndarray:
+        """Which episode noise each design row shares under common random numbers.
+
+        Sobol: a base sample's rows built on its A row (A and every AB_i) share one, those
+        built on its B row (B and every BA_i) another. The noise is then a column of
+        each base matrix that no row swaps: S1 of a factor is its share alone (a B row
+        and an AB_i row, which hold the same x_i, do not share the noise), ST its share
+        with its interactions, with the noise among them (A and AB_i differ in x_i
+        only). One noise for all the rows of a base sample would count the noise's
+        share into every S1. Morris: one per trajectory (each step's effect is a
+        difference at the same noise).
+
+        >>> import varirec as vr
+        >>> from varirec.analysis.designs import sobol_design
+        >>> x = [vr.Variation(k, vr.VariationCfg(sampler=vr.UniformCfg())) for k in "ab"]
+        >>> sobol_design(x, 2, seed=0).noise_of(range(8)).tolist()  # A, AB_a, AB_b, B
+        [0, 0, 0, 1, 2, 2, 2, 3]
+        """
+        rows = np.asarray(rows)
+        base = rows // self.group_size
+        if self.method != "sobol":
+            return base
+        built_on_b = rows % self.group_size > len(self.group_names)  # BA_i and B
+        return 2 * base + built_on_b
+
     def values(self, key: str) -> np.ndarray:
         """The native values of variation ``key`` for every row, ``(rows, *shape)``."""
         if key not in self.variations:
@@ -191,7 +216,8 @@ class DesignSchedule:
     Args:
         design: the design.
         replicates: episodes per design row (their mean outcome is the row's output).
-        common_random_numbers: episode seeds shared by all rows of a base sample.
+        common_random_numbers: episode seeds shared by the rows of a base sample built
+            on one base row (:meth:`Design.noise_of`).
         seed: the run seed the episode seeds derive from.
         group_by: a factor name; rows with one value of it run consecutively (e.g. the
             scene, expensive to switch). Other keyword arguments go to
@@ -289,9 +315,9 @@ class DesignSchedule:
         return not self.iterator.cycle and len(self.iterator) == 0
 
     def episode_seeds(self, rows: np.ndarray, replicates: np.ndarray) -> np.ndarray:
-        """Reset seeds: by (base sample, replicate) with common random numbers, else by
-        (row, replicate)."""
-        keys = self.design.base_of(rows) if self.common_random_numbers else np.asarray(rows)
+        """Reset seeds: by (noise of the row, replicate) with common random numbers
+        (:meth:`Design.noise_of`), else by (row, replicate)."""
+        keys = self.design.noise_of(rows) if self.common_random_numbers else np.asarray(rows)
         return self._seeds.seeds(keys, replicates)
 
     def assign(self, tracker: EpisodeTracker, env_ids: np.ndarray) -> np.ndarray:
