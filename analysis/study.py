@@ -32,9 +32,9 @@ from varirec.analysis.estimators.given_data import given_data_indices
 from varirec.analysis.estimators.hsic import hsic_target_indices
 from varirec.analysis.estimators.knn_result import KnnResult
 from varirec.analysis.estimators.knn_total import knn_indices
-from varirec.analysis.estimators.morris import morris_indices
+from varirec.analysis.estimators.morris import morris_indices, per_quantile_range
 from varirec.analysis.estimators.results import GivenDataResult, MorrisResult, SobolResult
-from varirec.analysis.estimators.sobol import sobol_indices
+from varirec.analysis.estimators.sobol import FEW_BASE_SAMPLES, sobol_indices
 from varirec.analysis.failures import FailureAnalysis, failures
 from varirec.analysis.study_inputs import (
     check_outcome_values,
@@ -71,6 +71,9 @@ NEGLIGIBLE = 0.005
 """Design-driven verdicts: an index whose whole interval lies above this is an effect,
 below it no effect; an interval across it is uncertain (given-data studies use their
 dummy-factor threshold instead)."""
+SMALL_GIVEN = 0.02
+"""A given-data index that does not beat the dummies reads "no effect" where its whole
+interval stays below this (and below the dummies' threshold), else "uncertain"."""
 Result = SobolResult | MorrisResult | GivenDataResult | KnnResult
 
 
@@ -150,10 +153,19 @@ class Study:
             self.result.significant is not None
         ):
             j = list(self.result.factor_names).index(row["factor"])
-            return "effect" if self.result.significant[j] else "no effect"
+            if self.result.significant[j]:
+                return "effect"
+            # Not above the dummies: "no effect" only where the whole interval is small
+            # (a given-data estimate resolves no finer at the usual sizes); a wide one
+            # (few episodes) leaves it open.
+            high = row.get("conf_high")
+            limit = max(SMALL_GIVEN, getattr(self.result, "dummy_threshold", None) or 0.0)
+            return "uncertain" if not pd.isna(high) and high > limit else "no effect"
         low, high = row.get("conf_low"), row.get("conf_high")
         if pd.isna(low) or pd.isna(high):
             return "no verdict: no interval"
+        if isinstance(self.result, SobolResult) and self.result.num_samples < FEW_BASE_SAMPLES // 4:
+            return f"no verdict: only N={self.result.num_samples} base samples"
         if low > NEGLIGIBLE:
             return "effect"
         return "no effect" if high < NEGLIGIBLE else "uncertain"
@@ -325,6 +337,7 @@ def analyze(
                 factor_names=factor_names,
                 outcome=name,
             )
+            result = per_quantile_range(result)
         num_episodes = int(
             np.isfinite(pd.to_numeric(table.frame["sample_id"], errors="coerce")).sum()
         )

@@ -521,4 +521,5 @@ def test_design_schedule_drives_a_gym_env(tmp_path) -> None:
         np.testing.assert_array_equal(np.array(had)[:, j], design.values(key)[rows])
     expected = schedule.episode_seeds(rows, np.zeros_like(rows))
     np.testing.assert_array_equal(frame["seed"], expected)
-    assert frame.groupby(rows // design.group_size)["seed"].nunique().eq(1).all()
+    assert frame.groupby(design.noise_of(rows))["seed"].nunique().eq(1).all()  # per base row
+    assert frame.groupby(rows // design.group_size)["seed"].nunique().eq(2).all()

@@ -92,9 +92,36 @@ def test_morris_study_equals_salib_on_the_same_design(tmp_path) -> None:
     y = design.unit @ COEF
     problem = {"num_vars": 3, "names": ["x1", "x2", "x3"], "bounds": [[0, 1]] * 3}
     ref = salib_morris.analyze(problem, grid, y, num_levels=4, num_resamples=100, seed=0)
-    np.testing.assert_allclose(study.result.mu_star, ref["mu_star"], rtol=1e-10)
-    # The elementary effects in quantile units: dY/du = coef * (L-1)/L = 0.75 coef.
-    np.testing.assert_allclose(study.result.mu_star, 0.75 * COEF, atol=1e-9)
+    # SALib's effects are per unit of the grid, whose 4 levels sit at the quantiles
+    # (i + 0.5) / 4: a grid step is 3/4 of a quantile step. varirec's are per unit of
+    # the quantile range (here the factor's range): 4/3 of SALib's, coef exactly.
+    for name in ("mu", "mu_star", "sigma", "mu_star_conf"):
+        np.testing.assert_allclose(getattr(study.result, name), ref[name] * 4 / 3, rtol=1e-10)
+    np.testing.assert_allclose(study.result.mu_star, COEF, atol=1e-9)
+
+
+@pytest.mark.parametrize("levels", [4, 6, 8])
+def test_morris_effects_of_a_linear_function_are_its_coefficients_times_the_range(
+    tmp_path, levels
+) -> None:
+    """y = 3 x1 - 2 x2 + 0.5 x3 + 0 x4 on ranges 1, 4, 10 and 5: mu_star = |a| (high - low)
+    = 3, 8, 5, 0 and mu = 3, -8, 5, 0 at any number of levels."""
+    from varirec.analysis import run_study
+    from varirec.envs.one_step import OneStepEnv
+
+    coef, ranges = np.array([3.0, -2.0, 0.5, 0.0]), [(0, 1), (-2, 2), (0, 10), (1, 6)]
+    variations = vr.VariationSet(
+        vr.Variation(f"x{j + 1}", vr.VariationCfg(sampler=vr.UniformCfg(low=lo, high=hi)),
+                     OneStepEnv.setter(j))
+        for j, (lo, hi) in enumerate(ranges)
+    )  # fmt: skip
+    run_study(lambda k: OneStepEnv(k, lambda x: x @ coef, 4), variations, method="morris",
+              n=10, num_levels=levels, output=tmp_path, num_envs=64, seed=3, run_id="r",
+              progress=False)  # fmt: skip
+    result = analyze(tmp_path, outcome="return", num_resamples=0).result
+    width = np.array([hi - lo for lo, hi in ranges])
+    np.testing.assert_allclose(result.mu_star, np.abs(coef) * width, atol=1e-9)
+    np.testing.assert_allclose(result.mu, coef * width, atol=1e-9)
 
 
 def test_given_data_study_finds_the_effects_and_the_null_factor(tmp_path) -> None:
@@ -107,6 +134,30 @@ def test_given_data_study_finds_the_effects_and_the_null_factor(tmp_path) -> Non
     assert sig == {"x1": True, "x2": True, "x3": False}
     with pytest.raises(vr.DesignError, match="needs a run recorded with a sobol design"):
         analyze(tmp_path, method="sobol")
+    verdicts = study.ranking().set_index("factor")["verdict"]
+    assert verdicts.to_dict() == {"x2": "effect", "x1": "effect", "x3": "no effect"}
+
+
+@pytest.mark.parametrize("method", ["binning", "knn"])
+def test_a_given_data_factor_below_the_dummies_with_a_wide_interval_is_uncertain(
+    tmp_path, method
+) -> None:
+    """40 episodes: a factor that does not beat the dummies but whose interval reaches far
+    above anything negligible is "uncertain", never "no effect" (binning: x1, S1 0.2)."""
+    _run(tmp_path, episodes=40, num_envs=8)
+    ranking = analyze(tmp_path, outcome="return", method=method, seed=0).ranking()
+    assert (ranking[ranking["verdict"] == "no effect"]["conf_high"] <= 0.02).all()
+    if method == "binning":
+        x1 = ranking.set_index("factor").loc["x1"]
+        assert x1["conf_high"] > 0.1 and x1["verdict"] == "uncertain"
+
+
+def test_a_sobol_study_of_a_few_base_samples_gives_a_note_and_no_verdict(tmp_path) -> None:
+    design = sobol_design(_variations(), 4, seed=0)
+    _run(tmp_path, design, num_envs=8)
+    study = analyze(tmp_path, outcome="return", num_resamples=50, seed=0)
+    assert any("only N=4 base samples" in note for note in study.notes)
+    assert set(study.ranking()["verdict"]) == {"no verdict: only N=4 base samples"}
 
 
 def test_missing_design_rows_are_named(tmp_path) -> None:

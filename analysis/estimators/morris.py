@@ -9,6 +9,7 @@ Contents:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,7 +31,7 @@ from varirec.analysis.estimators._salib_call import _call_salib
 from varirec.analysis.estimators.results import MorrisResult
 from varirec.errors import DesignError
 
-__all__ = ["morris_indices"]
+__all__ = ["morris_indices", "per_quantile_range"]
 
 logger = logging.getLogger(__name__)
 
@@ -237,3 +238,25 @@ def _check_trajectories(x: NDArray[np.float64], r: int, D: int) -> None:
             f"exactly one factor, got {len(bad)} trajectories that do not (first: "
             f"{bad[:5]}); pass the rows in the order SALib.sample.morris.sample made them"
         )
+
+
+def per_quantile_range(result: MorrisResult) -> MorrisResult:
+    """``result`` of a design whose grid levels sit at the quantiles ``(i + 0.5) / L``
+    (:func:`~varirec.analysis.designs.morris_design`), per unit of each factor's
+    quantile range: a step of ``Δ`` on the grid is a step of ``Δ (L - 1) / L`` of that
+    range, so the effects are ``L / (L - 1)`` times SALib's. For a uniform factor they
+    are then per unit of its range (``a x`` on ``U(low, high)``: ``mu_star = |a| (high -
+    low)``), whatever ``L``.
+
+    >>> import numpy as np
+    >>> r = MorrisResult(method="morris", factor_names=["a"], num_samples=2,
+    ...     num_evaluations=4, outcome=None, conf_level=0.95, num_resamples=0, seed=None,
+    ...     notes=[], mu=np.array([-0.75]), mu_star=np.array([0.75]), sigma=np.zeros(1),
+    ...     mu_star_conf=np.zeros(1), mu_star_conf_low=np.array([0.75]),
+    ...     mu_star_conf_high=np.array([0.75]), num_levels=4)
+    >>> per_quantile_range(r).mu_star.tolist()
+    [1.0]
+    """
+    scale = result.num_levels / (result.num_levels - 1)
+    fields = ("mu", "mu_star", "sigma", "mu_star_conf", "mu_star_conf_low", "mu_star_conf_high")
+    return dataclasses.replace(result, **{f: getattr(result, f) * scale for f in fields})

@@ -37,11 +37,16 @@ from varirec.analysis.estimators._checks import (
 from varirec.analysis.estimators._rng import Seed, _generator
 from varirec.analysis.estimators.results import SobolResult
 
-__all__ = ["sobol_indices"]
+__all__ = ["FEW_BASE_SAMPLES", "sobol_indices"]
 
 logger = logging.getLogger(__name__)
 
 _EPS = np.finfo(float).eps
+
+
+FEW_BASE_SAMPLES = 64
+"""Below this many base samples a Sobol' result carries a note, and a study gives its
+factors no verdict below a quarter of it."""
 
 
 def sobol_indices(
@@ -176,6 +181,12 @@ def sobol_indices(
         S2[terms.pairs] = s2_est[0]
 
     notes: list[str] = []
+    if N < FEW_BASE_SAMPLES:
+        notes.append(
+            f"only N={N} base samples: the estimates and their intervals are unreliable "
+            f"(an index may fall far outside [0, 1]); sample N >= {FEW_BASE_SAMPLES} (a few "
+            "hundred for intervals of about +-0.1)"
+        )
     S1_conf, S1_low, S1_high, ST_conf, ST_low, ST_high = (np.full(D, np.nan) for _ in range(6))
     if num_resamples:
         s1_b, st_b, s2_b = _bootstrap(terms, num_resamples, rng)
