@@ -45,7 +45,7 @@ from varirec.analysis.failures._inputs import Factors, bin_codes
 from varirec.analysis.failures.curves import default_curve_bins
 from varirec.analysis.failures.regional import regional_sensitivity
 from varirec.analysis.tables.episode_table import episode_table
-from varirec.errors import UnknownNameError
+from varirec.errors import DatasetError, UnknownNameError
 from varirec.storage import Dataset
 
 __all__ = ["Comparison", "ConditionsMismatchError", "check_same_conditions", "compare"]
@@ -102,7 +102,8 @@ class Comparison:
     def explaining(self) -> pd.DataFrame:
         """Factors ranked by how much of the paired difference they explain."""
         if self.explained is None:
-            return pd.DataFrame(columns=["factor", "estimate", "conf_low", "conf_high", "effect"])
+            return pd.DataFrame(columns=["factor", "estimate", "conf_low", "conf_high", "effect",
+                                         "disagreement", "disagreement_p"])  # fmt: skip
         frame = self.explained.to_frame()
         frame = frame[frame["index"] == self.explained.index]
         out = frame[["factor", "estimate", "conf_low", "conf_high"]].copy()
@@ -349,14 +350,32 @@ def compare(
     if any(unmatched.values()):
         notes.append(f"episodes without a partner left out: {unmatched}")
     fa, fb = fa.loc[shared], fb.loc[shared]
+    damage = {r: ds.damage_note("draws", [r]) for r in runs}
+    for r, t, other in ((run_a, ta, tb), (run_b, tb, ta)):
+        if damage[r] is not None and not t.factors and other.factors:
+            raise DatasetError(
+                f"run {r!r} has no readable draws, so its episodes cannot be checked against "
+                f"those of the other run (paired on the same draws): {damage[r]}"
+            )
     factors = [f for f in ta.factors if f in tb.factors]
+    if any(damage.values()):  # pairs whose draws one run lost with a damaged part: left out
+        lost = np.zeros(len(fa), bool)
+        for name in factors:
+            lost |= fa[name].isna().to_numpy() ^ fb[name].isna().to_numpy()
+        if lost.any():
+            fa, fb = fa[~lost], fb[~lost]
+            which = [r for r in runs if damage[r] is not None]
+            notes.append(
+                f"{int(lost.sum())} pair(s) left out: the draws of one side were lost with a "
+                f"damaged draws part of run(s) {which}"
+            )
     for name in factors:
         a, b = fa[name].to_numpy(), fb[name].to_numpy()
         same = (a == b) | (pd.isna(a) & pd.isna(b))
         if not same.all():
             i = int(np.flatnonzero(~same)[0])
             raise ConditionsMismatchError(
-                f"episode {dict(zip(shared.names, shared[i], strict=True))} drew {name} = "
+                f"episode {dict(zip(fa.index.names, fa.index[i], strict=True))} drew {name} = "
                 f"{a[i]!r} in run {run_a!r} (A) but {b[i]!r} in run {run_b!r} (B): the runs "
                 "do not share their draws, so their episodes cannot be paired"
             )

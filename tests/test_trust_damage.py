@@ -137,6 +137,41 @@ def test_episodes_whose_draws_part_is_damaged_get_no_earlier_draw(tmp_path, engi
     assert parts[len(parts) // 2].name in damaged.notes[0]
 
 
+def test_compare_and_failures_name_a_run_whose_draws_are_gone(tmp_path, capsys):
+    from varirec.cli import main
+
+    root = record(tmp_path / "data", "a")
+    record(root, "b")
+    shutil.rmtree(root / "run_id=a" / "draws")
+    with pytest.raises(DatasetError, match=r"run 'a' has no readable draws.*0 are readable"):
+        vr.analysis.compare.compare(root, ["a", "b"])
+    assert main(["compare", str(root), "--runs", "a", "b"]) == 2
+    assert "run 'a' has no readable draws" in capsys.readouterr().err
+    assert main(["failures", str(root), "--runs", "a"]) == 2
+    assert "no factor to explain the failures with: table 'draws'" in capsys.readouterr().err
+
+
+def test_compare_leaves_out_the_pairs_whose_draws_a_damaged_part_lost(tmp_path):
+    from varirec.analysis.compare import compare
+
+    root = tmp_path / "data"
+    for run in ("a", "b"):
+        mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+        rng = np.random.default_rng(0 if run == "a" else 1)
+        with vr.RecorderManager(NUM_ENVS, variations=[mass], output=root, run_id=run, seed=0,
+                                max_rows=8, writer_options={"max_rows_per_part": 16}) as m:  # fmt: skip
+            m.reset(None, None)
+            for _ in range(EPISODES):
+                m.record_step(reward=rng.random(NUM_ENVS), success=rng.random(NUM_ENVS) > 0.5)
+                m.reset(None, None)
+    parts = sorted((root / "run_id=a" / "draws").glob("part-*.parquet"))
+    parts[len(parts) // 2].write_bytes(b"garbage")
+    with pytest.warns(DatasetWarning, match="unreadable part"):
+        c = compare(root, ["a", "b"], num_resamples=0)
+    assert 0 < 240 - c.num_pairs < 60
+    assert any("left out: the draws of one side were lost" in note for note in c.notes)
+
+
 def test_enough_good_data_left_keeps_going_with_a_warning(tmp_path):
     root = record(tmp_path / "data", "good", seed=1)
     record(root, "bad", seed=2)

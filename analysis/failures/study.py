@@ -44,6 +44,7 @@ from varirec.analysis.failures.regional import (
 )
 from varirec.analysis.failures.rules import FailureRule, failure_rules
 from varirec.analysis.tables.episode_table import episode_table
+from varirec.errors import DatasetError
 from varirec.storage import Dataset
 
 __all__ = ["FailureAnalysis", "failures", "failures_from_frame"]
@@ -223,5 +224,10 @@ def failures(
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     table = episode_table(ds, runs)
     table.outcome(outcome)  # an unknown outcome fails here, with the known ones
+    if not table.factors:
+        selected = ds.run_ids() if runs is None else [runs] if isinstance(runs, str) else runs
+        damage = ds.damage_note("draws", list(selected))
+        if damage is not None:
+            raise DatasetError(f"no factor to explain the failures with: {damage}")
     frame = table.frame[[*table.factors, outcome]]
     return failures_from_frame(frame, outcome, factors=table.factors, notes=table.notes, **options)

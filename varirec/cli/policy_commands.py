@@ -61,6 +61,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(json.dumps(c.to_dict(), indent=2, default=str))
     else:
         print(c.summary())
+        for note in c.notes:
+            print(f"note: {note}")
         print()
         print(_frame_text(c.explaining(), ["factor", "estimate", "conf_low", "conf_high",
                                            "disagreement", "disagreement_p"]))  # fmt: skip
