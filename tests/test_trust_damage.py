@@ -158,8 +158,9 @@ def test_compare_leaves_out_the_pairs_whose_draws_a_damaged_part_lost(tmp_path):
     for run in ("a", "b"):
         mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
         rng = np.random.default_rng(0 if run == "a" else 1)
+        options = {"max_rows_per_part": 16}
         with vr.RecorderManager(NUM_ENVS, variations=[mass], output=root, run_id=run, seed=0,
-                                max_rows=8, writer_options={"max_rows_per_part": 16}) as m:  # fmt: skip
+                                max_rows=8, writer_options=options) as m:  # fmt: skip
             m.reset(None, None)
             for _ in range(EPISODES):
                 m.record_step(reward=rng.random(NUM_ENVS), success=rng.random(NUM_ENVS) > 0.5)
