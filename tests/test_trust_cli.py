@@ -88,8 +88,8 @@ def test_output_under_a_file_is_refused_with_the_fix(tmp_path, capsys) -> None:
 def test_os_errors_name_the_path_and_the_fix() -> None:
     denied = PermissionError(errno.EACCES, "Permission denied", "/data/out.html")
     assert describe_os_error(denied) == (
-        "cannot use '/data/out.html': permission denied; pick a path you may write to, "
-        "or change its permissions"
+        "cannot use '/data/out.html': permission denied; check its permissions (reading "
+        "needs read access, recording write access)"
     )
     full = OSError(errno.ENOSPC, "No space left on device", "/data/x")
     assert "[Errno" not in describe_os_error(full)

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from contextlib import nullcontext
 from pathlib import Path
@@ -171,6 +172,39 @@ def test_compare_leaves_out_the_pairs_whose_draws_a_damaged_part_lost(tmp_path):
         c = compare(root, ["a", "b"], num_resamples=0)
     assert 0 < 240 - c.num_pairs < 60
     assert any("left out: the draws of one side were lost" in note for note in c.notes)
+
+
+def test_a_run_directory_this_user_cannot_read_is_skipped_and_the_others_read(tmp_path):
+    """As another user (root reads everything): ``setpriv`` to nobody where run as root."""
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("runs as root without setpriv: every directory is readable")
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    # Where the other user reaches it (pytest's own folders are the owner's only).
+    top = Path(tempfile.mkdtemp(prefix="varirec-perm-"))
+    root = record(top / "data", "a")
+    record(root, "b")
+    for path in (top, root, *root.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (root / "run_id=a").chmod(0)
+    script = (
+        "import warnings, varirec as vr\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    ds = vr.open_dataset({str(root)!r})\n"
+        "print(ds.run_ids(), len(ds.episodes('b')), [str(x.message) for x in w])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(vr.__file__).parents[1]), "HOME": "/tmp"}
+    try:
+        out = subprocess.run([*prefix, sys.executable, "-c", script], capture_output=True,
+                             text=True, env=env, timeout=60)  # fmt: skip
+    finally:
+        (root / "run_id=a").chmod(0o755)
+        shutil.rmtree(top)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("['b'] 240 ")
+    assert "skipping run 'a'" in out.stdout and "chmod -R u+rX" in out.stdout
 
 
 def test_enough_good_data_left_keeps_going_with_a_warning(tmp_path):

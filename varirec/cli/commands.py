@@ -32,8 +32,8 @@ _FIXES = {
     errno.ENOENT: "check the path (for an output, create its folder first)",
     errno.EISDIR: "it is a directory: give a file path",
     errno.ENOTDIR: "a part of the path is a file, not a folder: pick another path",
-    errno.EACCES: "pick a path you may write to, or change its permissions",
-    errno.EPERM: "pick a path you may write to, or change its permissions",
+    errno.EACCES: "check its permissions (reading needs read access, recording write access)",
+    errno.EPERM: "check its permissions (reading needs read access, recording write access)",
     errno.ENOSPC: "free disk space or write elsewhere",
     errno.EROFS: "write to a writable file system",
     errno.EEXIST: "pick another path, or remove the existing one",
@@ -47,7 +47,8 @@ def describe_os_error(exc: OSError) -> str:
     reason = exc.strerror or str(exc)
     where = f"{exc.filename!s}" if exc.filename is not None else "a file"
     fix = _FIXES.get(exc.errno, "check the path and try again")
-    return f"cannot use {where!r}: {reason.lower()}; {fix}"
+    reason = reason[:1].lower() + reason[1:]  # only the first letter: it may hold a path
+    return f"cannot use {where!r}: {reason}; {fix}"
 
 
 def _add_analyze(sub: argparse._SubParsersAction) -> None:

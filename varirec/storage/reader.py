@@ -145,7 +145,27 @@ class Dataset:
                 f"no run_id=* directories under {self.path}{hint}; record a run first "
                 "or check the path"
             )
-        self._runs = {run_id: self._load_run(run_id) for run_id in dirs}
+        runs = {}
+        for run_id in dirs:
+            try:
+                # Listed first: a run directory this user may not read is skipped whole
+                # (a part it holds would fail every read of the dataset).
+                self.filesystem.get_file_info(pafs.FileSelector(self._run_path(run_id)))
+                runs[run_id] = self._load_run(run_id)
+            except OSError as exc:
+                warn(
+                    f"skipping run {run_id!r}: {self._run_path(run_id)} cannot be read "
+                    f"({exc}); give this user read access to it (chmod -R u+rX) to read the run"
+                )
+        if not runs:
+            raise DatasetError(
+                f"no run under {self.path} can be read ({len(dirs)} run_id=* "
+                "director(ies) skipped, see the warnings); check their permissions"
+            )
+        self._runs = runs
+
+    def _run_path(self, run_id: str) -> str:
+        return f"{self.root.rstrip('/')}/{RUN_PREFIX}{run_id}"
 
     def _is_run_dir(self) -> bool:
         return os.path.basename(self.root.rstrip("/")).startswith(RUN_PREFIX)
