@@ -207,6 +207,19 @@ def test_a_run_directory_this_user_cannot_read_is_skipped_and_the_others_read(tm
     assert "skipping run 'a'" in out.stdout and "chmod -R u+rX" in out.stdout
 
 
+def test_a_part_copied_under_a_second_name_is_read_once(dataset):
+    part = only_part(dataset, "episodes")
+    copy = part.with_name(part.name.replace("-00000.", "-00099."))
+    shutil.copyfile(part, copy)
+    with pytest.warns(DatasetWarning, match=rf"skipping duplicate part .*{copy.name}.*same bytes"):
+        episodes = open_dataset(dataset).episodes("r")
+    assert episodes.num_rows == NUM_ENVS * EPISODES
+    (health,) = open_dataset(dataset).health("episodes", "r")
+    assert not health.damaged and health.rows_missing == 0
+    with pytest.warns(DatasetWarning, match="duplicate part"):
+        assert analyze(dataset).num_episodes == NUM_ENVS * EPISODES
+
+
 def test_enough_good_data_left_keeps_going_with_a_warning(tmp_path):
     root = record(tmp_path / "data", "good", seed=1)
     record(root, "bad", seed=2)

@@ -23,6 +23,7 @@ What is skipped (a DatasetWarning names each file and the reason):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -49,7 +50,9 @@ class SkippedPart:
         kind: ``unfinished`` (a temporary part of a writer that died or is still
             writing), ``unreadable`` (no valid footer: truncated, empty, not Parquet),
             ``foreign`` (a schema that is not the table's), ``corrupt`` (its data failed
-            a page checksum or decompression) or ``not a directory`` (the table path).
+            a page checksum or decompression), ``duplicate`` (the same bytes as another
+            part: a copy, whose rows would be read twice) or ``not a directory`` (the
+            table path).
         reason: why it is not read, in words (the error, or the schema problem).
         writer: the writer id in its name, or None if the name does not parse.
     """
@@ -110,8 +113,9 @@ class TableHealth:
 
     @property
     def damaged(self) -> bool:
-        """Whether a part was skipped or recorded rows are not readable."""
-        return bool(self.skipped) or bool(self.rows_missing)
+        """Whether a part was skipped (a copy of another aside: no row is lost with it) or
+        recorded rows are not readable."""
+        return any(s.kind != "duplicate" for s in self.skipped) or bool(self.rows_missing)
 
     def describe(self) -> str:
         """The skipped parts with their reasons and the rows they held, in words."""
@@ -172,6 +176,7 @@ class PartScanner:
     def __init__(self, filesystem: pafs.FileSystem) -> None:
         self.filesystem = filesystem
         self._footers: dict[tuple[str, int, int | None], Any] = {}
+        self._digests: dict[tuple[str, int, int | None], str] = {}  # see _drop_copies
         # Parts whose data failed to read (checksum, decompression): (kind, reason).
         self._bad_data: dict[tuple[str, int, int | None], tuple[str, str]] = {}
 
@@ -228,7 +233,9 @@ class PartScanner:
         """The readable parts of ``table`` in run ``run_id`` (footers only), and the rest."""
         parts: list[Part] = []
         skipped: list[SkippedPart] = []
+        sizes: dict[str, tuple[int, int | None]] = {}
         for info in self._part_infos(run_id, run_path, table, skipped):
+            sizes[info.path] = (info.size, info.mtime_ns)
             parsed = parse_part_name(info.base_name.lstrip(".").removesuffix(TMP_SUFFIX))
             writer = None if parsed is None else parsed[0]
             if info.base_name.endswith(TMP_SUFFIX):
@@ -249,7 +256,54 @@ class PartScanner:
             skipped.append(SkippedPart(run_id, table, info.path, *problem, writer))
         if canonical_schema(table) is None and len(parts) > 1:
             parts = self._drop_disjoint(parts, skipped, run_id, table)
+        if len(parts) > 1:
+            parts = self._drop_copies(parts, sizes, skipped, run_id, table)
         return parts, skipped
+
+    def _drop_copies(
+        self,
+        parts: list[Part],
+        sizes: dict[str, tuple[int, int | None]],
+        skipped: list[SkippedPart],
+        run_id: str,
+        table: str,
+    ) -> list[Part]:
+        """``parts`` less the byte-for-byte copies of an earlier one (a part copied under
+        a second name: its rows would be read twice). Only parts of one writer with the
+        same size and row count are read and compared, which real parts never are."""
+        groups: dict[tuple[Any, ...], list[Part]] = {}
+        for part in parts:
+            groups.setdefault((part.writer, part.num_rows, sizes[part.path][0]), []).append(part)
+        copies: set[str] = set()
+        for group in groups.values():
+            if len(group) < 2:
+                continue
+            seen: dict[str, str] = {}
+            for part in sorted(group, key=lambda p: p.path):
+                digest = self._digest(part.path, sizes[part.path])
+                if digest in seen:
+                    copies.add(part.path)
+                    reason = (
+                        f"the same bytes as {seen[digest]}, a copy of that part: its rows "
+                        "would be read twice; remove one of the two files"
+                    )
+                    skipped.append(
+                        SkippedPart(run_id, table, part.path, "duplicate", reason, part.writer)
+                    )
+                else:
+                    seen[digest] = part.path
+        return [p for p in parts if p.path not in copies]
+
+    def _digest(self, path: str, stamp: tuple[int, int | None]) -> str:
+        key = (path, *stamp)
+        found = self._digests.get(key)
+        if found is None:
+            h = hashlib.sha256()
+            with self.filesystem.open_input_stream(path) as f:
+                while chunk := f.read(1 << 22):
+                    h.update(chunk)
+            found = self._digests[key] = h.hexdigest()
+        return found
 
     def _read_footer(self, path: str, table: str) -> tuple[pa.Schema, int] | tuple[str, str]:
         """``(schema, rows)`` of a part, or ``(kind, reason)`` it cannot be read as ``table``."""
