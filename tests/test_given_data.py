@@ -136,6 +136,18 @@ def test_rbd_fast_and_pawn_agree_on_ranking() -> None:
     assert rbd.index == "S1_rbd_fast" and pawn.index == "pawn_median"
 
 
+def test_rbd_fast_gives_no_estimate_for_a_few_valued_factor() -> None:
+    """y = x1 + scene, scene in {0, 1, 3} (weights 0.5, 0.3, 0.2): S1(scene) = 0.7947,
+    which RBD-FAST puts at 0.77 on every seed (a step curve leaks past its harmonics)."""
+    rng = np.random.default_rng(5)
+    x1 = rng.random(5000)
+    scene = rng.choice([0.0, 1.0, 3.0], 5000, p=[0.5, 0.3, 0.2])
+    rbd = rbd_fast_indices(np.column_stack([x1, scene]), x1 + scene, seed=0, num_resamples=20)
+    assert np.isfinite(rbd.estimate[0]) and np.isnan(rbd.estimate[1])
+    assert not rbd.significant[1] and "x2" in rbd.not_estimated
+    assert any("at most 20 distinct values" in note for note in rbd.notes)
+
+
 def test_salib_wrappers_leave_the_global_rng_untouched() -> None:
     rng = np.random.default_rng(4)
     X = rng.random((600, 3))
