@@ -71,9 +71,10 @@ NEGLIGIBLE = 0.005
 """Design-driven verdicts: an index whose whole interval lies above this is an effect,
 below it no effect; an interval across it is uncertain (given-data studies use their
 dummy-factor threshold instead)."""
-SMALL_GIVEN = 0.02
-"""A given-data index that does not beat the dummies reads "no effect" where its whole
-interval stays below this (and below the dummies' threshold), else "uncertain"."""
+SMALL_GIVEN = 0.05
+"""A given-data index that is not significant reads "no effect" where its whole interval
+stays below this share of the outcome's variance (or the dummies' threshold, if higher),
+else "uncertain": with few episodes an interval can reach far past it."""
 Result = SobolResult | MorrisResult | GivenDataResult | KnnResult
 
 
@@ -155,9 +156,8 @@ class Study:
             j = list(self.result.factor_names).index(row["factor"])
             if self.result.significant[j]:
                 return "effect"
-            # Not above the dummies: "no effect" only where the whole interval is small
-            # (a given-data estimate resolves no finer at the usual sizes); a wide one
-            # (few episodes) leaves it open.
+            # Not significant: "no effect" only where the whole interval is small; a wide
+            # one (few episodes) leaves it open.
             high = row.get("conf_high")
             limit = max(SMALL_GIVEN, getattr(self.result, "dummy_threshold", None) or 0.0)
             return "uncertain" if not pd.isna(high) and high > limit else "no effect"

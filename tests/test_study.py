@@ -146,7 +146,7 @@ def test_a_given_data_factor_below_the_dummies_with_a_wide_interval_is_uncertain
     above anything negligible is "uncertain", never "no effect" (binning: x1, S1 0.2)."""
     _run(tmp_path, episodes=40, num_envs=8)
     ranking = analyze(tmp_path, outcome="return", method=method, seed=0).ranking()
-    assert (ranking[ranking["verdict"] == "no effect"]["conf_high"] <= 0.02).all()
+    assert (ranking[ranking["verdict"] == "no effect"]["conf_high"] <= 0.1).all()
     if method == "binning":
         x1 = ranking.set_index("factor").loc["x1"]
         assert x1["conf_high"] > 0.1 and x1["verdict"] == "uncertain"
