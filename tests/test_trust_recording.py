@@ -256,9 +256,11 @@ def _a_reset_with_repeats(tmp_path, env_ids, env, times) -> None:
 
 def test_two_dimensional_env_ids_are_refused_with_the_fix() -> None:
     m = NullRecorderManager(3, variations=[_mass()])
-    with pytest.raises(ValueError, match=r"one-dimensional, got shape \(2, 1\); pass .*reshape"):
-        m.reset(None, np.array([[0], [2]]))
+    with pytest.raises(ValueError, match=r"one-dimensional, got shape \(2, 2\); pass .*reshape"):
+        m.reset(None, np.array([[0, 1], [2, 3]]))
     assert (m.tracker.episode == -1).all()
+    m.reset(None, np.array([[0], [2]]))  # a column, as nonzero() gives it: the ids
+    assert m.tracker.episode.tolist() == [0, -1, 0]
 
 
 @pytest.mark.parametrize(

@@ -147,7 +147,7 @@ class EpisodeTracker:
                 f"{ids.reshape(-1)[:5].tolist()}; pass int ids (e.g. np.array([0, 3])) or a "
                 f"bool mask of shape ({self.num_envs},)"
             )
-        if ids.ndim > 1:
+        if ids.ndim > 1 and ids.shape[1:] != (1,) * (ids.ndim - 1):  # a (k, 1) column is ids
             raise ValueError(
                 f"`env_ids` must be one-dimensional, got shape {ids.shape}; pass the ids as "
                 "a flat array (ids.reshape(-1)), or a bool mask of shape "
