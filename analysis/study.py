@@ -71,6 +71,9 @@ NEGLIGIBLE = 0.005
 """Design-driven verdicts: an index whose whole interval lies above this is an effect,
 below it no effect; an interval across it is uncertain (given-data studies use their
 dummy-factor threshold instead)."""
+FEW_GIVEN = 1000
+"""Below this many episodes a factor that a given-data method without intervals (PAWN,
+HSIC) finds not significant reads "uncertain", not "no effect"."""
 SMALL_GIVEN = 0.05
 """A given-data index that is not significant reads "no effect" where its whole interval
 stays below this share of the outcome's variance (or the dummies' threshold, if higher),
@@ -159,8 +162,11 @@ class Study:
             # Not significant: "no effect" only where the whole interval is small; a wide
             # one (few episodes) leaves it open.
             high = row.get("conf_high")
+            if pd.isna(high):  # no interval (PAWN, HSIC): the episodes must be many
+                n = self.result.num_samples
+                return "no effect" if n >= FEW_GIVEN else f"uncertain: only {n} episodes"
             limit = max(SMALL_GIVEN, getattr(self.result, "dummy_threshold", None) or 0.0)
-            return "uncertain" if not pd.isna(high) and high > limit else "no effect"
+            return "uncertain" if high > limit else "no effect"
         low, high = row.get("conf_low"), row.get("conf_high")
         if pd.isna(low) or pd.isna(high):
             return "no verdict: no interval"

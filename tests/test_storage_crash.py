@@ -244,3 +244,50 @@ def test_sigterm_while_a_run_is_made_or_closed_still_ends_it(tmp_path, window):
     else:  # every row was in when the signal came
         assert "closed" not in proc.stdout and doc["status"] in ("complete", "failed")
         assert len(open_dataset(tmp_path / "data").episodes("r")) == 12
+
+
+CAUGHT_CHILD = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from pathlib import Path
+    from varirec.storage import RunWriter
+
+    root, window = sys.argv[1], sys.argv[2]
+    method = {"create": "_create_run", "close": "_write_sidecar"}[window]
+    original = getattr(RunWriter, method)
+
+    def signalled(self, *args, **kwargs):
+        if window == "create" or not kwargs.get("new", False):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args, **kwargs)
+
+    setattr(RunWriter, method, signalled)
+    try:  # IPython, pytest, Ray or a user's except catch the exit
+        RunWriter(root, "r1").close()
+    except SystemExit as exc:
+        print("caught", exc.code, flush=True)
+    setattr(RunWriter, method, original)
+    doc = json.loads((Path(root) / "run_id=r1" / "run.json").read_text())
+    print("r1", doc["status"], flush=True)
+    RunWriter(root, "r2").close()  # a later run is not taken for the signal's
+    doc = json.loads((Path(root) / "run_id=r2" / "run.json").read_text())
+    print("r2", doc["status"], doc.get("error"), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # and a later SIGTERM still ends the process
+    print("survived", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("window", ["create", "close"])
+def test_a_caught_exit_of_a_held_sigterm_leaves_no_signal_behind(tmp_path, window):
+    script = tmp_path / "child.py"
+    script.write_text(CAUGHT_CHILD)
+    env = {**os.environ, "PYTHONPATH": str(Path(varirec.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "data"), window],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    lines = proc.stdout.split("\n")
+    assert lines[0] == "caught 143", proc.stderr
+    # the run the signal cut short is closed, not left open until the interpreter exits
+    assert lines[1] == ("r1 failed" if window == "create" else "r1 complete")
+    assert lines[2] == "r2 complete None" and "survived" not in proc.stdout
+    assert proc.returncode == -signal.SIGTERM

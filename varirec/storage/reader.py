@@ -155,7 +155,8 @@ class Dataset:
             except OSError as exc:
                 warn(
                     f"skipping run {run_id!r}: {self._run_path(run_id)} cannot be read "
-                    f"({exc}); give this user read access to it (chmod -R u+rX) to read the run"
+                    f"({exc}); check that it is still there and that this user may read it "
+                    "(chmod -R u+rX), then open the dataset again"
                 )
         if not runs:
             raise DatasetError(

@@ -49,6 +49,7 @@ __all__ = [
     "install_hooks",
     "raise_if_pending",
     "register",
+    "registered",
     "signal_of",
     "unregister",
 ]
@@ -94,6 +95,11 @@ def install_hooks() -> None:
             if previous is not signal.SIG_IGN:
                 _STATE["previous"] = previous
                 signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def registered(writer: Any) -> bool:
+    """Whether ``writer`` is tracked (registered, not yet unregistered)."""
+    return writer in _OPEN
 
 
 def unregister(writer: Any) -> None:
@@ -215,6 +221,8 @@ def _raise_pending() -> None:
         _LOCAL.pending = None
         if isinstance(pending, SystemExit):
             logger.warning("closing %d open RunWriter(s), then exiting", len(_OPEN))
+            if not _SIGNALLED:  # no open writer to close for it (held while one was made
+                _STATE["signal"] = None  # or closed): a caught exit leaves no signal behind
         raise pending
 
 

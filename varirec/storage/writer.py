@@ -54,7 +54,15 @@ from .schema import (
     check_run_id,
     check_table_name,
 )
-from .shutdown import error_record, exit_held, install_hooks, register, signal_of, unregister
+from .shutdown import (
+    error_record,
+    exit_held,
+    install_hooks,
+    register,
+    registered,
+    signal_of,
+    unregister,
+)
 from .sink import TableSink
 
 __all__ = ["ArrowConvertible", "RunWriter"]
@@ -168,8 +176,16 @@ class RunWriter:
         self._pid = os.getpid()
         self._started = utc_now()
         install_hooks()
-        # A SIGTERM or Ctrl-C while the run is made waits until the writer is registered
-        # (then the atexit hook closes the run as failed): never half a run.json.
+        # A SIGTERM or Ctrl-C while the run is made waits until the writer is registered,
+        # then closes the run as failed: never half a run.json, nor a run left open.
+        try:
+            self._create(overwrite, _join=_join, _resume=_resume)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if not self._closed and registered(self):
+                self.close(error=exc)
+            raise
+
+    def _create(self, overwrite: bool, *, _join: bool, _resume: bool) -> None:
         with exit_held():
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
