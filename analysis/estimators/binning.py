@@ -78,26 +78,29 @@ def first_order_binning(
 
     Each factor's values are cut into ``M`` bins of (nearly) equal counts (ties
     kept in one bin); a factor with at most ``M`` distinct values (an integer or
-    categorical factor, e.g. the scene) is binned by its values instead. With the
-    bin means ``ȳ_m`` and counts ``n_m``, ``SS_b = Σ n_m (ȳ_m - ȳ)²`` estimates
-    ``N·Var(E[Y|X_i])`` with an upward bias of about ``(M - 1)`` within-bin
-    variances, which is removed (Kelley's epsilon²)::
+    categorical factor, e.g. the scene) is binned by its values instead. Within each
+    bin of a continuous factor, ``E[Y|X_i]`` is fitted by a mean and a slope in the
+    factor's rank (a bin mean alone loses the within-bin variation of ``E[Y|X_i]``,
+    about ``1/M²`` of a linear effect: Ishigami's x2 read 0.434 for 0.442 at
+    N = 20,000). The model's sum of squares ``SS_m`` over its ``p`` parameters (a
+    mean per bin, a slope per bin of at least 3 rows) estimates
+    ``N·Var(E[Y|X_i])`` with an upward bias of about ``p - 1`` residual variances,
+    which is removed (Kelley's epsilon², an adjusted R²)::
 
-        S1_i = (SS_b - (M - 1) · SS_w / (N - M)) / SS_total
+        S1_i = (SS_m - (p - 1) · SS_res / (N - p)) / SS_total
 
     so a null factor scores about 0 (sometimes slightly below; not clipped) rather
-    than ``(M - 1) / N``. Continuous factors lose the within-bin variation of
-    ``E[Y|X_i]`` (about ``1/M²`` of a linear effect).
+    than ``(p - 1) / N``.
 
     Intervals: percentile bounds over ``num_resamples`` bootstrap resamples of the
     rows with the bins held fixed; all factors and resamples are one sparse
     product ``bins × counts`` per block of resamples. Rows drawn twice defeat the
-    bias correction inside a resample (resampled values sit about ``(M - 1) / N``
+    bias correction inside a resample (resampled values sit about ``(p - 1) / N``
     too high), so the resampled values are re-centred on the estimate before the
     quantiles are taken. ``conf`` is ``Z × SD``.
 
-    Dummy threshold: ``num_dummies`` random equal-frequency ``M``-bin factors
-    (random permutations of the bin labels, independent of ``Y``) are estimated the
+    Dummy threshold: ``num_dummies`` random continuous factors (random orders of
+    the ranks, independent of ``Y``, in ``M`` equal-frequency bins) are estimated the
     same way; ``dummy_threshold`` is the ``conf_level`` quantile of their estimates
     and a factor is ``significant`` when ``conf_low > dummy_threshold``. With
     ``num_resamples=0`` there is no interval and ``significant`` is ``None`` (the
@@ -198,7 +201,14 @@ def first_order_binning(
             notes.append(f"{name}: constant in the data; its index is 0 by construction.")
         elif is_exact:
             notes.append(f"{name}: binned by its {size} distinct values.")
-    bins = _BinIndex.build(labels, sizes_arr, N)
+    # Within a bin of a continuous factor, E[Y|X] is fitted by a line in the factor's
+    # rank: the bin means alone lose its within-bin variation (S1 0.434 for Ishigami's
+    # x2 at N = 20,000, truth 0.442; a 95 % interval covered it half the time).
+    positions = [
+        None if is_exact else _positions(col)
+        for col, is_exact in zip(table.values, exact, strict=True)
+    ]
+    bins = _BinIndex.build(labels, sizes_arr, N, positions)
 
     estimate = bins.s1(np.ones((1, N)), yc)[0]
     conf, low, high = (np.full(D, np.nan) for _ in range(3))
@@ -217,8 +227,8 @@ def first_order_binning(
         for counts in _resample_counts(rng, N, num_resamples):
             boot[start : start + counts.shape[0]] = bins.s1(counts, yc)
             start += counts.shape[0]
-        # Duplicated rows defeat the (M-1)·MS_within correction inside a resample, which
-        # shifts resampled values up by about (M-1)/N: re-centre them on the estimate.
+        # Duplicated rows defeat the (p-1)·MS_res correction inside a resample, which
+        # shifts resampled values up by about (p-1)/N: re-centre them on the estimate.
         boot += estimate - boot.mean(axis=0)
         conf, low, high = _bootstrap_summary(boot, conf_level)
         if threshold is not None:
@@ -267,56 +277,85 @@ def first_order_binning(
 
 @dataclass(frozen=True)
 class _BinIndex:
-    """Bins of all factors as one sparse ``(2K, N)`` matrix ``[indicator; indicator·y]``.
+    """Bins of all factors as sparse ``(K, N)`` matrices: the indicator, and the rows'
+    positions (ranks in ``(0, 1)``) and squared positions in their bins (zero for
+    factors binned by their values).
 
-    Built per outcome; :meth:`s1` evaluates the corrected correlation ratio of all
-    factors for a block of count rows (one row per resample, or ones for the data).
+    Built per outcome; :meth:`s1` evaluates the corrected ratio of all factors for a
+    block of count rows (one row per resample, or ones for the data).
     """
 
     indicator: sparse.csr_matrix
+    position: sparse.csr_matrix
+    position2: sparse.csr_matrix
     starts: NDArray[np.intp]
     num_rows: int
 
     @classmethod
     def build(
-        cls, labels: Sequence[NDArray[np.intp]], sizes: NDArray[np.int_], num_rows: int
+        cls,
+        labels: Sequence[NDArray[np.intp]],
+        sizes: NDArray[np.int_],
+        num_rows: int,
+        positions: Sequence[NDArray[np.float64] | None],
     ) -> _BinIndex:
         starts = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.intp)
         cols = np.concatenate([lab + s for lab, s in zip(labels, starts, strict=True)])
         rows = np.tile(np.arange(num_rows), len(labels))
         K = int(sizes.sum())
-        ind = sparse.csr_matrix(
-            (np.ones(cols.size), (cols, rows)), shape=(K, num_rows), dtype=np.float64
-        )
-        return cls(indicator=ind, starts=starts, num_rows=num_rows)
+        u = np.concatenate([np.zeros(num_rows) if p is None else p for p in positions])
+
+        def matrix(data: NDArray[np.float64]) -> sparse.csr_matrix:
+            return sparse.csr_matrix((data, (cols, rows)), shape=(K, num_rows), dtype=np.float64)
+
+        return cls(matrix(np.ones(cols.size)), matrix(u), matrix(u * u), starts, num_rows)
 
     def s1(self, counts: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Corrected correlation ratios, shape ``(len(counts), D)``."""
-        n_bins = np.asarray(self.indicator @ counts.T).T  # (R, K)
-        s_bins = np.asarray(self.indicator @ (counts * y).T).T
-        sy = counts @ y
-        sy2 = counts @ (y * y)
-        return _corrected_ratio(n_bins, s_bins, sy, sy2, self.starts, self.num_rows)
+        """Corrected ratios, shape ``(len(counts), D)``."""
+        cy = (counts * y).T
+        parts = [np.asarray(m @ c).T for m, c in (
+            (self.indicator, counts.T), (self.indicator, cy), (self.position, counts.T),
+            (self.position2, counts.T), (self.position, cy),
+        )]  # fmt: skip
+        return _corrected_ratio(*parts, counts @ y, counts @ (y * y), self.starts, self.num_rows)
+
+
+def _positions(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each row's rank in ``(0, 1)`` (ties averaged): where it sits in its bin."""
+    return (rankdata(values) - 0.5) / values.size
 
 
 def _corrected_ratio(
     n_bins: NDArray[np.float64],
     s_bins: NDArray[np.float64],
+    sx: NDArray[np.float64] | None,
+    sxx: NDArray[np.float64] | None,
+    sxy: NDArray[np.float64] | None,
     sy: NDArray[np.float64],
     sy2: NDArray[np.float64],
     starts: NDArray[np.intp],
     N: int,
 ) -> NDArray[np.float64]:
-    """``(SS_b - (M-1) SS_w / (N-M)) / SS_t`` per row and factor from bin sums."""
+    """``(SS_model - (p - 1) MS_res) / SS_total`` per row and factor from bin sums: the
+    model is a mean per bin, plus a slope in the position (``sx``, ``sxx``, ``sxy``:
+    sums of position, position², position·y) in each bin of at least 3 rows whose
+    positions differ; ``p`` counts them all (Kelley's epsilon², an adjusted R²)."""
     occupied = n_bins > 0
-    contrib = np.divide(s_bins * s_bins, n_bins, out=np.zeros_like(s_bins), where=occupied)
+    safe_n = np.where(occupied, n_bins, 1.0)
+    contrib = np.where(occupied, s_bins * s_bins / safe_n, 0.0)
     grand = sy * sy / N
-    between = np.add.reduceat(contrib, starts, axis=1) - grand[:, np.newaxis]
+    model = np.add.reduceat(contrib, starts, axis=1) - grand[:, np.newaxis]
+    params = np.add.reduceat(occupied, starts, axis=1).astype(np.float64)
+    if sx is not None and sxx is not None and sxy is not None:
+        varx = sxx - sx * sx / safe_n
+        sloped = (n_bins >= 3) & (varx > 1e-12 * safe_n)
+        cov = sxy - sx * s_bins / safe_n
+        line = np.where(sloped, cov * cov / np.where(sloped, varx, 1.0), 0.0)
+        model = model + np.add.reduceat(line, starts, axis=1)
+        params = params + np.add.reduceat(sloped, starts, axis=1)
     total = (sy2 - grand)[:, np.newaxis]
-    m_eff = np.add.reduceat(occupied, starts, axis=1).astype(np.float64)
-    within = total - between
-    ms_within = within / np.maximum(N - m_eff, 1.0)
-    corrected = between - (m_eff - 1.0) * ms_within
+    ms_res = (total - model) / np.maximum(N - params, 1.0)
+    corrected = model - (params - 1.0) * ms_res
     return np.divide(
         corrected,
         np.broadcast_to(total, corrected.shape),
@@ -328,22 +367,25 @@ def _corrected_ratio(
 def _binning_dummies(
     y: NDArray[np.float64], M: int, num_dummies: int, rng: np.random.Generator
 ) -> NDArray[np.float64]:
-    """Estimates of ``num_dummies`` random ``M``-bin equal-frequency factors."""
+    """Estimates of ``num_dummies`` random continuous factors (a random order of the
+    positions ``(i + 0.5) / N``, ``M`` equal-frequency bins, a slope in each), independent
+    of ``y``: estimated as a continuous factor is."""
     N = y.size
+    grid = (np.arange(N) + 0.5) / N
     base = (np.arange(N) * M) // N
     out = np.empty(num_dummies)
     block = max(1, _CHUNK_ELEMENTS // N)
     sy, sy2 = np.array([y.sum()]), np.array([(y * y).sum()])
     for d0 in range(0, num_dummies, block):
         k = min(block, num_dummies - d0)
-        lab = rng.permuted(np.broadcast_to(base, (k, N)), axis=1)
-        lab += (np.arange(k) * M)[:, np.newaxis]
-        n_bins = np.bincount(lab.ravel(), minlength=k * M).astype(np.float64)
-        s_bins = np.bincount(lab.ravel(), weights=np.tile(y, k), minlength=k * M)
+        order = rng.permuted(np.broadcast_to(np.arange(N), (k, N)), axis=1)
+        u = grid[order]  # row n of dummy j sits at u[j, n], in bin base[order[j, n]]
+        lab = (base[order] + (np.arange(k) * M)[:, np.newaxis]).ravel()
+        y_rows, u_rows = np.tile(y, k), u.ravel()
+        weights = (None, y_rows, u_rows, u_rows * u_rows, u_rows * y_rows)
+        sums = [np.bincount(lab, w, k * M).astype(np.float64)[np.newaxis] for w in weights]
         starts = np.arange(k, dtype=np.intp) * M
-        out[d0 : d0 + k] = _corrected_ratio(
-            n_bins[np.newaxis], s_bins[np.newaxis], sy, sy2, starts, N
-        )[0]
+        out[d0 : d0 + k] = _corrected_ratio(*sums, sy, sy2, starts, N)[0]
     return out
 
 
