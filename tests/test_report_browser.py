@@ -42,8 +42,9 @@ def test_binned_s1_equals_first_order_binning(reach) -> None:
     y = table.frame["success"].to_numpy(float)
     x = table.factor_matrix()
     ref = first_order_binning(table.frame[table.factors], y, num_resamples=0, noise_share=False)
-    # the estimator's own bins put a few tied rows on the other side of an edge
-    np.testing.assert_allclose(binned_s1(x, y), ref.estimate, atol=2e-4)
+    # first_order_binning adds a slope within each bin (about 1/M² of an effect), and
+    # its bins put a few tied rows on the other side of an edge
+    np.testing.assert_allclose(binned_s1(x, y), ref.estimate, atol=2e-3)
     # brute force with pandas on the same bins: Kelley's corrected correlation ratio
     j = table.factors.index("payload.mass")
     codes, _ = bin_codes(x[:, j], default_num_bins(N))
