@@ -76,8 +76,8 @@ FEW_GIVEN = 1000
 HSIC) finds not significant reads "uncertain", not "no effect"."""
 SMALL_GIVEN = 0.05
 """A given-data index that is not significant reads "no effect" where its whole interval
-stays below this share of the outcome's variance (or the dummies' threshold, if higher),
-else "uncertain": with few episodes an interval can reach far past it."""
+stays below this share of the outcome's variance, else "uncertain": with few episodes an
+interval (and the dummies' reach) can be far wider."""
 Result = SobolResult | MorrisResult | GivenDataResult | KnnResult
 
 
@@ -165,8 +165,7 @@ class Study:
             if pd.isna(high):  # no interval (PAWN, HSIC): the episodes must be many
                 n = self.result.num_samples
                 return "no effect" if n >= FEW_GIVEN else f"uncertain: only {n} episodes"
-            limit = max(SMALL_GIVEN, getattr(self.result, "dummy_threshold", None) or 0.0)
-            return "uncertain" if high > limit else "no effect"
+            return "uncertain" if high > SMALL_GIVEN else "no effect"
         low, high = row.get("conf_low"), row.get("conf_high")
         if pd.isna(low) or pd.isna(high):
             return "no verdict: no interval"
