@@ -19,7 +19,6 @@ False
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import array_api_compat
@@ -62,18 +61,6 @@ def _describe(x: Any) -> str:
     return f"{type(x).__module__.split('.')[0]} {getattr(x, 'dtype', '?')} shape {shape}"
 
 
-class _TorchDtypes:
-    """Torch dtypes numpy has no dtype for (bfloat16), looked up once torch is imported:
-    ``x.dtype in _NO_NUMPY_DTYPES`` imports nothing."""
-
-    def __contains__(self, dtype: Any) -> bool:
-        torch = sys.modules.get("torch")
-        return torch is not None and dtype == torch.bfloat16
-
-
-_NO_NUMPY_DTYPES = _TorchDtypes()
-
-
 def to_host(x: Any, name: str = "array") -> np.ndarray:
     """``x`` as a numpy array on the host: numpy and CPU tensors without a copy; CUDA
     tensors, JAX and CuPy arrays copied (the one host transfer, made here on purpose)."""
@@ -85,9 +72,11 @@ def to_host(x: Any, name: str = "array") -> np.ndarray:
                 f"`{name}` is a tensor that requires grad ({_describe(x)}); varirec records "
                 f"values, not graphs: pass {name}.detach()"
             )
-        if x.dtype in _NO_NUMPY_DTYPES:
-            x = x.float()  # bfloat16 has no numpy dtype: float32 holds each value exactly
-        return x.numpy() if x.device.type == "cpu" else x.cpu().numpy()
+        x = x if x.device.type == "cpu" else x.cpu()
+        try:
+            return x.numpy()
+        except TypeError:  # bfloat16 has no numpy dtype: float32 holds each value exactly
+            return x.float().numpy()
     if array_api_compat.is_cupy_array(x):  # on a GPU: DLPack cannot bring it to numpy
         return x.get()
     if array_api_compat.is_jax_array(x) or (

@@ -141,10 +141,8 @@ class VariationDriver:
         device: Any = None,
         dtype: Any = None,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-            raise TypeError(
-                f"`seed` must be an int, got {seed!r} ({type(seed).__name__}); e.g. seed=0"
-            )
+        # The stream checks the seed (an int): first, before anything is made from it.
+        self._seed_stream = CounterStream(seed, RESET_SEED_STREAM)
         self.world = ArrayWorld(device, dtype)
         if tracker is None:
             if num_envs is None:
@@ -154,7 +152,7 @@ class VariationDriver:
         self._prefetched = PrefetchedReset(self)  # a GPU env's resets, waiting for nothing
         self.num_envs = tracker.num_envs
         self.env = env
-        self.seed = int(seed)
+        self.seed = self._seed_stream.seed
         if variations is None:
             variations = VariationSet()
         elif not isinstance(variations, VariationSet):
@@ -167,7 +165,6 @@ class VariationDriver:
             v.bind(tracker)
             v.seed(self.seed)
         self._timers = IntervalTimers(variations, tracker, self.seed)
-        self._seed_stream = CounterStream(self.seed, RESET_SEED_STREAM)
         self._built = False
         self._plans = PlanCache()
         self._counters = DrawCounters(list(variations.values()), self.num_envs)

@@ -46,13 +46,7 @@ from varirec.recording.driver import EpisodeSchedule, StudyDesign, VariationDriv
 from varirec.recording.episode_chunk import EpisodeChunk, part_rows
 from varirec.recording.episodes import EpisodeTracker
 from varirec.recording.term_set import TermHooks, build_terms, builtin_term_cfgs
-from varirec.recording.terms import (
-    OUTCOME_NAMES,
-    OutcomeTerm,
-    RecorderTerm,
-    RecorderTermCfg,
-    StepsTerm,
-)
+from varirec.recording.terms import OUTCOME_NAMES, OutcomeTerm, RecorderTerm, RecorderTermCfg
 from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
 from varirec.storage.shutdown import exit_held, hand_over, register, unregister
@@ -72,6 +66,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+_CLOSED_HOOKS = (
+    "record_step", "record_pre_reset", "record_post_reset", "record_post_step", "reset",
+    "draw_build", "draw_reset", "draw_interval",
+)  # fmt: skip
+"""The calls a closed manager refuses."""
 
 NullRecorderManager = VariationDriver
 """The zero-cost manager: tracks episodes and drives the variations, records nothing."""
@@ -272,20 +272,14 @@ class RecorderManager:
 
     def draw_build(self, env: Any = None, *, apply: bool = True) -> dict[str, np.ndarray]:
         """Draw (and record) the build-mode variations; see :meth:`VariationDriver.draw_build`."""
-        if self._closed:
-            self._refuse_closed("draw_build")
         return self.driver.draw_build(env, apply=apply)
 
     def draw_reset(self, env: Any, env_ids: Any) -> None:
         """Draw (and record) the reset-mode variations for ``env_ids``, applied to ``env``."""
-        if self._closed:
-            self._refuse_closed("draw_reset")
         self.driver.draw_reset(env, env_ids)
 
     def draw_interval(self, env: Any = None) -> None:
         """Draw (and record) the interval-mode variations that are due."""
-        if self._closed:
-            self._refuse_closed("draw_interval")
         self.driver.draw_interval(env)
 
     def episode_seeds(self, env_ids: Any) -> np.ndarray:
@@ -301,22 +295,18 @@ class RecorderManager:
     ) -> None:
         """One reset of ``env_ids``, recorded: see :meth:`VariationDriver.reset` (the
         finished episodes are recorded before the tracker reserves their next index)."""
-        if self._closed:
-            self._refuse_closed("reset")
         self.driver.reset(env, env_ids, reset_fn=reset_fn)
 
     # -- hooks -----------------------------------------------------------------------
     def record_step(self, **data: Any) -> None:
         """A step's per-env arrays (``reward``, ``terminated``, ``truncated``,
         ``success`` and anything a term records), before finished envs reset."""
-        if self._closed:
-            self._refuse_closed("record_step")
         driver = self.driver
         driver.settle()  # the last reset's rows, first
         if time.monotonic() >= self._handover_due:  # once per hook call, not per draw
             self._hand_over_buffers()
         if not data.keys() <= self._step_names:
-            self._check_step_names(data)
+            self._hooks.check_step_names(data)
         driver._tracker.advance_steps()
         for key, x in data.items():
             if type(x) is not np.ndarray:  # tensors are checked; DLPack arrays taken
@@ -324,41 +314,13 @@ class RecorderManager:
         for term in self._hooks("record_step"):
             term.record_step(data)
 
-    def _check_step_names(self, data: Mapping[str, Any]) -> None:
-        """Refuse names that no term reads (a typo would record a return of 0 and no
-        success), unless a term of yours reads ``record_step`` data."""
-        readers = self._hooks("record_step")
-        if any(type(t) not in (OutcomeTerm, StepsTerm) for t in readers):
-            return  # your term may read any name
-        known = set(OUTCOME_NAMES)
-        for t in readers:
-            known.update(getattr(t, "keys", ()))
-        unknown = sorted(set(data) - known)
-        if not unknown:
-            return
-        hints = [
-            f"{name!r} -> {close[0]!r}"
-            for name in unknown
-            if (close := difflib.get_close_matches(name, sorted(known), n=1))
-        ]
-        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
-        raise TypeError(
-            f"record_step got {unknown} that no term records{hint}; the outcome term takes "
-            f"{', '.join(OUTCOME_NAMES)}: to keep other per-step arrays, name them at "
-            "construction (step_keys=(...)) or read them in a term of your own"
-        )
-
     def record_pre_reset(self, env_ids: Any) -> None:
         """Record the finished episodes of ``env_ids`` (skipping never-started ones), then
         reserve their next episode index."""
-        if self._closed:
-            self._refuse_closed("record_pre_reset")
         self.driver.record_pre_reset(env_ids)
 
     def record_post_reset(self, env_ids: Any) -> None:
         """Start the reserved episodes of ``env_ids`` (after their reset draws)."""
-        if self._closed:
-            self._refuse_closed("record_post_reset")
         self.driver.record_post_reset(env_ids)
 
     # -- what the driver calls (DriverHooks) -----------------------------------------
@@ -398,8 +360,6 @@ class RecorderManager:
             term.record_post_reset(ids)
 
     def record_post_step(self) -> None:
-        if self._closed:
-            self._refuse_closed("record_post_step")
         for term in self._hooks("record_post_step"):
             term.record_post_step()
         if time.monotonic() >= self._handover_due:
@@ -436,14 +396,24 @@ class RecorderManager:
         if self.writer is not None:
             self.writer.flush()
 
-    def _refuse_closed(self, hook: str) -> None:
+    def _refuse_hooks(self) -> None:
+        """A closed manager's hooks raise (set as instance attributes at close: the open
+        path checks nothing): what they would record is lost."""
         run = getattr(getattr(self, "writer", None), "run_id", None)
         name = f"the run {run!r}" if run else "this recorder"
-        raise RecorderStateError(
-            f"`{hook}` was called after close(): {name} is closed and records nothing "
-            "more, so what this call would record is lost; make a new RecorderManager "
-            "(a new run) to record more"
-        )
+
+        def refuse(hook: str) -> Callable[..., None]:
+            def refused(*args: Any, **kwargs: Any) -> None:
+                raise RecorderStateError(
+                    f"`{hook}` was called after close(): {name} is closed and records nothing "
+                    "more, so what this call would record is lost; make a new RecorderManager "
+                    "(a new run) to record more"
+                )
+
+            return refused
+
+        for hook in _CLOSED_HOOKS:
+            setattr(self, hook, refuse(hook))
 
     def close(self, error: BaseException | None = None, *, closed_by: str = "close") -> None:
         """Flush every term and close the run (``error``: why the run ended early).
@@ -476,6 +446,7 @@ class RecorderManager:
                         first = first or exc
             finally:
                 self._closed = True
+                self._refuse_hooks()
                 unregister(self)
                 driver = getattr(self, "driver", None)
                 if driver is not None and driver.hooks is self:

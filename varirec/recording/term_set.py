@@ -12,12 +12,14 @@ error before anything is written.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
 
 from varirec.recording.terms import (
+    OUTCOME_NAMES,
     OutcomeTerm,
     RecorderTerm,
     RecorderTermCfg,
@@ -67,6 +69,29 @@ class TermHooks:
             self._by_hook = {h: [t for t in terms if _implements(t, h)] for h in _HOOKS}
             self._by_hook["batch"] = [t for t in terms if isinstance(t, VariationsTerm)]
         return self._by_hook
+
+    def check_step_names(self, data: Mapping[str, Any]) -> None:
+        """Refuse ``record_step`` names that no term reads (a typo would record a return
+        of 0 and no success), naming the one meant; any name goes where a term of the
+        user's reads step data."""
+        readers = self("record_step")
+        if any(type(t) not in (OutcomeTerm, StepsTerm) for t in readers):
+            return
+        known = set(OUTCOME_NAMES).union(*(t.keys for t in readers if type(t) is StepsTerm))
+        unknown = sorted(set(data) - known)
+        if not unknown:
+            return
+        hints = [
+            f"{name!r} -> {close[0]!r}"
+            for name in unknown
+            if (close := difflib.get_close_matches(name, sorted(known), n=1))
+        ]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise TypeError(
+            f"record_step got {unknown} that no term records{hint}; the outcome term takes "
+            f"{', '.join(OUTCOME_NAMES)}: to keep other per-step arrays, name them at "
+            "construction (step_keys=(...)) or read them in a term of your own"
+        )
 
 
 def builtin_term_cfgs(

@@ -272,8 +272,10 @@ class CounterStream:
     __slots__ = ("base", "key", "seed")
 
     def __init__(self, seed: int, key: str) -> None:
-        if not isinstance(seed, int | np.integer):
-            raise TypeError(f"`seed` must be an int, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise TypeError(
+                f"`seed` must be an int, got {seed!r} ({type(seed).__name__}); e.g. seed=0"
+            )
         self.seed = int(seed)
         self.key = key
         digest = hashlib.blake2b(f"{self.seed}\x1f{key}".encode(), digest_size=8).digest()
