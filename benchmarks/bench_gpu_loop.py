@@ -42,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +176,18 @@ def takes_tensors(device: torch.device) -> bool:
 
 
 def run_loop(
-    mode: str, env: TorchEnv, steps: int, warmup: int, tensors: bool, out: Path | None
+    mode: str,
+    env: TorchEnv,
+    steps: int,
+    warmup: int,
+    tensors: bool,
+    out: Path | None,
+    window: tuple[Callable[[], Any], Callable[[], Any]] | None = None,
 ) -> dict[str, float]:
     """One loop, per step: wall and main-thread CPU seconds, varirec's host seconds
-    (CPU time on a CPU device; wall time on CUDA, where a sync would show), resets."""
+    (CPU time on a CPU device; wall time on CUDA, where a sync would show), resets.
+    ``window``: two functions called as the timed steps begin and once they end (a
+    profiler's enable and disable)."""
     device = env.device
     clock = time.perf_counter if device.type == "cuda" else time.thread_time
     num_params = env.params.shape[1]
@@ -200,14 +209,16 @@ def run_loop(
     all_ids = torch.arange(env.num_envs, device=device)
     if m is not None:
         m.reset(env, host(all_ids))
-    inside = after = 0.0
+    inside = after = waited = 0.0
     resets = all_resets = 0
     gc.collect()
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
-            inside, after, resets = 0.0, 0.0, 0
+            inside, after, waited, resets = 0.0, 0.0, 0.0, 0
             t0, c0 = time.perf_counter(), time.thread_time()
+            if window is not None:
+                window[0]()
         reward, terminated, truncated = env.physics()
         if m is not None:
             s = clock()
@@ -218,8 +229,10 @@ def run_loop(
                 success=host(truncated),
             )
             inside += clock() - s
+        s = clock()
         ids = (terminated | truncated).nonzero().squeeze(-1)  # the one sync per step
-        synced = clock()  # from here to the next step's launch, the GPU waits for the host
+        synced = clock()
+        waited += synced - s  # from here to the next step's launch, the GPU waits for the host
         if len(ids) > 0:
             resets += len(ids)
             all_resets += len(ids)
@@ -242,12 +255,17 @@ def run_loop(
         after += clock() - synced
     _sync(device)
     wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    if window is not None:
+        window[1]()
     if isinstance(m, RecorderManager):
         m.close()  # after the clock: the writer thread's backlog is not the loop's time
         want = num_params * (env.num_envs + all_resets)
         if m.counts["draws"] != want:
             raise RuntimeError(f"recorded {m.counts['draws']} draw rows, expected {want}")
-    per_step = {"wall": wall, "cpu": cpu, "inside": inside, "after": after, "resets": resets}
+    per_step = {
+        "wall": wall, "cpu": cpu, "inside": inside, "after": after, "waited": waited,
+        "resets": resets,
+    }  # fmt: skip
     return {k: v / steps for k, v in per_step.items()}
 
 
@@ -283,6 +301,7 @@ def measure(
         "ms": {k: {m: med(m, k) * 1e3 for m in MODES} for k in ("wall", "cpu")},
         "us": {m: med(m, "inside") * 1e6 for m in MODES},
         "after_us": {m: med(m, "after") * 1e6 for m in MODES},
+        "waited_us": {m: med(m, "waited") * 1e6 for m in MODES},
         "pct": {k: {m: overhead(m, k) for m in MODES[1:]} for k in ("wall", "cpu")},
     }
 
@@ -323,6 +342,16 @@ def print_table(results: list[dict[str, Any]], header: str, cpu: bool) -> None:
         print(
             f"  {r['envs']:>6} envs: bare {a['bare']:.0f}, null {a['null']:.0f}, "
             f"recording {a['recording']:.0f}"
+        )
+    print(
+        "\nhost us/step waiting at the sync for the GPU (near 0: the GPU waits for the "
+        "host instead, and every us of host work lengthens the step):"
+    )
+    for r in results:
+        w = r["waited_us"]
+        print(
+            f"  {r['envs']:>6} envs: bare {w['bare']:.0f}, null {w['null']:.0f}, "
+            f"recording {w['recording']:.0f}"
         )
     print("\ngoals on an H100/H200: null <= +2 %, recording <= +5 % at every size")
     for r in results:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import functools
+import pstats
 import tempfile
 import time
 from collections import defaultdict
@@ -107,6 +109,35 @@ def breakdown(num_envs: int, steps: int, device: torch.device) -> dict[str, dict
     return out
 
 
+def profiled(num_envs: int, steps: int, device: torch.device, top: int) -> None:
+    """Print, for the null and the recording loop run under :mod:`cProfile`, the ``top``
+    functions by own host time per step (torch's calls among them: what each launch
+    costs where varirec makes it). cProfile adds ~1 us a Python call, so the own times
+    of small Python functions read high; the main thread's only."""
+    mat = 1024 if device.type == "cuda" else 128
+    reps, _ = loop._calibrate(num_envs, 20, mat, 2.0, device)
+    for mode in ("null", "recording"):
+        with tempfile.TemporaryDirectory() as tmp:
+            warm = loop.TorchEnv(num_envs, 20, reps, mat, device)
+            loop.run_loop(mode, warm, 30, 5, True, Path(tmp) / "warm")
+            env = loop.TorchEnv(num_envs, 20, reps, mat, device)
+            prof = cProfile.Profile()
+            window = (prof.enable, prof.disable)
+            stats = loop.run_loop(mode, env, steps, 5, True, Path(tmp) / "run", window)
+        print(
+            f"\n{num_envs} envs, {mode}, under cProfile: {stats['wall'] * 1e3:.3f} ms/step; "
+            f"own host time per step, by function"
+        )
+        rows = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+        ranked = sorted(rows.items(), key=lambda r: -r[1][2])[:top]
+        for (file, line, name), (_, calls, own, cum, _) in ranked:
+            where = f"{Path(file).name}:{line} {name}" if line else name
+            print(
+                f"  {own / steps * 1e6:8.1f} us own {cum / steps * 1e6:8.1f} us cum "
+                f"{calls / steps:6.2f}/step  {where[:90]}"
+            )
+
+
 def single_calls(device: torch.device) -> dict[str, float]:
     """Host microseconds of single torch calls on ``device`` (after a warm-up)."""
     x = torch.zeros(1000, device=device)
@@ -145,10 +176,18 @@ def main() -> None:
     parser.add_argument("--envs", type=int, nargs="+", default=[4096, 65536])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per loop")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="TOP",
+        help="instead: each loop under cProfile, its TOP functions by own time",
+    )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cpu":
         torch.set_num_threads(1)
+    if args.profile:
+        for n in args.envs:
+            profiled(n, args.steps, device, args.profile)
+        return
     for n in args.envs:
         for mode, result in breakdown(n, args.steps, device).items():
             s = result["loop"]

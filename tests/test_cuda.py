@@ -118,6 +118,53 @@ def test_prefetched_cuda_resets_record_and_apply_what_numpy_does(tmp_path, monke
             assert np.array_equal(v_h.astype(np.float32), v_c), key
 
 
+def test_prefetched_resets_of_every_size_send_through_the_kept_buffer_only_once_it_is_free(
+    tmp_path, monkeypatch
+):
+    """The refills send the next values through a pinned buffer kept between settles (made
+    larger for a larger reset) where its last copy has run, and through a new one where
+    the device is still busy with it: every value applied and recorded is numpy's."""
+    from varirec.recording.prefetched_reset import PrefetchedReset
+
+    kept, pinned = [], PrefetchedReset._pinned
+    monkeypatch.setattr(PrefetchedReset, "_pinned", lambda self, name, *a: (
+        kept.append(name), pinned(self, name, *a))[1])  # fmt: skip
+    n, cfgs = 512, {k: CFGS[k] for k in ("uniform", "normal")}
+    sizes = [1, 3, 70, 2, 300, 5, 130, 9, 400, 4] * 3
+    runs, applied = [], [{}, {}]
+    for device, seen in zip((None, CUDA), applied, strict=True):
+        arrays = np.asarray if device is None else (lambda a: torch.as_tensor(a, device=CUDA))
+        variations = [
+            vr.Variation(k, vr.VariationCfg(sampler=c),
+                         lambda env, ids, v, k=k, seen=seen: seen.setdefault(k, []).append(
+                             (_host(ids).copy(), _host(v).copy())))
+            for k, c in cfgs.items()
+        ]  # fmt: skip
+        m = vr.RecorderManager(n, variations=variations, output=tmp_path / str(device), seed=1,
+                               run_id="r", device=device)  # fmt: skip
+        m.reset(None, arrays(np.arange(n)))
+        rng = np.random.default_rng(0)
+        for step, k in enumerate(sizes):
+            if device is not None:  # after two sleeps the last refill's send still waits
+                torch.cuda._sleep(50_000_000) if step % 3 else torch.cuda.synchronize()
+            done = np.zeros(n, bool)
+            done[rng.choice(n, k, replace=False)] = True
+            m.record_step(reward=arrays(rng.random(n)), terminated=arrays(done))
+            m.reset(None, arrays(np.flatnonzero(done)))
+            m.record_post_step()
+        m.close()
+        ds = vr.open_dataset(tmp_path / str(device))
+        runs.append((ds.episodes().to_pandas(), ds.draws().to_pandas()))
+    assert_same_tables(*runs, min_rows=100)
+    for key in cfgs:
+        assert len(applied[0][key]) == len(applied[1][key]) == len(sizes) + 1, key
+        for (ids_h, v_h), (ids_c, v_c) in zip(applied[0][key], applied[1][key], strict=True):
+            assert np.array_equal(ids_h, ids_c) and np.array_equal(v_h.astype(np.float32), v_c)
+    sends = kept.count("values")
+    assert 5 <= sends <= len(sizes) - 5, kept  # the kept buffer, and new ones while busy
+    assert kept.count("ids") == len(sizes), kept  # every settle, the close's too
+
+
 def _syncs(call) -> list[str]:
     """The synchronizing CUDA operations ``call`` made on this thread (torch's sync debug
     mode warns at each; the writer thread's waits are its own and not counted)."""
@@ -138,7 +185,6 @@ def _syncs(call) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("recording", [False, True])
 def _twenty_uniforms(tmp_path, recording: bool, n: int):
     """A null or recording manager of ``n`` CUDA envs x 20 uniforms, after its first reset."""
     mass = [vr.Variation(f"p{j}", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
@@ -150,6 +196,7 @@ def _twenty_uniforms(tmp_path, recording: bool, n: int):
     return m
 
 
+@pytest.mark.parametrize("recording", [False, True])
 def test_step_and_reset_add_no_host_sync_beyond_the_reset_ids_copy(tmp_path, recording):
     n = 4096
     m = _twenty_uniforms(tmp_path, recording, n)

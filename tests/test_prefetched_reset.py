@@ -391,7 +391,7 @@ def test_the_settle_sends_the_device_only_the_next_values(tmp_path, gpu, monkeyp
     monkeypatch.setattr(arrays, "device_async", spy)
     monkeypatch.setattr(prefetched_reset, "device_async", spy)
     finished = m.tracker.episodes_finished  # reading the tracker settles the reset
-    assert gpu[0] == before + 1 and sends == ["_refill"], sends
+    assert gpu[0] == before + 1 and sends == ["_sent"], sends  # the refill's
     m.close()
     episodes = _tables(tmp_path / "d")[0]
     assert finished == len(episodes) and episodes["env_id"].isin([2, 5, 6]).sum() >= 3

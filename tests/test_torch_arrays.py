@@ -338,7 +338,7 @@ def test_the_device_branches_run_on_cpu_torch_record_what_numpy_records(
         # (the values, at the reset's device ids) for the envs of each prefetched reset,
         # which sends nothing.
         assert 0 < sent.count("build") < taken.count("compiled"), sent
-        assert sent.count("_refill") == prefetched[0], sent
+        assert sent.count("_sent") == prefetched[0], sent  # the refills
         assert sent.count("values") + sent.count("send") == taken.count("compiled"), sent
     else:
         want = {"device_draw": {"torch"}, "host_draw": {"numpy"}, "compiled": {"compiled"}}

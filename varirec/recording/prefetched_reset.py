@@ -141,8 +141,8 @@ class PrefetchedReset:
     """
 
     __slots__ = (
-        "_events", "_side", "device", "driver", "episode", "host", "pending", "plan", "seq",
-        "wanted", "written",
+        "_events", "_pins", "_side", "device", "driver", "episode", "host", "pending", "plan",
+        "seq", "wanted", "written",
     )  # fmt: skip
 
     def __init__(self, driver: Any) -> None:
@@ -155,8 +155,9 @@ class PrefetchedReset:
         self.wanted = False  # the last reset could have been prefetched, had the tables been
         self.seq = -1  # the tracker's seq the tables are current with (see _applies)
         self.written: tuple[Any, Any] | None = None  # (stream, event) of the last table write
-        self._events: list[Any] = []  # CUDA events: the gather, the tables' write, the ids' copy
+        self._events: list[Any] = []  # CUDA events: the gather, the tables' write, a send
         self._side: Any = None  # the CUDA stream that copies the ids to the host
+        self._pins: dict[str, Any] = {}  # pinned host buffers, kept (see _pinned)
 
     def _applies(self, env_ids: Any) -> tuple[Any, ...] | None:
         """The compiled reset's plan where this reset can be prefetched, else None
@@ -326,17 +327,26 @@ class PrefetchedReset:
         if p.stream is None:  # the CPU (a test runs the GPU code there): nothing queued
             return np.array(p.rows.numpy())
         torch = arrays._torch()
+        cuda = torch.cuda
         side = self._side
         if side is None:  # high priority: not one of the streams the env may take
-            side = self._side = torch.cuda.Stream(p.rows.device, priority=-1)
+            side = self._side = cuda.Stream(p.rows.device, priority=-1)
         side.wait_event(self._event(0))  # recorded after the gather, not since
-        host = torch.empty(p.rows.shape, dtype=torch.int64, pin_memory=True)
-        with torch.cuda.stream(side):
-            host.copy_(p.rows, non_blocking=True)
-        done = self._event(2)
-        done.record(side)
-        done.synchronize()
-        return np.array(host.numpy())  # the pinned buffer goes back to torch's cache
+        host = self._pinned("ids", p.rows.shape[0], (), torch.int64)
+        if cuda.current_device() == side.device_index:
+            # What torch.cuda.stream(side) does, without its four current_stream calls
+            # (~10 us each on an H100 machine's host): the copy is the one launch there.
+            back = current_stream(p.rows.device)
+            cuda.set_stream(side)
+            try:
+                host.copy_(p.rows, non_blocking=True)
+            finally:
+                cuda.set_stream(back)
+        else:  # the env's device is not the current one: the context restores both
+            with cuda.stream(side):
+                host.copy_(p.rows, non_blocking=True)
+        side.synchronize()  # the side stream holds this copy and its wait only
+        return np.array(host.numpy())  # a copy: the buffer serves the next settle
 
     def _refill(self, ids: np.ndarray, rows: Any, plan: Any) -> None:
         """The next episode's values of ``ids`` (``rows``: the same ids on the device) into
@@ -347,15 +357,44 @@ class PrefetchedReset:
             t = self.driver._tracker
             episode = t.episode[ids] + 1
             _, values = plan.draw_columns(ids, episode, None, np)
-            world = self.driver.world
             # In inference mode too: a normal tensor may be written in place there.
-            self.device.index_copy_(0, rows, device_async(values, world.device, world.host_float()))
+            self.device.index_copy_(0, rows, self._sent(values))
             self._wrote()
             self.host[ids] = values
             self.episode[ids] = episode
         except BaseException:
             self.plan = None
             raise
+
+    def _sent(self, values: np.ndarray) -> Any:
+        """``values`` on the env's device in the table's dtype, without a wait (as
+        :func:`~varirec.arrays.device_async` sends them): on CUDA through a pinned
+        buffer kept for the refills once its last copy has run (event 2), else a new
+        one. In a loop the step leaves the host's caches cold, and a new pinned buffer
+        from torch's cache then took ~19 us, the kept one's reuse nothing."""
+        world = self.driver.world
+        dev = world.device
+        done = self._event(2) if dev.type == "cuda" else None
+        if done is None or not done.query():
+            return device_async(values, dev, world.host_float())
+        stage = self._pinned("values", len(values), values.shape[1:], self.device.dtype)
+        stage.numpy()[...] = values  # the cast as numpy rounds, as device_async's
+        sent = stage.to(dev, non_blocking=True)
+        done.record(current_stream(dev))
+        return sent
+
+    def _pinned(self, name: str, rows: int, tail: tuple[int, ...], dtype: Any) -> Any:
+        """The first ``rows`` rows of pinned host buffer ``name`` (``(capacity, *tail)``
+        of ``dtype``), made again larger where it is short: a power of two of rows, at
+        least 64. The caller sees to it that no copy reads it still."""
+        buf = self._pins.get(name)
+        if buf is None or buf.shape[0] < rows or buf.shape[1:] != tail or buf.dtype != dtype:
+            torch = arrays._torch()
+            capacity = 1 << max(rows - 1, 63).bit_length()
+            with torch.inference_mode(False):  # written outside a rollout's inference mode too
+                buf = torch.empty((capacity, *tail), dtype=dtype, pin_memory=True)
+            self._pins[name] = buf
+        return buf[:rows]
 
     def _wrote(self) -> None:
         """Where the tables were last written on a CUDA device: its stream and an event."""
@@ -368,8 +407,9 @@ class PrefetchedReset:
 
     def _event(self, which: int) -> Any:
         """CUDA event ``which`` (0: a reset's gather, 1: the tables' last write, 2: the
-        ids' copy), made once and recorded again: a reset is settled before the next
-        one records, so none is waited on after it is recorded again."""
+        last send from the kept pinned buffer), made once and recorded again: a reset
+        is settled before the next one records, and the buffer is written only once
+        event 2 passed, so none is waited on after it is recorded again."""
         if not self._events:
             cuda = arrays._torch().cuda
             self._events = [cuda.Event(), cuda.Event(), cuda.Event()]
