@@ -371,7 +371,10 @@ class PrefetchedReset:
         :func:`~varirec.arrays.device_async` sends them): on CUDA through a pinned
         buffer kept for the refills once its last copy has run (event 2), else a new
         one. In a loop the step leaves the host's caches cold, and a new pinned buffer
-        from torch's cache then took ~19 us, the kept one's reuse nothing."""
+        from torch's cache then took ~19 us, the kept one's reuse nothing. The last
+        copy precedes the next reset's gather (on its stream, or through the tables'
+        write event), which the settle before this waited for: the kept buffer is free
+        here unless the tables were made again on another stream since."""
         world = self.driver.world
         dev = world.device
         done = self._event(2) if dev.type == "cuda" else None
