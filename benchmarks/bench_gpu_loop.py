@@ -20,7 +20,8 @@ overhead is the median over repeats of ``mode / bare - 1`` of the same repeat, w
 spread. ``varirec us/step`` is host time spent inside varirec's calls (and the glue
 they need), timed around them. Below the table, each mode's host time from the sync to
 the next step's launch (the reset, the env's own and varirec's): on a GPU, what it
-waits for; varirec's other calls overlap the step already queued.
+waits for; varirec's other calls overlap the step already queued. Then the host's wait
+at the sync: where it nears 0 the host, not the GPU, sets the step's time.
 
 Goals on an H100/H200: null <= 2 %, recording <= 5 % at every size. On the CPU the
 device *is* the host, so every microsecond varirec spends is on the critical path.
