@@ -482,6 +482,35 @@ def test_wrapper_argument_errors(tmp_path) -> None:
         make_env("CartPole-v1", builder)
 
 
+def test_a_second_open_wrapper_on_one_manager_is_refused_and_a_closed_one_frees_it(tmp_path):
+    """One manager serves one open wrapper: two sharing it would count each other's steps
+    (episode lengths 5-6 recorded for episodes of 3) and fire each other's timers."""
+    manager = vr.RecorderManager(2, variations=cartpole_variations(), output=tmp_path)
+    first = VariationWrapper(gym.make("CartPole-v1"), manager=manager)
+
+    def episode(env: VariationWrapper, seed: int) -> int:
+        env.reset(seed=seed)
+        steps, done = 0, False
+        while not done:  # pushing left: CartPole falls within a dozen steps
+            _, _, terminated, truncated, _ = env.step(0)
+            steps, done = steps + 1, terminated or truncated
+        return steps
+
+    lengths = [episode(first, 0)]
+    first.reset(seed=1)
+    with pytest.raises(ValueError, match="already records the open VariationWrapper of env_id=0"):
+        VariationWrapper(gym.make("CartPole-v1"), manager=manager, env_id=1)
+    assert manager.tracker.started.tolist() == [True, False]  # nothing of env 1 began
+    first.close()  # the manager stays open (not the wrapper's): a new wrapper may take it
+    second = VariationWrapper(gym.make("CartPole-v1"), manager=manager, env_id=1)
+    lengths.append(episode(second, 2))
+    second.close()
+    manager.close()
+    episodes = vr.open_dataset(tmp_path).episodes().to_pandas().sort_values("env_id")
+    assert episodes["env_id"].tolist() == [0, 1]
+    assert episodes["length"].tolist() == lengths
+
+
 def test_import_error_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "gymnasium", None)
     monkeypatch.delitem(sys.modules, "varirec.integrations.gym")

@@ -26,6 +26,7 @@ imports this module.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, SupportsFloat
 
@@ -129,7 +130,11 @@ class VariationWrapper(gym.Wrapper):
     autoreset step counts into no episode); otherwise due interval-mode variations draw.
 
     The manager's tracker holds ``env_id + 1`` slots and this env uses slot ``env_id``,
-    so every row and every reproducible draw is keyed by ``env_id``.
+    so every row and every reproducible draw is keyed by ``env_id``. A manager serves
+    one open wrapper: its step clock and interval timers run for every env it tracks,
+    so a second wrapper on it is refused (:func:`make_vector_env` gives each sub-env a
+    manager of its own, in one run). Put a ``TimeLimit`` inside this wrapper (as
+    ``gym.make`` does): one outside truncates episodes this wrapper never sees end.
 
     This wrapper does not record its constructor arguments (``RecordConstructorArgs``):
     Gymnasium deep-copies them into ``env.spec``, which would copy the live recorder.
@@ -234,6 +239,17 @@ class VariationWrapper(gym.Wrapper):
                 f"the manager tracks {manager.num_envs} env(s), so it has no slot for "
                 f"env_id={self.env_id}; make it with num_envs >= {self.env_id + 1}"
             )
+        holder = _WRAPPERS.get(manager)
+        other = None if holder is None else holder()
+        if other is not None and other is not self:
+            raise ValueError(
+                f"this manager already records the open VariationWrapper of env_id="
+                f"{other.env_id}: a manager serves one wrapper (a step of either would "
+                "count a step and run the interval timers of both envs); give each env a "
+                "manager of its own, e.g. make_vector_env(...) for several envs in one "
+                "run, or close the other wrapper first"
+            )
+        _WRAPPERS[manager] = weakref.ref(self)
         n = manager.num_envs
         self._reward = np.zeros(n)
         self._terminated = np.zeros(n, dtype=bool)
@@ -316,8 +332,20 @@ class VariationWrapper(gym.Wrapper):
         try:
             super().close()
         finally:
-            if self.close_manager and self._manager is not None:
-                self._manager.close()
+            m = self._manager
+            if m is not None:
+                holder = _WRAPPERS.get(m)
+                if holder is not None and holder() is self:
+                    del _WRAPPERS[m]  # another wrapper may use the manager now
+                if self.close_manager:
+                    m.close()
+
+
+_WRAPPERS: weakref.WeakKeyDictionary[Any, weakref.ref[VariationWrapper]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Each manager in use and the open wrapper that records with it (see
+:meth:`VariationWrapper._use`)."""
 
 
 def _call_env_fn(env_fn: str | Callable[[dict[str, np.ndarray]], gym.Env], values: dict) -> Any:
