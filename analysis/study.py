@@ -78,6 +78,13 @@ SMALL_GIVEN = 0.05
 """A given-data index that is not significant reads "no effect" where its whole interval
 stays below this share of the outcome's variance, else "uncertain": with few episodes an
 interval (and the dummies' reach) can be far wider."""
+FEW_EVENTS = 30
+"""Below this many episodes on the rarer side of a 0/1 outcome (successes, or failures),
+a given-data factor found not significant reads "uncertain", not "no effect": 4
+successes in 5,000 episodes cannot show that a factor decides every one of them."""
+RESAMPLED = ("binning", "rbd_fast", "delta", "knn")
+"""Given-data methods whose indices get intervals (bootstrap resamples; kNN's
+linearized errors): where one has none, its resamples gave none (too few events)."""
 Result = SobolResult | MorrisResult | GivenDataResult | KnnResult
 
 
@@ -97,6 +104,8 @@ class Study:
         category_effects: for given-data studies with categorical factors, the
             outcome's mean per label with its interval
             (:func:`~varirec.analysis.estimators.categories.category_effects`).
+        rarer: for a given-data study of a 0/1 outcome, ``(count, value)`` of its rarer
+            value among the episodes analysed (see :data:`FEW_EVENTS`).
     """
 
     dataset: str
@@ -108,6 +117,7 @@ class Study:
     design: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     category_effects: pd.DataFrame | None = None
+    rarer: tuple[int, float] | None = None
 
     def to_frame(self) -> pd.DataFrame:
         """The tidy result: factor, index, estimate, conf_low, conf_high (and more)."""
@@ -160,8 +170,17 @@ class Study:
             if self.result.significant[j]:
                 return "effect"
             # Not significant: "no effect" only where the whole interval is small; a wide
-            # one (few episodes) leaves it open.
+            # one (few episodes, or few on one side of a 0/1 outcome) leaves it open.
+            if self.rarer is not None and self.rarer[0] < FEW_EVENTS:
+                k, value = self.rarer
+                return f"uncertain: only {k} episode(s) with {self.outcome} = {value:g}"
             high = row.get("conf_high")
+            if (
+                pd.isna(high)
+                and self.method in RESAMPLED
+                and (self.method == "knn" or getattr(self.result, "num_resamples", 0))
+            ):
+                return "uncertain: its resamples gave no interval"
             if pd.isna(high):  # no interval (PAWN, HSIC): the episodes must be many
                 n = self.result.num_samples
                 return "no effect" if n >= FEW_GIVEN else f"uncertain: only {n} episodes"
@@ -274,6 +293,7 @@ def analyze(
             "pass method='knn', or for a Sobol design pass groups to sobol_design(...)"
         )
     categories = None
+    rarer: tuple[int, float] | None = None  # given-data 0/1 outcomes only
     if method in DESIGN_METHODS:
         if design_id is None:
             raise DesignError(
@@ -381,6 +401,7 @@ def analyze(
         else:
             result = given_data_indices(x, y[valid], method=method, factor_names=factors, **options)
         num_episodes = int(valid.sum())
+        rarer = _rarer_value(y[valid])
         labels = [f for f in factors if f in table.categorical]
         if labels:
             categories = category_effects(labelled, y[valid], factors=labels, conf_level=conf_level)
@@ -397,4 +418,14 @@ def analyze(
         design=design,
         notes=notes,
         category_effects=categories,
+        rarer=rarer,
     )
+
+
+def _rarer_value(y: np.ndarray) -> tuple[int, float] | None:
+    """``(count, value)`` of the rarer value of a 0/1 outcome ``y``; None for another."""
+    ones = int(np.count_nonzero(y == 1.0))
+    zeros = int(np.count_nonzero(y == 0.0))
+    if ones + zeros != len(y):
+        return None
+    return (ones, 1.0) if ones <= zeros else (zeros, 0.0)

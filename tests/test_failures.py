@@ -125,15 +125,35 @@ def test_a_threshold_that_is_no_finite_number_is_refused(logistic, threshold, er
         failures_from_frame(frame, "score", factors=["x0", "x1"], threshold=threshold)
 
 
-def test_a_threshold_past_every_outcome_gives_no_region_with_the_full_columns(logistic):
+def test_a_threshold_past_every_outcome_or_one_sided_outcome_is_refused_naming_the_fix(logistic):
+    """Every episode a failure (or a success) leaves nothing to tell apart: refused before
+    any region is searched, with the outcome's range, as a constant outcome is by analyze."""
     frame = logistic.assign(score=logistic["x0"] + logistic["x1"])
-    fa = failures_from_frame(frame, "score", factors=["x0", "x1"], threshold=1e9, seed=0)
-    assert fa.success_rate == 0.0 and fa.rule.leaves.empty
-    assert list(fa.rule.leaves.columns) == [
-        "leaf", "conditions", "search_episodes", "search_rate", "episodes", "rate", "conf_low",
-        "conf_high",
-    ]  # fmt: skip
-    assert fa.rule.leaves[["conditions", "conf_low", "conf_high"]].empty  # the CLI's columns
+    low, high = frame["score"].min(), frame["score"].max()
+    with pytest.raises(ValueError, match=r"threshold=1e\+09 every one of the 8000 episodes is a "
+                                         r"failure: 'score' ranges over \[") as err:  # fmt: skip
+        failures_from_frame(frame, "score", factors=["x0", "x1"], threshold=1e9, seed=0)
+    assert f"{low:.4g}, {high:.4g}]" in str(err.value) and "its median" in str(err.value)
+    with pytest.raises(ValueError, match=r"is a success: 'success' ranges .*leave the threshold"):
+        failures_from_frame(frame, "success", factors=["x0", "x1"], threshold=-1, seed=0)
+    with pytest.raises(ValueError, match=r"of the 8000 episodes is a failure \('success'\)"):
+        failures_from_frame(frame.assign(success=False), "success", factors=["x0"], seed=0)
+
+
+def test_a_factor_separates_failures_only_after_adjusting_for_every_factor_tested() -> None:
+    """Eight inert factors and a coin-flip success: one factor's raw KS p-value is 0.0135,
+    which alone would be claimed; adjusted over the eight (Benjamini-Hochberg, computed
+    here by hand) it is not, and the summary claims no factor."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(rng.uniform(size=(600, 8)), columns=[f"x{i}" for i in range(8)])
+    frame["success"] = rng.uniform(size=600) < 0.5
+    fa = failures_from_frame(frame, "success", seed=0, num_resamples=0)
+    p = fa.regional["p_value"].to_numpy()
+    order = np.argsort(p)
+    by_hand = np.minimum.accumulate((p[order] * 8 / np.arange(1, 9))[::-1])[::-1]
+    np.testing.assert_allclose(fa.regional["p_adjusted"].to_numpy()[order], np.minimum(by_hand, 1))
+    assert p.min() < 0.05 < fa.regional["p_adjusted"].min()
+    assert "No factor separates failures from successes" in fa.summary()
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +193,10 @@ def test_cli_failures_and_analyze_failures_agree(reach, tmp_path, capsys) -> Non
     assert 'id="failures"' in text and "success falls from" in text
     assert main(["failures", str(reach.dataset.path), "--outcome", "return"]) == 2
     assert "must be 0/1" in capsys.readouterr().err
-    # a threshold past every return: every episode fails, no region (a table, no crash)
+    # a threshold past every return: every episode fails, refused with the return's range
     assert main(["failures", str(reach.dataset.path), "--outcome", "return",
-                 "--threshold", "1e9"]) == 0  # fmt: skip
-    assert "success rate 0.0%" in (text := capsys.readouterr().out) and "(none)" in text
+                 "--threshold", "1e9"]) == 2  # fmt: skip
+    assert "every one of the" in (err := capsys.readouterr().err) and "its median" in err
     assert main(["failures", str(reach.dataset.path), "--threshold", "nan"]) == 2
     assert "finite number, got nan" in capsys.readouterr().err
     # analyze --failures goes through Study.failures(): the same analysis, the same seed

@@ -154,6 +154,27 @@ def test_a_given_data_factor_below_the_dummies_with_a_wide_interval_is_uncertain
         assert x1["conf_high"] > 0.1 and x1["verdict"] == "uncertain"
 
 
+@pytest.mark.parametrize("method", ["rbd_fast", "binning", "knn"])
+def test_a_rare_success_leaves_every_verdict_open(tmp_path, method) -> None:
+    """success = x1 > 0.998: x1 decides every episode (S1 = ST = 1), but a handful of
+    successes in 4000 episodes cannot show it; no factor may read "no effect" (RBD-FAST's
+    resamples then had no success and gave no interval, which read "no effect")."""
+    variations, env = _variations(), Linear(100)
+    m = RecorderManager(100, variations=variations, output=tmp_path, seed=0)
+    m.reset(env, None)
+    for _ in range(40):
+        success = env.x[:, 0] > 0.998
+        m.record_step(reward=success * 1.0, terminated=np.ones(100, bool), success=success)
+        m.reset(env, np.arange(100))
+    m.close()
+    study = analyze(tmp_path, outcome="success", method=method, num_resamples=100, seed=0)
+    k, value = study.rarer
+    assert value == 1.0 and 0 < k < 30
+    verdicts = study.ranking().set_index("factor")["verdict"]
+    assert "no effect" not in set(verdicts), verdicts
+    assert verdicts["x3"] == f"uncertain: only {k} episode(s) with success = 1"
+
+
 def test_a_sobol_study_of_a_few_base_samples_gives_a_note_and_no_verdict(tmp_path) -> None:
     design = sobol_design(_variations(), 4, seed=0)
     _run(tmp_path, design, num_envs=8)

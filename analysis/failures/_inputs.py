@@ -65,17 +65,39 @@ class Factors:
 
 
 def binary_outcome(y: NDArray[np.float64], name: str, threshold: float | None) -> NDArray[np.bool_]:
-    """Success as booleans: the outcome itself when it is 0/1, else ``y >= threshold``."""
+    """Success as booleans: the outcome itself when it is 0/1, else ``y >= threshold``;
+    refused where every episode is a success or every one a failure (nothing to tell
+    apart: a threshold outside the outcome's range does this)."""
     if threshold is not None:
-        return y >= threshold
-    values = np.unique(y)
-    if not np.isin(values, (0.0, 1.0)).all():
-        raise ValueError(
-            f"outcome {name!r} must be 0/1 (success) for a failure analysis, got values such "
-            f"as {values[~np.isin(values, (0.0, 1.0))][:3].tolist()}; pick the success outcome "
-            "or give `threshold` (success = outcome >= threshold)"
+        success = y >= threshold
+    else:
+        values = np.unique(y)
+        if not np.isin(values, (0.0, 1.0)).all():
+            raise ValueError(
+                f"outcome {name!r} must be 0/1 (success) for a failure analysis, got values "
+                f"such as {values[~np.isin(values, (0.0, 1.0))][:3].tolist()}; pick the success "
+                "outcome or give `threshold` (success = outcome >= threshold)"
+            )
+        success = y == 1.0
+    if len(y) and (success.all() or not success.any()):
+        what = "a success" if success.all() else "a failure"
+        if threshold is None:
+            raise ValueError(
+                f"every one of the {len(y)} episodes is {what} ({name!r}): a failure analysis "
+                "needs failures and successes; record more episodes, or analyse another outcome "
+                "with a threshold"
+            )
+        fix = (
+            "leave the threshold out: it is already 0/1"
+            if np.isin(y, (0.0, 1.0)).all()
+            else f"give a threshold inside it, e.g. its median {np.median(y):.4g} "
+            "(success = outcome >= threshold)"
         )
-    return y == 1.0
+        raise ValueError(
+            f"with threshold={threshold:g} every one of the {len(y)} episodes is {what}: "
+            f"{name!r} ranges over [{np.min(y):.4g}, {np.max(y):.4g}]; {fix}"
+        )
+    return success
 
 
 def check_threshold(threshold: Any) -> float | None:

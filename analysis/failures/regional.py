@@ -27,9 +27,12 @@ __all__ = ["pair_interactions", "regional_sensitivity", "success_map"]
 def regional_sensitivity(factors: Factors, success: NDArray[np.bool_]) -> pd.DataFrame:
     """Failures vs successes per factor, strongest separation first.
 
-    Columns: ``factor, test, statistic, p_value, median_failed, median_succeeded,
-    failed, succeeded``. ``statistic`` is the KS distance (0 to 1); for a category it is
-    Cramér's V of the label counts (0 to 1) and the medians are the modal labels.
+    Columns: ``factor, test, statistic, p_value, p_adjusted, median_failed,
+    median_succeeded, failed, succeeded``. ``statistic`` is the KS distance (0 to 1); for
+    a category it is Cramér's V of the label counts (0 to 1) and the medians are the
+    modal labels. ``p_adjusted`` is ``p_value`` adjusted for testing every factor
+    (Benjamini-Hochberg, :func:`scipy.stats.false_discovery_control`): with 8 factors
+    that do nothing, a raw ``p_value`` under 0.05 turns up in a third of the analyses.
 
     >>> x = np.linspace(0, 1, 200)[:, None]
     >>> r = regional_sensitivity(Factors(["x"], x, {}), x[:, 0] < 0.3)
@@ -65,6 +68,11 @@ def regional_sensitivity(factors: Factors, success: NDArray[np.bool_]) -> pd.Dat
     frame = pd.DataFrame(rows, columns=["factor", "test", "statistic", "p_value",
                                         "median_failed", "median_succeeded", "failed",
                                         "succeeded"])  # fmt: skip
+    tested = frame["p_value"].notna()
+    adjusted = np.full(len(frame), np.nan)
+    if tested.any():
+        adjusted[tested.to_numpy()] = stats.false_discovery_control(frame["p_value"][tested])
+    frame.insert(4, "p_adjusted", adjusted)
     return frame.sort_values("statistic", ascending=False, na_position="last").reset_index(
         drop=True
     )

@@ -88,7 +88,7 @@ class FailureAnalysis:
             f"{self.num_episodes} episodes, success rate {self.success_rate:.1%} ({self.outcome}).",
             f"Failure region: {self.rule.sentence()}.",
         ]
-        strong = self.regional[self.regional["p_value"] < 1 - self.conf_level].head(3)
+        strong = self.regional[self.regional["p_adjusted"] < 1 - self.conf_level].head(3)
         if len(strong):
             parts = [f"{r.factor} ({r.test} {r.statistic:.2f})" for r in strong.itertuples()]
             lines.append("Failures differ most from successes in " + ", ".join(parts) + ".")

@@ -40,7 +40,7 @@ def _cmd_failures(args: argparse.Namespace) -> int:
                                            "conf_high"]))  # fmt: skip
         print()
         print("Failures vs successes:")
-        print(_frame_text(fa.regional, ["factor", "test", "statistic", "p_value"]))
+        print(_frame_text(fa.regional, ["factor", "test", "statistic", "p_value", "p_adjusted"]))
     if args.report:
         path = write_report([], args.report, title="varirec: where it fails",
                             dataset=open_dataset(args.dataset), failures=fa)  # fmt: skip
