@@ -104,7 +104,7 @@ def _refuse_constant(y: NDArray[np.float64]) -> None:
 def _outcome_notes(y: NDArray[np.float64]) -> list[str]:
     if np.unique(y).size == 2:
         return [
-            "binary outcome: episode noise caps what factors can explain; first-order "
-            "indices are small, read them beside noise_share."
+            "binary outcome: episode noise caps what factors can explain, so a factor that "
+            "matters may still get a small first-order index; read them beside noise_share."
         ]
     return []
