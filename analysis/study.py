@@ -217,7 +217,9 @@ class Study:
     def failures(self, **options: Any) -> FailureAnalysis:
         """Where the outcome fails, on the same runs
         (:func:`~varirec.analysis.failures.failures`; ``options`` go there, e.g.
-        ``threshold=`` for a non-0/1 outcome)."""
+        ``threshold=`` for a non-0/1 outcome). The runs were vetted (or pooled on
+        purpose) by :func:`analyze`: they are not refused again as duplicates."""
+        options.setdefault("allow_duplicate_runs", True)
         return failures(self.dataset, runs=self.runs, outcome=self.outcome, **options)
 
 

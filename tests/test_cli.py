@@ -60,6 +60,18 @@ def test_version_and_help_as_installed_script() -> None:
         assert command in out.stdout
 
 
+def test_a_reader_that_leaves_early_gets_no_error_message(dataset) -> None:
+    """`varirec inspect ... | head -1`: the pipe closes before the output is written; no
+    "cannot use 'a file': broken pipe" error, no traceback, the shell's SIGPIPE status."""
+    script = Path(sys.executable).with_name("varirec")
+    with subprocess.Popen([str(script), "inspect", str(dataset), "--json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:  # fmt: skip
+        proc.stdout.close()  # before the CLI has imported anything: its first write fails
+        err = proc.stderr.read().decode()
+        code = proc.wait()
+    assert code == 141 and err == "", err
+
+
 def test_analyze_table_ranks_the_real_factor_first(dataset, capsys) -> None:
     assert main(["analyze", str(dataset), "--runs", "lift", "--resamples", "200"]) == 0
     out = capsys.readouterr().out

@@ -16,6 +16,7 @@ from varirec.analysis.failures import failures, failures_from_frame
 from varirec.analysis.failures._inputs import rate_interval
 from varirec.cli import main
 from varirec.envs import make_reach_env, make_reach_variations
+from varirec.errors import DuplicateRunsError
 
 N = 8000
 
@@ -181,6 +182,20 @@ def test_reach_rule_matches_the_planted_mechanism(reach) -> None:
     assert color["p_value"] > 0.01
     scene = fa.curves[fa.curves["factor"] == "scene"]
     assert scene["categorical"].all() and list(scene["label"]) == ["lab", "factory", "outdoor"]
+
+
+def test_two_policies_recorded_with_one_seed_are_not_pooled_unless_asked(tmp_path, capsys):
+    """Two runs of one seed repeat each other's conditions (two policies): failures
+    refuses to pool them, as analyze does, naming the runs and the fix."""
+    for run_id in ("old", "new"):
+        run_study(make_reach_env, make_reach_variations(), method="random", n=200, num_envs=200,
+                  output=tmp_path, progress=False, seed=0, run_id=run_id)  # fmt: skip
+    with pytest.raises(DuplicateRunsError, match="runs 'new' and 'old' repeat each other"):
+        failures(tmp_path)
+    assert main(["failures", str(tmp_path)]) == 2
+    assert "--allow-duplicate-runs" in capsys.readouterr().err
+    assert failures(tmp_path, runs="old", seed=0).num_episodes == 200
+    assert failures(tmp_path, allow_duplicate_runs=True, seed=0).num_episodes == 400
 
 
 def test_cli_failures_and_analyze_failures_agree(reach, tmp_path, capsys) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from varirec import open_dataset
+from varirec.analysis.duplicate_runs import check_duplicate_runs
 from varirec.analysis.estimators._rng import Seed, _generator
 from varirec.analysis.failures._inputs import (
     Factors,
@@ -208,20 +209,30 @@ def failures(
     *,
     runs: str | Sequence[str] | None = None,
     outcome: str = "success",
+    allow_duplicate_runs: bool = False,
     **options: Any,
 ) -> FailureAnalysis:
     """Where the policy fails, from the episodes of ``runs`` of a recorded dataset.
 
     Works on any run, designed or plain random draws (every recorded episode is one
-    row). ``options`` go to :func:`failures_from_frame` (``threshold``, ``num_bins``,
+    row). Runs that repeat each other's draws (two policies recorded with one seed)
+    are refused as :func:`~varirec.analysis.study.analyze` refuses them, unless
+    ``allow_duplicate_runs``: pooled, they mix the policies and count each condition
+    twice. ``options`` go to :func:`failures_from_frame` (``threshold``, ``num_bins``,
     ``holdout``, ``seed``, ...).
 
     Raises:
         UnknownNameError: an unknown run or outcome.
+        DuplicateRunsError: runs that repeat each other, not allowed.
         ValueError: an outcome that is not 0/1 (give ``threshold``), too few episodes.
     """
     check_threshold(options.get("threshold"))  # before the dataset is read
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    if not allow_duplicate_runs:
+        selected = ds.run_ids() if runs is None else [runs] if isinstance(runs, str) else runs
+        for r in selected:
+            ds.run(r)  # unknown run ids fail here, with the known ones listed
+        check_duplicate_runs(ds, list(selected))
     table = episode_table(ds, runs)
     table.outcome(outcome)  # an unknown outcome fails here, with the known ones
     if not table.factors:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -219,6 +220,22 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_PIPE = 141
+"""The exit status where the reader of the output left early, a shell's for SIGPIPE."""
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at the null device: the interpreter's last flush of what the gone
+    reader did not take would fail again, with a traceback, at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -232,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (VarirecError, ValueError) as exc:
             print(f"varirec {args.command}: error: {exc}", file=sys.stderr)
             code = EXIT_ERROR
+        except BrokenPipeError:  # the reader left (`varirec analyze ... | head`): no error
+            _quiet_stdout()
+            code = EXIT_PIPE
         except OSError as exc:
             print(f"varirec {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
             code = EXIT_ERROR

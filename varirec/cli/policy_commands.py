@@ -27,7 +27,8 @@ def _cmd_failures(args: argparse.Namespace) -> int:
     if args.report is not None:
         check_report_path(args.report, "--report")
     fa = failures(args.dataset, runs=args.runs, outcome=args.outcome, threshold=args.threshold,
-                  seed=args.seed, conf_level=args.conf_level)  # fmt: skip
+                  seed=args.seed, conf_level=args.conf_level,
+                  allow_duplicate_runs=args.allow_duplicate_runs)  # fmt: skip
     if args.format == "json":
         print(json.dumps(fa.to_dict(), indent=2, default=str))
     elif args.format == "csv":
@@ -94,6 +95,12 @@ def add_failures_parser(sub: argparse._SubParsersAction) -> None:
     )
     _common(p)
     p.add_argument("--runs", nargs="+", metavar="RUN_ID", help="runs to use (default: all)")
+    p.add_argument(
+        "--allow-duplicate-runs",
+        action="store_true",
+        help="pool runs that repeat each other's draws (same seed and episodes, e.g. two "
+        "policies); refused by default",
+    )
     p.add_argument(
         "--threshold", type=float, help="success = outcome >= THRESHOLD (for a non-0/1 outcome)"
     )
