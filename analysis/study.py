@@ -84,7 +84,7 @@ a given-data factor found not significant reads "uncertain", not "no effect": 4
 successes in 5,000 episodes cannot show that a factor decides every one of them."""
 RESAMPLED = ("binning", "rbd_fast", "delta", "knn")
 """Given-data methods whose indices get intervals (bootstrap resamples; kNN's
-linearized errors): where one has none, its resamples gave none (too few events)."""
+linearized errors): where one has none, none could be computed (too few events)."""
 Result = SobolResult | MorrisResult | GivenDataResult | KnnResult
 
 
@@ -180,7 +180,7 @@ class Study:
                 and self.method in RESAMPLED
                 and (self.method == "knn" or getattr(self.result, "num_resamples", 0))
             ):
-                return "uncertain: its resamples gave no interval"
+                return "uncertain: no interval could be computed"
             if pd.isna(high):  # no interval (PAWN, HSIC): the episodes must be many
                 n = self.result.num_samples
                 return "no effect" if n >= FEW_GIVEN else f"uncertain: only {n} episodes"
