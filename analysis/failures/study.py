@@ -230,9 +230,7 @@ def failures(
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     if not allow_duplicate_runs:
         selected = ds.run_ids() if runs is None else [runs] if isinstance(runs, str) else runs
-        for r in selected:
-            ds.run(r)  # unknown run ids fail here, with the known ones listed
-        check_duplicate_runs(ds, list(selected))
+        check_duplicate_runs(ds, list(selected))  # an unknown run id fails there, named
     table = episode_table(ds, runs)
     table.outcome(outcome)  # an unknown outcome fails here, with the known ones
     if not table.factors:
