@@ -28,15 +28,12 @@ __all__ = ["DrawChunk"]
 PHASE_CODE = {p: i for i, p in enumerate(PHASES)}
 
 
-def _segment_ids(counts: np.ndarray, total: int) -> np.ndarray:
+def _segment_ids(counts: np.ndarray) -> np.ndarray:
     """For segments of the given lengths laid end to end, the segment of each element.
 
-    ``_segment_ids([2, 0, 3], 5) -> [0, 0, 2, 2, 2]``: a cumulative sum of segment
-    starts, much faster than ``np.repeat`` with per-element counts.
+    ``_segment_ids([2, 0, 3]) -> [0, 0, 2, 2, 2]``.
     """
-    starts = np.cumsum(counts)[:-1]
-    marks = np.bincount(starts[starts < total], minlength=total)
-    return np.cumsum(marks)
+    return np.repeat(np.arange(len(counts)), counts)
 
 
 def _event_meta(events: list[tuple[Any, ...]]) -> np.ndarray:
@@ -242,13 +239,13 @@ class DrawChunk:
                 value[r : r + size].reshape(nv, -1)[:] = values.T
         meta = _event_meta(self.events)
         n_ev, k_ev = meta[:, 4], meta[:, 5]
-        event_of_row = _segment_ids(n_ev * k_ev, total)
+        rows_of_event = n_ev * k_ev
         if np.all(k_ev == 1):  # scalar variations: one row per env
             src = None
             component = np.zeros(total, dtype=np.int16)
         else:
-            k_env = k_ev[_segment_ids(n_ev, env_rows)]
-            src = _segment_ids(k_env, total)
+            k_env = np.repeat(k_ev, n_ev)
+            src = _segment_ids(k_env)
             component = (np.arange(total) - (np.cumsum(k_env) - k_env)[src]).astype(np.int16)
 
         def per_row(column: np.ndarray) -> np.ndarray:
@@ -261,7 +258,7 @@ class DrawChunk:
             draw_seq[s : s + n] = self._draw_seq[s : s + n]
 
         def per_event(j: int, dtype: Any = np.int64) -> np.ndarray:
-            return np.take(meta[:, j].astype(dtype), event_of_row)
+            return np.repeat(meta[:, j].astype(dtype), rows_of_event)
 
         label = self._label
         sample_id = self._sample_id
