@@ -6,6 +6,8 @@ Y = x1 + 2 x2 + 0 x3 with x_i ~ U(0, 1): S1 = ST = (1/5, 4/5, 0).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from SALib.analyze import morris as salib_morris
@@ -173,6 +175,28 @@ def test_a_rare_success_leaves_every_verdict_open(tmp_path, method) -> None:
     verdicts = study.ranking().set_index("factor")["verdict"]
     assert "no effect" not in set(verdicts), verdicts
     assert verdicts["x3"] == f"uncertain: only {k} episode(s) with success = 1"
+
+
+def test_a_resampled_index_without_an_interval_is_uncertain_and_pawn_s_none_is_no_effect(
+    tmp_path,
+) -> None:
+    """A not-significant binning index whose resamples gave no interval reads "uncertain:
+    no interval could be computed", not "no effect"; PAWN, which has no interval at all,
+    still reads "no effect" with 1000 episodes or more."""
+    _run(tmp_path, episodes=1024)
+    study = analyze(tmp_path, outcome="return", num_resamples=20, seed=0)
+    assert study.method == "binning" and study.num_episodes >= 1000
+    nan = np.full(len(study.result.factor_names), np.nan)
+    blind = dataclasses.replace(
+        study.result, conf=nan, conf_low=nan, conf_high=nan,
+        significant=np.zeros(len(nan), dtype=bool),
+    )  # fmt: skip
+    verdicts = dataclasses.replace(study, result=blind).ranking()["verdict"]
+    assert set(verdicts) == {"uncertain: no interval could be computed"}
+    pawn = dataclasses.replace(
+        study, method="pawn", result=dataclasses.replace(blind, num_resamples=0)
+    )
+    assert set(pawn.ranking()["verdict"]) == {"no effect"}
 
 
 def test_a_sobol_study_of_a_few_base_samples_gives_a_note_and_no_verdict(tmp_path) -> None:
