@@ -22,7 +22,7 @@ def _run(path, monkeypatch, checked: bool):
     """A loop whose steps hand every kind the outcome term takes (ints, bools, NaN
     success, missing keys), with envs that start late: the episodes table."""
     if checked:  # the path every step took before the shortcut
-        monkeypatch.setattr(OutcomeTerm, "_host_step", lambda self, data: False)
+        monkeypatch.setattr(OutcomeTerm, "_host_step", lambda self, data: None)
     mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
     rng = np.random.default_rng(5)
     n = 12

@@ -419,18 +419,20 @@ def test_a_short_step_tensor_is_refused_on_the_host_not_gathered_on_the_device(
 ):
     """A ``step_keys`` tensor without a row per env never reaches the device gather
     (out of range there, it would break a CUDA context for good): the host path names
-    it."""
+    it, before the step is counted."""
     from varirec import arrays
 
     monkeypatch.setattr(arrays, "off_host", lambda dev: dev is not None)
     m = vr.RecorderManager(4, output=tmp_path, run_id="r", seed=0, step_keys=("obs",),
                            device="cpu")  # fmt: skip
     m.reset(None, torch.arange(4))
-    with pytest.raises(IndexError, match="axis 0"):  # numpy's words, not torch's
+    with pytest.raises(ValueError, match=r"`obs` \(a steps column\) must have a row per env"):
         m.record_step(reward=torch.ones(4), obs=torch.ones(1))
     m.record_step(reward=torch.ones(4), obs=torch.arange(4.0))
     m.close()
-    assert vr.open_dataset(tmp_path).steps().column("obs").to_pylist() == [0.0, 1.0, 2.0, 3.0]
+    steps = vr.open_dataset(tmp_path).steps()
+    assert steps.column("obs").to_pylist() == [0.0, 1.0, 2.0, 3.0]
+    assert set(steps.column("step").to_pylist()) == {0}  # the refused call took no step
 
 
 def test_on_device_gives_back_the_env_s_own_id_tensor_until_it_changes(monkeypatch):

@@ -307,6 +307,59 @@ def test_record_step_refuses_wrong_shapes_and_dtypes_with_the_fix() -> None:
     m.close()
 
 
+def test_a_refused_step_is_not_counted_nor_recorded_in_part(tmp_path) -> None:
+    """A refusal by any term (the outcomes, a steps column) leaves the step uncounted and
+    every return and steps row as they were: the episode is 2 steps long, return 2."""
+    m = RecorderManager(2, output=tmp_path, run_id="r", step_keys=("x",))
+    m.reset(None, None)
+    m.record_step(reward=np.ones(2), x=np.zeros(2))
+    bad = [
+        {"reward": np.ones(3), "x": np.zeros(2)},
+        {"reward": np.ones(2), "terminated": np.ones(3, bool), "x": np.zeros(2)},
+        {"reward": np.ones(2), "x": np.zeros(3)},  # the outcomes pass, the steps column not
+    ]
+    for data in bad:
+        with pytest.raises(ValueError, match="must have"):
+            m.record_step(**data)
+    m.record_step(reward=np.ones(2), x=np.ones(2))
+    m.record_pre_reset(None)
+    m.close()
+    data = vr.open_dataset(tmp_path)
+    episodes = data.episodes().to_pandas()
+    assert episodes["length"].tolist() == [2, 2] and episodes["return"].tolist() == [2.0, 2.0]
+    steps = data.steps().to_pandas().sort_values(["step", "env_id"])
+    assert steps["step"].tolist() == [0, 0, 1, 1] and steps["x"].tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("later", "match"),
+    [
+        (np.ones((2, 3)), r"had shape \(2, 2\) and dtype float64 .* got \(2, 3\) and float64"),
+        (np.ones((2, 2), np.float32), r"dtype float64 .* got \(2, 2\) and float32.*astype"),
+        (np.array([["a", "b"], ["c", "d"]]), r"got \(2, 2\) and str"),
+        (np.ones(5), r"must have a row per env, shape \(2, \.\.\.\), got shape \(5,\)"),
+        (np.array([None, None]), r"must hold numbers, bools or text, got dtype object"),
+    ],
+)
+def test_a_steps_column_keeps_its_first_shape_and_dtype_and_loses_no_row(
+    tmp_path, later, match
+) -> None:
+    """A steps column that changes shape or type (or has no row per env) is refused at
+    the call: before, it failed the writer's chunk later and lost the rows before it."""
+    m = RecorderManager(2, output=tmp_path, run_id="r", step_keys=("x",), max_rows=4)
+    m.reset(None, None)
+    for _ in range(3):
+        m.record_step(reward=np.ones(2), x=np.ones((2, 2)))
+    with pytest.raises((ValueError, TypeError), match=match):
+        m.record_step(reward=np.ones(2), x=later)
+    m.record_step(reward=np.ones(2), x=np.zeros((2, 2)))
+    m.record_pre_reset(None)
+    m.close()
+    assert json.loads((tmp_path / "run_id=r" / "run.json").read_text())["status"] == "complete"
+    steps = vr.open_dataset(tmp_path).steps().to_pandas()
+    assert len(steps) == 8 and sorted(steps["step"].unique()) == [0, 1, 2, 3]
+
+
 def test_a_misspelt_record_step_name_is_refused_with_the_name_it_meant(tmp_path) -> None:
     m = RecorderManager(2, output=tmp_path, run_id="r", step_keys=("action",))
     m.reset(None, None)

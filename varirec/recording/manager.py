@@ -307,11 +307,14 @@ class RecorderManager:
             self._hand_over_buffers()
         if not data.keys() <= self._step_names:
             self._hooks.check_step_names(data)
-        driver._tracker.advance_steps()
         for key, x in data.items():
             if type(x) is not np.ndarray:  # tensors are checked; DLPack arrays taken
                 data[key] = driver.world.per_env(x, key)
-        for term in self._hooks("record_step"):
+        terms = self._hooks("record_step")
+        for term in terms:  # a refused step is not counted, nor recorded in part
+            term.check_step(data)
+        driver._tracker.advance_steps()
+        for term in terms:
             term.record_step(data)
 
     def record_pre_reset(self, env_ids: Any) -> None:

@@ -98,9 +98,15 @@ class RecorderTerm:
         """Columns this term adds to ``episodes`` (name -> Arrow type)."""
         return {}
 
+    def check_step(self, data: Mapping[str, Any]) -> None:
+        """Refuse a step's ``data`` before any term records it or the step is counted:
+        raise an error that names what is wrong and the fix. A term whose
+        :meth:`record_step` can refuse its input checks it here."""
+
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
         """A step was taken; ``data`` holds per-env arrays (``reward``, ``terminated``,
-        ...), given before any env that finished in this step is reset."""
+        ...), given before any env that finished in this step is reset; every term's
+        :meth:`check_step` passed."""
 
     def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray] | None:
         """The episodes of ``env_ids`` just finished and are still intact (reward,
@@ -157,6 +163,7 @@ class OutcomeTerm(RecorderTerm):
         super().__init__(cfg, manager)
         # numpy until a tensor comes; then on the tensors' device (`_acc.device` set)
         self._acc = DeviceOutcomes(manager.num_envs)
+        self._taken: tuple[Any, ...] | None = None  # the step's outcomes, once checked
 
     COLUMNS: ClassVar[Mapping[str, pa.DataType]] = {
         "return": pa.float64(),
@@ -190,10 +197,23 @@ class OutcomeTerm(RecorderTerm):
             f"{arr[:3].tolist()}); {fix}"
         )
 
+    def check_step(self, data: Mapping[str, Any]) -> None:
+        # The outcomes as the accumulators take them, checked: kept for record_step, so
+        # a refused one leaves every return and flag as it was.
+        self._taken = self._take(data)
+
     def record_step(self, data: Mapping[str, np.ndarray]) -> None:
+        taken, self._taken = self._taken, None
+        self._acc.record_step(*(self._take(data) if taken is None else taken))
+
+    def _take(self, data: Mapping[str, Any]) -> tuple[Any, ...]:
+        """``reward``, ``terminated``, ``truncated`` and ``success`` (None: not given)
+        as the accumulators take them, or an error naming the one refused."""
         acc = self._acc
-        if acc.torch is None and self._host_step(data):
-            return
+        if acc.torch is None:
+            given = self._host_step(data)
+            if given is not None:
+                return given
         if acc.device is None and any(is_tensor(x) for x in data.values()):
             world = getattr(self.manager, "world", None) or ArrayWorld()
             for name, x in data.items():
@@ -214,13 +234,13 @@ class OutcomeTerm(RecorderTerm):
                 return acc.local(name, x, floats)
             return self._array(name, x, kinds, want, fix)
 
-        acc.record_step(*(take(*spec) for spec in _OUTCOMES))
+        return tuple(take(*spec) for spec in _OUTCOMES)
 
-    def _host_step(self, data: Mapping[str, Any]) -> bool:
-        """The usual step, in a few Python calls, into numpy accumulators: every outcome
-        given is a numpy array (or a CPU tensor, read in place) of shape
-        ``(num_envs,)`` and an accepted kind; False (nothing done) for anything else,
-        which takes the checked path (it converts, or names the problem)."""
+    def _host_step(self, data: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The usual step, in a few Python calls: every outcome given is a numpy array
+        (or a CPU tensor, read in place) of shape ``(num_envs,)`` and an accepted kind;
+        None for anything else, which takes the checked path (it converts, or names the
+        problem)."""
         shape = self._acc.shape
         given = []
         for name, kinds in _HOST_KINDS:
@@ -229,12 +249,11 @@ class OutcomeTerm(RecorderTerm):
                 if type(x) is not np.ndarray:
                     x = cpu_view(x)  # its checks cost a fraction of the tensor path's
                     if x is None:
-                        return False
+                        return None
                 if x.shape != shape or x.dtype.kind not in kinds:
-                    return False
+                    return None
             given.append(x)
-        self._acc.record_step(*given)
-        return True
+        return tuple(given)
 
     def record_pre_reset(self, env_ids: np.ndarray) -> Mapping[str, np.ndarray]:
         # plain numpy: the writer thread turns NaN success into nulls
@@ -326,14 +345,53 @@ class StepsTerm(RecorderTerm):
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]] = []
         self._rows = 0
         self._device: Any = None  # where the step tensors are, once one came from a GPU
+        self._signature: dict[str, tuple[tuple[int, ...], str]] = {}  # key: (row shape, dtype)
+        self._first: dict[str, tuple[tuple[int, ...], str]] = {}  # checked, not yet recorded
 
-    def record_step(self, data: Mapping[str, np.ndarray]) -> None:
+    def check_step(self, data: Mapping[str, Any]) -> None:
+        """Each key given, with a row per env and the shape and dtype of its first step:
+        a column keeps one type, and a part that differs would fail the whole chunk."""
         missing = [k for k in self.keys if k not in data]
         if missing:
             raise KeyError(
                 f"StepsTerm records {list(self.keys)} but record_step got no {missing}; "
                 f"pass them, e.g. manager.record_step({missing[0]}=...)"
             )
+        n = self.manager.num_envs
+        for key in self.keys:
+            x = data[key]
+            if not hasattr(x, "shape"):
+                x = np.asarray(x)
+            shape = tuple(x.shape)
+            dtype = str(x.dtype).removeprefix("torch.")
+            if isinstance(x, np.ndarray) and x.dtype.kind in "US":
+                dtype = "str"  # its width may change from step to step
+            if not shape or shape[0] != n:
+                raise ValueError(
+                    f"record_step `{key}` (a steps column) must have a row per env, shape "
+                    f"({n}, ...), got shape {shape}; pass the values of every env, not "
+                    "only the running ones"
+                )
+            if isinstance(x, np.ndarray) and x.dtype.kind in "OV":  # Arrow's guess per chunk
+                raise TypeError(
+                    f"record_step `{key}` (a steps column) must hold numbers, bools or "
+                    f"text, got dtype {dtype}; pass a numeric array, or text as .astype(str)"
+                )
+            first = self._signature.get(key)
+            if first is None:  # kept once the step is recorded (a refused one sets nothing)
+                self._first[key] = (shape[1:], dtype)
+            elif first != (shape[1:], dtype):
+                raise ValueError(
+                    f"record_step `{key}` (a steps column) had shape {(n, *first[0])} and "
+                    f"dtype {first[1]} in this run's first step, got {shape} and {dtype}; a "
+                    "column keeps one shape and type: pass it as the first step did (e.g. "
+                    f".astype({first[1]!r}))"
+                )
+
+    def record_step(self, data: Mapping[str, np.ndarray]) -> None:
+        if self._first:
+            self._signature.update(self._first)
+            self._first.clear()
         t = self.manager.tracker
         ids = np.flatnonzero(t.started)
         on_device: dict[Any, Any] = {}  # the ids sent once per device, for every key
