@@ -263,6 +263,22 @@ def test_sync_vector_pendulum_returns(tmp_path) -> None:
     assert len({round(r, 6) for r in truth.ret.values()}) == len(truth.ret)  # real returns
 
 
+def test_a_vector_env_s_writers_close_parts_within_the_flush_window(tmp_path) -> None:
+    """Each sub-env joins the run with a RunWriter of its own: its parts close at half
+    the builder's ``flush_seconds`` (they kept the writer's 60 s, and the sub-envs'
+    managers the default 5 s window: a SIGKILL lost a minute of episodes, none were
+    readable after 12 s)."""
+    builder = EnvBuilder(cartpole_variations(), output=tmp_path, num_envs=2, run_id="v",
+                         flush_seconds=3.0)  # fmt: skip
+    envs = make_vector_env("CartPole-v1", builder)
+    envs.reset(seed=0)
+    envs.step(np.zeros(2, dtype=int))
+    subs = [e.unwrapped.varirec for e in envs.unwrapped.envs]
+    windows = {m.writer._sink._options["max_seconds_per_part"] for m in subs}
+    envs.close()
+    assert windows == {1.5}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.name)
 def test_async_vector_env_every_autoreset_mode(tmp_path, mode) -> None:

@@ -429,6 +429,27 @@ def test_buffers_go_to_storage_once_half_the_flush_window_passed(tmp_path, monke
     manager.close()
 
 
+def test_a_run_writer_handed_to_a_manager_keeps_its_flush_window(tmp_path):
+    """A RunWriter given as ``output`` (as every vector env's and Ray worker's is)
+    closes its parts at half the manager's ``flush_seconds``, not at its own default
+    of 60 s, which let a SIGKILL lose a minute of rows; a window given to the writer
+    stays."""
+    writer = vr.RunWriter(tmp_path, "r1", background=False)
+    manager = vr.RecorderManager(4, output=writer, flush_seconds=2.0, step_keys=("reward",))
+    manager.reset(None, None)
+    manager.record_step(reward=np.ones(4))
+    manager.flush()
+    assert writer._sink._options["max_seconds_per_part"] == 1.0
+    assert {part.max_seconds_per_part for part in writer._sink._parts.values()} == {1.0}
+    manager.close()
+    kept = vr.RunWriter(tmp_path, "r2", background=False, max_seconds_per_part=30.0)
+    vr.RecorderManager(4, output=kept, flush_seconds=2.0).close()
+    assert kept._sink._options["max_seconds_per_part"] == 30.0
+    alone = vr.RunWriter(tmp_path, "r3", background=False)
+    assert alone._sink._options["max_seconds_per_part"] == 60.0
+    alone.close()
+
+
 @pytest.mark.parametrize("value", [0, -1.0, float("inf"), float("nan"), True, "5"])
 def test_a_bad_flush_window_is_refused_before_the_run_exists(tmp_path, value):
     with pytest.raises(ValueError, match=r"`flush_seconds` must be a positive number of seconds"):

@@ -70,7 +70,7 @@ from varirec.variations.variation_set import VariationSet
 __all__ = ["RecordedVectorEnv", "make_vector_env"]
 
 EnvFn = str | Callable[[dict[str, np.ndarray]], Any]
-_WORKER_KWARGS = ("terms", "step_keys", "max_rows")
+_WORKER_KWARGS = ("terms", "step_keys", "max_rows", "flush_seconds")
 
 
 class RecordedVectorEnv(VectorWrapper):

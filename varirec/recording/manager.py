@@ -193,6 +193,8 @@ class RecorderManager:
         metadata: Mapping[str, Any] | None,
         options: Mapping[str, Any] | None,
     ) -> RunWriter | None:
+        if isinstance(output, RunWriter):  # its parts too are durable within the window
+            output.default_part_window(self.flush_seconds / 2)
         if output is None or isinstance(output, RunWriter):
             return output
         self._start_specs = specs = self.variations.specs()

@@ -144,6 +144,13 @@ class TableSink:
             )
             self._thread.start()
 
+    def part_window(self, seconds: float) -> None:
+        """``max_seconds_per_part`` of this sink's parts, open or to come."""
+        PartWriter.check_options(max_seconds_per_part=seconds)
+        self._options["max_seconds_per_part"] = float(seconds)
+        for part in list(self._parts.values()):
+            part.max_seconds_per_part = float(seconds)
+
     def precheck(self, table: str, incoming: pa.Schema) -> None:
         """Raise ValueError now if batches of schema ``incoming`` cannot go to ``table``.
 

@@ -109,7 +109,9 @@ class RunWriter:
             directory first, then removed) and start afresh. Default: raise DatasetError.
         background: convert and write on background threads.
         max_rows_per_part: rows after which a part is closed.
-        max_seconds_per_part: a part is closed once its oldest row is this old.
+        max_seconds_per_part: a part is closed once its oldest row is this old (default
+            60 s; a :class:`~varirec.recording.manager.RecorderManager` recording into
+            this writer makes it half its ``flush_seconds`` where it is not given).
         row_group_size: rows per Parquet row group.
         max_queue: batches that may wait for the background threads.
         schemas: pin the schema of tables (e.g. ``{"episodes": episodes_schema(...)}``).
@@ -140,7 +142,7 @@ class RunWriter:
         overwrite: bool = False,
         background: bool = True,
         max_rows_per_part: int = 1_000_000,
-        max_seconds_per_part: float = 60.0,
+        max_seconds_per_part: float | None = None,
         row_group_size: int = 131_072,
         max_queue: int = 32,
         schemas: dict[str, pa.Schema] | None = None,
@@ -161,10 +163,11 @@ class RunWriter:
             max_queue=max_queue,
             schemas=schemas,
             max_rows_per_part=max_rows_per_part,
-            max_seconds_per_part=max_seconds_per_part,
+            max_seconds_per_part=60.0 if max_seconds_per_part is None else max_seconds_per_part,
             row_group_size=row_group_size,
             fsync=fsync,
         )
+        self._window_given = max_seconds_per_part is not None
         self.writer_id = self._sink.writer_id
         self.created = not _join
         self._finishes = not _join  # writes the run's outcome to run.json at close
@@ -204,6 +207,13 @@ class RunWriter:
                 self._sink.close()
                 raise
             register(self)
+
+    def default_part_window(self, seconds: float) -> None:
+        """Close parts once their oldest row is ``seconds`` old, unless this writer was
+        given ``max_seconds_per_part``: a manager's flush window (``flush_seconds``)
+        holds for a writer handed to it, as for one it makes."""
+        if not self._window_given:
+            self._sink.part_window(seconds)
 
     @classmethod
     def join(
