@@ -241,3 +241,19 @@ def test_no_failure_region_when_nothing_fails_more_anywhere() -> None:
     fa = failures_from_frame(frame, "success", seed=0)
     assert fa.rule.conditions == [] and fa.rule.sentence().startswith("no failure region")
     assert (fa.regional["p_value"] > 0.01).all()
+
+
+def test_a_failure_band_gives_each_threshold_its_own_interval() -> None:
+    """Success falls inside 0.4 < x1 <= 0.6: each threshold's interval lies around its
+    own threshold (both had one interval pooled over the factor's, [0.39, 0.60])."""
+    rng = np.random.default_rng(1)
+    x = rng.random((4000, 2))
+    band = (x[:, 0] > 0.4) & (x[:, 0] <= 0.6)
+    success = rng.random(4000) < np.where(band, 0.1, 0.9)
+    frame = pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "success": success})
+    rule = failures_from_frame(frame, "success", seed=0).rule
+    cuts = sorted((c.threshold, c.threshold_low, c.threshold_high) for c in rule.conditions)
+    assert [c.factor for c in rule.conditions] == ["x1", "x1"]
+    for truth, (threshold, low, high) in zip((0.4, 0.6), cuts, strict=True):
+        assert low <= threshold <= high and high - low < 0.05
+        assert abs(threshold - truth) < 0.02

@@ -325,20 +325,20 @@ def _threshold_intervals(
     factors: Factors, refits: list[Any], conds: list[Condition], conf_level: float
 ) -> list[Condition]:
     """Each numeric threshold's percentile interval over refits that split on the same
-    factor (the nearest such threshold of each refit)."""
-    found: dict[str, list[float]] = {c.factor: [] for c in conds}
+    factor (the nearest such threshold of each refit; two conditions on one factor, a
+    band, each take their own nearest)."""
+    found: list[list[float]] = [[] for _ in conds]
     for fit in refits:
         t = fit.tree_
         inner = t.children_left != -1
-        for c in conds:
+        for values, c in zip(found, conds, strict=True):
             j = factors.names.index(c.factor)
             thr = t.threshold[inner & (t.feature == j)]
             if thr.size:
-                found[c.factor].append(float(thr[np.argmin(np.abs(thr - c.threshold))]))
+                values.append(float(thr[np.argmin(np.abs(thr - c.threshold))]))
     alpha = 1.0 - conf_level
     out = []
-    for c in conds:
-        values = found[c.factor]
+    for values, c in zip(found, conds, strict=True):
         if c.labels is None and len(values) >= 5:
             lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
             c = Condition(c.factor, c.op, c.threshold, None, float(lo), float(hi))
