@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from varirec import RecorderManager, Variation, VariationSet, open_dataset
 from varirec.analysis.designs import morris_design, sobol_design
 from varirec.analysis.study import Study, analyze
-from varirec.errors import DatasetError
+from varirec.errors import DatasetError, EnvError
 from varirec.recording.episodes import EpisodeTracker
 from varirec.storage import Dataset, RunWriter
 from varirec.studies.design import DesignSchedule
@@ -171,6 +171,9 @@ def run_study(
         if total == 0:
             return StudyRun(dataset, run_id, method, StudyStats(0, 0, 0.0, True))
         tracker = point.tracker(num_envs)
+    # Before the run is made or joined: an env that cannot be built leaves no run behind.
+    env = _built_env(make_env, num_envs)
+    if resume:
         options = {
             "max_queue": 4,
             "max_seconds_per_part": manager_options.get("flush_seconds", 5.0) / 2,
@@ -191,7 +194,6 @@ def run_study(
         ) as manager,
         tqdm(total=total, desc=f"{method} study", unit="episode", disable=not progress) as bar,
     ):
-        env = make_env(num_envs)
         stats = drive_episodes(
             env,
             manager,
@@ -199,6 +201,29 @@ def run_study(
             progress=bar.update,
         )
     return StudyRun(open_dataset(output), run_id, method, stats)
+
+
+def _built_env(make_env: Callable[[int], BatchedEnv], num_envs: int) -> BatchedEnv:
+    """``make_env(num_envs)``, checked for what :func:`drive_episodes` needs."""
+    if not callable(make_env):
+        raise EnvError(
+            f"`make_env` must be a callable that builds the batched env, got {make_env!r}; "
+            "e.g. make_env=lambda n: MyEnv(num_envs=n)"
+        )
+    env = make_env(num_envs)
+    lacking = [a for a in ("reset_idx", "step") if not callable(getattr(env, a, None))]
+    if lacking or getattr(env, "num_envs", None) != num_envs:
+        got = (
+            f"without {' and '.join(lacking)}()"
+            if lacking
+            else f"with num_envs={getattr(env, 'num_envs', None)!r}"
+        )
+        raise EnvError(
+            f"make_env({num_envs}) must return a batched env with num_envs == {num_envs}, "
+            f"reset_idx(env_ids, seeds) and step() (varirec.studies.driver.BatchedEnv), got "
+            f"{type(env).__name__} {got}; nothing was recorded"
+        )
+    return env
 
 
 def _check_same_study(dataset: Dataset, run_id: str, study: dict[str, Any], seed: int) -> None:

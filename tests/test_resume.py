@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+
+import varirec as vr
 
 pytest.importorskip("SALib")
 
@@ -154,6 +157,74 @@ def test_the_cli_names_a_bad_env_factory(tmp_path, capsys):
                      "--variations", "varirec.envs:ishigami_variations"])  # fmt: skip
     assert code == 2
     assert "`--env` must be 'module:function', got 'nowhere'" in capsys.readouterr().err
+
+
+def none_env(num_envs):
+    return None
+
+
+def strings():
+    return ["mass", "friction"]
+
+
+@pytest.mark.parametrize(
+    ("env", "variations", "said"),
+    [
+        (f"{__name__}:none_env", "varirec.envs:ishigami_variations",
+         "make_env(8) must return a batched env with num_envs == 8"),
+        (f"{__name__}:make_noisy_env", f"{__name__}:strings",
+         "must return the env's variations (a VariationSet or a list of Variation), got list"),
+    ],
+)  # fmt: skip
+def test_a_factory_that_returns_no_env_or_variations_is_named_and_the_run_kept(
+    tmp_path, capsys, env, variations, said
+):
+    """A bad factory is named before the run is joined: no second writer, and run.json
+    keeps why the run ended (it had held the factory's AttributeError instead)."""
+    interrupted(tmp_path, after=2)
+    before = sorted(p.name for p in (tmp_path / "run_id=s").rglob("*"))
+    doc = json.loads((tmp_path / "run_id=s" / "run.json").read_text())
+    code = cli_main(["resume", str(tmp_path), "--run-id", "s", "--quiet", "--env", env,
+                     "--variations", variations])  # fmt: skip
+    assert code == 2 and said in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run_id=s").rglob("*")) == before
+    assert json.loads((tmp_path / "run_id=s" / "run.json").read_text()) == doc
+
+
+def test_run_study_checks_the_env_before_the_run_exists(tmp_path):
+    with pytest.raises(vr.EnvError, match=r"make_env\(8\) must return .* got TorchEnv"):
+        run_study(lambda n: type("TorchEnv", (), {"num_envs": n})(), ishigami_variations(),
+                  output=tmp_path, run_id="s", method="random", n=8, num_envs=8)  # fmt: skip
+    with pytest.raises(vr.EnvError, match="with num_envs=4"):
+        run_study(lambda n: make_noisy_env(4), ishigami_variations(), output=tmp_path,
+                  run_id="s", method="random", n=8, num_envs=8)  # fmt: skip
+    assert not (tmp_path / "run_id=s").exists()
+
+
+def test_a_resume_past_a_damaged_part_warns_and_putting_it_back_is_noted(tmp_path):
+    """Resuming past an unreadable episodes part records its episodes again: the resume
+    says so (and not to put the part back); put back anyway, the analysis notes the
+    design pairs held twice instead of silently counting them (Sobol averages them)."""
+    interrupted(tmp_path, after=7)
+    (part,) = (tmp_path / "run_id=s" / "episodes").glob("part-*.parquet")
+    good = part.read_bytes()
+    part.write_bytes(good[:-8])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_study(make_noisy_env, ishigami_variations(), output=tmp_path, run_id="s",
+                  progress=False, resume=True, **STUDY)  # fmt: skip
+    said = [str(w.message) for w in caught if issubclass(w.category, vr.DatasetWarning)]
+    assert any("recorded again; do not put those parts back" in m for m in said), said
+    part.write_bytes(good)
+    episodes = open_dataset(tmp_path).episodes("s").num_rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", vr.DatasetWarning)  # the part's earlier skip
+        study = analyze(tmp_path, outcome="return")
+    repeated = episodes - EPISODES
+    assert repeated > 0 and study.num_episodes == episodes
+    assert f"run 's' holds {repeated} design pair(s) (sample_id, seed) more than once" in " ".join(
+        study.notes
+    )
 
 
 CHILD = """

@@ -225,6 +225,25 @@ def test_a_part_copied_under_a_second_name_is_read_once(dataset):
         assert analyze(dataset).num_episodes == NUM_ENVS * EPISODES
 
 
+def test_episodes_recorded_twice_in_other_bytes_are_refused_not_counted_twice(dataset, capsys):
+    """The same episodes in a second part of other bytes (a damaged part put back after a
+    resume recorded its episodes again; a part rewritten elsewhere): every number would
+    count them twice, so the analyses refuse them with the place to mend."""
+    from varirec.cli import main
+
+    part = only_part(dataset, "episodes")
+    pq.write_table(pq.read_table(part), part.with_name("part-elsewhere-00000.parquet"),
+                   compression="gzip")  # fmt: skip
+    before = snapshot(dataset)
+    with pytest.raises(DatasetError, match=r"run 'r' of .* holds 240 episode\(s\) more than once"):
+        episode_table(dataset)
+    for command in (["analyze", str(dataset)], ["failures", str(dataset)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "more than once (e.g. env 0, episode 0)" in err and "run_id=r/episodes" in err
+    assert snapshot(dataset) == before
+
+
 def test_enough_good_data_left_keeps_going_with_a_warning(tmp_path):
     root = record(tmp_path / "data", "good", seed=1)
     record(root, "bad", seed=2)

@@ -17,6 +17,7 @@ from varirec._version import __version__
 from varirec.errors import (
     DatasetError,
     DesignError,
+    EnvError,
     ListenerError,
     RecorderStateError,
     UnknownNameError,
@@ -69,6 +70,7 @@ __all__ = [
     "DesignError",
     "DesignSampler",
     "DrawContext",
+    "EnvError",
     "EpisodeTracker",
     "FactorSpec",
     "GeneratorSource",

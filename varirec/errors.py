@@ -12,6 +12,7 @@ __all__ = [
     "DatasetError",
     "DesignError",
     "DuplicateRunsError",
+    "EnvError",
     "ListenerError",
     "RecorderStateError",
     "UnknownNameError",
@@ -32,6 +33,10 @@ class UnknownNameError(VarirecError, KeyError):
     def __str__(self) -> str:
         # KeyError quotes its argument; a sentence reads better unquoted.
         return str(self.args[0]) if self.args else ""
+
+
+class EnvError(VarirecError, TypeError):
+    """An env, or what its factory returned, lacks what varirec drives (e.g. ``num_envs``)."""
 
 
 class ListenerError(VarirecError, ValueError):

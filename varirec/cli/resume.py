@@ -51,6 +51,7 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from varirec.analysis.runner import run_study
     from varirec.storage import open_dataset
+    from varirec.variations import VariationSet
 
     make_env = load_callable(args.env, "--env")
     make_variations = load_callable(args.variations, "--variations")
@@ -61,10 +62,20 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             f"run {args.run_id!r} records no study arguments (it was not made by run_study "
             "or varirec resume); resume it from Python with the arguments of its first call"
         )
-    num_envs = args.num_envs or run.metadata.get("num_envs") or 256
+    num_envs = run.metadata.get("num_envs") or 256 if args.num_envs is None else args.num_envs
+    if num_envs < 1:
+        raise ValueError(f"`--num-envs` must be a positive number of envs, got {num_envs}")
+    made = make_variations()
+    try:
+        variations = made if isinstance(made, VariationSet) else VariationSet(made)
+    except TypeError as exc:
+        raise ValueError(
+            f"`--variations` {args.variations!r} must return the env's variations (a "
+            f"VariationSet or a list of Variation), got {type(made).__name__}: {exc}"
+        ) from None
     result = run_study(
         make_env,
-        make_variations(),
+        variations,
         method=study["method"],
         n=study["n"],
         replicates=study.get("replicates", 1),

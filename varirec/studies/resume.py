@@ -19,6 +19,7 @@ same values per ``(row, replicate)`` as an uninterrupted one.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 
 from varirec.errors import DatasetError
 from varirec.recording.episodes import EpisodeTracker
-from varirec.storage import Dataset
+from varirec.storage import Dataset, DatasetWarning
 from varirec.studies.design import DesignSchedule
 
 __all__ = ["ResumePoint", "resume_point"]
@@ -106,6 +107,17 @@ def resume_point(
                 )
     columns = ["env_id", "episode", "sample_id", "seed", "end_seq"]
     episodes = dataset.episodes(run_id, columns=columns)
+    damage = dataset.damage_note("episodes", run_id)
+    if damage is not None:
+        warnings.warn(
+            DatasetWarning(
+                f"resuming run {run_id!r} past damaged episodes: the episodes the damaged "
+                "part(s) held count as not run, and are recorded again; do not put those "
+                "parts back afterwards (move them out of the run): the run would then hold "
+                f"those episodes twice. {damage.split('. The reader')[0]}"
+            ),
+            stacklevel=2,
+        )
     draws = dataset.draws(run_id, columns=["env_id", "episode", "seq"])
     e_env = episodes.column("env_id").to_numpy().astype(np.int64)
     d_env = draws.column("env_id").to_numpy().astype(np.int64)
