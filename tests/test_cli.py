@@ -135,6 +135,44 @@ def test_errors_print_one_line_and_exit_2(dataset, tmp_path, args, message) -> N
     assert "Traceback" not in out.stderr
 
 
+def test_an_output_inside_a_run_is_refused_and_the_run_kept(dataset, tmp_path, capsys) -> None:
+    """``-o`` or ``--report`` naming a file inside a run (a part, run.json) is refused
+    before any work: it had written CSV over a part of the dataset it read."""
+    (part,) = (dataset / "run_id=lift" / "episodes").glob("part-*.parquet")
+    before = part.read_bytes()
+    for argv in (
+        ["analyze", str(dataset), "--runs", "lift", "--format", "csv", "-o", str(part)],
+        ["analyze", str(dataset), "--runs", "lift", "--report", str(part.with_suffix(".html"))],
+        ["failures", str(dataset), "--runs", "lift", "--report", str(part.parent / "r.html")],
+    ):  # fmt: skip
+        assert main(argv) == 2
+        assert "is inside a run of the dataset" in capsys.readouterr().err
+    assert part.read_bytes() == before and not part.with_suffix(".html").exists()
+    report = dataset / "report_lift.html"  # beside the runs is fine (the demo writes there)
+    assert main(["analyze", str(dataset), "--runs", "lift", "--resamples", "20",
+                 "--report", str(report)]) == 0  # fmt: skip
+    assert report.is_file()
+    report.unlink()
+
+
+def test_analyze_failures_refuses_a_graded_outcome_before_writing_anything(
+    dataset, tmp_path, capsys
+) -> None:
+    graded = tmp_path / "graded"
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))
+    with vr.RecorderManager(200, variations=[mass], output=graded, run_id="g") as m:
+        for _ in range(3):
+            m.reset(None, None)
+            m.record_step(reward=np.random.default_rng(0).random(200))
+            m.record_pre_reset(None)
+    out = tmp_path / "out.csv"
+    code = main(["analyze", str(graded), "--outcome", "return", "--failures", "--format",
+                 "csv", "-o", str(out), "--resamples", "20"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert f"run `varirec failures {graded} --outcome return --threshold T`" in err
+
+
 def test_inspect_text_json_and_skipped_parts(dataset, tmp_path, capsys) -> None:
     assert main(["inspect", str(dataset)]) == 0
     text = capsys.readouterr().out

@@ -15,12 +15,28 @@ __all__ = ["check_output_file"]
 
 
 def check_output_file(
-    path: str | os.PathLike[str], name: str = "path", *, example: str = "out.txt"
+    path: str | os.PathLike[str],
+    name: str = "path",
+    *,
+    example: str = "out.txt",
+    dataset: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Refuse a file path that cannot be written: a directory, or one under a file
+    """Refuse a file path that cannot be written: a directory, one under a file, or
+    one inside a run of ``dataset`` (a part or ``run.json`` written over is data lost)
     (``name``: the argument, as the message calls it; ``example``: a file name to
     suggest)."""
     target = Path(path)
+    if dataset is not None and "://" not in str(dataset):
+        root = Path(dataset).resolve()
+        inside = target.resolve()
+        if inside.is_relative_to(root) and any(
+            part.startswith("run_id=") for part in inside.relative_to(root).parts
+        ):
+            raise ValueError(
+                f"`{name}` {str(target)!r} is inside a run of the dataset {str(dataset)!r}: "
+                "writing there could replace its recorded data; write it elsewhere, e.g. "
+                f"{str(root / example)!r}"
+            )
     if target.is_dir():
         raise ValueError(
             f"`{name}` must be a file path, got the directory {str(target)!r}; give a file "

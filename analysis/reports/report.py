@@ -261,7 +261,11 @@ def write_report(
     return path
 
 
-def check_report_path(path: str | os.PathLike[str], name: str = "path") -> None:
-    """Refuse a report path that cannot be a file, before any work is done (``name``:
-    the argument, as the message calls it)."""
-    check_output_file(path, name, example="report.html")
+def check_report_path(
+    path: str | os.PathLike[str],
+    name: str = "path",
+    dataset: str | os.PathLike[str] | None = None,
+) -> None:
+    """Refuse a report path that cannot be a file, or lies inside a run of ``dataset``,
+    before any work is done (``name``: the argument, as the message calls it)."""
+    check_output_file(path, name, example="report.html", dataset=dataset)

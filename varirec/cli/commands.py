@@ -169,9 +169,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from varirec.analysis.study import analyze
 
     if args.output is not None:
-        check_output_file(args.output, "--output")
+        check_output_file(args.output, "--output", dataset=args.dataset)
     if args.report is not None:
-        check_report_path(args.report, "--report")
+        check_report_path(args.report, "--report", args.dataset)
     groups = groups_for_analyze(args, args.runs)  # names checked before any work
     step, bar = _stage_bar(2, "analyzing")
     try:
@@ -189,15 +189,23 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
+    where = None
+    if args.failures:  # before anything is written: it may refuse the outcome
+        try:
+            where = study.failures(seed=args.seed, conf_level=args.conf_level)
+        except ValueError as exc:
+            raise ValueError(
+                f"--failures: {exc}. (`varirec analyze --failures` takes a 0/1 outcome; for "
+                f"another, run `varirec failures {args.dataset} --outcome {study.outcome} "
+                "--threshold T`)"
+            ) from None
     if args.format == "json":
         _emit(json.dumps(study.to_dict(), indent=2, default=str), args.output)
     elif args.format == "csv":
         _emit(study.to_frame().to_csv(index=False), args.output)
     else:
         _emit(format_ranking(study), args.output)
-    where = None
-    if args.failures:
-        where = study.failures(seed=args.seed, conf_level=args.conf_level)
+    if where is not None:
         print(
             f"\nWhere it fails:\n{where.summary()}",
             file=sys.stderr if args.format != "table" else sys.stdout,

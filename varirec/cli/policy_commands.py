@@ -25,7 +25,7 @@ def _cmd_failures(args: argparse.Namespace) -> int:
     from varirec.analysis.reports.report import check_report_path, write_report
 
     if args.report is not None:
-        check_report_path(args.report, "--report")
+        check_report_path(args.report, "--report", args.dataset)
     fa = failures(args.dataset, runs=args.runs, outcome=args.outcome, threshold=args.threshold,
                   seed=args.seed, conf_level=args.conf_level,
                   allow_duplicate_runs=args.allow_duplicate_runs)  # fmt: skip
@@ -55,7 +55,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from varirec.analysis.reports.report import check_report_path, write_report
 
     if args.report is not None:
-        check_report_path(args.report, "--report")
+        check_report_path(args.report, "--report", args.dataset)
     c = compare(args.dataset, args.runs, outcome=args.outcome, num_resamples=args.resamples,
                 conf_level=args.conf_level, seed=args.seed)  # fmt: skip
     if args.format == "json":
