@@ -157,6 +157,12 @@ def test_cfg_round_trips_through_dict(cfg) -> None:
         (lambda: ChoiceCfg(choices=("a", "b"), weights=(1.0,)), r"one weight per choice"),
         (lambda: IntegerCfg(low=3, high=1), r"IntegerCfg.low must be <= high"),
         (lambda: IntegerCfg(low=0.5, high=1), r"IntegerCfg.low must be an int"),
+        (lambda: IntegerCfg(low=0, high=10**6), r"spans 1000001 integers.*round it in your apply"),
+        (lambda: IntegerCfg(low=0, high=2**62), r"at most 10000"),
+        (
+            lambda: DesignCfg(values=[0.5, np.nan]),
+            r"must be finite, got NaN or inf in row\(s\) \[1\]",
+        ),
         (lambda: BernoulliCfg(p=1.5), r"BernoulliCfg.p must be a probability"),
         (lambda: BernoulliCfg(p=True), r"BernoulliCfg.p must be a probability .*p=0\.5"),
         (lambda: UniformCfg(low=True), r"UniformCfg.low must be a number, not a bool"),

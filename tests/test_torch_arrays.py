@@ -160,6 +160,11 @@ def test_bad_tensors_get_errors_that_name_the_tensor_the_device_and_the_fix(cont
         ({"dtype": torch.int64}, ValueError, r"floating dtype, got torch\.int64.*1\.35 -> 1"),
         ({"device": "tpu:0"}, ValueError, r"`device` must name a torch device, got 'tpu:0'"),
         ({"device": 3.5}, ValueError, r"`device` must name a torch device.*device='cuda:0'"),
+        (
+            {"device": f"cuda:{torch.cuda.device_count()}"},  # one past the last, or no CUDA
+            ValueError,
+            r"names a CUDA device, but this torch \(.*\) sees .*; pass the device",
+        ),
     ],
 )
 def test_a_bad_dtype_or_device_is_refused_before_the_run_exists(tmp_path, kwargs, error, match):

@@ -225,6 +225,25 @@ def _float_dtype(dtype: Any) -> Any:
     return dtype
 
 
+def _check_available(device: Any, given: Any) -> None:
+    """Refuse a CUDA (or MPS) device this torch cannot use, before anything is made."""
+    torch = _torch()
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            have = f"{count} CUDA device(s)" if count else "no usable CUDA device"
+            raise ValueError(
+                f"`device` {given!r} names a CUDA device, but this torch "
+                f"({torch.__version__}) sees {have}; pass the device of the env's tensors "
+                "(device='cpu' on a machine without a GPU), or install a CUDA build of torch"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"`device` {given!r} names Apple's MPS, which this torch cannot use here; pass "
+            "device='cpu'"
+        )
+
+
 class ArrayWorld:
     """The env's array world: its device (None: numpy) and the dtype of applied values.
 
@@ -251,6 +270,7 @@ class ArrayWorld:
                     "device of the env's tensors, e.g. device='cuda:0' or device='cpu' (or "
                     "None: taken from the first tensor the env hands in)"
                 ) from None
+            _check_available(self.device, device)
 
     @property
     def is_torch(self) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 
 from varirec.sampling.cfg_base import FactorSpec, SamplerCfg, _bad
 
-__all__ = ["BernoulliCfg", "ChoiceCfg", "IntegerCfg"]
+__all__ = ["MAX_INTEGERS", "BernoulliCfg", "ChoiceCfg", "IntegerCfg"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +65,11 @@ class _DiscreteCfg(SamplerCfg):
         return [FactorSpec(key, "unif", (0.0, 1.0), tuple(self.categories))]
 
 
+MAX_INTEGERS = 10_000
+"""Most integers an :class:`IntegerCfg` spans: its categories are listed in the run's
+spec (a range of 10**6 had written 42 MB of ``run.json``)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class IntegerCfg(_DiscreteCfg):
     """Integers ``low..high`` inclusive, equally likely."""
@@ -82,6 +87,13 @@ class IntegerCfg(_DiscreteCfg):
                 raise _bad(name, f, v, "an int")
         if self.low > self.high:
             raise _bad(name, "low", self.low, f"<= high ({self.high}); swap them")
+        if self.high - self.low >= MAX_INTEGERS:
+            raise ValueError(
+                f"{name}(low={self.low}, high={self.high}) spans {self.high - self.low + 1} "
+                f"integers; an integer variation is categorical (every value is listed in "
+                f"the run's spec and analysed as a level), so at most {MAX_INTEGERS}. For a "
+                "wide range draw UniformCfg(low, high) and round it in your apply"
+            )
 
     @property
     def categories(self) -> tuple[int, ...]:

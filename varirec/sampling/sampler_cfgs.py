@@ -321,6 +321,12 @@ class DesignCfg(SamplerCfg):
     def _validate(self) -> None:
         if len(self.values) == 0:
             raise _bad("DesignCfg", "values", self.values, "at least one row")
+        if self.values.dtype.kind in "fc" and not np.isfinite(self.values).all():
+            rows = np.flatnonzero(~np.isfinite(self.values).reshape(len(self.values), -1).all(1))
+            raise ValueError(
+                f"DesignCfg.values must be finite, got NaN or inf in row(s) {rows[:5].tolist()} "
+                "of the design; fill them, or drop those rows"
+            )
         if self.base is not None and self.values.shape[1:] != self.base.shape:
             raise ValueError(
                 f"DesignCfg.values rows have shape {self.values.shape[1:]} but base "
