@@ -88,6 +88,27 @@ def test_damaged_episodes_part_is_named_with_its_rows_in_the_error(dataset, kind
     assert snapshot(dataset) == before
 
 
+@pytest.mark.parametrize("engine", ["memory", "duckdb"])
+def test_a_damaged_page_outside_the_key_columns_is_named_not_a_length_mismatch(dataset, engine):
+    """Bytes changed in the ``return`` column's page only: the join's key columns read,
+    the whole part does not; the error names the part (it was pandas' "Length of values
+    (240) does not match length of index (0)")."""
+    part = only_part(dataset, "episodes")
+    meta = pq.ParquetFile(part).metadata
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    chunk = meta.row_group(0).column(names.index("return"))
+    data = bytearray(part.read_bytes())
+    at = chunk.data_page_offset + chunk.total_compressed_size // 2
+    data[at : at + 16] = bytes(b ^ 0xFF for b in data[at : at + 16])
+    part.write_bytes(bytes(data))
+    with (
+        pytest.warns(DatasetWarning, match=re.escape(part.name)),
+        pytest.raises(DatasetError, match=r"no readable episodes") as caught,
+    ):
+        episode_table(dataset, engine=engine)
+    assert part.name in str(caught.value) and "240 are not" in str(caught.value)
+
+
 def test_damaged_draws_part_is_named_instead_of_no_factor_has_a_value(dataset):
     part = only_part(dataset, "draws")
     part.write_bytes(b"")

@@ -282,19 +282,38 @@ def _join_in_memory(
     # The join's columns while it runs; the whole episodes table after it, in one read
     # (a read per column cost a scan each, a tenth of the whole table's time at 1 M
     # episodes).
-    keys = ds.episodes(run_id, columns=["env_id", "episode", "start_seq"])
+    key_columns = ["env_id", "episode", "start_seq"]
+    keys = ds.episodes(run_id, columns=key_columns)
     if keys.num_rows == 0:
         return None
+    skipped: list[str] = []
+    names, values, label_cols = _join(ds, run_id, keys, specs, skipped)
+    rows = keys.num_rows
+    del keys
+    episodes = ds.episodes(run_id)
+    if episodes.num_rows != rows:
+        # A part whose key columns read but whose other columns did not (a damaged page):
+        # the whole read skipped it, so join again on the episodes it kept.
+        if episodes.num_rows == 0:
+            return None
+        skipped = []
+        names, values, label_cols = _join(ds, run_id, episodes.select(key_columns), specs, skipped)
+    interval_names += skipped
+    return _episodes_frame(episodes, run_id), names, values, label_cols
+
+
+def _join(
+    ds: Dataset, run_id: str, keys: pa.Table, specs: dict[str, dict[str, Any]], skipped: list[str]
+) -> tuple[list[str], Sequence[np.ndarray], dict[str, Any]]:
+    """The factors of the episodes ``keys`` (names, values, text labels); the
+    interval-mode names go to ``skipped``."""
     streamed = stream_factors(ds, run_id, keys, specs)
     if streamed is not None:  # the common case, joined while the parts decode
-        (names, values, label_cols), skipped = streamed
-        interval_names += skipped
-    else:
-        draws = ds.draws(run_id, columns=list(DRAW_COLUMNS))
-        names, values, label_cols = run_factors(draws, keys, specs, interval_names)
-        del draws
-    del keys
-    return _episodes_frame(ds.episodes(run_id), run_id), names, values, label_cols
+        joined, interval = streamed
+        skipped += interval
+        return joined
+    draws = ds.draws(run_id, columns=list(DRAW_COLUMNS))
+    return run_factors(draws, keys, specs, skipped)
 
 
 def _refuse_repeated_episodes(ds: Dataset, table: pd.DataFrame) -> None:
@@ -393,18 +412,28 @@ def episode_table(
 
         # The probe columns only while DuckDB works; the whole episodes table after.
         probe = ds.episodes(run_ids, columns=["env_id", "start_seq"])
-        if probe.num_rows:
-            got = duckdb_factors(
+
+        def factors_of(keys: pa.Table) -> Any:
+            return duckdb_factors(
                 ds,
                 run_ids,
-                probe,
+                keys,
                 specs,
-                memory_limit=max(budget // 4, budget - _table_bytes(probe.num_rows, specs)),
+                memory_limit=max(budget // 4, budget - _table_bytes(keys.num_rows, specs)),
                 temp_directory=temp_directory,
             )
-            del probe
+
+        rows = probe.num_rows
+        got = factors_of(probe) if rows else None
+        del probe
+        episodes = ds.episodes(run_ids) if rows else None
+        if episodes is not None and episodes.num_rows != rows:
+            # A damaged page outside the probe's columns: the whole read skipped its part.
+            keys = episodes.select(["run_id", "env_id", "start_seq"])
+            got = factors_of(keys) if keys.num_rows else None
+        if got is not None and episodes is not None:
             interval_names += got.skipped
-            frame = _episodes_frame(ds.episodes(run_ids), None)
+            frame = _episodes_frame(episodes, None)
             outcome_names += [c for c in frame.columns if c not in _NOT_OUTCOMES]
             factor_names += got.names
             frames.append(_add_factors(frame, got.names, got.values, got.labels, label_sets))
