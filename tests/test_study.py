@@ -156,6 +156,18 @@ def test_a_given_data_factor_below_the_dummies_with_a_wide_interval_is_uncertain
         assert x1["conf_high"] > 0.1 and x1["verdict"] == "uncertain"
 
 
+def test_knn_gives_no_verdict_below_300_episodes(tmp_path) -> None:
+    """Below 300 episodes kNN's intervals ran narrow (an inert factor read "effect" in
+    10-15 % of seeds): every factor, x2 (S1 0.8) too, reads "uncertain"."""
+    _run(tmp_path, episodes=128)
+    study = analyze(tmp_path, outcome="return", method="knn", seed=0)
+    n = study.num_episodes
+    assert n < 300
+    assert set(study.ranking()["verdict"]) == {
+        f"uncertain: only {n} episodes (kNN's intervals need 300)"
+    }
+
+
 @pytest.mark.parametrize("method", ["rbd_fast", "binning", "knn"])
 def test_a_rare_success_leaves_every_verdict_open(tmp_path, method) -> None:
     """success = x1 > 0.998: x1 decides every episode (S1 = ST = 1), but a handful of
