@@ -70,6 +70,13 @@ def test_seed_column_and_replay_seed_of_later_episodes(tmp_path) -> None:
     for episode in (1, 2):
         replay = replay_episode(tmp_path, "r", env_id=1, episode=episode)
         assert replay.seed == int(_expected_seeds(3, np.array([1]), np.array([episode]))[0])
+    assert (
+        replay_episode(tmp_path, "r", env_id=np.int64(1), episode=np.int32(2)).seed == replay.seed
+    )
+    with pytest.raises(TypeError, match=r"`env_id` must be an int, got 0\.5"):
+        replay_episode(tmp_path, "r", env_id=0.5, episode=1)  # it had read back env 0
+    with pytest.raises(TypeError, match=r"`episode` must be an int, got True"):
+        replay_episode(tmp_path, "r", env_id=1, episode=True)
 
 
 def test_interval_draws_and_timers_differ_across_episodes(tmp_path) -> None:
@@ -456,6 +463,16 @@ def test_refused_manager_leaves_no_run(tmp_path, kwargs, error, match) -> None:
     assert list(tmp_path.iterdir()) == []
     assert mass.sampler.listeners == ()  # nothing stays attached: a retry works
     RecorderManager(2, variations=[mass], output=tmp_path, run_id="ok").close()
+
+
+@pytest.mark.parametrize("under", [False, True], ids=["a-file", "under-a-file"])
+def test_an_output_that_is_a_file_is_named(tmp_path, under) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    output = tmp_path / "notes.txt" / ("runs" if under else "")
+    mass = _mass()
+    with pytest.raises(vr.DatasetError, match=r"is, or lies under, a file, not a directory"):
+        RecorderManager(2, variations=[mass], output=output)  # was a bare FileExistsError
+    assert (tmp_path / "notes.txt").read_text() == "mine" and mass.sampler.listeners == ()
 
 
 def test_refused_late_attach_leaves_no_run(tmp_path) -> None:

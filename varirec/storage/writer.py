@@ -191,7 +191,13 @@ class RunWriter:
     def _create(self, overwrite: bool, *, _join: bool, _resume: bool) -> None:
         with exit_held():
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.root.mkdir(parents=True, exist_ok=True)
+                except (FileExistsError, NotADirectoryError):
+                    raise DatasetError(
+                        f"the dataset path {str(self.root)!r} is, or lies under, a file, not a "
+                        "directory; pass a directory path (it is created if missing)"
+                    ) from None
                 if self.created:
                     self._create_run(overwrite)
                 elif not (self.path / RUN_JSON).is_file():

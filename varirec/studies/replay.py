@@ -178,6 +178,12 @@ def replay_episode(
     (True, 1, 1.0)
     """
     data = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    for name, value in (("env_id", env_id), ("episode", episode)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TypeError(
+                f"`{name}` must be an int, got {value!r} ({type(value).__name__}); pass the "
+                f"{name} as recorded, e.g. {name}=0"
+            )
     env_id, episode = int(env_id), int(episode)
     ep = data.episodes(run_id, filter=(ds.field("env_id") == env_id))
     row = ep.filter(pc.equal(ep.column("episode"), episode)).to_pylist()
