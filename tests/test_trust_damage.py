@@ -262,6 +262,9 @@ def test_episodes_recorded_twice_in_other_bytes_are_refused_not_counted_twice(da
         assert main(command) == 2
         err = capsys.readouterr().err
         assert "more than once (e.g. env 0, episode 0)" in err and "run_id=r/episodes" in err
+    (run,) = inspect_dataset(dataset)["runs"]
+    assert run["episodes"] == 480 and run["episodes_repeated"] == 240
+    assert "episodes recorded more than once: 240" in format_inspection(inspect_dataset(dataset))
     assert snapshot(dataset) == before
 
 

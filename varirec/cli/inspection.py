@@ -89,7 +89,8 @@ def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
         ds = open_dataset(path)
         runs = []
         for run in ds.runs():
-            episodes = ds.episodes(run.run_id, columns=["env_id", "sample_id"])
+            episodes = ds.episodes(run.run_id, columns=["env_id", "episode", "sample_id"])
+            keys = episodes.group_by(["env_id", "episode"]).aggregate([])
             rows, lost, uncounted = _table_rows(ds, run.run_id)
             design = run.metadata.get("design")
             runs.append(
@@ -108,6 +109,7 @@ def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
                     "writers_uncounted": uncounted,
                     "episodes": episodes.num_rows,
                     "envs_with_episodes": len(pc.unique(episodes.column("env_id"))),
+                    "episodes_repeated": episodes.num_rows - keys.num_rows,
                     "variations": [
                         {
                             "key": v["key"],
@@ -170,6 +172,12 @@ def format_inspection(info: dict[str, Any]) -> str:
             lines.append(f"  {table} rows not readable: {held}; {where}")
             lines += [f"    {part}" for part in lost["parts"]]
         lines.append(f"  episodes: {run['episodes']} over {run['envs_with_episodes']} env(s)")
+        if run.get("episodes_repeated"):
+            lines.append(
+                f"  episodes recorded more than once: {run['episodes_repeated']} (the same env "
+                "and episode in two parts; the analyses refuse the run until the extra parts "
+                "are moved out)"
+            )
         if run["design"]:
             d = run["design"]
             lines.append(
