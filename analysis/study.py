@@ -282,7 +282,7 @@ def analyze(
         raise UnknownNameError(f"no method {method!r}; {nearest_names(method, METHODS)}")
     step = progress or (lambda message: None)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
-    run_ids = ds.run_ids() if runs is None else ([runs] if isinstance(runs, str) else list(runs))
+    run_ids = ds.selected(runs)
     for r in run_ids:
         ds.run(r)  # unknown run ids fail here, with the known ones listed
     if not allow_duplicate_runs:

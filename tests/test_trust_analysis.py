@@ -170,6 +170,14 @@ def test_degenerate_outcomes_get_their_real_cause(tmp_path) -> None:
         r"run\(s\) \['r'\] \(missing or NaN\): record it with manager.record_step\(success=",
     ):
         analyze(tmp_path / "nan", outcome="success")
+    from varirec.analysis.failures import failures
+
+    with pytest.raises(ValueError, match=r"no episode has a value of 'success' \(256 episode"):
+        failures(tmp_path / "nan")  # it had said "only 0 episode(s) ... needs at least 50"
+    for runs, said in ((3, r"`runs` must be a run id or a list of run ids, got int 3"),
+                       ([3], r"`runs` must hold run ids \(str\), got 3")):  # fmt: skip
+        with pytest.raises(TypeError, match=said):
+            analyze(tmp_path / "nan", outcome="return", runs=runs)
     _two_factor_run(tmp_path / "one", 1, 1, success=np.ones(1))
     with pytest.raises(
         ValueError, match=r"only 1 episode\(s\) of run\(s\) \['r'\] have a finite 'success'"

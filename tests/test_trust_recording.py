@@ -417,6 +417,22 @@ _BAD_ARGUMENTS = [
         ValueError,
         r"interval_steps must be \(low, high\).*got 5; e\.g\. interval_steps=\(50, 50\)",
     ),
+    (
+        lambda o: RecorderManager(2, output=o, variations=3),
+        TypeError,
+        r"variations must be an iterable of Variation, got int 3; e\.g\. VariationSet",
+    ),
+    (
+        lambda o: RecorderManager(2, output=o, metadata=[1, 2]),
+        TypeError,
+        r"`metadata` must be a mapping .* got list \[1, 2\]; e\.g\. metadata=",
+    ),
+    (
+        lambda o: vr.UniformCfg(low=1j, high=2),
+        ValueError,
+        r"UniformCfg\.low must be a real number or a sequence of real numbers, got 1j",
+    ),
+    (lambda o: vr.open_dataset(None), TypeError, r"a dataset path must be a str or a path"),
 ]
 
 

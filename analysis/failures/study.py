@@ -179,6 +179,12 @@ def failures_from_frame(
     keep = np.isfinite(y) & np.isfinite(f.values).all(axis=1)
     if (~keep).any():
         notes.append(f"{int((~keep).sum())} episode(s) with a missing outcome or factor left out")
+    if not np.isfinite(y).any():
+        raise ValueError(
+            f"no episode has a value of {outcome!r} ({len(y)} episode(s), all null: it was "
+            "never recorded); record it (record_step(success=...)), or pick an outcome that "
+            "was, with a threshold: --outcome return --threshold T"
+        )
     if keep.sum() < _MIN_EPISODES:
         raise ValueError(
             f"only {int(keep.sum())} episode(s) with a finite {outcome!r} and factors; a failure "

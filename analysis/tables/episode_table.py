@@ -399,7 +399,7 @@ def episode_table(
     True
     """
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
-    run_ids = ds.run_ids() if runs is None else ([runs] if isinstance(runs, str) else list(runs))
+    run_ids = ds.selected(runs)
     specs = _specs(ds, run_ids)
     engine, budget = _choose_engine(engine, ds, run_ids, memory_budget)
     frames = []

@@ -161,6 +161,11 @@ class RecorderManager:
                 "e.g. max_rows=262_144"
             )
         self.max_rows = int(max_rows)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(
+                f"`metadata` must be a mapping of names to JSON values, got "
+                f"{type(metadata).__name__} {metadata!r:.60}; e.g. metadata={{'policy': 'ppo'}}"
+            )
         builtin = builtin_term_cfgs(max_rows=max_rows, step_keys=step_keys)
         self.writer: RunWriter | None = None
         self._episode_parts: list[dict[str, Any]] = []

@@ -56,7 +56,10 @@ def _param(cls: str, name: str, value: Any) -> Param:
     items = value if isinstance(value, list | tuple) else (value,)
     if any(isinstance(v, bool | np.bool_) for v in items):  # True would pass as 1.0
         raise _bad(cls, name, value, "a number, not a bool; give the value itself (e.g. 1.0)")
-    arr = np.asarray(value, dtype=float)
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):  # a complex number, an object, a ragged list
+        raise _bad(cls, name, value, "a real number or a sequence of real numbers") from None
     if arr.ndim > 1 or arr.size == 0:
         raise _bad(cls, name, value, "a number or a non-empty 1-D sequence of numbers")
     if not np.all(np.isfinite(arr)):

@@ -90,6 +90,11 @@ def open_dataset(path: str | os.PathLike[str] | StorePath) -> Dataset:
         >>> data.steps(columns=["reward"]).column("reward").to_pylist()
         [1.0, 2.0]
     """
+    if not isinstance(path, str | os.PathLike | StorePath):
+        raise TypeError(
+            f"a dataset path must be a str or a path, got {type(path).__name__} {path!r:.60}; "
+            "e.g. open_dataset('runs/')"
+        )
     return Dataset(path)
 
 
@@ -194,12 +199,31 @@ class Dataset:
         self._closed_counts[run_id] = loaded.closed_counts
         return loaded.info
 
+    def selected(self, runs: Runs) -> list[str]:
+        """The ids of the runs ``runs`` names (every run for None), each known, once.
+
+        Raises:
+            TypeError: ``runs`` is not a run id, a run or an iterable of them.
+            UnknownNameError: a run id the dataset does not hold.
+        """
+        return self._select(runs)
+
     def _select(self, runs: Runs) -> list[str]:
         if runs is None:
             return self.run_ids()
         if isinstance(runs, (str, RunInfo)):
             runs = [runs]
+        elif not isinstance(runs, Iterable):
+            raise TypeError(
+                f"`runs` must be a run id or a list of run ids, got {type(runs).__name__} "
+                f"{runs!r:.60}; e.g. runs=['{(self.run_ids() or ['run'])[0]}']"
+            )
         wanted = [r.run_id if isinstance(r, RunInfo) else r for r in runs]
+        bad = [r for r in wanted if not isinstance(r, str)]
+        if bad:
+            raise TypeError(
+                f"`runs` must hold run ids (str), got {bad[0]!r}; `varirec inspect` lists them"
+            )
         unknown = [r for r in wanted if r not in self._runs]
         if unknown:
             near = difflib.get_close_matches(str(unknown[0]), self.run_ids(), n=3)

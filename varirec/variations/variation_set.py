@@ -59,6 +59,11 @@ class VariationSet(Mapping[str, Variation]):
     ) -> None:
         self._items: dict[str, Variation] = {}
         self.apply_batch = apply_batch
+        if isinstance(variations, Variation | str) or not isinstance(variations, Iterable):
+            raise TypeError(
+                f"variations must be an iterable of Variation, got {type(variations).__name__} "
+                f"{variations!r:.60}; e.g. VariationSet([mass, friction])"
+            )
         for v in variations:
             self.add(v)
 
