@@ -539,6 +539,16 @@ def test_import_varirec_does_not_import_gymnasium() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_the_gym_integration_and_replay_import_no_pandas_torch_or_matplotlib() -> None:
+    """DESIGN: the core never imports pandas at import time (``pyarrow.dataset`` does:
+    replay had imported it at the top)."""
+    modules = "varirec.integrations.gym, varirec.integrations.gym_vector, varirec.studies.replay"
+    heavy = "[m for m in ('pandas', 'torch', 'matplotlib', 'SALib') if m in sys.modules]"
+    code = f"import sys, {modules}; print({heavy})"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_design_schedule_drives_a_gym_env(tmp_path) -> None:
     """A Sobol design on Pendulum: each episode runs its design row with its seed."""
     variations = pendulum_variations()

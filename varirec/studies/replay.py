@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from varirec.errors import UnknownNameError
 from varirec.storage import Dataset, open_dataset
@@ -185,7 +184,7 @@ def replay_episode(
                 f"{name} as recorded, e.g. {name}=0"
             )
     env_id, episode = int(env_id), int(episode)
-    ep = data.episodes(run_id, filter=(ds.field("env_id") == env_id))
+    ep = data.episodes(run_id, filter=(pc.field("env_id") == env_id))
     row = ep.filter(pc.equal(ep.column("episode"), episode)).to_pylist()
     if not row:
         have = sorted(ep.column("episode").to_pylist())
@@ -196,9 +195,9 @@ def replay_episode(
         )
     rec = row[0]
     start = rec["start_seq"]
-    mine = (ds.field("env_id") == env_id) | (ds.field("env_id") == -1)
+    mine = (pc.field("env_id") == env_id) | (pc.field("env_id") == -1)
     table = data.draws(
-        run_id, columns=_DRAW_COLUMNS, filter=mine & (ds.field("seq") <= rec["end_seq"])
+        run_id, columns=_DRAW_COLUMNS, filter=mine & (pc.field("seq") <= rec["end_seq"])
     )
     rows = {
         c: np.asarray(table.column(c).to_pylist(), dtype=object)
