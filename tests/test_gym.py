@@ -578,3 +578,41 @@ def test_design_schedule_drives_a_gym_env(tmp_path) -> None:
     np.testing.assert_array_equal(frame["seed"], expected)
     assert frame.groupby(design.noise_of(rows))["seed"].nunique().eq(1).all()  # per base row
     assert frame.groupby(rows // design.group_size)["seed"].nunique().eq(2).all()
+
+
+class _VectorReward(gym.Env):
+    """One env whose step returns a reward of two numbers (a bug of the env's)."""
+
+    observation_space = gym.spaces.Box(-1, 1, (1,))
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.mass = 1.0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), np.ones(2), False, False, {"is_success": "maybe"}
+
+
+def test_a_reward_that_is_not_one_number_is_named(tmp_path) -> None:
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)),
+                        apply=lambda env, ids, x: setattr(env, "mass", float(x[0])))  # fmt: skip
+    env = VariationWrapper(_VectorReward(), [mass], output=tmp_path, run_id="g")
+    env.reset(seed=0)
+    with pytest.raises(
+        ValueError, match=r"gave a reward that is not one number: ndarray of shape \(2,\)"
+    ):
+        env.step(0)
+    env.unwrapped.step = lambda action: (
+        np.zeros(1, np.float32),
+        1.0,
+        False,
+        False,
+        {"is_success": "maybe"},
+    )
+    with pytest.raises(ValueError, match=r"gave a success that is not one number: str"):
+        env.step(0)
+    env.close()

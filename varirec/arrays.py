@@ -309,7 +309,8 @@ class ArrayWorld:
         if is_tensor(env_ids):
             if env_ids.dtype.is_floating_point or env_ids.dtype.is_complex:
                 raise TypeError(  # before the grad check: .long() mends both
-                    f"`{name}` must be integer ids or a bool mask, got a float tensor "
+                    f"`{name}` must be integer ids or a bool mask, got a "
+                    f"{'complex' if env_ids.dtype.is_complex else 'float'} tensor "
                     f"({_describe(env_ids)}, on {env_ids.device}); pass {name}.long() if they "
                     "are whole numbers, or the mask itself"
                 )

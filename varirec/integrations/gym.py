@@ -116,6 +116,20 @@ def check_env_attributes(target: Any, variations: Iterable[Any], where: str) -> 
         )
 
 
+def _one_number(value: Any, name: str) -> float:
+    """A single env's per-step ``value`` as a float, or an error naming what it was."""
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        shape = getattr(value, "shape", None)
+        got = f"{type(value).__name__}" + ("" if shape is None else f" of shape {tuple(shape)}")
+        raise ValueError(
+            f"the env's step gave a {name} that is not one number: {got} ({exc}); "
+            "VariationWrapper wraps one env, whose step returns one number (for a vector "
+            "env use varirec.integrations.gym_vector.make_vector_env)"
+        ) from None
+
+
 class VariationWrapper(gym.Wrapper):
     """Applies and records variations on one Gymnasium env, and records its episodes.
 
@@ -305,14 +319,14 @@ class VariationWrapper(gym.Wrapper):
         m, k = self._manager, self.env_id
         if m is None or not m.tracker.started[k]:
             return obs, reward, terminated, truncated, info  # stepped outside an episode
-        self._reward[k] = float(reward)
+        self._reward[k] = _one_number(reward, "reward")
         self._terminated[k] = bool(terminated)
         self._truncated[k] = bool(truncated)
         if self.success_fn is not None:
             success = self.success_fn(obs, reward, terminated, truncated, info)
         else:
             success = info.get(self.success_key)
-        self._success[k] = np.nan if success is None else float(success)
+        self._success[k] = np.nan if success is None else _one_number(success, "success")
         m.record_step(
             reward=self._reward,
             terminated=self._terminated,
