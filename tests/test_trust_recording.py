@@ -367,6 +367,29 @@ def test_a_steps_column_keeps_its_first_shape_and_dtype_and_loses_no_row(
     assert len(steps) == 8 and sorted(steps["step"].unique()) == [0, 1, 2, 3]
 
 
+def test_success_values_other_than_0_1_nan_are_logged_once_and_the_rows_kept(
+    tmp_path, caplog, monkeypatch
+) -> None:
+    """0.7 or 2 as a success is read as True above 0.5 and said once (logged, not warned:
+    a warning made an error would fail the writer's chunk and lose its rows)."""
+    from varirec.recording import episode_chunk
+
+    monkeypatch.setattr(episode_chunk, "_TOLD", set())
+    m = RecorderManager(4, output=tmp_path, run_id="r")
+    m.reset(None, None)
+    for _ in range(2):
+        m.record_step(reward=np.ones(4), success=np.array([0.0, 1.0, 0.7, np.nan]))
+        m.record_pre_reset(None)
+        m.reset(None, None)
+        m.flush()
+    with caplog.at_level("WARNING", logger="varirec.recording.episode_chunk"):
+        m.close()
+    said = [r.getMessage() for r in caplog.records if "other than 0, 1 and NaN" in r.getMessage()]
+    assert len(said) == 1 and "(e.g. 0.7): recorded as True where above 0.5" in said[0]
+    success = vr.open_dataset(tmp_path).episodes().to_pandas().sort_values(["episode", "env_id"])
+    assert success["success"].tolist() == [False, True, True, None] * 2
+
+
 def test_a_misspelt_record_step_name_is_refused_with_the_name_it_meant(tmp_path) -> None:
     m = RecorderManager(2, output=tmp_path, run_id="r", step_keys=("action",))
     m.reset(None, None)

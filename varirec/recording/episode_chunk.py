@@ -15,6 +15,7 @@ the column's type) or nothing (None: nulls for those episodes).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,10 @@ def part_rows(part: dict[str, Any]) -> int:
     return len(part["env_id"]) if block is None else block.shape[1]
 
 
+log = logging.getLogger(__name__)
+_TOLD: set[str] = set()  # the bool columns whose odd values were logged
+
+
 def _from_numpy(field: pa.Field, data: Any) -> pa.Array:
     data = np.asarray(data)
     if field.name in _NULL_IF_NEGATIVE:
@@ -56,6 +61,17 @@ def _from_numpy(field: pa.Field, data: Any) -> pa.Array:
     if data.dtype.kind == "f" and not pa.types.is_floating(field.type):
         missing = np.isnan(data)  # NaN: not reported (e.g. success of a task without one)
         if pa.types.is_boolean(field.type):
+            odd = data[~missing & (data != 0.0) & (data != 1.0)]
+            if odd.size and field.name not in _TOLD:  # off the step, once per process
+                # Logged, not warned: a warning made an error (-W error) would fail the
+                # writer's chunk here and lose its rows.
+                _TOLD.add(field.name)
+                log.warning(
+                    "`%s` got values other than 0, 1 and NaN (e.g. %g): recorded as True "
+                    "where above 0.5; pass bools, or 1.0 / 0.0 with NaN where unknown",
+                    field.name,
+                    odd[0],
+                )
             data = data > 0.5
         return pa.array(data, field.type, mask=missing if missing.any() else None)
     return pa.array(data, field.type)
