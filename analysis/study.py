@@ -86,6 +86,10 @@ FEW_KNN = 300
 """Below this many episodes no kNN factor gets a verdict but "uncertain": its linearized
 intervals run narrow there (an inert factor read "effect" in 10-15 % of seeds at 16 to
 100 episodes, 2 % at 300, against 2.5 % meant)."""
+FIRST_ORDER = ("binning", "rbd_fast")
+"""Given-data methods of first-order indices (S1): a factor they find small reads "no
+first-order effect", as one that acts through interactions only reads there too (the
+demo's ``joint.friction``: S1 0.001 by binning, ST 0.13 by Sobol)."""
 RESAMPLED = ("binning", "rbd_fast", "delta", "knn")
 """Given-data methods whose indices get intervals (bootstrap resamples; kNN's
 linearized errors): where one has none, none could be computed (too few events)."""
@@ -191,7 +195,10 @@ class Study:
             if pd.isna(high):  # no interval (PAWN, HSIC): the episodes must be many
                 n = self.result.num_samples
                 return "no effect" if n >= FEW_GIVEN else f"uncertain: only {n} episodes"
-            return "uncertain" if high > SMALL_GIVEN else "no effect"
+            if high > SMALL_GIVEN:
+                return "uncertain"
+            # S1 alone cannot show a factor that acts through interactions only.
+            return "no first-order effect" if self.method in FIRST_ORDER else "no effect"
         low, high = row.get("conf_low"), row.get("conf_high")
         if pd.isna(low) or pd.isna(high):
             return "no verdict: no interval"
@@ -314,6 +321,12 @@ def analyze(
             raise DesignError(
                 f"run {design_id!r} holds a {design['method']} design, not {method}; "
                 f"use --method {design['method']} (or auto)"
+            )
+        others = [r for r in run_ids if r != design_id]
+        if others:
+            notes.append(
+                f"a {method} study reads its design run {design_id!r} only: run(s) {others} "
+                "left out (pick runs with --runs, or pool every run with --method binning)"
             )
         run_ids = [design_id]
         check_design_values(ds, design_id, design)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import varirec as vr
-from varirec.analysis import run_study, sobol_design
+from varirec.analysis import analyze, run_study, sobol_design
 from varirec.envs import ishigami_variations, make_ishigami_env
 from varirec.studies.design import DesignSchedule
 from varirec.studies.driver import drive_episodes
@@ -83,3 +83,16 @@ def test_bad_arguments_write_nothing(tmp_path: Path, kwargs: dict, match: str) -
             **kwargs,
         )
     assert not (tmp_path / "d").exists()
+
+
+def test_a_sobol_study_over_every_run_names_the_runs_it_left_out(tmp_path: Path) -> None:
+    """Without ``runs`` a design study reads its design run only: the plain random run
+    beside it is named in a note, not dropped in silence."""
+    common = {"output": tmp_path, "progress": False, "num_envs": 32}
+    run_study(make_ishigami_env, ishigami_variations(), method="sobol", n=64, run_id="s", **common)
+    run_study(make_ishigami_env, ishigami_variations(), method="random", n=64, run_id="r", **common)
+    result = analyze(tmp_path, outcome="return")
+    assert result.runs == ["s"]
+    assert "a sobol study reads its design run 's' only: run(s) ['r'] left out" in " ".join(
+        result.notes
+    )

@@ -11,7 +11,7 @@
    on held-out episodes), printed and written into the report.
 
 The control factor ``object.color`` is never read by the env: it must come out as
-"no effect" in both studies.
+"no effect" by Sobol and "no first-order effect" by binning.
 """
 
 from __future__ import annotations
