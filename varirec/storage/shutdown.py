@@ -136,7 +136,9 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         _LOCAL.pending = SystemExit(128 + signum)
         logger.warning("received SIGTERM: exiting once the current write is done")
         return
-    logger.warning("received SIGTERM: closing %d open RunWriter(s), then exiting", len(_OPEN))
+    logger.warning(
+        "received SIGTERM: closing %d open recorder(s) and writer(s), then exiting", len(_OPEN)
+    )
     raise SystemExit(128 + signum)
 
 
@@ -220,7 +222,7 @@ def _raise_pending() -> None:
     if pending is not None:
         _LOCAL.pending = None
         if isinstance(pending, SystemExit):
-            logger.warning("closing %d open RunWriter(s), then exiting", len(_OPEN))
+            logger.warning("closing %d open recorder(s) and writer(s), then exiting", len(_OPEN))
             if not _SIGNALLED:  # no open writer to close for it (held while one was made
                 _STATE["signal"] = None  # or closed): a caught exit leaves no signal behind
         raise pending
