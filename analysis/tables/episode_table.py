@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from varirec import open_dataset
 from varirec.analysis.tables.as_of import DRAW_COLUMNS, has_nan, run_factors
 from varirec.analysis.tables.pages import no_hugepage_advice
+from varirec.analysis.tables.repeated import refuse_repeated_episodes, repeated_pairs
 from varirec.analysis.tables.stream import stream_factors
 from varirec.errors import DatasetError, UnknownNameError
 from varirec.storage import Dataset, DatasetWarning
@@ -316,44 +317,6 @@ def _join(
     return run_factors(draws, keys, specs, skipped)
 
 
-def _refuse_repeated_episodes(ds: Dataset, table: pd.DataFrame) -> None:
-    """An episode (run, env, episode) is recorded once: one that is there twice (a part
-    copied into the run, or a damaged part put back after ``varirec resume`` recorded
-    its episodes again) would count twice in every number, and its draws' as-of join
-    would not hold."""
-    keys = ["run_id", "env_id", "episode"]
-    repeated = table.duplicated(keys, keep=False)
-    if not repeated.any():
-        return
-    first = table.loc[repeated, keys].iloc[0]
-    run = first["run_id"]
-    count = int(table.loc[repeated & (table["run_id"] == run)].duplicated(keys).sum())
-    raise DatasetError(
-        f"run {run!r} of {ds.path} holds {count} episode(s) more than once (e.g. env "
-        f"{int(first['env_id'])}, episode {int(first['episode'])}): a part copied into the "
-        "run, or a damaged part put back after `varirec resume` recorded its episodes "
-        f"again; every number would count them twice. Move the extra part(s) out of "
-        f"{ds.path}/run_id={run}/episodes (the part names hold the writer's id), "
-        "then analyse again"
-    )
-
-
-def _repeated_pairs(table: pd.DataFrame) -> list[str]:
-    """A note per run whose design pairs (sample_id, seed) ran more than once: a cycling
-    schedule runs them again on purpose, a damaged part put back after a resume did not."""
-    if "sample_id" not in table or "seed" not in table:
-        return []
-    design = table[table["sample_id"].notna() & (table["sample_id"] >= 0) & table["seed"].notna()]
-    repeated = design.duplicated(["run_id", "sample_id", "seed"])
-    return [
-        f"run {run!r} holds {count} design pair(s) (sample_id, seed) more than once (a "
-        "cycling schedule, or a damaged part put back after a resume recorded its episodes "
-        "again): Sobol and Morris average them as replicates, every other method counts "
-        "each episode"
-        for run, count in design.loc[repeated, "run_id"].value_counts(sort=False).items()
-    ]
-
-
 def episode_table(
     dataset: str | os.PathLike[str] | Dataset,
     runs: str | Sequence[str] | None = None,
@@ -457,8 +420,8 @@ def episode_table(
             "(record_pre_reset) before analysing"
         )
     table = pd.concat(frames, ignore_index=True)
-    _refuse_repeated_episodes(ds, table)
-    lost_notes = _repeated_pairs(table) + _lost_draws(ds, run_ids, table, factor_names)
+    refuse_repeated_episodes(ds, table)
+    lost_notes = repeated_pairs(table) + _lost_draws(ds, run_ids, table, factor_names)
     categorical = [f for f in factor_names if f in label_sets]
     for name in categorical:
         # Spec labels in their order, then any other label drawn, sorted (both engines).
