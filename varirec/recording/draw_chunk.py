@@ -36,6 +36,34 @@ def _segment_ids(counts: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(counts)), counts)
 
 
+def _event_columns(events: list[tuple[Any, ...]], total: int) -> tuple[np.ndarray, ...]:
+    """Each row's seq, key code, phase code and time, from the events of
+    :attr:`DrawChunk.events` in order (an event's rows are consecutive).
+
+    Slice and broadcast assignments fill them: numpy copies without the GIL there, while
+    ``np.repeat`` holds it throughout, and on the writer thread every torch call of the
+    simulation's main thread (each one lets the GIL go) then waited for it.
+    """
+    seq, time = np.empty(total, np.int64), np.empty(total, np.int64)
+    key, phase = np.empty(total, np.int32), np.empty(total, np.int32)
+    r = 0
+    for event in events:
+        if len(event) == 6:
+            code, phase_code, event_seq, time_us, n, k = event
+            end = r + n * k
+            key[r:end], phase[r:end], seq[r:end] = code, phase_code, event_seq
+        else:  # a reset block: V events of k rows each
+            codes, seq0, time_us, k = event
+            v = len(codes)
+            end = r + v * k
+            key[r:end].reshape(v, k)[:] = codes[:, :1]
+            phase[r:end].reshape(v, k)[:] = codes[:, 1:2]
+            seq[r:end].reshape(v, k)[:] = np.arange(seq0, seq0 + v)[:, None]
+        time[r:end] = time_us
+        r = end
+    return seq, key, phase, time
+
+
 def _event_meta(events: list[tuple[Any, ...]]) -> np.ndarray:
     """The ``(n_events, 6)`` int64 event table of :attr:`DrawChunk.events`, in order,
     with each reset block expanded to its ``V`` events."""
@@ -239,7 +267,6 @@ class DrawChunk:
                 value[r : r + size].reshape(nv, -1)[:] = values.T
         meta = _event_meta(self.events)
         n_ev, k_ev = meta[:, 4], meta[:, 5]
-        rows_of_event = n_ev * k_ev
         if np.all(k_ev == 1):  # scalar variations: one row per env
             src = None
             component = np.zeros(total, dtype=np.int16)
@@ -257,8 +284,7 @@ class DrawChunk:
             step[s : s + n] = self._step[s : s + n]
             draw_seq[s : s + n] = self._draw_seq[s : s + n]
 
-        def per_event(j: int, dtype: Any = np.int64) -> np.ndarray:
-            return np.repeat(meta[:, j].astype(dtype), rows_of_event)
+        seq, key, phase, time_us = _event_columns(self.events, total)
 
         label = self._label
         sample_id = self._sample_id
@@ -268,16 +294,16 @@ class DrawChunk:
             value = value[:total].copy()
         table = pa.Table.from_arrays(
             [
-                pa.array(per_event(2)),
+                pa.array(seq),
                 pa.DictionaryArray.from_arrays(
-                    pa.array(per_event(0, np.int32)), pa.array(list(self.keys), pa.string())
+                    pa.array(key), pa.array(list(self.keys), pa.string())
                 ),
                 pa.array(component),
                 pa.array(per_row(env_id)),
                 pa.array(per_row(episode)),
                 pa.array(per_row(step)),
                 pa.DictionaryArray.from_arrays(
-                    pa.array(per_event(1, np.int32)), pa.array(list(PHASES), pa.string())
+                    pa.array(phase), pa.array(list(PHASES), pa.string())
                 ),
                 pa.array(per_row(draw_seq)),
                 pa.array(value[:total]),
@@ -290,7 +316,7 @@ class DrawChunk:
                 pa.nulls(total, pa.int64())
                 if sample_id is None
                 else pa.array(per_row(sample_id), mask=per_row(sample_id) < 0),
-                pa.array(per_event(3), UTC_TIMESTAMP),
+                pa.array(time_us, UTC_TIMESTAMP),
             ],
             schema=draws_schema(),
         )
