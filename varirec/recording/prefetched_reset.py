@@ -70,6 +70,13 @@ PREFETCH = os.environ.get("VARIREC_NO_PREFETCH", "").strip() in ("", "0")
 turns it off for the process)."""
 
 
+def _rows(table: np.ndarray) -> np.ndarray:
+    """A C-contiguous 2-d array as a 1-d array of its rows (a view): numpy scatters whole
+    rows at ids in half the time of ``table[ids] = values`` (on the settle's path, with
+    thousands of rows a step)."""
+    return table.view(np.dtype((np.void, table.shape[1] * table.itemsize))).reshape(len(table))
+
+
 class _Pending:
     """A reset applied on the device whose bookkeeping waits: its ids as the gather took
     them (``rows``, varirec's own tensor), the CUDA stream it ran on (None off CUDA; the
@@ -302,7 +309,7 @@ class PrefetchedReset:
         try:
             # The values applied, as the tables held them: the kernel checks that they
             # were drawn for the episodes it begins (the draws are keyed by them).
-            applied = (self.host[ids], self.episode[ids], p.time)
+            applied = (self.host.take(ids, axis=0), self.episode[ids], p.time)
             ran = compiled.run(p.env, ids, None, f, applied=applied, failed=failed)
         except BaseException as exc:
             if exc is not failed:
@@ -360,7 +367,7 @@ class PrefetchedReset:
             # In inference mode too: a normal tensor may be written in place there.
             self.device.index_copy_(0, rows, self._sent(values))
             self._wrote()
-            self.host[ids] = values
+            _rows(self.host)[ids] = _rows(np.ascontiguousarray(values, self.host.dtype))
             self.episode[ids] = episode
         except BaseException:
             self.plan = None
