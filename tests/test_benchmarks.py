@@ -3,6 +3,7 @@ the recording mode records the values the env holds. (Speed is not asserted here
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 from pathlib import Path
@@ -89,3 +90,15 @@ def test_gpu_breakdown_times_each_call_of_the_loop_and_unwraps_them(gpu_loop) ->
     assert null["loop"]["inside"] > 0 and "RecorderManager.reset" not in null["calls"]
     after = [owner.__dict__[name] for owner, name in breakdown.WRAPPED]
     assert all(a is b for a, b in zip(before, after, strict=True))  # nothing left wrapped
+
+
+def test_gil_loop_resets_a_realistic_share_and_records_every_reset(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    bench = _load("bench_gil")
+    args = argparse.Namespace(variations=3, warmup=0, step_ms=0.0, calls=2)
+    out = tmp_path / "run"
+    stats = bench.run_loop("recording", 600, 200, args, out)
+    assert 1 / 75 < stats["resets"] / (600 * 200) < 1 / 50  # episodes of 30-90 steps
+    # The first reset of every env, then one row per variation and resetting env.
+    assert vr.open_dataset(out).draws().num_rows == 3 * (600 + stats["resets"])
+    assert 0 < stats["mean"] <= stats["p99"]

@@ -125,6 +125,7 @@ def test_a_block_entry_expands_to_the_events_of_its_variations_in_order():
     assert table["env_id"] == [0, 1, 2, 3, 4, 2, 3, 4, 4, 4, 2, 2]
     assert table["value"] == [0.5, 0.6, 0, 2, 4, 1, 3, 5, 1.5, 2.5, 1, 1]
     assert table["component"] == [0] * 8 + [0, 1] + [0, 0]
+    assert [str(p) for p in table["phase"]] == ["reset"] * 8 + ["interval"] * 2 + ["reset"] * 2
     us = [t.timestamp() * 1e6 for t in table["time"]]
     assert us == [1000] * 2 + [2000] * 6 + [3000] * 2 + [4000] * 2
     assert table["step"] == [0] * 8 + [4, 4, 0, 0] and table["draw_seq"] == [0] * 8 + [1, 1, 0, 0]
