@@ -131,6 +131,22 @@ def test_a_block_entry_expands_to_the_events_of_its_variations_in_order():
     assert table["step"] == [0] * 8 + [4, 4, 0, 0] and table["draw_seq"] == [0] * 8 + [1, 1, 0, 0]
 
 
+def test_a_chunk_refuses_event_codes_outside_its_keys_or_phases():
+    """The dictionary columns skip Arrow's check of every row; the chunk checks the
+    codes per event instead, so a bad code never reaches a part."""
+    chunk = DrawChunk(100, ["a", "b"], [])
+    ids, eps = np.array([2, 3]), np.array([7, 8])
+    assert chunk.add_block(np.array([[0, 1], [2, 1]]), 6, np.ones((2, 2)), ids, eps, None, 1)
+    with pytest.raises(ValueError, match=r"variation code outside 0\.\.1"):
+        chunk.to_arrow()
+    chunk = DrawChunk(100, ["a"], [])
+    ctx = DrawContext("a", "reset", 5, np.array([0]), 0, 0)
+    assert chunk.add(0, ctx, np.array([0.5]), np.array([0]), 1000)
+    chunk.events[0] = (0, 9, *chunk.events[0][2:])  # a phase code past PHASES
+    with pytest.raises(ValueError, match="phase code outside"):
+        chunk.to_arrow()
+
+
 @pytest.mark.parametrize("blocks_only", [True, False])
 def test_a_pooled_chunk_hands_arrow_rows_the_pool_never_overwrites(blocks_only):
     """Rows of reset blocks equal the same draws added one by one; the chunk's pooled

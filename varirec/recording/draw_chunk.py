@@ -267,6 +267,17 @@ class DrawChunk:
                 value[r : r + size].reshape(nv, -1)[:] = values.T
         meta = _event_meta(self.events)
         n_ev, k_ev = meta[:, 4], meta[:, 5]
+        # The codes are checked here, per event: the dictionary arrays below skip their
+        # check of every row, which holds the GIL (see _event_columns).
+        if len(meta) and (
+            meta[:, :2].min() < 0
+            or meta[:, 0].max() >= len(self.keys)
+            or meta[:, 1].max() >= len(PHASES)
+        ):
+            raise ValueError(
+                f"draw events name a variation code outside 0..{len(self.keys) - 1} or a "
+                f"phase code outside 0..{len(PHASES) - 1}: a recorder bug, please report it"
+            )
         if np.all(k_ev == 1):  # scalar variations: one row per env
             src = None
             component = np.zeros(total, dtype=np.int16)
@@ -296,14 +307,14 @@ class DrawChunk:
             [
                 pa.array(seq),
                 pa.DictionaryArray.from_arrays(
-                    pa.array(key), pa.array(list(self.keys), pa.string())
+                    pa.array(key), pa.array(list(self.keys), pa.string()), safe=False
                 ),
                 pa.array(component),
                 pa.array(per_row(env_id)),
                 pa.array(per_row(episode)),
                 pa.array(per_row(step)),
                 pa.DictionaryArray.from_arrays(
-                    pa.array(phase), pa.array(list(PHASES), pa.string())
+                    pa.array(phase), pa.array(list(PHASES), pa.string()), safe=False
                 ),
                 pa.array(per_row(draw_seq)),
                 pa.array(value[:total]),
