@@ -168,7 +168,14 @@ def run_study(
             total = schedule.remaining
         else:
             total = n = max(0, n - point.episodes_finished)
+        # Killed before its design part was written (within the first flush window):
+        # the same schedule rebuilds the same design, which a design analysis reads.
+        lost_design = schedule is not None and dataset.read("design", run_id).num_rows == 0
         if total == 0:
+            if lost_design:
+                with RunWriter.resume(output, run_id) as writer:
+                    writer.append("design", schedule.design.to_table())
+                dataset = open_dataset(output)
             return StudyRun(dataset, run_id, method, StudyStats(0, 0, 0.0, True))
         tracker = point.tracker(num_envs)
     # Before the run is made or joined: an env that cannot be built leaves no run behind.
@@ -180,6 +187,8 @@ def run_study(
             **dict(manager_options.pop("writer_options", None) or {}),
         }
         target = RunWriter.resume(output, run_id, **options)
+        if lost_design:
+            target.append("design", schedule.design.to_table())
     with (
         RecorderManager(
             num_envs,

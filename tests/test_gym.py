@@ -616,3 +616,32 @@ def test_a_reward_that_is_not_one_number_is_named(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"gave a success that is not one number: str"):
         env.step(0)
     env.close()
+
+
+@pytest.mark.parametrize("closed_by", ["finally", "with"])
+def test_a_wrapped_env_closed_the_gymnasium_way_records_the_error_that_stopped_it(
+    tmp_path, closed_by: str
+) -> None:
+    """`finally: env.close()` and `with env:` record a Ctrl-C or an exception in
+    run.json, as the manager's own `with` block does (not a complete run)."""
+    env = VariationWrapper(
+        gym.make("CartPole-v1"), cartpole_variations(), output=tmp_path, run_id="r", seed=0
+    )
+
+    def run() -> None:
+        env.reset(seed=0)
+        env.step(0)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        if closed_by == "with":
+            with env:
+                run()
+        else:
+            try:
+                run()
+            finally:
+                env.close()
+    doc = json.loads((tmp_path / "run_id=r" / "run.json").read_text())
+    assert doc["status"] == "failed"
+    assert doc["error"]["type"] == "KeyboardInterrupt"

@@ -103,6 +103,35 @@ def test_a_resumed_study_equals_an_uninterrupted_one(tmp_path, uninterrupted):
     assert whole.to_frame().equals(again.to_frame())
 
 
+@pytest.mark.parametrize("died_after", [7, None])
+def test_a_resume_writes_the_design_table_the_first_process_never_wrote(
+    tmp_path, uninterrupted, died_after
+):
+    """A SIGKILL within the first flush window leaves no design part: the resume writes
+    the design again (the schedule rebuilds it), also when every episode had finished,
+    so the run is analysed by its design, as an uninterrupted one."""
+    if died_after is None:
+        run_study(
+            make_noisy_env, ishigami_variations(), output=tmp_path, run_id="s", progress=False,
+            **STUDY,
+        )  # fmt: skip
+    else:
+        interrupted(tmp_path, after=died_after)
+    for part in (tmp_path / "run_id=s" / "design").iterdir():
+        part.unlink()
+    assert open_dataset(tmp_path).read("design", "s").num_rows == 0
+    run_study(
+        make_noisy_env, ishigami_variations(), output=tmp_path, run_id="s", progress=False,
+        resume=True, **STUDY,
+    )  # fmt: skip
+    whole = open_dataset(uninterrupted[0])
+    design = open_dataset(tmp_path).read("design", "s")
+    assert design.sort_by("sample_id").equals(whole.read("design", "s").sort_by("sample_id"))
+    assert by_pair(tmp_path, "s").equals(uninterrupted[1])
+    again = analyze(open_dataset(tmp_path), outcome="return", num_resamples=0)
+    assert again.to_frame().equals(analyze(whole, outcome="return", num_resamples=0).to_frame())
+
+
 def test_resuming_a_complete_study_runs_nothing(uninterrupted):
     again = run_study(
         make_noisy_env, ishigami_variations(), output=uninterrupted[0], run_id="s",

@@ -86,6 +86,34 @@ def test_exception_in_with_marks_run_failed_and_keeps_rows(tmp_path):
     assert pq.read_table(tmp_path / "run_id=r1" / "draws").num_rows == 50
 
 
+def test_a_close_in_finally_records_the_error_passing_by_but_not_a_generator_s_end(tmp_path):
+    """`finally: writer.close()` during a Ctrl-C or an exception records why the run
+    ended, as a `with` block does; a generator closed early (GeneratorExit) is no error."""
+    w = RunWriter(tmp_path, "r1")
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            w.append("draws", make_draws(5))
+            raise KeyboardInterrupt
+        finally:
+            w.close()
+    doc = run_json(tmp_path, "r1")
+    assert doc["status"] == "failed" and doc["error"]["type"] == "KeyboardInterrupt"
+
+    def rollout():
+        w = RunWriter(tmp_path, "r2")
+        try:
+            w.append("draws", make_draws(5))
+            yield 1
+            yield 2
+        finally:
+            w.close()
+
+    steps = rollout()
+    assert next(steps) == 1
+    steps.close()  # the consumer stops early: GeneratorExit at the yield
+    assert run_json(tmp_path, "r2")["status"] == "complete"
+
+
 def test_sys_exit_zero_in_with_is_a_complete_run(tmp_path):
     with pytest.raises(SystemExit), RunWriter(tmp_path, "r1") as w:
         w.append("draws", make_draws(5))

@@ -49,7 +49,7 @@ from varirec.recording.term_set import TermHooks, build_terms, builtin_term_cfgs
 from varirec.recording.terms import OUTCOME_NAMES, OutcomeTerm, RecorderTerm, RecorderTermCfg
 from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
-from varirec.storage.shutdown import exit_held, hand_over, register, unregister
+from varirec.storage.shutdown import exit_held, hand_over, propagating, register, unregister
 from varirec.variations.batch import ResetBatch
 from varirec.variations.variation import Variation
 from varirec.variations.variation_set import VariationSet
@@ -426,7 +426,8 @@ class RecorderManager:
             setattr(self, hook, refuse(hook))
 
     def close(self, error: BaseException | None = None, *, closed_by: str = "close") -> None:
-        """Flush every term and close the run (``error``: why the run ended early).
+        """Flush every term and close the run (``error``: why the run ended early; by
+        default the exception passing by, where ``close`` runs in a ``finally`` block).
 
         Idempotent. Every term is flushed even if one fails; the first failure is
         recorded in the run and raised (when ``error`` is None) once the run is closed.
@@ -434,6 +435,8 @@ class RecorderManager:
         """
         if getattr(self, "_closed", False):
             return
+        if error is None:  # closed in a `finally` (or `except`) while an error goes by
+            error = propagating()
         first: BaseException | None = None
         with exit_held(closing=True):
             try:

@@ -47,6 +47,7 @@ __all__ = [
     "exit_held",
     "hand_over",
     "install_hooks",
+    "propagating",
     "raise_if_pending",
     "register",
     "registered",
@@ -235,6 +236,25 @@ def _close_all_at_exit() -> None:
             writer.close(error=error, closed_by="exit")
         except BaseException:
             logger.exception("closing %r at exit failed", writer)
+
+
+def propagating() -> BaseException | None:
+    """The exception on its way through the caller's caller (a ``close()`` in a
+    ``finally`` block or an ``except`` clause, or a context manager's exit that calls
+    it), else None: why a run closed without an ``error`` ended. GeneratorExit and
+    StopIteration end a generator or a loop, not a run.
+
+    Example:
+        >>> try:
+        ...     raise KeyboardInterrupt
+        ... except KeyboardInterrupt:
+        ...     type(propagating()).__name__
+        'KeyboardInterrupt'
+        >>> propagating() is None
+        True
+    """
+    exc = sys.exc_info()[1]
+    return None if isinstance(exc, (GeneratorExit, StopIteration, StopAsyncIteration)) else exc
 
 
 def error_record(error: BaseException | None, signum: int | None) -> dict[str, str] | None:

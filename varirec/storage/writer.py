@@ -58,6 +58,7 @@ from .shutdown import (
     error_record,
     exit_held,
     install_hooks,
+    propagating,
     register,
     registered,
     signal_of,
@@ -396,7 +397,9 @@ class RunWriter:
         """Write everything, rename the open parts and record the run's outcome.
 
         Idempotent. Status is ``failed`` (with ``error``'s type and message) when
-        ``error`` is given or any write failed (rows lost, even if the caller caught
+        ``error`` is given, or an exception is passing by (a close in a ``finally``
+        block during a Ctrl-C: see :func:`~varirec.storage.shutdown.propagating`), or
+        any write failed (rows lost, even if the caller caught
         that error), else ``complete``; ``rows_lost`` in ``run.json`` counts the rows
         per table that never reached a final part, and ``closed_by`` says whether
         :meth:`close` or the interpreter's exit hook closed the run. A writer thread
@@ -408,6 +411,8 @@ class RunWriter:
         if self._closed:
             return
         self._sink.check_process()
+        if error is None:  # closed in a `finally` (or `except`) while an error goes by
+            error = propagating()
         with exit_held(closing=True):
             pending = self._sink.close()
             failure = self._sink.failure
