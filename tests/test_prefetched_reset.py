@@ -633,3 +633,56 @@ def test_interval_draws_between_resets_keep_the_tables(tmp_path, gpu):
     draws = runs[1][1]
     assert (draws.variation == "gust").sum() > 20
     _same_two_tables(*runs)
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_a_write_error_raised_at_a_reset_loses_no_episode(tmp_path, gpu, monkeypatch, prefetch):
+    """A failed write of the steps table is raised again at the next hand-over, which
+    comes inside a reset's bookkeeping (the episode rows fill their buffer): the
+    reset is finished first, so every episode is still recorded and only the steps
+    rows count as lost (the device-accumulator path once left the next episodes
+    unstarted, and lost them with no count)."""
+    import json
+
+    import torch
+
+    from varirec.recording import prefetched_reset
+    from varirec.storage.parts import PartWriter
+
+    monkeypatch.setattr(prefetched_reset, "PREFETCH", prefetch)
+    write = PartWriter._write_row_group
+
+    def fail_steps_once(self, rows):
+        if self.table == "steps" and not failed:
+            failed.append(True)
+            raise OSError(28, "No space left on device")
+        return write(self, rows)
+
+    failed: list[bool] = []
+    monkeypatch.setattr(PartWriter, "_write_row_group", fail_steps_once)
+    n, steps = 4, 20
+    m = vr.RecorderManager(
+        n, variations=[vr.Variation("a", vr.VariationCfg(sampler=vr.UniformCfg()))],
+        output=tmp_path, seed=0, run_id="r", step_keys=("x",), max_rows=8, device="cpu",
+        writer_options={"row_group_size": 4},  # each hand-over writes: the failure comes early
+    )  # fmt: skip
+    ids = torch.arange(n)
+    m.reset(None, ids)
+    raised = []
+    for _ in range(steps):
+        for call in (
+            lambda: m.record_step(reward=torch.ones(n), x=torch.ones(n)),
+            lambda: m.reset(None, ids),  # every env's episode ends here
+        ):
+            try:
+                call()
+            except Exception as exc:
+                raised.append(exc)
+        m.record_post_step()
+    m.close()  # the error was raised once already
+    assert failed and any("No space left" in str(e) for e in raised)
+    episodes = vr.open_dataset(tmp_path).episodes("r").to_pandas()
+    assert len(episodes) == n * steps  # every finished episode, once
+    assert (episodes.groupby("env_id")["episode"].nunique() == steps).all()
+    doc = json.loads((tmp_path / "run_id=r" / "run.json").read_text())
+    assert set(doc["rows_lost"]) == {"steps"}

@@ -535,3 +535,54 @@ def test_a_large_gpu_reset_copies_its_ids_to_the_host_once(monkeypatch):
     copies.clear()
     m.reset(None, torch.arange(4))  # small enough: the compiled reset, one copy too
     assert copies == ["env_ids"] and m.tracker.episode.tolist() == [1] * 4 + [0] * 4
+
+
+def _steps_manager(root, n: int = 4) -> vr.RecorderManager:
+    v = vr.Variation("a", vr.VariationCfg(sampler=vr.UniformCfg()))
+    m = vr.RecorderManager(
+        n, variations=[v], output=root, seed=0, run_id="r", step_keys=("x",), device="cpu"
+    )
+    m.reset(None, torch.arange(n))
+    return m
+
+
+@pytest.mark.parametrize("as_tensor", [True, False])
+def test_a_complex_steps_column_is_refused_before_the_step_counts(tmp_path, as_tensor):
+    m = _steps_manager(tmp_path)
+    x = np.ones(4, np.complex64)
+    with pytest.raises(TypeError, match=r"`x` .* real numbers, bools or text, got dtype complex"):
+        m.record_step(reward=torch.ones(4), x=torch.as_tensor(x) if as_tensor else x)
+    assert m.tracker.steps(np.arange(4)).tolist() == [0, 0, 0, 0]  # not counted
+    m.record_step(reward=torch.ones(4), x=torch.ones(4))
+    m.close()
+    run = vr.open_dataset(tmp_path).run("r")
+    assert run.status == "complete"
+    assert vr.open_dataset(tmp_path).read("steps", "r").num_rows == 4
+
+
+@pytest.mark.parametrize("path", ["gpu", "cpu"])
+def test_a_bfloat16_steps_column_is_recorded_as_float32_on_either_path(tmp_path, path, request):
+    if path == "gpu":
+        request.getfixturevalue("gpu")  # the device code (host_async) on CPU torch
+    m = _steps_manager(tmp_path)
+    m.record_step(reward=torch.full((4,), 5.0), x=torch.full((4, 2), 1.5).bfloat16())
+    m.reset(None, torch.arange(4))
+    m.close()
+    steps = vr.open_dataset(tmp_path).read("steps", "r").to_pandas()
+    assert [list(v) for v in steps["x"]] == [[1.5, 1.5]] * 4
+    assert steps["x"].iloc[0].dtype == np.float32
+    episodes = vr.open_dataset(tmp_path).episodes("r").to_pandas()
+    assert episodes["return"].tolist() == [5.0] * 4 and episodes["length"].tolist() == [1] * 4
+
+
+def test_a_lazily_negated_reward_tensor_is_read_as_its_values(tmp_path):
+    """`.conj().imag` of a complex tensor is a real tensor with torch's negative bit set,
+    which numpy cannot read in place: it is resolved, not refused with torch's error."""
+    m = _steps_manager(tmp_path)
+    reward = torch.complex(torch.zeros(4), torch.arange(4.0)).conj().imag
+    assert reward.is_neg()
+    m.record_step(reward=reward, x=torch.ones(4))
+    m.reset(None, torch.arange(4))
+    m.close()
+    episodes = vr.open_dataset(tmp_path).episodes("r").to_pandas().sort_values("env_id")
+    assert episodes["return"].tolist() == [0.0, -1.0, -2.0, -3.0]

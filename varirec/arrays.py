@@ -73,10 +73,7 @@ def to_host(x: Any, name: str = "array") -> np.ndarray:
                 f"values, not graphs: pass {name}.detach()"
             )
         x = x if x.device.type == "cpu" else x.cpu()
-        try:
-            return x.numpy()
-        except TypeError:  # bfloat16 has no numpy dtype: float32 holds each value exactly
-            return x.float().numpy()
+        return _numpy_of(x)
     if array_api_compat.is_cupy_array(x):  # on a GPU: DLPack cannot bring it to numpy
         return x.get()
     if array_api_compat.is_jax_array(x) or (
@@ -101,6 +98,20 @@ def cpu_view(x: Any) -> np.ndarray | None:
         return x.numpy()
     except TypeError:  # a dtype numpy lacks (bfloat16): the checked path converts it
         return None
+    except RuntimeError:  # a lazy negation or conjugation (`.conj().imag`): a copy
+        return x.resolve_neg().resolve_conj().numpy()
+
+
+def _numpy_of(x: Any) -> np.ndarray:
+    """CPU tensor ``x`` as numpy: in place where numpy can read it; a bfloat16 (or
+    float8) tensor as float32, which holds each value exactly; a lazy negation or
+    conjugation resolved first."""
+    if x.is_neg() or x.is_conj():
+        x = x.resolve_neg().resolve_conj()
+    try:
+        return x.numpy()
+    except TypeError:  # no numpy dtype
+        return x.float().numpy()
 
 
 def host_async(t: Any) -> np.ndarray:
@@ -109,8 +120,10 @@ def host_async(t: Any) -> np.ndarray:
     event recorded after this call); on the CPU a plain copy (already complete), so
     the code that reads it later runs the same way there."""
     if t.device.type == "cpu":
-        return t.numpy().copy()  # the caller may change its tensor before the copy is read
+        return _numpy_of(t).copy()  # the caller may change its tensor before it is read
     torch = _torch()
+    if t.dtype.is_floating_point and t.dtype.itemsize < 4 and t.dtype != torch.float16:
+        t = t.float()  # bfloat16, float8: numpy has no such dtype (float32 holds them)
     dst = torch.empty(t.shape, dtype=t.dtype, pin_memory=pinned())
     dst.copy_(t, non_blocking=True)
     return dst.numpy()

@@ -198,7 +198,7 @@ class CompiledReset:
             if fused is not None:  # the outcome term's gather and restart in the kernels too
                 code = self._recorded(kt, ids, fused, keys, plan, into, late, len(vs), stamp)
             else:
-                code = self._drawn(kt, ids, keys, plan, into, len(vs), stamp)
+                code = self._drawn(kt, ids, keys, plan, into, late, len(vs), stamp)
             if code < 0:
                 return False
             if applied is not None and not code & 2:
@@ -280,11 +280,14 @@ class CompiledReset:
         keys: np.ndarray,
         plan: Any,
         out: np.ndarray,
+        late: list[BaseException],
         nv: int,
         stamp: int,
     ) -> int:
         """The reset's draw kernel (:func:`~varirec.recording.tracker_kernels.reset_draws`),
-        after a recorder took the finished episodes through its hooks; returns its code
+        after a recorder took the finished episodes through its hooks (an error of its
+        hand-over goes to ``late``, as in :meth:`_recorded`: the tracker ended them, and
+        a reset cut short would never begin their next episodes); returns its code
         (-1: nothing changed). The tracker's seq then follows the end of the finished
         episodes, and (drawn and started in the kernel) the ``nv`` draws; the kernel
         stamped the start at the next seq, which the caller takes once ``apply`` is done."""
@@ -296,7 +299,7 @@ class CompiledReset:
             if m < 0:
                 return -1
             if m:
-                d._record_finished(done[:m], now=stamp)
+                d._record_finished(done[:m], now=stamp, late=late)
         ended = t.seq + 1 if hooks is None else t.seq  # the end's seq, as finish takes it
         start_seq = ended + nv + 1
         code = kt.reset_draws(ids, t._ints, t.started, t._clock, start_seq, stamp, c.last,

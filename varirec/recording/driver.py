@@ -226,15 +226,25 @@ class VariationDriver:
             self._record_finished(done)
         t.begin(ids)
 
-    def _record_finished(self, done: np.ndarray, now: int | None = None) -> None:
+    def _record_finished(
+        self, done: np.ndarray, now: int | None = None, late: list[BaseException] | None = None
+    ) -> None:
         """The recorder takes the finished episodes of ``done`` (started envs), then the
         tracker ends them (its columns as one block where the kernels are on; ``now``:
-        their end's time, default now)."""
+        their end's time, default now). ``late``: where an error of the recorder's
+        hand-over goes (the row is in its buffer by then), for a reset that must be
+        whole before it raises."""
         hooks, t = self.hooks, self._tracker
         assert hooks is not None
         row = hooks.finishing(done)
         row.update(t.finish_block(done, now) or t.finish(done, started=True, now=now))
-        hooks.finished(row)
+        if late is None:
+            hooks.finished(row)
+            return
+        try:
+            hooks.finished(row)
+        except BaseException as exc:
+            late.append(exc)
 
     def _post_reset(self, ids: np.ndarray, begun: bool = False) -> None:
         self._tracker.start(ids, begun=begun)

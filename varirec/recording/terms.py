@@ -377,6 +377,12 @@ class StepsTerm(RecorderTerm):
                     f"record_step `{key}` (a steps column) must hold numbers, bools or "
                     f"text, got dtype {dtype}; pass a numeric array, or text as .astype(str)"
                 )
+            if getattr(x.dtype, "kind", None) == "c" or getattr(x.dtype, "is_complex", False):
+                raise TypeError(  # Parquet has no complex type: the chunk would fail
+                    f"record_step `{key}` (a steps column) must hold real numbers, bools or "
+                    f"text, got dtype {dtype}; record its parts as two keys, e.g. "
+                    f"{key}_re={key}.real and {key}_im={key}.imag"
+                )
             first = self._signature.get(key)
             if first is None:  # kept once the step is recorded (a refused one sets nothing)
                 self._first[key] = (shape[1:], dtype)
