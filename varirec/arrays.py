@@ -99,7 +99,7 @@ def cpu_view(x: Any) -> np.ndarray | None:
     except TypeError:  # a dtype numpy lacks (bfloat16): the checked path converts it
         return None
     except RuntimeError:  # a lazy negation or conjugation (`.conj().imag`): a copy
-        return x.resolve_neg().resolve_conj().numpy()
+        return _numpy_of(x)
 
 
 def _numpy_of(x: Any) -> np.ndarray:
