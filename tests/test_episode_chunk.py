@@ -8,7 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from varirec.recording.episode_chunk import EpisodeChunk
+from varirec.recording import episode_chunk
+from varirec.recording.episode_chunk import RECORDED_BLOCK, RECORDED_ROWS, EpisodeChunk, part_rows
+from varirec.recording.episodes import FINISHED, FINISHED_BLOCK
 from varirec.storage import episodes_schema
 from varirec.storage.schema import conform
 
@@ -108,3 +110,58 @@ def test_len_counts_rows_and_the_table_conforms_to_the_episodes_schema():
     assert conform(table, schema) is table
     assert table.column("max_force").null_count == n
     assert table.column("sample_id").null_count == 2 * n
+
+
+def _recorded_part(rng, env_ids):
+    """A compiled recorded reset's part: one int64 block, rows as RECORDED_ROWS."""
+    n = len(env_ids)
+    block = np.empty((len(RECORDED_ROWS), n), np.int64)
+    block[0] = env_ids
+    block[1 : 1 + len(FINISHED)] = rng.integers(-1, 1000, (len(FINISHED), n))
+    block[-4] = rng.random(n).view(np.int64)  # return, as its bits
+    block[-3] = np.where(rng.random(n) < 0.3, np.nan, rng.random(n).round()).view(np.int64)
+    block[-2:] = rng.integers(0, 2, (2, n))
+    return {RECORDED_BLOCK: block[:, : n - 1]}  # a slice of a larger block, as the kernel's
+
+
+def _device_part(rng, env_ids):
+    """A device recorder's part: the tracker's block beside the outcome columns."""
+    n = len(env_ids)
+    return {
+        "return": rng.random(n),
+        "success": np.where(rng.random(n) < 0.3, np.nan, 1.0),
+        "terminated": rng.integers(0, 2, n).astype(np.float64),
+        "truncated": np.zeros(n),
+        "env_id": np.asarray(env_ids, np.int32),
+        FINISHED_BLOCK: rng.integers(-1, 1000, (len(FINISHED), n)),
+    }
+
+
+@pytest.mark.parametrize("make", [_recorded_part, _device_part])
+def test_many_parts_of_one_shape_give_the_rows_each_part_gives_alone(make, monkeypatch):
+    # Parts of one shape are joined before they are split (the writer holds the GIL a
+    # sixth as long): the rows must be those the general path gives part by part.
+    rng = np.random.default_rng(3)
+    schema = episodes_schema()
+    parts = [make(rng, rng.permutation(50)[: rng.integers(2, 30)]) for _ in range(40)]
+    splits = []
+    split = episode_chunk._split
+    monkeypatch.setattr(episode_chunk, "_split", lambda p: splits.append(1) or split(p))
+    joined = EpisodeChunk(parts, schema).to_arrow()
+    assert len(splits) == 1  # joined, then split once
+    alone = pa.concat_tables(EpisodeChunk([p], schema).to_arrow() for p in parts)
+    assert joined.equals(alone)
+    assert joined.num_rows == sum(part_rows(p) for p in parts)
+    assert joined.column("success").null_count > 0  # NaN success: null on both paths
+
+
+def test_parts_whose_blocks_do_not_join_take_the_general_path():
+    rng = np.random.default_rng(4)
+    schema = episodes_schema()
+    a, b = _device_part(rng, [0, 1, 2]), _device_part(rng, [3, 4])
+    b["return"] = b["return"].reshape(1, 2)  # another shape: not joined, refused as before
+    with pytest.raises((ValueError, pa.ArrowInvalid)):
+        EpisodeChunk([a, b], schema).to_arrow()
+    b["return"] = pa.array([0.5, 1.5])  # Arrow in one part: column by column
+    table = EpisodeChunk([a, b], schema).to_arrow()
+    assert table.column("return").to_pylist()[3:] == [0.5, 1.5]
