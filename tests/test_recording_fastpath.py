@@ -186,6 +186,49 @@ def test_a_pooled_chunk_hands_arrow_rows_the_pool_never_overwrites(blocks_only):
     assert table.to_pydict() == expected
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_reset_blocks_laid_out_by_the_kernel_equal_the_numpy_layout(compiled, monkeypatch):
+    """The writer thread lays reset blocks out with a kernel that lets the GIL go (numba),
+    else with numpy: both give the rows of the same draws added one by one, values
+    still on their way from a device (``pending``) included."""
+    from varirec.recording.draw_chunk import CHUNK_KERNELS
+    from varirec.sampling import accel
+
+    rng = np.random.default_rng(5)
+    codes = np.array([[2, 1], [0, 1], [1, 1], [3, 1]])
+    codes.flags.writeable = False  # as the recorder keeps them
+    block_chunk = DrawChunk(400, list("abcd"), [])
+    one_by_one = DrawChunk(400, list("abcd"), [])
+    seq = 3
+    for r in range(6):
+        k = int(rng.integers(1, 12))
+        ids, eps, values = rng.permutation(40)[:k], rng.integers(0, 9, k), rng.random((k, 4))
+        if r % 3 == 2:  # a device's values: a flat variation-major host buffer
+            flat = np.ascontiguousarray(values.T).reshape(-1)
+            assert block_chunk.add_block(codes, seq, flat, ids, eps, None, 10 * r, pending=True)
+        else:
+            assert block_chunk.add_block(codes, seq, values, ids, eps, None, 10 * r)
+        for j, code in enumerate(codes[:, 0]):
+            ctx = DrawContext("abcd"[code], "reset", seq + j, eps, 0, 0)
+            assert one_by_one.add(int(code), ctx, values[:, j].copy(), ids, 10 * r)
+        seq += len(codes)
+    with accel.compiled_draws(compiled) as kern:
+        if compiled and kern is None:
+            pytest.skip("the compiled kernels are off (numba missing or VARIREC_NO_COMPILE)")
+        layout = accel.kernels_of(CHUNK_KERNELS)
+        calls = []
+        if layout is not None:
+            spy = type(
+                "Spy",
+                (),
+                {"lay_out_block": lambda *a: calls.append(1) or layout.lay_out_block(*a[1:])},
+            )()
+            monkeypatch.setitem(accel._companions, CHUNK_KERNELS, spy)
+        table = block_chunk.to_arrow()
+    assert len(calls) == (6 if compiled else 0)
+    assert table.equals(one_by_one.to_arrow())
+
+
 class _Counting(RecorderTerm):
     def record_post_step(self) -> None:
         self.manager.seen.append("post_step")

@@ -20,10 +20,15 @@ import numpy as np
 import pyarrow as pa
 
 from varirec.arrays import wait
+from varirec.sampling.accel import kernels_of
 from varirec.sampling.samplers import DrawContext
 from varirec.storage.schema import DICT_STRING, PHASES, UTC_TIMESTAMP, draws_schema
 
-__all__ = ["DrawChunk"]
+__all__ = ["CHUNK_KERNELS", "DrawChunk"]
+
+CHUNK_KERNELS = "varirec.recording.chunk_kernels"
+"""The compiled layout of reset blocks (loaded through
+:func:`~varirec.sampling.accel.kernels_of`)."""
 
 PHASE_CODE = {p: i for i, p in enumerate(PHASES)}
 
@@ -85,6 +90,31 @@ def _event_meta(events: list[tuple[Any, ...]]) -> np.ndarray:
     if singles:
         parts.append(np.array(singles, dtype=np.int64))
     return np.concatenate(parts) if parts else np.zeros((0, 6), np.int64)
+
+
+def _laid_out(
+    chunk: DrawChunk, env_id: np.ndarray, episode: np.ndarray, value: np.ndarray
+) -> tuple[np.ndarray, ...] | None:
+    """A chunk of reset blocks alone laid out by the compiled kernel, which lets the
+    GIL go (:mod:`~varirec.recording.chunk_kernels`): ``env_id``, ``episode`` and
+    ``value`` filled, and the rows' seq, key code, phase code and time returned as
+    :func:`_event_columns` returns them. None (nothing written) without numba, or
+    where a block has design rows: the numpy layout then."""
+    kern = kernels_of(CHUNK_KERNELS)
+    if kern is None or any(block[6] is not None for block in chunk._blocks):
+        return None
+    total = chunk.rows
+    seq, time = np.empty(total, np.int64), np.empty(total, np.int64)
+    key, phase = np.empty(total, np.int32), np.empty(total, np.int32)
+    none = np.empty((0, 0))
+    for (s, r, _, ids, episodes, values, _), (codes, seq0, time_us, _) in zip(
+        chunk._blocks, chunk.events, strict=True
+    ):
+        kern.lay_out_block(
+            s, r, ids, episodes, none if values is None else values, codes, seq0, time_us,
+            env_id, episode, value, seq, key, phase, time,
+        )  # fmt: skip
+    return seq, key, phase, time
 
 
 class DrawChunk:
@@ -255,7 +285,8 @@ class DrawChunk:
             env_id, episode, value = self._env_id, self._episode, self._value
         for r, flat in self.pending:
             value[r : r + len(flat)] = flat
-        for s, r, nv, ids, episodes, values, rows in self._blocks:
+        laid = _laid_out(self, env_id, episode, value) if fresh else None
+        for s, r, nv, ids, episodes, values, rows in [] if laid else self._blocks:
             size = nv * len(ids)  # variation-major: the rows of nv single draws
             env_id[s : s + size].reshape(nv, -1)[:] = ids
             episode[s : s + size].reshape(nv, -1)[:] = episodes
@@ -295,7 +326,7 @@ class DrawChunk:
             step[s : s + n] = self._step[s : s + n]
             draw_seq[s : s + n] = self._draw_seq[s : s + n]
 
-        seq, key, phase, time_us = _event_columns(self.events, total)
+        seq, key, phase, time_us = laid or _event_columns(self.events, total)
 
         label = self._label
         sample_id = self._sample_id

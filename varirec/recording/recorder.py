@@ -32,7 +32,8 @@ import numpy as np
 
 from varirec.arrays import host_async, is_tensor, record_event, to_host
 from varirec.errors import RecorderStateError
-from varirec.recording.draw_chunk import PHASE_CODE, DrawChunk
+from varirec.recording.draw_chunk import CHUNK_KERNELS, PHASE_CODE, DrawChunk
+from varirec.sampling.accel import kernels_of
 from varirec.sampling.samplers import DrawContext, SampleEvent
 from varirec.storage.schema import episodes_schema
 from varirec.storage.shutdown import hand_over
@@ -238,6 +239,8 @@ class VariationRecorder:
                 break
             taps.append(entry[1])
             events.append((entry[1].code, PHASE_CODE[v.mode]))
+        if taps:  # compiled here, not on the writer thread while it holds the GIL
+            kernels_of(CHUNK_KERNELS)
         codes = np.array(events, dtype=np.int64).reshape(-1, 2)  # shared by the chunks
         codes.flags.writeable = False
         fed = frozenset(taps)  # the batch's fed set, the same one each reset
