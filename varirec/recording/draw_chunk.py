@@ -99,9 +99,12 @@ def _laid_out(
     GIL go (:mod:`~varirec.recording.chunk_kernels`): ``env_id``, ``episode`` and
     ``value`` filled, and the rows' seq, key code, phase code and time returned as
     :func:`_event_columns` returns them. None (nothing written) without numba, or
-    where a block has design rows: the numpy layout then."""
+    where a block has design rows or values of another shape: the numpy layout then."""
     kern = kernels_of(CHUNK_KERNELS)
-    if kern is None or any(block[6] is not None for block in chunk._blocks):
+    if kern is None or any(
+        rows is not None or (values is not None and values.shape != (len(ids), nv))
+        for _, _, nv, ids, _, values, rows in chunk._blocks
+    ):  # the kernel reads without bounds checks: blocks of another shape take numpy
         return None
     total = chunk.rows
     seq, time = np.empty(total, np.int64), np.empty(total, np.int64)

@@ -127,7 +127,8 @@ def _merged(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     merged: dict[str, Any] = {}
     for key in keys:
         values = [p.get(key) for p in parts]
-        if any(type(v) is not np.ndarray or v.ndim != values[0].ndim for v in values):
+        ndim = 2 if key in (FINISHED_BLOCK, RECORDED_BLOCK) else 1
+        if any(type(v) is not np.ndarray or v.ndim != ndim for v in values):
             return None
         merged[key] = values
     if any(p.keys() != keys for p in parts):
