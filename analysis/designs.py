@@ -166,6 +166,19 @@ def sobol_design(
     )
 
 
+def grid_ends(factors: list[FactorSpec], num_levels: int) -> np.ndarray:
+    """Each factor's Morris grid end ``e`` (its levels are the quantiles ``e + (1 - 2e)
+    i / (L - 1)``): 0 for a continuous uniform or log-uniform factor, whose quantile 1
+    is its high end, else ``0.5 / L``.
+
+    >>> from varirec.sampling.cfg_base import FactorSpec
+    >>> grid_ends([FactorSpec("a", "unif", (0, 1)), FactorSpec("b", "norm", (0, 1))], 4)
+    array([0.   , 0.125])
+    """
+    bounded = [f.dist in ("unif", "logunif") and f.categories is None for f in factors]
+    return np.where(bounded, 0.0, 0.5 / num_levels)
+
+
 def morris_design(
     variations: VariationSet | Iterable[Variation],
     trajectories: int,
@@ -176,10 +189,15 @@ def morris_design(
 ) -> Design:
     """A Morris design: ``trajectories * (D + 1)`` rows on a ``num_levels`` grid.
 
-    The grid points ``0, 1/(L-1), ..., 1`` are mapped to the quantiles
-    ``(i + 0.5) / L`` so unbounded distributions stay finite;
-    :mod:`varirec.analysis.estimators.morris`
-    maps them back for the elementary effects.
+    The grid points ``g = 0, 1/(L-1), ..., 1`` are each factor's quantiles
+    ``e + (1 - 2e) g``: SALib's own grid (``e = 0``: low to high) for a uniform or
+    log-uniform factor, and ``e = 0.5 / L`` (the quantiles ``(i + 0.5) / L``) for the
+    others, whose ends may be infinite (a normal) or need a quantile below 1 (the
+    discrete kinds). The ends are kept (``Design.grid_ends``), and
+    :func:`varirec.analysis.estimators.morris.per_quantile_range` maps the steps back.
+    (With ``e = 0.5 / L`` on every factor, every step was exactly half a factor's
+    range at ``L = 4``: an effect of period half the range, as Ishigami's
+    ``sin(x2)**2`` on ``[-pi, pi]``, read as none.)
 
     Args:
         trajectories: N, the number of trajectories (or candidates, with
@@ -206,7 +224,8 @@ def morris_design(
         optimal_trajectories=optimal_trajectories,
         seed=as_generator(seed),
     )
-    unit = (np.rint(grid * (num_levels - 1)) + 0.5) / num_levels
+    ends = grid_ends(factors, num_levels)
+    unit = ends + (1.0 - 2.0 * ends) * (np.rint(grid * (num_levels - 1)) / (num_levels - 1))
     return Design(
         method="morris",
         factors=tuple(factors),
@@ -215,4 +234,5 @@ def morris_design(
         base_size=optimal_trajectories or trajectories,
         seed=seed,
         num_levels=num_levels,
+        grid_ends=tuple(ends.tolist()),
     )

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from varirec import RecorderManager, Variation, VariationSet, open_dataset
@@ -170,7 +171,10 @@ def run_study(
             total = n = max(0, n - point.episodes_finished)
         # Killed before its design part was written (within the first flush window):
         # the same schedule rebuilds the same design, which a design analysis reads.
-        lost_design = schedule is not None and dataset.read("design", run_id).num_rows == 0
+        stored = dataset.read("design", run_id) if schedule is not None else None
+        lost_design = stored is not None and stored.num_rows == 0
+        if stored is not None and not lost_design:
+            _check_same_design(stored, schedule.design, run_id)
         if total == 0:
             if lost_design:
                 with RunWriter.resume(output, run_id) as writer:
@@ -233,6 +237,24 @@ def _built_env(make_env: Callable[[int], BatchedEnv], num_envs: int) -> BatchedE
             f"{type(env).__name__} {got}; nothing was recorded"
         )
     return env
+
+
+def _check_same_design(stored: Any, design: Any, run_id: str) -> None:
+    """Refuse to resume a run whose stored design rows are not the ones this call
+    rebuilds (a design made by another varirec: Morris designs made before
+    ``Design.grid_ends`` was kept put a uniform factor's levels at the quantiles
+    ``(i + 0.5) / L``): its new episodes would follow other rows."""
+    frame = stored.to_pandas().sort_values("sample_id")
+    names = design.factor_names
+    same = len(frame) == design.num_rows and set(names) <= set(frame.columns)
+    if same:
+        same = bool(np.allclose(frame[names].to_numpy(float), design.unit, rtol=0, atol=1e-12))
+    if not same:
+        raise DatasetError(
+            f"run {run_id!r} holds other design rows than this call rebuilds (a design "
+            "made by another varirec version, e.g. an earlier Morris grid); finish it with "
+            "the varirec that began it, or start a new run"
+        )
 
 
 def _check_same_study(dataset: Dataset, run_id: str, study: dict[str, Any], seed: int) -> None:

@@ -372,7 +372,9 @@ def analyze(
         else:
             unit = ds.read("design", design_id).to_pandas().sort_values("sample_id")
             levels = int(design["num_levels"])
-            grid = (unit[factor_names].to_numpy() * levels - 0.5) / (levels - 1)
+            # Designs of earlier versions kept no ends: theirs were 0.5 / L throughout.
+            ends = np.asarray(design.get("grid_ends") or [0.5 / levels] * len(factor_names))
+            grid = (unit[factor_names].to_numpy() - ends) / (1.0 - 2.0 * ends)
             result = morris_indices(
                 grid,
                 y,
@@ -384,7 +386,7 @@ def analyze(
                 factor_names=factor_names,
                 outcome=name,
             )
-            result = per_quantile_range(result)
+            result = per_quantile_range(result, ends)
         num_episodes = int(
             np.isfinite(pd.to_numeric(table.frame["sample_id"], errors="coerce")).sum()
         )

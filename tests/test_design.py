@@ -55,10 +55,19 @@ def test_sobol_base_size_must_be_a_power_of_two() -> None:
         sobol_design(_variations(), 100)
 
 
-def test_morris_design_grid_maps_to_open_quantiles() -> None:
+def test_morris_design_grid_is_salibs_for_uniform_factors_and_open_quantiles_else() -> None:
     d = morris_design(_variations(), 10, num_levels=4, seed=0)
     assert d.num_rows == 10 * 6 and d.method == "morris"
-    assert set(np.unique(d.unit)) <= {0.125, 0.375, 0.625, 0.875}
+    names = d.factor_names  # mass (normal), pos x and y (uniform), scene, delay (discrete)
+    for j, name in enumerate(names):
+        levels = set(np.unique(d.unit[:, j]).round(12))
+        if name.startswith("pos"):  # SALib's grid: the range's ends and thirds
+            assert levels <= {0.0, 0.333333333333, 0.666666666667, 1.0}, name
+        else:  # finite quantiles of a normal; a discrete factor's quantiles below 1
+            assert levels <= {0.125, 0.375, 0.625, 0.875}, name
+    assert d.grid_ends == tuple(0.0 if n.startswith("pos") else 0.125 for n in names)
+    assert d.to_dict()["grid_ends"] == list(d.grid_ends)
+    np.testing.assert_array_equal(d.values("pos")[d.unit[:, 1] == 1.0, 0], 1.0)  # high itself
     assert np.all(np.isfinite(d.values("mass")))
     opt = morris_design(_variations(), 20, optimal_trajectories=4, seed=0)
     assert opt.num_rows == 4 * 6

@@ -304,3 +304,25 @@ def test_a_study_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path,
         resume=True, **STUDY,
     )  # fmt: skip
     assert by_pair(root, "s").equals(uninterrupted[1])
+
+
+def test_a_run_whose_design_rows_differ_from_the_rebuilt_ones_is_refused(tmp_path):
+    """A Morris run begun on an earlier grid (uniform levels at the quantiles (i + 0.5) / 4)
+    is not finished on today's (SALib's): its new episodes would follow other rows."""
+    import pyarrow.parquet as pq
+
+    morris = {"method": "morris", "n": 6, "seed": 5, "num_envs": 8}
+    with pytest.raises(RuntimeError, match="died"):
+        run_study(lambda n: dies(make_noisy_env(n), 2), ishigami_variations(), output=tmp_path,
+                  run_id="m", progress=False, **morris)  # fmt: skip
+    (part,) = (tmp_path / "run_id=m" / "design").glob("*.parquet")
+    old = pq.read_table(part)
+    grid = {
+        c: pa.array(np.round(old[c].to_numpy() * 3) / 3 * 0.75 + 0.125) for c in ("x1", "x2", "x3")
+    }
+    pq.write_table(pa.table({"sample_id": old["sample_id"], **grid}), part)
+    before = open_dataset(tmp_path).read("episodes", "m").num_rows
+    with pytest.raises(DatasetError, match="other design rows than this call rebuilds"):
+        run_study(make_noisy_env, ishigami_variations(), output=tmp_path, run_id="m",
+                  progress=False, resume=True, **morris)  # fmt: skip
+    assert open_dataset(tmp_path).read("episodes", "m").num_rows == before  # nothing run

@@ -90,16 +90,33 @@ def test_morris_study_equals_salib_on_the_same_design(tmp_path) -> None:
     _run(tmp_path, design, num_envs=16)
     study = analyze(tmp_path, outcome="return", num_resamples=100, seed=0)
     assert study.method == "morris"
-    grid = (design.unit * 4 - 0.5) / 3
+    # Uniform factors: the design is SALib's own grid (levels at 0, 1/3, 2/3, 1 of the
+    # range), and varirec's effects, per unit of the range, are SALib's.
+    assert set(np.unique(design.unit).round(12)) <= {0.0, 0.333333333333, 0.666666666667, 1.0}
     y = design.unit @ COEF
     problem = {"num_vars": 3, "names": ["x1", "x2", "x3"], "bounds": [[0, 1]] * 3}
-    ref = salib_morris.analyze(problem, grid, y, num_levels=4, num_resamples=100, seed=0)
-    # SALib's effects are per unit of the grid, whose 4 levels sit at the quantiles
-    # (i + 0.5) / 4: a grid step is 3/4 of a quantile step. varirec's are per unit of
-    # the quantile range (here the factor's range): 4/3 of SALib's, coef exactly.
+    ref = salib_morris.analyze(problem, design.unit, y, num_levels=4, num_resamples=100, seed=0)
     for name in ("mu", "mu_star", "sigma", "mu_star_conf"):
-        np.testing.assert_allclose(getattr(study.result, name), ref[name] * 4 / 3, rtol=1e-10)
+        np.testing.assert_allclose(getattr(study.result, name), ref[name], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(study.result.mu_star, COEF, atol=1e-9)
+
+
+def test_morris_sees_ishigamis_x2_as_salib_does(tmp_path) -> None:
+    """Ishigami's x2 term, 7 sin(x2)**2, has a period of half x2's range: a grid whose
+    every step was half the range (levels at the quantiles (i + 0.5) / 4) read it as no
+    effect. On SALib's grid, varirec's effects are SALib's on the same design."""
+    from varirec.analysis import run_study
+    from varirec.envs import ishigami, ishigami_variations, make_ishigami_env
+
+    run_study(make_ishigami_env, ishigami_variations(), method="morris", n=50,
+              output=tmp_path, num_envs=64, seed=5, run_id="r", progress=False)  # fmt: skip
+    result = analyze(tmp_path, outcome="return", num_resamples=0).result
+    unit = morris_design(ishigami_variations(), 50, num_levels=4, seed=5).unit  # the run's
+    x = -np.pi + 2 * np.pi * unit
+    problem = {"num_vars": 3, "names": ["x1", "x2", "x3"], "bounds": [[-np.pi, np.pi]] * 3}
+    ref = salib_morris.analyze(problem, x, ishigami(x), num_levels=4, num_resamples=2, seed=5)
+    np.testing.assert_allclose(result.mu_star, ref["mu_star"], rtol=1e-9)
+    assert result.mu_star[1] > 5  # x2: SALib ~7.9 on its own sample; 0 on the old grid
 
 
 @pytest.mark.parametrize("levels", [4, 6, 8])

@@ -240,13 +240,14 @@ def _check_trajectories(x: NDArray[np.float64], r: int, D: int) -> None:
         )
 
 
-def per_quantile_range(result: MorrisResult) -> MorrisResult:
-    """``result`` of a design whose grid levels sit at the quantiles ``(i + 0.5) / L``
-    (:func:`~varirec.analysis.designs.morris_design`), per unit of each factor's
-    quantile range: a step of ``Δ`` on the grid is a step of ``Δ (L - 1) / L`` of that
-    range, so the effects are ``L / (L - 1)`` times SALib's. For a uniform factor they
-    are then per unit of its range (``a x`` on ``U(low, high)``: ``mu_star = |a| (high -
-    low)``), whatever ``L``.
+def per_quantile_range(result: MorrisResult, ends: Any = None) -> MorrisResult:
+    """``result`` of a design whose grid levels sit at each factor's quantiles
+    ``e + (1 - 2e) i / (L - 1)`` (``ends``: each factor's ``e``; None: ``0.5 / L``, the
+    quantiles ``(i + 0.5) / L``; :func:`~varirec.analysis.designs.morris_design`), per
+    unit of each factor's quantile range: a step of ``Δ`` on the grid is a step of
+    ``Δ (1 - 2e)`` of that range, so the effects are ``1 / (1 - 2e)`` times SALib's
+    (SALib's own where ``e = 0``). For a uniform factor they are then per unit of its
+    range (``a x`` on ``U(low, high)``: ``mu_star = |a| (high - low)``), whatever ``L``.
 
     >>> import numpy as np
     >>> r = MorrisResult(method="morris", factor_names=["a"], num_samples=2,
@@ -257,6 +258,8 @@ def per_quantile_range(result: MorrisResult) -> MorrisResult:
     >>> per_quantile_range(r).mu_star.tolist()
     [1.0]
     """
-    scale = result.num_levels / (result.num_levels - 1)
+    if ends is None:
+        ends = 0.5 / result.num_levels
+    scale = 1.0 / (1.0 - 2.0 * np.asarray(ends, dtype=float))
     fields = ("mu", "mu_star", "sigma", "mu_star_conf", "mu_star_conf_low", "mu_star_conf_high")
     return dataclasses.replace(result, **{f: getattr(result, f) * scale for f in fields})

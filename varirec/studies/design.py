@@ -42,12 +42,15 @@ class Design:
     Attributes:
         method: ``"sobol"`` (Saltelli layout) or ``"morris"`` (trajectories).
         factors: one :class:`FactorSpec` per column of ``unit``.
-        unit: ``(rows, D)`` points in [0, 1); column ``j`` is factor ``j``'s quantile.
+        unit: ``(rows, D)`` points in [0, 1]; column ``j`` is factor ``j``'s quantile.
         variations: for each variation key, its sampler cfg and its factor columns.
         base_size: N (base samples, or trajectories for Morris).
         seed: the seed SALib used to build the design.
         second_order: Sobol designs with the BA blocks for second-order indices.
         num_levels: Morris grid levels.
+        grid_ends: Morris designs: each factor's grid end ``e``, its levels being the
+            quantiles ``e + (1 - 2e) i / (L - 1)`` (None: ``0.5 / L`` for every
+            factor, as designs made before these ends were kept).
         groups: Sobol designs by groups: the group name of each factor (SALib's
             ``problem["groups"]``); a base sample then has ``G + 2`` rows for ``G``
             groups, and the indices are the groups'. ``None``: every factor alone.
@@ -62,6 +65,7 @@ class Design:
     second_order: bool = False
     num_levels: int | None = None
     groups: tuple[str, ...] | None = None
+    grid_ends: tuple[float, ...] | None = None
     _originals: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -194,6 +198,7 @@ class Design:
             "seed": self.seed,
             "second_order": self.second_order,
             "num_levels": self.num_levels,
+            "grid_ends": None if self.grid_ends is None else list(self.grid_ends),
             "group_size": self.group_size,
             "groups": None if self.groups is None else list(self.groups),
             "factors": [f.to_dict() for f in self.factors],
