@@ -122,10 +122,14 @@ class Comparison:
         a, b = self.names()
         lo, hi = self.gap_conf
         what = "success rate" if self.discordant is not None else f"mean {self.outcome}"
+        interval = (
+            f"[{lo:+.3g}, {hi:+.3g}] ({self.conf_level:.0%} paired bootstrap)"
+            if np.isfinite(lo) and np.isfinite(hi)
+            else "(no interval: no resamples)"
+        )
         lines = [
             f"{b} vs {a} over {self.num_pairs} matched episodes: {what} "
-            f"{self.mean_b:.3g} vs {self.mean_a:.3g}, gap {self.gap:+.3g} "
-            f"[{lo:+.3g}, {hi:+.3g}] ({self.conf_level:.0%} paired bootstrap)."
+            f"{self.mean_b:.3g} vs {self.mean_a:.3g}, gap {self.gap:+.3g} {interval}."
         ]
         if self.discordant is not None:
             lines.append(
@@ -143,6 +147,8 @@ class Comparison:
         if len(top):
             parts = [f"{r.factor} (S1 {r.estimate:.2f})" for r in top.itertuples()]
             lines.append("The size of the gap moves with " + ", ".join(parts) + ".")
+        elif self.explained is not None and not self.explained.num_resamples:
+            lines.append("What explains the gap: no verdict without resamples (--resamples).")
         elif self.explained is not None:
             lines.append("No factor explains the gap beyond the dummy threshold.")
         return "\n".join(lines)
@@ -386,6 +392,13 @@ def compare(
     ok = np.isfinite(ya) & np.isfinite(yb)
     if (~ok).any():
         notes.append(f"{int((~ok).sum())} pair(s) with a missing {outcome!r} left out")
+    if not ok.any():
+        present = [c for c in ("success", "return", "length") if c in fa and c != outcome]
+        hint = f"; pick one that was, e.g. --outcome {present[0]}" if present else ""
+        raise ValueError(
+            f"outcome {outcome!r} has no value in any of the {len(ok)} matched pair(s) of "
+            f"runs {run_a!r} and {run_b!r} (never recorded, or NaN throughout){hint}"
+        )
     ya, yb = ya[ok], yb[ok]
     frame = fa.loc[ok]
     varying = [f for f in factors if frame[f].nunique(dropna=True) > 1]

@@ -121,3 +121,24 @@ def test_design_runs_pair_on_sample_and_seed(tmp_path) -> None:
     d = b["success"].astype(float) - a.loc[b.index, "success"].astype(float)
     assert c.gap == pytest.approx(d.mean())
     assert any("sample_id, seed" in n for n in c.notes)
+
+
+def test_without_resamples_the_summary_gives_no_interval_and_no_verdict(runs) -> None:
+    c = compare(runs, ["A", "B"], num_resamples=0, seed=0)
+    text = c.summary()
+    assert "nan" not in text and "no interval" in text
+    assert "no verdict without resamples" in text and "beyond the dummy threshold" not in text
+
+
+def test_an_outcome_with_no_value_in_any_pair_is_named_with_one_that_has(tmp_path) -> None:
+    from varirec.envs.analytic import ishigami
+    from varirec.envs.one_step import OneStepEnv, ishigami_variations
+
+    for run_id in ("A", "B"):  # an env that reports no success
+        run_study(lambda k: OneStepEnv(k, ishigami, 3), ishigami_variations(), method="random",
+                  n=64, num_envs=16, output=tmp_path, progress=False, seed=0,
+                  run_id=run_id)  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"'success' has no value in any of the 64 .*--outcome return"
+    ):
+        compare(tmp_path, ["A", "B"])
