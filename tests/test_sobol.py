@@ -173,8 +173,9 @@ def test_no_resamples_gives_nan_intervals_and_a_note() -> None:
 
 def test_argument_errors() -> None:
     Y = _ishigami_y(8)
-    with pytest.raises(ValueError, match="`conf_level` must be a number strictly between"):
-        sobol_indices(Y, 3, second_order=False, conf_level=95)
+    for level in (95, 0.2):
+        with pytest.raises(ValueError, match=r"`conf_level` must be a number from 0\.5 up to"):
+            sobol_indices(Y, 3, second_order=False, conf_level=level)
     with pytest.raises(ValueError, match="`factor_names` must have 3 names"):
         sobol_indices(Y, 3, second_order=False, factor_names=["a", "b"])
     with pytest.raises(ValueError, match="`num_factors` must be an int >= 1"):

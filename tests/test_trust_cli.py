@@ -53,7 +53,10 @@ def test_analyze_rejects_bad_arguments_at_parse_time(tmp_path, capsys) -> None:
     _small_run(tmp_path / "ds")
     for argv, message in (
         (["--resamples", "-5"], "argument --resamples: must be an integer >= 0, got -5"),
-        (["--conf-level", "95"], "argument --conf-level: must be a number between 0 and 1"),
+        (["--conf-level", "95"], "argument --conf-level: must be a number from 0.5 up to"),
+        # Below one half every factor read as an effect (the dummy threshold fell below
+        # the null's median).
+        (["--conf-level", "0.2"], "argument --conf-level: must be a number from 0.5 up to"),
     ):
         with pytest.raises(SystemExit):
             main(["analyze", str(tmp_path / "ds"), *argv])

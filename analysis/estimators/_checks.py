@@ -23,10 +23,12 @@ __all__ = [
 
 
 def _check_conf_level(conf_level: float) -> float:
-    if not isinstance(conf_level, float | int) or not 0.0 < float(conf_level) < 1.0:
+    # Below one half, the dummy threshold (the level's quantile of the null estimates)
+    # falls below the null's median: every factor would read as an effect.
+    if not isinstance(conf_level, float | int) or not 0.5 <= float(conf_level) < 1.0:
         raise ValueError(
-            f"`conf_level` must be a number strictly between 0 and 1, got {conf_level!r}; "
-            "pass e.g. conf_level=0.95"
+            f"`conf_level` must be a number from 0.5 up to (not including) 1, got "
+            f"{conf_level!r}; pass e.g. conf_level=0.95"
         )
     return float(conf_level)
 

@@ -20,6 +20,8 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats
 
+from varirec.analysis.estimators._checks import _check_conf_level
+
 __all__ = ["Factors", "bin_codes", "binary_outcome", "check_conf_level", "rate_interval"]
 
 
@@ -119,9 +121,9 @@ def check_threshold(threshold: Any) -> float | None:
 
 
 def check_conf_level(conf_level: float) -> float:
-    if not 0.0 < conf_level < 1.0:
-        raise ValueError(f"`conf_level` must be between 0 and 1, got {conf_level!r}; e.g. 0.95")
-    return float(conf_level)
+    """As every estimator's: from 0.5 up to 1 (below one half the rule's one-sided bound
+    turns negative, and noise would pass as a region)."""
+    return _check_conf_level(conf_level)
 
 
 Bins = tuple[NDArray[np.int_], NDArray[np.float64]]

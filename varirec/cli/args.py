@@ -33,13 +33,14 @@ def seed_arg(text: str) -> int:
 
 
 def level_arg(text: str) -> float:
-    """argparse type: a confidence level strictly between 0 and 1."""
+    """argparse type: a confidence level in [0.5, 1) (below one half, a verdict's
+    threshold falls below the null's median and every factor reads as an effect)."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0.0 < value < 1.0:
+    if not 0.5 <= value < 1.0:
         raise argparse.ArgumentTypeError(
-            f"must be a number between 0 and 1, got {text!r}; e.g. 0.95"
+            f"must be a number from 0.5 up to (not including) 1, got {text!r}; e.g. 0.95"
         )
     return value
