@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,27 @@ def test_analyze_command_refuses_duplicate_runs_unless_asked(tmp_path, capsys) -
     assert "over 512 episodes (runs: r1;" in capsys.readouterr().out
     assert main(["analyze", ds, "--resamples", "20", "--allow-duplicate-runs"]) == 0
     assert "over 1024 episodes (runs: r1, r2;" in capsys.readouterr().out
+
+
+def test_output_and_report_on_one_path_are_refused_before_any_work(tmp_path, capsys) -> None:
+    _small_run(tmp_path / "ds")
+    same = tmp_path / "same.html"
+    code = main(["analyze", str(tmp_path / "ds"), "-o", str(same), "--report", str(same)])
+    err = capsys.readouterr()
+    assert code == 2 and "`--output` and `--report` name the same file" in err.err
+    assert err.out == "" and not same.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", ["analyze", "failures"])
+def test_a_report_folder_that_refuses_files_is_named_before_any_work(
+    tmp_path, capsys, command
+) -> None:
+    _small_run(tmp_path / "ds")
+    table = tmp_path / "table.csv"
+    extra = ["-o", str(table)] if command == "analyze" else []
+    code = main([command, str(tmp_path / "ds"), *extra, "--report", "/proc/r.html"])
+    err = capsys.readouterr()
+    assert code == 2
+    assert "`--report` '/proc/r.html' cannot be written: '/proc' refuses new files" in err.err
+    assert err.out == "" and not table.exists()  # nothing written, the work not begun

@@ -9,6 +9,7 @@ ValueError: `--output` must be a file path, got the directory '/tmp'; ...
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 __all__ = ["check_output_file"]
@@ -49,4 +50,14 @@ def check_output_file(
                     f"`{name}` {str(target)!r} cannot be written: {str(parent)!r} is a file, "
                     "not a folder; pick another path"
                 )
+            # A file made and dropped at once (unnamed where the OS can): a folder that
+            # refuses it (read-only, /proc) is named now, not after the work is done.
+            try:
+                with tempfile.TemporaryFile(dir=parent):
+                    pass
+            except OSError as exc:
+                raise ValueError(
+                    f"`{name}` {str(target)!r} cannot be written: {str(parent)!r} refuses new "
+                    f"files ({exc.strerror or exc}); pick a folder you can write to"
+                ) from None
             break

@@ -172,6 +172,16 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         check_output_file(args.output, "--output", dataset=args.dataset)
     if args.report is not None:
         check_report_path(args.report, "--report", args.dataset)
+    if (
+        args.output is not None
+        and args.report is not None
+        and os.path.abspath(args.output) == os.path.abspath(args.report)
+    ):
+        raise ValueError(
+            f"`--output` and `--report` name the same file {args.output!r}: the report "
+            "would replace the table; give each its own path, e.g. -o ranking.csv "
+            "--report report.html"
+        )
     groups = groups_for_analyze(args, args.runs)  # names checked before any work
     step, bar = _stage_bar(2, "analyzing")
     try:
