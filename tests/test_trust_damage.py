@@ -521,3 +521,12 @@ def test_reader_checks_leave_every_file_as_it_was(dataset):
         data.health("draws")
         inspect_dataset(dataset)
     assert snapshot(dataset) == before and part.stat().st_mtime == stat.st_mtime
+
+
+def test_inspect_says_how_many_episodes_a_mean_leaves_out_as_nan(tmp_path):
+    with vr.RecorderManager(3, output=tmp_path, run_id="r") as m:
+        m.reset(None, None)
+        m.record_step(reward=np.array([1.0, np.nan, 3.0]))
+        m.record_pre_reset(None)
+    text = format_inspection(inspect_dataset(tmp_path))
+    assert "return       mean 2  min 1  max 3  (2 of 3 episodes; 1 NaN or inf)" in text

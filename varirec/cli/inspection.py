@@ -198,9 +198,15 @@ def format_inspection(info: dict[str, Any]) -> str:
                     f"    {name:<12} no finite value ({s['recorded']} episodes, all NaN or inf)"
                 )
             else:
+                missing = s["recorded"] - s["finite"]
+                over = (
+                    f"{s['finite']} of {s['recorded']} episodes; {missing} NaN or inf"
+                    if missing
+                    else f"{s['recorded']} episodes"
+                )
                 lines.append(
                     f"    {name:<12} mean {s['mean']:.4g}  min {s['min']:.4g}  "
-                    f"max {s['max']:.4g}  ({s['recorded']} episodes)"
+                    f"max {s['max']:.4g}  ({over})"
                 )
     if info["skipped"]:
         lines.append("")
