@@ -165,3 +165,22 @@ def test_parts_whose_blocks_do_not_join_take_the_general_path():
     b["return"] = pa.array([0.5, 1.5])  # Arrow in one part: column by column
     table = EpisodeChunk([a, b], schema).to_arrow()
     assert table.column("return").to_pylist()[3:] == [0.5, 1.5]
+
+
+@pytest.mark.parametrize("kind", [pa.list_(pa.float64(), 2), pa.list_(pa.float32())])
+def test_a_list_column_takes_an_array_of_k_values_per_episode(kind):
+    schema = pa.schema([("env_id", pa.int32()), ("final_pos", kind)])
+    parts = [
+        {"env_id": np.array([0, 1]), "final_pos": np.array([[0.5, 1.5], [2.5, 3.5]])},
+        {"env_id": np.array([2]), "final_pos": np.array([[4.5, 5.5]])},
+    ]
+    table = EpisodeChunk(parts, schema).to_arrow()
+    assert table.schema == schema
+    assert table.column("final_pos").to_pylist() == [[0.5, 1.5], [2.5, 3.5], [4.5, 5.5]]
+
+
+def test_an_array_of_several_values_per_episode_in_a_scalar_column_is_named():
+    schema = pa.schema([("env_id", pa.int32()), ("force", pa.float64())])
+    part = {"env_id": np.array([0, 1]), "force": np.ones((2, 3))}
+    with pytest.raises(ValueError, match=r"'force' \(double\) got an array of shape \(2, 3\)"):
+        EpisodeChunk([part], schema).to_arrow()

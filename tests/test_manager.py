@@ -227,3 +227,29 @@ def test_variation_keys_may_not_shadow_episode_columns() -> None:
     length = vr.Variation("length", vr.VariationCfg(sampler=vr.UniformCfg()))
     with pytest.raises(ValueError, match="'length' is also an episodes column; rename"):
         vr.VariationRecorder().attach([length])
+
+
+def test_a_term_column_of_k_values_per_episode_is_recorded_as_a_list(tmp_path):
+
+    class FinalPos(vr.RecorderTerm):
+        def columns(self):
+            return {"final_pos": pa.list_(pa.float64(), 2)}
+
+        def record_pre_reset(self, ids):
+            return {"final_pos": np.stack([ids * 1.0, ids + 0.5], axis=1)}
+
+    n = 4
+    with vr.RecorderManager(
+        n, output=tmp_path, run_id="r", terms={"pos": vr.RecorderTermCfg(term=FinalPos)}
+    ) as m:
+        m.reset(None, None)
+        for _ in range(3):
+            m.record_step(reward=np.ones(n), terminated=np.ones(n, bool))
+            m.reset(None, np.arange(n))
+    episodes = (
+        vr.open_dataset(tmp_path)
+        .episodes("r")
+        .sort_by([("episode", "ascending"), ("env_id", "ascending")])
+    )
+    assert episodes.num_rows == 3 * n  # before: every episode row lost with the column
+    assert episodes.column("final_pos").to_pylist()[:n] == [[i, i + 0.5] for i in range(n)]

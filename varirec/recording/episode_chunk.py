@@ -54,6 +54,15 @@ _TOLD: set[str] = set()  # the bool columns whose odd values were logged
 
 def _from_numpy(field: pa.Field, data: Any) -> pa.Array:
     data = np.asarray(data)
+    if data.ndim == 2 and _is_list(field.type):  # (episodes, k): a list of k per episode
+        inner = _from_numpy(pa.field(field.name, field.type.value_type), data.reshape(-1))
+        return pa.FixedSizeListArray.from_arrays(inner, data.shape[1]).cast(field.type)
+    if data.ndim != 1:
+        raise ValueError(
+            f"episode column {field.name!r} ({field.type}) got an array of shape "
+            f"{data.shape}: return one value per episode, or declare the column as a list "
+            f"(e.g. pa.list_(pa.float64(), {data.shape[-1]})) for {data.shape[-1]} per episode"
+        )
     if field.name in _NULL_IF_NEGATIVE:
         return pa.array(data, field.type, mask=data < 0)
     if pa.types.is_timestamp(field.type):
@@ -75,6 +84,12 @@ def _from_numpy(field: pa.Field, data: Any) -> pa.Array:
             data = data > 0.5
         return pa.array(data, field.type, mask=missing if missing.any() else None)
     return pa.array(data, field.type)
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    )
 
 
 def _part(field: pa.Field, value: Any, n: int) -> pa.Array:
