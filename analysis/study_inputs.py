@@ -46,9 +46,20 @@ def pick_outcome(table: EpisodeTable, outcome: str | None) -> str:
                 f"no outcome {outcome!r} in the dataset; {nearest_names(outcome, table.outcomes)}"
             )
         return outcome
-    for name in ("success", *table.outcomes):
-        if name in table.outcomes and table.outcome(name)[1].any():
-            return name
+    # success, then return, then the rest: the first that varies (a constant length of
+    # one-step episodes says nothing), else the first with a value (refused as constant,
+    # by name).
+    names = dict.fromkeys(("success", "return", *table.outcomes))
+    order = [n for n in names if n in table.outcomes]
+    recorded = []
+    for name in order:
+        y, valid = table.outcome(name)
+        if valid.any():
+            if np.ptp(y[valid]) > 0:
+                return name
+            recorded.append(name)
+    if recorded:
+        return recorded[0]
     raise ValueError(
         f"no outcome ({', '.join(table.outcomes)}) has a finite value in any of the "
         f"{len(table)} episode(s); record outcomes with manager.record_step(reward=..., "

@@ -140,10 +140,13 @@ def test_groups_file_json_and_toml_and_split_vectors(dataset, tmp_path, capsys) 
         (["--group", "g=cam", "--method", "binning"], "--method binning takes one column"),
         (["--groups-file", "{tmp}/g.yaml"], "must be a .json or .toml file"),
         (["--groups-file", "{tmp}/bad.json"], "must be a list of variation names"),
+        # A file's unknown member is blamed on the file, not on --group.
+        (["--groups-file", "{tmp}/typo.json"], "argument --groups-file: group 'grip' names"),
     ],
 )
 def test_group_errors_stop_before_anything_is_written(dataset, tmp_path, capsys, args, message):
     (tmp_path / "bad.json").write_text(json.dumps({"grip": "gripper.force"}))
+    (tmp_path / "typo.json").write_text(json.dumps({"grip": ["gripper.forse"]}))
     out, report = tmp_path / "out.json", tmp_path / "r.html"
     argv = ["analyze", str(dataset), "-o", str(out), "--report", str(report)]
     with pytest.raises(SystemExit) as exc:

@@ -172,13 +172,18 @@ def test_degenerate_outcomes_get_their_real_cause(tmp_path) -> None:
         analyze(tmp_path / "nan", outcome="success")
     from varirec.analysis.failures import failures
 
-    with pytest.raises(ValueError, match=r"no episode has a value of 'success' \(256 episode"):
+    with pytest.raises(
+        ValueError,
+        match=r"no episode has a finite value of 'success' \(256 episode.*--outcome return",
+    ):
         failures(tmp_path / "nan")  # it had said "only 0 episode(s) ... needs at least 50"
     for runs, said in ((3, r"`runs` must be a run id or a list of run ids, got int 3"),
                        ([3], r"`runs` must hold run ids \(str\), got 3")):  # fmt: skip
         with pytest.raises(TypeError, match=said):
             analyze(tmp_path / "nan", outcome="return", runs=runs)
     _two_factor_run(tmp_path / "one", 1, 1, success=np.ones(1))
+    with pytest.raises(ValueError, match=r"only 1 episode\(s\) in run\(s\) \['r'\]; a failure"):
+        failures(tmp_path / "one")  # it had said "`factors` is empty"
     with pytest.raises(
         ValueError, match=r"only 1 episode\(s\) of run\(s\) \['r'\] have a finite 'success'"
     ):
@@ -187,3 +192,16 @@ def test_degenerate_outcomes_get_their_real_cause(tmp_path) -> None:
     with pytest.raises(ValueError, match="outcome 'success' is 1 in all 256 episode") as err:
         analyze(tmp_path / "const", outcome="success")
     assert "np.float64" not in str(err.value)
+
+
+def test_without_success_the_default_outcome_is_one_that_varies(tmp_path) -> None:
+    """One-step episodes without success: length is 1 throughout, return varies. The
+    default had been the first outcome by name (length), refused as constant."""
+    from varirec.analysis import run_study
+    from varirec.analysis.study import analyze
+    from varirec.envs.analytic import ishigami
+    from varirec.envs.one_step import OneStepEnv, ishigami_variations
+
+    run_study(lambda k: OneStepEnv(k, ishigami, 3), ishigami_variations(), method="random",
+              n=256, num_envs=64, output=tmp_path, progress=False, seed=0, run_id="r")  # fmt: skip
+    assert analyze(tmp_path, num_resamples=0).outcome == "return"

@@ -181,9 +181,9 @@ def failures_from_frame(
         notes.append(f"{int((~keep).sum())} episode(s) with a missing outcome or factor left out")
     if not np.isfinite(y).any():
         raise ValueError(
-            f"no episode has a value of {outcome!r} ({len(y)} episode(s), all null: it was "
-            "never recorded); record it (record_step(success=...)), or pick an outcome that "
-            "was, with a threshold: --outcome return --threshold T"
+            f"no episode has a finite value of {outcome!r} ({len(y)} episode(s), every one "
+            "missing or NaN: never recorded, or recorded as NaN); record it as finite "
+            "numbers, or pick an outcome that has them"
         )
     if keep.sum() < _MIN_EPISODES:
         raise ValueError(
@@ -238,11 +238,34 @@ def failures(
         selected = ds.run_ids() if runs is None else [runs] if isinstance(runs, str) else runs
         check_duplicate_runs(ds, list(selected))  # an unknown run id fails there, named
     table = episode_table(ds, runs)
-    table.outcome(outcome)  # an unknown outcome fails here, with the known ones
+    if not table.outcome(outcome)[1].any():  # an unknown outcome fails here, named
+        others = [o for o in table.outcomes if o != outcome and table.outcome(o)[1].any()]
+        first = next((o for o in ("success", "return") if o in others), None)
+        arg = {"return": "reward"}.get(outcome, outcome)
+        fix = (
+            f"pick one that has values: --outcome {first}"
+            + (" --threshold T" if first != "success" else "")
+            if first
+            else f"record it as finite numbers (record_step({arg}=...))"
+        )
+        raise ValueError(
+            f"no episode has a finite value of {outcome!r} ({len(table)} episode(s), every "
+            f"one missing or NaN: never recorded, or recorded as NaN); {fix}"
+        )
     if not table.factors:
         selected = ds.run_ids() if runs is None else [runs] if isinstance(runs, str) else runs
         damage = ds.damage_note("draws", list(selected))
         if damage is not None:
             raise DatasetError(f"no factor to explain the failures with: {damage}")
+        if len(table) < _MIN_EPISODES:  # with so few episodes every factor may be constant
+            raise ValueError(
+                f"only {len(table)} episode(s) in run(s) {list(selected)}; a failure "
+                f"analysis needs at least {_MIN_EPISODES} (thousands for narrow intervals)"
+            )
+        raise ValueError(
+            f"no factor varies over the {len(table)} episode(s) of run(s) {list(selected)} "
+            "(constant, build- or interval-mode variations only): nothing to explain the "
+            "failures with; vary a reset-mode variation across episodes"
+        )
     frame = table.frame[[*table.factors, outcome]]
     return failures_from_frame(frame, outcome, factors=table.factors, notes=table.notes, **options)

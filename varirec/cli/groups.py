@@ -123,6 +123,12 @@ def add_group_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _source(args: argparse.Namespace) -> str:
+    """The argument(s) the groups came from, as an error names them."""
+    given = [a for a, v in (("--group", args.group), ("--groups-file", args.groups_file)) if v]
+    return "/".join(given) or "--group"
+
+
 def _declared(args: argparse.Namespace) -> dict[str, list[str]]:
     declared: dict[str, list[str]] = dict(args.groups_file or {})
     for name, members in args.group or []:
@@ -152,21 +158,21 @@ def groups_for_analyze(
         return "none" if args.split_vectors else "vectors"
     if args.method not in ("auto", "knn"):
         args.parser.error(
-            f"argument --group: groups are analysed by --method knn (total indices and Shapley "
-            f"effects per group); --method {args.method} takes one column at a time: pass "
-            "--method knn (or leave --method out), or leave --group out"
+            f"argument {_source(args)}: groups are analysed by --method knn (total indices "
+            f"and Shapley effects per group); --method {args.method} takes one column at a "
+            "time: pass --method knn (or leave --method out), or leave the groups out"
         )
     ds = open_dataset(args.dataset)
     run_ids = list(runs) if runs else ds.run_ids()
     design = design_run(ds, run_ids)
     if args.method == "auto" and design is not None:
         args.parser.error(
-            f"argument --group: run {design!r} holds a design, whose groups are fixed when it "
-            "is built (sobol_design(groups=...)); leave --group out, or pass --method knn to "
-            "analyse its rows as given data"
+            f"argument {_source(args)}: run {design!r} holds a design, whose groups are fixed "
+            "when it is built (sobol_design(groups=...)); leave the groups out, or pass "
+            "--method knn to analyse its rows as given data"
         )
     try:
         return checked_groups(ds, run_ids, declared, vectors=not args.split_vectors)
     except (ValueError, UnknownNameError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) else str(exc)
-        args.parser.error(f"argument --group: {message}")
+        args.parser.error(f"argument {_source(args)}: {message}")
