@@ -213,6 +213,18 @@ def _first_difference(a: Any, b: Any, where: str) -> str | None:
                 return found
         return None
     if isinstance(a, list) and isinstance(b, list):
+        keyed = all(isinstance(x, dict) and "key" in x for x in [*a, *b])
+        if keyed and len({x["key"] for x in a}) == len(a) and len({x["key"] for x in b}) == len(b):
+            # Variations by key: their order does not change a draw (keyed by the key).
+            by_a, by_b = {x["key"]: x for x in a}, {x["key"]: x for x in b}
+            for key in sorted(by_a.keys() ^ by_b.keys()):
+                side = "A" if key in by_a else "B"
+                return f"{where}[{key}]: only in {side}"
+            for key in by_a:
+                found = _first_difference(by_a[key], by_b[key], f"{where}[{key}]")
+                if found:
+                    return found
+            return None
         if len(a) != len(b):
             return f"{where}: {len(a)} entries in A vs {len(b)} in B"
         for i, (x, y) in enumerate(zip(a, b, strict=True)):

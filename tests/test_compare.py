@@ -142,3 +142,19 @@ def test_an_outcome_with_no_value_in_any_pair_is_named_with_one_that_has(tmp_pat
         ValueError, match=r"'success' has no value in any of the 64 .*--outcome return"
     ):
         compare(tmp_path, ["A", "B"])
+
+
+def test_runs_listing_their_variations_in_another_order_are_paired(tmp_path) -> None:
+    """Draws are keyed by the variation's key, so the order of the list changes none."""
+    import varirec as vr
+    from varirec.envs.analytic import ishigami
+    from varirec.envs.one_step import OneStepEnv, ishigami_variations
+
+    forward = ishigami_variations()
+    backward = vr.VariationSet(list(ishigami_variations().values())[::-1])  # new objects
+    for run_id, variations in (("A", forward), ("B", backward)):
+        run_study(lambda k: OneStepEnv(k, ishigami, 3), variations, method="random", n=64,
+                  num_envs=16, output=tmp_path, progress=False, seed=0,
+                  run_id=run_id)  # fmt: skip
+    c = compare(tmp_path, ["A", "B"], outcome="return", num_resamples=0)
+    assert c.num_pairs == 64 and c.gap == 0.0  # the same draws: the same returns
