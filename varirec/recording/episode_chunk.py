@@ -132,8 +132,9 @@ def _merged(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The parts as one part, each key's arrays joined (the rows of a block are its
     columns, so blocks join along their last axis), then split: where every part has
     the same keys and only numpy arrays (the usual hand-over, hundreds of resets).
-    Converted once, it holds the GIL a sixth of the time of a split per part, time the
-    simulation's main thread waits for (see :mod:`varirec.storage.sink`). None where
+    Converted once, it holds the GIL a fraction of the time of a split per part
+    (``benchmarks/bench_convert_gil.py``), time the simulation's main thread waits for
+    (see :mod:`varirec.storage.sink`). None where
     the parts differ (the general path joins them column by column). Every array is
     new (a concatenation), so Arrow may keep it without a copy."""
     if len(parts) < 2:
