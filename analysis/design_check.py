@@ -26,13 +26,15 @@ __all__ = ["check_design_values"]
 _RTOL = 1e-9
 
 
-def check_design_values(ds: Dataset, run_id: str, design: dict[str, Any]) -> None:
+def check_design_values(ds: Dataset, run_id: str, design: dict[str, Any], rows: Any = None) -> None:
     """Raise :class:`DesignError` if the run's design-row draws differ from its design.
 
     Every reset draw tagged with a ``sample_id`` is compared with the stored design's
-    value for that row and variation component (labels for text categories).
+    value for that row and variation component (labels for text categories);
+    ``rows``: the design table to compare with instead (a resume's rebuilt design,
+    where the run lost its own).
     """
-    stored = ds.read("design", run_id).to_pandas()
+    stored = (ds.read("design", run_id) if rows is None else rows).to_pandas()
     if stored.empty:
         raise DesignError(
             f"run {run_id!r} has a design in run.json but no design table "

@@ -173,7 +173,9 @@ def run_study(
         # the same schedule rebuilds the same design, which a design analysis reads.
         stored = dataset.read("design", run_id) if schedule is not None else None
         lost_design = stored is not None and stored.num_rows == 0
-        if stored is not None and not lost_design:
+        if lost_design:  # the draws recorded so far must be the rebuilt design's rows
+            _check_draws_follow(dataset, run_id, schedule.design)
+        elif stored is not None and total > 0:
             _check_same_design(stored, schedule.design, run_id)
         if total == 0:
             if lost_design:
@@ -239,11 +241,17 @@ def _built_env(make_env: Callable[[int], BatchedEnv], num_envs: int) -> BatchedE
     return env
 
 
+_OTHER_DESIGN = (
+    "the variations' distributions or the design's options differ from this call's, or "
+    "another varirec version began it (Morris designs made before `Design.grid_ends` "
+    "was kept put a uniform factor's levels at the quantiles (i + 0.5) / L); finish it "
+    "with the variations and the varirec that began it, or start a new run"
+)
+
+
 def _check_same_design(stored: Any, design: Any, run_id: str) -> None:
     """Refuse to resume a run whose stored design rows are not the ones this call
-    rebuilds (a design made by another varirec: Morris designs made before
-    ``Design.grid_ends`` was kept put a uniform factor's levels at the quantiles
-    ``(i + 0.5) / L``): its new episodes would follow other rows."""
+    rebuilds: its new episodes would follow other rows."""
     frame = stored.to_pandas().sort_values("sample_id")
     names = design.factor_names
     same = len(frame) == design.num_rows and set(names) <= set(frame.columns)
@@ -251,10 +259,23 @@ def _check_same_design(stored: Any, design: Any, run_id: str) -> None:
         same = bool(np.allclose(frame[names].to_numpy(float), design.unit, rtol=0, atol=1e-12))
     if not same:
         raise DatasetError(
-            f"run {run_id!r} holds other design rows than this call rebuilds (a design "
-            "made by another varirec version, e.g. an earlier Morris grid); finish it with "
-            "the varirec that began it, or start a new run"
+            f"run {run_id!r} holds other design rows than this call rebuilds: {_OTHER_DESIGN}"
         )
+
+
+def _check_draws_follow(dataset: Dataset, run_id: str, design: Any) -> None:
+    """Refuse to resume a run that lost its design table where the draws it recorded
+    are not the rows this call rebuilds (the table is written from them)."""
+    from varirec.analysis.design_check import check_design_values
+    from varirec.errors import DesignError
+
+    try:
+        check_design_values(dataset, run_id, design.to_dict(), rows=design.to_table())
+    except DesignError:
+        raise DatasetError(
+            f"run {run_id!r} lost its design table, and its recorded draws are not the rows "
+            f"this call rebuilds: {_OTHER_DESIGN}"
+        ) from None
 
 
 def _check_same_study(dataset: Dataset, run_id: str, study: dict[str, Any], seed: int) -> None:

@@ -163,3 +163,23 @@ def test_envs_without_a_design_row_replay_row_zero() -> None:
     assert schedule.remaining == design.num_rows
     schedule.assign(tracker, np.arange(3))
     assert schedule.remaining == design.num_rows - 3
+
+
+def test_a_morris_grid_end_never_rounds_past_a_factors_range() -> None:
+    """low + 1 * (high - low) rounds above high for some bounds (-3.0, 0.1 does), and the
+    log-uniform's exp(log(low) + ...) past both ends (0.3, 1.2 does)."""
+    variations = vr.VariationSet(
+        [
+            vr.Variation("u", vr.VariationCfg(sampler=vr.UniformCfg(low=-3.0, high=0.1))),
+            vr.Variation("g", vr.VariationCfg(sampler=vr.LogUniformCfg(low=0.3, high=1.2))),
+            vr.Variation(
+                "v", vr.VariationCfg(sampler=vr.UniformCfg(low=(-3.0, 0.2), high=(0.1, 1.9)))
+            ),
+        ]
+    )
+    assert vr.UniformCfg(low=-3.0, high=0.1).ppf(np.array([1.0]))[0] > 0.1  # the rounding
+    d = morris_design(variations, 20, num_levels=4, seed=0)
+    for key, low, high in (("u", -3.0, 0.1), ("g", 0.3, 1.2), ("v", (-3.0, 0.2), (0.1, 1.9))):
+        values = d.values(key).reshape(d.num_rows, -1)
+        np.testing.assert_array_equal(values.min(axis=0), np.atleast_1d(low))  # the ends
+        np.testing.assert_array_equal(values.max(axis=0), np.atleast_1d(high))

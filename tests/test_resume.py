@@ -326,3 +326,24 @@ def test_a_run_whose_design_rows_differ_from_the_rebuilt_ones_is_refused(tmp_pat
         run_study(make_noisy_env, ishigami_variations(), output=tmp_path, run_id="m",
                   progress=False, resume=True, **morris)  # fmt: skip
     assert open_dataset(tmp_path).read("episodes", "m").num_rows == before  # nothing run
+
+
+def test_a_run_that_lost_its_design_table_and_drew_other_rows_is_refused(tmp_path, monkeypatch):
+    """Killed before its design part was written, a run begun on the earlier Morris grid
+    is not given today's design table: its recorded draws are checked against it."""
+    from varirec.analysis import designs
+
+    morris = {"method": "morris", "n": 6, "seed": 5, "num_envs": 8}
+    with monkeypatch.context() as m:  # the earlier grid: (i + 0.5) / L for every factor
+        m.setattr(designs, "grid_ends", lambda factors, levels: np.full(len(factors), 0.5 / levels))
+        with pytest.raises(RuntimeError, match="died"):
+            run_study(lambda n: dies(make_noisy_env(n), 2), ishigami_variations(),
+                      output=tmp_path, run_id="m", progress=False, **morris)  # fmt: skip
+    for part in (tmp_path / "run_id=m" / "design").iterdir():
+        part.unlink()
+    before = open_dataset(tmp_path).read("episodes", "m").num_rows
+    with pytest.raises(DatasetError, match="lost its design table, and its recorded draws"):
+        run_study(make_noisy_env, ishigami_variations(), output=tmp_path, run_id="m",
+                  progress=False, resume=True, **morris)  # fmt: skip
+    ds = open_dataset(tmp_path)
+    assert ds.read("episodes", "m").num_rows == before and ds.read("design", "m").num_rows == 0

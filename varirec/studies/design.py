@@ -152,7 +152,21 @@ class Design:
                 f"the design has no variation {key!r}; {nearest_names(key, self.variations)}"
             )
         cfg, columns = self.variations[key]
-        return cfg.ppf(self.unit[:, list(columns)])
+        values = cfg.ppf(self.unit[:, list(columns)])
+        # A Morris grid's ends are the quantiles 0 and 1 of a uniform or log-uniform
+        # factor, where low + 1 * (high - low) (or its exp-log) may round past the range.
+        ends = {
+            c: self.factors[j].params[:2]
+            for c, j in enumerate(columns)
+            if self.factors[j].dist in ("unif", "logunif") and self.factors[j].categories is None
+        }
+        if ends and values.dtype.kind == "f":
+            flat = values.reshape(len(values), -1)
+            if flat.shape[1] == len(columns):
+                for c, (low, high) in ends.items():
+                    np.clip(flat[:, c], low, high, out=flat[:, c])
+                values = flat.reshape(values.shape)
+        return values
 
     def bind(self, variations: VariationSet) -> None:
         """Swap a design sampler into each variation of the design (listeners kept)."""
