@@ -175,8 +175,7 @@ def grid_ends(factors: list[FactorSpec], num_levels: int) -> np.ndarray:
     >>> grid_ends([FactorSpec("a", "unif", (0, 1)), FactorSpec("b", "norm", (0, 1))], 4)
     array([0.   , 0.125])
     """
-    bounded = [f.dist in ("unif", "logunif") and f.categories is None for f in factors]
-    return np.where(bounded, 0.0, 0.5 / num_levels)
+    return np.array([0.0 if f.bounds is not None else 0.5 / num_levels for f in factors])
 
 
 def morris_design(

@@ -25,6 +25,7 @@ from varirec.variations.overrides import nearest_names
 
 __all__ = [
     "MIN_EPISODES",
+    "check_outcome_recorded",
     "check_outcome_values",
     "checked_groups",
     "complete_factors",
@@ -67,18 +68,28 @@ def pick_outcome(table: EpisodeTable, outcome: str | None) -> str:
     )
 
 
+_STEP_ARG = {"return": "reward"}  # the record_step array an outcome is summed from
+
+
+def check_outcome_recorded(table: EpisodeTable, name: str, runs: list[str]) -> None:
+    """Refuse an outcome with no finite value in any episode, naming those that have."""
+    if table.outcome(name)[1].any():
+        return
+    with_values = [o for o in table.outcomes if o != name and table.outcome(o)[1].any()]
+    other = f"; outcomes with values: {', '.join(with_values)}" if with_values else ""
+    raise ValueError(
+        f"outcome {name!r} has no finite value in any of the {len(table)} episode(s) of "
+        f"run(s) {runs} (missing or NaN): record it with manager.record_step("
+        f"{_STEP_ARG.get(name, name)}=...), or "
+        f"pick another outcome (--outcome){other}"
+    )
+
+
 def check_outcome_values(table: EpisodeTable, name: str, runs: list[str], design: bool) -> None:
     """Refuse degenerate outcome data with its real cause, before any estimator runs."""
+    check_outcome_recorded(table, name, runs)
     y, valid = table.outcome(name)
     where = f"run(s) {runs}"
-    if not valid.any():
-        with_values = [o for o in table.outcomes if o != name and table.outcome(o)[1].any()]
-        other = f"; outcomes with values: {', '.join(with_values)}" if with_values else ""
-        raise ValueError(
-            f"outcome {name!r} has no finite value in any of the {len(table)} episode(s) of "
-            f"{where} (missing or NaN): record it with manager.record_step({name}=...), or "
-            f"pick another outcome (--outcome){other}"
-        )
     values = y[valid]
     if values.size < (2 if design else MIN_EPISODES):
         raise ValueError(

@@ -174,7 +174,8 @@ def test_degenerate_outcomes_get_their_real_cause(tmp_path) -> None:
 
     with pytest.raises(
         ValueError,
-        match=r"no episode has a finite value of 'success' \(256 episode.*--outcome return",
+        match=r"outcome 'success' has no finite value in any of the 256 episode.*"
+        r"outcomes with values: .*return",
     ):
         failures(tmp_path / "nan")  # it had said "only 0 episode(s) ... needs at least 50"
     for runs, said in ((3, r"`runs` must be a run id or a list of run ids, got int 3"),

@@ -20,7 +20,9 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats
 
-from varirec.analysis.estimators._checks import _check_conf_level
+# As every estimator's: from 0.5 up to 1 (below one half the rule's one-sided bound turns
+# negative, and noise would pass as a region).
+from varirec.analysis.estimators._checks import _check_conf_level as check_conf_level
 
 __all__ = ["Factors", "bin_codes", "binary_outcome", "check_conf_level", "rate_interval"]
 
@@ -118,12 +120,6 @@ def check_threshold(threshold: Any) -> float | None:
             "its median (success = outcome >= threshold)"
         )
     return float(threshold)
-
-
-def check_conf_level(conf_level: float) -> float:
-    """As every estimator's: from 0.5 up to 1 (below one half the rule's one-sided bound
-    turns negative, and noise would pass as a region)."""
-    return _check_conf_level(conf_level)
 
 
 Bins = tuple[NDArray[np.int_], NDArray[np.float64]]

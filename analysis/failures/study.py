@@ -44,6 +44,7 @@ from varirec.analysis.failures.regional import (
     success_map,
 )
 from varirec.analysis.failures.rules import FailureRule, failure_rules
+from varirec.analysis.study_inputs import check_outcome_recorded
 from varirec.analysis.tables.episode_table import episode_table
 from varirec.errors import DatasetError
 from varirec.storage import Dataset
@@ -234,26 +235,12 @@ def failures(
     """
     check_threshold(options.get("threshold"))  # before the dataset is read
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    selected = ds.run_ids() if runs is None else [runs] if isinstance(runs, str) else runs
     if not allow_duplicate_runs:
-        selected = ds.run_ids() if runs is None else [runs] if isinstance(runs, str) else runs
         check_duplicate_runs(ds, list(selected))  # an unknown run id fails there, named
     table = episode_table(ds, runs)
-    if not table.outcome(outcome)[1].any():  # an unknown outcome fails here, named
-        others = [o for o in table.outcomes if o != outcome and table.outcome(o)[1].any()]
-        first = next((o for o in ("success", "return") if o in others), None)
-        arg = {"return": "reward"}.get(outcome, outcome)
-        fix = (
-            f"pick one that has values: --outcome {first}"
-            + (" --threshold T" if first != "success" else "")
-            if first
-            else f"record it as finite numbers (record_step({arg}=...))"
-        )
-        raise ValueError(
-            f"no episode has a finite value of {outcome!r} ({len(table)} episode(s), every "
-            f"one missing or NaN: never recorded, or recorded as NaN); {fix}"
-        )
+    check_outcome_recorded(table, outcome, list(selected))  # an unknown one fails, named
     if not table.factors:
-        selected = ds.run_ids() if runs is None else [runs] if isinstance(runs, str) else runs
         damage = ds.damage_note("draws", list(selected))
         if damage is not None:
             raise DatasetError(f"no factor to explain the failures with: {damage}")

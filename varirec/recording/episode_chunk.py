@@ -140,15 +140,15 @@ def _merged(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     if len(parts) < 2:
         return None
     keys = parts[0].keys()
+    if any(p.keys() != keys for p in parts):
+        return None
     merged: dict[str, Any] = {}
     for key in keys:
-        values = [p.get(key) for p in parts]
+        values = [p[key] for p in parts]
         ndim = 2 if key in (FINISHED_BLOCK, RECORDED_BLOCK) else 1
         if any(type(v) is not np.ndarray or v.ndim != ndim for v in values):
             return None
         merged[key] = values
-    if any(p.keys() != keys for p in parts):
-        return None
     try:
         joined = {k: np.concatenate(v, axis=-1) for k, v in merged.items()}
     except ValueError:  # shapes that do not join: the general path says what is wrong

@@ -41,6 +41,14 @@ class FactorSpec:
     params: tuple[float, ...]
     categories: tuple[Any, ...] | None = None
 
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """``(low, high)`` of a continuous factor whose quantiles 0 and 1 are its range's
+        ends (``unif``, ``logunif``), else None (infinite ends, or a discrete factor)."""
+        if self.dist in ("unif", "logunif") and self.categories is None:
+            return float(self.params[0]), float(self.params[1])
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

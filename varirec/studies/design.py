@@ -155,11 +155,8 @@ class Design:
         values = cfg.ppf(self.unit[:, list(columns)])
         # A Morris grid's ends are the quantiles 0 and 1 of a uniform or log-uniform
         # factor, where low + 1 * (high - low) (or its exp-log) may round past the range.
-        ends = {
-            c: self.factors[j].params[:2]
-            for c, j in enumerate(columns)
-            if self.factors[j].dist in ("unif", "logunif") and self.factors[j].categories is None
-        }
+        ends = {c: self.factors[j].bounds for c, j in enumerate(columns)}
+        ends = {c: b for c, b in ends.items() if b is not None}
         if ends and values.dtype.kind == "f":
             flat = values.reshape(len(values), -1)
             if flat.shape[1] == len(columns):
