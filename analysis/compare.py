@@ -7,7 +7,9 @@ hash of the run seed, the variation and the key): run them with two policies
 the policy. :func:`compare` then gives
 
 - the success-rate gap ``B - A`` with a paired bootstrap interval over the matched
-  episodes, and for a 0/1 outcome McNemar's exact test on the discordant pairs;
+  episodes, and for a 0/1 outcome McNemar's exact test on the discordant pairs (for
+  design runs, whose rows of one base sample share values: a bootstrap over base
+  samples and a sign-flip test over them);
 - the gap along every factor (equal-frequency bins, paired t intervals);
 - which factors explain the gap: first-order indices of the paired difference
   (bias-corrected binning with its dummy threshold).
@@ -38,6 +40,7 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from varirec import open_dataset
+from varirec.analysis.design_rows import base_samples, independent_rows
 from varirec.analysis.estimators._rng import Seed, _generator
 from varirec.analysis.estimators.binning import first_order_binning
 from varirec.analysis.estimators.results import GivenDataResult
@@ -68,7 +71,8 @@ class Comparison:
         mean_a, mean_b: the outcome's mean (the success rate) over the pairs.
         gap: ``mean_b - mean_a``; ``gap_conf``: its paired bootstrap interval.
         discordant: for a 0/1 outcome, pairs (A succeeded, B failed) and (A failed,
-            B succeeded); ``mcnemar_p``: McNemar's exact p-value (None otherwise).
+            B succeeded); ``mcnemar_p``: McNemar's exact p-value (None otherwise, and
+            for design runs: it takes the pairs as independent).
         curves: the gap per (factor, bin), with paired t intervals.
         explained: first-order indices of the paired difference (None: it never varies).
         disagreement: per factor, its values where the two runs' outcomes differ vs
@@ -76,6 +80,11 @@ class Comparison:
             part, which first-order indices of the difference miss when the gap lives
             in an interaction.
         notes: what was left out, in words.
+        sign_flip_p: for design runs, the p-value of a zero gap from a sign-flip test
+            over whole base samples (None otherwise); ``base_samples``: their number.
+            The gap's interval then resamples base samples, not pairs, and the curves,
+            disagreement and explained indices read the independent pairs only
+            (:func:`~varirec.analysis.design_rows.independent_rows`).
     """
 
     runs: tuple[str, str]
@@ -94,6 +103,8 @@ class Comparison:
     explained: GivenDataResult | None
     disagreement: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    sign_flip_p: float | None = None
+    base_samples: int | None = None
 
     def names(self) -> tuple[str, str]:
         """Each run as its policy's name when recorded, else its run id."""
@@ -122,8 +133,13 @@ class Comparison:
         a, b = self.names()
         lo, hi = self.gap_conf
         what = "success rate" if self.discordant is not None else f"mean {self.outcome}"
+        over = (
+            "paired bootstrap"
+            if self.base_samples is None
+            else f"bootstrap over {self.base_samples} base samples"
+        )
         interval = (
-            f"[{lo:+.3g}, {hi:+.3g}] ({self.conf_level:.0%} paired bootstrap)"
+            f"[{lo:+.3g}, {hi:+.3g}] ({self.conf_level:.0%} {over})"
             if np.isfinite(lo) and np.isfinite(hi)
             else "(no interval: no resamples)"
         )
@@ -131,11 +147,20 @@ class Comparison:
             f"{b} vs {a} over {self.num_pairs} matched episodes: {what} "
             f"{self.mean_b:.3g} vs {self.mean_a:.3g}, gap {self.gap:+.3g} {interval}."
         ]
+        test = (
+            f"McNemar p = {self.mcnemar_p:.3g}"
+            if self.mcnemar_p is not None
+            else f"sign-flip test over {self.base_samples} base samples p = {self.sign_flip_p:.3g}"
+            if self.sign_flip_p is not None
+            else None
+        )
         if self.discordant is not None:
             lines.append(
                 f"Discordant pairs: {self.discordant[1]} where only {b} succeeded, "
-                f"{self.discordant[0]} where only {a} did (McNemar p = {self.mcnemar_p:.3g})."
+                f"{self.discordant[0]} where only {a} did" + (f" ({test})." if test else ".")
             )
+        elif test is not None and self.mcnemar_p is None:
+            lines.append(f"A zero gap: {test}.")
         # Adjusted for testing every factor: raw p-values name some inert factor in a
         # third of the comparisons of 8 factors.
         part = self.disagreement[self.disagreement["p_adjusted"] < 1 - self.conf_level].head(3)
@@ -167,6 +192,8 @@ class Comparison:
             "conf_level": self.conf_level,
             "discordant": None if self.discordant is None else list(self.discordant),
             "mcnemar_p": self.mcnemar_p,
+            "sign_flip_p": self.sign_flip_p,
+            "base_samples": self.base_samples,
             "summary": self.summary(),
             "explaining": self.explaining().to_dict(orient="records"),
             "disagreement": self.disagreement.to_dict(orient="records"),
@@ -258,21 +285,51 @@ def _keys(frame: pd.DataFrame, design: bool) -> pd.MultiIndex:
 
 
 def _paired_bootstrap(
-    d: NDArray[np.float64], num_resamples: int, conf_level: float, rng: np.random.Generator
+    d: NDArray[np.float64],
+    num_resamples: int,
+    conf_level: float,
+    rng: np.random.Generator,
+    clusters: NDArray[np.int64] | None = None,
 ) -> tuple[float, float]:
-    """Percentile interval of mean(d) over resamples of the pairs (blocks of resamples)."""
+    """Percentile interval of mean(d) over resamples of the pairs, or of whole
+    ``clusters`` (int codes: a design's base samples, whose pairs are not independent),
+    in blocks of resamples."""
     if num_resamples == 0:
         return (np.nan, np.nan)
-    n = d.size
+    if clusters is None:
+        sums, sizes = d, np.ones(d.size)
+    else:
+        sums, sizes = np.bincount(clusters, weights=d), np.bincount(clusters).astype(float)
+    n = sums.size
     block = max(1, 4_000_000 // n)
     means = []
     for start in range(0, num_resamples, block):  # a loop over blocks of resamples
         k = min(block, num_resamples - start)
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=k)
-        means.append(counts @ d / n)
+        means.append(counts @ sums / (counts @ sizes))
     alpha = 1.0 - conf_level
     lo, hi = np.quantile(np.concatenate(means), [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def _sign_flip_p(
+    d: NDArray[np.float64], clusters: NDArray[np.int64], rng: np.random.Generator,
+    num_flips: int = 9999,
+) -> float:  # fmt: skip
+    """Two-sided p-value of a zero gap: the sum of ``d`` against its sums with each
+    cluster's sign flipped at random (exact under the null that A and B are exchangeable
+    within each cluster, however its pairs depend on each other)."""
+    sums = np.bincount(clusters, weights=d)
+    observed = abs(sums.sum())
+    if observed == 0.0:
+        return 1.0
+    block = max(1, 4_000_000 // sums.size)
+    beyond = 0
+    for start in range(0, num_flips, block):
+        k = min(block, num_flips - start)
+        signs = rng.integers(0, 2, (k, sums.size)) * 2.0 - 1.0
+        beyond += int((np.abs(signs @ sums) >= observed * (1 - 1e-12)).sum())
+    return (1 + beyond) / (1 + num_flips)
 
 
 def _gap_curves(
@@ -361,11 +418,6 @@ def compare(
             "record both with the same seed and enough envs"
         )
     notes = []
-    if design:
-        notes.append(
-            "design runs: episodes paired on (sample_id, seed); the rows of one base sample "
-            "share values, so the p-values (which assume independent episodes) are optimistic"
-        )
     unmatched = {run_a: int(len(fa) - len(shared)), run_b: int(len(fb) - len(shared))}
     if any(unmatched.values()):
         notes.append(f"episodes without a partner left out: {unmatched}")
@@ -413,32 +465,55 @@ def compare(
         )
     ya, yb = ya[ok], yb[ok]
     frame = fa.loc[ok]
-    varying = [f for f in factors if frame[f].nunique(dropna=True) > 1]
-    fx = Factors.from_frame(frame, varying)
     d = yb - ya
+    n = int(ok.sum())
+    clusters = None
+    alone = np.ones(n, bool)  # the pairs read as independent draws
+    if design:  # the rows of a base sample share values: resampled, tested as one
+        keys = pd.DataFrame({"run_id": run_a, "sample_id": frame.index.get_level_values(0),
+                             "seed": frame.index.get_level_values(1)})  # fmt: skip
+        meta = {run_a: ds.run(run_a).metadata["design"]}
+        clusters, alone = base_samples(keys, meta), independent_rows(keys, meta)
+        notes.append(
+            f"a design run: the gap's interval and test resample its {clusters.max() + 1} base "
+            f"samples (their rows share values, and are not independent pairs); the curves, "
+            f"the disagreement and what explains the gap read its {int(alone.sum())} "
+            "independent pairs (each base sample's A and B rows, or each trajectory's first, "
+            "one replicate each)"
+        )
     binary = bool(np.isin(np.unique(np.concatenate([ya, yb])), (0.0, 1.0)).all())
-    discordant = mcnemar = None
+    discordant = mcnemar = sign_flip = None
     if binary:
         only_a = int(((ya == 1) & (yb == 0)).sum())
         only_b = int(((ya == 0) & (yb == 1)).sum())
         discordant = (only_a, only_b)
+    if clusters is not None:
+        sign_flip = _sign_flip_p(d, clusters, rng)
+    elif discordant is not None:  # McNemar's exact test takes the pairs as independent
+        only_a, only_b = discordant
         mcnemar = (
             float(stats.binomtest(only_b, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0
         )
-    n = int(ok.sum())
-    bins = default_curve_bins(n) if num_bins is None else int(num_bins)
-    curves = _gap_curves(fx, ya, yb, bins, conf_level)
+    gap_conf = _paired_bootstrap(d, num_resamples, conf_level, rng, clusters)
+    frame, sa, sb, sd = frame[alone], ya[alone], yb[alone], d[alone]
+    varying = [f for f in factors if frame[f].nunique(dropna=True) > 1]
+    fx = Factors.from_frame(frame, varying)
+    bins = default_curve_bins(len(sd)) if num_bins is None else int(num_bins)
+    curves = _gap_curves(fx, sa, sb, bins, conf_level)
     explained = None
-    if d.min() != d.max() and varying and n >= 10:
+    if sd.min() != sd.max() and varying and len(sd) >= 10:
         explained = first_order_binning(
-            frame[varying], d, factor_names=varying, num_resamples=min(num_resamples, 500),
+            frame[varying], sd, factor_names=varying, num_resamples=min(num_resamples, 500),
             conf_level=conf_level, seed=rng, noise_share=False, outcome=f"{outcome} gap",
         )  # fmt: skip
+    elif len(sd) < 10:
+        notes.append(f"{len(sd)} independent pair(s): too few to say what explains the gap")
     else:
         notes.append("the paired difference never varies: nothing to explain")
     policies = tuple(ds.run(r).metadata.get("user", {}).get("policy") for r in runs)
     return Comparison(
         (run_a, run_b), policies, outcome, n, unmatched, float(ya.mean()), float(yb.mean()),
-        float(d.mean()), _paired_bootstrap(d, num_resamples, conf_level, rng), conf_level,
-        discordant, mcnemar, curves, explained, regional_sensitivity(fx, d == 0), notes,
+        float(d.mean()), gap_conf, conf_level, discordant, mcnemar, curves, explained,
+        regional_sensitivity(fx, sd == 0), notes, sign_flip,
+        None if clusters is None else int(clusters.max() + 1),
     )  # fmt: skip

@@ -26,6 +26,7 @@ import pandas as pd
 
 from varirec import open_dataset
 from varirec.analysis.design_check import check_design_values
+from varirec.analysis.design_rows import independent_rows, run_designs
 from varirec.analysis.duplicate_runs import check_duplicate_runs
 from varirec.analysis.estimators.categories import category_effects
 from varirec.analysis.estimators.given_data import given_data_indices
@@ -395,8 +396,14 @@ def analyze(
         y, valid = table.outcome(name)
         if (~valid).any():
             notes.append(f"{int((~valid).sum())} episode(s) with no finite {name!r} were left out")
-        if design_id is not None:
-            notes.append("a design run analysed as given data: its rows are not independent draws")
+        if design_id is not None:  # its other rows repeat values: intervals would shrink
+            alone = independent_rows(table.frame, run_designs(ds, run_ids))
+            valid &= alone
+            notes.append(
+                f"a design run analysed as given data: its {int(alone.sum())} independent "
+                "draws read (each base sample's A and B rows, or each trajectory's first; "
+                "one replicate each), since its other rows repeat their values"
+            )
         try:
             factors = complete_factors(table, valid, notes)
         except DesignError as exc:

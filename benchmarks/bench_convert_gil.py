@@ -8,9 +8,11 @@ tiny torch calls without pause; the GIL the converter held is the main thread's 
 time less what its calls took alone. Each conversion, both ways, in turn:
 
 - episodes, ``--parts`` resets of the compiled numpy path (one ``RECORDED_BLOCK`` each)
-  and of a device recorder (outcome columns beside the tracker's block): every part
-  split, then each column joined (the general path), against the parts joined, then
-  split once;
+  and of a device recorder (the finished rows, views of the host buffer that the
+  device's copy fills, beside the tracker's block), joined, then split once: blocks in
+  new arrays per reset and outcomes as four column views (joined by copies), against
+  blocks side by side in a :class:`~varirec.recording.block_pool.BlockPool`'s buffer
+  and the outcomes as one block view (joined as views);
 - draws, ``--blocks`` reset blocks: laid out by numpy's slice and broadcast
   assignments, against the compiled kernel that lets the GIL go (numba; the ``fast``
   extra).
@@ -34,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from varirec.recording import episode_chunk
+from varirec.recording.block_pool import BlockPool
+from varirec.recording.device_outcomes import FLAG_ROWS, OUTCOMES_BLOCK, VALUE_ROWS
 from varirec.recording.draw_chunk import DrawChunk
 from varirec.recording.episode_chunk import RECORDED_BLOCK, RECORDED_ROWS, EpisodeChunk
 from varirec.recording.episodes import FINISHED, FINISHED_BLOCK
@@ -77,30 +80,53 @@ def gil_held(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
     return statistics.median(held), statistics.median(walls)
 
 
-def _recorded_parts(rng: np.random.Generator, parts: int, k: int) -> list[dict[str, Any]]:
+def _recorded_parts(
+    rng: np.random.Generator, parts: int, k: int, pool: BlockPool | None
+) -> list[dict[str, Any]]:
+    """Compiled numpy resets' parts: the kernel's block of ``2 k`` columns (a new array,
+    or taken from ``pool``) of which ``k`` finished."""
+    rows = len(RECORDED_ROWS)
     out = []
     for _ in range(parts):
-        block = np.empty((len(RECORDED_ROWS), 2 * k), np.int64)  # the kernel's larger block
+        block = np.empty((rows, 2 * k), np.int64) if pool is None else pool.take(rows, 2 * k)
         block[:] = rng.integers(0, 1000, block.shape)
         block[-4] = rng.random(2 * k).view(np.int64)  # return
         block[-3] = np.where(rng.random(2 * k) < 0.2, np.nan, 1.0).view(np.int64)  # success
         block[-2:] = rng.integers(0, 2, (2, 2 * k))
+        if pool is not None:
+            pool.keep(rows, k)
         out.append({RECORDED_BLOCK: block[:, :k]})
     return out
 
 
-def _device_parts(rng: np.random.Generator, parts: int, k: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "return": rng.random(k),
-            "success": np.where(rng.random(k) < 0.2, np.nan, 1.0),
-            "terminated": rng.integers(0, 2, k).astype(np.float64),
-            "truncated": np.zeros(k),
-            "env_id": rng.integers(0, 65536, k).astype(np.int32),
-            FINISHED_BLOCK: rng.integers(0, 1000, (len(FINISHED), k)),
-        }
-        for _ in range(parts)
-    ]
+def _device_parts(
+    rng: np.random.Generator, parts: int, k: int, pool: BlockPool | None, ring: int
+) -> list[dict[str, Any]]:
+    """A device recorder's parts: the finished rows are views of the host buffer that
+    the ring's copy fills (``ring`` rows, then a new buffer), beside the tracker's
+    block. Before the pool: four column views and a new block per reset; with it: the
+    outcomes as one block view, the tracker's block from ``pool``."""
+    out, host, used = [], np.empty((0, 4)), 0
+    for _ in range(parts):
+        if used + k > len(host):
+            host, used = np.empty((ring, 4)), 0
+            host[:, 0] = rng.random(ring)  # return
+            host[:, 1] = np.where(rng.random(ring) < 0.2, np.nan, 1.0)  # success
+            host[:, 2:] = rng.integers(0, 2, (ring, 2))
+        rows = host[used : used + k].T
+        used += k
+        if pool is None:
+            block = rng.integers(0, 1000, (len(FINISHED), k))
+            part = dict(zip((*VALUE_ROWS, *FLAG_ROWS), rows, strict=True))
+        else:
+            block = pool.take(len(FINISHED), k)
+            block[:] = rng.integers(0, 1000, block.shape)
+            pool.keep(len(FINISHED), k)
+            part = {OUTCOMES_BLOCK: rows}
+        part["env_id"] = rng.integers(0, 65536, k).astype(np.int32)
+        part[FINISHED_BLOCK] = block
+        out.append(part)
+    return out
 
 
 def _draw_chunk(rng: np.random.Generator, blocks: int, k: int, v: int) -> Callable[[], DrawChunk]:
@@ -130,24 +156,25 @@ def main() -> None:
     k = max(1, args.envs // 60)
     schema = episodes_schema()
     rows: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
-    for label, parts in (
-        ("episodes, numpy path", _recorded_parts(rng, args.parts, k)),
-        ("episodes, device path", _device_parts(rng, args.parts, k)),
+    ring = max(args.envs, 256)  # the device ring's rows (DeviceOutcomes)
+    cap = 262_144 + args.envs  # the pool's buffer: a hand-over (max_rows) and a reset
+    for label, before, pooled in (
+        (
+            "episodes, numpy path",
+            _recorded_parts(rng, args.parts, k, None),
+            _recorded_parts(rng, args.parts, k, BlockPool(cap)),
+        ),
+        (
+            "episodes, device path",
+            _device_parts(rng, args.parts, k, None, ring),
+            _device_parts(rng, args.parts, k, BlockPool(cap), ring),
+        ),
     ):
-        chunk = EpisodeChunk(parts, schema)
-        joined = episode_chunk._merged
-
-        def general(chunk: EpisodeChunk = chunk, joined: Any = joined) -> None:
-            episode_chunk._merged = lambda parts: None
-            try:
-                chunk.to_arrow()
-            finally:
-                episode_chunk._merged = joined
-
-        chunk.to_arrow()
-        general()  # warm: Arrow's first casts import their kernels
+        old, new = EpisodeChunk(before, schema), EpisodeChunk(pooled, schema)
+        old.to_arrow()
+        new.to_arrow()  # warm: Arrow's first casts import their kernels
         rows.append(
-            (label, gil_held(general, args.repeats), gil_held(chunk.to_arrow, args.repeats))
+            (label, gil_held(old.to_arrow, args.repeats), gil_held(new.to_arrow, args.repeats))
         )
     make = _draw_chunk(rng, args.blocks, k, 20)
     with compiled_draws(False):
@@ -175,8 +202,9 @@ def main() -> None:
             f"{label:<24} {oh * 1e3:11.2f} ms {ow * 1e3:8.2f} {nh * 1e3:11.2f} ms {nw * 1e3:8.2f}"
         )
     print(
-        "\nold: episodes split part by part, draws laid out by numpy; new: parts joined, "
-        "then split once; draws laid out by the compiled kernel without the GIL"
+        "\nold: episodes' blocks in new arrays per reset, joined by copies; draws laid out "
+        "by numpy\nnew: blocks side by side in a pool's buffer, joined as views; draws laid "
+        "out by the compiled kernel without the GIL"
     )
 
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from varirec.analysis import run_study
 from varirec.analysis.compare import ConditionsMismatchError, compare
@@ -120,7 +121,31 @@ def test_design_runs_pair_on_sample_and_seed(tmp_path) -> None:
     b = episode_table(tmp_path, "B").frame.set_index(["sample_id", "seed"])
     d = b["success"].astype(float) - a.loc[b.index, "success"].astype(float)
     assert c.gap == pytest.approx(d.mean())
-    assert any("sample_id, seed" in n for n in c.notes)
+    # The rows of a base sample share values: the gap is tested over base samples, and
+    # the curves read each base sample's A and B rows, one replicate each.
+    assert c.base_samples == 16 and c.mcnemar_p is None and 0 < c.sign_flip_p <= 1
+    assert "16 base samples" in c.summary() and "sign-flip" in c.summary()
+    per_factor = c.curves.groupby("factor")["episodes"].sum()
+    assert (per_factor == 16 * 2).all()
+    assert any("32 independent pairs" in n for n in c.notes)
+
+
+def test_pairs_that_move_together_widen_the_interval_as_their_base_samples_say() -> None:
+    # Base samples of 12 pairs whose gaps are one value each: the interval is that of
+    # the 50 base samples' means (the t interval of 50 values), not of 600 pairs.
+    from varirec.analysis.compare import _paired_bootstrap, _sign_flip_p
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(0.1, 1.0, 50)
+    d, clusters = np.repeat(means, 12), np.repeat(np.arange(50), 12)
+    lo, hi = _paired_bootstrap(d, 4000, 0.95, rng, clusters)
+    half = 1.96 * means.std(ddof=1) / np.sqrt(50)
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
+    plo, phi = _paired_bootstrap(d, 4000, 0.95, rng)
+    assert (phi - plo) / 2 < half / 3  # the pairs alone: sqrt(12) times too narrow
+    truth = stats.ttest_1samp(means, 0.0).pvalue  # the same null, on the 50 means
+    assert _sign_flip_p(d, clusters, rng) == pytest.approx(truth, abs=0.05)
+    assert _sign_flip_p(np.zeros(600), clusters, rng) == 1.0
 
 
 def test_without_resamples_the_summary_gives_no_interval_and_no_verdict(runs) -> None:

@@ -9,6 +9,8 @@ import pyarrow as pa
 import pytest
 
 from varirec.recording import episode_chunk
+from varirec.recording.block_pool import BlockPool
+from varirec.recording.device_outcomes import OUTCOMES_BLOCK
 from varirec.recording.episode_chunk import RECORDED_BLOCK, RECORDED_ROWS, EpisodeChunk, part_rows
 from varirec.recording.episodes import FINISHED, FINISHED_BLOCK
 from varirec.storage import episodes_schema
@@ -112,38 +114,63 @@ def test_len_counts_rows_and_the_table_conforms_to_the_episodes_schema():
     assert table.column("sample_id").null_count == 2 * n
 
 
-def _recorded_part(rng, env_ids):
-    """A compiled recorded reset's part: one int64 block, rows as RECORDED_ROWS."""
-    n = len(env_ids)
-    block = np.empty((len(RECORDED_ROWS), n), np.int64)
-    block[0] = env_ids
-    block[1 : 1 + len(FINISHED)] = rng.integers(-1, 1000, (len(FINISHED), n))
-    block[-4] = rng.random(n).view(np.int64)  # return, as its bits
-    block[-3] = np.where(rng.random(n) < 0.3, np.nan, rng.random(n).round()).view(np.int64)
-    block[-2:] = rng.integers(0, 2, (2, n))
-    return {RECORDED_BLOCK: block[:, : n - 1]}  # a slice of a larger block, as the kernel's
+def _recorded_parts(rng, sizes, pool):
+    """Compiled recorded resets' parts: one int64 block each, rows as RECORDED_ROWS,
+    taken from a pool as the kernel's (one more column than it keeps)."""
+    parts = []
+    for n in sizes:
+        block = pool.take(len(RECORDED_ROWS), n + 1)
+        block[0] = rng.permutation(50)[: n + 1]
+        block[1 : 1 + len(FINISHED)] = rng.integers(-1, 1000, (len(FINISHED), n + 1))
+        block[-4] = rng.random(n + 1).view(np.int64)  # return, as its bits
+        success = np.where(rng.random(n + 1) < 0.3, np.nan, rng.random(n + 1).round())
+        block[-3] = success.view(np.int64)
+        block[-2:] = rng.integers(0, 2, (2, n + 1))
+        pool.keep(len(RECORDED_ROWS), n)
+        parts.append({RECORDED_BLOCK: block[:, :n]})
+    return parts
 
 
-def _device_part(rng, env_ids):
-    """A device recorder's part: the tracker's block beside the outcome columns."""
+def _device_parts(rng, sizes, pool, rows=60):
+    """A device recorder's parts: the tracker's block (from a pool) beside the outcomes'
+    block, a view of host rows that a new buffer follows when full (as the ring's)."""
+    parts, out, used = [], np.empty((0, 4)), 0
+    for n in sizes:
+        if used + n > len(out):
+            out, used = np.empty((rows, 4)), 0
+        out[used : used + n, :2] = rng.random((n, 2))
+        out[used : used + n, 1][rng.random(n) < 0.3] = np.nan  # success unknown
+        out[used : used + n, 2:] = rng.integers(0, 2, (n, 2))
+        block = pool.take(len(FINISHED), n)
+        block[:] = rng.integers(-1, 1000, block.shape)
+        pool.keep(len(FINISHED), n)
+        ids = np.asarray(rng.permutation(50)[:n], np.int32)
+        parts.append({OUTCOMES_BLOCK: out[used : used + n].T, "env_id": ids, FINISHED_BLOCK: block})
+        used += n
+    return parts
+
+
+def _column_part(rng, env_ids):
+    """The general path's part: a column per key."""
     n = len(env_ids)
     return {
         "return": rng.random(n),
         "success": np.where(rng.random(n) < 0.3, np.nan, 1.0),
-        "terminated": rng.integers(0, 2, n).astype(np.float64),
-        "truncated": np.zeros(n),
+        "terminated": rng.integers(0, 2, n).astype(bool),
+        "truncated": np.zeros(n, bool),
         "env_id": np.asarray(env_ids, np.int32),
         FINISHED_BLOCK: rng.integers(-1, 1000, (len(FINISHED), n)),
     }
 
 
-@pytest.mark.parametrize("make", [_recorded_part, _device_part])
+@pytest.mark.parametrize("make", [_recorded_parts, _device_parts])
 def test_many_parts_of_one_shape_give_the_rows_each_part_gives_alone(make, monkeypatch):
     # Parts of one shape are joined before they are split (the writer holds the GIL a
     # sixth as long): the rows must be those the general path gives part by part.
     rng = np.random.default_rng(3)
     schema = episodes_schema()
-    parts = [make(rng, rng.permutation(50)[: rng.integers(2, 30)]) for _ in range(40)]
+    pool = BlockPool(capacity=500)  # full midway: two buffers, joined by a copy
+    parts = make(rng, rng.integers(1, 30, 40), pool)
     splits = []
     split = episode_chunk._split
     monkeypatch.setattr(episode_chunk, "_split", lambda p: splits.append(1) or split(p))
@@ -155,10 +182,41 @@ def test_many_parts_of_one_shape_give_the_rows_each_part_gives_alone(make, monke
     assert joined.column("success").null_count > 0  # NaN success: null on both paths
 
 
+@pytest.mark.parametrize("make", [_recorded_parts, _device_parts])
+def test_blocks_side_by_side_in_one_buffer_are_joined_without_a_copy(make):
+    # The writer thread holds the GIL while it copies: a hand-over's blocks, written
+    # side by side on the main thread, are joined as one view of their buffer.
+    rng = np.random.default_rng(5)
+    parts = make(rng, rng.integers(1, 30, 20), BlockPool(capacity=10_000))
+    for key in parts[0].keys() & {FINISHED_BLOCK, RECORDED_BLOCK, OUTCOMES_BLOCK}:
+        blocks = [p[key] for p in parts]
+        if key == OUTCOMES_BLOCK:  # the ring's host buffers: in one buffer, one view too
+            blocks = [b for b in blocks if b.base is blocks[0].base]
+        joined = episode_chunk._joined(blocks)
+        assert np.shares_memory(joined, blocks[0]) and not joined.flags.writeable
+        assert np.array_equal(joined, np.concatenate(blocks, axis=1), equal_nan=True)
+        later = make(rng, [7], BlockPool(capacity=10))[0][key]  # another buffer: copied
+        both = episode_chunk._joined([*blocks, later])
+        assert not np.shares_memory(both, blocks[0])
+        assert np.array_equal(both, np.concatenate([*blocks, later], axis=1), equal_nan=True)
+
+
+def test_views_of_other_arrays_or_not_side_by_side_are_copied():
+    buffer = np.arange(20).reshape(2, 10)
+    a, b, c = buffer[:, 0:3], buffer[:, 4:6], buffer[:, 6:9]  # a gap between a and b
+    joined = episode_chunk._joined([a, b, c])
+    assert np.array_equal(joined, np.concatenate([a, b, c], axis=1))
+    assert not np.shares_memory(joined, buffer)
+    other = np.arange(20).reshape(2, 10)[:, 3:5]  # right after a, but in another array
+    assert not np.shares_memory(episode_chunk._joined([a, other]), other)
+    assert episode_chunk._joined([b, c]).base is not None  # side by side: a view
+    assert np.shares_memory(episode_chunk._joined([b, c]), buffer)
+
+
 def test_parts_whose_blocks_do_not_join_take_the_general_path():
     rng = np.random.default_rng(4)
     schema = episodes_schema()
-    a, b = _device_part(rng, [0, 1, 2]), _device_part(rng, [3, 4])
+    a, b = _column_part(rng, [0, 1, 2]), _column_part(rng, [3, 4])
     b["return"] = b["return"].reshape(1, 2)  # another shape: not joined, refused as before
     with pytest.raises((ValueError, pa.ArrowInvalid)):
         EpisodeChunk([a, b], schema).to_arrow()

@@ -271,6 +271,7 @@ def test_a_variation_seeded_again_draws_from_its_new_stream():
 def test_outcomes_in_torch_ops_give_the_numpy_columns():
     """The accumulator's torch code (what runs on CUDA), run here on CPU tensors."""
     torch = pytest.importorskip("torch")
+    from varirec.recording import episode_chunk
     from varirec.recording.device_outcomes import DeviceOutcomes
 
     rng = np.random.default_rng(2)
@@ -292,6 +293,7 @@ def test_outcomes_in_torch_ops_give_the_numpy_columns():
     # The device's rows reach their host buffers in one copy, started at the hand-over.
     dev.copy_out()
     for a, b in zip(out["host"], out["dev"], strict=True):
+        b = episode_chunk._split(b)  # one block of the host rows: its columns
         for key in ("return", "success", "terminated", "truncated"):
             assert np.array_equal(a[key], np.asarray(b[key]), equal_nan=True), key
     assert out["host"][1]["terminated"].dtype == np.bool_
@@ -306,21 +308,23 @@ def test_device_outcome_rows_leave_in_one_copy_per_hand_over_into_fresh_buffers(
     that would overflow the ring copies out first; one larger than the ring at once."""
     torch = pytest.importorskip("torch")
     from varirec.recording.device_outcomes import DeviceOutcomes
+    from varirec.recording.episode_chunk import _split
 
     dev = DeviceOutcomes(4, torch.device("cpu"), in_torch=True)
     dev._cap = 3  # a small ring (made for 256 rows): its edges
-    dev._ring, dev._out = dev._ring[:3], dev._host_rows()
+    dev._ring = dev._ring[:3]
+    dev._new_host_rows()
     dev.record_step(torch.tensor([1.0, 2.0, 3.0, 4.0]), None, None, None)
-    first = dev.record_pre_reset(np.array([0, 1]))
-    second = dev.record_pre_reset(np.array([2, 3]))  # overflows: the first two copied out
+    first = _split(dev.record_pre_reset(np.array([0, 1])))
+    second = _split(dev.record_pre_reset(np.array([2, 3])))  # overflows: first two copied out
     assert first["return"].tolist() == [1.0, 2.0] and dev._used == 2
-    big = dev.record_pre_reset(np.array([3, 2, 1, 0]))  # larger than the ring: at once
+    big = _split(dev.record_pre_reset(np.array([3, 2, 1, 0])))  # larger than the ring: at once
     assert big["return"].tolist() == [4.0, 3.0, 2.0, 1.0]
     dev.restart(np.array([0]))
     dev.copy_out()
     assert second["return"].tolist() == [3.0, 4.0] and dev._used == 0
     assert first["return"].base is not second["return"].base  # separate buffers
-    restarted = dev.record_pre_reset(np.array([0]))
+    restarted = _split(dev.record_pre_reset(np.array([0])))
     dev.copy_out()
     assert restarted["return"].tolist() == [0.0] and np.isnan(restarted["success"]).all()
 
@@ -369,17 +373,18 @@ def test_an_interrupt_in_copy_out_leaves_the_rows_to_copy_again():
     buffer that the returned views read."""
     torch = pytest.importorskip("torch")
     from varirec.recording.device_outcomes import DeviceOutcomes
+    from varirec.recording.episode_chunk import _split
 
     dev = DeviceOutcomes(3, torch.device("cpu"), in_torch=True)
     dev.record_step(torch.tensor([7.0, 8.0, 9.0]), None, None, None)
-    rows = dev.record_pre_reset(np.array([2, 0]))
-    new_buffer = dev._host_rows
+    rows = _split(dev.record_pre_reset(np.array([2, 0])))
+    new_buffer = dev._new_host_rows
 
     def interrupted():
-        dev._host_rows = new_buffer
+        dev._new_host_rows = new_buffer
         raise KeyboardInterrupt
 
-    dev._host_rows = interrupted
+    dev._new_host_rows = interrupted
     with pytest.raises(KeyboardInterrupt):
         dev.copy_out()
     dev._out[:] = -1.0  # what a later copy into this buffer would find: overwritten again

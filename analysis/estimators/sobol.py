@@ -44,9 +44,12 @@ logger = logging.getLogger(__name__)
 _EPS = np.finfo(float).eps
 
 
-FEW_BASE_SAMPLES = 64
+FEW_BASE_SAMPLES = 256
 """Below this many base samples a Sobol' result carries a note, and a study gives its
-factors no verdict below a quarter of it."""
+factors no verdict below a quarter of it. Measured over 200-300 seeds each (Ishigami
+and the Sobol' G function): the 95 % bootstrap intervals held the true index in at
+least 88 % of runs at N = 256, but in 83 % for the G function's strongest total index
+at N = 64, and in 65-82 % for some indices at N = 16-32."""
 
 
 def sobol_indices(
@@ -183,9 +186,9 @@ def sobol_indices(
     notes: list[str] = []
     if N < FEW_BASE_SAMPLES:
         notes.append(
-            f"only N={N} base samples: the estimates and their intervals are unreliable "
-            f"(an index may fall far outside [0, 1]); sample N >= {FEW_BASE_SAMPLES} (a few "
-            "hundred for intervals of about +-0.1)"
+            f"only N={N} base samples: the intervals are too narrow (a 95 % interval held "
+            "the true index in as few as 83 % of runs at N=64, 65 % at N=16) and an index "
+            f"may fall outside [0, 1]; sample N >= {FEW_BASE_SAMPLES}"
         )
     S1_conf, S1_low, S1_high, ST_conf, ST_low, ST_high = (np.full(D, np.nan) for _ in range(6))
     if num_resamples:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from varirec import open_dataset
+from varirec.analysis.design_rows import independent_rows, run_designs
 from varirec.analysis.duplicate_runs import check_duplicate_runs
 from varirec.analysis.estimators._rng import Seed, _generator
 from varirec.analysis.failures._inputs import (
@@ -222,8 +223,10 @@ def failures(
     """Where the policy fails, from the episodes of ``runs`` of a recorded dataset.
 
     Works on any run, designed or plain random draws (every recorded episode is one
-    row). Runs that repeat each other's draws (two policies recorded with one seed)
-    are refused as :func:`~varirec.analysis.study.analyze` refuses them, unless
+    row; of a design run, the independent draws only: each base sample's A and B rows,
+    or each trajectory's first, one replicate each). Runs that repeat each other's
+    draws (two policies recorded with one seed) are refused as
+    :func:`~varirec.analysis.study.analyze` refuses them, unless
     ``allow_duplicate_runs``: pooled, they mix the policies and count each condition
     twice. ``options`` go to :func:`failures_from_frame` (``threshold``, ``num_bins``,
     ``holdout``, ``seed``, ...).
@@ -255,4 +258,22 @@ def failures(
             "failures with; vary a reset-mode variation across episodes"
         )
     frame = table.frame[[*table.factors, outcome]]
-    return failures_from_frame(frame, outcome, factors=table.factors, notes=table.notes, **options)
+    notes = list(table.notes)
+    designs = run_designs(ds, list(selected))
+    if designs:  # the rows of a base sample repeat values: tests would count them as many
+        alone = independent_rows(table.frame, designs)
+        if alone.sum() < _MIN_EPISODES:
+            raise ValueError(
+                f"design run(s) {sorted(designs)} hold {int(alone.sum())} independent draws "
+                f"among {len(alone)} episodes (each base sample's A and B rows, or each "
+                "trajectory's first: the other rows repeat their values); a failure analysis "
+                f"needs at least {_MIN_EPISODES}: record more base samples (n=), or plain "
+                "random draws (method='random')"
+            )
+        frame = frame[alone]
+        notes.append(
+            f"design run(s) {sorted(designs)}: {int(alone.sum())} of {len(alone)} episodes "
+            "read, the independent draws (each base sample's A and B rows, or each "
+            "trajectory's first; one replicate each): the others repeat their values"
+        )
+    return failures_from_frame(frame, outcome, factors=table.factors, notes=notes, **options)

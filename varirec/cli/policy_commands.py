@@ -116,7 +116,8 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         help="two policies over the same conditions: the gap and what explains it",
         description="Pair the episodes of two runs recorded with the same seed and "
         "variations (the same draws), give the gap B - A with a paired interval, "
-        "McNemar's test, and the factors that explain it. Runs whose conditions differ "
+        "McNemar's test (for design runs, a bootstrap and a sign-flip test over base "
+        "samples), and the factors that explain it. Runs whose conditions differ "
         "are refused, naming the first mismatch.",
     )
     _common(p)

@@ -334,7 +334,12 @@ class CompiledReset:
         in its buffer by then) goes to ``late``, raised once the reset is whole: a
         reset cut short here would leave episodes begun but never drawn or started."""
         t, c, hooks = self.tracker, self.counters, self.driver.hooks
-        block = np.empty((len(RECORDED_ROWS), len(ids)), np.int64)
+        pool = getattr(hooks, "blocks", None)
+        nrows = len(RECORDED_ROWS)
+        if pool is None:
+            block = np.empty((nrows, len(ids)), np.int64)
+        else:  # beside the last reset's: the hand-over joins them without a copy
+            block = pool.take(nrows, len(ids))
         end_seq = t.seq + 1
         code = kt.recorded_reset(
             ids, t._ints, t.started, t._clock, end_seq, stamp, *fused, block,
@@ -346,6 +351,8 @@ class CompiledReset:
         m = code >> 2
         t.seq = (end_seq if m > 0 else end_seq - 1) + (nv if code & 2 else 0)  # and the start
         if m > 0:
+            if pool is not None:
+                pool.keep(nrows, m)
             t.episodes_finished += m
             row = {RECORDED_BLOCK: block[:, :m]}
             try:

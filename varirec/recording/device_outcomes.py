@@ -18,12 +18,18 @@ import numpy as np
 from varirec import arrays
 from varirec.arrays import ArrayWorld, host_async, pinned, to_host
 
-__all__ = ["FLAG_ROWS", "VALUE_ROWS", "DeviceOutcomes"]
+__all__ = ["FLAG_ROWS", "OUTCOMES_BLOCK", "VALUE_ROWS", "DeviceOutcomes"]
 
 VALUE_ROWS = ("return", "success")
 """The episode columns of the float accumulator's rows, in order."""
 FLAG_ROWS = ("terminated", "truncated")
 """The episode columns of the flags' rows, in order."""
+OUTCOMES_BLOCK = "#outcomes"
+"""Key of a device's pre-reset block: float64 rows :data:`VALUE_ROWS` then
+:data:`FLAG_ROWS` (0 or 1), one column per episode, a view of the host rows that the
+copy from the device fills (the pre-resets of one host buffer lie side by side there, so
+a hand-over joins them without a copy: see
+:class:`~varirec.recording.episode_chunk.EpisodeChunk`)."""
 
 
 def _check(name: str, x: Any, n: int, floats: bool) -> None:
@@ -120,13 +126,16 @@ class DeviceOutcomes:
         self._cap = max(num_envs, 256)
         self._ring: Any = torch.empty((self._cap, 4), dtype=torch.float64, device=device)
         self._used = 0
-        self._out: Any = self._host_rows()
+        self._new_host_rows()
 
-    def _host_rows(self) -> Any:
-        """A host buffer for the ring's rows (pinned where CUDA is): a new one for each
+    def _new_host_rows(self) -> None:
+        """A host buffer for the ring's rows (pinned where CUDA is), and its numpy view
+        (one, so that the pre-resets' rows are views of one array): a new one for each
         copy, since the writer thread may still be reading the last."""
         with self.torch.inference_mode(False):
-            return self.torch.empty((self._cap, 4), dtype=self.torch.float64, pin_memory=pinned())
+            out = self.torch.empty((self._cap, 4), dtype=self.torch.float64, pin_memory=pinned())
+        self._out: Any = out
+        self._out_rows: np.ndarray = out.numpy()
 
     def local(self, name: str, x: Any, floats: bool) -> Any:
         """A tensor handed in (checked), or a host array (checked by the caller), as the
@@ -163,12 +172,11 @@ class DeviceOutcomes:
 
     def record_pre_reset(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
         """The finished episodes' columns (host numpy; from a device, arriving
-        asynchronously)."""
-        if self.torch is None:  # take, not [:, ids]: a third of the cost
-            values, flags = self.acc.take(env_ids, axis=1), self.flags.take(env_ids, axis=1)
-        else:  # columns of the host buffer that copy_out fills: return, success, flags
-            values = self._gather(env_ids).T
-            flags = values[2:]
+        asynchronously, as one :data:`OUTCOMES_BLOCK`)."""
+        if self.torch is not None:  # columns of the host buffer that copy_out fills
+            return {OUTCOMES_BLOCK: self._gather(env_ids).T}
+        # take, not [:, ids]: a third of the cost
+        values, flags = self.acc.take(env_ids, axis=1), self.flags.take(env_ids, axis=1)
         return {
             VALUE_ROWS[0]: values[0],
             VALUE_ROWS[1]: values[1],
@@ -200,7 +208,7 @@ class DeviceOutcomes:
         a = self._used
         self.torch.index_select(self.acc, 0, idx, out=self._ring[a : a + m])
         self._used = a + m
-        return self._out.numpy()[a : a + m]
+        return self._out_rows[a : a + m]
 
     def copy_out(self) -> None:
         """Start the copy of the gathered rows to their host buffer, without a wait: the
@@ -211,7 +219,7 @@ class DeviceOutcomes:
         used = self._used
         # In this order: an interrupt anywhere leaves the rows to copy again (at close).
         self._out[:used].copy_(self._ring[:used], non_blocking=True)
-        self._out = self._host_rows()
+        self._new_host_rows()
         self._used = 0
 
     def _on_device(self, env_ids: np.ndarray) -> Any:

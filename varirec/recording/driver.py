@@ -34,8 +34,9 @@ import pyarrow as pa
 
 from varirec.arrays import ArrayWorld, is_tensor
 from varirec.errors import RecorderStateError
+from varirec.recording.block_pool import BlockPool
 from varirec.recording.compiled_reset import CompiledReset, first_draw_keys
-from varirec.recording.episodes import EpisodeTracker
+from varirec.recording.episodes import FINISHED, EpisodeTracker
 from varirec.recording.interval_timers import IntervalTimers
 from varirec.recording.prefetched_reset import PrefetchedReset
 from varirec.sampling.streams import RESET_SEED_STREAM, CounterStream
@@ -92,6 +93,10 @@ class DriverHooks(Protocol):
     def finished(self, row: dict[str, Any]) -> None:
         """The columns of :meth:`finishing` plus the tracker's (``env_id``, seqs, length;
         with the kernels on, as one block: :meth:`EpisodeTracker.finish_block`)."""
+
+    blocks: BlockPool
+    """Where the finished episodes' int64 blocks are written (optional: hooks without
+    it get new arrays), so that a hand-over's blocks lie side by side."""
 
     def outcome_accumulators(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The host arrays of return and success (``(2, num_envs)`` float64) and of
@@ -237,7 +242,14 @@ class VariationDriver:
         hooks, t = self.hooks, self._tracker
         assert hooks is not None
         row = hooks.finishing(done)
-        row.update(t.finish_block(done, now) or t.finish(done, started=True, now=now))
+        pool = getattr(hooks, "blocks", None)
+        n = len(FINISHED)
+        found = t.finish_block(done, now, None if pool is None else pool.take(n, len(done)))
+        if found is None:
+            found = t.finish(done, started=True, now=now)
+        elif pool is not None:
+            pool.keep(n, len(done))
+        row.update(found)
         if late is None:
             hooks.finished(row)
             return

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from varirec.arrays import wait
-from varirec.recording.device_outcomes import FLAG_ROWS, VALUE_ROWS
+from varirec.recording.device_outcomes import FLAG_ROWS, OUTCOMES_BLOCK, VALUE_ROWS
 from varirec.recording.episodes import FINISHED, FINISHED_BLOCK
 
 __all__ = ["RECORDED_BLOCK", "RECORDED_ROWS", "EpisodeChunk", "part_rows"]
@@ -39,6 +39,8 @@ RECORDED_ROWS = ("env_id", *FINISHED, *VALUE_ROWS, *FLAG_ROWS)
 _VALUES = slice(1 + len(FINISHED), 1 + len(FINISHED) + len(VALUE_ROWS))
 _FLAGS = slice(_VALUES.stop, _VALUES.stop + len(FLAG_ROWS))
 
+_BLOCKS = (FINISHED_BLOCK, RECORDED_BLOCK, OUTCOMES_BLOCK)
+"""The keys of a part's blocks: 2-d, one column per episode, split into columns here."""
 _NULL_IF_NEGATIVE = ("sample_id", "seed")
 
 
@@ -112,20 +114,67 @@ def _column(field: pa.Field, values: list[Any], lengths: list[int]) -> pa.Array:
 
 def _split(part: dict[str, Any]) -> dict[str, Any]:
     """A part with columns kept as blocks (the tracker's, ``FINISHED_BLOCK``; a
-    compiled recorded reset's, :data:`RECORDED_BLOCK`), as columns."""
+    compiled recorded reset's, :data:`RECORDED_BLOCK`; a device's outcomes,
+    ``OUTCOMES_BLOCK``), as columns."""
     block = part.get(FINISHED_BLOCK)
     recorded = part.get(RECORDED_BLOCK)
-    if block is None and recorded is None:
+    outcomes = part.get(OUTCOMES_BLOCK)
+    if block is None and recorded is None and outcomes is None:
         return part
-    split = {k: v for k, v in part.items() if k != FINISHED_BLOCK and k != RECORDED_BLOCK}
+    split = {k: v for k, v in part.items() if k not in _BLOCKS}
     if block is not None:
         split.update(zip(FINISHED, block, strict=True))
+    if outcomes is not None:
+        split.update(zip(VALUE_ROWS, outcomes[: len(VALUE_ROWS)], strict=True))
+        split.update(zip(FLAG_ROWS, outcomes[len(VALUE_ROWS) :] != 0, strict=True))
     if recorded is not None:
         split["env_id"] = recorded[0].astype(np.int32)
         split.update(zip(FINISHED, recorded[1 : 1 + len(FINISHED)], strict=True))
         split.update(zip(VALUE_ROWS, recorded[_VALUES].view(np.float64), strict=True))
         split.update(zip(FLAG_ROWS, recorded[_FLAGS] != 0, strict=True))
     return split
+
+
+def _joined(values: list[np.ndarray]) -> np.ndarray:
+    """``values`` joined along their last axis. Runs of views that lie side by side in
+    one buffer (a :class:`~varirec.recording.block_pool.BlockPool`'s, a device's host
+    rows) are joined as one view of it, without a copy: the hand-over's bulk is laid
+    out once, on the main thread, as it comes. The rest is concatenated."""
+    runs: list[np.ndarray] = []
+    first = last = values[0]
+    size = first.shape[-1]
+    for v in values[1:]:
+        if _follows(last, v):
+            size += v.shape[-1]
+        else:
+            runs.append(_extended(first, size))
+            first, size = v, v.shape[-1]
+        last = v
+    runs.append(_extended(first, size))
+    return runs[0] if len(runs) == 1 else np.concatenate(runs, axis=-1)
+
+
+def _follows(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``b`` continues ``a`` along the last axis in the memory of the same
+    array (the same owner, strides and other axes; ``b`` starts where ``a`` ends)."""
+    return (
+        a.base is not None
+        and b.base is a.base
+        and a.dtype == b.dtype
+        and a.strides == b.strides
+        and a.shape[:-1] == b.shape[:-1]
+        and b.__array_interface__["data"][0]
+        == a.__array_interface__["data"][0] + a.shape[-1] * a.strides[-1]
+    )
+
+
+def _extended(first: np.ndarray, size: int) -> np.ndarray:
+    """``first`` extended along its last axis to ``size`` (the views that follow it,
+    checked by :func:`_follows`, lie there); read-only, like the rows it joins."""
+    if size == first.shape[-1]:
+        return first
+    shape = (*first.shape[:-1], size)
+    return np.lib.stride_tricks.as_strided(first, shape, first.strides, writeable=False)
 
 
 def _merged(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -135,8 +184,10 @@ def _merged(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     Converted once, it holds the GIL a fraction of the time of a split per part
     (``benchmarks/bench_convert_gil.py``), time the simulation's main thread waits for
     (see :mod:`varirec.storage.sink`). None where
-    the parts differ (the general path joins them column by column). Every array is
-    new (a concatenation), so Arrow may keep it without a copy."""
+    the parts differ (the general path joins them column by column). Arrow may keep an
+    array without a copy: a concatenation, or a view of memory that nothing writes
+    again (a pool's buffer is left for a new one at each hand-over, a device's host
+    rows for a new buffer at each copy)."""
     if len(parts) < 2:
         return None
     keys = parts[0].keys()
@@ -145,12 +196,12 @@ def _merged(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
     merged: dict[str, Any] = {}
     for key in keys:
         values = [p[key] for p in parts]
-        ndim = 2 if key in (FINISHED_BLOCK, RECORDED_BLOCK) else 1
+        ndim = 2 if key in _BLOCKS else 1
         if any(type(v) is not np.ndarray or v.ndim != ndim for v in values):
             return None
         merged[key] = values
     try:
-        joined = {k: np.concatenate(v, axis=-1) for k, v in merged.items()}
+        joined = {k: _joined(v) for k, v in merged.items()}
     except ValueError:  # shapes that do not join: the general path says what is wrong
         return None
     split = _split(joined)

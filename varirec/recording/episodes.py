@@ -282,7 +282,7 @@ class EpisodeTracker:
             self._base[env_ids] -= self.started[env_ids]
 
     def finish_block(
-        self, done: np.ndarray, now: int | None = None
+        self, done: np.ndarray, now: int | None = None, out: np.ndarray | None = None
     ) -> dict[str, np.ndarray] | None:
         """:meth:`finish` of ``done`` (started envs, as the caller picked them), its
         columns kept as one int64 block under :data:`FINISHED_BLOCK` (rows in
@@ -290,11 +290,13 @@ class EpisodeTracker:
         the compiled finish on a simulation's hot path, so a recorder splits the block
         where it writes (:class:`~varirec.recording.episode_chunk.EpisodeChunk`). None
         (nothing done) where the kernels are off: call :meth:`finish`. ``now``: the
-        end's time (default now)."""
+        end's time (default now); ``out``: where the block goes (``(len(FINISHED),
+        len(done))`` int64; default a new array)."""
         kern = _kernels()
         if kern is None or done.dtype != np.int64:
             return None
-        out = np.empty((len(FINISHED), len(done)), np.int64)
+        if out is None:
+            out = np.empty((len(FINISHED), len(done)), np.int64)
         if kern.finish_columns(done, self._ints, self.started, self._clock, self.seq + 1,
                                now_us() if now is None else now, out) != 0:  # fmt: skip
             return None  # an id out of range: finish refuses it

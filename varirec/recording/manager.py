@@ -42,6 +42,7 @@ import numpy as np
 from varirec._version import __version__
 from varirec.arrays import ArrayWorld, record_event
 from varirec.errors import RecorderStateError
+from varirec.recording.block_pool import BlockPool
 from varirec.recording.driver import EpisodeSchedule, StudyDesign, VariationDriver
 from varirec.recording.episode_chunk import EpisodeChunk, part_rows
 from varirec.recording.episodes import EpisodeTracker
@@ -170,6 +171,8 @@ class RecorderManager:
         self.writer: RunWriter | None = None
         self._episode_parts: list[dict[str, Any]] = []
         self._episode_rows = 0
+        # A hand-over's rows, and the reset that passes max_rows: one buffer's columns.
+        self.blocks = BlockPool(self.max_rows + self.num_envs)
         self.terms: dict[str, RecorderTerm] = {}
         self._hooks = TermHooks(self.terms)  # the terms that implement each hook
         # record_step's names that a built-in term reads: any other is checked (a typo).
@@ -392,6 +395,7 @@ class RecorderManager:
         chunk = EpisodeChunk(
             self._episode_parts, self.episodes_schema, record_event(self.driver.world.device)
         )
+        self.blocks.renew()  # the handed-over blocks are never written again
         hand_over(self.sink("episodes"), chunk, self._clear_episodes)
 
     def _clear_episodes(self) -> None:

@@ -324,6 +324,13 @@ reset_draws, recorded_reset = _with_draw_kernels(
 )
 
 
+def _layouts(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``(rows, 2)`` int64 block as a new array (C order) and as a
+    :class:`~varirec.recording.block_pool.BlockPool` hands it out (columns of a wider
+    buffer): two types to numba."""
+    return np.zeros((rows, 2), np.int64), np.zeros((rows, 4), np.int64)[:, 1:3]
+
+
 def warm() -> None:
     """Compile the kernels for the arrays a reset passes (env ids contiguous and
     writable, as the env's ``flatnonzero`` gives them; strided or read-only ids are
@@ -337,13 +344,14 @@ def warm() -> None:
     start_outcomes(ids, ints, np.zeros(2, bool), 0, 1, 2, scratch, acc, flags)
     first_draw_keys(ids, ints, last, pending, keys)
     begin_first_draws(ids, ints, started, last, pending, keys, scratch)
-    finish_columns(ids, ints, started, 0, 1, 2, np.zeros((8, 2), np.int64))
+    for block in _layouts(8):  # a new array, and a pool's block (strided)
+        finish_columns(ids, ints, started, 0, 1, 2, block)
     started_among(ids, started, scratch)
     first_repeat(ids, np.zeros(2, np.uint8))
     u, form = np.zeros(3, np.uint64), np.zeros((10, 3))
     reset_draws(ids, ints, started, 0, 1, 2, last, pending, keys, scratch, u, u, form,
                 np.zeros((2, 3)))  # fmt: skip
     unstart(ids, ints, started, 0, scratch)
-    block = np.zeros((13, 2), np.int64)
-    recorded_reset(ids, ints, started, 0, 1, 2, acc, flags, block, block.view(np.float64),
-                   last, pending, keys, scratch, u, u, form, np.zeros((2, 3)), 3)  # fmt: skip
+    for block in _layouts(13):
+        recorded_reset(ids, ints, started, 0, 1, 2, acc, flags, block, block.view(np.float64),
+                       last, pending, keys, scratch, u, u, form, np.zeros((2, 3)), 3)  # fmt: skip
