@@ -111,3 +111,21 @@ def test_a_draw_made_mid_episode_counts_from_the_next_episode(tmp_path) -> None:
     assert frame.loc[(0, 1), "mass"] == truth[1][0] != truth[0][0]  # the mid-episode draw
     assert frame.loc[(1, 1), "mass"] == truth[1][1]
     assert frame["scene"].notna().all()
+
+
+def test_episodes_that_ran_no_step_are_left_out_with_a_note(tmp_path) -> None:
+    # An env reset twice without a step between (a wrapper's reset, then the user's)
+    # ends an episode of length 0: a return of 0 that no policy earned.
+    v = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    with vr.RecorderManager(3, variations=[v], output=tmp_path, run_id="r") as m:
+        m.reset(None, None)
+        m.reset(None, None)  # again, before any step: three episodes of length 0
+        for _ in range(2):
+            m.record_step(reward=np.ones(3))
+        m.record_pre_reset(None)
+    assert sorted(vr.open_dataset(tmp_path).episodes().column("length").to_pylist()) == [
+        0, 0, 0, 2, 2, 2
+    ]  # fmt: skip
+    t = episode_table(tmp_path)
+    assert len(t) == 3 and (t.frame["length"] == 2).all() and (t.frame["return"] == 2).all()
+    assert any("3 episode(s) that ran no step" in n for n in t.notes)

@@ -289,11 +289,25 @@ def test_replay_writes_the_recorded_values_back(run, recorded) -> None:
     got = probe._model(torch.tensor([row["env_id"]]))
     for key in FIELDS:
         assert got[key][0] == row[key]
+    # The derived constants follow, as after mjlab's own events: the cart's subtree
+    # holds the replayed pole (the pole's subtree is the pole alone).
+    model, e = env.sim.model, row["env_id"]
+    cart, pole = (_element(env, "body_mass", "body", n) for n in ("cart", "pole_1"))
+    assert model.body_subtreemass[e, pole] == pytest.approx(float(model.body_mass[e, pole]))
+    whole = float(model.body_mass[e, cart] + model.body_mass[e, pole])
+    assert model.body_subtreemass[e, cart] == pytest.approx(whole, rel=1e-6)
 
 
 def test_model_field_refuses_bad_input() -> None:
     with pytest.raises(ValueError, match="`field` must be a model field"):
         ModelField("mass", entity="cartpole", name="pole_1")
+    with pytest.raises(ValueError, match=r"low end above its high end.*pass \(0.1, 0.5\)"):
+        ModelField("body_mass", entity="cartpole", name="pole_1", clamp=(0.5, 0.1))
+    with pytest.raises(ValueError, match="`clamp` must be"):
+        ModelField("body_mass", entity="cartpole", name="pole_1", clamp=(float("nan"), None))
+    with pytest.raises(ValueError, match=r"takes numbers.*\['light', 'heavy'\]"):
+        model_variation("m", vr.ChoiceCfg(choices=("light", "heavy")), field="body_mass",
+                        entity="cartpole", name="pole_1")  # fmt: skip
     with pytest.raises(ValueError, match="`operation` must be"):
         ModelField("body_mass", entity="cartpole", name="pole_1", operation="mul")
     with pytest.raises(ValueError, match="writes 1 value"):
@@ -392,3 +406,36 @@ def test_instrument_refuses_a_schedule(tmp_path) -> None:
     with pytest.raises(TypeError, match=r"`schedule`.*not supported"):
         instrument(cfg, [], output=tmp_path, schedule=object())
     assert "varirec_reset" not in cfg.events
+
+
+def _built(tmp_path, variations):
+    cfg = load_env_cfg("Mjlab-Cartpole-Balance")
+    cfg.scene.num_envs = 2
+    instrument(cfg, variations, output=tmp_path, run_id="r")
+    return ManagerBasedRlEnv(cfg, device="cpu")
+
+
+def test_two_variations_of_one_element_are_refused_before_any_run(tmp_path) -> None:
+    # A build "nominal" and a reset "jitter" of one mass: the last write wins, and the
+    # first's applied value was the second's.
+    nominal = model_variation("cart.nominal", vr.UniformCfg(low=1, high=4), field="body_mass",
+                              entity="cartpole", name="cart", mode="build")  # fmt: skip
+    jitter = model_variation("cart.jitter", vr.UniformCfg(low=0.9, high=1.1),
+                             field="body_mass", entity="cartpole", name="cart",
+                             operation="scale")  # fmt: skip
+    with pytest.raises(ValueError, match=r"'cart\.nominal' and 'cart\.jitter' both write"):
+        _built(tmp_path, [nominal, jitter])
+    assert not list(tmp_path.iterdir())
+    axis0 = model_variation("f0", vr.UniformCfg(low=0.3, high=1), field="geom_friction",
+                            entity="cartpole", name="pole_1", axes=(0,))  # fmt: skip
+    axis1 = model_variation("f1", vr.UniformCfg(low=0.3, high=1), field="geom_friction",
+                            entity="cartpole", name="pole_1", axes=(1,))  # fmt: skip
+    _built(tmp_path, [axis0, axis1]).close()  # other axes of one element: both kept
+
+
+def test_a_field_that_mujoco_warp_shares_by_every_env_is_refused_before_any_run(tmp_path) -> None:
+    fluid = model_variation("fluid", vr.UniformCfg(low=0, high=1), field="geom_fluid",
+                            entity="cartpole", name="pole_1", axes=(0,))  # fmt: skip
+    with pytest.raises(ValueError, match=r"keeps 'geom_fluid' one for every env.*body_mass"):
+        _built(tmp_path, [fluid])
+    assert not list(tmp_path.iterdir())

@@ -422,6 +422,19 @@ def episode_table(
     table = pd.concat(frames, ignore_index=True)
     refuse_repeated_episodes(ds, table)
     lost_notes = repeated_pairs(table) + _lost_draws(ds, run_ids, table, factor_names)
+    if "length" in table:  # an env reset again before it stepped: no outcome of its own
+        idle = (pd.to_numeric(table["length"], errors="coerce") == 0).to_numpy()
+        if idle.all():
+            raise DatasetError(
+                f"every episode of run(s) {run_ids} of {ds.path} ran no step (length 0); "
+                "call record_step between an env's resets"
+            )
+        if idle.any():
+            table = table[~idle].reset_index(drop=True)
+            lost_notes.append(
+                f"{int(idle.sum())} episode(s) that ran no step left out (an env reset "
+                "again before it stepped: a return of 0 and no outcome of its own)"
+            )
     categorical = [f for f in factor_names if f in label_sets]
     for name in categorical:
         # Spec labels in their order, then any other label drawn, sorted (both engines).

@@ -91,21 +91,38 @@ class EpisodeReplay:
         >>> seen
         {'mass': 1.5}
         """
+        applied = []
         for key, value in self.values.items():
             v = _variation(variations, key)
             if v.apply is not None:
                 ids = None if v.mode == "build" else np.array([self.env_id])
                 v.apply(env, ids, _as_values(v, value))
+                applied.append(v.apply)
+        _after_writes(env, applied)
 
     def apply_interval(
         self, env: Any, variations: VariationSet | Mapping[str, Variation], step: int
     ) -> None:
         """Apply the interval draws made after ``step`` steps of the episode."""
+        applied = []
         for d in self.interval:
             if d.step == step:
                 v = _variation(variations, d.key)
                 if v.apply is not None:
                     v.apply(env, np.array([self.env_id]), _as_values(v, d.value))
+                    applied.append(v.apply)
+        _after_writes(env, applied)
+
+
+def _after_writes(env: Any, applied: list[Any]) -> None:
+    """What the writers of a simulator's model do once after their writes (an mjlab
+    model field recomputes the model's derived constants, as mjlab's event manager does
+    after its events): ``after_writes(env, writers)`` of each kind of ``apply`` that has
+    one."""
+    for kind in dict.fromkeys(type(a) for a in applied):
+        after = getattr(kind, "after_writes", None)
+        if after is not None:
+            after(env, [a for a in applied if type(a) is kind])
 
 
 def _plain(value: Any) -> Any:

@@ -115,10 +115,19 @@ class ModelField:
             )
         if clamp == "physical":
             clamp = PHYSICAL_LIMITS.get(field)
-        if clamp is not None and (not isinstance(clamp, tuple) or len(clamp) != 2):
+        if clamp is not None and (
+            not isinstance(clamp, tuple)
+            or len(clamp) != 2
+            or any(e is not None and not _finite(e) for e in clamp)
+        ):
             raise ValueError(
                 f"`clamp` must be (low, high) with None for an open end, 'physical' or None, "
                 f"got {clamp!r}; e.g. clamp=(0.0, None)"
+            )
+        if clamp is not None and None not in clamp and clamp[0] > clamp[1]:
+            raise ValueError(
+                f"`clamp` {clamp!r} has its low end above its high end: every value would "
+                f"be {clamp[1]!r}; pass ({clamp[1]!r}, {clamp[0]!r})"
             )
         self.field = field
         self.entity = entity
@@ -163,6 +172,14 @@ class ModelField:
             )
         gid = int(getattr(ent.indexing, index)[local[0]])
         shape = tuple(getattr(env.sim.get_default_field(self.field), "shape", ()))
+        model = getattr(env.sim.model, self.field, None)
+        if model is not None and len(model.shape) != len(shape) + 1:
+            # MuJoCo-Warp gives a field a world axis only where it can differ per world.
+            raise ValueError(
+                f"ModelField({self.field!r}): MuJoCo-Warp keeps {self.field!r} one for every "
+                "env (it has no per-world copy, so it cannot vary per env); vary a field "
+                "that it batches (e.g. body_mass, geom_friction, dof_damping)"
+            )
         if self.axes is not None and (len(shape) < 2 or max(self.axes) >= shape[-1]):
             raise ValueError(
                 f"ModelField({self.field!r}): axes {self.axes} do not exist in a field of shape "
@@ -175,6 +192,20 @@ class ModelField:
             )
         self._resolved[id(env)] = gid
         return gid
+
+    def targets(self, env: Any) -> set[tuple[str, int, int | None]]:
+        """The model entries this field writes: ``(field, element, axis)`` each."""
+        gid = self.resolve(env)
+        return {(self.field, gid, a) for a in (self.axes or (None,))}
+
+    @staticmethod
+    def after_writes(env: Any, fields: list[ModelField]) -> None:
+        """Bring the model's derived constants up to date after ``fields`` wrote outside
+        mjlab's event manager (a replay): the manager recomputes them after its events,
+        once, at the strongest level any wrote."""
+        level = max((f.recompute for f in fields), default=RecomputeLevel.none)
+        if level != RecomputeLevel.none:
+            env.sim.recompute_constants(level)
 
     def check_per_env(self, env: Any) -> None:
         """Refuse a field that mjlab did not expand per env (every world would share it)."""
@@ -228,6 +259,11 @@ class ModelField:
         )
 
 
+def _finite(x: object) -> bool:
+    """Whether ``x`` is a finite real number (a bool is 0 or 1; text is none)."""
+    return isinstance(x, int | float | np.integer | np.floating | np.bool_) and bool(np.isfinite(x))
+
+
 def model_variation(
     key: str,
     sampler: SamplerCfg,
@@ -246,6 +282,11 @@ def model_variation(
     ``interval_steps`` env steps (converted to mjlab's seconds).
     """
     apply = ModelField(field, entity=entity, name=name, **field_options)
+    if sampler.categorical and any(not _finite(c) for c in sampler.categories):
+        raise ValueError(
+            f"variation {key!r}: a model field takes numbers, but the sampler draws "
+            f"{list(sampler.categories)!r}; give numeric choices"
+        )
     shape = tuple(sampler.shape)
     want = () if apply.axes is None or len(apply.axes) == 1 else (len(apply.axes),)
     if shape != want and not (apply.axes is not None and len(apply.axes) == 1 and shape == (1,)):

@@ -127,10 +127,22 @@ class MjlabRecording:
                 "this varirec recording already records another mjlab env; call "
                 "varirec.integrations.mjlab.instrument on a fresh env cfg for each env"
             )
+        written: dict[tuple[str, int, int | None], str] = {}
         for v in self.variations.values():
             resolve = getattr(v.apply, "resolve", None)
-            if resolve is not None:
+            if resolve is not None:  # a bad entity or name fails here
                 resolve(env)
+            targets = getattr(v.apply, "targets", None)
+            for target in targets(env) if targets is not None else ():
+                other = written.setdefault(target, v.key)
+                if other != v.key:
+                    raise ValueError(
+                        f"variations {other!r} and {v.key!r} both write {target[0]} of the "
+                        f"same element{'' if target[2] is None else f' (axis {target[2]})'}: "
+                        "the last write wins, and the other's applied value is not its own "
+                        "(scale and add combine with the compiled default, not with each "
+                        "other); give each element one variation"
+                    )
 
     def attach(self, env: Any) -> NullRecorderManager:
         """Make the manager for ``env`` (once; the recorder term calls this)."""
