@@ -439,3 +439,23 @@ def test_a_field_that_mujoco_warp_shares_by_every_env_is_refused_before_any_run(
     with pytest.raises(ValueError, match=r"keeps 'geom_fluid' one for every env.*body_mass"):
         _built(tmp_path, [fluid])
     assert not list(tmp_path.iterdir())
+
+
+def test_interval_steps_count_the_built_envs_steps(tmp_path) -> None:
+    # The cfg changed after instrument(): the interval still counts env steps.
+    cfg = load_env_cfg("Mjlab-Cartpole-Balance")
+    cfg.scene.num_envs = 2
+    cfg.episode_length_s = 2.0
+    v = model_variation("slider.damping", vr.UniformCfg(low=0.0, high=0.01),
+                        field="dof_damping", entity="cartpole", name="slider",
+                        mode="interval", interval_steps=(4, 4))  # fmt: skip
+    instrument(cfg, [v], output=tmp_path, run_id="r")
+    cfg.decimation *= 2
+    env = ManagerBasedRlEnv(cfg, device="cpu")
+    env.reset()
+    action = torch.zeros(2, env.action_manager.total_action_dim)
+    for _ in range(12):
+        env.step(action)
+    env.close()
+    draws = vr.open_dataset(tmp_path).draws("r").to_pylist()
+    assert sorted({d["step"] for d in draws if d["phase"] == "interval"}) == [4, 8, 12]

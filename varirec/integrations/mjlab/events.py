@@ -54,6 +54,11 @@ class VariationEvent:
             else [v for v in variations.values() if v.mode == mode]
         )
         self.recording.resolve(env)  # a bad entity or name fails here, before any run exists
+        if self.key is not None:  # mjlab reads the timer's range after building the term
+            low, high = variations[self.key].cfg.interval_steps
+            # In the built env's steps (the cfg may have changed since instrument()); mjlab
+            # fires when the timer drops below 1e-6 s: n steps of dt, minus a margin.
+            cfg.interval_range_s = ((low - 0.5) * env.step_dt, (high - 0.5) * env.step_dt)
         fields: list[str] = []
         level = RecomputeLevel.none
         for v in mine:

@@ -130,10 +130,14 @@ class MjlabRecording:
         written: dict[tuple[str, int, int | None], str] = {}
         for v in self.variations.values():
             resolve = getattr(v.apply, "resolve", None)
-            if resolve is not None:  # a bad entity or name fails here
-                resolve(env)
             targets = getattr(v.apply, "targets", None)
-            for target in targets(env) if targets is not None else ():
+            try:  # a bad entity, name or field fails here
+                if resolve is not None:
+                    resolve(env)
+                found = targets(env) if targets is not None else ()
+            except ValueError as exc:
+                raise ValueError(f"variation {v.key!r}: {exc}") from None
+            for target in found:
                 other = written.setdefault(target, v.key)
                 if other != v.key:
                     raise ValueError(
