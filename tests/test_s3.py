@@ -186,9 +186,13 @@ def test_no_credential_reaches_the_bucket_or_the_logs(bucket, caplog):
     assert varirec_logs  # the writer did log (close, parts)
     assert not any(SECRET_KEY in m or ACCESS_KEY in m for m in varirec_logs)
     # A URI with keys in it: the error names the place, not the keys.
-    with pytest.raises(DatasetError) as info:
+    # Keys in a URI are refused (credentials come from the environment only), unshown.
+    with pytest.raises(ValueError, match="has keys in it") as info:
         open_dataset(f"s3://{ACCESS_KEY}:{SECRET_KEY}@{bucket}/nothing")
     assert SECRET_KEY not in str(info.value) and f"s3://{bucket}/nothing" in str(info.value)
+    with pytest.raises(DatasetError) as info:
+        open_dataset(f"s3://{bucket}/nothing?region=us-east-1")
+    assert f"s3://{bucket}/nothing" in str(info.value)
     assert redact(f"s3://k:{SECRET_KEY}@b/p?secret_key={SECRET_KEY}") == "s3://b/p"
 
 
@@ -281,3 +285,22 @@ def test_the_s3_specific_endpoint_variable_is_honoured(bucket, monkeypatch, s3_e
     with pytest.raises(FileExistsError):
         target._put_if_absent(b"2")
     assert target.read_text() == "1"
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        ("s3://K:S@b-ok/x", "has keys in it"),
+        ("s3:///data", "names no bucket"),
+        ("s3://Bad_Bucket!/x", "not a valid S3 bucket name"),
+        ("s3://bucket/a/../b", r"'\.\.' path component.*write s3://bucket/b"),
+        ("s3://bucket//a", r"empty path component.*write s3://bucket/a"),
+        ("s3://bucket/x?bogus=1", "Unexpected query parameter.*'bogus'"),
+    ],
+)
+def test_an_s3_uri_that_would_go_wrong_is_refused_before_anything_is_written(uri, words):
+    from varirec import RunWriter
+
+    with pytest.raises(ValueError, match=words) as info:
+        RunWriter(uri, run_id="r")
+    assert ":S@" not in str(info.value)

@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.fs as pafs
 
-__all__ = ["StorePath", "as_path", "redact", "resolve_filesystem"]
+__all__ = ["StorePath", "as_path", "check_uri", "redact", "resolve_filesystem"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,17 +70,77 @@ def redact(uri: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ARROW_SCHEMES = {"s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"}
+"""Schemes that pyarrow resolves itself: its error is the one to show."""
+
+
+def check_uri(uri: str) -> None:
+    """Refuse an object-store URI that would go wrong later: keys in it (credentials
+    come from the environment only), no bucket, an S3 bucket name S3 refuses, or an
+    empty, ``.`` or ``..`` path component (stores keep them literally, so a run would
+    be split between two prefixes).
+
+    Example:
+        >>> check_uri("s3://bucket/evals/run")
+        >>> check_uri("s3://bucket/a/../b")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: s3://bucket/a/../b has a '..' path component, ...; write s3://bucket/b
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in _OBJECT_STORES:
+        return
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"{redact(uri)} has keys in it: varirec reads credentials from the environment "
+            "only (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...); set them there and "
+            f"write {redact(uri)}"
+        )
+    bucket = parts.netloc
+    if not bucket:
+        raise ValueError(f"{redact(uri)} names no bucket; write {parts.scheme}://BUCKET/prefix")
+    if parts.scheme == "s3" and not _BUCKET_RE.match(bucket):
+        raise ValueError(
+            f"{redact(uri)}: {bucket!r} is not a valid S3 bucket name (3-63 lowercase "
+            "letters, digits, dots and hyphens, starting and ending with a letter or digit)"
+        )
+    path = parts.path.removeprefix("/").rstrip("/")
+    steps = path.split("/") if path else []
+    for step in steps:
+        if step in ("", ".", ".."):
+            clean = [p for p in steps if p not in ("", ".")]
+            while ".." in clean:
+                i = clean.index("..")
+                clean[max(0, i - 1) : i + 1] = []
+            fixed = f"{parts.scheme}://{bucket}/{'/'.join(clean)}".rstrip("/")
+            what = "an empty" if step == "" else f"a {step!r}"
+            raise ValueError(
+                f"{redact(uri)} has {what} path component, which an object store keeps in "
+                f"the name (no folder is skipped or climbed): a run's objects would land "
+                f"under two prefixes; write {fixed}"
+            )
+
+
 def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem of ``uri`` and the path on it: pyarrow's own, else fsspec's.
 
     Raises:
-        ValueError: neither pyarrow nor an installed fsspec implementation knows the
-            scheme (the message names it and what to install).
+        ValueError: a URI :func:`check_uri` refuses, one that pyarrow refuses for a
+            scheme it knows (its reason, e.g. an unknown query parameter), or a scheme
+            that neither pyarrow nor an installed fsspec implementation knows (the
+            message names it and what to install).
     """
+    check_uri(uri)
     try:
         return pafs.FileSystem.from_uri(uri)
     except (ValueError, TypeError) as exc:
         arrow_error = exc
+    reason = str(arrow_error)
+    if urlsplit(uri).scheme in _ARROW_SCHEMES and not (
+        "Unrecognized" in reason or "support" in reason  # this pyarrow lacks the scheme
+    ):
+        raise ValueError(f"{redact(uri)}: {_scrubbed(reason, uri)}") from None
     try:
         import fsspec  # optional: any fsspec filesystem, wrapped for pyarrow
     except ImportError:
@@ -96,6 +156,15 @@ def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         f"no filesystem for {redact(uri)} ({arrow_error}); use a local path, an s3:// URI, "
         "or install the fsspec implementation of that scheme"
     ) from None
+
+
+def _scrubbed(message: str, uri: str) -> str:
+    """``message`` without the query values of ``uri`` (where keys may be)."""
+    for values in parse_qs(urlsplit(uri).query).values():
+        for value in values:
+            if value:
+                message = message.replace(value, "***")
+    return message
 
 
 def _scheme(filesystem: pafs.FileSystem, uri: str) -> str:
@@ -253,7 +322,7 @@ class StorePath:
         """A conditional PUT through boto3; False if boto3 is not installed."""
         try:
             import boto3  # optional: pyarrow offers no conditional write
-            from botocore.exceptions import ClientError
+            from botocore.exceptions import BotoCoreError, ClientError
         except ImportError:
             logger.debug("boto3 not installed: creating %s by check-then-write", self.uri)
             return False
@@ -274,6 +343,8 @@ class StorePath:
                 "ConditionalRequestConflict",
             ):
                 raise FileExistsError(self.uri) from None
+            raise OSError(f"could not write {self.uri}: {exc}") from None
+        except BotoCoreError as exc:  # no credentials, no endpoint, a refused parameter
             raise OSError(f"could not write {self.uri}: {exc}") from None
         return True
 
