@@ -10,9 +10,10 @@ time less what its calls took alone. Each conversion, both ways, in turn:
 - episodes, ``--parts`` resets of the compiled numpy path (one ``RECORDED_BLOCK`` each)
   and of a device recorder (the finished rows, views of the host buffer that the
   device's copy fills, beside the tracker's block), joined, then split once: blocks in
-  new arrays per reset and outcomes as four column views (joined by copies), against
-  blocks side by side in a :class:`~varirec.recording.block_pool.BlockPool`'s buffer
-  and the outcomes as one block view (joined as views);
+  new arrays per reset and outcomes as four column views of host buffers of
+  ``num_envs`` rows (joined by copies), against blocks and env ids side by side in a
+  :class:`~varirec.recording.block_pool.BlockPool`'s buffer and the outcomes as one
+  block view of a host buffer that holds the hand-over (joined as views);
 - draws, ``--blocks`` reset blocks: laid out by numpy's slice and broadcast
   assignments, against the compiled kernel that lets the GIL go (numba; the ``fast``
   extra).
@@ -115,15 +116,18 @@ def _device_parts(
             host[:, 2:] = rng.integers(0, 2, (ring, 2))
         rows = host[used : used + k].T
         used += k
+        ids = rng.integers(0, 65536, k)
         if pool is None:
             block = rng.integers(0, 1000, (len(FINISHED), k))
             part = dict(zip((*VALUE_ROWS, *FLAG_ROWS), rows, strict=True))
+            part["env_id"] = ids.astype(np.int32)
         else:
             block = pool.take(len(FINISHED), k)
             block[:] = rng.integers(0, 1000, block.shape)
             pool.keep(len(FINISHED), k)
-            part = {OUTCOMES_BLOCK: rows}
-        part["env_id"] = rng.integers(0, 65536, k).astype(np.int32)
+            part = {OUTCOMES_BLOCK: rows, "env_id": pool.take(1, k, np.int32)[0]}
+            part["env_id"][:] = ids
+            pool.keep(1, k, np.int32)
         part[FINISHED_BLOCK] = block
         out.append(part)
     return out
@@ -156,8 +160,9 @@ def main() -> None:
     k = max(1, args.envs // 60)
     schema = episodes_schema()
     rows: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
-    ring = max(args.envs, 256)  # the device ring's rows (DeviceOutcomes)
-    cap = 262_144 + args.envs  # the pool's buffer: a hand-over (max_rows) and a reset
+    # The device ring's rows (DeviceOutcomes) before, num_envs; and the pool's buffer
+    # and now the ring too, a hand-over (max_rows) and a reset.
+    ring, cap = max(args.envs, 256), 262_144 + args.envs
     for label, before, pooled in (
         (
             "episodes, numpy path",
@@ -167,7 +172,7 @@ def main() -> None:
         (
             "episodes, device path",
             _device_parts(rng, args.parts, k, None, ring),
-            _device_parts(rng, args.parts, k, BlockPool(cap), ring),
+            _device_parts(rng, args.parts, k, BlockPool(cap), cap),
         ),
     ):
         old, new = EpisodeChunk(before, schema), EpisodeChunk(pooled, schema)

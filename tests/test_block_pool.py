@@ -32,6 +32,8 @@ def test_kept_columns_are_never_handed_out_again():
     pool.renew()  # a hand-over: the next block starts a new buffer too
     assert not np.shares_memory(pool.take(3, 1), c)
     assert pool.take(8, 10).shape == (8, 10)  # another row count; wider than the capacity
+    ids = pool.take(1, 2, np.int32)  # another dtype: its own buffer
+    assert ids.dtype == np.int32 and not np.shares_memory(ids, c)
 
 
 def _loop(m, arrays, steps: int = 30) -> None:
@@ -49,10 +51,10 @@ def _loop(m, arrays, steps: int = 30) -> None:
 class _Fresh(BlockPool):
     """A new array per block, as before the pool."""
 
-    def take(self, rows: int, n: int) -> np.ndarray:
-        return np.empty((rows, n), np.int64)
+    def take(self, rows: int, n: int, dtype=np.int64) -> np.ndarray:
+        return np.empty((rows, n), dtype)
 
-    def keep(self, rows: int, m: int) -> None:
+    def keep(self, rows: int, m: int, dtype=np.int64) -> None:
         pass
 
 
@@ -83,7 +85,7 @@ def _check(tmp_path, monkeypatch, arrays, device, blocks):
     fresh, _ = _run(tmp_path / "fresh", monkeypatch, arrays, device, False)
     assert_same_tables(pooled, fresh, min_rows=-1)
     assert len(pooled[0]) > 50 and len(pooled[1]) > 50
-    found = [(v, out) for v, out in joins if v[0].ndim == 2]
+    found = [(v, out) for v, out in joins if v[0].ndim == 2 or v[0].dtype == np.int32]
     assert {len(v) for v, _ in found} != {1}  # a hand-over of several resets
     for values, out in found:
         assert np.shares_memory(out, values[0])  # one view of the buffer: no copy
@@ -98,5 +100,5 @@ def test_a_compiled_loop_hands_its_blocks_over_as_one_view(tmp_path, monkeypatch
 @pytest.mark.skipif(kernels() is None, reason="prefetching needs numba (fast extra)")
 def test_a_gpu_loop_hands_its_blocks_and_outcomes_over_as_views(tmp_path, monkeypatch, gpu):
     torch = pytest.importorskip("torch")
-    _check(tmp_path, monkeypatch, torch.as_tensor, "cpu", blocks=2)  # tracker's, outcomes
+    _check(tmp_path, monkeypatch, torch.as_tensor, "cpu", blocks=3)  # tracker's, ids, outcomes
     assert gpu[0] > 10

@@ -580,10 +580,10 @@ def test_a_ctrl_c_during_a_settle_that_hands_rows_over_waits_for_its_end(
     m.reset(None, torch.arange(N))  # episode 3 everywhere: its bookkeeping waits
     finish = EpisodeTracker.finish_block
 
-    def interrupted(self, done, now=None, out=None):
+    def interrupted(self, done, now=None, out=None, env_out=None):
         monkeypatch.setattr(EpisodeTracker, "finish_block", finish)
         os.kill(os.getpid(), signal.SIGINT)  # arrives inside the settle: held back
-        return finish(self, done, now, out)
+        return finish(self, done, now, out, env_out)
 
     monkeypatch.setattr(EpisodeTracker, "finish_block", interrupted)
     with pytest.raises(KeyboardInterrupt):

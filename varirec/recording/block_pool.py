@@ -1,4 +1,4 @@
-"""Where the finished episodes' int64 blocks are written: side by side, one buffer per
+"""Where the finished episodes' blocks are written: side by side, one buffer per
 hand-over.
 
 A reset's kernel writes the finished episodes' columns as one block (the tracker's
@@ -20,16 +20,19 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["BlockPool"]
 
 
 class BlockPool:
-    """Int64 blocks of ``rows`` rows, taken column by column from one buffer per row
-    count. A column once kept is never written again: the buffer is left for a new one
-    when it is full and at each hand-over (:meth:`renew`), so that a hand-over's
-    blocks are views that Arrow may keep without a copy.
+    """Blocks of ``rows`` rows (int64 unless another dtype is asked), taken column by
+    column from one buffer per row count and dtype. A column once kept is never written
+    again: the buffer is left for a new one when it is full and at each hand-over
+    (:meth:`renew`), so that a hand-over's blocks are views that Arrow may keep without
+    a copy.
 
     Args:
         capacity: the columns of a buffer (a hand-over's rows, at most, and one
@@ -41,21 +44,23 @@ class BlockPool:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = int(capacity)
-        self._buffers: dict[int, tuple[np.ndarray, int]] = {}  # rows -> (buffer, kept)
+        # (rows, dtype) -> (buffer, columns kept)
+        self._buffers: dict[tuple[int, Any], tuple[np.ndarray, int]] = {}
 
-    def take(self, rows: int, n: int) -> np.ndarray:
+    def take(self, rows: int, n: int, dtype: Any = np.int64) -> np.ndarray:
         """A ``(rows, n)`` block to write, after the columns kept so far (nothing is
         kept until :meth:`keep`)."""
-        found = self._buffers.get(rows)
+        key = (rows, dtype)
+        found = self._buffers.get(key)
         if found is None or found[1] + n > found[0].shape[1]:
-            found = self._buffers[rows] = (np.empty((rows, max(self.capacity, n)), np.int64), 0)
+            found = self._buffers[key] = (np.empty((rows, max(self.capacity, n)), dtype), 0)
         buffer, kept = found
         return buffer[:, kept : kept + n]
 
-    def keep(self, rows: int, m: int) -> None:
+    def keep(self, rows: int, m: int, dtype: Any = np.int64) -> None:
         """Keep the first ``m`` columns of the last block taken of ``rows`` rows."""
-        buffer, kept = self._buffers[rows]
-        self._buffers[rows] = (buffer, kept + m)
+        buffer, kept = self._buffers[(rows, dtype)]
+        self._buffers[(rows, dtype)] = (buffer, kept + m)
 
     def renew(self) -> None:
         """A hand-over: the next blocks start new buffers."""

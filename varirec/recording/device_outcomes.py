@@ -70,6 +70,9 @@ class DeviceOutcomes:
         start: ``(acc, flags)`` accumulated so far (numpy), carried over.
         in_torch: accumulate with torch ops (default: on a device other than the CPU).
         world: the env's :class:`~varirec.arrays.ArrayWorld` (default: one of ``device``).
+        ring: finished rows the device ring holds before it is copied out (default
+            ``num_envs``; a recorder gives a hand-over's rows and one reset's, so that
+            a hand-over's rows lie in one host buffer and are joined without a copy).
     """
 
     def __init__(
@@ -80,8 +83,10 @@ class DeviceOutcomes:
         *,
         in_torch: bool | None = None,
         world: ArrayWorld | None = None,
+        ring: int | None = None,
     ) -> None:
         self.n = num_envs
+        self._cap = max(num_envs if ring is None else int(ring), 256)
         self.shape = (num_envs,)  # a step's arrays
         self.device = device
         self.world = world if world is not None else ArrayWorld(device)
@@ -123,7 +128,6 @@ class DeviceOutcomes:
         self._rows = (self.acc[:, 0], self.acc[:, 2], self.acc[:, 3], self.acc[:, 1])
         # Finished rows wait on the device (gathered into `_ring`) and leave it in one
         # copy per hand-over of the episodes (copy_out): one launch per pre-reset.
-        self._cap = max(num_envs, 256)
         self._ring: Any = torch.empty((self._cap, 4), dtype=torch.float64, device=device)
         self._used = 0
         self._new_host_rows()

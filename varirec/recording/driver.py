@@ -243,12 +243,16 @@ class VariationDriver:
         assert hooks is not None
         row = hooks.finishing(done)
         pool = getattr(hooks, "blocks", None)
-        n = len(FINISHED)
-        found = t.finish_block(done, now, None if pool is None else pool.take(n, len(done)))
+        n, m = len(FINISHED), len(done)
+        if pool is None:
+            found = t.finish_block(done, now)
+        else:  # beside the last reset's: the hand-over joins them without a copy
+            found = t.finish_block(done, now, pool.take(n, m), pool.take(1, m, np.int32)[0])
         if found is None:
             found = t.finish(done, started=True, now=now)
         elif pool is not None:
-            pool.keep(n, len(done))
+            pool.keep(n, m)
+            pool.keep(1, m, np.int32)
         row.update(found)
         if late is None:
             hooks.finished(row)

@@ -55,7 +55,9 @@ _TOLD: set[str] = set()  # the bool columns whose odd values were logged
 
 
 def _from_numpy(field: pa.Field, data: Any) -> pa.Array:
-    data = np.asarray(data)
+    # Arrow copies a strided array holding the GIL; numpy copies it without (a column
+    # of a block, a device's host rows): time the simulation's main thread waits for.
+    data = np.ascontiguousarray(data)
     if data.ndim == 2 and _is_list(field.type):  # (episodes, k): a list of k per episode
         inner = _from_numpy(pa.field(field.name, field.type.value_type), data.reshape(-1))
         return pa.FixedSizeListArray.from_arrays(inner, data.shape[1]).cast(field.type)
@@ -141,36 +143,46 @@ def _joined(values: list[np.ndarray]) -> np.ndarray:
     rows) are joined as one view of it, without a copy: the hand-over's bulk is laid
     out once, on the main thread, as it comes. The rest is concatenated."""
     runs: list[np.ndarray] = []
-    first = last = values[0]
+    first = values[0]
     size = first.shape[-1]
+    end = _end(first)
     for v in values[1:]:
-        if _follows(last, v):
+        # The cheap checks first: an address costs microseconds, hundreds of parts a key.
+        at = _address(v) if end is not None and _alike(first, v) else None
+        if at is not None and at == end:
             size += v.shape[-1]
         else:
             runs.append(_extended(first, size))
             first, size = v, v.shape[-1]
-        last = v
+            at = _address(v) if v.base is not None else None
+        end = None if at is None else at + v.shape[-1] * v.strides[-1]
     runs.append(_extended(first, size))
     return runs[0] if len(runs) == 1 else np.concatenate(runs, axis=-1)
 
 
-def _follows(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether ``b`` continues ``a`` along the last axis in the memory of the same
-    array (the same owner, strides and other axes; ``b`` starts where ``a`` ends)."""
+def _address(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+def _end(a: np.ndarray) -> int | None:
+    """Where a view ends along its last axis (None: not a view, nothing can follow)."""
+    return None if a.base is None else _address(a) + a.shape[-1] * a.strides[-1]
+
+
+def _alike(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``b`` may continue ``a``: views of the same array, with the same dtype,
+    strides and other axes (then ``b`` continues ``a`` where it starts at ``a``'s end)."""
     return (
-        a.base is not None
-        and b.base is a.base
+        b.base is a.base
         and a.dtype == b.dtype
         and a.strides == b.strides
         and a.shape[:-1] == b.shape[:-1]
-        and b.__array_interface__["data"][0]
-        == a.__array_interface__["data"][0] + a.shape[-1] * a.strides[-1]
     )
 
 
 def _extended(first: np.ndarray, size: int) -> np.ndarray:
     """``first`` extended along its last axis to ``size`` (the views that follow it,
-    checked by :func:`_follows`, lie there); read-only, like the rows it joins."""
+    checked by :func:`_joined`, lie there); read-only, like the rows it joins."""
     if size == first.shape[-1]:
         return first
     shape = (*first.shape[:-1], size)

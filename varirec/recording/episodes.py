@@ -282,7 +282,11 @@ class EpisodeTracker:
             self._base[env_ids] -= self.started[env_ids]
 
     def finish_block(
-        self, done: np.ndarray, now: int | None = None, out: np.ndarray | None = None
+        self,
+        done: np.ndarray,
+        now: int | None = None,
+        out: np.ndarray | None = None,
+        env_out: np.ndarray | None = None,
     ) -> dict[str, np.ndarray] | None:
         """:meth:`finish` of ``done`` (started envs, as the caller picked them), its
         columns kept as one int64 block under :data:`FINISHED_BLOCK` (rows in
@@ -291,7 +295,8 @@ class EpisodeTracker:
         where it writes (:class:`~varirec.recording.episode_chunk.EpisodeChunk`). None
         (nothing done) where the kernels are off: call :meth:`finish`. ``now``: the
         end's time (default now); ``out``: where the block goes (``(len(FINISHED),
-        len(done))`` int64; default a new array)."""
+        len(done))`` int64), ``env_out``: where ``env_id`` goes (``len(done)`` int32;
+        default new arrays)."""
         kern = _kernels()
         if kern is None or done.dtype != np.int64:
             return None
@@ -302,7 +307,10 @@ class EpisodeTracker:
             return None  # an id out of range: finish refuses it
         self.seq += 1
         self.episodes_finished += len(done)
-        return {"env_id": done.astype(np.int32), FINISHED_BLOCK: out}
+        if env_out is None:
+            return {"env_id": done.astype(np.int32), FINISHED_BLOCK: out}
+        np.copyto(env_out, done, casting="unsafe")
+        return {"env_id": env_out, FINISHED_BLOCK: out}
 
     def finish(
         self,

@@ -221,9 +221,13 @@ class OutcomeTerm(RecorderTerm):
                     world.check(x, name)
             # The env computes on a device: accumulate there from now on (on the CPU,
             # in numpy over the tensors' memory).
+            n = self.manager.num_envs
+            # The ring holds a hand-over's rows: they reach the writer as one view.
+            rows = getattr(self.manager, "max_rows", None)
             self._acc = acc = DeviceOutcomes(
-                self.manager.num_envs, world.device, (acc.acc, acc.flags), world=world
-            )
+                n, world.device, (acc.acc, acc.flags), world=world,
+                ring=None if rows is None else rows + n,
+            )  # fmt: skip
         on_device = acc.torch is not None
 
         def take(name: str, kinds: str, want: str, fix: str, floats: bool) -> Any:
