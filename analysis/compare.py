@@ -495,13 +495,16 @@ def compare(
             float(stats.binomtest(only_b, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0
         )
     gap_conf = _paired_bootstrap(d, num_resamples, conf_level, rng, clusters)
+    if clusters is not None and clusters.max() < 1:  # one base sample: no spread to read
+        gap_conf = (np.nan, np.nan)
+        notes.append("one base sample: no interval of the gap (record more base samples)")
     frame, sa, sb, sd = frame[alone], ya[alone], yb[alone], d[alone]
     varying = [f for f in factors if frame[f].nunique(dropna=True) > 1]
     fx = Factors.from_frame(frame, varying)
     bins = default_curve_bins(len(sd)) if num_bins is None else int(num_bins)
     curves = _gap_curves(fx, sa, sb, bins, conf_level)
     explained = None
-    if sd.min() != sd.max() and varying and len(sd) >= 10:
+    if len(sd) >= 10 and sd.min() != sd.max() and varying:
         explained = first_order_binning(
             frame[varying], sd, factor_names=varying, num_resamples=min(num_resamples, 500),
             conf_level=conf_level, seed=rng, noise_share=False, outcome=f"{outcome} gap",

@@ -39,6 +39,16 @@ def run_designs(ds: Dataset, run_ids: list[str]) -> dict[str, Mapping[str, Any]]
     return {r: d for r, d in found.items() if d}
 
 
+def _runs(frame: pd.DataFrame, designs: Mapping[str, Mapping[str, Any]]) -> np.ndarray:
+    """Each row's run id: its ``run_id`` column, else the one design's run (a frame of
+    one run)."""
+    if "run_id" in frame:
+        return frame["run_id"].to_numpy()
+    if len(designs) > 1:
+        raise ValueError("a frame of several design runs needs a `run_id` column")
+    return np.full(len(frame), next(iter(designs), None), dtype=object)
+
+
 def _position(frame: pd.DataFrame, design: Mapping[str, Any]) -> np.ndarray:
     rows = pd.to_numeric(frame["sample_id"], errors="coerce").to_numpy(float, na_value=-1)
     return np.where(rows >= 0, rows % int(design["group_size"]), -1).astype(np.int64)
@@ -50,7 +60,7 @@ def independent_rows(frame: pd.DataFrame, designs: Mapping[str, Mapping[str, Any
     (Sobol) or each trajectory's first row (Morris), the first replicate of each
     (lowest ``seed``). Rows without a ``sample_id`` are left out of a design run."""
     keep = np.ones(len(frame), bool)
-    runs = frame["run_id"].to_numpy() if "run_id" in frame else np.full(len(frame), None)
+    runs = _runs(frame, designs)
     for run, design in designs.items():
         mine = runs == run
         if not mine.any():
@@ -71,7 +81,7 @@ def independent_rows(frame: pd.DataFrame, designs: Mapping[str, Mapping[str, Any
 def base_samples(frame: pd.DataFrame, designs: Mapping[str, Mapping[str, Any]]) -> np.ndarray:
     """Each episode's cluster, as an int code: its base sample (Sobol) or trajectory
     (Morris) in a design run, replicates included; itself elsewhere."""
-    runs = frame["run_id"].to_numpy() if "run_id" in frame else np.full(len(frame), None)
+    runs = _runs(frame, designs)
     keys = np.arange(len(frame), dtype=np.int64) + 1  # alone: positive, never a base's
     for run, design in designs.items():
         mine = runs == run

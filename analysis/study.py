@@ -28,6 +28,7 @@ from varirec import open_dataset
 from varirec.analysis.design_check import check_design_values
 from varirec.analysis.design_rows import independent_rows, run_designs
 from varirec.analysis.duplicate_runs import check_duplicate_runs
+from varirec.analysis.estimators._given_data_inputs import _MIN_ROWS
 from varirec.analysis.estimators.categories import category_effects
 from varirec.analysis.estimators.given_data import given_data_indices
 from varirec.analysis.estimators.hsic import hsic_target_indices
@@ -398,11 +399,22 @@ def analyze(
             notes.append(f"{int((~valid).sum())} episode(s) with no finite {name!r} were left out")
         if design_id is not None:  # its other rows repeat values: intervals would shrink
             alone = independent_rows(table.frame, run_designs(ds, run_ids))
+            designed = (table.frame["run_id"] == design_id).to_numpy()
+            read, of = int((alone & designed).sum()), int(designed.sum())
             valid &= alone
+            if valid.sum() < _MIN_ROWS:
+                kind = ds.run(design_id).metadata["design"]["method"]
+                raise DesignError(
+                    f"a design run analysed as given data reads its independent draws only "
+                    f"(each base sample's A and B rows, or each trajectory's first): {read} "
+                    f"of its {of} episodes, and a given-data method needs {_MIN_ROWS}; "
+                    f"analyse it with --method {kind} (its own), or record more base samples"
+                )
             notes.append(
-                f"a design run analysed as given data: its {int(alone.sum())} independent "
-                "draws read (each base sample's A and B rows, or each trajectory's first; "
-                "one replicate each), since its other rows repeat their values"
+                f"a design run analysed as given data: {read} of its {of} episodes read, "
+                "the independent draws (each base sample's A and B rows, or each "
+                "trajectory's first; one replicate each), since its other rows repeat "
+                "their values"
             )
         try:
             factors = complete_factors(table, valid, notes)

@@ -183,3 +183,26 @@ def test_runs_listing_their_variations_in_another_order_are_paired(tmp_path) -> 
                   run_id=run_id)  # fmt: skip
     c = compare(tmp_path, ["A", "B"], outcome="return", num_resamples=0)
     assert c.num_pairs == 64 and c.gap == 0.0  # the same draws: the same returns
+
+
+def test_design_runs_without_independent_pairs_keep_their_gap(tmp_path) -> None:
+    # B lost its trajectories' first rows: pairs remain, none independent.
+    from varirec.analysis.design_rows import base_samples, independent_rows
+
+    kw = dict(method="morris", n=4, num_envs=64, output=tmp_path, progress=False, seed=0)
+    run_study(make_reach_env, make_reach_variations(), run_id="A", policy="a", **kw)
+    run_study(GainFloor, make_reach_variations(), run_id="B", policy="b", **kw)
+    table = episode_table(tmp_path, "B").frame
+    design = json.loads((tmp_path / "run_id=B" / "run.json").read_text())["metadata"]["design"]
+    starts = table["sample_id"] % design["group_size"] == 0
+    keys = table[["sample_id", "seed"]].assign(run_id="B")
+    assert (independent_rows(keys, {"B": design}) == starts.to_numpy()).all()
+    assert base_samples(keys.drop(columns="run_id"), {"B": design}).max() == 3  # one run
+    import pyarrow.parquet as pq
+
+    for part in (tmp_path / "run_id=B" / "episodes").glob("*.parquet"):
+        t = pq.read_table(part)
+        pq.write_table(t.filter((t["sample_id"].to_numpy() % design["group_size"]) != 0), part)
+    c = compare(tmp_path, ["A", "B"], num_resamples=50)
+    assert c.num_pairs == 4 * (len(design["factors"])) and c.base_samples == 4
+    assert c.explained is None and any("0 independent pair(s)" in n for n in c.notes)

@@ -305,7 +305,7 @@ def test_a_design_run_is_read_through_its_independent_draws_only(tmp_path) -> No
 def test_a_design_run_with_too_few_independent_draws_is_refused_naming_the_fix(tmp_path) -> None:
     run_study(make_reach_env, make_reach_variations(), method="sobol", n=16,
               num_envs=64, output=tmp_path, progress=False, seed=0)  # fmt: skip
-    with pytest.raises(ValueError, match=r"32 independent draws among 176 .*method='random'"):
+    with pytest.raises(ValueError, match=r"32 independent draws among their 176 .*method='random'"):
         failures(tmp_path)
 
 

@@ -292,7 +292,7 @@ def test_the_s3_specific_endpoint_variable_is_honoured(bucket, monkeypatch, s3_e
     [
         ("s3://K:S@b-ok/x", "has keys in it"),
         ("s3:///data", "names no bucket"),
-        ("s3://Bad_Bucket!/x", "not a valid S3 bucket name"),
+        ("s3://Bad_Bucket!/x", "not an S3 bucket name"),
         ("s3://bucket/a/../b", r"'\.\.' path component.*write s3://bucket/b"),
         ("s3://bucket//a", r"empty path component.*write s3://bucket/a"),
         ("s3://bucket/x?bogus=1", "Unexpected query parameter.*'bogus'"),
@@ -304,3 +304,18 @@ def test_an_s3_uri_that_would_go_wrong_is_refused_before_anything_is_written(uri
     with pytest.raises(ValueError, match=words) as info:
         RunWriter(uri, run_id="r")
     assert ":S@" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("uri", "path"),
+    [
+        ("abfs://container@account.dfs.core.windows.net/path", "container/path"),  # no keys
+        ("s3://Legacy_Bucket/data?region=us-east-1", "Legacy_Bucket/data"),  # old us-east-1
+        ("s3://ab/data?region=us-east-1&endpoint_override=localhost:9000", "ab/data"),
+        ("s3://my.bucket-1/a/b.parquet?region=us-east-1", "my.bucket-1/a/b.parquet"),
+    ],
+)
+def test_uris_that_stores_take_resolve(uri, path):
+    from varirec.storage.location import resolve_filesystem
+
+    assert resolve_filesystem(uri)[1] == path

@@ -262,18 +262,20 @@ def failures(
     designs = run_designs(ds, list(selected))
     if designs:  # the rows of a base sample repeat values: tests would count them as many
         alone = independent_rows(table.frame, designs)
+        designed = table.frame["run_id"].isin(list(designs)).to_numpy()
+        read, of = int((alone & designed).sum()), int(designed.sum())
         if alone.sum() < _MIN_EPISODES:
             raise ValueError(
-                f"design run(s) {sorted(designs)} hold {int(alone.sum())} independent draws "
-                f"among {len(alone)} episodes (each base sample's A and B rows, or each "
-                "trajectory's first: the other rows repeat their values); a failure analysis "
-                f"needs at least {_MIN_EPISODES}: record more base samples (n=), or plain "
-                "random draws (method='random')"
+                f"design run(s) {sorted(designs)} hold {read} independent draws among their "
+                f"{of} episodes (each base sample's A and B rows, or each trajectory's first: "
+                f"the other rows repeat their values); a failure analysis needs at least "
+                f"{_MIN_EPISODES}: record more base samples (n=), or plain random draws "
+                "(method='random')"
             )
         frame = frame[alone]
         notes.append(
-            f"design run(s) {sorted(designs)}: {int(alone.sum())} of {len(alone)} episodes "
-            "read, the independent draws (each base sample's A and B rows, or each "
-            "trajectory's first; one replicate each): the others repeat their values"
+            f"design run(s) {sorted(designs)}: {read} of their {of} episodes read, the "
+            "independent draws (each base sample's A and B rows, or each trajectory's "
+            "first; one replicate each): the others repeat their values"
         )
     return failures_from_frame(frame, outcome, factors=table.factors, notes=notes, **options)

@@ -70,7 +70,11 @@ def redact(uri: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+"""Characters no S3 bucket goes without (older us-east-1 buckets and S3-compatible
+stores take capitals and underscores too, so only the rest is refused)."""
+_KEYED_HOSTS = {"s3", "gs", "gcs"}
+"""Schemes whose ``user@`` can only be keys (Azure's ``container@account`` is not)."""
 _ARROW_SCHEMES = {"s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"}
 """Schemes that pyarrow resolves itself: its error is the one to show."""
 
@@ -91,19 +95,19 @@ def check_uri(uri: str) -> None:
     parts = urlsplit(uri)
     if parts.scheme not in _OBJECT_STORES:
         return
-    if "@" in parts.netloc:
+    if "@" in parts.netloc and parts.scheme in _KEYED_HOSTS:
         raise ValueError(
             f"{redact(uri)} has keys in it: varirec reads credentials from the environment "
-            "only (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...); set them there and "
-            f"write {redact(uri)}"
+            "only (for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...); set them there "
+            f"and write {redact(uri)}"
         )
-    bucket = parts.netloc
+    bucket = parts.netloc.rsplit("@", 1)[-1] if parts.scheme not in _KEYED_HOSTS else parts.netloc
     if not bucket:
         raise ValueError(f"{redact(uri)} names no bucket; write {parts.scheme}://BUCKET/prefix")
     if parts.scheme == "s3" and not _BUCKET_RE.match(bucket):
         raise ValueError(
-            f"{redact(uri)}: {bucket!r} is not a valid S3 bucket name (3-63 lowercase "
-            "letters, digits, dots and hyphens, starting and ending with a letter or digit)"
+            f"{redact(uri)}: {bucket!r} is not an S3 bucket name (letters, digits, dots, "
+            "hyphens and underscores only)"
         )
     path = parts.path.removeprefix("/").rstrip("/")
     steps = path.split("/") if path else []
@@ -113,7 +117,7 @@ def check_uri(uri: str) -> None:
             while ".." in clean:
                 i = clean.index("..")
                 clean[max(0, i - 1) : i + 1] = []
-            fixed = f"{parts.scheme}://{bucket}/{'/'.join(clean)}".rstrip("/")
+            fixed = f"{parts.scheme}://{parts.netloc}/{'/'.join(clean)}".rstrip("/")
             what = "an empty" if step == "" else f"a {step!r}"
             raise ValueError(
                 f"{redact(uri)} has {what} path component, which an object store keeps in "
