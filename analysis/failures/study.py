@@ -159,7 +159,7 @@ def failures_from_frame(
         num_bins: bins per factor of the curves (default :func:`default_curve_bins`).
         map_bins: bins per factor of the interaction search and the 2-D map.
         holdout: share of episodes held out of the rule search.
-        num_resamples: bootstrap refits behind the rule's threshold intervals.
+        num_resamples: bootstrap refits behind the first split's stability.
         conf_level: interval level.
         seed: the random split and resamples (``0`` is a seed).
         notes: notes to carry (e.g. from the episode table).

@@ -173,9 +173,10 @@ def failures_html(fa: FailureAnalysis) -> str:
         '<section id="failures"><h2>Where it fails</h2>',
         f'<p class="rule">{html.escape(rule.sentence())}</p>',
         f'<p class="meta">depth-{rule.depth} tree chosen by 5-fold cross-validation; rates '
-        f"measured on held-out episodes; threshold intervals over bootstrap refits"
+        f"measured on held-out episodes; threshold intervals from the likelihood ratio"
         + (
-            f"; the first split keeps its factor in {rule.first_split_share:.0%} of refits"
+            f"; the first split keeps its factor in {rule.first_split_share:.0%} of "
+            "bootstrap refits"
             if rule.first_split_share is not None
             else ""
         )
