@@ -206,3 +206,15 @@ def test_design_runs_without_independent_pairs_keep_their_gap(tmp_path) -> None:
     c = compare(tmp_path, ["A", "B"], num_resamples=50)
     assert c.num_pairs == 4 * (len(design["factors"])) and c.base_samples == 4
     assert c.explained is None and any("0 independent pair(s)" in n for n in c.notes)
+
+
+def test_a_design_of_one_base_sample_gives_no_interval(tmp_path) -> None:
+    # One base sample: its pairs move together, so resampling them shows no spread.
+    kw = dict(method="sobol", n=1, replicates=2, num_envs=64, output=tmp_path,
+              progress=False, seed=0)  # fmt: skip
+    run_study(make_reach_env, make_reach_variations(), run_id="A", **kw)
+    run_study(GainFloor, make_reach_variations(), run_id="B", **kw)
+    c = compare(tmp_path, ["A", "B"], num_resamples=50)
+    assert c.num_pairs == 22 and c.base_samples == 1
+    assert np.isnan(c.gap_conf).all() and "no interval" in c.summary()
+    assert any("one base sample" in n for n in c.notes)
