@@ -166,16 +166,32 @@ def sobol_design(
     )
 
 
+_DISCRETE_END = 1e-9
+"""A discrete factor's grid end: its levels reach its first and last categories (a
+quantile of exactly 1 is past the last for some kinds)."""
+
+
 def grid_ends(factors: list[FactorSpec], num_levels: int) -> np.ndarray:
     """Each factor's Morris grid end ``e`` (its levels are the quantiles ``e + (1 - 2e)
     i / (L - 1)``): 0 for a continuous uniform or log-uniform factor, whose quantile 1
-    is its high end, else ``0.5 / L``.
+    is its high end; :data:`_DISCRETE_END` for a discrete one, whose levels must reach
+    its end categories (at ``(i + 0.5) / L`` a Bernoulli(0.1) never drew 1 and read no
+    effect); else (infinite ends, a normal) ``0.5 / L``.
 
     >>> from varirec.sampling.cfg_base import FactorSpec
     >>> grid_ends([FactorSpec("a", "unif", (0, 1)), FactorSpec("b", "norm", (0, 1))], 4)
     array([0.   , 0.125])
     """
-    return np.array([0.0 if f.bounds is not None else 0.5 / num_levels for f in factors])
+    return np.array(
+        [
+            0.0
+            if f.bounds is not None
+            else _DISCRETE_END
+            if f.categories is not None
+            else 0.5 / num_levels
+            for f in factors
+        ]
+    )
 
 
 def morris_design(
@@ -190,9 +206,10 @@ def morris_design(
 
     The grid points ``g = 0, 1/(L-1), ..., 1`` are each factor's quantiles
     ``e + (1 - 2e) g``: SALib's own grid (``e = 0``: low to high) for a uniform or
-    log-uniform factor, and ``e = 0.5 / L`` (the quantiles ``(i + 0.5) / L``) for the
-    others, whose ends may be infinite (a normal) or need a quantile below 1 (the
-    discrete kinds). The ends are kept (``Design.grid_ends``), and
+    log-uniform factor, ``e`` just above 0 for the discrete kinds (their levels reach the
+    first and last categories), and ``e = 0.5 / L`` (the quantiles ``(i + 0.5) / L``)
+    for the others, whose ends may be infinite (a normal). The ends are kept
+    (``Design.grid_ends``), and
     :func:`varirec.analysis.estimators.morris.per_quantile_range` maps the steps back.
     (With ``e = 0.5 / L`` on every factor, every step was exactly half a factor's
     range at ``L = 4``: an effect of period half the range, as Ishigami's

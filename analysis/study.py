@@ -71,8 +71,9 @@ METHODS: tuple[str, ...] = (
 DESIGN_METHODS = ("sobol", "morris")
 NEGLIGIBLE = 0.005
 """Design-driven verdicts: an index whose whole interval lies above this is an effect,
-below it no effect; an interval across it is uncertain (given-data studies use their
-dummy-factor threshold instead)."""
+below it no effect; an interval across it is uncertain. A given-data index is an
+effect where its estimator's own null (a dummy threshold, an interval off 0) says so and
+its interval lies above this too."""
 FEW_GIVEN = 1000
 """Below this many episodes a factor that a given-data method without intervals (PAWN,
 HSIC) finds not significant reads "uncertain", not "no effect"."""
@@ -180,7 +181,11 @@ class Study:
             n = self.result.num_samples
             if isinstance(self.result, KnnResult) and n < FEW_KNN:
                 return f"uncertain: only {n} episodes (kNN's intervals need {FEW_KNN})"
-            if self.result.significant[j]:
+            low = row.get("conf_low")
+            # Significant against the estimator's own null, and not negligible: kNN's
+            # total index of a factor without effect ran 0.003 above 0 with intervals
+            # as narrow, where several factors were discrete.
+            if self.result.significant[j] and (pd.isna(low) or low > NEGLIGIBLE):
                 return "effect"
             # Not significant: "no effect" only where the whole interval is small; a wide
             # one (few episodes, or few on one side of a 0/1 outcome) leaves it open.

@@ -59,13 +59,18 @@ def test_morris_design_grid_is_salibs_for_uniform_factors_and_open_quantiles_els
     d = morris_design(_variations(), 10, num_levels=4, seed=0)
     assert d.num_rows == 10 * 6 and d.method == "morris"
     names = d.factor_names  # mass (normal), pos x and y (uniform), scene, delay (discrete)
+    discrete = ("scene", "delay")
     for j, name in enumerate(names):
-        levels = set(np.unique(d.unit[:, j]).round(12))
+        levels = set(np.unique(d.unit[:, j]).round(6))
         if name.startswith("pos"):  # SALib's grid: the range's ends and thirds
-            assert levels <= {0.0, 0.333333333333, 0.666666666667, 1.0}, name
-        else:  # finite quantiles of a normal; a discrete factor's quantiles below 1
+            assert levels <= {0.0, 0.333333, 0.666667, 1.0}, name
+        elif name in discrete:  # from the first category to the last
+            assert levels <= {0.0, 0.333333, 0.666667, 1.0} and d.unit[:, j].max() < 1, name
+            assert set(d.values(name)) >= ({"a", "c"} if name == "scene" else {0, 3})
+        else:  # finite quantiles of a normal
             assert levels <= {0.125, 0.375, 0.625, 0.875}, name
-    assert d.grid_ends == tuple(0.0 if n.startswith("pos") else 0.125 for n in names)
+    ends = {n: 0.0 if n.startswith("pos") else 1e-9 if n in discrete else 0.125 for n in names}
+    assert d.grid_ends == tuple(ends[n] for n in names)
     assert d.to_dict()["grid_ends"] == list(d.grid_ends)
     np.testing.assert_array_equal(d.values("pos")[d.unit[:, 1] == 1.0, 0], 1.0)  # high itself
     assert np.all(np.isfinite(d.values("mass")))

@@ -125,3 +125,24 @@ def test_salib_warnings_become_notes(
     monkeypatch.setattr(salib_morris, "analyze", warning_analyze)
     res = morris_indices(X, Y, problem, seed=0, num_resamples=10)  # warnings are errors here
     assert "SALib: something odd" in res.notes
+
+
+def test_a_rare_category_is_on_the_grid_and_its_effect_seen(tmp_path) -> None:
+    # At the quantiles (i + 0.5) / L a Bernoulli(0.1) never drew 1: mu* 0, "no effect",
+    # though it carried half the variance.
+    import varirec as vr
+    from varirec.analysis import run_study
+    from varirec.analysis.study import analyze
+    from varirec.envs.one_step import OneStepEnv
+
+    cfgs = [vr.BernoulliCfg(p=0.1), vr.UniformCfg(low=0.0, high=1.0)]
+    vs = vr.VariationSet(
+        vr.Variation(k, vr.VariationCfg(sampler=c), OneStepEnv.setter(j))
+        for j, (k, c) in enumerate(zip(("drop", "x"), cfgs, strict=True))
+    )
+    run_study(lambda n: OneStepEnv(n, lambda x: 10 * x[:, 0] + x[:, 1], 2), vs,
+              method="morris", n=40, num_envs=128, output=tmp_path, seed=0,
+              progress=False)  # fmt: skip
+    ranking = analyze(tmp_path, outcome="return").ranking().set_index("factor")
+    assert ranking.loc["drop", "estimate"] > ranking.loc["x", "estimate"] > 0
+    assert ranking.loc["drop", "verdict"] == "effect"

@@ -14,6 +14,7 @@ from SALib.analyze import morris as salib_morris
 from SALib.analyze import sobol as salib_sobol
 
 import varirec as vr
+from varirec.analysis import run_study
 from varirec.analysis.designs import morris_design, sobol_design
 from varirec.analysis.reports.report import write_report
 from varirec.analysis.study import analyze
@@ -283,3 +284,40 @@ def test_sobol_s1_of_a_noisy_success_is_the_factors_share_alone(tmp_path) -> Non
     assert s1.loc["x1", "conf_low"] <= truth <= s1.loc["x1", "conf_high"]
     assert abs(s1.loc["x1", "estimate"] - truth) < 0.04  # with one noise per base sample: 0.64
     assert abs(s1.loc[["x2", "x3"], "estimate"]).max() < 0.03
+
+
+def test_an_inert_factor_beside_discrete_ones_is_no_knn_effect(tmp_path) -> None:
+    # kNN matches discrete factors on their levels; the total index of a factor without
+    # effect then ran ~0.003 above 0 with intervals as narrow ("effect" in 3 of 6 seeds).
+    from varirec.envs.one_step import OneStepEnv
+
+    kinds = [vr.NormalCfg(mean=2.0, std=1.5),
+             vr.TruncNormalCfg(mean=0.0, std=1.0, low=-1.0, high=2.0),
+             vr.LogUniformCfg(low=1.0, high=10.0), vr.IntegerCfg(low=0, high=4),
+             vr.ChoiceCfg(choices=(0.0, 1.0, 5.0), weights=(0.5, 0.3, 0.2)),
+             vr.BernoulliCfg(p=0.2), vr.NormalCfg(mean=5.0, std=2.0)]  # fmt: skip
+    slopes = np.array([1.0, 2.0, 0.6, 1.0, 0.8, 3.0, 0.0])  # the last: no effect
+    vs = vr.VariationSet(
+        vr.Variation(f"x{j}", vr.VariationCfg(sampler=c), OneStepEnv.setter(j))
+        for j, c in enumerate(kinds)
+    )
+    run_study(lambda n: OneStepEnv(n, lambda x: x @ slopes, len(kinds)), vs, method="random",
+              n=4000, num_envs=1000, output=tmp_path, seed=0, progress=False)  # fmt: skip
+    study = analyze(tmp_path, outcome="return", method="knn", num_resamples=300)
+    ranking = study.ranking().set_index("factor")
+    assert study.result.significant[6] and 0 < ranking.loc["x6", "conf_low"] < 0.005
+    assert ranking.loc["x6", "verdict"] == "no effect"
+    assert (ranking.drop(index="x6")["verdict"] == "effect").all()
+
+
+def test_delta_tells_a_factor_without_effect_by_its_dummies() -> None:
+    # Delta is biased upward: a factor without effect scored 0.06-0.08 at N = 2000, its
+    # interval far above 0; it is significant only above every dummy's interval.
+    from varirec.analysis.estimators.delta import delta_indices
+
+    rng = np.random.default_rng(0)
+    x = np.c_[rng.normal(2, 1.5, 2000), rng.uniform(0, 1, 2000), rng.normal(5, 2, 2000)]
+    res = delta_indices(x, x[:, 0] + 3 * x[:, 1], num_resamples=20, seed=0)
+    assert res.conf_low[2] > 0.03  # the bias: far from 0
+    assert res.significant.tolist() == [True, True, False]
+    assert res.dummy_threshold > res.conf_low[2]
