@@ -179,7 +179,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``demo`` subcommand."""
     p = sub.add_parser(
         "demo",
-        help="run a complete sensitivity study of the built-in env (30-70 s on 2 cores)",
+        help="run a complete sensitivity study of the built-in env (30-80 s on 2 cores)",
         description=(
             "Record a Sobol study (common random numbers, replicates) and a plain random "
             "run of the built-in reach env, analyse both, print the ranked factors and "
