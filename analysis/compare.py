@@ -41,6 +41,7 @@ from scipy import stats
 
 from varirec import open_dataset
 from varirec.analysis.design_rows import base_samples, independent_rows
+from varirec.analysis.estimators._bootstrap import _resample_counts
 from varirec.analysis.estimators._rng import Seed, _generator
 from varirec.analysis.estimators.binning import first_order_binning
 from varirec.analysis.estimators.results import GivenDataResult
@@ -293,20 +294,14 @@ def _paired_bootstrap(
 ) -> tuple[float, float]:
     """Percentile interval of mean(d) over resamples of the pairs, or of whole
     ``clusters`` (int codes: a design's base samples, whose pairs are not independent),
-    in blocks of resamples."""
+    in blocks of resamples (:func:`_resample_counts`)."""
     if num_resamples == 0:
         return (np.nan, np.nan)
     if clusters is None:
         sums, sizes = d, np.ones(d.size)
     else:
         sums, sizes = np.bincount(clusters, weights=d), np.bincount(clusters).astype(float)
-    n = sums.size
-    block = max(1, 4_000_000 // n)
-    means = []
-    for start in range(0, num_resamples, block):  # a loop over blocks of resamples
-        k = min(block, num_resamples - start)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=k)
-        means.append(counts @ sums / (counts @ sizes))
+    means = [c @ sums / (c @ sizes) for c in _resample_counts(rng, sums.size, num_resamples)]
     alpha = 1.0 - conf_level
     lo, hi = np.quantile(np.concatenate(means), [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)

@@ -9,9 +9,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
-from same_tables import assert_same_tables
+from same_tables import assert_same_episodes_and_draws, assert_same_tables, random_resets
 
 import varirec as vr
 from varirec.recording.prefetched_reset import PendingBatch, PrefetchedReset
@@ -36,31 +35,10 @@ def _variations(applied: dict, name: str) -> list[vr.Variation]:
     return vs
 
 
-def _loop(m, arrays, steps: int = 40, seed: int = 0, between=None) -> None:
-    rng = np.random.default_rng(seed)
-    m.reset(None, arrays(np.arange(N)))
-    for i in range(steps):
-        done = rng.random(N) < 0.25
-        m.record_step(reward=arrays(rng.random(N)), terminated=arrays(done),
-                      success=arrays(done))  # fmt: skip
-        if done.any():
-            m.reset(None, arrays(np.flatnonzero(done)))
-        m.record_post_step()
-        if between is not None:
-            between(m, i)
-
-
 def _tables(path, steps: bool = False):
     ds = vr.open_dataset(path)
     tables = [ds.episodes().to_pandas(), ds.draws().to_pandas()]
     return [*tables, ds.steps().to_pandas()] if steps else tables
-
-
-def _same_two_tables(a: list, b: list) -> None:
-    """The episodes and draws tables of runs ``a`` and ``b`` hold the same rows."""
-    none = pd.DataFrame({"env_id": [], "step": []})
-    assert_same_tables([*a, none], [*b, none], min_rows=-1)
-    assert len(a[0]) > 10 and len(a[1]) > 10
 
 
 def _same_applied(applied: dict, least: int = 5) -> None:
@@ -88,7 +66,7 @@ def test_a_recorded_gpu_loop_records_and_applies_what_numpy_does(tmp_path, gpu):
         vs = _variations(applied, name)
         m = vr.RecorderManager(N, variations=vs, output=tmp_path / name, seed=3, run_id="r",
                                device=device, step_keys=("reward",))  # fmt: skip
-        _loop(m, arrays)
+        random_resets(m, arrays)
         state = _tracker_state(m.tracker)
         m.close()
         runs[name] = (_tables(tmp_path / name, steps=True), state)
@@ -164,7 +142,7 @@ def test_listeners_see_each_draw_with_its_context_at_the_next_step(gpu):
                 (k, np.asarray(e.values.tolist()), e.env_ids.tolist(),
                  e.context.episodes.tolist(), e.context.seq)))  # fmt: skip
         m = vr.NullRecorderManager(N, variations=vs, seed=2, device=device)
-        _loop(m, arrays, steps=20)
+        random_resets(m, arrays, steps=20)
         m.settle()
         return events
 
@@ -180,7 +158,7 @@ def _every_env_reset_last(out, arrays, device) -> vr.RecorderManager:
     bookkeeping still waits)."""
     m = vr.RecorderManager(N, variations=_variations({}, "x"), output=out, seed=3, run_id="r",
                            device=device)  # fmt: skip
-    _loop(m, arrays, steps=12)
+    random_resets(m, arrays, steps=12)
     m.record_step(reward=arrays(np.ones(N)), terminated=arrays(np.ones(N, bool)))
     m.reset(None, arrays(np.arange(N)))
     return m
@@ -195,14 +173,14 @@ def test_close_writes_the_rows_of_a_reset_still_pending(tmp_path, gpu):
         rows[name] = (_tables(tmp_path / name)[:2], pending)
     assert rows["numpy"][1] is None and rows["device"][1] is not None
     a, b = rows["numpy"][0], rows["device"][0]
-    _same_two_tables(a, b)
+    assert_same_episodes_and_draws(a, b)
     assert len(a[0]) > 10
 
 
 def test_an_episode_ends_when_the_next_starts_though_recorded_a_step_later(tmp_path, gpu):
     m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=3,
                            run_id="r", device="cpu")  # fmt: skip
-    _loop(m, torch.as_tensor, steps=30)
+    random_resets(m, torch.as_tensor, steps=30)
     m.close()
     assert gpu[0] > 5
     ep = _tables(tmp_path / "d")[0].sort_values(["env_id", "episode"])
@@ -219,7 +197,7 @@ def test_an_id_out_of_range_is_named_at_the_next_step_and_nothing_recorded_is_lo
     applied: dict = {}
     m = vr.RecorderManager(N, variations=_variations(applied, "d"), output=tmp_path / "d",
                            seed=3, run_id="r", device="cpu")  # fmt: skip
-    _loop(m, torch.as_tensor, steps=20)
+    random_resets(m, torch.as_tensor, steps=20)
     m.record_step(reward=torch.ones(N), terminated=torch.ones(N, dtype=torch.bool))
     m.reset(None, torch.arange(N))
     m.record_step(reward=torch.ones(N), terminated=torch.zeros(N, dtype=torch.bool))
@@ -241,7 +219,7 @@ def test_an_id_out_of_range_is_named_at_the_next_step_and_nothing_recorded_is_lo
 def test_an_env_named_twice_is_named_at_the_next_step_and_nothing_recorded_twice(tmp_path, gpu):
     m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=3,
                            run_id="r", device="cpu")  # fmt: skip
-    _loop(m, torch.as_tensor, steps=20)
+    random_resets(m, torch.as_tensor, steps=20)
     m.record_step(reward=torch.ones(N), terminated=torch.zeros(N, dtype=torch.bool))
     before = _tracker_state(m.tracker)
     m.reset(None, torch.tensor([5, 2, 5]))  # applied from the tables; named at the next step
@@ -313,13 +291,13 @@ def test_a_changed_variation_and_hooks_called_by_hand_make_the_tables_again(tmp_
     for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
         m = vr.RecorderManager(N, variations=_variations({}, name), output=tmp_path / name,
                                seed=7, run_id="r", device=device)  # fmt: skip
-        _loop(m, arrays, steps=30, between=between)
+        random_resets(m, arrays, steps=30, between=between)
         m.close()
         runs.append(_tables(tmp_path / name)[:2])
     assert gpu[0] > 8
     draws = runs[1][1]
     assert draws[draws.variation == "mass"].value.max() > 5  # the new range reached the env
-    _same_two_tables(*runs)
+    assert_same_episodes_and_draws(*runs)
 
 
 def test_prefetched_resets_inside_inference_mode_record_the_same(tmp_path, gpu):
@@ -328,12 +306,12 @@ def test_prefetched_resets_inside_inference_mode_record_the_same(tmp_path, gpu):
         m = vr.RecorderManager(N, variations=_variations({}, name), output=tmp_path / name,
                                seed=2, run_id="r", device="cpu")  # fmt: skip
         with torch.inference_mode(mode):
-            _loop(m, torch.as_tensor, steps=15)
-        _loop(m, torch.as_tensor, steps=15, seed=1)  # and out of it, on the same tables
+            random_resets(m, torch.as_tensor, steps=15)
+        random_resets(m, torch.as_tensor, steps=15, seed=1)  # and out of it, on the same tables
         m.close()
         runs.append(_tables(tmp_path / name)[:2])
     assert gpu[0] > 10
-    _same_two_tables(*runs)
+    assert_same_episodes_and_draws(*runs)
 
 
 def test_an_id_tensor_changed_after_its_reset_is_recorded_as_it_was_applied(gpu):
@@ -356,7 +334,7 @@ def test_values_drawn_for_another_episode_stop_the_settle_with_the_fix(tmp_path,
     episodes and the switch that resets without the tables."""
     m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=1,
                            run_id="r", device="cpu")  # fmt: skip
-    _loop(m, torch.as_tensor, steps=5)
+    random_resets(m, torch.as_tensor, steps=5)
     m.record_step()
     m.reset(None, torch.tensor([3]))  # applied from the tables
     m.driver._prefetched.episode[3] += 1  # as if the row were another episode's
@@ -378,7 +356,7 @@ def test_the_settle_sends_the_device_only_the_next_values(tmp_path, gpu, monkeyp
 
     m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=1,
                            run_id="r", device="cpu")  # fmt: skip
-    _loop(m, torch.as_tensor, steps=5)
+    random_resets(m, torch.as_tensor, steps=5)
     m.record_step(reward=torch.ones(N), terminated=torch.ones(N, dtype=torch.bool))
     before = gpu[0]
     m.reset(None, torch.tensor([2, 5, 6]))  # three episodes finish: gathered at the settle
@@ -423,7 +401,7 @@ def test_a_term_that_reads_the_env_at_a_reset_keeps_resets_synchronous(tmp_path,
     m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=1,
                            run_id="r", device="cpu",
                            terms={"final": vr.RecorderTermCfg(term=Final)})  # fmt: skip
-    _loop(m, torch.as_tensor, steps=15)
+    random_resets(m, torch.as_tensor, steps=15)
     m.close()
     assert gpu[0] == 0 and sum(seen) > 5
 
@@ -439,7 +417,7 @@ def test_a_listener_moved_by_an_override_before_the_next_step_hears_the_draw(gpu
             if i % 7 == 3:  # apply_cfg moves the listener to the new sampler
                 m.variations.override(f"mass.sampler.high={3 + i}")
 
-        _loop(d, arrays, steps=30, between=between)
+        random_resets(d, arrays, steps=30, between=between)
         d.settle()
         return events
 
@@ -487,7 +465,7 @@ def test_draw_rows_carry_the_reset_time_not_the_step_that_settled_it(tmp_path, g
 
     m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=3,
                            run_id="r", device="cpu")  # fmt: skip
-    _loop(m, torch.as_tensor, steps=10, between=lambda m, i: time.sleep(0.02))
+    random_resets(m, torch.as_tensor, steps=10, between=lambda m, i: time.sleep(0.02))
     m.close()
     episodes, draws = _tables(tmp_path / "d")
     rows = draws.merge(episodes, left_on=["env_id", "episode"], right_on=["env_id", "episode"])
@@ -515,7 +493,7 @@ def test_a_failure_before_the_bookkeeping_keeps_the_reset_for_the_close(tmp_path
             assert m.driver._prefetched.pending is not None
         m.close()
         rows[name] = _tables(tmp_path / name)
-    _same_two_tables(rows["numpy"], rows["device"])
+    assert_same_episodes_and_draws(rows["numpy"], rows["device"])
 
 
 def test_draw_interval_without_interval_variations_leaves_the_reset_pending(gpu):
@@ -600,7 +578,7 @@ def test_a_ctrl_c_during_a_settle_that_hands_rows_over_waits_for_its_end(
 def test_a_device_fault_at_close_still_closes_the_run_with_the_error(tmp_path, gpu, monkeypatch):
     m = vr.RecorderManager(N, variations=_variations({}, "d"), output=tmp_path / "d", seed=1,
                            run_id="r", device="cpu")  # fmt: skip
-    _loop(m, torch.as_tensor, steps=10)
+    random_resets(m, torch.as_tensor, steps=10)
     m.reset(None, torch.arange(N))
 
     def fault(self, p):  # as the ids' copy raises after a fault
@@ -626,13 +604,13 @@ def test_interval_draws_between_resets_keep_the_tables(tmp_path, gpu):
         gust = vr.Variation("gust", cfg, lambda env, ids, x: None)
         m = vr.RecorderManager(N, variations=[*vs, gust], output=tmp_path / name, seed=4,
                                run_id="r", device=device)  # fmt: skip
-        _loop(m, arrays, steps=40, between=lambda m, i: m.draw_interval(None))
+        random_resets(m, arrays, steps=40, between=lambda m, i: m.draw_interval(None))
         m.close()
         runs.append(_tables(tmp_path / name))
     assert gpu[0] > 20
     draws = runs[1][1]
     assert (draws.variation == "gust").sum() > 20
-    _same_two_tables(*runs)
+    assert_same_episodes_and_draws(*runs)
 
 
 @pytest.mark.parametrize("prefetch", [True, False])

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats
+from scipy.special import xlogy
 
 from varirec.analysis.failures._inputs import Factors, rate_interval
 
@@ -356,11 +357,9 @@ def _threshold_intervals(
     path = tree.decision_path(x)  # which nodes each episode passes
     critical = -2.0 * np.log(1.0 - np.sqrt(conf_level))
     least = max(1, int(tree.get_params()["min_samples_leaf"]))
-    node, on_path = 0, []
-    while t.children_left[node] != -1:  # the nodes from the root to the leaf
-        on_path.append(node)
-        left = t.children_left[node]
-        node = left if _reaches(t, left, leaf) else t.children_right[node]
+    # The nodes from the root to the leaf: those an episode of the leaf passed (a leaf
+    # of a tree fitted on these episodes holds some).
+    on_path = path[int(np.flatnonzero(tree.apply(x) == leaf)[0])].indices
     out = []
     for c in conds:
         j = factors.names.index(c.factor)
@@ -376,18 +375,6 @@ def _threshold_intervals(
             c = Condition(c.factor, c.op, c.threshold, None, float(lo), float(hi))
         out.append(c)
     return out
-
-
-def _reaches(t: Any, node: int, leaf: int) -> bool:
-    """Whether ``leaf`` lies under ``node`` (a tree of depth 2 at most: a short walk)."""
-    stack = [node]
-    while stack:
-        v = stack.pop()
-        if v == leaf:
-            return True
-        if t.children_left[v] != -1:
-            stack += [t.children_left[v], t.children_right[v]]
-    return False
 
 
 def _likelihood_set(
@@ -415,11 +402,7 @@ def _likelihood_set(
 
 def _bernoulli_ll(k: NDArray[np.float64], n: NDArray[np.float64]) -> NDArray[np.float64]:
     """The maximized log likelihood of ``k`` successes in ``n`` (0 log 0 = 0)."""
-    p = k / n
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(k > 0, k * np.log(p), 0.0)
-        b = np.where(n - k > 0, (n - k) * np.log1p(-p), 0.0)
-    return a + b
+    return xlogy(k, k / n) + xlogy(n - k, 1.0 - k / n)
 
 
 def _first_split_share(tree: Any, refits: list[Any]) -> float | None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import re
 import secrets
 from collections.abc import Iterator
@@ -113,11 +114,8 @@ def check_uri(uri: str) -> None:
     steps = path.split("/") if path else []
     for step in steps:
         if step in ("", ".", ".."):
-            clean = [p for p in steps if p not in ("", ".")]
-            while ".." in clean:
-                i = clean.index("..")
-                clean[max(0, i - 1) : i + 1] = []
-            fixed = f"{parts.scheme}://{parts.netloc}/{'/'.join(clean)}".rstrip("/")
+            clean = posixpath.normpath("/" + path).lstrip("/")  # "/..": nothing above
+            fixed = f"{parts.scheme}://{parts.netloc}/{clean}".rstrip("/")
             what = "an empty" if step == "" else f"a {step!r}"
             raise ValueError(
                 f"{redact(uri)} has {what} path component, which an object store keeps in "
