@@ -32,7 +32,7 @@ EOF
 } 2>&1 | tee "$out/machine.txt"
 
 "$python" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_batched_draw.py \
-  tests/test_torch_arrays.py tests/test_prefetched_reset.py 2>&1 | tee "$out/tests.txt"
+  tests/test_torch_arrays.py tests/test_prefetched_reset.py tests/test_block_pool.py 2>&1 | tee "$out/tests.txt"
 tests=${PIPESTATUS[0]}
 
 "$python" benchmarks/bench_gpu_loop.py "$@" 2>&1 | tee "$out/bench_gpu_loop.txt"

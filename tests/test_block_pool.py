@@ -88,3 +88,19 @@ def test_a_gpu_loop_hands_its_blocks_and_outcomes_over_as_views(tmp_path, monkey
     torch = pytest.importorskip("torch")
     _check(tmp_path, monkeypatch, torch.as_tensor, "cpu", blocks=3)  # tracker's, ids, outcomes
     assert gpu[0] > 10
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(kernels() is None or not _cuda(), reason="needs a CUDA device and numba")
+def test_a_cuda_loop_hands_its_blocks_and_outcomes_over_as_views(tmp_path, monkeypatch):
+    import torch
+
+    cuda = torch.device("cuda", torch.cuda.current_device())
+    _check(tmp_path, monkeypatch, lambda a: torch.as_tensor(a, device=cuda), cuda, blocks=3)
