@@ -148,8 +148,8 @@ class PrefetchedReset:
     """
 
     __slots__ = (
-        "_events", "_pins", "_side", "device", "driver", "episode", "host", "pending", "plan",
-        "seq", "wanted", "written",
+        "_events", "_pins", "_side", "_where", "device", "driver", "episode", "host", "pending",
+        "plan", "seq", "wanted", "written",
     )  # fmt: skip
 
     def __init__(self, driver: Any) -> None:
@@ -165,6 +165,7 @@ class PrefetchedReset:
         self._events: list[Any] = []  # CUDA events: the gather, the tables' write, a send
         self._side: Any = None  # the CUDA stream that copies the ids to the host
         self._pins: dict[str, Any] = {}  # pinned host buffers, kept (see _pinned)
+        self._where: tuple[Any, Any] = (None, None)  # (device, _takes(device))
 
     def _applies(self, env_ids: Any) -> tuple[Any, ...] | None:
         """The compiled reset's plan where this reset can be prefetched, else None
@@ -172,17 +173,18 @@ class PrefetchedReset:
         self.wanted = False
         d = self.driver
         dev = d.world.device
-        if not PREFETCH or dev is None or not arrays.off_host(dev) or not arrays.is_tensor(env_ids):
-            return None
-        torch = arrays._torch()
+        if dev is not self._where[0]:  # what holds for every reset on this device, once
+            self._where = (dev, self._takes(dev))
+        kinds = self._where[1]
         if (
-            env_ids.dtype != torch.int64
+            kinds is None
+            or not PREFETCH
+            or type(env_ids) is not kinds[0]  # a subclass takes the compiled reset
+            or env_ids.dtype is not kinds[1]
             or env_ids.ndim != 1
             or env_ids.requires_grad
             or env_ids.shape[0] == 0
             or env_ids.device != dev
-            or dev.type not in _EVENTS  # the ids' copy is read after a CUDA event
-            or d.world.host_float() is None  # the tables hold host-cast values
         ):
             return None
         hooks = d.hooks
@@ -198,6 +200,17 @@ class PrefetchedReset:
             self.wanted = True
             return None
         return f
+
+    def _takes(self, dev: Any) -> tuple[Any, Any] | None:
+        """``(torch.Tensor, torch.int64)`` where resets on ``dev`` can be prefetched (a
+        device off the host whose copies a CUDA event orders, float values the tables
+        can hold), else None."""
+        if dev is None or not arrays.off_host(dev) or dev.type not in _EVENTS:
+            return None
+        if self.driver.world.host_float() is None:  # the tables hold host-cast values
+            return None
+        torch = arrays._torch()
+        return torch.Tensor, torch.int64
 
     def __call__(self, env: Any, env_ids: Any) -> bool:
         f = self._applies(env_ids)
