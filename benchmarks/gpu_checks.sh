@@ -2,8 +2,8 @@
 # The checks that need a CUDA GPU, in one run (CI has none): the machine, the CUDA tests
 # (tests/test_cuda.py, and the torch tests whose device list takes CUDA where present),
 # then the GPU loop benchmark, the same at 4096 envs without prefetched resets
-# (VARIREC_NO_PREFETCH=1, for an A/B on the same machine) and the call-by-call
-# breakdown. Logs go to $OUT (or the folder given as the first argument); further
+# (VARIREC_NO_PREFETCH=1, for an A/B on the same machine), the call-by-call
+# breakdown and the GPU's timeline (busy, and idle by the loop part it waited for). Logs go to $OUT (or the folder given as the first argument); further
 # arguments go to bench_gpu_loop.py.
 #
 #   bash benchmarks/gpu_checks.sh gpu-logs            # ~2.6 min on an H100
@@ -54,5 +54,8 @@ fi
 "$python" benchmarks/gpu_breakdown.py 2>&1 | tee "$out/gpu_breakdown.txt"
 calls=${PIPESTATUS[0]}
 
-echo "tests exit $tests, bench exit $bench, breakdown exit $calls"
-exit $((tests || bench || calls))
+"$python" benchmarks/gpu_timeline.py 2>&1 | tee "$out/gpu_timeline.txt"
+timeline=${PIPESTATUS[0]}
+
+echo "tests exit $tests, bench exit $bench, breakdown exit $calls, timeline exit $timeline"
+exit $((tests || bench || calls || timeline))

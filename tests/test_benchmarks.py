@@ -102,3 +102,36 @@ def test_gil_loop_resets_a_realistic_share_and_records_every_reset(tmp_path: Pat
     # The first reset of every env, then one row per variation and resetting env.
     assert vr.open_dataset(out).draws().num_rows == 3 * (600 + stats["resets"])
     assert 0 < stats["mean"] <= stats["p99"]
+
+
+def test_gpu_timeline_splits_a_step_into_busy_and_idle_by_region(gpu_loop) -> None:
+    timeline = _load("gpu_timeline").timeline
+    events = [
+        {"cat": "kernel", "name": "a", "ts": 0, "dur": 10},
+        {"cat": "kernel", "name": "b", "ts": 5, "dur": 10},  # overlaps a: busy 0-15
+        {"cat": "gpu_memcpy", "name": "c", "ts": 40, "dur": 5},  # idle 15-40, in "reset"
+        {"cat": "kernel", "name": "a", "ts": 100, "dur": 20},  # idle 45-100, unlabelled
+        {"cat": "user_annotation", "name": "reset", "ts": 30, "dur": 20},
+        {"cat": "cpu_op", "name": "aten::add", "ts": 0, "dur": 200},
+    ]
+    t = timeline(events, steps=2)
+    assert t["busy"] == (15 + 5 + 20) / 2 and t["idle"] == (25 + 55) / 2
+    assert t["idle_in"] == {"reset": 12.5, _load("gpu_timeline").UNLABELLED: 27.5}
+    assert t["kernels"] == {"a": 15.0, "b": 5.0, "c": 2.5}
+
+
+def test_gpu_timeline_labels_the_loop_parts_once_each(gpu_loop, tmp_path: Path) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    tl = _load("gpu_timeline")
+    env = gpu_loop.TorchEnv(16, 4, 0, 2, torch.device("cpu"))
+    prof = profile(activities=[ProfilerActivity.CPU])
+    before = vr.RecorderManager.__dict__["reset"]
+    with tl.labelled():
+        gpu_loop.run_loop("recording", env, 20, 5, True, tmp_path / "r", (prof.start, prof.stop))
+    assert vr.RecorderManager.__dict__["reset"] is before  # put back
+    names = [e.key for e in prof.events() if e.key.startswith(("env ", "varirec "))]
+    assert names.count("env physics") == 20 and names.count("varirec record_step") == 20
+    # the manager's reset calls the driver's: one label, not two
+    assert names.count("varirec reset") == names.count("env reset") > 0
