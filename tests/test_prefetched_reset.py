@@ -613,6 +613,28 @@ def test_interval_draws_between_resets_keep_the_tables(tmp_path, gpu):
     assert_same_episodes_and_draws(*runs)
 
 
+def test_resets_with_no_ids_between_resets_keep_the_tables(tmp_path, gpu, monkeypatch):
+    """A loop that resets every step, often with no ids: those resets begin no episode,
+    so the tables stay (one build for the run) and every table equals a numpy run's."""
+    builds = []
+    build = PrefetchedReset.build
+    monkeypatch.setattr(PrefetchedReset, "build", lambda self: builds.append(1) or build(self))
+    runs, applied = [], {}
+    for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
+        m = vr.RecorderManager(N, variations=_variations(applied, name), output=tmp_path / name,
+                               seed=4, run_id="r", device=device)  # fmt: skip
+
+        def between(m, i, arrays=arrays):
+            m.reset(None, arrays(np.zeros(0, np.int64)))
+
+        random_resets(m, arrays, steps=40, between=between)
+        m.close()
+        runs.append(_tables(tmp_path / name))
+    assert gpu[0] > 20 and len(builds) == 1
+    assert_same_episodes_and_draws(*runs)
+    _same_applied(applied)
+
+
 @pytest.mark.parametrize("prefetch", [True, False])
 def test_a_write_error_raised_at_a_reset_loses_no_episode(tmp_path, gpu, monkeypatch, prefetch):
     """A failed write of the steps table is raised again at the next hand-over, which

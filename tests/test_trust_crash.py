@@ -603,3 +603,103 @@ def test_a_non_ascii_hostname_gives_an_ascii_writer_id(tmp_path, monkeypatch):
         writer.append("steps", pa.table({"x": [1]}))
     assert writer.writer_id.isascii() and writer.writer_id.startswith("Jrgenspc_")
     assert run_json(tmp_path, "r1")["status"] == "complete"
+
+
+# --------------------------------------------- an application's own signal handlers
+def _app_handler_loop(tmp_path, monkeypatch, fire, where: str):
+    """Three prefetched resets of every env of a forced-GPU loop (8 envs), then a fourth
+    hook inside which ``fire()`` delivers a signal: while the settle records the finished
+    episodes, or right after a chunk was handed to the writer. Returns the dataset."""
+    from varirec.recording.prefetched_reset import PrefetchedReset
+    from varirec.storage import sink
+
+    torch = pytest.importorskip("torch")
+    armed = [False]
+
+    def wrap(owner, name, after):
+        real = getattr(owner, name)
+
+        def inner(*args, **kwargs):
+            if armed[0] and not after:
+                armed[0] = False
+                fire()
+            out = real(*args, **kwargs)
+            if armed[0] and after:
+                armed[0] = False
+                fire()
+            return out
+
+        monkeypatch.setattr(owner, name, inner)
+
+    if where == "settle":
+        wrap(manager_module.RecorderManager, "finishing", after=False)
+    else:
+        wrap(sink.TableSink, "submit", after=True)
+    n = 8
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    m = vr.RecorderManager(n, variations=[mass], output=tmp_path, run_id="r", seed=0,
+                           device="cpu")  # fmt: skip
+    ones, done = torch.ones(n), torch.ones(n, dtype=torch.bool)
+    with pytest.raises((SystemExit, KeyboardInterrupt)), m:
+        m.reset(None, torch.arange(n))
+        for _ in range(3):
+            m.record_step(reward=ones, terminated=done)
+            if where == "handover":
+                m.flush()
+            m.reset(None, torch.arange(n))
+            m.record_post_step()
+        assert PrefetchedReset.__call__.__name__ == "counted"  # the gpu fixture's
+        armed[0] = True
+        if where == "settle":
+            m.record_step(reward=ones)  # settles the last reset: the signal lands inside
+        else:
+            m.flush()  # settles it and hands its rows over: the signal lands inside
+    assert not armed[0]
+    return vr.open_dataset(tmp_path)
+
+
+def _nothing_lost_or_twice(ds) -> None:
+    episodes, draws = ds.episodes("r").to_pandas(), ds.draws("r").to_pandas()
+    assert len(episodes) == 24 and len(draws) == 32  # 3 x 8 finished; 4 x 8 begun
+    assert not draws.duplicated(["env_id", "episode"]).any()
+    assert ds.run("r").status == "failed"
+
+
+@pytest.mark.parametrize("where", ["settle", "handover"])
+def test_an_application_sigterm_handler_runs_once_the_hook_has_settled_its_rows(
+    tmp_path, monkeypatch, own_signals, gpu, where
+):
+    """A training script's ``signal(SIGTERM, lambda *_: sys.exit(143))``, installed
+    before varirec's: it owns the shutdown, but runs only once the hook's block ends."""
+    depth = []
+
+    def app(signum, frame):
+        depth.append(getattr(shutdown._LOCAL, "depth", 0))
+        sys.exit(143)
+
+    shutdown.install_hooks()  # as the first writer would: it reads the handler installed
+    monkeypatch.setitem(shutdown._STATE, "previous", app)
+    ds = _app_handler_loop(
+        tmp_path, monkeypatch, lambda: shutdown._on_sigterm(signal.SIGTERM, None), where
+    )
+    assert depth == [0]  # called once, outside every held block
+    _nothing_lost_or_twice(ds)
+
+
+@pytest.mark.parametrize("where", ["settle", "handover"])
+def test_an_application_ctrl_c_handler_runs_once_the_hook_has_settled_its_rows(
+    tmp_path, monkeypatch, own_signals, gpu, where
+):
+    depth = []
+
+    def app(signum, frame):
+        depth.append(getattr(shutdown._LOCAL, "depth", 0))
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, app)  # own_signals puts the handler back afterwards
+    ds = _app_handler_loop(
+        tmp_path, monkeypatch, lambda: os.kill(os.getpid(), signal.SIGINT), where
+    )
+    assert depth[:1] == [0]
+    assert signal.getsignal(signal.SIGINT) is app  # put back after each block
+    _nothing_lost_or_twice(ds)

@@ -408,20 +408,24 @@ class VariationDriver:
         self.settle()
         if usual and self._prefetched(env, env_ids):  # the values were on the device already
             return
+        before = self._tracker.seq
         try:
             if not (usual and self._compiled(env, env_ids)):
                 self._general_reset(env, env_ids, reset_fn)
         finally:
-            self._after_slow_reset(usual)
+            self._after_slow_reset(usual, before, _no_ids(env_ids))
 
-    def _after_slow_reset(self, usual: bool) -> None:
+    def _after_slow_reset(self, usual: bool, before: int, empty: bool) -> None:
         """A reset that was not prefetched moved the tracker: the prefetch tables are
         made again, at once where this reset could have been prefetched (``usual``:
-        :class:`PrefetchedReset` was asked)."""
+        :class:`PrefetchedReset` was asked), unless it began no episode (``empty``: no
+        ids; the tables were current when the tracker's seq was ``before``)."""
         p = self._prefetched
+        if empty:  # an env whose loop resets every step, often with no ids
+            p.keep(before)
         if usual and p.wanted:
             p.build()
-        elif p.plan is not None:
+        elif p.plan is not None and self._tracker.seq != p.seq:
             p.forget()
 
     def _general_reset(
@@ -461,3 +465,11 @@ class VariationDriver:
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         self.close(error=exc)
+
+
+def _no_ids(env_ids: Any) -> bool:
+    """Whether ``env_ids`` is an empty list of ids (a reset that begins no episode)."""
+    shape = getattr(env_ids, "shape", None)
+    if shape is None:
+        return isinstance(env_ids, (list, tuple)) and not env_ids
+    return tuple(shape) == (0,)

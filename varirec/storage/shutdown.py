@@ -16,16 +16,19 @@ blocks and ``finally`` clauses run and every open writer closes its parts; a sec
 SIGTERM during that shutdown is ignored. A SIGTERM that arrives while the main thread
 is inside :func:`exit_held` exits when that block ends, so no batch is half written.
 If another SIGTERM handler was installed before, it is called instead (it owns the
-shutdown); if SIGTERM was ignored, it stays ignored. The atexit hook closes writers
+shutdown), at once or, inside :func:`exit_held`, when the block ends; if SIGTERM was
+ignored, it stays ignored. A handler installed after the first writer replaces
+varirec's: what it does happens where the signal lands. The atexit hook closes writers
 still open at interpreter exit, as failed if the interpreter is exiting because of
 an uncaught exception or SIGTERM. Objects are closed in the reverse order of their
 registration: a RecorderManager (registered after the RunWriter it opened) hands its
 buffered rows to its writer before the writer closes.
 
-Ctrl-C (SIGINT with Python's default handler) is held back like SIGTERM inside
-:func:`exit_held` on the main thread: a batch is then either accepted by the writer
-and cleared from its buffer, or still in the buffer, never both or neither. A second
-Ctrl-C while closing (``exit_held(closing=True)``) interrupts at once.
+Ctrl-C is held back like SIGTERM inside :func:`exit_held` on the main thread: a batch
+is then either accepted by the writer and cleared from its buffer, or still in the
+buffer, never both or neither. With Python's default handler the KeyboardInterrupt is
+raised when the block ends; an application's own SIGINT handler is called then. A
+second Ctrl-C while closing (``exit_held(closing=True)``) interrupts at once.
 """
 
 from __future__ import annotations
@@ -120,6 +123,9 @@ def signal_of(writer: Any) -> int | None:
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     previous = _STATE["previous"]
     if callable(previous):
+        if getattr(_LOCAL, "depth", 0):  # mid-write: the application's handler runs after
+            _defer(previous, signum, frame)
+            return
         previous(signum, frame)
         return
     if _STATE["signal"] is not None:
@@ -144,7 +150,15 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    """Installed only inside :func:`exit_held`: holds Ctrl-C back until the block ends."""
+    """Installed only inside :func:`exit_held`: holds Ctrl-C back until the block ends
+    (the SIGINT handler it replaced is ``_LOCAL.sigint``)."""
+    own = getattr(_LOCAL, "sigint", signal.default_int_handler)
+    if own is not signal.default_int_handler:  # the application's handler, called later
+        if not getattr(_LOCAL, "depth", 0) or (getattr(_LOCAL, "closing", 0) and _deferred(own)):
+            own(signum, frame)  # outside a block, or a second Ctrl-C while closing
+        else:
+            _defer(own, signum, frame)
+        return
     if not getattr(_LOCAL, "depth", 0):  # outside a block: what Python does by default
         raise KeyboardInterrupt
     pending = getattr(_LOCAL, "pending", None)
@@ -164,20 +178,24 @@ def exit_held(*, closing: bool = False) -> Iterator[None]:
     nothing was handed over yet. ``closing=True`` (a close in progress) makes
     :func:`raise_if_pending` wait for the block's end too.
 
-    Ctrl-C is held back only on the main thread and only while Python's default SIGINT
-    handler is installed (a handler of the application's own is left alone).
+    Ctrl-C is held back on the main thread, where a Python function handles SIGINT
+    (Python's default handler, or the application's own: called when the block ends).
     """
     depth = getattr(_LOCAL, "depth", 0)
     closing_before = getattr(_LOCAL, "closing", 0)
-    swap = (
-        depth == 0
-        and threading.current_thread() is threading.main_thread()
-        and _signal.getsignal(_SIGINT) in (signal.default_int_handler, _on_sigint)
-    )
+    own = None
+    if depth == 0 and threading.current_thread() is threading.main_thread():
+        own = _signal.getsignal(_SIGINT)
+        if own is _on_sigint:  # left installed by an interrupted block
+            own = getattr(_LOCAL, "sigint", signal.default_int_handler)
+        elif not callable(own):  # ignored, or the C default: nothing to hold back
+            own = None
+    swap = own is not None
     try:
-        # _on_sigint acts as the default handler outside a block, so if an interrupt
+        # _on_sigint acts as the replaced handler outside a block, so if an interrupt
         # lands between these lines, or after the restore below, nothing is held back
         if swap:
+            _LOCAL.sigint = own
             _signal.signal(_SIGINT, _on_sigint)
         _LOCAL.closing = closing_before + closing
         _LOCAL.depth = depth + 1
@@ -186,7 +204,7 @@ def exit_held(*, closing: bool = False) -> Iterator[None]:
         _LOCAL.closing = closing_before
         _LOCAL.depth = depth
         if swap:
-            _signal.signal(_SIGINT, signal.default_int_handler)
+            _signal.signal(_SIGINT, own)
         if depth == 0:
             _raise_pending()
 
@@ -218,10 +236,25 @@ def raise_if_pending() -> None:
         _raise_pending()
 
 
+def _defer(handler: Callable[..., Any], signum: int, frame: FrameType | None) -> None:
+    """Call the application's signal ``handler`` when this thread's block ends (once per
+    handler and signal)."""
+    if not _deferred(handler, signum):
+        _LOCAL.deferred = [*getattr(_LOCAL, "deferred", ()), (handler, signum, frame)]
+
+
+def _deferred(handler: Callable[..., Any], signum: int = _SIGINT) -> bool:
+    """Whether ``handler`` waits for this thread's block to end, for ``signum``."""
+    return any(h is handler and n == signum for h, n, _ in getattr(_LOCAL, "deferred", ()))
+
+
 def _raise_pending() -> None:
+    deferred = getattr(_LOCAL, "deferred", ())
     pending = getattr(_LOCAL, "pending", None)
+    _LOCAL.deferred, _LOCAL.pending = (), None
+    for handler, signum, frame in deferred:  # the application's signal handlers, held back
+        handler(signum, frame)  # what one raises ends the hook, as a held-back exit would
     if pending is not None:
-        _LOCAL.pending = None
         if isinstance(pending, SystemExit):
             logger.warning("closing %d open recorder(s) and writer(s), then exiting", len(_OPEN))
             if not _SIGNALLED:  # no open writer to close for it (held while one was made
