@@ -4,16 +4,16 @@ for the host, and in which part of the loop the host was when the GPU resumed.
 One loop per mode (bare, null, recording; ``--rounds`` times, interleaved) runs under
 ``torch.profiler`` with the loop's parts labelled (the env's physics and reset, and
 varirec's ``record_step``, ``reset`` and ``record_post_step``). From the GPU's timeline
-it prints, per step: the wall clock, the kernels' busy time, the GPU's idle time and
-the host region in which each idle gap ended (the part of the loop the GPU was waiting
-for: time spent there, and in the unlabelled loop code before it). The kernels that a
-mode adds to the bare loop's are listed with their time. The profiler adds a few us to
-each host call, so the wall clock here is longer than ``bench_gpu_loop.py``'s; compare
-the modes with each other.
+it prints, per step: the kernels' busy time, the GPU's idle time (the step on the GPU
+is their sum) and the host region in which each idle gap ended (the part of the loop
+the GPU was waiting for: time spent there, and in the unlabelled loop code before it).
+The kernels that a mode adds to the bare loop's are listed with their time. The
+profiler adds several us to each host call, so the host is slower here than in
+``bench_gpu_loop.py`` and its idle times are longer: read the busy times as they are,
+and compare the modes' idle times with each other.
 
-On an H200 this showed (2026-11-28) that varirec's cost is the GPU's idle time, not its
-kernels: 2 to 20 us a step of extra kernels, 100 to 170 us of extra idle time, most of
-it in the window from the reset's ``nonzero()`` to the next step's launch.
+On an H200 (2026-11-28) varirec's kernels added 7-9 us a step (null) and 18-28 us
+(recording); the rest of its cost is the GPU's idle time, waiting for the host.
 
 Run: ``python benchmarks/gpu_timeline.py`` (CUDA; ``--envs 4096 65536``, ``--steps 40``;
 ``--trace DIR`` keeps each mode's Chrome trace, gzipped, for ``chrome://tracing`` or
@@ -88,17 +88,16 @@ def labelled() -> Iterator[None]:
 _inside = [False]
 
 
-def profiled(mode: str, env: loop.TorchEnv, steps: int, tmp: Path) -> tuple[float, list[dict]]:
-    """One loop of ``mode`` under the profiler: wall seconds per step, and its trace events."""
+def profiled(mode: str, env: loop.TorchEnv, steps: int, tmp: Path) -> list[dict]:
+    """The trace events of one loop of ``mode`` under the profiler."""
     prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
     out = tmp / mode if mode == "recording" else None
     with labelled():
-        per_step = loop.run_loop(mode, env, steps, 30, True, out, window=(prof.start, prof.stop))
+        loop.run_loop(mode, env, steps, 30, True, out, window=(prof.start, prof.stop))
     path = tmp / f"{mode}.json"
     prof.export_chrome_trace(str(path))
     with path.open() as f:
-        events = json.load(f)["traceEvents"]
-    return per_step["wall"], events
+        return json.load(f)["traceEvents"]
 
 
 def timeline(events: list[dict], steps: int) -> dict[str, Any]:
@@ -137,25 +136,24 @@ def timeline(events: list[dict], steps: int) -> dict[str, Any]:
     }
 
 
-def report(num_envs: int, results: dict[str, list[tuple[float, dict[str, Any]]]]) -> None:
+def report(num_envs: int, results: dict[str, list[dict[str, Any]]]) -> None:
     def med(mode: str, f: Any) -> float:
-        return statistics.median(f(wall, t) for wall, t in results[mode])
+        return statistics.median(f(t) for t in results[mode])
 
-    print(f"\n{num_envs} envs: us/step, median over rounds")
-    print(f"{'mode':>10} {'wall':>8} {'GPU busy':>9} {'GPU idle':>9}")
+    print(f"\n{num_envs} envs: us/step on the GPU, median over rounds")
+    print(f"{'mode':>10} {'GPU busy':>9} {'GPU idle':>9} {'step':>9}")
     for mode in loop.MODES:
-        print(
-            f"{mode:>10} {med(mode, lambda w, t: w * 1e6):8.0f} "
-            f"{med(mode, lambda w, t: t['busy']):9.0f} {med(mode, lambda w, t: t['idle']):9.0f}"
-        )
-    regions = sorted({k for runs in results.values() for _, t in runs for k in t["idle_in"]})
-    print("GPU idle by the host region it ended in:")
+        busy, idle = med(mode, lambda t: t["busy"]), med(mode, lambda t: t["idle"])
+        step = med(mode, lambda t: t["busy"] + t["idle"])
+        print(f"{mode:>10} {busy:9.0f} {idle:9.0f} {step:9.0f}")
+    regions = sorted({k for runs in results.values() for t in runs for k in t["idle_in"]})
+    print("GPU idle by the host region it ended in (bare, null, recording):")
     for region in regions:
-        cells = [med(m, lambda w, t, k=region: t["idle_in"].get(k, 0.0)) for m in loop.MODES]
+        cells = [med(m, lambda t, k=region: t["idle_in"].get(k, 0.0)) for m in loop.MODES]
         print(f"  {region:>52} " + " ".join(f"{c:8.0f}" for c in cells))
-    bare = results["bare"][-1][1]["kernels"]
+    bare = results["bare"][-1]["kernels"]
     for mode in loop.MODES[1:]:
-        extra = {k: v - bare.get(k, 0.0) for k, v in results[mode][-1][1]["kernels"].items()}
+        extra = {k: v - bare.get(k, 0.0) for k, v in results[mode][-1]["kernels"].items()}
         top = sorted(extra.items(), key=lambda kv: -kv[1])[:6]
         print(f"kernels {mode} adds (us/step): " + "; ".join(f"{v:.1f} {k[:48]}" for k, v in top))
 
@@ -172,15 +170,18 @@ def main() -> None:
         sys.exit("gpu_timeline.py reads the GPU's timeline: it needs a CUDA device")
     device = torch.device("cuda")
     print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]):
+        torch.ones(8, device=device).add_(1)  # the profiler's first start (CUPTI), untimed
+        torch.cuda.synchronize(device)
     for num_envs in args.envs:
         reps, _ = loop._calibrate(num_envs, 20, 1024, args.step_ms, device)
-        results: dict[str, list[tuple[float, dict[str, Any]]]] = defaultdict(list)
+        results: dict[str, list[dict[str, Any]]] = defaultdict(list)
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(args.rounds):
                 for mode in loop.MODES:
                     env = loop.TorchEnv(num_envs, 20, reps, 1024, device)
-                    wall, events = profiled(mode, env, args.steps, Path(tmp))
-                    results[mode].append((wall, timeline(events, args.steps)))
+                    events = profiled(mode, env, args.steps, Path(tmp))
+                    results[mode].append(timeline(events, args.steps))
                     if args.trace is not None:
                         args.trace.mkdir(parents=True, exist_ok=True)
                         name = args.trace / f"trace-{num_envs}-{mode}.json.gz"
