@@ -635,6 +635,32 @@ def test_resets_with_no_ids_between_resets_keep_the_tables(tmp_path, gpu, monkey
     _same_applied(applied)
 
 
+def test_a_reset_with_no_ids_that_begins_an_episode_by_hand_makes_the_tables_again(gpu):
+    """Its ``reset_fn`` draws a variation for an env that never began an episode, which
+    begins one: the tables' row of that env is stale, and the next resets of it apply
+    what a numpy run applies."""
+    applied: dict = {}
+    for name, arrays, device in (("numpy", np.asarray, None), ("device", torch.as_tensor, "cpu")):
+        vs = _variations(applied, name)
+        m = vr.NullRecorderManager(4, variations=vs, seed=2, device=device)
+        m.reset(None, arrays(np.arange(3)))  # env 3 never reset
+        m.record_step()
+        m.reset(None, arrays(np.array([0])))  # the tables are made: prefetched from here
+        m.record_step()
+
+        def begin_3(ids, seeds, mass=vs[0]):
+            mass.draw(None, np.array([3]), apply=False)
+
+        m.reset(None, arrays(np.zeros(0, np.int64)), reset_fn=begin_3)
+        m.record_step()
+        for _ in range(3):
+            m.reset(None, arrays(np.array([3])))
+            m.record_step()
+        assert m.tracker.episode.tolist() == [1, 0, 0, 3]
+    assert gpu[0] > 0
+    _same_applied(applied, least=3)
+
+
 @pytest.mark.parametrize("prefetch", [True, False])
 def test_a_write_error_raised_at_a_reset_loses_no_episode(tmp_path, gpu, monkeypatch, prefetch):
     """A failed write of the steps table is raised again at the next hand-over, which

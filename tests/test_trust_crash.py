@@ -606,10 +606,13 @@ def test_a_non_ascii_hostname_gives_an_ascii_writer_id(tmp_path, monkeypatch):
 
 
 # --------------------------------------------- an application's own signal handlers
-def _app_handler_loop(tmp_path, monkeypatch, fire, where: str):
+def _app_handler_loop(
+    tmp_path, monkeypatch, fire, where: str, raises=(SystemExit, KeyboardInterrupt)
+):
     """Three prefetched resets of every env of a forced-GPU loop (8 envs), then a fourth
     hook inside which ``fire()`` delivers a signal: while the settle records the finished
-    episodes, or right after a chunk was handed to the writer. Returns the dataset."""
+    episodes, right after a chunk was handed to the writer, or just before (``submit``).
+    The hook must raise one of ``raises``. Returns the dataset."""
     from varirec.recording.prefetched_reset import PrefetchedReset
     from varirec.storage import sink
 
@@ -634,17 +637,17 @@ def _app_handler_loop(tmp_path, monkeypatch, fire, where: str):
     if where == "settle":
         wrap(manager_module.RecorderManager, "finishing", after=False)
     else:
-        wrap(sink.TableSink, "submit", after=True)
+        wrap(sink.TableSink, "submit", after=where == "handover")
     n = 8
     mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
     m = vr.RecorderManager(n, variations=[mass], output=tmp_path, run_id="r", seed=0,
                            device="cpu")  # fmt: skip
     ones, done = torch.ones(n), torch.ones(n, dtype=torch.bool)
-    with pytest.raises((SystemExit, KeyboardInterrupt)), m:
+    with pytest.raises(raises), m:
         m.reset(None, torch.arange(n))
         for _ in range(3):
             m.record_step(reward=ones, terminated=done)
-            if where == "handover":
+            if where != "settle":
                 m.flush()
             m.reset(None, torch.arange(n))
             m.record_post_step()
@@ -654,6 +657,7 @@ def _app_handler_loop(tmp_path, monkeypatch, fire, where: str):
             m.record_step(reward=ones)  # settles the last reset: the signal lands inside
         else:
             m.flush()  # settles it and hands its rows over: the signal lands inside
+        assert where == "none"
     assert not armed[0]
     return vr.open_dataset(tmp_path)
 
@@ -703,3 +707,61 @@ def test_an_application_ctrl_c_handler_runs_once_the_hook_has_settled_its_rows(
     assert depth[:1] == [0]
     assert signal.getsignal(signal.SIGINT) is app  # put back after each block
     _nothing_lost_or_twice(ds)
+
+
+class Preempted(Exception):
+    """What a cluster script's SIGTERM handler may raise (not an exit)."""
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigint"])
+def test_an_application_handler_raising_an_error_before_a_hand_over_loses_no_chunk(
+    tmp_path, monkeypatch, own_signals, gpu, how
+):
+    """The handler runs once the hook's block ends, not inside the hand-over (where an
+    ordinary error would clear a buffer that was never queued)."""
+    depth = []
+
+    def app(signum, frame):
+        depth.append(getattr(shutdown._LOCAL, "depth", 0))
+        raise Preempted
+
+    if how == "sigterm":
+        shutdown.install_hooks()
+        monkeypatch.setitem(shutdown._STATE, "previous", app)
+        fire = lambda: shutdown._on_sigterm(signal.SIGTERM, None)  # noqa: E731
+    else:
+        signal.signal(signal.SIGINT, app)
+        fire = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
+    ds = _app_handler_loop(tmp_path, monkeypatch, fire, "submit", raises=Preempted)
+    assert depth == [0]
+    _nothing_lost_or_twice(ds)
+
+
+def test_varirec_s_held_exit_outlives_an_application_ctrl_c_handler(own_signals):
+    """A SIGTERM (varirec's handler) and a Ctrl-C (the application's, which raises) in one
+    block: the handler is called, and the exit is what the block raises."""
+    calls = []
+
+    def app(signum, frame):
+        calls.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, app)
+    shutdown._OPEN[object()] = None  # an open writer: the SIGTERM is held, not fatal
+    with pytest.raises(SystemExit) as info, shutdown.exit_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        shutdown._on_sigterm(signal.SIGTERM, None)
+    assert info.value.code == 128 + signal.SIGTERM and calls == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is app
+
+
+def test_a_second_ctrl_c_while_closing_interrupts_even_with_an_exit_held(own_signals):
+    reached = []
+    shutdown._OPEN[object()] = None
+    with pytest.raises(SystemExit), shutdown.exit_held(closing=True):
+        shutdown._on_sigterm(signal.SIGTERM, None)  # an exit held for the close's end
+        os.kill(os.getpid(), signal.SIGINT)  # held
+        reached.append(1)
+        os.kill(os.getpid(), signal.SIGINT)  # the user insists: the close stops here
+        reached.append(2)
+    assert reached == [1]

@@ -408,20 +408,26 @@ class VariationDriver:
         self.settle()
         if usual and self._prefetched(env, env_ids):  # the values were on the device already
             return
-        before = self._tracker.seq
+        t = self._tracker
+        before = t.seq
+        # A reset of no ids (a loop that resets every step, often with none) begins no
+        # episode unless its apply or reset_fn begins one by hand: the episode indices,
+        # which the tables' rows were drawn for, tell.
+        kept = self._prefetched.plan is not None and _no_ids(env_ids)
+        episodes = t.episode.copy() if kept else None
         try:
             if not (usual and self._compiled(env, env_ids)):
                 self._general_reset(env, env_ids, reset_fn)
         finally:
-            self._after_slow_reset(usual, before, _no_ids(env_ids))
+            self._after_slow_reset(usual, before, episodes)
 
-    def _after_slow_reset(self, usual: bool, before: int, empty: bool) -> None:
+    def _after_slow_reset(self, usual: bool, before: int, episodes: np.ndarray | None) -> None:
         """A reset that was not prefetched moved the tracker: the prefetch tables are
         made again, at once where this reset could have been prefetched (``usual``:
-        :class:`PrefetchedReset` was asked), unless it began no episode (``empty``: no
-        ids; the tables were current when the tracker's seq was ``before``)."""
+        :class:`PrefetchedReset` was asked), unless every env's episode index is still
+        ``episodes`` (the tables were current when the tracker's seq was ``before``)."""
         p = self._prefetched
-        if empty:  # an env whose loop resets every step, often with no ids
+        if episodes is not None and np.array_equal(episodes, self._tracker.episode):
             p.keep(before)
         if usual and p.wanted:
             p.build()

@@ -161,10 +161,10 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
         return
     if not getattr(_LOCAL, "depth", 0):  # outside a block: what Python does by default
         raise KeyboardInterrupt
-    pending = getattr(_LOCAL, "pending", None)
-    if getattr(_LOCAL, "closing", 0) and isinstance(pending, KeyboardInterrupt):
+    if getattr(_LOCAL, "closing", 0) and getattr(_LOCAL, "ctrl_c", False):
         raise KeyboardInterrupt  # a second Ctrl-C while closing: the user insists
-    if pending is None:
+    _LOCAL.ctrl_c = True
+    if getattr(_LOCAL, "pending", None) is None:  # a SIGTERM's exit held already stays
         _LOCAL.pending = KeyboardInterrupt()
 
 
@@ -203,7 +203,7 @@ def exit_held(*, closing: bool = False) -> Iterator[None]:
     finally:
         _LOCAL.closing = closing_before
         _LOCAL.depth = depth
-        if swap:
+        if swap and _signal.getsignal(_SIGINT) is _on_sigint:  # not replaced meanwhile
             _signal.signal(_SIGINT, own)
         if depth == 0:
             _raise_pending()
@@ -233,7 +233,7 @@ def raise_if_pending() -> None:
     Call it inside :func:`exit_held` only where nothing has been handed over yet.
     """
     if not getattr(_LOCAL, "closing", 0):
-        _raise_pending()
+        _raise_pending(deferred=False)  # the application's handlers wait for the block's end
 
 
 def _defer(handler: Callable[..., Any], signum: int, frame: FrameType | None) -> None:
@@ -248,17 +248,30 @@ def _deferred(handler: Callable[..., Any], signum: int = _SIGINT) -> bool:
     return any(h is handler and n == signum for h, n, _ in getattr(_LOCAL, "deferred", ()))
 
 
-def _raise_pending() -> None:
-    deferred = getattr(_LOCAL, "deferred", ())
+def _raise_pending(*, deferred: bool = True) -> None:
+    """Raise what a signal held back; ``deferred``: call the application's handlers held
+    back first (each one, whatever another raises). varirec's own exit goes first, then
+    the first error of a handler, then a held Ctrl-C."""
+    handlers = getattr(_LOCAL, "deferred", ()) if deferred else ()
     pending = getattr(_LOCAL, "pending", None)
-    _LOCAL.deferred, _LOCAL.pending = (), None
-    for handler, signum, frame in deferred:  # the application's signal handlers, held back
-        handler(signum, frame)  # what one raises ends the hook, as a held-back exit would
+    _LOCAL.pending, _LOCAL.ctrl_c = None, False
+    if deferred:
+        _LOCAL.deferred = ()
+    raised: BaseException | None = None
+    for handler, signum, frame in handlers:
+        try:
+            handler(signum, frame)
+        except BaseException as exc:
+            if raised is None:
+                raised = exc
+    if isinstance(pending, SystemExit):
+        logger.warning("closing %d open recorder(s) and writer(s), then exiting", len(_OPEN))
+        if not _SIGNALLED:  # no open writer to close for it (held while one was made
+            _STATE["signal"] = None  # or closed): a caught exit leaves no signal behind
+        raise pending
+    if raised is not None:
+        raise raised
     if pending is not None:
-        if isinstance(pending, SystemExit):
-            logger.warning("closing %d open recorder(s) and writer(s), then exiting", len(_OPEN))
-            if not _SIGNALLED:  # no open writer to close for it (held while one was made
-                _STATE["signal"] = None  # or closed): a caught exit leaves no signal behind
         raise pending
 
 
