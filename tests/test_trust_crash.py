@@ -765,3 +765,12 @@ def test_a_second_ctrl_c_while_closing_interrupts_even_with_an_exit_held(own_sig
         os.kill(os.getpid(), signal.SIGINT)  # the user insists: the close stops here
         reached.append(2)
     assert reached == [1]
+
+
+def test_a_ctrl_c_handler_installed_inside_a_block_stays_installed(own_signals):
+    def mine(signum, frame):
+        pass
+
+    with shutdown.exit_held():
+        signal.signal(signal.SIGINT, mine)  # a listener's, during a settle
+    assert signal.getsignal(signal.SIGINT) is mine
