@@ -774,16 +774,3 @@ def test_a_ctrl_c_handler_installed_inside_a_block_stays_installed(own_signals):
     with shutdown.exit_held():
         signal.signal(signal.SIGINT, mine)  # a listener's, during a settle
     assert signal.getsignal(signal.SIGINT) is mine
-
-
-def test_a_second_ctrl_c_calls_a_held_back_application_handler_at_once(own_signals):
-    """A write that hangs stays interruptible: the second Ctrl-C calls the handler held
-    back for the first, once, inside the block."""
-    calls = []
-    signal.signal(signal.SIGINT, lambda s, f: calls.append(shutdown._LOCAL.depth))
-    with shutdown.exit_held():
-        os.kill(os.getpid(), signal.SIGINT)
-        assert calls == []  # held back
-        os.kill(os.getpid(), signal.SIGINT)
-        assert calls == [1]  # called now, inside the block
-    assert calls == [1]  # and not again at its end

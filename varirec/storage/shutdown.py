@@ -27,10 +27,8 @@ buffered rows to its writer before the writer closes.
 Ctrl-C is held back like SIGTERM inside :func:`exit_held` on the main thread: a batch
 is then either accepted by the writer and cleared from its buffer, or still in the
 buffer, never both or neither. With Python's default handler the KeyboardInterrupt is
-raised when the block ends (a wait for queue space raises it at once), and a second
-Ctrl-C while closing (``exit_held(closing=True)``) interrupts at once. An application's
-own SIGINT handler is called when the block ends, or at a second Ctrl-C while the
-first one waits (a write that hangs stays interruptible).
+raised when the block ends; an application's own SIGINT handler is called then. A
+second Ctrl-C while closing (``exit_held(closing=True)``) interrupts at once.
 """
 
 from __future__ import annotations
@@ -156,11 +154,8 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     (the SIGINT handler it replaced is ``_LOCAL.sigint``)."""
     own = getattr(_LOCAL, "sigint", signal.default_int_handler)
     if own is not signal.default_int_handler:  # the application's handler, called later
-        if not getattr(_LOCAL, "depth", 0):
-            own(signum, frame)
-        elif _deferred(own):  # a second Ctrl-C while the first waits (a hung write, say)
-            _LOCAL.deferred = [d for d in _LOCAL.deferred if d[0] is not own or d[1] != signum]
-            own(signum, frame)  # the user insists: the first one's call, now
+        if not getattr(_LOCAL, "depth", 0) or (getattr(_LOCAL, "closing", 0) and _deferred(own)):
+            own(signum, frame)  # outside a block, or a second Ctrl-C while closing
         else:
             _defer(own, signum, frame)
         return
