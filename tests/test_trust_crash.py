@@ -774,3 +774,22 @@ def test_a_ctrl_c_handler_installed_inside_a_block_stays_installed(own_signals):
     with shutdown.exit_held():
         signal.signal(signal.SIGINT, mine)  # a listener's, during a settle
     assert signal.getsignal(signal.SIGINT) is mine
+
+
+def test_an_exit_raised_early_inside_a_block_outlives_a_held_handler_s_error(own_signals):
+    """A wait for queue space raises varirec's held exit early (raise_if_pending); at the
+    block's end the application's Ctrl-C handler held back still runs, and its error
+    does not replace the exit."""
+    calls = []
+
+    def app(signum, frame):
+        calls.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, app)
+    shutdown._OPEN[object()] = None
+    with pytest.raises(SystemExit) as info, shutdown.exit_held():
+        os.kill(os.getpid(), signal.SIGINT)  # held back
+        shutdown._on_sigterm(signal.SIGTERM, None)  # held back
+        shutdown.raise_if_pending()  # as the wait for queue space does
+    assert info.value.code == 128 + signal.SIGTERM and calls == [signal.SIGINT]

@@ -205,8 +205,8 @@ def exit_held(*, closing: bool = False) -> Iterator[None]:
         _LOCAL.depth = depth
         if swap and _signal.getsignal(_SIGINT) is _on_sigint:  # not replaced meanwhile
             _signal.signal(_SIGINT, own)
-        if depth == 0:
-            _raise_pending()
+        if depth == 0:  # an exit raised inside the block (raise_if_pending) goes on
+            _raise_pending(exiting=isinstance(sys.exc_info()[1], SystemExit))
 
 
 def hand_over(send: Callable[[Any], object], item: Any, clear: Callable[[], object]) -> None:
@@ -248,10 +248,11 @@ def _deferred(handler: Callable[..., Any], signum: int = _SIGINT) -> bool:
     return any(h is handler and n == signum for h, n, _ in getattr(_LOCAL, "deferred", ()))
 
 
-def _raise_pending(*, deferred: bool = True) -> None:
+def _raise_pending(*, deferred: bool = True, exiting: bool = False) -> None:
     """Raise what a signal held back; ``deferred``: call the application's handlers held
     back first (each one, whatever another raises). varirec's own exit goes first, then
-    the first error of a handler, then a held Ctrl-C."""
+    the first error of a handler, then a held Ctrl-C; ``exiting`` (an exit is on its way
+    already): the handlers run, and nothing but a held exit is raised."""
     handlers = getattr(_LOCAL, "deferred", ()) if deferred else ()
     pending = getattr(_LOCAL, "pending", None)
     _LOCAL.pending, _LOCAL.ctrl_c = None, False
@@ -269,6 +270,8 @@ def _raise_pending(*, deferred: bool = True) -> None:
         if not _SIGNALLED:  # no open writer to close for it (held while one was made
             _STATE["signal"] = None  # or closed): a caught exit leaves no signal behind
         raise pending
+    if exiting:
+        return
     if raised is not None:
         raise raised
     if pending is not None:
