@@ -613,7 +613,6 @@ def _app_handler_loop(
     hook inside which ``fire()`` delivers a signal: while the settle records the finished
     episodes, right after a chunk was handed to the writer, or just before (``submit``).
     The hook must raise one of ``raises``. Returns the dataset."""
-    from varirec.recording.prefetched_reset import PrefetchedReset
     from varirec.storage import sink
 
     torch = pytest.importorskip("torch")
@@ -651,7 +650,6 @@ def _app_handler_loop(
                 m.flush()
             m.reset(None, torch.arange(n))
             m.record_post_step()
-        assert PrefetchedReset.__call__.__name__ == "counted"  # the gpu fixture's
         armed[0] = True
         if where == "settle":
             m.record_step(reward=ones)  # settles the last reset: the signal lands inside
@@ -687,6 +685,7 @@ def test_an_application_sigterm_handler_runs_once_the_hook_has_settled_its_rows(
         tmp_path, monkeypatch, lambda: shutdown._on_sigterm(signal.SIGTERM, None), where
     )
     assert depth == [0]  # called once, outside every held block
+    assert gpu[0] >= 3  # the resets were prefetched: the settle is what the signal met
     _nothing_lost_or_twice(ds)
 
 
@@ -706,6 +705,7 @@ def test_an_application_ctrl_c_handler_runs_once_the_hook_has_settled_its_rows(
     )
     assert depth[:1] == [0]
     assert signal.getsignal(signal.SIGINT) is app  # put back after each block
+    assert gpu[0] >= 3  # the resets were prefetched: the settle is what the signal met
     _nothing_lost_or_twice(ds)
 
 
@@ -734,6 +734,7 @@ def test_an_application_handler_raising_an_error_before_a_hand_over_loses_no_chu
         fire = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
     ds = _app_handler_loop(tmp_path, monkeypatch, fire, "submit", raises=Preempted)
     assert depth == [0]
+    assert gpu[0] >= 3  # the resets were prefetched: the settle is what the signal met
     _nothing_lost_or_twice(ds)
 
 

@@ -205,8 +205,8 @@ def exit_held(*, closing: bool = False) -> Iterator[None]:
         _LOCAL.depth = depth
         if swap and _signal.getsignal(_SIGINT) is _on_sigint:  # not replaced meanwhile
             _signal.signal(_SIGINT, own)
-        if depth == 0:  # an exit raised inside the block (raise_if_pending) goes on
-            _raise_pending(exiting=isinstance(sys.exc_info()[1], SystemExit))
+        if depth == 0:
+            _raise_pending()
 
 
 def hand_over(send: Callable[[Any], object], item: Any, clear: Callable[[], object]) -> None:
@@ -248,13 +248,15 @@ def _deferred(handler: Callable[..., Any], signum: int = _SIGINT) -> bool:
     return any(h is handler and n == signum for h, n, _ in getattr(_LOCAL, "deferred", ()))
 
 
-def _raise_pending(*, deferred: bool = True, exiting: bool = False) -> None:
+def _raise_pending(*, deferred: bool = True) -> None:
     """Raise what a signal held back; ``deferred``: call the application's handlers held
     back first (each one, whatever another raises). varirec's own exit goes first, then
-    the first error of a handler, then a held Ctrl-C; ``exiting`` (an exit is on its way
-    already): the handlers run, and nothing but a held exit is raised."""
+    the first error of a handler, then a held Ctrl-C; where an exit is on its way already
+    (raise_if_pending raised it inside the block), the handlers run and it goes on."""
     handlers = getattr(_LOCAL, "deferred", ()) if deferred else ()
     pending = getattr(_LOCAL, "pending", None)
+    if pending is None and not handlers:  # the usual end of a block: nothing held
+        return
     _LOCAL.pending, _LOCAL.ctrl_c = None, False
     if deferred:
         _LOCAL.deferred = ()
@@ -270,7 +272,7 @@ def _raise_pending(*, deferred: bool = True, exiting: bool = False) -> None:
         if not _SIGNALLED:  # no open writer to close for it (held while one was made
             _STATE["signal"] = None  # or closed): a caught exit leaves no signal behind
         raise pending
-    if exiting:
+    if isinstance(sys.exc_info()[1], SystemExit):  # called from exit_held's finally
         return
     if raised is not None:
         raise raised
