@@ -794,3 +794,46 @@ def test_an_exit_raised_early_inside_a_block_outlives_a_held_handler_s_error(own
         shutdown._on_sigterm(signal.SIGTERM, None)  # held back
         shutdown.raise_if_pending()  # as the wait for queue space does
     assert info.value.code == 128 + signal.SIGTERM and calls == [signal.SIGINT]
+
+
+@pytest.mark.parametrize("held", ["exit", "handler"])
+def test_a_ctrl_c_in_a_block_s_last_lines_leaves_nothing_held_behind(
+    own_signals, monkeypatch, held
+):
+    """A Ctrl-C that lands after the block put Python's handler back, before it raised
+    what it held (placed there with a trace function), escapes as a KeyboardInterrupt:
+    the held SIGTERM exit, or the application's held-back handler, comes at the next
+    block's start, before anything is handed over; the Ctrl-C held before is not raised
+    a second time."""
+    calls, reached = [], []
+    shutdown._OPEN[object()] = None
+    if held == "handler":
+        shutdown.install_hooks()
+        monkeypatch.setitem(shutdown._STATE, "previous", lambda *a: calls.append(a[0]))
+
+    def trace(frame, event, arg):
+        if event == "call" and frame.f_code is shutdown._raise_pending.__code__ and not reached:
+            reached.append("fired")
+            os.kill(os.getpid(), signal.SIGINT)  # Python's default handler is back
+        return None
+
+    try:
+        with pytest.raises(KeyboardInterrupt), shutdown.exit_held():
+            os.kill(os.getpid(), signal.SIGINT)  # held back
+            shutdown._on_sigterm(signal.SIGTERM, None)  # held back
+            sys.settrace(trace)
+    finally:
+        sys.settrace(None)
+    assert reached == ["fired"] and calls == []
+    if held == "exit":
+        with pytest.raises(SystemExit) as info, shutdown.exit_held():
+            reached.append("inside")
+        assert info.value.code == 128 + signal.SIGTERM
+    else:
+        with shutdown.exit_held():
+            reached.append("inside")
+        assert calls == [signal.SIGTERM]
+    with shutdown.exit_held():  # nothing held any more, no stale Ctrl-C
+        shutdown.raise_if_pending()
+        reached.append("clean")
+    assert reached == ["fired", "clean"] if held == "exit" else ["fired", "inside", "clean"]

@@ -182,6 +182,8 @@ def exit_held(*, closing: bool = False) -> Iterator[None]:
     (Python's default handler, or the application's own: called when the block ends).
     """
     depth = getattr(_LOCAL, "depth", 0)
+    if depth == 0 and (getattr(_LOCAL, "pending", None) is not None or _deferred_any()):
+        _left_behind()
     closing_before = getattr(_LOCAL, "closing", 0)
     own = None
     if depth == 0 and threading.current_thread() is threading.main_thread():
@@ -241,6 +243,21 @@ def _defer(handler: Callable[..., Any], signum: int, frame: FrameType | None) ->
     handler and signal)."""
     if not _deferred(handler, signum):
         _LOCAL.deferred = [*getattr(_LOCAL, "deferred", ()), (handler, signum, frame)]
+
+
+def _deferred_any() -> bool:
+    return bool(getattr(_LOCAL, "deferred", ()))
+
+
+def _left_behind() -> None:
+    """What a block held and did not raise: a second Ctrl-C landed in its last lines
+    (after the handler was put back), and the KeyboardInterrupt it raised left before
+    the block's end raised what it held. Nothing is handed over yet here: a held exit
+    is raised now, the application's held-back handlers are called now; a held Ctrl-C
+    is dropped (the one that escaped was the user's)."""
+    if isinstance(getattr(_LOCAL, "pending", None), KeyboardInterrupt):
+        _LOCAL.pending, _LOCAL.ctrl_c = None, False
+    _raise_pending()
 
 
 def _deferred(handler: Callable[..., Any], signum: int = _SIGINT) -> bool:
