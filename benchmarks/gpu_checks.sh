@@ -6,7 +6,7 @@
 # breakdown and the GPU's timeline (busy, and idle by the loop part it waited for). Logs go to $OUT (or the folder given as the first argument); further
 # arguments go to bench_gpu_loop.py.
 #
-#   bash benchmarks/gpu_checks.sh gpu-logs            # ~3 min on an H200
+#   bash benchmarks/gpu_checks.sh gpu-logs            # ~3 min on an H200 with 7 repeats (15 now: ~5)
 #   bash benchmarks/gpu_checks.sh gpu-logs --quick    # a shorter benchmark
 #   git archive 8099b6a varirec | tar -x -C /tmp/base  # then, for a before/after:
 #   VARIREC_BASELINE=/tmp/base bash benchmarks/gpu_checks.sh gpu-logs

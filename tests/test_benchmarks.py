@@ -135,3 +135,25 @@ def test_gpu_timeline_labels_the_loop_parts_once_each(gpu_loop, tmp_path: Path) 
     assert names.count("env physics") == 20 and names.count("varirec record_step") == 20
     # the manager's reset calls the driver's: one label, not two
     assert names.count("varirec reset") == names.count("env reset") > 0
+
+
+@pytest.mark.parametrize("n", [6, 7, 9, 15, 16, 30])
+def test_gpu_loop_s_median_interval_is_the_binomial_order_statistics(gpu_loop, n: int) -> None:
+    """The interval is the narrowest pair of order statistics (x[k], x[n-1-k]) whose
+    coverage under Binomial(n, 1/2) is at least 95 %: computed here from the binomial
+    distribution directly."""
+    from scipy.stats import binom
+
+    rng = np.random.default_rng(n)
+    values = rng.normal(3.0, 2.0, n).tolist()
+    x = np.sort(values)
+    k = max(j for j in range(n // 2) if 1 - 2 * binom.cdf(j, n, 0.5) >= 0.95)
+    assert gpu_loop.median_ci(values) == (x[k], x[n - 1 - k])
+
+
+def test_gpu_loop_s_verdict_needs_the_whole_interval_on_one_side_of_the_goal(gpu_loop) -> None:
+    assert gpu_loop.verdict((0.5, 1.9), 2.0) == "met"
+    assert gpu_loop.verdict((2.1, 6.0), 2.0) == "missed"
+    assert gpu_loop.verdict((1.0, 3.0), 2.0).startswith("undecided: the interval")
+    assert np.isnan(gpu_loop.median_ci([1.0, 2.0, 3.0, 4.0, 5.0])).all()  # 5 repeats: none
+    assert gpu_loop.verdict((np.nan, np.nan), 2.0).startswith("undecided: too few")
