@@ -46,7 +46,7 @@ from varirec.recording.episodes import EpisodeTracker
 from varirec.storage import Dataset, RunWriter
 from varirec.studies.design import DesignSchedule
 from varirec.studies.driver import BatchedEnv, StudyStats, drive_episodes
-from varirec.studies.resume import resume_point
+from varirec.studies.resume import check_same_variations, resume_point
 
 __all__ = ["StudyRun", "run_study"]
 
@@ -163,6 +163,7 @@ def run_study(
     if resume:
         dataset = open_dataset(output)
         _check_same_study(dataset, run_id, study, seed)
+        check_same_variations(dataset, run_id, variations.specs())
         point = resume_point(dataset, run_id, schedule)
         if schedule is not None:
             schedule.skip(point.pairs_finished)

@@ -347,3 +347,32 @@ def test_a_run_that_lost_its_design_table_and_drew_other_rows_is_refused(tmp_pat
                   progress=False, resume=True, **morris)  # fmt: skip
     ds = open_dataset(tmp_path)
     assert ds.read("episodes", "m").num_rows == before and ds.read("design", "m").num_rows == 0
+
+
+def _narrow(key: str = "x1", low: float = -1.0) -> vr.VariationSet:
+    """The Ishigami variations with ``key`` drawn from U(low, pi) instead of U(-pi, pi)."""
+    return vr.VariationSet(
+        vr.Variation(k, vr.VariationCfg(sampler=vr.UniformCfg(low=low if k == key else -np.pi,
+                                                                high=np.pi)))
+        for k in ("x1", "x2", "x3")
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["sobol", "random"])
+def test_a_resume_with_other_distributions_is_refused_before_anything_runs(tmp_path, method):
+    """A design's unit rows map to other values under other bounds, and a random study's
+    new episodes would come from a distribution run.json does not name."""
+    n = 16 if method == "sobol" else 64
+    options = {"method": method, "n": n, "seed": 5, "num_envs": 8, "progress": False}
+    with pytest.raises(RuntimeError, match="died"):
+        run_study(lambda n: dies(make_noisy_env(n), 2), ishigami_variations(), output=tmp_path,
+                  run_id="s", **options)  # fmt: skip
+    before = open_dataset(tmp_path).episodes("s").num_rows
+    variations = [_narrow(), vr.VariationSet(list(ishigami_variations().values())[:2])]
+    for other, named in zip(variations, ["'x1' had", "'x3' is not among"], strict=True):
+        with pytest.raises(DatasetError, match=f"began with other variations: {named}"):
+            run_study(make_noisy_env, other, output=tmp_path, run_id="s", resume=True, **options)
+    assert open_dataset(tmp_path).episodes("s").num_rows == before  # nothing run
+    run_study(make_noisy_env, ishigami_variations(), output=tmp_path, run_id="s", resume=True,
+              **options)  # fmt: skip
+    assert open_dataset(tmp_path).episodes("s").num_rows == (80 if method == "sobol" else 64)

@@ -19,8 +19,11 @@ same values per ``(row, replicate)`` as an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -30,7 +33,7 @@ from varirec.recording.episodes import EpisodeTracker
 from varirec.storage import Dataset, DatasetWarning
 from varirec.studies.design import DesignSchedule
 
-__all__ = ["ResumePoint", "resume_point"]
+__all__ = ["ResumePoint", "check_same_variations", "resume_point"]
 
 
 @dataclass(frozen=True)
@@ -134,3 +137,62 @@ def resume_point(
         seed = pc.fill_null(episodes.column("seed"), -1).to_numpy()
         pairs = schedule.finished_pairs(sid, seed)
     return ResumePoint(run_id, episodes.num_rows, pairs, last, int(last_seq))
+
+
+_SAME = ("mode", "sampler", "shape", "components", "categorical", "labels")
+"""What a variation's spec must keep for a run to be resumed with it (``enabled`` may
+change: a variation enabled later is marked so in ``run.json``)."""
+
+
+def check_same_variations(dataset: Dataset, run_id: str, specs: Iterable[dict[str, Any]]) -> None:
+    """Refuse to resume run ``run_id`` with variations (``specs``: their
+    :meth:`~varirec.variations.variation.Variation.spec`) other than those it began with:
+    the resumed episodes would be drawn from other distributions than ``run.json`` names,
+    and a design's unit rows would map to other values.
+
+    Raises:
+        DatasetError: a variation is missing, added, or its mode or sampler differs.
+
+    Example:
+        >>> import tempfile, numpy as np, varirec as vr
+        >>> root = tempfile.mkdtemp()
+        >>> cfg = lambda hi: vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=hi))
+        >>> with vr.RecorderManager(2, variations=[vr.Variation("mass", cfg(2))],
+        ...                         output=root, run_id="r1") as m:
+        ...     m.reset(None, np.arange(2))
+        >>> same, other = ([vr.Variation("mass", cfg(hi)).spec()] for hi in (2, 3))
+        >>> check_same_variations(vr.open_dataset(root), "r1", same)
+        >>> try:
+        ...     check_same_variations(vr.open_dataset(root), "r1", other)
+        ... except vr.DatasetError as e:
+        ...     print(str(e).split(":")[0])
+        run 'r1' began with other variations
+    """
+    recorded = dataset.run(run_id).metadata.get("variations")
+    if not isinstance(recorded, list):  # a run made by a bare RunWriter: nothing to compare
+        return
+    # As run.json holds them (tuples become lists, floats round-trip exactly).
+    mine = json.loads(json.dumps(list(specs), default=str))
+    then = {s.get("key"): s for s in recorded if isinstance(s, dict)}
+    now = {s["key"]: s for s in mine}
+    problems = [f"{k!r} is not among this call's variations" for k in then if k not in now]
+    problems += [f"{k!r} was not among the run's" for k in now if k not in then]
+    for key in sorted(then.keys() & now.keys()):
+        for field in _SAME:
+            was, is_ = _drawn_from(then[key].get(field)), _drawn_from(now[key].get(field))
+            if was != is_:
+                problems.append(f"{key!r} had {field} {was!r:.120}, this call has {is_!r:.120}")
+    if problems:
+        raise DatasetError(
+            f"run {run_id!r} began with other variations: {'; '.join(problems[:5])}; "
+            "resume it with the variations of its first call (their keys, modes and "
+            "distributions), or start a new run; nothing was written"
+        )
+
+
+def _drawn_from(sampler: Any) -> Any:
+    """A design sampler's base distribution (its rows are checked with the design);
+    anything else as it is."""
+    if isinstance(sampler, dict) and sampler.get("kind") == "design":
+        return sampler.get("base")
+    return sampler
