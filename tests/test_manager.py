@@ -253,3 +253,52 @@ def test_a_term_column_of_k_values_per_episode_is_recorded_as_a_list(tmp_path):
     )
     assert episodes.num_rows == 3 * n  # before: every episode row lost with the column
     assert episodes.column("final_pos").to_pylist()[:n] == [[i, i + 0.5] for i in range(n)]
+
+
+class OnceBad(vr.RecorderTerm):
+    """A term whose ``record_pre_reset`` returns ``cfg.params['bad']`` at its 3rd call."""
+
+    calls = 0
+
+    def columns(self):
+        return {"peak": pa.float64()}
+
+    def record_pre_reset(self, ids):
+        OnceBad.calls += 1
+        if OnceBad.calls == 3:
+            return self.cfg.params["bad"](ids)
+        return {"peak": ids * 1.0}
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        (lambda ids: {"peak": np.ones(len(ids) + 2)}, "with 6 value\\(s\\) for 4 finished"),
+        (lambda ids: {"peak": np.array(["x"] * len(ids))}, "type double cannot hold"),
+        (lambda ids: {"peak": np.ones((len(ids), 2))}, "type double cannot hold"),
+        (lambda ids: {"peak": ids * 1.0, "other": ids}, "which its columns\\(\\) does not declare"),
+    ],
+)
+def test_a_term_s_bad_column_is_refused_at_its_reset_and_the_buffered_episodes_kept(
+    tmp_path, bad, says
+):
+    """Found only at the hand-over, the bad column failed the buffered episodes with it
+    (every good one before it)."""
+    OnceBad.calls = 0
+    n = 4
+    cfg = vr.RecorderTermCfg(term=OnceBad, params={"bad": bad})
+    with vr.RecorderManager(n, output=tmp_path, run_id="r", terms={"t": cfg}) as m:
+        m.reset(None, None)
+        for i in range(4):
+            m.record_step(reward=np.ones(n), terminated=np.ones(n, bool))
+            if i == 2:
+                with pytest.raises(ValueError, match=f"OnceBad.record_pre_reset returned .*{says}"):
+                    m.reset(None, np.arange(n))
+            else:
+                m.reset(None, np.arange(n))
+    ds = vr.open_dataset(tmp_path)
+    episodes = ds.episodes("r").to_pandas()
+    assert ds.run("r").status == "complete"
+    # 2 resets before the bad one and 1 after it (the bad reset's episodes ended there)
+    assert len(episodes) == 3 * n and not episodes.duplicated(["env_id", "episode"]).any()
+    assert episodes["peak"].notna().all()

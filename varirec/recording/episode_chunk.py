@@ -16,12 +16,13 @@ the column's type) or nothing (None: nulls for those episodes).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from varirec.arrays import wait
+from varirec.arrays import is_tensor, wait
 from varirec.recording.device_outcomes import FLAG_ROWS, OUTCOMES_BLOCK, VALUE_ROWS
 from varirec.recording.episodes import FINISHED, FINISHED_BLOCK
 
@@ -88,6 +89,40 @@ def _from_numpy(field: pa.Field, data: Any) -> pa.Array:
             data = data > 0.5
         return pa.array(data, field.type, mask=missing if missing.any() else None)
     return pa.array(data, field.type)
+
+
+def check_term_columns(term: Any, returned: Mapping[str, Any], schema: pa.Schema, n: int) -> None:
+    """Refuse what a term's ``record_pre_reset`` returned for ``n`` episodes where the
+    episodes table could not take it (a column it does not declare, another length, a
+    value its declared type cannot hold), before it joins the buffered episodes: found
+    later, at the hand-over, it would fail the run's buffered rows with it. A tensor
+    still on a device is checked for its shape only (its values are read later)."""
+    declared = term.columns()
+    for name, value in returned.items():
+        where = f"{type(term).__name__}.record_pre_reset returned column {name!r}"
+        if name not in declared:
+            raise ValueError(
+                f"{where}, which its columns() does not declare ({sorted(declared)}); "
+                "declare it there (name -> Arrow type) or do not return it"
+            )
+        if value is None:
+            continue
+        if is_tensor(value) and value.device.type != "cpu":
+            got = tuple(value.shape[:1])
+        else:
+            try:
+                got = (len(_part(schema.field(name), value, n)),)
+            except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+                raise ValueError(
+                    f"{where} as {type(value).__name__} that its declared type "
+                    f"{declared[name]} cannot hold ({exc}); return one value of that type "
+                    "per episode, aligned with env_ids"
+                ) from None
+        if got != (n,):
+            raise ValueError(
+                f"{where} with {got[0] if got else 0} value(s) for {n} finished episode(s); "
+                "return one value per env of env_ids, in its order"
+            )
 
 
 def _is_list(kind: pa.DataType) -> bool:

@@ -44,7 +44,7 @@ from varirec.arrays import ArrayWorld, record_event
 from varirec.errors import RecorderStateError
 from varirec.recording.block_pool import BlockPool
 from varirec.recording.driver import EpisodeSchedule, StudyDesign, VariationDriver
-from varirec.recording.episode_chunk import EpisodeChunk, part_rows
+from varirec.recording.episode_chunk import EpisodeChunk, check_term_columns, part_rows
 from varirec.recording.episodes import EpisodeTracker
 from varirec.recording.term_set import TermHooks, build_terms, builtin_term_cfgs
 from varirec.recording.terms import OUTCOME_NAMES, OutcomeTerm, RecorderTerm, RecorderTermCfg
@@ -340,7 +340,10 @@ class RecorderManager:
     def finishing(self, done: np.ndarray) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for term in self._hooks("record_pre_reset"):
-            row.update(term.record_pre_reset(done) or {})
+            got = term.record_pre_reset(done) or {}
+            if type(term) is not OutcomeTerm:  # yours: refused here, not at the hand-over
+                check_term_columns(term, got, self.episodes_schema, len(done))
+            row.update(got)
         return row
 
     def finished(self, row: dict[str, Any]) -> None:
