@@ -302,3 +302,27 @@ def test_a_term_s_bad_column_is_refused_at_its_reset_and_the_buffered_episodes_k
     # 2 resets before the bad one and 1 after it (the bad reset's episodes ended there)
     assert len(episodes) == 3 * n and not episodes.duplicated(["env_id", "episode"]).any()
     assert episodes["peak"].notna().all()
+
+
+def test_step_keys_and_term_columns_may_not_take_a_table_s_own_names(tmp_path):
+    """``step_keys=["env_id"]`` overwrote every steps row's env id; a term column
+    ``run_id`` made the whole dataset unreadable; one named as a variation broke every
+    episode table of the run. Each is refused before the run exists."""
+
+    def term(column):
+        class Named(vr.RecorderTerm):
+            def columns(self):
+                return {column: pa.float64()}
+
+        return {"t": vr.RecorderTermCfg(term=Named)}
+
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    cases = [
+        ({"step_keys": ["reward", "step"]}, "step_keys \\['step'\\] are the steps table's own"),
+        ({"terms": term("run_id")}, "'run_id', which the dataset \\(the run's partition\\)"),
+        ({"terms": term("mass")}, "'mass', which variation 'mass' already records"),
+    ]
+    for kw, says in cases:
+        with pytest.raises(ValueError, match=says):
+            RecorderManager(2, variations=[mass], output=tmp_path, run_id="r", **kw)
+        assert not (tmp_path / "run_id=r").exists()  # nothing written

@@ -129,7 +129,11 @@ def build_terms(
         raise ValueError(f"term names {sorted(clash)} are taken by built-in terms; rename them")
     # Core episode columns not recorded by the outcome term come from the tracker.
     outcome = set(OutcomeTerm.COLUMNS)
-    owners: dict[str, str] = {c: "tracker" for c in episodes_schema().names if c not in outcome}
+    owners: dict[str, str] = {c: "'tracker'" for c in episodes_schema().names if c not in outcome}
+    owners["run_id"] = "the dataset (the run's partition)"
+    # The episode table puts each variation's value in a column of its key.
+    for key in getattr(host, "variations", None) or ():
+        owners.setdefault(key, f"variation {key!r}")
     for name, cfg in {**builtin, **user}.items():
         into[name] = _build_term(name, cfg, host, owners)
     core = set(episodes_schema().names)
@@ -147,8 +151,8 @@ def _build_term(name: str, cfg: Any, host: TermHost, owners: dict[str, str]) -> 
         owner = owners.get(column)
         if owner is not None:
             raise ValueError(
-                f"term {name!r} adds episode column {column!r}, which {owner!r} already "
+                f"term {name!r} adds episode column {column!r}, which {owner} already "
                 "records; rename the column"
             )
-        owners[column] = name
+        owners[column] = repr(name)
     return term

@@ -310,7 +310,7 @@ class _StepsChunk:
 
     def to_arrow(self) -> pa.Table:
         wait(self.event)  # the non-blocking copies from the device are complete
-        cols: dict[str, Any] = {
+        cols: dict[str, Any] = {  # STEPS_OWN
             "env_id": np.concatenate([p[0] for p in self.parts]).astype(np.int32),
             "episode": np.concatenate([p[1] for p in self.parts]),
             "step": np.concatenate([p[2] for p in self.parts]),
@@ -323,6 +323,10 @@ class _StepsChunk:
                 flat = pa.array(values.reshape(-1))
                 cols[key] = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(values.shape[1:])))
         return pa.table(cols)
+
+
+STEPS_OWN = ("env_id", "episode", "step")
+"""The ``steps`` table's own columns, before the arrays of ``step_keys``."""
 
 
 class StepsTerm(RecorderTerm):
@@ -342,6 +346,13 @@ class StepsTerm(RecorderTerm):
             raise ValueError(
                 f"StepsTerm params['keys'] must name the per-step arrays to keep, got {keys!r}; "
                 "e.g. keys=('reward', 'action')"
+            )
+        taken = [k for k in keys if k in STEPS_OWN or k == "run_id"]
+        if taken:
+            raise ValueError(
+                f"step_keys {taken} are the steps table's own columns ({list(STEPS_OWN)}, "
+                "and run_id, its partition); pass the arrays under other names, e.g. "
+                f"record_step({taken[0]}_value=...) with step_keys=({taken[0] + '_value'!r},)"
             )
         self.keys = tuple(keys)
         self.max_rows = int(cfg.params.get("max_rows", 262_144))
