@@ -17,7 +17,7 @@ from test_storage_parts import SlowBatch, make_draws
 
 from varirec._version import __version__
 from varirec.errors import DatasetError, RecorderStateError
-from varirec.storage import RunWriter, episodes_schema, shutdown
+from varirec.storage import RunWriter, episodes_schema, open_dataset, shutdown
 
 
 def run_json(root, run_id):
@@ -388,3 +388,35 @@ def test_an_episodes_part_is_final_only_once_the_draws_before_it_are(tmp_path, b
     draws = sorted((run / "draws").glob("part-*.parquet"))
     assert sum(pq.read_metadata(p).num_rows for p in draws) == 3  # final before the episodes
     w.close()
+
+
+def test_writer_flags_and_pinned_schemas_of_the_wrong_kind_are_refused_before_anything_is_written(
+    tmp_path,
+):
+    """``overwrite="false"`` is truthy: it deleted the run it was meant to keep; a schema
+    that is not one failed the run's rows at its first batch."""
+    with RunWriter(tmp_path, "r") as writer:
+        writer.append("steps", pa.table({"x": [1, 2]}))
+    for kw, says in [
+        ({"overwrite": "false"}, "`overwrite` must be True or False, got str 'false'"),
+        ({"fsync": 1}, "`fsync` must be True or False"),
+        ({"schemas": {"steps": 3}}, "`schemas\\['steps'\\]` must be a pyarrow schema"),
+        ({"schemas": [("steps", pa.schema([]))]}, "`schemas` must map table names"),
+    ]:
+        with pytest.raises(TypeError, match=says):
+            RunWriter(tmp_path, "r" if "overwrite" in kw else "new", **kw)
+    assert open_dataset(tmp_path).read("steps", "r").num_rows == 2
+    assert not (tmp_path / "run_id=new").exists()
+
+
+def test_a_manager_refuses_to_have_its_own_tables_schemas_pinned(tmp_path):
+    import varirec as vr
+
+    with pytest.raises(ValueError, match="pins \\['episodes'\\], whose schemas the manager makes"):
+        vr.RecorderManager(
+            2,
+            output=tmp_path,
+            run_id="r",
+            writer_options={"schemas": {"episodes": episodes_schema()}},
+        )
+    assert not (tmp_path / "run_id=r").exists()

@@ -205,6 +205,15 @@ class RecorderManager:
             output.default_part_window(self.flush_seconds / 2)
         if output is None or isinstance(output, RunWriter):
             return output
+        pinned = sorted(
+            {"episodes", "draws", "steps", "design"} & set((options or {}).get("schemas") or ())
+        )
+        if pinned:
+            raise ValueError(
+                f"writer_options['schemas'] pins {pinned}, whose schemas the manager makes "
+                "(its terms' columns, the draws' format); pin only tables of your own, and "
+                "declare episode columns in a term's columns()"
+            )
         self._start_specs = specs = self.variations.specs()
         meta: dict[str, Any] = {
             "seed": self.seed,

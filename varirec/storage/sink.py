@@ -24,7 +24,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from varirec.errors import RecorderStateError
 
 from .location import StorePath
 from .parts import PartWriter
-from .schema import check_writer_id, conform, table_schema
+from .schema import check_table_name, check_writer_id, conform, table_schema
 from .shutdown import raise_if_pending
 
 __all__ = ["TableSink"]
@@ -114,7 +114,7 @@ class TableSink:
         """The first error that lost rows (a failed write, rename or conversion)."""
         self._pid = os.getpid()
         self._options = part_options
-        self._schemas: dict[str, pa.Schema] = dict(schemas or {})
+        self._schemas: dict[str, pa.Schema] = _checked_schemas(schemas)
         self._parts: dict[str, PartWriter] = {}
         self._retired: dict[str, int] = {}  # rows in final parts of aborted PartWriters
         self._checked: dict[str, list[tuple[pa.Schema, pa.Schema]]] = {}
@@ -411,3 +411,23 @@ def _rows(data: Any) -> int:
     if isinstance(data, (pa.Table, pa.RecordBatch)):
         return data.num_rows
     return len(data) if callable(getattr(data, "__len__", None)) else 0
+
+
+def _checked_schemas(schemas: Any) -> dict[str, pa.Schema]:
+    """``schemas`` (table name -> pyarrow schema) as a dict, refused before anything is
+    written where it is not one (found at the first batch, it failed the run's rows)."""
+    if schemas is None:
+        return {}
+    if not isinstance(schemas, Mapping):
+        raise TypeError(
+            f"`schemas` must map table names to pyarrow schemas, got {type(schemas).__name__} "
+            f"{schemas!r:.60}; e.g. schemas={{'steps': pa.schema([('x', pa.float64())])}}"
+        )
+    for table, schema in schemas.items():
+        check_table_name(table)
+        if not isinstance(schema, pa.Schema):
+            raise TypeError(
+                f"`schemas[{table!r}]` must be a pyarrow schema (pa.schema([...])), got "
+                f"{type(schema).__name__} {schema!r:.60}"
+            )
+    return dict(schemas)

@@ -27,6 +27,7 @@ import logging
 import os
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from varirec._version import __version__
@@ -151,6 +152,11 @@ class RunWriter:
         _join: bool = False,
         _resume: bool = False,
     ) -> None:
+        for name, flag in (("overwrite", overwrite), ("background", background), ("fsync", fsync)):
+            if not isinstance(flag, bool | np.bool_):  # "false" is truthy: it would delete
+                raise TypeError(
+                    f"`{name}` must be True or False, got {type(flag).__name__} {flag!r:.40}"
+                )
         self.root = as_path(root)
         self.run_id = check_run_id(default_run_id() if run_id is None else run_id)
         self.path = self.root / f"{RUN_PREFIX}{self.run_id}"
