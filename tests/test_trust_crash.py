@@ -837,3 +837,21 @@ def test_a_ctrl_c_in_a_block_s_last_lines_leaves_nothing_held_behind(
         shutdown.raise_if_pending()
         reached.append("clean")
     assert reached == ["fired", "clean"] if held == "exit" else ["fired", "inside", "clean"]
+
+
+def test_an_application_sigterm_exit_is_recorded_as_why_a_run_closed_at_exit_ended(
+    tmp_path, own_signals, monkeypatch
+):
+    """``signal(SIGTERM, lambda *_: sys.exit(143))`` and no ``with`` block: the run is
+    closed at exit, which sees no error (Python keeps no uncaught SystemExit); it read
+    ``complete``."""
+    shutdown.install_hooks()
+    monkeypatch.setitem(shutdown._STATE, "previous", lambda *a: sys.exit(143))
+    writer = RunWriter(tmp_path, "r")
+    writer.append("steps", pa.table({"x": [1]}))
+    with pytest.raises(SystemExit):
+        shutdown._on_sigterm(signal.SIGTERM, None)
+    writer.close(closed_by="exit")  # as the atexit hook does
+    doc = run_json(tmp_path, "r")
+    assert doc["status"] == "failed" and doc["error"]["type"] == "SIGTERM"
+    assert vr.open_dataset(tmp_path).read("steps", "r").num_rows == 1

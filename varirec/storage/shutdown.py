@@ -126,7 +126,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         if getattr(_LOCAL, "depth", 0):  # mid-write: the application's handler runs after
             _defer(previous, signum, frame)
             return
-        previous(signum, frame)
+        _app_handler(previous, signum, frame)
         return
     if _STATE["signal"] is not None:
         logger.warning("received SIGTERM again while closing RunWriters; still closing")
@@ -147,6 +147,19 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         "received SIGTERM: closing %d open recorder(s) and writer(s), then exiting", len(_OPEN)
     )
     raise SystemExit(128 + signum)
+
+
+def _app_handler(handler: Callable[..., Any], signum: int, frame: FrameType | None) -> None:
+    """The application's own handler of ``signum``; where it raises on SIGTERM (its
+    ``sys.exit(143)``), the open runs note the signal as why they ended (a run closed
+    at exit learns nothing of a SystemExit that ended the script)."""
+    try:
+        handler(signum, frame)
+    except BaseException:
+        if signum == signal.SIGTERM and _OPEN:
+            _STATE["signal"] = signum
+            _SIGNALLED.update(_OPEN)
+        raise
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
@@ -280,7 +293,7 @@ def _raise_pending(*, deferred: bool = True) -> None:
     raised: BaseException | None = None
     for handler, signum, frame in handlers:
         try:
-            handler(signum, frame)
+            _app_handler(handler, signum, frame)
         except BaseException as exc:
             if raised is None:
                 raised = exc
