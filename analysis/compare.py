@@ -42,6 +42,7 @@ from scipy import stats
 from varirec import open_dataset
 from varirec.analysis.design_rows import base_samples, independent_rows
 from varirec.analysis.estimators._bootstrap import _resample_counts
+from varirec.analysis.estimators._checks import _check_conf_level, _check_num_resamples
 from varirec.analysis.estimators._rng import Seed, _generator
 from varirec.analysis.estimators.binning import first_order_binning
 from varirec.analysis.estimators.results import GivenDataResult
@@ -384,6 +385,8 @@ def compare(
     runs = [runs] if isinstance(runs, str) else list(runs)
     if len(runs) != 2 or runs[0] == runs[1]:
         raise ValueError(f"`runs` must be two distinct run ids (A, B), got {runs!r}")
+    num_resamples = _check_num_resamples(num_resamples)
+    conf_level = _check_conf_level(conf_level)
     rng, _ = _generator(seed)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     run_a, run_b = runs

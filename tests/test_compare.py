@@ -218,3 +218,18 @@ def test_a_design_of_one_base_sample_gives_no_interval(tmp_path) -> None:
     assert c.num_pairs == 22 and c.base_samples == 1
     assert np.isnan(c.gap_conf).all() and "no interval" in c.summary()
     assert any("one base sample" in n for n in c.notes)
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ({"conf_level": -1}, r"`conf_level` must be a number from 0.5"),
+        ({"conf_level": float("nan")}, r"`conf_level` must be a number from 0.5"),
+        ({"num_resamples": -3}, r"`num_resamples` must be an int >= 0"),
+        ({"num_resamples": 2.5}, r"`num_resamples` must be an int >= 0"),
+    ],
+)
+def test_bad_levels_and_resamples_are_refused_naming_the_fix(runs, option, match) -> None:
+    """``conf_level=-1`` printed a "-100 %" interval; the others raised numpy's errors."""
+    with pytest.raises(ValueError, match=match):
+        compare(runs, ["A", "B"], **option)

@@ -341,3 +341,18 @@ def test_a_planted_threshold_is_inside_its_interval_at_about_its_level() -> None
         c = next(c for c in rule.conditions if c.factor == "x1")
         covered += c.threshold_low <= 0.7 <= c.threshold_high
     assert covered >= 36
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ({"num_resamples": -1}, r"`num_resamples` must be an int >= 0"),
+        ({"num_resamples": 2.5}, r"`num_resamples` must be an int >= 0"),
+        ({"conf_level": 1.5}, r"`conf_level` must be a number from 0.5"),
+        ({"map_bins": 0}, r"`map_bins` must be an int >= 2"),
+        ({"num_bins": 1}, r"`num_bins` must be an int >= 2"),
+    ],
+)
+def test_bad_resamples_levels_and_bins_are_refused_naming_the_fix(logistic, option, match):
+    with pytest.raises(ValueError, match=match):
+        failures_from_frame(logistic, "success", factors=["x0", "x1"], **option)

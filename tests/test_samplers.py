@@ -152,6 +152,8 @@ def test_cfg_round_trips_through_dict(cfg) -> None:
         (lambda: ChoiceCfg(choices=()), r"ChoiceCfg.choices must be a non-empty"),
         (lambda: ChoiceCfg(choices=("a", "a")), r"must be distinct"),
         (lambda: ChoiceCfg(choices=("a", 1)), r"all strings or all numbers"),
+        (lambda: ChoiceCfg(choices=(1.0, float("nan"))), r"finite numbers \(no NaN or inf\)"),
+        (lambda: ChoiceCfg(choices=(1, float("inf"))), r"finite numbers"),
         (lambda: ChoiceCfg(choices=("a", "b"), weights=(0.5, 0.6)), r"summing to 1 .*1\.1"),
         (lambda: ChoiceCfg(choices=("a", "b"), weights=(1.5, -0.5)), r"finite and >= 0"),
         (lambda: ChoiceCfg(choices=("a", "b"), weights=(1.0,)), r"one weight per choice"),

@@ -31,6 +31,11 @@ import pandas as pd
 from varirec import open_dataset
 from varirec.analysis.design_rows import independent_rows, run_designs
 from varirec.analysis.duplicate_runs import check_duplicate_runs
+from varirec.analysis.estimators._checks import (
+    _check_conf_level,
+    _check_count,
+    _check_num_resamples,
+)
 from varirec.analysis.estimators._rng import Seed, _generator
 from varirec.analysis.failures._inputs import (
     Factors,
@@ -174,6 +179,11 @@ def failures_from_frame(
         raise ValueError("`factors` is empty: a failure analysis needs at least one factor")
     conf_level = check_conf_level(conf_level)
     threshold = check_threshold(threshold)
+    num_resamples = _check_num_resamples(num_resamples)
+    conf_level = _check_conf_level(conf_level)
+    map_bins = _check_count(map_bins, "map_bins", 2, "pass e.g. map_bins=5")
+    if num_bins is not None:
+        num_bins = _check_count(num_bins, "num_bins", 2, "pass e.g. num_bins=10, or None")
     rng, _ = _generator(seed)
     notes = list(notes)
     y = pd.to_numeric(frame[outcome], errors="coerce").to_numpy(float, na_value=np.nan)

@@ -152,6 +152,8 @@ class ChoiceCfg(_DiscreteCfg):
         nums = [isinstance(c, int | float | np.number) for c in self.choices]
         if not (all(strs) or all(nums)):
             raise _bad(name, "choices", self.choices, "all strings or all numbers")
+        if all(nums) and not all(np.isfinite(float(c)) for c in self.choices):
+            raise _bad(name, "choices", self.choices, "finite numbers (no NaN or inf)")
         if len(set(self.choices)) != len(self.choices):
             raise _bad(name, "choices", self.choices, "distinct; remove the repeated options")
         if self.weights is None:
