@@ -159,6 +159,38 @@ def test_episodes_whose_draws_part_is_damaged_get_no_earlier_draw(tmp_path, engi
     assert parts[len(parts) // 2].name in damaged.notes[0]
 
 
+@pytest.mark.parametrize("also", ["run.json", "run.json and sidecars"])
+def test_episodes_whose_draws_part_went_with_run_json_get_no_earlier_draw(tmp_path, also):
+    """Without run.json the reset variations are those the draws hold at resets; without
+    any writer count the loss cannot be seen, so episodes without their own reset draw
+    are left empty there too (they took the env's previous value, with no note)."""
+    vs = [vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))]
+    rng = np.random.default_rng(0)
+    options = {"max_rows_per_part": 40, "row_group_size": 40}
+    root = tmp_path / "data"
+    with vr.RecorderManager(NUM_ENVS, variations=vs, output=root, run_id="r", max_rows=8,
+                            writer_options=options) as m:  # fmt: skip
+        m.reset(None, None)
+        for _ in range(EPISODES):
+            m.record_step(reward=rng.random(NUM_ENVS), success=rng.random(NUM_ENVS) > 0.5)
+            m.reset(None, None)
+    intact = episode_table(root)
+    run = root / "run_id=r"
+    parts = sorted((run / "draws").glob("part-*.parquet"))
+    parts[len(parts) // 2].unlink()
+    (run / "run.json").unlink()
+    if "sidecars" in also:
+        for sidecar in (run / "writers").glob("*.json"):
+            sidecar.unlink()
+    with pytest.warns(DatasetWarning):
+        damaged = episode_table(root)
+    both = intact.frame.merge(damaged.frame, on=["env_id", "episode"], suffixes=("", "_d"))
+    kept = both["mass_d"].notna()
+    assert (both.loc[kept, "mass"] == both.loc[kept, "mass_d"]).all()  # none from earlier
+    assert 0 < (~kept).sum() < len(both) // 2
+    assert any("lack a reset draw" in note for note in damaged.notes)
+
+
 def test_compare_and_failures_name_a_run_whose_draws_are_gone(tmp_path, capsys):
     from varirec.cli import main
 

@@ -117,20 +117,25 @@ def _lost_draws(
     value in an intact run, cannot be told apart there)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetWarning)
-        damaged = [h for h in ds.health("draws", run_ids) if h.damaged]
+        # Unknown (no run.json and no writer sidecar to count the rows against): a lost
+        # part cannot be ruled out, so the check runs there too.
+        suspect = [h for h in ds.health("draws", run_ids) if h.damaged or h.rows_recorded is None]
     notes = []
-    for health in damaged:
+    for health in suspect:
         run = health.run_id
-        specs = ds.run(run).metadata.get("variations", [])
-        reset = {spec["key"] for spec in specs if spec.get("mode") == "reset"}
-        columns = {n: n.split("[")[0] for n in factors if n.split("[")[0] in reset}
-        if not columns:
-            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DatasetWarning)
+            specs = ds.run(run).metadata.get("variations") or []
             drawn = ds.draws(
                 run, columns=["variation", "env_id", "episode"], filter=pc.field("phase") == "reset"
             ).to_pandas()
+        if specs:
+            reset = {spec["key"] for spec in specs if spec.get("mode") == "reset"}
+        else:  # run.json lost with the part: the variations drawn at resets are those
+            reset = set(drawn["variation"].astype(str).unique())
+        columns = {n: n.split("[")[0] for n in factors if n.split("[")[0] in reset}
+        if not columns:
+            continue
         rows = np.flatnonzero((table["run_id"] == run).to_numpy())
         keys = _episode_keys(table["env_id"].to_numpy()[rows], table["episode"].to_numpy()[rows])
         emptied: set[int] = set()
@@ -146,10 +151,15 @@ def _lost_draws(
                     table[name] = column.astype(float)  # a missing value needs a float
                 table.iloc[lost, table.columns.get_loc(name)] = np.nan
         if emptied:
+            why = (
+                "lost with a damaged draws part"
+                if health.damaged
+                else "lost with a draws part, it seems (no run.json or writer sidecar counts "
+                "the run's draws to tell)"
+            )
             notes.append(
-                f"run {run!r}: {len(emptied)} episode(s) lack a reset draw, lost with a damaged "
-                "draws part; those factors are left empty (not the env's earlier draw). "
-                f"{health.describe()}"
+                f"run {run!r}: {len(emptied)} episode(s) lack a reset draw, {why}; those "
+                f"factors are left empty (not the env's earlier draw). {health.describe()}"
             )
     return notes
 
