@@ -420,3 +420,41 @@ def test_a_manager_refuses_to_have_its_own_tables_schemas_pinned(tmp_path):
             writer_options={"schemas": {"episodes": episodes_schema()}},
         )
     assert not (tmp_path / "run_id=r").exists()
+
+
+def test_a_run_whose_writer_process_is_alive_is_not_resumed(tmp_path):
+    """A resume while the first process still records would run its work again (a study
+    resumed 2 s after it began held 16,972 pairs twice). A writer whose process died, or
+    whose pid a later process took, does not hold the run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time; from varirec.storage import RunWriter; "
+        "w = RunWriter(sys.argv[1], 'r'); print('open', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b"open"
+        with pytest.raises(
+            DatasetError, match=r"its writer\(s\) \['.* \(pid \d+\)'\] on this host"
+        ):
+            RunWriter.resume(tmp_path, "r")
+        assert json.loads((tmp_path / "run_id=r" / "run.json").read_text())["status"] == "running"
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    (sidecar,) = (tmp_path / "run_id=r" / "writers").glob("*.json")
+    doc = json.loads(sidecar.read_text())
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # the dead writer's pid, as if a process begun since had taken it
+        sidecar.write_text(
+            json.dumps({**doc, "pid": later.pid, "created_utc": "2026-01-01T00:00:00Z"})
+        )
+        with RunWriter.resume(tmp_path, "r") as writer:
+            writer.append("steps", pa.table({"x": [1]}))
+    finally:
+        later.kill()
+        later.wait()
+    assert run_json(tmp_path, "r")["status"] == "complete"

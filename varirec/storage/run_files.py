@@ -222,3 +222,44 @@ def read_sidecars(path: Path | StorePath) -> dict[str, Any]:
         except (OSError, ValueError) as exc:
             logger.warning("skipping unreadable writer sidecar %s: %s", side, exc)
     return sidecars
+
+
+def live_writers(path: Path | StorePath) -> list[str]:
+    """The writers of run directory ``path`` that are still at work: a sidecar that says
+    ``running``, written on this host by a process that is alive and began before the
+    sidecar was made (not a later process given the same pid). A writer on another
+    host cannot be seen from here."""
+    if isinstance(path, StorePath):
+        return []
+    live = []
+    host = socket.gethostname()
+    for writer, doc in read_sidecars(path).items():
+        if not isinstance(doc, dict) or doc.get("status") != "running" or doc.get("host") != host:
+            continue
+        pid = doc.get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and _alive_since(pid, doc.get("created_utc")):
+            live.append(f"{writer} (pid {pid})")
+    return live
+
+
+def _alive_since(pid: int, created: Any) -> bool:
+    """Whether process ``pid`` is alive and, where Linux says when it began, began by
+    ``created`` (the sidecar's ISO time)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        pass  # alive, another user's
+    try:  # /proc/<pid>/stat field 22: start, in clock ticks after boot
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        began = boot + int(stat[19]) / os.sysconf("SC_CLK_TCK")
+        when = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
+    except (OSError, ValueError, IndexError, StopIteration, TypeError):
+        return True
+    return began <= when + 1.0  # btime is in whole seconds

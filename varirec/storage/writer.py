@@ -40,6 +40,7 @@ from .run_files import (
     create_sidecar,
     default_run_id,
     default_writer_id,
+    live_writers,
     read_sidecars,
     sidecar_doc,
     to_json,
@@ -214,6 +215,14 @@ class RunWriter:
                         "the run id"
                     )
                 elif _resume:
+                    live = live_writers(self.path)
+                    if live:
+                        raise DatasetError(
+                            f"cannot resume run {self.run_id!r}: its writer(s) {live} on this "
+                            "host are still running (their process is alive); wait for them "
+                            "to end or stop them, then resume (a second process would run "
+                            "the same work again)"
+                        )
                     self._adopt_run()
                 self._write_sidecar(new=True)
             except BaseException:
