@@ -237,7 +237,8 @@ def live_writers(path: Path | StorePath) -> list[str]:
         if not isinstance(doc, dict) or doc.get("status") != "running" or doc.get("host") != host:
             continue
         pid = doc.get("pid")
-        if isinstance(pid, int) and pid != os.getpid() and _alive_since(pid, doc.get("created_utc")):
+        mine = pid == os.getpid()
+        if isinstance(pid, int) and not mine and _alive_since(pid, doc.get("created_utc")):
             live.append(f"{writer} (pid {pid})")
     return live
 
