@@ -174,6 +174,22 @@ def test_cfg_round_trips_through_dict(cfg) -> None:
         (lambda: ChoiceCfg(choices=("a", "b"), weights=("x", 1)), r"numbers, one per choice"),
         (lambda: ChoiceCfg(choices=([1], [2])), r"all strings or all numbers"),
         (lambda: DesignCfg(values=np.empty(0)), r"DesignCfg.values must be at least one row"),
+        # A design row the base cannot draw would be recorded with a label or range it
+        # does not have (found by a bad-input probe: -1.0 recorded with label 'a').
+        (
+            lambda: DesignCfg(values=np.array([-1.0, 0.5]), base=ChoiceCfg(choices=("a", "b"))),
+            r"must be one of the base's choices \['a', 'b'\], got -1.0 in row\(s\) \[0, 1\]",
+        ),
+        (
+            lambda: DesignCfg(values=np.array([0.5, 5.0]), base=UniformCfg(low=0, high=1)),
+            r"within the base's \[low, high\], got 5.0 in row\(s\) \[1\]",
+        ),
+        (
+            lambda: DesignCfg(values=np.array([2, 3.5]), base=IntegerCfg(low=2, high=5)),
+            r"\[low, high\] and integers, got 3.5",
+        ),
+        (lambda: DesignCfg(values=np.array(["a", "b"])), r"DesignCfg.values must be numbers"),
+        (lambda: DesignCfg(values=[[1.0, 2.0], [3.0]]), r"must be rows of one shape"),
         (lambda: cfg_from_dict({"kind": "gamma"}), r"unknown sampler kind 'gamma'"),
         (lambda: cfg_from_dict({"kind": "uniform", "hi": 1}), r"no field\(s\) \['hi'\]"),
         (lambda: cfg_from_dict({"kind": "design", "rows": 3}), r"rebuilt from its run's design"),

@@ -309,7 +309,13 @@ class DesignCfg(SamplerCfg):
     base: SamplerCfg | None = None
 
     def __post_init__(self) -> None:
-        values = np.array(self.values)
+        try:
+            values = np.array(self.values)
+        except ValueError as exc:  # ragged rows
+            raise ValueError(
+                f"DesignCfg.values must be rows of one shape, got {type(self.values).__name__} "
+                f"that numpy cannot make an array of ({exc}); give one row per design point"
+            ) from None
         values.setflags(write=False)
         object.__setattr__(self, "values", values)
         if self.base is not None and not isinstance(self.base, SamplerCfg):
@@ -331,6 +337,43 @@ class DesignCfg(SamplerCfg):
             raise ValueError(
                 f"DesignCfg.values rows have shape {self.values.shape[1:]} but base "
                 f"{type(self.base).__name__} draws shape {self.base.shape}; give matching rows"
+            )
+        if self.base is None and self.values.ndim > 2:
+            raise _bad("DesignCfg", "values", self.values.shape, "1-d or 2-d (rows, components)")
+        self._check_in_base()
+
+    def _check_in_base(self) -> None:
+        """Every value one the base could draw (its choices; within its bounds): a design
+        row outside it would be recorded with a label or range it does not have."""
+        base, v = self.base, self.values
+        numeric = v.dtype.kind in "biuf"
+        if isinstance(base, ChoiceCfg):
+            choices = np.asarray(base.choices)
+            same_kind = numeric == (choices.dtype.kind in "biuf")
+            bad = np.ones(v.shape, bool) if not same_kind else ~np.isin(v, choices)
+            want = f"one of the base's choices {list(base.choices)[:8]}"
+        elif not numeric:
+            bad, want = np.ones(v.shape, bool), "numbers"
+        elif isinstance(base, BernoulliCfg):
+            bad, want = ~np.isin(v, (0, 1)), "0 or 1 (False or True), as the base draws"
+        elif isinstance(base, IntegerCfg | UniformCfg | LogUniformCfg | TruncNormalCfg):
+            low, high = (
+                np.broadcast_to(np.asarray(x, float), base.shape) for x in (base.low, base.high)
+            )
+            tol = 1e-9 * np.maximum(1.0, np.abs(high - low))  # an inverse CDF's last ulp
+            bad = (v < low - tol) | (v > high + tol)
+            want = "within the base's [low, high]"
+            if isinstance(base, IntegerCfg):
+                bad |= v != np.round(v)
+                want += " and integers"
+        else:
+            return
+        if bad.any():
+            rows = np.flatnonzero(bad.reshape(len(v), -1).any(1))
+            raise ValueError(
+                f"DesignCfg.values must be {want}, got {v[rows[0]].tolist()!r} in row(s) "
+                f"{rows[:5].tolist()} (base {type(base).__name__ if base else None}); give the "
+                "values the base distribution draws"
             )
 
     @property
