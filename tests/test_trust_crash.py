@@ -855,3 +855,57 @@ def test_an_application_sigterm_exit_is_recorded_as_why_a_run_closed_at_exit_end
     doc = run_json(tmp_path, "r")
     assert doc["status"] == "failed" and doc["error"]["type"] == "SIGTERM"
     assert vr.open_dataset(tmp_path).read("steps", "r").num_rows == 1
+
+
+_THREAD_LOOP = """
+import os, sys, threading, time
+import numpy as np
+import varirec as vr
+
+root, log, hooks = sys.argv[1], sys.argv[2], sys.argv[3] == "hooks"
+
+def work():
+    v = [vr.Variation("m", vr.VariationCfg(sampler=vr.UniformCfg(low=0, high=1)))]
+    m = vr.RecorderManager(4, variations=v, output=root, run_id="r", flush_seconds=30)
+    m.reset(None, None)
+    n, fd = 0, os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    with m:
+        while True:
+            m.record_step(reward=np.ones(4), terminated=np.ones(4, bool))
+            m.reset(None, np.arange(4))
+            n += 4
+            os.write(fd, f"{n}\\n".encode())
+            time.sleep(0.005)
+
+if hooks:
+    vr.storage.install_hooks()  # from the main thread, before the thread that records
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+"""
+
+
+@pytest.mark.parametrize("hooks", ["hooks", "none"])
+def test_sigterm_to_a_process_that_records_on_another_thread(tmp_path, hooks):
+    """Signal handlers are set from the main thread only: a writer made on another
+    thread says so and how to install varirec's first; installed, a SIGTERM ends the
+    recording thread at its next hook and every finished episode is written."""
+    log = tmp_path / "log"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _THREAD_LOOP, str(tmp_path / "data"), str(log), hooks],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (log.exists() and log.read_text().count("\n") >= 20):
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    if hooks == "none":  # killed outright: told beforehand, not silently
+        assert child.returncode == -signal.SIGTERM
+        assert "call varirec.storage.install_hooks() on the main thread" in err
+        return
+    finished = int(log.read_text().split()[-1])
+    ds = vr.open_dataset(tmp_path / "data")
+    assert child.returncode == 128 + signal.SIGTERM and "Traceback" not in err
+    assert ds.episodes("r").num_rows == finished and ds.run("r").status == "failed"

@@ -33,6 +33,7 @@ import inspect
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -50,7 +51,15 @@ from varirec.recording.term_set import TermHooks, build_terms, builtin_term_cfgs
 from varirec.recording.terms import OUTCOME_NAMES, OutcomeTerm, RecorderTerm, RecorderTermCfg
 from varirec.storage import RunWriter
 from varirec.storage.schema import episodes_schema
-from varirec.storage.shutdown import exit_held, hand_over, propagating, register, unregister
+from varirec.storage.shutdown import (
+    exit_held,
+    exit_if_signalled,
+    hand_over,
+    propagating,
+    register,
+    signal_of,
+    unregister,
+)
 from varirec.variations.batch import ResetBatch
 from varirec.variations.variation import Variation
 from varirec.variations.variation_set import VariationSet
@@ -320,6 +329,7 @@ class RecorderManager:
     def record_step(self, **data: Any) -> None:
         """A step's per-env arrays (``reward``, ``terminated``, ``truncated``,
         ``success`` and anything a term records), before finished envs reset."""
+        exit_if_signalled(self)  # recording on another thread: SIGTERM ends it here
         driver = self.driver
         driver.settle()  # the last reset's rows, first
         if time.monotonic() >= self._handover_due:  # once per hook call, not per draw
@@ -427,9 +437,13 @@ class RecorderManager:
         path checks nothing): what they would record is lost."""
         run = getattr(getattr(self, "writer", None), "run_id", None)
         name = f"the run {run!r}" if run else "this recorder"
+        ended_by = signal_of(self)  # a SIGTERM closed it at exit: a recording thread ends
 
         def refuse(hook: str) -> Callable[..., None]:
             def refused(*args: Any, **kwargs: Any) -> None:
+                on_main = threading.current_thread() is threading.main_thread()
+                if ended_by is not None and not on_main:
+                    raise SystemExit(128 + ended_by)
                 raise RecorderStateError(
                     f"`{hook}` was called after close(): {name} is closed and records nothing "
                     "more, so what this call would record is lost; make a new RecorderManager "

@@ -48,6 +48,7 @@ from typing import Any
 __all__ = [
     "error_record",
     "exit_held",
+    "exit_if_signalled",
     "hand_over",
     "install_hooks",
     "propagating",
@@ -93,12 +94,34 @@ def install_hooks() -> None:
             atexit.register(_close_all_at_exit)
             os.register_at_fork(after_in_child=_forget_all)
             _STATE["atexit"] = True
-        if not _STATE["sigterm"] and threading.current_thread() is threading.main_thread():
-            previous = signal.getsignal(signal.SIGTERM)
-            _STATE["sigterm"] = True
-            if previous is not signal.SIG_IGN:
-                _STATE["previous"] = previous
-                signal.signal(signal.SIGTERM, _on_sigterm)
+        if _STATE["sigterm"]:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            if not _STATE.get("told"):  # Python takes signal handlers from the main thread only
+                _STATE["told"] = True
+                logger.warning(
+                    "a varirec writer was made off the main thread, which cannot install "
+                    "varirec's SIGTERM handler: a SIGTERM kills the process with up to a "
+                    "flush window of rows unwritten; call varirec.storage.install_hooks() "
+                    "on the main thread before starting the thread that records"
+                )
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        _STATE["sigterm"] = True
+        if previous is not signal.SIG_IGN:
+            _STATE["previous"] = previous
+            signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def exit_if_signalled(owner: Any) -> None:
+    """On a thread other than the main one, raise the SIGTERM exit that is ending
+    ``owner``'s process (the main thread raised it already; a thread that records would
+    otherwise go on, and the interpreter waits for it before it closes the runs).
+    Called where a hook begins, before it changes anything."""
+    if _STATE["signal"] is None or owner not in _SIGNALLED:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        raise SystemExit(128 + _STATE["signal"])
 
 
 def registered(writer: Any) -> bool:
