@@ -139,6 +139,8 @@ def sobol_design(
     """
     if isinstance(base_size, bool) or not isinstance(base_size, int | np.integer) or base_size < 1:
         raise ValueError(f"`base_size` must be a positive int, got {base_size!r}")
+    if not isinstance(second_order, bool | np.bool_):  # "yes" would be taken as True
+        raise TypeError(f"`second_order` must be True or False, got {second_order!r}")
     if base_size & (base_size - 1):
         lower = 1 << (int(base_size).bit_length() - 1)
         raise ValueError(
@@ -225,8 +227,9 @@ def morris_design(
     """
     if isinstance(trajectories, bool) or not isinstance(trajectories, int) or trajectories < 2:
         raise ValueError(f"`trajectories` must be an int >= 2, got {trajectories!r}")
-    if num_levels < 2 or num_levels % 2:
-        raise ValueError(f"`num_levels` must be an even int >= 2, got {num_levels}")
+    bad = isinstance(num_levels, bool) or not isinstance(num_levels, int | np.integer)
+    if bad or num_levels < 2 or num_levels % 2:
+        raise ValueError(f"`num_levels` must be an even int >= 2, got {num_levels!r}")
     if optimal_trajectories is not None and not 2 <= optimal_trajectories < trajectories:
         raise ValueError(
             f"`optimal_trajectories` must be in [2, trajectories={trajectories}), "

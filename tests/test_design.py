@@ -55,6 +55,14 @@ def test_sobol_base_size_must_be_a_power_of_two() -> None:
         sobol_design(_variations(), 100)
 
 
+def test_design_options_of_the_wrong_type_are_refused() -> None:
+    """``second_order="yes"`` and ``num_levels=2.0`` were taken (found by a bad-input probe)."""
+    with pytest.raises(TypeError, match=r"`second_order` must be True or False, got 'yes'"):
+        sobol_design(_variations(), 16, second_order="yes")
+    with pytest.raises(ValueError, match=r"`num_levels` must be an even int >= 2, got 2.0"):
+        morris_design(_variations(), 10, num_levels=2.0)
+
+
 def test_morris_design_grid_is_salibs_for_uniform_factors_and_open_quantiles_else() -> None:
     d = morris_design(_variations(), 10, num_levels=4, seed=0)
     assert d.num_rows == 10 * 6 and d.method == "morris"

@@ -326,3 +326,12 @@ def test_step_keys_and_term_columns_may_not_take_a_table_s_own_names(tmp_path):
         with pytest.raises(ValueError, match=says):
             RecorderManager(2, variations=[mass], output=tmp_path, run_id="r", **kw)
         assert not (tmp_path / "run_id=r").exists()  # nothing written
+
+
+def test_a_tracker_of_another_size_and_more_envs_than_int32_ids_are_refused() -> None:
+    from varirec.recording.episodes import EpisodeTracker
+
+    with pytest.raises(ValueError, match=r"`num_envs` is 4 but the `tracker` given counts 8"):
+        RecorderManager(4, tracker=EpisodeTracker(8))
+    with pytest.raises(ValueError, match=r"`num_envs` must be at most 2,147,483,647"):
+        RecorderManager(2**40)  # was a MemoryError

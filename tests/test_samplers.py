@@ -264,3 +264,9 @@ def test_sample_checks_n_against_env_ids() -> None:
 def test_weights_tolerate_rounding() -> None:
     w = (1 / 3, 1 / 3, 1 / 3)
     assert math.isclose(sum(ChoiceCfg(choices=(1, 2, 3), weights=w).probs), 1.0)
+
+
+def test_a_uniform_range_wider_than_float64_is_refused() -> None:
+    """Every draw of U(-1e308, 1e308) was inf (found by a bad-input probe)."""
+    with pytest.raises(ValueError, match=r"UniformCfg.high must be within a finite float64 span"):
+        UniformCfg(low=-1e308, high=1e308)

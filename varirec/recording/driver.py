@@ -153,6 +153,12 @@ class VariationDriver:
             if num_envs is None:
                 raise ValueError("give `num_envs` (or an EpisodeTracker as `tracker`)")
             tracker = EpisodeTracker(num_envs)
+        elif num_envs is not None and num_envs != tracker.num_envs:
+            raise ValueError(
+                f"`num_envs` is {num_envs!r} but the `tracker` given counts "
+                f"{tracker.num_envs} envs; pass a tracker of {num_envs!r} envs, or leave "
+                "num_envs out"
+            )
         self._tracker = tracker
         self._prefetched = PrefetchedReset(self)  # a GPU env's resets, waiting for nothing
         self.num_envs = tracker.num_envs

@@ -63,7 +63,16 @@ def check_num_envs(num_envs: object) -> int:
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
         raise ValueError(f"`num_envs` must be a positive int, got {num_envs!r}")
+    if num_envs > MAX_ENVS:  # env ids are int32 on disk
+        raise ValueError(
+            f"`num_envs` must be at most {MAX_ENVS:,} (env ids are 32-bit in the dataset), "
+            f"got {num_envs:,}; split the envs over several managers or runs"
+        )
     return int(num_envs)
+
+
+MAX_ENVS = 2**31 - 1
+"""The most envs one tracker counts: ``env_id`` is an int32 column."""
 
 
 def now_us() -> int:

@@ -68,6 +68,13 @@ class UniformCfg(SamplerCfg):
         low, high = self._arrays("low", "high")
         if np.any(low > high):
             raise _bad(type(self).__name__, "low", self.low, f"<= high ({self.high}); swap them")
+        with np.errstate(over="ignore"):
+            wide = not np.isfinite(high - low).all()
+        if wide:  # every draw would be inf
+            raise _bad(
+                type(self).__name__, "high", self.high,
+                f"within a finite float64 span of low ({self.low}); narrow the range",
+            )  # fmt: skip
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
         low, span = self._cached("affine", self._affine)
