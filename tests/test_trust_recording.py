@@ -309,6 +309,11 @@ def test_record_step_refuses_wrong_shapes_and_dtypes_with_the_fix() -> None:
         m.record_step(success=np.array(["yes", "no", "yes"]))
     with pytest.raises(TypeError, match=r"`terminated` must hold bools .* got dtype float64"):
         m.record_step(terminated=np.zeros(3))
+    for name in ("terminated", "truncated", "success"):  # 2 was read as True, unseen
+        with pytest.raises(
+            ValueError, match=rf"`{name}` must hold bools or 0/1 integers, got \[2\]"
+        ):
+            m.record_step(**{name: np.array([0, 2, 1])})
     m.record_step(reward=[1, 2, 3], terminated=np.array([1, 0, 0]), success=[1.0, np.nan, 0.0])
     m.record_pre_reset([0, 1])
     m.close()

@@ -181,6 +181,13 @@ class OutcomeTerm(RecorderTerm):
         arr = np.asarray(value)
         n = self.manager.num_envs
         if arr.shape == (n,) and arr.dtype.kind in kinds:
+            if name != "reward" and arr.dtype.kind in "iu":
+                odd = arr[(arr < 0) | (arr > 1)]
+                if odd.size:  # a count or a code, not a flag: 2 read as True unseen
+                    raise ValueError(
+                        f"record_step `{name}` must hold bools or 0/1 integers, got "
+                        f"{odd[:3].tolist()}; pass bools (e.g. {name}=(x == 1))"
+                    )
             return arr
         if arr.shape != (n,):
             hint = (
@@ -255,6 +262,8 @@ class OutcomeTerm(RecorderTerm):
                     if x is None:
                         return None
                 if x.shape != shape or x.dtype.kind not in kinds:
+                    return None
+                if x.dtype.kind in "iu" and name != "reward":  # its values are checked
                     return None
             given.append(x)
         return tuple(given)
