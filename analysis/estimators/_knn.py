@@ -30,7 +30,7 @@ from scipy.stats import rankdata
 
 from varirec.analysis.estimators._given_data_inputs import _FactorTable
 
-__all__ = ["_knn_coordinates", "_scaled_by_slopes", "_subset_pairs"]
+__all__ = ["_knn_coordinates", "_scaled_by_slopes", "_subset_pairs", "_tie_breaks"]
 
 
 def _knn_coordinates(
@@ -58,6 +58,26 @@ def _knn_coordinates(
     return coords, exact
 
 
+def _tie_breaks(
+    coords: NDArray[np.float64], exact: NDArray[np.bool_], rng: np.random.Generator
+) -> NDArray[np.float64] | None:
+    """Offsets that break the ties of the exactly matched columns at random (None where
+    there are none): tied points come back from a k-d tree in one fixed order, so every
+    query row of a level had the same ~10 neighbours, and a discrete factor's estimate
+    rested on ~10 rows a level whatever N (its spread did not shrink with N). The
+    offsets are far smaller than any gap between continuous coordinates, so they order
+    only what was tied; the distances are measured without them.
+    """
+    if not exact.any():
+        return None
+    gaps = [np.diff(np.unique(coords[:, j])) for j in np.flatnonzero(~exact)]
+    positive = [g[g > 0].min() for g in gaps if (g > 0).any()]
+    amplitude = 1e-3 * min(positive) if positive else 1e-3
+    ties = np.zeros_like(coords)
+    ties[:, exact] = rng.uniform(0.0, amplitude, (coords.shape[0], int(exact.sum())))
+    return ties
+
+
 def _subset_pairs(
     coords: NDArray[np.float64],
     columns: Sequence[int],
@@ -65,6 +85,7 @@ def _subset_pairs(
     rows: NDArray[np.intp],
     num_neighbours: int,
     workers: int,
+    ties: NDArray[np.float64] | None = None,
 ) -> tuple[float, NDArray[np.intp], NDArray[np.float64], float]:
     """``E[Var(Y | X_s)]`` from the query rows ``rows`` (``s = columns``), and its pairs.
 
@@ -84,7 +105,8 @@ def _subset_pairs(
         when only the nearer half of the neighbours is used.
     """
     k = max(1, min(num_neighbours, y.size - 2))
-    dist, nbr = _neighbours(coords[:, columns], rows, k, workers)
+    offsets = None if ties is None else ties[:, columns]
+    dist, nbr = _neighbours(coords[:, columns], rows, k, workers, offsets)
     n = rows.size
     d2 = (dist**2).mean(axis=0)
     semi = 0.5 * (y[rows, np.newaxis] - y[nbr]) ** 2
@@ -98,22 +120,33 @@ def _subset_pairs(
 
 
 def _neighbours(
-    points: NDArray[np.float64], rows: NDArray[np.intp], k: int, workers: int
+    points: NDArray[np.float64],
+    rows: NDArray[np.intp],
+    k: int,
+    workers: int,
+    ties: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
-    """``(n, k)`` distances and rows of the ``k`` nearest neighbours of ``points[rows]``.
+    """``(n, k)`` distances and rows of the ``k`` nearest neighbours of ``points[rows]``
+    (``ties``: offsets that order tied points at random, see :func:`_tie_breaks`; the
+    distances are those of ``points``).
 
     Each row itself is left out, wherever ties put it (a duplicate of the row may come
     first).
     """
-    tree = cKDTree(points, balanced_tree=False, compact_nodes=False)
+    moved = points if ties is None else points + ties
+    tree = cKDTree(moved, balanced_tree=False, compact_nodes=False)
     # eps=1: approximate neighbours (within 2x the true distance) are 4x faster in
     # 8-10 dimensions; the correction uses the distances actually found.
-    dist, idx = tree.query(points[rows], k=k + 1, workers=workers, eps=1.0)
+    dist, idx = tree.query(moved[rows], k=k + 1, workers=workers, eps=1.0)
     is_self = idx == rows[:, np.newaxis]
     is_self[~is_self.any(axis=1), -1] = True
     keep = ~is_self
     n = rows.size
-    return dist[keep].reshape(n, k), idx[keep].reshape(n, k)
+    nbr = idx[keep].reshape(n, k)
+    if ties is not None:
+        dist = np.sqrt(((points[nbr] - points[rows, np.newaxis]) ** 2).sum(axis=2))
+        return dist, nbr
+    return dist[keep].reshape(n, k), nbr
 
 
 def _gamma_weights(d2: NDArray[np.float64]) -> NDArray[np.float64]:

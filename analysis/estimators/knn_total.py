@@ -33,7 +33,12 @@ from varirec.analysis.estimators._checks import (
     _check_outcome,
 )
 from varirec.analysis.estimators._given_data_inputs import _factor_table, _outcome_notes
-from varirec.analysis.estimators._knn import _knn_coordinates, _scaled_by_slopes, _subset_pairs
+from varirec.analysis.estimators._knn import (
+    _knn_coordinates,
+    _scaled_by_slopes,
+    _subset_pairs,
+    _tie_breaks,
+)
 from varirec.analysis.estimators._knn_variance import linearized_variance
 from varirec.analysis.estimators._rng import Seed, _generator
 from varirec.analysis.estimators.binning import _standardized, default_num_bins
@@ -190,8 +195,9 @@ def knn_indices(
     cols = [np.array(m, dtype=np.intp) for m in members]
     if scale_by_slopes:
         coords = _scaled_by_slopes(coords, exact, yc, rng, k, workers)
+    ties = _tie_breaks(coords, exact, rng)
     linear = _index_maps(D, shapley)
-    options = {"shapley": shapley, "k": k, "workers": workers, "intervals": intervals}
+    options = {"shapley": shapley, "k": k, "workers": workers, "intervals": intervals, "ties": ties}
     estimates, errors = _estimate(coords, yc, cols, linear, max_queries, budget, rng, **options)
     z = float(norm.ppf(0.5 + conf_level / 2.0))
     bounds = {
@@ -259,6 +265,7 @@ def _estimate(
     k: int,
     workers: int,
     intervals: bool,
+    ties: NDArray[np.float64] | None = None,
 ) -> tuple[dict[str, NDArray[np.float64]], dict[str, NDArray[np.float64]]]:
     """Point estimates of every index (and ``"noise"``), and their standard errors.
 
@@ -293,7 +300,7 @@ def _estimate(
 
     def run(mask: int) -> tuple[float, NDArray[np.intp], NDArray[np.float64], float]:
         columns = np.concatenate([cols[i] for i in range(D) if (mask >> i) & 1])
-        return _subset_pairs(coords, columns, yc, plan[mask], k, 1 if parallel else workers)
+        return _subset_pairs(coords, columns, yc, plan[mask], k, 1 if parallel else workers, ties)
 
     if parallel:
         with ThreadPoolExecutor(max_workers=None if workers < 1 else workers) as pool:
