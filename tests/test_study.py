@@ -321,3 +321,28 @@ def test_delta_tells_a_factor_without_effect_by_its_dummies() -> None:
     assert res.conf_low[2] > 0.03  # the bias: far from 0
     assert res.significant.tolist() == [True, True, False]
     assert res.dummy_threshold > res.conf_low[2]
+
+
+def test_delta_takes_fewer_resamples_by_default_and_huge_counts_are_refused(
+    tmp_path, monkeypatch
+) -> None:
+    """analyze(method="delta") took 1000 resamples, each refitting every density (~1 s a
+    resample at 1,000 episodes x 3 factors; found by a numbers probe)."""
+    from varirec.analysis import study as study_module
+
+    asked = []
+    real = study_module.given_data_indices
+
+    def counted(*args, **kwargs):  # delta itself, with 2 resamples: this test's time
+        asked.append(kwargs["num_resamples"])
+        return real(*args, **{**kwargs, "num_resamples": 2})
+
+    _run(tmp_path, episodes=512)
+    with pytest.raises(ValueError, match=r"`num_resamples` must be at most 1,000,000"):
+        analyze(tmp_path, outcome="return", num_resamples=10**14)
+    monkeypatch.setattr(study_module, "given_data_indices", counted)
+    analyze(tmp_path, outcome="return", method="delta")
+    analyze(tmp_path, outcome="return", method="delta", num_resamples=7)
+    analyze(tmp_path, outcome="return")
+    assert asked == [study_module.DELTA_RESAMPLES, 7, study_module.DEFAULT_RESAMPLES]
+    assert study_module.DELTA_RESAMPLES == 100

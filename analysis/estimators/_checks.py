@@ -45,7 +45,16 @@ def _check_num_resamples(num_resamples: int) -> int:
         raise ValueError(
             "`num_resamples` must be 0 (no intervals) or at least 2, got 1; pass e.g. 1000"
         )
+    if value > MAX_RESAMPLES:  # a bootstrap's (resamples x episodes) would not fit
+        raise ValueError(
+            f"`num_resamples` must be at most {MAX_RESAMPLES:,}, got {value:,}; 1000 gives "
+            "95 % intervals to about a tenth of their width"
+        )
     return value
+
+
+MAX_RESAMPLES = 1_000_000
+"""The most bootstrap resamples an estimator takes."""
 
 
 def _check_numeric(arr: NDArray[np.generic], label: str, hint: str) -> NDArray[np.float64]:

@@ -96,7 +96,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=seed_arg, default=0, help="bootstrap seed (default 0)")
     p.add_argument(
-        "--resamples", type=count_arg, default=1000, help="bootstrap resamples (default 1000)"
+        "--resamples",
+        type=count_arg,
+        default=None,
+        help="bootstrap resamples (default 1000; 100 for delta, slow per resample)",
     )
     p.add_argument(
         "--conf-level", type=level_arg, default=0.95, help="interval level (default 0.95)"
