@@ -96,6 +96,8 @@ demo's ``joint.friction``: S1 0.001 by binning, ST 0.13 by Sobol)."""
 RESAMPLED = ("binning", "rbd_fast", "delta", "knn")
 DEFAULT_RESAMPLES = 1000
 """Bootstrap resamples of :func:`analyze` when none are given."""
+RBD_HARMONICS = 10
+"""RBD-FAST's harmonics in :func:`analyze` (its estimator's default)."""
 DELTA_RESAMPLES = 100
 """Delta's: each of its resamples fits every factor's densities again."""
 """Given-data methods whose indices get intervals (bootstrap resamples; kNN's
@@ -453,8 +455,22 @@ def analyze(
             result = knn_indices(labelled, y[valid], groups=chosen, shapley=True, **options)
         elif method == "hsic":
             del options["num_resamples"]  # p-values come from permutations
+            levels = np.unique(y[valid]).size
+            if levels != 2:  # analyze has no threshold to make it one
+                raise ValueError(
+                    f"method='hsic' targets a 0/1 outcome, and {name!r} has {levels} distinct "
+                    "value(s); pass outcome='success' (or another 0/1 outcome), or use "
+                    "method='knn' or 'binning' for a continuous one (hsic_target_indices "
+                    "takes threshold=... in Python)"
+                )
             result = hsic_target_indices(labelled, y[valid], **options)
         else:
+            if method == "rbd_fast" and 2 * RBD_HARMONICS >= x.shape[0] // 2:
+                raise ValueError(
+                    f"method='rbd_fast' needs at least {4 * RBD_HARMONICS + 2} episodes with "
+                    f"the outcome and every factor (for its {RBD_HARMONICS} harmonics), got "
+                    f"{x.shape[0]}; record more episodes, or use method='binning'"
+                )
             result = given_data_indices(x, y[valid], method=method, factor_names=factors, **options)
         num_episodes = int(valid.sum())
         rarer = _rarer_value(y[valid])

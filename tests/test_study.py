@@ -346,3 +346,17 @@ def test_delta_takes_fewer_resamples_by_default_and_huge_counts_are_refused(
     analyze(tmp_path, outcome="return")
     assert asked == [study_module.DELTA_RESAMPLES, 7, study_module.DEFAULT_RESAMPLES]
     assert study_module.DELTA_RESAMPLES == 100
+
+
+def test_advice_for_too_few_episodes_or_a_continuous_hsic_outcome_names_what_analyze_takes(
+    tmp_path,
+) -> None:
+    """The estimators' own advice (pass fewer harmonics, pass threshold=...) named
+    options analyze does not have (found by a bad-input probe)."""
+    _run(tmp_path, episodes=64)
+    with pytest.raises(ValueError, match=r"method='hsic' targets a 0/1 outcome, and 'return'"):
+        analyze(tmp_path, outcome="return", method="hsic")
+    few = tmp_path / "few"
+    _run(few, episodes=20, num_envs=4)
+    with pytest.raises(ValueError, match=r"method='rbd_fast' needs at least 42 episodes"):
+        analyze(few, outcome="return", method="rbd_fast")
