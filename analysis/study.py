@@ -465,7 +465,7 @@ def analyze(
                 )
             result = hsic_target_indices(labelled, y[valid], **options)
         else:
-            if method == "rbd_fast" and 2 * RBD_HARMONICS >= x.shape[0] // 2:
+            if method == "rbd_fast" and x.shape[0] // 2 <= 2 * RBD_HARMONICS:
                 raise ValueError(
                     f"method='rbd_fast' needs at least {4 * RBD_HARMONICS + 2} episodes with "
                     f"the outcome and every factor (for its {RBD_HARMONICS} harmonics), got "
