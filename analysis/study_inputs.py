@@ -75,6 +75,15 @@ def check_outcome_recorded(table: EpisodeTable, name: str, runs: list[str]) -> N
     """Refuse an outcome with no finite value in any episode, naming those that have."""
     if table.outcome(name)[1].any():
         return
+    column = table.frame[name]
+    if column.notna().any() and not (
+        pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+    ):  # text (a term's label column): recorded, but not a number to explain
+        raise ValueError(
+            f"outcome {name!r} holds {column.dtype} values, not numbers (e.g. "
+            f"{column.dropna().iloc[0]!r}); pick a numeric outcome (--outcome), or record "
+            "this one as numbers (a 0/1 per episode for a label you care about)"
+        )
     with_values = [o for o in table.outcomes if o != name and table.outcome(o)[1].any()]
     other = f"; outcomes with values: {', '.join(with_values)}" if with_values else ""
     raise ValueError(

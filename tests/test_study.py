@@ -360,3 +360,24 @@ def test_advice_for_too_few_episodes_or_a_continuous_hsic_outcome_names_what_ana
     _run(few, episodes=20, num_envs=4)
     with pytest.raises(ValueError, match=r"method='rbd_fast' needs at least 42 episodes"):
         analyze(few, outcome="return", method="rbd_fast")
+
+
+def test_a_text_outcome_is_named_as_text_not_as_missing(tmp_path) -> None:
+    import pyarrow as pa
+
+    class Tag(vr.RecorderTerm):
+        def columns(self):
+            return {"tag": pa.string()}
+
+        def record_pre_reset(self, ids):
+            return {"tag": np.array(["ok", "slip"])[ids % 2]}
+
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    with RecorderManager(8, variations=[mass], output=tmp_path, run_id="r",
+                         terms={"t": vr.RecorderTermCfg(term=Tag)}) as m:  # fmt: skip
+        m.reset(None, None)
+        for _ in range(40):
+            m.record_step(reward=np.ones(8), terminated=np.ones(8, bool))
+            m.reset(None, None)
+    with pytest.raises(ValueError, match=r"outcome 'tag' holds .* values, not numbers \(e.g. 'ok'"):
+        analyze(tmp_path, outcome="tag")
