@@ -269,6 +269,14 @@ def _first_difference(a: Any, b: Any, where: str) -> str | None:
 
 def check_same_conditions(ds: Dataset, run_a: str, run_b: str) -> None:
     """Refuse two runs whose seed, variations or design differ (names the first)."""
+    for run in (run_a, run_b):
+        info = ds.run(run)
+        if info.status == "unknown" and not info.metadata:  # run.json gone or unreadable
+            raise DatasetError(
+                f"run {run!r} has no readable run.json (see the warning above), so its seed "
+                "and variations cannot be checked against the other run's; restore run.json "
+                "from a copy, or compare runs whose conditions are on record"
+            )
     ma, mb = ds.run(run_a).metadata, ds.run(run_b).metadata
     for key in ("seed", "variations", "design"):
         found = _first_difference(ma.get(key), mb.get(key), key)

@@ -233,3 +233,19 @@ def test_bad_levels_and_resamples_are_refused_naming_the_fix(runs, option, match
     """``conf_level=-1`` printed a "-100 %" interval; the others raised numpy's errors."""
     with pytest.raises(ValueError, match=match):
         compare(runs, ["A", "B"], **option)
+
+
+def test_a_run_without_a_readable_run_json_is_named_as_such(runs, tmp_path) -> None:
+    """It read as "seed: None in A vs 0 in B" (found by a damage probe)."""
+    import shutil
+    import warnings
+
+    from varirec.errors import DatasetError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs, copy)
+    (copy / "run_id=A" / "run.json").write_text("{garbage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DatasetError, match=r"run 'A' has no readable run.json"):
+            compare(copy, ["A", "B"])
