@@ -335,3 +335,18 @@ def test_a_tracker_of_another_size_and_more_envs_than_int32_ids_are_refused() ->
         RecorderManager(4, tracker=EpisodeTracker(8))
     with pytest.raises(ValueError, match=r"`num_envs` must be at most 2,147,483,647"):
         RecorderManager(2**40)  # was a MemoryError
+
+
+def test_a_step_before_any_reset_is_logged_once(caplog) -> None:
+    """Those steps counted toward no episode, silently (found by a bad-input probe)."""
+    m = RecorderManager(2)
+    with caplog.at_level("WARNING", logger="varirec.recording.manager"):
+        m.record_step(reward=np.ones(2))
+        m.record_step(reward=np.ones(2))
+    assert [r.message.startswith("record_step before any reset") for r in caplog.records] == [True]
+    caplog.clear()
+    fresh = RecorderManager(2)
+    fresh.reset(None, None)
+    with caplog.at_level("WARNING", logger="varirec.recording.manager"):
+        fresh.record_step(reward=np.ones(2))
+    assert not caplog.records

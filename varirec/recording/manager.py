@@ -326,12 +326,22 @@ class RecorderManager:
         self.driver.reset(env, env_ids, reset_fn=reset_fn)
 
     # -- hooks -----------------------------------------------------------------------
+    _first_step = True  # record_step not called yet (its first call checks for a reset)
+
     def record_step(self, **data: Any) -> None:
         """A step's per-env arrays (``reward``, ``terminated``, ``truncated``,
         ``success`` and anything a term records), before finished envs reset."""
         exit_if_signalled(self)  # recording on another thread: SIGTERM ends it here
         driver = self.driver
         driver.settle()  # the last reset's rows, first
+        if self._first_step:
+            self._first_step = False
+            if not driver._tracker.started.any():  # logged: a warning made an error would stop
+                log.warning(
+                    "record_step before any reset: no env has begun an episode, so these "
+                    "steps count toward none (their rewards are dropped); call "
+                    "manager.reset(env, None) once before the first step"
+                )
         if time.monotonic() >= self._handover_due:  # once per hook call, not per draw
             self._hand_over_buffers()
         if not data.keys() <= self._step_names:
