@@ -350,3 +350,32 @@ def test_a_step_before_any_reset_is_logged_once(caplog) -> None:
     with caplog.at_level("WARNING", logger="varirec.recording.manager"):
         fresh.record_step(reward=np.ones(2))
     assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda torch, n: torch.ones(n, requires_grad=True), r"requires grad; return peak.detach"),
+        (lambda torch, n: torch.ones(n, device="meta"), r"a tensor on meta, and the term has no"),
+    ],
+)
+def test_a_term_s_tensor_the_writer_cannot_read_is_refused_at_its_reset(tmp_path, make, says):
+    """A device tensor with no copy_out() failed the hand-over's episodes at the writer;
+    a tensor with a grad raised torch's own error (found by a torch probe). (meta stands
+    in for a GPU: no copy of it can be read either.)"""
+    torch = pytest.importorskip("torch")
+
+    class Peak(vr.RecorderTerm):
+        def columns(self):
+            return {"peak": pa.float64()}
+
+        def record_pre_reset(self, ids):
+            return {"peak": make(torch, len(ids))}
+
+    with RecorderManager(4, output=tmp_path, run_id="r",
+                         terms={"t": vr.RecorderTermCfg(term=Peak)}) as m:  # fmt: skip
+        m.reset(None, None)
+        m.record_step(reward=np.ones(4), terminated=np.ones(4, bool))
+        returned = "Peak.record_pre_reset returned column 'peak'"
+        with pytest.raises(ValueError, match=f"{returned} .*{says}"):
+            m.reset(None, None)

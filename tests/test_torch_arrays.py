@@ -586,3 +586,16 @@ def test_a_lazily_negated_reward_tensor_is_read_as_its_values(tmp_path):
     m.close()
     episodes = vr.open_dataset(tmp_path).episodes("r").to_pandas().sort_values("env_id")
     assert episodes["return"].tolist() == [0.0, -1.0, -2.0, -3.0]
+
+
+def test_integer_flag_tensors_on_the_host_hold_0_or_1(tmp_path) -> None:
+    """numpy's were checked and CPU tensors' not: 2 and -1 were read as True (found by a
+    torch probe). A GPU's are not read on the host at each step, so not checked there."""
+    m = vr.RecorderManager(3, output=tmp_path, run_id="r")
+    m.reset(None, None)
+    for dtype in (torch.int64, torch.int32, torch.uint8):
+        with pytest.raises(ValueError, match=r"`terminated` must hold bools or 0/1 integers"):
+            m.record_step(reward=torch.ones(3), terminated=torch.tensor([2, 0, 1], dtype=dtype))
+    m.record_step(reward=torch.ones(3), terminated=torch.tensor([1, 0, 1]))
+    m.close()
+    assert vr.open_dataset(tmp_path).episodes("r").num_rows == 0  # none ended by a reset

@@ -117,9 +117,15 @@ def _lost_draws(
     value in an intact run, cannot be told apart there)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetWarning)
-        # Unknown (no run.json and no writer sidecar to count the rows against): a lost
-        # part cannot be ruled out, so the check runs there too.
-        suspect = [h for h in ds.health("draws", run_ids) if h.damaged or h.rows_recorded is None]
+        # No run.json and no writer count: a lost part cannot be ruled out, so the check
+        # runs there too (a killed run keeps its run.json: a reset that skipped a
+        # variation keeps the env's earlier value there, as in an intact run).
+        suspect = [
+            h
+            for h in ds.health("draws", run_ids)
+            if h.damaged
+            or (h.rows_recorded is None and not ds.run(h.run_id).metadata.get("variations"))
+        ]
     notes = []
     for health in suspect:
         run = health.run_id

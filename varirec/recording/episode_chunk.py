@@ -93,10 +93,11 @@ def _from_numpy(field: pa.Field, data: Any) -> pa.Array:
 
 def check_term_columns(term: Any, returned: Mapping[str, Any], schema: pa.Schema, n: int) -> None:
     """Refuse what a term's ``record_pre_reset`` returned for ``n`` episodes where the
-    episodes table could not take it (a column it does not declare, another length, a
-    value its declared type cannot hold), before it joins the buffered episodes: found
-    later, at the hand-over, it would fail the run's buffered rows with it. A tensor
-    still on a device is checked for its shape only (its values are read later)."""
+    episodes table could not take it (a column it does not declare, another length, text
+    for a number column or numbers for a text one, a table where one value per episode
+    goes), before it joins the buffered episodes: found later, at the hand-over, it would
+    fail the run's buffered rows with it. Shapes and dtypes only: the values are
+    converted on the writer thread, as before."""
     declared = term.columns()
     for name, value in returned.items():
         where = f"{type(term).__name__}.record_pre_reset returned column {name!r}"
@@ -107,17 +108,36 @@ def check_term_columns(term: Any, returned: Mapping[str, Any], schema: pa.Schema
             )
         if value is None:
             continue
-        if is_tensor(value) and value.device.type != "cpu":
+        if isinstance(value, pa.Array | pa.ChunkedArray):
+            got = (len(value),)
+        elif is_tensor(value):
             got = tuple(value.shape[:1])
-        else:
-            try:
-                got = (len(_part(schema.field(name), value, n)),)
-            except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            if value.requires_grad:
                 raise ValueError(
-                    f"{where} as {type(value).__name__} that its declared type "
-                    f"{declared[name]} cannot hold ({exc}); return one value of that type "
-                    "per episode, aligned with env_ids"
-                ) from None
+                    f"{where} as a tensor that requires grad; return {name}.detach() (the "
+                    "recorded values need no graph)"
+                )
+            copies = type(term).copy_out.__qualname__ != "RecorderTerm.copy_out"
+            if value.device.type != "cpu" and not copies:
+                raise ValueError(
+                    f"{where} as a tensor on {value.device}, and the term has no copy_out() "
+                    "to bring it to the host; return it with .cpu() (a wait for the device), "
+                    "or gather it there and copy it out in copy_out() (see OutcomeTerm)"
+                )
+        else:
+            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            got = arr.shape[:1]
+            kind = schema.field(name).type
+            listed = _is_list(kind) and arr.ndim == 2
+            text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            number = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+            clash = (number or pa.types.is_boolean(kind)) and arr.dtype.kind in "US"
+            if (arr.ndim != 1 and not listed) or clash or (text and arr.dtype.kind in "biuf"):
+                raise ValueError(
+                    f"{where} as {arr.dtype} values of shape {arr.shape}, which its declared "
+                    f"type {declared[name]} cannot hold; return one value of that type per "
+                    "episode, aligned with env_ids"
+                )
         if got != (n,):
             raise ValueError(
                 f"{where} with {got[0] if got else 0} value(s) for {n} finished episode(s); "

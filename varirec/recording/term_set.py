@@ -133,7 +133,8 @@ def build_terms(
     owners["run_id"] = "the dataset (the run's partition)"
     # The episode table puts each variation's value in a column of its key.
     for key in getattr(host, "variations", None) or ():
-        owners.setdefault(key, f"variation {key!r}")
+        if key not in outcome:  # those are refused with the variation's own names check
+            owners.setdefault(key, f"variation {key!r}")
     for name, cfg in {**builtin, **user}.items():
         into[name] = _build_term(name, cfg, host, owners)
     core = set(episodes_schema().names)

@@ -152,6 +152,20 @@ OUTCOME_NAMES = tuple(name for name, *_ in _OUTCOMES)
 """The ``record_step`` names the outcome term reads."""
 
 
+def _refuse_flags(name: str, x: np.ndarray) -> None:
+    """A count or a code where a flag goes: 2 was read as True, unseen."""
+    odd = x[(x < 0) | (x > 1)]
+    raise ValueError(
+        f"record_step `{name}` must hold bools or 0/1 integers, got {odd[:3].tolist()}; "
+        f"pass bools (e.g. {name}=(x == 1))"
+    )
+
+
+def _zero_one(x: np.ndarray) -> bool:
+    """Whether the integers ``x`` are all 0 or 1 (two reductions, no temporaries)."""
+    return not x.size or (x.max() <= 1 and (x.dtype.kind == "u" or x.min() >= 0))
+
+
 class OutcomeTerm(RecorderTerm):
     """Return, success, terminated and truncated of every finished episode.
 
@@ -181,13 +195,8 @@ class OutcomeTerm(RecorderTerm):
         arr = np.asarray(value)
         n = self.manager.num_envs
         if arr.shape == (n,) and arr.dtype.kind in kinds:
-            if name != "reward" and arr.dtype.kind in "iu":
-                odd = arr[(arr < 0) | (arr > 1)]
-                if odd.size:  # a count or a code, not a flag: 2 read as True unseen
-                    raise ValueError(
-                        f"record_step `{name}` must hold bools or 0/1 integers, got "
-                        f"{odd[:3].tolist()}; pass bools (e.g. {name}=(x == 1))"
-                    )
+            if name != "reward" and arr.dtype.kind in "iu" and not _zero_one(arr):
+                _refuse_flags(name, arr)
             return arr
         if arr.shape != (n,):
             hint = (
@@ -263,8 +272,8 @@ class OutcomeTerm(RecorderTerm):
                         return None
                 if x.shape != shape or x.dtype.kind not in kinds:
                     return None
-                if x.dtype.kind in "iu" and name != "reward":  # its values are checked
-                    return None
+                if x.dtype.kind in "iu" and name != "reward" and not _zero_one(x):
+                    _refuse_flags(name, x)
             given.append(x)
         return tuple(given)
 

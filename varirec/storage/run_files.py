@@ -237,8 +237,9 @@ def live_writers(path: Path | StorePath) -> list[str]:
         if not isinstance(doc, dict) or doc.get("status") != "running" or doc.get("host") != host:
             continue
         pid = doc.get("pid")
-        mine = pid == os.getpid()
-        if isinstance(pid, int) and not mine and _alive_since(pid, doc.get("created_utc")):
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+            continue
+        if _alive_since(pid, doc.get("created_utc")):
             live.append(f"{writer} (pid {pid})")
     return live
 
@@ -254,6 +255,8 @@ def _alive_since(pid: int, created: Any) -> bool:
         pass  # alive, another user's
     try:  # /proc/<pid>/stat field 22: start, in clock ticks after boot
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if stat[0] in ("Z", "X"):  # killed, not yet reaped by its parent: not at work
+            return False
         boot = next(
             int(line.split()[1])
             for line in Path("/proc/stat").read_text().splitlines()

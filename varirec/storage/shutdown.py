@@ -40,6 +40,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -61,7 +62,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_OPEN: dict[Any, None] = {}  # open writers and managers of this process, in order
+_OPEN: dict[Any, threading.Thread | None] = {}  # open writers and managers, in order: their thread
 _SIGNALLED: set[Any] = set()  # the writers that were open when the signal came
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"atexit": False, "sigterm": False, "previous": None, "signal": None}
@@ -82,7 +83,7 @@ def register(writer: Any) -> None:
     install_hooks()
     if _STATE["signal"] is not None:  # made while a held-back SIGTERM waits: it ends it too
         _SIGNALLED.add(writer)
-    _OPEN[writer] = None
+    _OPEN[writer] = threading.current_thread()
 
 
 def install_hooks() -> None:
@@ -333,8 +334,31 @@ def _raise_pending(*, deferred: bool = True) -> None:
         raise pending
 
 
+OWNER_WAIT_SECONDS = 10.0
+"""How long the exit waits, on SIGTERM, for a thread that records to close its own run
+(it raises the exit at its next ``record_step``)."""
+
+
+def _recording_threads() -> list[threading.Thread]:
+    """The other threads that made the open writers and still run, where a SIGTERM is
+    ending the process: each closes its runs at its next hook. (On Python 3.11 a join
+    that the signal interrupted marks its thread stopped, and the interpreter does not
+    wait for it: its frames are what tell that it runs.)"""
+    if _STATE["signal"] is None:
+        return []
+    me, running = threading.current_thread(), sys._current_frames()
+    owners = {id(t): t for t in _OPEN.values() if t is not None and t is not me}
+    return [t for t in owners.values() if t.ident in running]
+
+
 def _close_all_at_exit() -> None:
     error = None if hasattr(sys, "ps1") else getattr(sys, "last_value", None)
+    deadline = time.monotonic() + OWNER_WAIT_SECONDS
+    threads = _recording_threads()
+    while threads and time.monotonic() < deadline:  # until they closed their runs, whole
+        time.sleep(0.01)
+        running = sys._current_frames()
+        threads = [t for t in threads if t.ident in running]
     for writer in reversed(list(_OPEN)):  # managers hand their rows to writers first
         try:
             writer.close(error=error, closed_by="exit")

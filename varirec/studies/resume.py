@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from varirec.errors import DatasetError
 from varirec.recording.episodes import EpisodeTracker
 from varirec.storage import Dataset, DatasetWarning
+from varirec.storage.run_files import to_json
 from varirec.studies.design import DesignSchedule
 
 __all__ = ["ResumePoint", "check_same_variations", "resume_point"]
@@ -172,7 +173,7 @@ def check_same_variations(dataset: Dataset, run_id: str, specs: Iterable[dict[st
     if not isinstance(recorded, list):  # a run made by a bare RunWriter: nothing to compare
         return
     # As run.json holds them (tuples become lists, floats round-trip exactly).
-    mine = json.loads(json.dumps(list(specs), default=str))
+    mine = json.loads(to_json({"specs": list(specs)}, "variations"))["specs"]
     then = {s.get("key"): s for s in recorded if isinstance(s, dict)}
     now = {s["key"]: s for s in mine}
     problems = [f"{k!r} is not among this call's variations" for k in then if k not in now]
