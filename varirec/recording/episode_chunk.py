@@ -91,58 +91,92 @@ def _from_numpy(field: pa.Field, data: Any) -> pa.Array:
     return pa.array(data, field.type)
 
 
-def check_term_columns(term: Any, returned: Mapping[str, Any], schema: pa.Schema, n: int) -> None:
+def column_kinds(term: Any, schema: pa.Schema) -> dict[str, tuple[bool, bool, bool, str]]:
+    """Per column a term declares: ``(list, text, number or bool, name)`` of its type in
+    ``schema``, what :func:`check_term_columns` compares a returned array with (worked
+    out once: pyarrow's type tests cost a microsecond each)."""
+    kinds = {}
+    for name in term.columns():
+        kind = schema.field(name).type
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        number = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+        kinds[name] = (_is_list(kind), text, number or pa.types.is_boolean(kind), str(kind))
+    return kinds
+
+
+def check_term_columns(
+    term: Any,
+    returned: Mapping[str, Any],
+    kinds: Mapping[str, tuple[bool, bool, bool, str]],
+    n: int,
+) -> None:
     """Refuse what a term's ``record_pre_reset`` returned for ``n`` episodes where the
     episodes table could not take it (a column it does not declare, another length, text
     for a number column or numbers for a text one, a table where one value per episode
-    goes), before it joins the buffered episodes: found later, at the hand-over, it would
-    fail the run's buffered rows with it. Shapes and dtypes only: the values are
-    converted on the writer thread, as before."""
-    declared = term.columns()
+    goes, a tensor the writer thread cannot read), before it joins the buffered
+    episodes: found later, at the hand-over, it would fail the run's buffered rows with
+    it. ``kinds``: :func:`column_kinds` of the term. Shapes and dtypes only: the values
+    are converted on the writer thread."""
     for name, value in returned.items():
-        where = f"{type(term).__name__}.record_pre_reset returned column {name!r}"
-        if name not in declared:
+        kind = kinds.get(name)
+        if kind is None:
             raise ValueError(
-                f"{where}, which its columns() does not declare ({sorted(declared)}); "
-                "declare it there (name -> Arrow type) or do not return it"
+                f"{type(term).__name__}.record_pre_reset returned column {name!r}, which its "
+                f"columns() does not declare ({sorted(kinds)}); declare it there (name -> "
+                "Arrow type) or do not return it"
             )
         if value is None:
             continue
-        if isinstance(value, pa.Array | pa.ChunkedArray):
-            got = (len(value),)
+        if type(value) is np.ndarray:
+            arr = value
+        elif isinstance(value, pa.Array | pa.ChunkedArray):
+            _check_length(term, name, len(value), n)
+            continue
         elif is_tensor(value):
-            got = tuple(value.shape[:1])
-            if value.requires_grad:
-                raise ValueError(
-                    f"{where} as a tensor that requires grad; return {name}.detach() (the "
-                    "recorded values need no graph)"
-                )
-            copies = type(term).copy_out.__qualname__ != "RecorderTerm.copy_out"
-            if value.device.type != "cpu" and not copies:
-                raise ValueError(
-                    f"{where} as a tensor on {value.device}, and the term has no copy_out() "
-                    "to bring it to the host; return it with .cpu() (a wait for the device), "
-                    "or gather it there and copy it out in copy_out() (see OutcomeTerm)"
-                )
+            _check_tensor(term, name, value)
+            _check_length(term, name, value.shape[0] if value.ndim else 0, n)
+            continue
         else:
-            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
-            got = arr.shape[:1]
-            kind = schema.field(name).type
-            listed = _is_list(kind) and arr.ndim == 2
-            text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
-            number = pa.types.is_integer(kind) or pa.types.is_floating(kind)
-            clash = (number or pa.types.is_boolean(kind)) and arr.dtype.kind in "US"
-            if (arr.ndim != 1 and not listed) or clash or (text and arr.dtype.kind in "biuf"):
-                raise ValueError(
-                    f"{where} as {arr.dtype} values of shape {arr.shape}, which its declared "
-                    f"type {declared[name]} cannot hold; return one value of that type per "
-                    "episode, aligned with env_ids"
-                )
-        if got != (n,):
+            arr = np.asarray(value)
+        listed, text, number, declared = kind
+        dtype = arr.dtype.kind
+        if (
+            (arr.ndim != 1 and not (listed and arr.ndim == 2))
+            or (number and dtype in "US")
+            or (text and dtype in "biuf")
+        ):
             raise ValueError(
-                f"{where} with {got[0] if got else 0} value(s) for {n} finished episode(s); "
-                "return one value per env of env_ids, in its order"
+                f"{type(term).__name__}.record_pre_reset returned column {name!r} as "
+                f"{arr.dtype} values of shape {arr.shape}, which its declared type "
+                f"{declared} cannot hold; return one value of that type per episode, aligned "
+                "with env_ids"
             )
+        _check_length(term, name, arr.shape[0], n)
+
+
+def _check_length(term: Any, name: str, got: int, n: int) -> None:
+    if got != n:
+        raise ValueError(
+            f"{type(term).__name__}.record_pre_reset returned column {name!r} with {got} "
+            f"value(s) for {n} finished episode(s); return one value per env of env_ids, in "
+            "its order"
+        )
+
+
+def _check_tensor(term: Any, name: str, value: Any) -> None:
+    where = f"{type(term).__name__}.record_pre_reset returned column {name!r}"
+    if value.requires_grad:
+        raise ValueError(
+            f"{where} as a tensor that requires grad; return {name}.detach() (the recorded "
+            "values need no graph)"
+        )
+    copies = type(term).copy_out.__qualname__ != "RecorderTerm.copy_out"
+    if value.device.type != "cpu" and not copies:
+        raise ValueError(
+            f"{where} as a tensor on {value.device}, and the term has no copy_out() to bring "
+            "it to the host; return it with .cpu() (a wait for the device), or gather it "
+            "there and copy it out in copy_out() (see OutcomeTerm)"
+        )
 
 
 def _is_list(kind: pa.DataType) -> bool:

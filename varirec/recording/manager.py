@@ -45,7 +45,12 @@ from varirec.arrays import ArrayWorld, record_event
 from varirec.errors import RecorderStateError
 from varirec.recording.block_pool import BlockPool
 from varirec.recording.driver import EpisodeSchedule, StudyDesign, VariationDriver
-from varirec.recording.episode_chunk import EpisodeChunk, check_term_columns, part_rows
+from varirec.recording.episode_chunk import (
+    EpisodeChunk,
+    check_term_columns,
+    column_kinds,
+    part_rows,
+)
 from varirec.recording.episodes import EpisodeTracker
 from varirec.recording.term_set import TermHooks, build_terms, builtin_term_cfgs
 from varirec.recording.terms import OUTCOME_NAMES, OutcomeTerm, RecorderTerm, RecorderTermCfg
@@ -183,6 +188,7 @@ class RecorderManager:
         # A hand-over's rows, and the reset that passes max_rows: one buffer's columns.
         self.blocks = BlockPool(self.max_rows + self.num_envs)
         self.terms: dict[str, RecorderTerm] = {}
+        self._column_kinds = {}
         self._hooks = TermHooks(self.terms)  # the terms that implement each hook
         # record_step's names that a built-in term reads: any other is checked (a typo).
         self._step_names = frozenset(OUTCOME_NAMES) | frozenset(step_keys or ())
@@ -327,6 +333,7 @@ class RecorderManager:
 
     # -- hooks -----------------------------------------------------------------------
     _first_step = True  # record_step not called yet (its first call checks for a reset)
+    _column_kinds: dict[int, dict[str, tuple[bool, bool, bool, str]]]  # per term of yours, by id
 
     def record_step(self, **data: Any) -> None:
         """A step's per-env arrays (``reward``, ``terminated``, ``truncated``,
@@ -371,7 +378,10 @@ class RecorderManager:
         for term in self._hooks("record_pre_reset"):
             got = term.record_pre_reset(done) or {}
             if type(term) is not OutcomeTerm:  # yours: refused here, not at the hand-over
-                check_term_columns(term, got, self.episodes_schema, len(done))
+                kinds = self._column_kinds.get(id(term))
+                if kinds is None:
+                    kinds = self._column_kinds[id(term)] = column_kinds(term, self.episodes_schema)
+                check_term_columns(term, got, kinds, len(done))
             row.update(got)
         return row
 

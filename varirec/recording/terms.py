@@ -162,8 +162,9 @@ def _refuse_flags(name: str, x: np.ndarray) -> None:
 
 
 def _zero_one(x: np.ndarray) -> bool:
-    """Whether the integers ``x`` are all 0 or 1 (two reductions, no temporaries)."""
-    return not x.size or (x.max() <= 1 and (x.dtype.kind == "u" or x.min() >= 0))
+    """Whether the integers ``x`` are all 0 or 1: one reduction, no temporaries (any
+    other value sets another bit of the OR; a negative one its sign)."""
+    return not x.size or 0 <= int(np.bitwise_or.reduce(x)) <= 1
 
 
 class OutcomeTerm(RecorderTerm):
