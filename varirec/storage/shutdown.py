@@ -24,6 +24,12 @@ an uncaught exception or SIGTERM. Objects are closed in the reverse order of the
 registration: a RecorderManager (registered after the RunWriter it opened) hands its
 buffered rows to its writer before the writer closes.
 
+Python installs signal handlers from the main thread only. A writer made on another
+thread logs that, unless :func:`install_hooks` ran on the main thread first; with it, a
+SIGTERM raises the exit in the main thread, the recording thread raises it at its next
+``record_step`` (:func:`exit_if_signalled`) and closes its runs, and the exit hook waits
+for that thread (up to :data:`OWNER_WAIT_SECONDS`) before it closes what is left.
+
 Ctrl-C is held back like SIGTERM inside :func:`exit_held` on the main thread: a batch
 is then either accepted by the writer and cleared from its buffer, or still in the
 buffer, never both or neither. With Python's default handler the KeyboardInterrupt is
