@@ -124,6 +124,20 @@ def test_damaged_draws_part_is_named_instead_of_no_factor_has_a_value(dataset):
     assert snapshot(dataset) == before
 
 
+def _recorded_in_small_parts(root, variations) -> Path:
+    """Run "r" of ``variations`` in ``root``, its draws in parts of 40 rows (several
+    parts, so that one can be lost)."""
+    rng = np.random.default_rng(0)
+    options = {"max_rows_per_part": 40, "row_group_size": 40}
+    with vr.RecorderManager(NUM_ENVS, variations=variations, output=root, run_id="r",
+                            max_rows=8, writer_options=options) as m:  # fmt: skip
+        m.reset(None, None)
+        for _ in range(EPISODES):
+            m.record_step(reward=rng.random(NUM_ENVS), success=rng.random(NUM_ENVS) > 0.5)
+            m.reset(None, None)
+    return root
+
+
 @pytest.mark.parametrize("engine", ["memory", "duckdb"])
 def test_episodes_whose_draws_part_is_damaged_get_no_earlier_draw(tmp_path, engine):
     """The as-of rule would give an episode whose reset draws sat in a damaged part the
@@ -133,15 +147,7 @@ def test_episodes_whose_draws_part_is_damaged_get_no_earlier_draw(tmp_path, engi
         vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2))),
         vr.Variation("scene", vr.VariationCfg(sampler=vr.ChoiceCfg(choices=("lab", "yard")))),
     ]
-    rng = np.random.default_rng(0)
-    options = {"max_rows_per_part": 40, "row_group_size": 40}
-    root = tmp_path / "data"
-    with vr.RecorderManager(NUM_ENVS, variations=vs, output=root, run_id="r", max_rows=8,
-                            writer_options=options) as m:  # fmt: skip
-        m.reset(None, None)
-        for _ in range(EPISODES):
-            m.record_step(reward=rng.random(NUM_ENVS), success=rng.random(NUM_ENVS) > 0.5)
-            m.reset(None, None)
+    root = _recorded_in_small_parts(tmp_path / "data", vs)
     intact = episode_table(root, engine=engine)
     assert intact.notes == []
     parts = sorted((root / "run_id=r" / "draws").glob("part-*.parquet"))
@@ -165,15 +171,7 @@ def test_episodes_whose_draws_part_went_with_run_json_get_no_earlier_draw(tmp_pa
     any writer count the loss cannot be seen, so episodes without their own reset draw
     are left empty there too (they took the env's previous value, with no note)."""
     vs = [vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))]
-    rng = np.random.default_rng(0)
-    options = {"max_rows_per_part": 40, "row_group_size": 40}
-    root = tmp_path / "data"
-    with vr.RecorderManager(NUM_ENVS, variations=vs, output=root, run_id="r", max_rows=8,
-                            writer_options=options) as m:  # fmt: skip
-        m.reset(None, None)
-        for _ in range(EPISODES):
-            m.record_step(reward=rng.random(NUM_ENVS), success=rng.random(NUM_ENVS) > 0.5)
-            m.reset(None, None)
+    root = _recorded_in_small_parts(tmp_path / "data", vs)
     intact = episode_table(root)
     run = root / "run_id=r"
     parts = sorted((run / "draws").glob("part-*.parquet"))

@@ -188,7 +188,6 @@ class RecorderManager:
         # A hand-over's rows, and the reset that passes max_rows: one buffer's columns.
         self.blocks = BlockPool(self.max_rows + self.num_envs)
         self.terms: dict[str, RecorderTerm] = {}
-        self._column_kinds = {}
         self._hooks = TermHooks(self.terms)  # the terms that implement each hook
         # record_step's names that a built-in term reads: any other is checked (a typo).
         self._step_names = frozenset(OUTCOME_NAMES) | frozenset(step_keys or ())
@@ -196,6 +195,12 @@ class RecorderManager:
         # the run directory exists: a refused manager leaves nothing in the dataset.
         try:
             self.episodes_schema = build_terms(builtin, terms, self, into=self.terms)
+            # What a term of yours may return at a reset, per column (checked there).
+            self._column_kinds = {
+                id(t): column_kinds(t, self.episodes_schema)
+                for t in self.terms.values()
+                if type(t) is not OutcomeTerm
+            }
             self.writer = self._open_writer(output, run_id, metadata, writer_options)
         except BaseException as exc:
             self.close(error=exc)  # detaches the terms; closes a writer only if opened
@@ -333,7 +338,6 @@ class RecorderManager:
 
     # -- hooks -----------------------------------------------------------------------
     _first_step = True  # record_step not called yet (its first call checks for a reset)
-    _column_kinds: dict[int, dict[str, tuple[bool, bool, bool, str]]]  # per term of yours, by id
 
     def record_step(self, **data: Any) -> None:
         """A step's per-env arrays (``reward``, ``terminated``, ``truncated``,
@@ -378,10 +382,7 @@ class RecorderManager:
         for term in self._hooks("record_pre_reset"):
             got = term.record_pre_reset(done) or {}
             if type(term) is not OutcomeTerm:  # yours: refused here, not at the hand-over
-                kinds = self._column_kinds.get(id(term))
-                if kinds is None:
-                    kinds = self._column_kinds[id(term)] = column_kinds(term, self.episodes_schema)
-                check_term_columns(term, got, kinds, len(done))
+                check_term_columns(term, got, self._column_kinds[id(term)], len(done))
             row.update(got)
         return row
 
