@@ -590,7 +590,7 @@ def test_a_lazily_negated_reward_tensor_is_read_as_its_values(tmp_path):
 
 def test_integer_flag_tensors_on_the_host_hold_0_or_1(tmp_path) -> None:
     """numpy's were checked and CPU tensors' not: 2 and -1 were read as True (found by a
-    torch probe). A GPU's are not read on the host at each step, so not checked there."""
+    torch probe). A GPU's are not read on the host at each step: see the next test."""
     m = vr.RecorderManager(3, output=tmp_path, run_id="r")
     m.reset(None, None)
     for dtype in (torch.int64, torch.int32, torch.uint8):
@@ -599,3 +599,26 @@ def test_integer_flag_tensors_on_the_host_hold_0_or_1(tmp_path) -> None:
     m.record_step(reward=torch.ones(3), terminated=torch.tensor([1, 0, 1]))
     m.close()
     assert vr.open_dataset(tmp_path).episodes("r").num_rows == 0  # none ended by a reset
+
+
+def test_integer_flag_tensors_on_a_device_other_than_0_or_1_are_logged(
+    tmp_path, gpu, caplog
+) -> None:
+    """A device's flags are not read at each step (a check would wait for the device):
+    the writer thread logs a value other than 0 and 1 once, and records it as set."""
+    from varirec.recording import episode_chunk
+
+    episode_chunk._TOLD.discard("truncated")
+    m = vr.RecorderManager(4, output=tmp_path, run_id="r", device="cpu")
+    m.reset(None, torch.arange(4))
+    flags = torch.tensor([2, 0, 1, -1])
+    with caplog.at_level("WARNING", logger="varirec.recording.episode_chunk"):
+        m.record_step(reward=torch.ones(4), truncated=flags, terminated=flags.clamp(0, 1))
+        m.reset(None, torch.arange(4))
+        m.close()
+    rows = vr.open_dataset(tmp_path).episodes("r").to_pandas().sort_values("env_id")
+    assert rows["truncated"].tolist() == [True, False, True, True]
+    assert rows["terminated"].tolist() == [True, False, True, False]
+    told = [r.getMessage() for r in caplog.records if "`truncated`" in r.getMessage()]
+    assert len(told) == 1 and "other than 0 and 1 on the device (e.g. 2)" in told[0]
+    assert not any("`terminated`" in r.getMessage() for r in caplog.records)

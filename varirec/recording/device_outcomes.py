@@ -169,8 +169,11 @@ class DeviceOutcomes:
         if reward is not None:
             ret += reward
         for buf, flags in ((term, terminated), (trunc, truncated)):
-            if flags is not None:  # copy_ casts: a bool is 0/1, any other nonzero is set
-                buf.copy_(flags if flags.dtype == self.torch.bool else flags != 0)
+            if flags is not None:
+                # As given (a bool is 0/1): refusing an integer flag other than 0 or 1
+                # here would cost a sync a step; the writer thread logs one and records
+                # it as set (episode_chunk._flag_rows).
+                buf.copy_(flags)
         if success is not None:
             succ.copy_(success)
 

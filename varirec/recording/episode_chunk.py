@@ -217,13 +217,32 @@ def _split(part: dict[str, Any]) -> dict[str, Any]:
         split.update(zip(FINISHED, block, strict=True))
     if outcomes is not None:
         split.update(zip(VALUE_ROWS, outcomes[: len(VALUE_ROWS)], strict=True))
-        split.update(zip(FLAG_ROWS, outcomes[len(VALUE_ROWS) :] != 0, strict=True))
+        split.update(zip(FLAG_ROWS, _flag_rows(outcomes[len(VALUE_ROWS) :]), strict=True))
     if recorded is not None:
         split["env_id"] = recorded[0].astype(np.int32)
         split.update(zip(FINISHED, recorded[1 : 1 + len(FINISHED)], strict=True))
         split.update(zip(VALUE_ROWS, recorded[_VALUES].view(np.float64), strict=True))
         split.update(zip(FLAG_ROWS, recorded[_FLAGS] != 0, strict=True))
     return split
+
+
+def _flag_rows(rows: np.ndarray) -> np.ndarray:
+    """A device's flag rows (the values ``record_step`` got, unchecked there: a check
+    would wait for the device) as bools; a value other than 0 and 1 is set, and logged
+    once per flag per process, off the step."""
+    flags = rows != 0
+    for name, row, on in zip(FLAG_ROWS, rows, flags, strict=True):
+        odd = row[on & (row != 1.0)]
+        if odd.size and name not in _TOLD:
+            _TOLD.add(name)
+            log.warning(
+                "record_step `%s` got values other than 0 and 1 on the device (e.g. %g): "
+                "recorded as True where not 0; pass bools (e.g. %s=(x == 1))",
+                name,
+                odd[0],
+                name,
+            )
+    return flags
 
 
 def _joined(values: list[np.ndarray]) -> np.ndarray:
