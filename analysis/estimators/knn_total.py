@@ -34,6 +34,7 @@ from varirec.analysis.estimators._checks import (
 )
 from varirec.analysis.estimators._given_data_inputs import _factor_table, _outcome_notes
 from varirec.analysis.estimators._knn import (
+    _bias_power,
     _knn_coordinates,
     _scaled_by_slopes,
     _subset_pairs,
@@ -82,7 +83,10 @@ def knn_indices(
     and few-level factors) give ``(y_i - y_k(i))² / 2``, whose mean estimates
     ``E[Var(Y | X_s)]`` plus a bias that grows with the neighbour distance; the
     Gamma-test regression over ``k = 1..num_neighbours`` removes it to first order
-    (Devroye et al. 2018; Stefánsson et al. 1997). The rank coordinates are first
+    (Devroye et al. 2018; Stefánsson et al. 1997), in the squared distance for a
+    smooth outcome and in the distance for one that jumps, such as a 0/1 success
+    decided by the factors (whichever fits a pilot's neighbours better:
+    :func:`varirec.analysis.estimators._knn._bias_power`). The rank coordinates are first
     scaled by how fast ``Y`` moves along each (``scale_by_slopes``), which shrinks
     that bias where many factors do little. Nearest neighbours in the given
     data stand in for draws from the conditional law, as in Broto, Bachoc & Depecker
@@ -196,8 +200,22 @@ def knn_indices(
     if scale_by_slopes:
         coords = _scaled_by_slopes(coords, exact, yc, rng, k, workers)
     ties = _tie_breaks(coords, exact, rng)
+    power = _bias_power(coords, exact, yc, rng, k, workers)
+    if power != 2.0:
+        notes.append(
+            "the outcome jumps between neighbouring draws (e.g. a 0/1 success decided by "
+            "the factors): the neighbour bias was extrapolated in the distance, not its "
+            "square."
+        )
     linear = _index_maps(D, shapley)
-    options = {"shapley": shapley, "k": k, "workers": workers, "intervals": intervals, "ties": ties}
+    options = {
+        "shapley": shapley,
+        "k": k,
+        "workers": workers,
+        "intervals": intervals,
+        "ties": ties,
+        "power": power,
+    }
     estimates, errors = _estimate(coords, yc, cols, linear, max_queries, budget, rng, **options)
     z = float(norm.ppf(0.5 + conf_level / 2.0))
     bounds = {
@@ -266,6 +284,7 @@ def _estimate(
     workers: int,
     intervals: bool,
     ties: NDArray[np.float64] | None = None,
+    power: float = 2.0,
 ) -> tuple[dict[str, NDArray[np.float64]], dict[str, NDArray[np.float64]]]:
     """Point estimates of every index (and ``"noise"``), and their standard errors.
 
@@ -300,7 +319,8 @@ def _estimate(
 
     def run(mask: int) -> tuple[float, NDArray[np.intp], NDArray[np.float64], float]:
         columns = np.concatenate([cols[i] for i in range(D) if (mask >> i) & 1])
-        return _subset_pairs(coords, columns, yc, plan[mask], k, 1 if parallel else workers, ties)
+        threads = 1 if parallel else workers
+        return _subset_pairs(coords, columns, yc, plan[mask], k, threads, ties, power)
 
     if parallel:
         with ThreadPoolExecutor(max_workers=None if workers < 1 else workers) as pool:
