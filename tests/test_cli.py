@@ -155,6 +155,41 @@ def test_an_output_inside_a_run_is_refused_and_the_run_kept(dataset, tmp_path, c
     report.unlink()
 
 
+def test_an_output_through_a_linked_run_folder_is_refused(dataset, tmp_path, capsys) -> None:
+    """A run folder that is a link to elsewhere: ``-o`` through it replaced its run.json
+    with the ranking (found by a CLI probe)."""
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "run_id=lift").symlink_to(dataset / "run_id=lift")
+    run_json = dataset / "run_id=lift" / "run.json"
+    before = run_json.read_bytes()
+    for argv in (
+        ["analyze", str(linked), "--format", "csv", "-o", str(linked / "run_id=lift/run.json")],
+        ["analyze", str(linked), "--report", str(dataset / "run_id=lift" / "x.html")],
+    ):
+        assert main(argv) == 2
+        assert "is inside a run of the dataset" in capsys.readouterr().err
+    assert run_json.read_bytes() == before
+
+
+def test_a_report_over_a_link_a_device_or_a_read_only_file_is_refused(
+    dataset, tmp_path, capsys
+) -> None:
+    """The report is written beside its path and renamed over it: that replaced
+    /dev/null with a file (as root), a link with a file, a read-only file."""
+    real = tmp_path / "real.html"
+    real.write_text("mine")
+    (tmp_path / "link.html").symlink_to(real)
+    for target in (tmp_path / "link.html", Path("/dev/null")):
+        argv = ["analyze", str(dataset), "--runs", "lift", "--report", str(target)]
+        assert main(argv) == 2
+        assert "is not a regular file" in capsys.readouterr().err
+    assert real.read_text() == "mine" and (tmp_path / "link.html").is_symlink()
+    assert Path("/dev/null").is_char_device()
+    assert main(["analyze", str(dataset), "--runs", "lift", "-o", ""]) == 2
+    assert "`--output` is empty" in capsys.readouterr().err
+
+
 def test_analyze_failures_refuses_a_graded_outcome_before_writing_anything(
     dataset, tmp_path, capsys
 ) -> None:

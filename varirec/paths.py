@@ -21,27 +21,37 @@ def check_output_file(
     *,
     example: str = "out.txt",
     dataset: str | os.PathLike[str] | None = None,
+    replaced: bool = False,
 ) -> None:
-    """Refuse a file path that cannot be written: a directory, one under a file, or
-    one inside a run of ``dataset`` (a part or ``run.json`` written over is data lost)
-    (``name``: the argument, as the message calls it; ``example``: a file name to
-    suggest)."""
+    """Refuse a file path that cannot be written: an empty one, a directory, one under
+    a file, or one inside a run of ``dataset`` (a part or ``run.json`` written over is
+    data lost; a run folder that is a link counts too) (``name``: the argument, as the
+    message calls it; ``example``: a file name to suggest). ``replaced``: the file is
+    written beside and renamed over the path, so a link, a device or a pipe there, or a
+    read-only file, is refused as well."""
     target = Path(path)
-    if dataset is not None and "://" not in str(dataset):
-        root = Path(dataset).resolve()
-        inside = target.resolve()
-        if inside.is_relative_to(root) and any(
-            part.startswith("run_id=") for part in inside.relative_to(root).parts
-        ):
-            raise ValueError(
-                f"`{name}` {str(target)!r} is inside a run of the dataset {str(dataset)!r}: "
-                "writing there could replace its recorded data; write it elsewhere, e.g. "
-                f"{str(root / example)!r}"
-            )
+    if not str(path).strip():
+        raise ValueError(f"`{name}` is empty; give a file path, e.g. {example!r}")
+    if dataset is not None and "://" not in str(dataset) and _inside_a_run(target, dataset):
+        raise ValueError(
+            f"`{name}` {str(target)!r} is inside a run of the dataset {str(dataset)!r}: "
+            "writing there could replace its recorded data; write it elsewhere, e.g. "
+            f"{str(Path(dataset).resolve() / example)!r}"
+        )
     if target.is_dir():
         raise ValueError(
             f"`{name}` must be a file path, got the directory {str(target)!r}; give a file "
             f"name inside it, e.g. {str(target / example)!r}"
+        )
+    if replaced and (target.is_symlink() or (target.exists() and not target.is_file())):
+        raise ValueError(
+            f"`{name}` {str(target)!r} is not a regular file (a link, a device or a pipe): "
+            "it would be replaced by a new file; give the path of a file, e.g. "
+            f"{example!r}"
+        )
+    if replaced and target.is_file() and not os.access(target, os.W_OK):
+        raise ValueError(
+            f"`{name}` {str(target)!r} is read-only; make it writable or pick another path"
         )
     for parent in target.parents:
         if parent.exists():
@@ -61,3 +71,20 @@ def check_output_file(
                     f"files ({exc.strerror or exc}); pick a folder you can write to"
                 ) from None
             break
+
+
+def _inside_a_run(target: Path, dataset: str | os.PathLike[str]) -> bool:
+    """Whether ``target`` lies in a ``run_id=*`` folder of ``dataset``: by its path as
+    written, and where it resolves (a run folder may be a link to elsewhere)."""
+    root = Path(dataset)
+    for base, where in ((root.absolute(), target.absolute()), (root.resolve(), target.resolve())):
+        if where.is_relative_to(base) and any(
+            part.startswith("run_id=") for part in where.relative_to(base).parts
+        ):
+            return True
+    resolved = target.resolve()
+    try:
+        runs = [run.resolve() for run in root.glob("run_id=*")]
+    except OSError:
+        return False
+    return any(resolved.is_relative_to(run) for run in runs)

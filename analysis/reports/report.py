@@ -268,4 +268,4 @@ def check_report_path(
 ) -> None:
     """Refuse a report path that cannot be a file, or lies inside a run of ``dataset``,
     before any work is done (``name``: the argument, as the message calls it)."""
-    check_output_file(path, name, example="report.html", dataset=dataset)
+    check_output_file(path, name, example="report.html", dataset=dataset, replaced=True)
