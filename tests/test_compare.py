@@ -108,6 +108,19 @@ def test_cli_compare(runs, capsys) -> None:
     assert pd.DataFrame(out["disagreement"])["factor"].iloc[0] == "controller.gain"
 
 
+def test_cli_compare_json_without_intervals_is_strict_json(runs, capsys) -> None:
+    """With no resamples the interval is NaN: it was printed as a bare NaN, which strict
+    JSON parsers refuse (found by a CLI probe)."""
+    assert main(["compare", str(runs), "--runs", "A", "B", "--format", "json",
+                 "--resamples", "0"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    out = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert out["gap"] > 0 and out["gap_conf"] == [None, None]
+    with pytest.raises(SystemExit):
+        main(["compare", str(runs), "--runs", "A", "B", "--resamples", "1"])
+    assert "must be 0 (no intervals) or at least 2, got 1" in capsys.readouterr().err
+
+
 def test_design_runs_pair_on_sample_and_seed(tmp_path) -> None:
     """A schedule hands design rows to whichever env is free, which depends on the
     policy: design runs pair on (sample_id, seed), never on (env, episode)."""

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import varirec as vr
 from varirec.cli.demo import run_demo
 
@@ -49,3 +51,16 @@ def test_demo_command_prints_ranking_and_paths(tmp_path) -> None:
         text=True,
     )
     assert again.returncode == 2 and "invalid choice: 'nope'" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"resamples": 1}, "at least 2, got 1"), ({"out": ""}, "`out` is empty")],
+)
+def test_demo_refuses_bad_arguments_before_recording(tmp_path, monkeypatch, kwargs, message):
+    """``--resamples 1`` failed after both runs were recorded; ``--out ''`` wrote the
+    dataset into the current folder (found by a CLI probe)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        run_demo(**{"out": tmp_path / "d", "size": "tiny", **kwargs})
+    assert list(tmp_path.iterdir()) == []

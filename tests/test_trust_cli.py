@@ -26,7 +26,14 @@ def _small_run(path, run_id: str = "r") -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--resamples", "-5"], "argument --resamples: must be an integer >= 0, got -5"),
+        (
+            ["--resamples", "-5"],
+            "argument --resamples: must be 0 (no intervals) or at least 2, got -5",
+        ),
+        (
+            ["--resamples", "1"],
+            "argument --resamples: must be 0 (no intervals) or at least 2, got 1",
+        ),
         (["--resamples", "many"], "argument --resamples: must be an integer >= 0, got 'many'"),
         (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
     ],
@@ -53,7 +60,14 @@ def test_run_demo_checks_its_arguments_before_recording(tmp_path) -> None:
 def test_analyze_rejects_bad_arguments_at_parse_time(tmp_path, capsys) -> None:
     _small_run(tmp_path / "ds")
     for argv, message in (
-        (["--resamples", "-5"], "argument --resamples: must be an integer >= 0, got -5"),
+        (
+            ["--resamples", "-5"],
+            "argument --resamples: must be 0 (no intervals) or at least 2, got -5",
+        ),
+        (
+            ["--resamples", "1"],
+            "argument --resamples: must be 0 (no intervals) or at least 2, got 1",
+        ),
         (["--conf-level", "95"], "argument --conf-level: must be a number from 0.5 up to"),
         # Below one half every factor read as an effect (the dummy threshold fell below
         # the null's median).

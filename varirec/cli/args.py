@@ -9,14 +9,15 @@ __all__ = ["count_arg", "level_arg", "seed_arg"]
 
 
 def count_arg(text: str) -> int:
-    """argparse type: an integer >= 0 (bootstrap resamples)."""
+    """argparse type: bootstrap resamples, 0 (no intervals) or at least 2 (one
+    resample has no spread)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
+    if value < 0 or value == 1:
         raise argparse.ArgumentTypeError(
-            f"must be an integer >= 0, got {value}; e.g. 1000 (0: no intervals)"
+            f"must be 0 (no intervals) or at least 2, got {value}; e.g. 1000"
         )
     return value
 

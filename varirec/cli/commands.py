@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import sys
 import warnings
@@ -19,7 +18,7 @@ from typing import Any
 
 from varirec._version import __version__
 from varirec.cli.args import count_arg, level_arg, seed_arg
-from varirec.cli.formatting import format_ranking
+from varirec.cli.formatting import format_ranking, to_json
 from varirec.cli.groups import add_group_arguments, groups_for_analyze
 from varirec.errors import VarirecError
 from varirec.paths import check_output_file
@@ -213,7 +212,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 "--threshold T`)"
             ) from None
     if args.format == "json":
-        _emit(json.dumps(study.to_dict(), indent=2, default=str), args.output)
+        _emit(to_json(study.to_dict()), args.output)
     elif args.format == "csv":
         _emit(study.to_frame().to_csv(index=False), args.output)
     else:
@@ -237,7 +236,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from varirec.cli.inspection import format_inspection, inspect_dataset
 
     info = inspect_dataset(args.dataset)
-    print(json.dumps(info, indent=2, default=str) if args.json else format_inspection(info))
+    print(to_json(info) if args.json else format_inspection(info))
     return 0
 
 

@@ -80,6 +80,10 @@ def run_demo(
     for name, value in (("seed", seed), ("resamples", resamples)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}; e.g. 0 or 1000")
+    if resamples == 1:
+        raise ValueError("`resamples` must be 0 (no intervals) or at least 2, got 1; e.g. 1000")
+    if not str(out).strip():
+        raise ValueError("`out` is empty; give a directory for the dataset, e.g. varirec-demo")
     p = SIZES[size]
     out = Path(out)
     if out.exists() and not out.is_dir():

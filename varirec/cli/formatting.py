@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 __all__ = ["format_ranking"]
+
+
+def to_json(data: Any) -> str:
+    """``data`` as strict JSON: NaN and infinities become null (a bare ``NaN`` is not
+    JSON: strict parsers refuse the whole output); other values by ``str``.
+
+    >>> to_json({"gap": float("nan"), "n": [1, float("inf")]})
+    '{\\n  "gap": null,\\n  "n": [\\n    1,\\n    null\\n  ]\\n}'
+    """
+    return json.dumps(_finite(data), indent=2, default=str, allow_nan=False)
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    if hasattr(data, "item") and getattr(data, "ndim", None) == 0:  # a numpy scalar
+        return _finite(data.item())
+    if hasattr(data, "tolist"):  # a numpy array
+        return _finite(data.tolist())
+    return data
 
 
 def format_ranking(study: Any) -> str:
