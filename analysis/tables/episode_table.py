@@ -105,6 +105,27 @@ def _specs(ds: Dataset, run_ids: list[str]) -> dict[str, dict[str, Any]]:
     return specs
 
 
+def _lost_episodes(ds: Dataset, run_ids: list[str]) -> list[str]:
+    """A warning and a note per run whose writers recorded episodes that no file holds
+    (parts deleted or moved: the reader names skipped parts itself, not missing ones).
+    What is left is seldom a random sample: a part holds the episodes that ended
+    first."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DatasetWarning)
+        gone = [h for h in ds.health("episodes", run_ids) if h.rows_missing and not h.skipped]
+    notes = []
+    for h in gone:
+        note = (
+            f"run {h.run_id!r}: its writers recorded {h.rows_recorded} episode(s), "
+            f"{h.rows_readable} are readable; {h.rows_missing} are in no file (parts deleted "
+            "or moved). The rest is not a random sample of the run (a part holds the "
+            "episodes that ended first): restore the parts from a copy, or record again"
+        )
+        warnings.warn(note, DatasetWarning, stacklevel=3)
+        notes.append(note)
+    return notes
+
+
 def _lost_draws(
     ds: Dataset, run_ids: list[str], table: pd.DataFrame, factors: list[str]
 ) -> list[str]:
@@ -437,7 +458,11 @@ def episode_table(
         )
     table = pd.concat(frames, ignore_index=True)
     refuse_repeated_episodes(ds, table)
-    lost_notes = repeated_pairs(table) + _lost_draws(ds, run_ids, table, factor_names)
+    lost_notes = (
+        repeated_pairs(table)
+        + _lost_episodes(ds, run_ids)
+        + _lost_draws(ds, run_ids, table, factor_names)
+    )
     if "length" in table:  # an env reset again before it stepped: no outcome of its own
         idle = (pd.to_numeric(table["length"], errors="coerce") == 0).to_numpy()
         if idle.all():

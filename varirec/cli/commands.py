@@ -276,8 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"varirec {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
             code = EXIT_ERROR
         finally:
-            for w in caught:
-                print(f"varirec {args.command}: warning: {w.message}", file=sys.stderr)
+            for message in dict.fromkeys(str(w.message) for w in caught):  # each once
+                print(f"varirec {args.command}: warning: {message}", file=sys.stderr)
     return code
 
 
