@@ -96,3 +96,14 @@ def test_a_sobol_study_over_every_run_names_the_runs_it_left_out(tmp_path: Path)
     assert "a sobol study reads its design run 's' only: run(s) ['r'] left out" in " ".join(
         result.notes
     )
+
+
+def test_one_set_of_variations_for_two_runs_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """The second run of one set (a second policy, say) was refused with a message about
+    the order of calls only (found by a numbers probe)."""
+    variations = ishigami_variations()
+    kw = dict(method="random", n=32, num_envs=16, output=tmp_path, progress=False)
+    run_study(make_ishigami_env, variations, run_id="a", **kw)
+    with pytest.raises(vr.errors.RecorderStateError, match="a fresh set of variations"):
+        run_study(make_ishigami_env, variations, run_id="b", **kw)
+    assert vr.open_dataset(tmp_path).run_ids() == ["a"]

@@ -180,8 +180,10 @@ class VariationRecorder:
             if v.num_draws:
                 raise RecorderStateError(
                     f"variation {v.key!r} already drew {v.num_draws} time(s) before the recorder "
-                    "was attached, so those draws are not recorded; attach the recorder before "
-                    "any sampling (right after applying overrides)"
+                    "was attached, so those draws are not recorded: attach the recorder before "
+                    "any sampling (right after applying overrides), and give each run (each "
+                    "run_study, each policy) a fresh set of variations, e.g. from a function "
+                    "that makes them"
                 )
         for v in items:
             if v.key not in self.key_list:
