@@ -117,8 +117,8 @@ def _lost_episodes(ds: Dataset, run_ids: list[str]) -> list[str]:
     for h in gone:
         note = (
             f"run {h.run_id!r}: its writers recorded {h.rows_recorded} episode(s), "
-            f"{h.rows_readable} are readable; {h.rows_missing} are in no file (parts deleted "
-            "or moved). The rest is not a random sample of the run (a part holds the "
+            f"{h.rows_readable} are readable; {h.rows_missing} are in no file (parts deleted, "
+            "moved or rewritten). The rest is not a random sample of the run (a part holds the "
             "episodes that ended first): restore the parts from a copy, or record again"
         )
         warnings.warn(note, DatasetWarning, stacklevel=3)
