@@ -56,6 +56,12 @@ def test_group_errors_name_the_problem() -> None:
         resolve_groups(["mass"], {"g": []})
     with pytest.raises(ValueError, match="non-empty list"):
         resolve_groups(["mass"], {"g": "mass"})
+    # named like one of its factors, it took that factor's row (found by a CLI probe)
+    with pytest.raises(
+        ValueError, match=r"group name 'mass' is also a factor's name.*'mass_group'"
+    ):
+        resolve_groups(["mass", "gain"], {"mass": ["mass", "gain"]})
+    assert resolve_groups(["mass", "gain"], {"mass": ["mass"]}) == (["mass", "gain"], [[0], [1]])
 
 
 def test_declared_groups_expand_variations_and_keep_other_vectors() -> None:

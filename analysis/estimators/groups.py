@@ -55,7 +55,8 @@ def resolve_groups(
 
     Raises:
         UnknownNameError: a group names a column that is not a factor.
-        ValueError: a column in two groups, or an empty group.
+        ValueError: a column in two groups, an empty group, or a group named like a
+            factor it does not consist of alone.
 
     Example:
         >>> resolve_groups(["a", "p[0]", "b", "p[1]"], {"p": ["p[0]", "p[1]"]})
@@ -69,6 +70,12 @@ def resolve_groups(
             raise ValueError(
                 f"`groups[{group!r}]` must be a non-empty list of factor names, got "
                 f"{members!r}; pass e.g. {{'{group}': ['a', 'b']}}"
+            )
+        if group in index and list(members) != [group]:
+            raise ValueError(
+                f"group name {group!r} is also a factor's name: that factor's row would "
+                f"show the group {list(members)}; name the group otherwise, e.g. "
+                f"{group + '_group'!r}"
             )
         for member in members:
             if member not in index:
