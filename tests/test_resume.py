@@ -203,6 +203,11 @@ def strings():
          "make_env(8) must return a batched env with num_envs == 8"),
         (f"{__name__}:make_noisy_env", f"{__name__}:strings",
          "must return the env's variations (a VariationSet or a list of Variation), got list"),
+        # factories of the wrong signature ended in a TypeError traceback (a CLI probe)
+        ("os:getcwd", "varirec.envs:ishigami_variations",
+         "`--env` 'os:getcwd' is called as make_env(num_envs), but its signature is ()"),
+        (f"{__name__}:make_noisy_env", "varirec.envs:make_ishigami_env",
+         "`--variations` 'varirec.envs:make_ishigami_env' is called as make_variations()"),
     ],
 )  # fmt: skip
 def test_a_factory_that_returns_no_env_or_variations_is_named_and_the_run_kept(
@@ -376,3 +381,21 @@ def test_a_resume_with_other_distributions_is_refused_before_anything_runs(tmp_p
     run_study(make_noisy_env, ishigami_variations(), output=tmp_path, run_id="s", resume=True,
               **options)  # fmt: skip
     assert open_dataset(tmp_path).episodes("s").num_rows == (80 if method == "sobol" else 64)
+
+
+def test_the_cli_names_running_out_of_memory_without_a_traceback(tmp_path, capsys, monkeypatch):
+    """`--num-envs 2000000000` ended in numpy's _ArrayMemoryError traceback (a CLI probe);
+    any command out of memory now says so in one line, and what to ask for instead."""
+    import numpy as np
+
+    from varirec.cli import resume
+
+    def too_big(args):
+        return np.empty(int(args.num_envs) * 10**5)  # 1.6 PB: numpy refuses it at once
+
+    monkeypatch.setattr(resume, "_cmd_resume", too_big)
+    code = cli_main(["resume", str(tmp_path), "--run-id", "s", "--env", "a:b",
+                     "--variations", "a:c", "--num-envs", "2000000000"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "error: out of memory" in err and "fewer envs" in err
+    assert "Traceback" not in err

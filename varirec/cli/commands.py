@@ -269,6 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (VarirecError, ValueError) as exc:
             print(f"varirec {args.command}: error: {exc}", file=sys.stderr)
             code = EXIT_ERROR
+        except MemoryError as exc:
+            print(
+                f"varirec {args.command}: error: out of memory{f' ({exc})' if str(exc) else ''}; "
+                "ask for less at once (fewer envs, a smaller study, fewer runs)",
+                file=sys.stderr,
+            )
+            code = EXIT_ERROR
         except BrokenPipeError:  # the reader left (`varirec analyze ... | head`): no error
             _quiet_stdout()
             code = EXIT_PIPE

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
     make_env = load_callable(args.env, "--env")
     make_variations = load_callable(args.variations, "--variations")
+    _check_call(make_env, 1, "--env", args.env, "make_env(num_envs)")
+    _check_call(make_variations, 0, "--variations", args.variations, "make_variations()")
     run = open_dataset(args.dataset).run(args.run_id)
     study = dict(run.metadata.get("user", {}).get("study") or {})
     if "method" not in study or "n" not in study:
@@ -94,6 +97,22 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         f"{episodes} in the run"
     )
     return 0
+
+
+def _check_call(fn: Callable[..., Any], count: int, what: str, spec: str, call: str) -> None:
+    """Refuse a factory that cannot be called with ``count`` positional arguments, by its
+    signature, before anything is opened (a call would fail later, in a traceback)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read (some builtins): try the call
+        return
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        raise ValueError(
+            f"`{what}` {spec!r} is called as {call}, but its signature is {signature}; "
+            f"name a function that takes {count or 'no'} argument{'s' * (count != 1)}"
+        ) from None
 
 
 def add_resume_parser(sub: argparse._SubParsersAction) -> None:
