@@ -325,6 +325,15 @@ def analyze(
             f"`groups` applies to method='knn', got groups={groups!r} with method={method!r}; "
             "pass method='knn', or for a Sobol design pass groups to sobol_design(...)"
         )
+    if method == "knn" and design_id is not None:
+        kind = ds.run(design_id).metadata["design"]["method"]
+        raise DesignError(
+            f"run {design_id!r} holds a {kind} design, whose rows are quasi-random points or "
+            "grid levels, not random draws: kNN's neighbours among them are biased (on a "
+            "Sobol design of Ishigami, x3's first-order index read -0.12 where it is 0); "
+            f"analyse it with --method {kind} (its own) or binning, or record a run of plain "
+            "random draws for knn"
+        )
     categories = None
     rarer: tuple[int, float] | None = None  # given-data 0/1 outcomes only
     if method in DESIGN_METHODS:
