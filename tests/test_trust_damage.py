@@ -589,3 +589,27 @@ def test_inspect_says_how_many_episodes_a_mean_leaves_out_as_nan(tmp_path):
         m.record_pre_reset(None)
     text = format_inspection(inspect_dataset(tmp_path))
     assert "return       mean 2  min 1  max 3  (2 of 3 episodes; 1 NaN or inf)" in text
+
+
+def test_episodes_running_at_close_are_counted_and_noted(tmp_path):
+    """Episodes that never finished had no row and no mention: heavy payloads that could
+    not finish left a success rate of 100 % (found by a numbers probe). run.json counts
+    them and the episode table says so; a new episode not yet stepped is not counted."""
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    with vr.RecorderManager(4, variations=[mass], output=tmp_path, run_id="r") as m:
+        m.reset(None, None)
+        m.record_step(reward=np.ones(4), success=np.ones(4, bool))
+        m.reset(None, np.array([0, 1]))  # 0 and 1 finish and start again; 2 and 3 run on
+    meta = json.loads((tmp_path / "run_id=r" / "run.json").read_text())["metadata"]
+    assert meta["episodes_open_at_close"] == 2
+    table = episode_table(tmp_path)
+    assert len(table) == 2
+    assert any("2 episode(s) were still running when it closed (beside 2 finished)" in n
+               for n in table.notes)  # fmt: skip
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    with vr.RecorderManager(2, variations=[mass], output=tmp_path, run_id="all") as m:
+        m.reset(None, None)
+        m.record_step(reward=np.ones(2), success=np.ones(2, bool))
+        m.reset(None, None)
+    run_json = json.loads((tmp_path / "run_id=all" / "run.json").read_text())
+    assert "episodes_open_at_close" not in run_json["metadata"]

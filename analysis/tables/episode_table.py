@@ -105,6 +105,23 @@ def _specs(ds: Dataset, run_ids: list[str]) -> dict[str, dict[str, Any]]:
     return specs
 
 
+def _open_at_close(ds: Dataset, run_ids: list[str], table: pd.DataFrame) -> list[str]:
+    """A note per run whose recorder closed with episodes running (``run.json``'s
+    ``episodes_open_at_close``): they have no row, and they are not a random share."""
+    notes = []
+    counts = table["run_id"].value_counts() if "run_id" in table else pd.Series(dtype=int)
+    for run_id in run_ids:
+        running = ds.run(run_id).metadata.get("episodes_open_at_close")
+        if isinstance(running, int) and not isinstance(running, bool) and running > 0:
+            notes.append(
+                f"run {run_id!r}: {running} episode(s) were still running when it closed "
+                f"(beside {int(counts.get(run_id, 0))} finished) and have no row; where "
+                "they are the long ones (an episode that cannot finish), the finished ones "
+                "lean the other way: end every episode (a step limit) before closing"
+            )
+    return notes
+
+
 def _lost_episodes(ds: Dataset, run_ids: list[str]) -> list[str]:
     """A warning and a note per run whose writers recorded episodes that no file holds
     (parts deleted or moved: the reader names skipped parts itself, not missing ones).
@@ -460,6 +477,7 @@ def episode_table(
     refuse_repeated_episodes(ds, table)
     lost_notes = (
         repeated_pairs(table)
+        + _open_at_close(ds, run_ids, table)
         + _lost_episodes(ds, run_ids)
         + _lost_draws(ds, run_ids, table, factor_names)
     )

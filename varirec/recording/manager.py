@@ -520,10 +520,27 @@ class RecorderManager:
                 writer = getattr(self, "writer", None)
                 if writer is not None and not writer.closed:
                     self._note_enabled_later(writer)
+                    self._note_open_episodes(writer, driver)
                     # run.json's counts sum every writer's rows
                     writer.close(error=first if error is None else error, closed_by=closed_by)
         if first is not None and error is None:
             raise first
+
+    @staticmethod
+    def _note_open_episodes(writer: RunWriter, driver: Any) -> None:
+        """Count in ``run.json`` (``episodes_open_at_close``) the episodes that had taken
+        steps and were still running: they have no row, and where they are the long
+        ones (a payload too heavy to finish) the episodes recorded lean the other way
+        (the analysis says so)."""
+        tracker = getattr(driver, "tracker", None)
+        if tracker is None or not writer.created:
+            return
+        try:
+            running = int(np.count_nonzero(tracker.started & (tracker.step > 0)))
+            if running:
+                writer.update_metadata(episodes_open_at_close=running)
+        except Exception as exc:  # a note in run.json must not keep the run from closing
+            log.warning("could not count the episodes open at close in run.json: %s", exc)
 
     def _note_enabled_later(self, writer: RunWriter) -> None:
         """``run.json`` lists the variations as they were when the run began; mark those
