@@ -613,3 +613,16 @@ def test_episodes_running_at_close_are_counted_and_noted(tmp_path):
         m.reset(None, None)
     run_json = json.loads((tmp_path / "run_id=all" / "run.json").read_text())
     assert "episodes_open_at_close" not in run_json["metadata"]
+
+
+def test_a_run_still_marked_running_is_noted(tmp_path):
+    """A killed run reads 'running' in run.json: inspect said so, analyze did not (found
+    by a CLI probe)."""
+    record(tmp_path, "k")
+    path = tmp_path / "run_id=k" / "run.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "status": "running"}))  # as a SIGKILL leaves it
+    notes = episode_table(tmp_path).notes
+    assert any("run 'k' says 'running': its process was killed, or still records" in n
+               for n in notes)  # fmt: skip
+    assert not any("says 'running'" in n for n in episode_table(record(tmp_path, "c"), "c").notes)

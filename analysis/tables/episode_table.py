@@ -107,10 +107,16 @@ def _specs(ds: Dataset, run_ids: list[str]) -> dict[str, dict[str, Any]]:
 
 def _open_at_close(ds: Dataset, run_ids: list[str], table: pd.DataFrame) -> list[str]:
     """A note per run whose recorder closed with episodes running (``run.json``'s
-    ``episodes_open_at_close``): they have no row, and they are not a random share."""
+    ``episodes_open_at_close``): they have no row, and they are not a random share; and
+    per run still marked running (killed, or recording still)."""
     notes = []
     counts = table["run_id"].value_counts() if "run_id" in table else pd.Series(dtype=int)
     for run_id in run_ids:
+        if ds.run(run_id).status == "running":
+            notes.append(
+                f"run {run_id!r} says 'running': its process was killed, or still records; "
+                "what it had flushed is read (`varirec inspect` shows its writers)"
+            )
         running = ds.run(run_id).metadata.get("episodes_open_at_close")
         if isinstance(running, int) and not isinstance(running, bool) and running > 0:
             notes.append(
