@@ -626,3 +626,26 @@ def test_a_run_still_marked_running_is_noted(tmp_path):
     assert any("run 'k' says 'running': its process was killed, or still records" in n
                for n in notes)  # fmt: skip
     assert not any("says 'running'" in n for n in episode_table(record(tmp_path, "c"), "c").notes)
+
+
+@pytest.mark.parametrize("engine", ["memory", "duckdb"])
+def test_without_run_json_a_vector_factor_keeps_every_component_index(tmp_path, engine):
+    """Without the spec, the first component was named like the whole vector:
+    'offset', 'offset[1]', 'offset[2]' (found by a CLI probe)."""
+    if engine == "duckdb":
+        pytest.importorskip("duckdb")
+    offset = vr.Variation(
+        "offset", vr.VariationCfg(sampler=vr.UniformCfg(low=(-1.0,) * 3, high=(1.0,) * 3))
+    )
+    mass = vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+    with vr.RecorderManager(4, variations=[offset, mass], output=tmp_path, run_id="r") as m:
+        for _ in range(3):
+            m.reset(None, None)
+            m.record_step(reward=np.ones(4))
+            m.record_pre_reset(None)
+    with_spec = episode_table(tmp_path, engine=engine).factors
+    (tmp_path / "run_id=r" / "run.json").unlink()
+    with pytest.warns(DatasetWarning, match="run.json is missing"):
+        without = episode_table(tmp_path, engine=engine).factors
+    assert with_spec == ["offset[0]", "offset[1]", "offset[2]", "mass"]
+    assert sorted(without) == sorted(with_spec)  # without a spec, in name order

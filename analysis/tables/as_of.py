@@ -38,11 +38,17 @@ _SHIFT = np.int64(40)  # seq < 2**40 events per run; env ids < 2**23
 _FEW = 8  # build draws a column takes a pass over the episodes each for, not a search
 
 
-def column_name(key: str, spec: dict[str, Any] | None, component: int) -> str:
-    """The factor column name of ``component`` of variation ``key`` (``key[x]``, ``key[0]``)."""
+def column_name(key: str, spec: dict[str, Any] | None, component: int, vector: bool = False) -> str:
+    """The factor column name of ``component`` of variation ``key`` (``key[x]``, ``key[0]``;
+    ``vector``: the draws hold other components of it, where no spec tells its shape).
+
+    >>> column_name("mass", None, 0), column_name("offset", None, 0, vector=True)
+    ('mass', 'offset[0]')
+    """
     comps = (spec or {}).get("components") or []
     if not comps:
-        return key if component == 0 and not (spec or {}).get("shape") else f"{key}[{component}]"
+        scalar = component == 0 and not (spec or {}).get("shape") and not vector
+        return key if scalar else f"{key}[{component}]"
     return f"{key}[{comps[component]}]"
 
 
@@ -314,8 +320,14 @@ def run_factors(
             m or ("interval" if all_interval[c] == per_col[c] > 0 else "reset")
             for c, m in enumerate(modes)
         ]
+    vectors = {int(c) // width for c in present if c % width}
     names = [
-        column_name(var_names[c // width], specs.get(var_names[c // width]), int(c % width))
+        column_name(
+            var_names[c // width],
+            specs.get(var_names[c // width]),
+            int(c % width),
+            vector=int(c) // width in vectors,
+        )
         for c in present
     ]
     is_interval = np.array([m == "interval" for m in modes], bool)

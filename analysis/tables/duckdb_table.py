@@ -169,10 +169,11 @@ def _query(
     names: list[str] = []
     keep: list[tuple[str, int, bool, bool, bool]] = []
     skipped: list[str] = []
+    vectors = {row[0] for row in summary if row[1]}  # variations with several components
     for variation, component, count, n_interval, n_build, n_label in summary:
         spec = specs.get(variation)
         mode = (spec or {}).get("mode") or ("interval" if n_interval == count else "reset")
-        name = column_name(variation, spec, int(component))
+        name = column_name(variation, spec, int(component), vector=variation in vectors)
         if mode == "interval":
             skipped.append(name)
             continue

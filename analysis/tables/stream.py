@@ -212,9 +212,10 @@ class _Join:
         values: list[np.ndarray] = []
         names: list[str] = []
         labels: dict[str, tuple[np.ndarray, list[str]]] = {}
+        vectors = {var for var, comp in self.cols if comp}  # several components
         for var, comp in sorted(self.cols):  # (variation, component): run_factors' order
             c, key = self.cols[var, comp], self.variations.names[var]
-            name = column_name(key, self.specs.get(key), comp)
+            name = column_name(key, self.specs.get(key), comp, vector=var in vectors)
             if interval[c]:
                 skipped.append(name)
                 continue
