@@ -94,6 +94,10 @@ FIRST_ORDER = ("binning", "rbd_fast")
 first-order effect", as one that acts through interactions only reads there too (the
 demo's ``joint.friction``: S1 0.001 by binning, ST 0.13 by Sobol)."""
 RESAMPLED = ("binning", "rbd_fast", "delta", "knn")
+FEW_TRAJECTORIES = 10
+"""Morris trajectories below which factors get no verdict: a bootstrap of a few resamples
+its own handful of elementary effects (2 trajectories gave a zero-width interval and
+"effect")."""
 DEFAULT_RESAMPLES = 1000
 """Bootstrap resamples of :func:`analyze` when none are given."""
 RBD_HARMONICS = 10
@@ -217,6 +221,8 @@ class Study:
             return "no verdict: no interval"
         if isinstance(self.result, SobolResult) and self.result.num_samples < FEW_BASE_SAMPLES // 4:
             return f"no verdict: only N={self.result.num_samples} base samples"
+        if isinstance(self.result, MorrisResult) and self.result.num_samples < FEW_TRAJECTORIES:
+            return f"no verdict: only {self.result.num_samples} trajectories"
         if low > NEGLIGIBLE:
             return "effect"
         return "no effect" if high < NEGLIGIBLE else "uncertain"

@@ -146,3 +146,19 @@ def test_a_rare_category_is_on_the_grid_and_its_effect_seen(tmp_path) -> None:
     ranking = analyze(tmp_path, outcome="return").ranking().set_index("factor")
     assert ranking.loc["drop", "estimate"] > ranking.loc["x", "estimate"] > 0
     assert ranking.loc["drop", "verdict"] == "effect"
+
+
+def test_a_few_trajectories_get_no_verdict(tmp_path) -> None:
+    """Two trajectories gave a linear factor a zero-width interval and "effect" (found by
+    a CLI probe): a bootstrap over a handful of elementary effects shows no spread."""
+    from varirec.analysis import analyze, run_study
+    from varirec.analysis.study import FEW_TRAJECTORIES
+    from varirec.envs import ishigami_variations, make_ishigami_env
+
+    for n, root in ((2, tmp_path / "few"), (FEW_TRAJECTORIES, tmp_path / "enough")):
+        run_study(make_ishigami_env, ishigami_variations(), method="morris", n=n, num_envs=64,
+                  output=root, seed=0, progress=False)  # fmt: skip
+    few = analyze(tmp_path / "few", outcome="return").ranking()
+    assert (few["verdict"] == "no verdict: only 2 trajectories").all()
+    enough = analyze(tmp_path / "enough", outcome="return").ranking()
+    assert not enough["verdict"].str.startswith("no verdict").any()
