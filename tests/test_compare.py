@@ -109,6 +109,17 @@ def test_cli_compare(runs, capsys) -> None:
     assert pd.DataFrame(out["disagreement"])["factor"].iloc[0] == "controller.gain"
 
 
+def test_a_compare_report_claims_no_resolved_indices(runs, tmp_path) -> None:
+    """A report of a comparison alone said "the indices are resolved" of indices it never
+    measured (found by a CLI probe)."""
+    report = tmp_path / "cmp.html"
+    assert main(["compare", str(runs), "--runs", "A", "B", "--resamples", "20",
+                 "--report", str(report)]) == 0  # fmt: skip
+    text = report.read_text()
+    assert "new vs" in text or "gap" in text
+    assert "indices are resolved" not in text
+
+
 def test_cli_compare_json_without_intervals_is_strict_json(runs, capsys) -> None:
     """With no resamples the interval is NaN: it was printed as a bare NaN, which strict
     JSON parsers refuse (found by a CLI probe)."""

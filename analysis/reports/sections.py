@@ -247,8 +247,9 @@ def summary_html(
             + " and ".join(c.text() for c in failures.rule.conditions)
             + ", then check the fix with varirec compare over the same conditions"
         )
-    if not todo:
+    if not todo and any(ctl is not None for ctl in controls):
         todo.append("the indices are resolved; no further episodes needed for ±0.02")
-    items.append("Next: " + "; ".join(todo) + ".")
+    if todo:  # a report of comparisons alone measured no index to resolve
+        items.append("Next: " + "; ".join(todo) + ".")
     body = "".join(f"<li>{html.escape(i)}</li>" for i in items)
     return f'<section id="summary"><h2>Summary</h2><ul>{body}</ul></section>'
