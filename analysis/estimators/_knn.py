@@ -108,6 +108,8 @@ def _bias_power(
     means better is kept. Only pairs that share the levels of the exactly matched
     columns count, and ``d`` is measured along the continuous ones: a level's step is
     a jump too, but not one the extrapolation crosses.
+    :func:`~varirec.analysis.estimators.knn_total.knn_indices` asks it of 0/1 outcomes
+    only (on smooth ones the choice flipped with the seed at small ``N``).
 
     Example:
         >>> rng = np.random.default_rng(0)
