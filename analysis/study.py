@@ -333,12 +333,18 @@ def analyze(
         )
     if method == "knn" and design_id is not None:
         kind = ds.run(design_id).metadata["design"]["method"]
+        plain = [r for r in run_ids if not ds.run(r).metadata.get("design")]
+        fix = (
+            f"pick the runs of plain random draws for knn: --runs {' '.join(plain)} "
+            f"(runs={plain!r})"
+            if plain
+            else "record a run of plain random draws for knn"
+        )
         raise DesignError(
             f"run {design_id!r} holds a {kind} design, whose rows are quasi-random points or "
             "grid levels, not random draws: kNN's neighbours among them are biased (on a "
             "Sobol design of Ishigami, x3's first-order index read -0.12 where it is 0); "
-            f"analyse it with --method {kind} (its own) or binning, or record a run of plain "
-            "random draws for knn"
+            f"analyse it with --method {kind} (its own) or binning, or {fix}"
         )
     categories = None
     rarer: tuple[int, float] | None = None  # given-data 0/1 outcomes only

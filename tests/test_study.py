@@ -396,3 +396,8 @@ def test_knn_on_a_design_run_is_refused_naming_the_methods_that_fit(tmp_path) ->
         analyze(tmp_path, outcome="return", method="knn")
     binned = analyze(tmp_path, outcome="return", method="binning", num_resamples=20)
     assert binned.num_episodes == 128  # the A and B rows
+    run_study(make_ishigami_env, ishigami_variations(), method="random", n=300, num_envs=64,
+              output=tmp_path, run_id="plain", seed=1, progress=False)  # fmt: skip
+    with pytest.raises(DesignError, match=r"--runs plain \(runs=\['plain'\]\)"):
+        analyze(tmp_path, outcome="return", method="knn")
+    assert analyze(tmp_path, runs="plain", outcome="return", method="knn").num_episodes == 300

@@ -27,11 +27,13 @@ def check_output_file(
     a file, or one inside a run of ``dataset`` (a part or ``run.json`` written over is
     data lost; a run folder that is a link counts too) (``name``: the argument, as the
     message calls it; ``example``: a file name to suggest). ``replaced``: the file is
-    written beside and renamed over the path, so a link, a device or a pipe there, or a
-    read-only file, is refused as well."""
+    written beside and renamed over the path (a link's target, for a link), so a device
+    or a pipe there, or a read-only file, is refused as well."""
     target = Path(path)
     if not str(path).strip():
         raise ValueError(f"`{name}` is empty; give a file path, e.g. {example!r}")
+    if replaced and target.is_symlink():
+        target = Path(os.path.realpath(target))  # written through to the file it names
     if dataset is not None and "://" not in str(dataset) and _inside_a_run(target, dataset):
         raise ValueError(
             f"`{name}` {str(target)!r} is inside a run of the dataset {str(dataset)!r}: "
@@ -43,11 +45,10 @@ def check_output_file(
             f"`{name}` must be a file path, got the directory {str(target)!r}; give a file "
             f"name inside it, e.g. {str(target / example)!r}"
         )
-    if replaced and (target.is_symlink() or (target.exists() and not target.is_file())):
+    if replaced and target.exists() and not target.is_file():
         raise ValueError(
-            f"`{name}` {str(target)!r} is not a regular file (a link, a device or a pipe): "
-            "it would be replaced by a new file; give the path of a file, e.g. "
-            f"{example!r}"
+            f"`{name}` {str(path)!r} is not a regular file (a device or a pipe): it would be "
+            f"replaced by a new file; give the path of a file, e.g. {example!r}"
         )
     if replaced and target.is_file() and not os.access(target, os.W_OK):
         raise ValueError(
@@ -77,7 +78,8 @@ def _inside_a_run(target: Path, dataset: str | os.PathLike[str]) -> bool:
     """Whether ``target`` lies in a ``run_id=*`` folder of ``dataset``: by its path as
     written, and where it resolves (a run folder may be a link to elsewhere)."""
     root = Path(dataset)
-    for base, where in ((root.absolute(), target.absolute()), (root.resolve(), target.resolve())):
+    written = (Path(os.path.abspath(root)), Path(os.path.abspath(target)))  # `..` folded
+    for base, where in (written, (root.resolve(), target.resolve())):
         if where.is_relative_to(base) and any(
             part.startswith("run_id=") for part in where.relative_to(base).parts
         ):

@@ -250,6 +250,8 @@ def write_report(
     """
     path = Path(path)
     check_report_path(path)
+    if path.is_symlink():  # the file it names is written, the link kept
+        path = Path(os.path.realpath(path))
     text = render_report(studies, title=title, dataset=dataset, **sections)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
