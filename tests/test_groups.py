@@ -62,6 +62,10 @@ def test_group_errors_name_the_problem() -> None:
     ):
         resolve_groups(["mass", "gain"], {"mass": ["mass", "gain"]})
     assert resolve_groups(["mass", "gain"], {"mass": ["mass"]}) == (["mass", "gain"], [[0], [1]])
+    with pytest.raises(ValueError, match=r"group name 'mass' is also a factor's name"):
+        resolve_groups(["mass", "a", "b"], {"mass": ["a", "b"]})  # 'mass' keeps its row
+    # 'a' names a group while the factor a is in another: no row reads as two things
+    assert resolve_groups(["a", "b", "c"], {"a": ["b", "c"], "a_g": ["a"]})[0] == ["a_g", "a"]
 
 
 def test_declared_groups_expand_variations_and_keep_other_vectors() -> None:

@@ -649,3 +649,25 @@ def test_without_run_json_a_vector_factor_keeps_every_component_index(tmp_path, 
         without = episode_table(tmp_path, engine=engine).factors
     assert with_spec == ["offset[0]", "offset[1]", "offset[2]", "mass"]
     assert sorted(without) == sorted(with_spec)  # without a spec, in name order
+
+
+def test_a_resumed_run_replaces_the_count_of_episodes_open_at_close(tmp_path):
+    """The first process's count stayed after a resume that ran those episodes again
+    (found by a review probe)."""
+
+    def mass():
+        return vr.Variation("mass", vr.VariationCfg(sampler=vr.UniformCfg(low=1, high=2)))
+
+    m = vr.RecorderManager(4, variations=[mass()], output=tmp_path, run_id="r")
+    m.reset(None, None)
+    m.record_step(reward=np.ones(4))
+    m.close(error=RuntimeError("interrupted"))
+    run_json = tmp_path / "run_id=r" / "run.json"
+    assert json.loads(run_json.read_text())["metadata"]["episodes_open_at_close"] == 4
+    with vr.RecorderManager(4, variations=[mass()], output=RunWriter.resume(tmp_path, "r")) as m:
+        m.reset(None, None)
+        m.record_step(reward=np.ones(4))
+        m.reset(None, None)
+    doc = json.loads(run_json.read_text())
+    assert doc["status"] == "complete" and doc["metadata"]["episodes_open_at_close"] == 0
+    assert not any("still running when it closed" in n for n in episode_table(tmp_path).notes)

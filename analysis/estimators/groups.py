@@ -71,12 +71,6 @@ def resolve_groups(
                 f"`groups[{group!r}]` must be a non-empty list of factor names, got "
                 f"{members!r}; pass e.g. {{'{group}': ['a', 'b']}}"
             )
-        if group in index and list(members) != [group]:
-            raise ValueError(
-                f"group name {group!r} is also a factor's name: that factor's row would "
-                f"show the group {list(members)}; name the group otherwise, e.g. "
-                f"{group + '_group'!r}"
-            )
         for member in members:
             if member not in index:
                 raise UnknownNameError(
@@ -90,6 +84,20 @@ def resolve_groups(
                     "a factor belongs to one group at most"
                 )
             owner[j] = group
+    for group, members in (groups or {}).items():
+        # Named like a factor that keeps a row of its own, or like one of its members
+        # beside others: one name for two things (a CSV row shows no members).
+        j = index.get(group)
+        if j is None:
+            continue
+        alone = j not in owner  # the factor keeps a row of its own
+        beside_others = owner.get(j) == group and len(members) > 1
+        if alone or beside_others:
+            raise ValueError(
+                f"group name {group!r} is also a factor's name: its row would read as that "
+                f"factor's, not the group {list(members)}'s; name the group otherwise, e.g. "
+                f"{group + '_group'!r}"
+            )
     out_names: list[str] = []
     out_members: list[list[int]] = []
     seen: dict[str, int] = {}

@@ -123,7 +123,7 @@ def _open_at_close(ds: Dataset, run_ids: list[str], table: pd.DataFrame) -> list
                 f"run {run_id!r}: {running} episode(s) were still running when it closed "
                 f"(beside {int(counts.get(run_id, 0))} finished) and have no row; where "
                 "they are the long ones (an episode that cannot finish), the finished ones "
-                "lean the other way: end every episode (a step limit) before closing"
+                "lean the other way (a step limit ends every episode)"
             )
     return notes
 

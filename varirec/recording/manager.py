@@ -531,13 +531,14 @@ class RecorderManager:
         """Count in ``run.json`` (``episodes_open_at_close``) the episodes that had taken
         steps and were still running: they have no row, and where they are the long
         ones (a payload too heavy to finish) the episodes recorded lean the other way
-        (the analysis says so)."""
+        (the analysis says so). Where the run was resumed, the count is replaced."""
         tracker = getattr(driver, "tracker", None)
-        if tracker is None or not writer.created:
+        if tracker is None or not writer.writes_outcome:
             return
         try:
             running = int(np.count_nonzero(tracker.started & (tracker.step > 0)))
-            if running:
+            # A resumed run's count is this process's: the first one's episodes ran again.
+            if running or "episodes_open_at_close" in writer.metadata:
                 writer.update_metadata(episodes_open_at_close=running)
         except Exception as exc:  # a note in run.json must not keep the run from closing
             log.warning("could not count the episodes open at close in run.json: %s", exc)

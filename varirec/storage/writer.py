@@ -346,6 +346,17 @@ class RunWriter:
         return dict(self._counts)
 
     @property
+    def metadata(self) -> dict[str, Any]:
+        """The run's metadata as this writer knows it (a copy)."""
+        return dict(self._metadata)
+
+    @property
+    def writes_outcome(self) -> bool:
+        """Whether this writer writes the run's outcome to ``run.json`` at close (and may
+        :meth:`update_metadata`): it made the run, or resumed it."""
+        return self._finishes
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` has completed."""
         return self._closed
