@@ -261,8 +261,9 @@ def test_a_run_directory_this_user_cannot_read_is_skipped_and_the_others_read(tm
         if shutil.which("setpriv") is None:
             pytest.skip("runs as root without setpriv: every directory is readable")
         prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    # Where the other user reaches it (pytest's own folders are the owner's only).
-    top = Path(tempfile.mkdtemp(prefix="varirec-perm-"))
+    # Where the other user reaches it: the system's temporary folder (pytest's own
+    # folders, where the root conftest points tempfile, are the owner's only).
+    top = Path(tempfile.mkdtemp(prefix="varirec-perm-", dir=os.environ.get("TMPDIR") or "/tmp"))
     root = record(top / "data", "a")
     record(root, "b")
     for path in (top, root, *root.rglob("*")):

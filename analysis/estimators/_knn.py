@@ -130,8 +130,7 @@ def _bias_power(
     k = max(2, min(3 * num_neighbours, N - 2))
     if N < 4 or exact.all():
         return 2.0
-    rows = rng.choice(N, size=min(num_pilot, N), replace=False)
-    _, nbr = _neighbours(coords, rows, k, workers)
+    rows, nbr = _pilot_pairs(coords, rng, k, workers, num_pilot)
     step = coords[nbr] - coords[rows, np.newaxis]
     same = ~(step[:, :, exact] != 0.0).any(axis=2)
     if same.sum(axis=0).min() < 10:
@@ -224,6 +223,15 @@ def _neighbours(
     return dist[keep].reshape(n, k), nbr
 
 
+def _pilot_pairs(
+    coords: NDArray[np.float64], rng: np.random.Generator, k: int, workers: int, num_pilot: int
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``num_pilot`` rows drawn at random (all, if fewer) and their ``k`` nearest
+    neighbours in all of ``coords``: the pairs a pilot fit reads."""
+    rows = rng.choice(coords.shape[0], size=min(num_pilot, coords.shape[0]), replace=False)
+    return rows, _neighbours(coords, rows, k, workers)[1]
+
+
 def _gamma_weights(d2: NDArray[np.float64]) -> NDArray[np.float64]:
     """Weights ``w`` such that ``w @ means`` is the intercept of ``means`` on ``d2``."""
     k = d2.size
@@ -269,8 +277,7 @@ def _scaled_by_slopes(
     if cont.size < 2 or N < 4:
         return coords
     k = max(1, min(num_neighbours, N - 2))
-    rows = rng.choice(N, size=min(num_pilot, N), replace=False)
-    _, nbr = _neighbours(coords, rows, k, workers)
+    rows, nbr = _pilot_pairs(coords, rng, k, workers, num_pilot)
     diff2 = (coords[rows, np.newaxis][:, :, cont] - coords[nbr][:, :, cont]) ** 2
     semi = 0.5 * (y[rows, np.newaxis] - y[nbr]) ** 2
     design = np.column_stack([np.ones(semi.size), diff2.reshape(-1, cont.size)])

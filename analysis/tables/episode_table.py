@@ -29,10 +29,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from varirec import open_dataset
 from varirec.analysis.tables.as_of import DRAW_COLUMNS, has_nan, run_factors
+from varirec.analysis.tables.gaps import gap_notes
 from varirec.analysis.tables.pages import no_hugepage_advice
 from varirec.analysis.tables.repeated import refuse_repeated_episodes, repeated_pairs
 from varirec.analysis.tables.stream import stream_factors
@@ -103,121 +103,6 @@ def _specs(ds: Dataset, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         for spec in ds.run(run_id).metadata.get("variations", []):
             specs.setdefault(spec["key"], spec)
     return specs
-
-
-def _open_at_close(ds: Dataset, run_ids: list[str], table: pd.DataFrame) -> list[str]:
-    """A note per run whose recorder closed with episodes running (``run.json``'s
-    ``episodes_open_at_close``): they have no row, and they are not a random share; and
-    per run still marked running (killed, or recording still)."""
-    notes = []
-    counts = table["run_id"].value_counts() if "run_id" in table else pd.Series(dtype=int)
-    for run_id in run_ids:
-        if ds.run(run_id).status == "running":
-            notes.append(
-                f"run {run_id!r} says 'running': its process was killed, or still records; "
-                "what it had flushed is read (`varirec inspect` shows its writers)"
-            )
-        running = ds.run(run_id).metadata.get("episodes_open_at_close")
-        if isinstance(running, int) and not isinstance(running, bool) and running > 0:
-            notes.append(
-                f"run {run_id!r}: {running} episode(s) were still running when it closed "
-                f"(beside {int(counts.get(run_id, 0))} finished) and have no row; where "
-                "they are the long ones (an episode that cannot finish), the finished ones "
-                "lean the other way (a step limit ends every episode)"
-            )
-    return notes
-
-
-def _lost_episodes(ds: Dataset, run_ids: list[str]) -> list[str]:
-    """A warning and a note per run whose writers recorded episodes that no file holds
-    (parts deleted or moved: the reader names skipped parts itself, not missing ones).
-    What is left is seldom a random sample: a part holds the episodes that ended
-    first."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DatasetWarning)
-        gone = [h for h in ds.health("episodes", run_ids) if h.rows_missing and not h.skipped]
-    notes = []
-    for h in gone:
-        note = (
-            f"run {h.run_id!r}: its writers recorded {h.rows_recorded} episode(s), "
-            f"{h.rows_readable} are readable; {h.rows_missing} are in no file (parts deleted, "
-            "moved or rewritten). The rest is not a random sample of the run (a part holds the "
-            "episodes that ended first): restore the parts from a copy, or record again"
-        )
-        warnings.warn(note, DatasetWarning, stacklevel=3)
-        notes.append(note)
-    return notes
-
-
-def _lost_draws(
-    ds: Dataset, run_ids: list[str], table: pd.DataFrame, factors: list[str]
-) -> list[str]:
-    """Empty the reset-mode factors of episodes whose reset draw of that variation was
-    lost with a damaged draws part, in place; returns a note per run.
-
-    The as-of rule would give such an episode the env's previous draw: a value it
-    never had. In a damaged run, an episode without its own reset row of a variation
-    is taken as lost (a reset that skipped the variation, which keeps the env's earlier
-    value in an intact run, cannot be told apart there)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DatasetWarning)
-        # No run.json and no writer count: a lost part cannot be ruled out, so the check
-        # runs there too (a killed run keeps its run.json: a reset that skipped a
-        # variation keeps the env's earlier value there, as in an intact run).
-        suspect = [
-            h
-            for h in ds.health("draws", run_ids)
-            if h.damaged
-            or (h.rows_recorded is None and not ds.run(h.run_id).metadata.get("variations"))
-        ]
-    notes = []
-    for health in suspect:
-        run = health.run_id
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DatasetWarning)
-            specs = ds.run(run).metadata.get("variations") or []
-            drawn = ds.draws(
-                run, columns=["variation", "env_id", "episode"], filter=pc.field("phase") == "reset"
-            ).to_pandas()
-        if specs:
-            reset = {spec["key"] for spec in specs if spec.get("mode") == "reset"}
-        else:  # run.json lost with the part: the variations drawn at resets are those
-            reset = set(drawn["variation"].astype(str).unique())
-        columns = {n: n.split("[")[0] for n in factors if n.split("[")[0] in reset}
-        if not columns:
-            continue
-        rows = np.flatnonzero((table["run_id"] == run).to_numpy())
-        keys = _episode_keys(table["env_id"].to_numpy()[rows], table["episode"].to_numpy()[rows])
-        emptied: set[int] = set()
-        for key in dict.fromkeys(columns.values()):
-            mine = drawn[drawn["variation"] == key]
-            lost = rows[~np.isin(keys, _episode_keys(mine["env_id"], mine["episode"]))]
-            if not lost.size:
-                continue
-            emptied.update(lost.tolist())
-            for name in [n for n, k in columns.items() if k == key]:
-                column = table[name]
-                if pd.api.types.is_integer_dtype(column) or pd.api.types.is_bool_dtype(column):
-                    table[name] = column.astype(float)  # a missing value needs a float
-                table.iloc[lost, table.columns.get_loc(name)] = np.nan
-        if emptied:
-            why = (
-                "lost with a damaged draws part"
-                if health.damaged
-                else "lost with a draws part, it seems (no run.json or writer sidecar counts "
-                "the run's draws to tell)"
-            )
-            notes.append(
-                f"run {run!r}: {len(emptied)} episode(s) lack a reset draw, {why}; those "
-                f"factors are left empty (not the env's earlier draw). {health.describe()}"
-            )
-    return notes
-
-
-def _episode_keys(env_ids: Any, episodes: Any) -> np.ndarray:
-    """One int64 per (env, episode): env ids fit 31 bits, episode indices 32."""
-    env = np.asarray(env_ids, dtype=np.int64)
-    return (env << 32) | np.asarray(episodes, dtype=np.int64)
 
 
 def _is_constant(column: pd.Series) -> bool:
@@ -481,12 +366,7 @@ def episode_table(
         )
     table = pd.concat(frames, ignore_index=True)
     refuse_repeated_episodes(ds, table)
-    lost_notes = (
-        repeated_pairs(table)
-        + _open_at_close(ds, run_ids, table)
-        + _lost_episodes(ds, run_ids)
-        + _lost_draws(ds, run_ids, table, factor_names)
-    )
+    lost_notes = repeated_pairs(table) + gap_notes(ds, run_ids, table, factor_names)
     if "length" in table:  # an env reset again before it stepped: no outcome of its own
         idle = (pd.to_numeric(table["length"], errors="coerce") == 0).to_numpy()
         if idle.all():

@@ -18,7 +18,7 @@ from typing import Any
 
 from varirec._version import __version__
 from varirec.cli.args import count_arg, level_arg, seed_arg
-from varirec.cli.formatting import format_ranking, to_json
+from varirec.cli.formatting import format_ranking, strict_json
 from varirec.cli.groups import add_group_arguments, groups_for_analyze
 from varirec.errors import VarirecError
 from varirec.paths import check_output_file
@@ -212,7 +212,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 "--threshold T`)"
             ) from None
     if args.format == "json":
-        _emit(to_json(study.to_dict()), args.output)
+        _emit(strict_json(study.to_dict()), args.output)
     elif args.format == "csv":
         _emit(study.to_frame().to_csv(index=False), args.output)
     else:
@@ -236,7 +236,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from varirec.cli.inspection import format_inspection, inspect_dataset
 
     info = inspect_dataset(args.dataset)
-    print(to_json(info) if args.json else format_inspection(info))
+    print(strict_json(info) if args.json else format_inspection(info))
     return 0
 
 

@@ -9,11 +9,11 @@ from typing import Any
 __all__ = ["format_ranking"]
 
 
-def to_json(data: Any) -> str:
+def strict_json(data: Any) -> str:
     """``data`` as strict JSON: NaN and infinities become null (a bare ``NaN`` is not
     JSON: strict parsers refuse the whole output); other values by ``str``.
 
-    >>> to_json({"gap": float("nan"), "n": [1, float("inf")]})
+    >>> strict_json({"gap": float("nan"), "n": [1, float("inf")]})
     '{\\n  "gap": null,\\n  "n": [\\n    1,\\n    null\\n  ]\\n}'
     """
     return json.dumps(_finite(data), indent=2, default=str, allow_nan=False)

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from varirec.cli.args import count_arg, level_arg, seed_arg
-from varirec.cli.formatting import to_json
+from varirec.cli.formatting import strict_json
 
 __all__ = ["add_compare_parser", "add_failures_parser"]
 
@@ -30,7 +30,7 @@ def _cmd_failures(args: argparse.Namespace) -> int:
                   seed=args.seed, conf_level=args.conf_level,
                   allow_duplicate_runs=args.allow_duplicate_runs)  # fmt: skip
     if args.format == "json":
-        print(to_json(fa.to_dict()))
+        print(strict_json(fa.to_dict()))
     elif args.format == "csv":
         print(fa.curves.to_csv(index=False), end="")
     else:
@@ -59,7 +59,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     c = compare(args.dataset, args.runs, outcome=args.outcome, num_resamples=args.resamples,
                 conf_level=args.conf_level, seed=args.seed)  # fmt: skip
     if args.format == "json":
-        print(to_json(c.to_dict()))
+        print(strict_json(c.to_dict()))
     else:
         print(c.summary())
         for note in c.notes:
